@@ -3,7 +3,7 @@ import PackageDescription
 
 /// Kernels are compiled with full optimisation even in debug builds, so `swift test` runs the
 /// golden-model tests at a usable speed.
-let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"])]
+let kernelFlags: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"])]
 
 let package = Package(
     name: "Loom",
@@ -32,5 +32,6 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization"]),
         .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "CPUBackend", "ModelFormats", "Tokenization"]),
-    ]
+    ],
+    swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,208 @@
+import Foundation
+import LoomCore
+
+/// The reference implementation of every op: f32 on the host, SIMD inner loops, rows or outputs
+/// split across cores. Every device backend is tested against it.
+public final class CPUBackend: ComputeBackend {
+    public let name = "cpu"
+    public let weightDType = DType.f32
+    public let activationDType = DType.f32
+
+    public init() {}
+
+    public func allocate(_ shape: Shape, dtype: DType) throws -> DeviceTensor {
+        guard dtype == .f32 || dtype == .i32 else {
+            throw LoomError.unsupported("the CPU backend stores f32 and i32 tensors, not \(dtype)")
+        }
+        return DeviceTensor(storage: CPUStorage(byteCount: shape.count * 4), shape: shape, dtype: dtype)
+    }
+
+    public func uploadWeights(_ source: UnsafeRawPointer, dtype: DType, shape: Shape) throws -> DeviceTensor {
+        let t = try allocate(shape, dtype: .f32)
+        HalfConversion.toFloat(source, dtype: dtype, count: shape.count, into: t.f32)
+        return t
+    }
+
+    public func copy(_ values: [Float], to tensor: DeviceTensor) {
+        precondition(values.count <= tensor.count, "copying \(values.count) floats into \(tensor.shape)")
+        values.withUnsafeBufferPointer { tensor.f32.update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    public func copy(_ values: [Int32], to tensor: DeviceTensor) {
+        precondition(values.count <= tensor.count, "copying \(values.count) ints into \(tensor.shape)")
+        if values.isEmpty { return }
+        values.withUnsafeBufferPointer { tensor.i32.update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    public func download(_ tensor: DeviceTensor) -> [Float] {
+        if tensor.dtype == .i32 {
+            return (0..<tensor.count).map { Float(tensor.i32[$0]) }
+        }
+        return Array(UnsafeBufferPointer(start: tensor.f32, count: tensor.count))
+    }
+
+    public func embed(tokens: DeviceTensor, table: DeviceTensor, out: DeviceTensor) {
+        let n = tokens.count, d = table.shape[1], vocab = table.shape[0]
+        precondition(out.shape[0] >= n && out.shape.rowCount == d)
+        let ids = tokens.i32, src = table.f32, dst = out.f32
+        for i in 0..<n {
+            let id = Int(ids[i])
+            precondition(id >= 0 && id < vocab, "token id \(id) is outside the vocabulary of \(vocab)")
+            (dst + i * d).update(from: src + id * d, count: d)
+        }
+    }
+
+    public func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
+        let n = x.shape[0], d = x.shape.rowCount
+        let xs = x.f32, w = weight.f32, o = out.f32
+        parallelFor(n, work: n * d * 4) { rows in
+            for i in rows { Self.normRow(xs + i * d, w, eps, o + i * d, d) }
+        }
+    }
+
+    public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
+        let n = x.shape[0], d = x.shape.rowCount
+        let r = residual.f32, xs = x.f32, w = weight.f32, o = out.f32
+        parallelFor(n, work: n * d * 5) { rows in
+            for i in rows {
+                let ri = r + i * d
+                Kernels.axpy(1, xs + i * d, ri, d)
+                Self.normRow(ri, w, eps, o + i * d, d)
+            }
+        }
+    }
+
+    @inline(__always)
+    private static func normRow(_ x: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, _ eps: Float, _ out: UnsafeMutablePointer<Float>, _ d: Int) {
+        let meanSquare = Kernels.dot(x, x, d) / Float(d)
+        let scale = 1 / sqrtf(meanSquare + eps)
+        for j in 0..<d { out[j] = w[j] * (x[j] * scale) }
+    }
+
+    public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor) {
+        let n = x.shape[0], k = x.shape.rowCount, outputs = weight.shape[0]
+        precondition(weight.shape[1] == k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
+        precondition(out.shape[0] == n && out.shape.rowCount == outputs, "linear: out \(out.shape) for \(n)×\(outputs)")
+        let xs = x.f32, w = weight.f32, o = out.f32
+        let b = bias?.f32
+        // Split by output blocks of 4 so every thread streams its own slice of the weight once.
+        let blocks = (outputs + 3) / 4
+        parallelFor(blocks, work: n * k * outputs) { range in
+            let cols = (range.lowerBound * 4)..<min(outputs, range.upperBound * 4)
+            Kernels.gemmNT(x: xs, rows: n, w: w, outputs: cols, k: k, out: o, outStride: outputs)
+            if let b {
+                for i in 0..<n { for c in cols { o[i * outputs + c] += b[c] } }
+            }
+        }
+    }
+
+    public func rope(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        let n = qkv.shape[0], stride = qkv.shape.rowCount, half = headDim / 2
+        let base = qkv.f32, pos = positions.i32, inv = inverseFrequencies.f32
+        let rotatedHeads = numHeads + numKVHeads
+        parallelFor(n, work: n * rotatedHeads * headDim * 8) { rows in
+            for i in rows {
+                let p = Float(pos[i])
+                for j in 0..<half {
+                    let angle = p * inv[j]
+                    let c = cosf(angle), s = sinf(angle)
+                    for h in 0..<rotatedHeads {
+                        let v = base + i * stride + h * headDim
+                        let x1 = v[j], x2 = v[j + half]
+                        v[j] = x1 * c - x2 * s
+                        v[j + half] = x2 * c + x1 * s
+                    }
+                }
+            }
+        }
+    }
+
+    public func writeKV(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        let n = qkv.shape[0], stride = qkv.shape.rowCount, kvSize = numKVHeads * headDim
+        let slots = slotMapping.i32, src = qkv.f32, kc = kCache.f32, vc = vCache.f32
+        let capacity = kCache.shape[0]
+        for i in 0..<n {
+            let slot = Int(slots[i])
+            if slot < 0 { continue }
+            precondition(slot < capacity, "KV slot \(slot) is outside the cache of \(capacity)")
+            let row = src + i * stride + numHeads * headDim
+            (kc + slot * kvSize).update(from: row, count: kvSize)
+            (vc + slot * kvSize).update(from: row + kvSize, count: kvSize)
+        }
+    }
+
+    public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        let stride = qkv.shape.rowCount, kvSize = numKVHeads * headDim
+        let group = numHeads / numKVHeads
+        let q = qkv.f32, kc = kCache.f32, vc = vCache.f32, o = out.f32
+        let starts = metadata.queryStarts.i32, lengths = metadata.contextLengths.i32
+        let tables = metadata.blockTables.i32, tableWidth = metadata.blockTables.shape[1]
+        let blockSize = metadata.blockSize
+        let scale = 1 / sqrtf(Float(headDim))
+        // One work item per (query row, head); each needs a scores buffer of the context length.
+        let rowCount = Int(starts[metadata.numSequences])
+        let total = rowCount * numHeads
+        let maxContext = metadata.maxContextLength
+        let numSequences = metadata.numSequences
+        parallelFor(total, work: total * maxContext * headDim * 2) { range in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, maxContext))
+            defer { scores.deallocate() }
+            var s = 0
+            for item in range {
+                let row = item / numHeads
+                while s > 0 && Int(starts[s]) > row { s -= 1 }
+                while s + 1 < numSequences && Int(starts[s + 1]) <= row { s += 1 }
+                let h = item % numHeads, kvh = h / group
+                let context = Int(lengths[s])
+                let queryCount = Int(starts[s + 1] - starts[s])
+                let visible = context - queryCount + (row - Int(starts[s])) + 1
+                let qv = q + row * stride + h * headDim
+                let table = tables + s * tableWidth
+                var maxScore = -Float.infinity
+                for t in 0..<visible {
+                    let slot = Int(table[t / blockSize]) * blockSize + t % blockSize
+                    let sc = Kernels.dot(qv, kc + slot * kvSize + kvh * headDim, headDim) * scale
+                    scores[t] = sc
+                    maxScore = max(maxScore, sc)
+                }
+                var sum: Float = 0
+                for t in 0..<visible {
+                    let e = expf(scores[t] - maxScore)
+                    scores[t] = e
+                    sum += e
+                }
+                let ov = o + row * numHeads * headDim + h * headDim
+                ov.update(repeating: 0, count: headDim)
+                let inv = 1 / sum
+                for t in 0..<visible {
+                    let slot = Int(table[t / blockSize]) * blockSize + t % blockSize
+                    Kernels.axpy(scores[t] * inv, vc + slot * kvSize + kvh * headDim, ov, headDim)
+                }
+            }
+        }
+    }
+
+    public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor) {
+        let n = gateUp.shape[0], width = out.shape.rowCount
+        precondition(gateUp.shape.rowCount == 2 * width)
+        let g = gateUp.f32, o = out.f32
+        parallelFor(n, work: n * width * 10) { rows in
+            for i in rows {
+                let gi = g + i * 2 * width, oi = o + i * width
+                for j in 0..<width {
+                    let x = gi[j]
+                    oi[j] = (x / (1 + expf(-x))) * gi[width + j]
+                }
+            }
+        }
+    }
+
+    public func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor) {
+        let d = x.shape.rowCount, src = x.f32, dst = out.f32, idx = rows.i32
+        for j in 0..<rows.count {
+            (dst + j * d).update(from: src + Int(idx[j]) * d, count: d)
+        }
+    }
+
+    public func synchronize() {}
+}

@@ -1,0 +1,104 @@
+/// Per-step attention metadata, as device tensors of `i32` so a device backend can keep them in
+/// persistent buffers (and replay captured graphs). nano-vllm's `Context`.
+public struct AttentionMetadata {
+    /// `[numSeqs + 1]`: sequence `s` owns query rows `queryStarts[s] ..< queryStarts[s+1]`.
+    public var queryStarts: DeviceTensor
+    /// `[numSeqs]`: KV length of each sequence after this step (cached + new tokens).
+    public var contextLengths: DeviceTensor
+    /// `[numSeqs, maxBlocksPerSequence]`: KV block ids of each sequence.
+    public var blockTables: DeviceTensor
+    public var numSequences: Int
+    public var maxQueryLength: Int
+    public var maxContextLength: Int
+    public var blockSize: Int
+
+    public init(
+        queryStarts: DeviceTensor, contextLengths: DeviceTensor, blockTables: DeviceTensor,
+        numSequences: Int, maxQueryLength: Int, maxContextLength: Int, blockSize: Int
+    ) {
+        self.queryStarts = queryStarts
+        self.contextLengths = contextLengths
+        self.blockTables = blockTables
+        self.numSequences = numSequences
+        self.maxQueryLength = maxQueryLength
+        self.maxContextLength = maxContextLength
+        self.blockSize = blockSize
+    }
+}
+
+/// The per-step LoRA plan as the kernels see it: tokens grouped into segments, each segment served
+/// by one slot of the device pool. Built by the `LoRA` target.
+public struct LoRAKernelPlan {
+    /// `[numSegments + 1]`: segment `g` covers token rows `segmentStarts[g] ..< segmentStarts[g+1]`.
+    public var segmentStarts: DeviceTensor
+    /// `[numSegments]`: the slot of each segment.
+    public var segmentSlots: DeviceTensor
+    /// `[numSlots]`: each slot's rank (0: no adapter, the segment costs nothing).
+    public var slotRanks: DeviceTensor
+    public var numSegments: Int
+    public var maxRank: Int
+
+    public init(segmentStarts: DeviceTensor, segmentSlots: DeviceTensor, slotRanks: DeviceTensor, numSegments: Int, maxRank: Int) {
+        self.segmentStarts = segmentStarts
+        self.segmentSlots = segmentSlots
+        self.slotRanks = slotRanks
+        self.numSegments = numSegments
+        self.maxRank = maxRank
+    }
+}
+
+/// The operations a model needs, coarse enough that a device backend runs each as one or two kernels.
+///
+/// Activations are `f32` on the CPU backend; weights are stored in `weightDType`. Shapes use rows
+/// for tokens: `x` is `[n, features]`. Each op's comment gives its meaning as plain Swift.
+public protocol ComputeBackend: AnyObject {
+    var name: String { get }
+    /// The dtype in which weights are kept on this backend.
+    var weightDType: DType { get }
+    /// The dtype of activations and of the KV cache.
+    var activationDType: DType { get }
+
+    /// A new zero-filled tensor.
+    func allocate(_ shape: Shape, dtype: DType) throws -> DeviceTensor
+    /// Uploads `shape.count` elements of `dtype` from host memory, converting to `weightDType`.
+    func uploadWeights(_ source: UnsafeRawPointer, dtype: DType, shape: Shape) throws -> DeviceTensor
+    /// Copies host floats into `tensor` (any float dtype), converting as needed.
+    func copy(_ values: [Float], to tensor: DeviceTensor)
+    /// Copies host integers into an `i32` tensor.
+    func copy(_ values: [Int32], to tensor: DeviceTensor)
+    /// The tensor's elements as host floats.
+    func download(_ tensor: DeviceTensor) -> [Float]
+
+    /// `out[i] = table[tokens[i]]`.
+    func embed(tokens: DeviceTensor, table: DeviceTensor, out: DeviceTensor)
+    /// `out[i] = x[i] / sqrt(mean(x[i]²) + eps) * weight`.
+    func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
+    /// `residual[i] += x[i]; out[i] = rmsNorm(residual[i])`.
+    func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
+    /// `out[i] = weight · x[i] + bias` with `weight` `[outFeatures, inFeatures]`.
+    func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor)
+    /// Rotates q `[n, heads·d]` and k `[n, kvHeads·d]` in place by `positions[i]·invFreq` (rotate-half
+    /// layout, as transformers' Llama). `qkv` is the stacked projection output `[n, (heads + 2·kvHeads)·d]`.
+    func rope(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int)
+    /// Writes k and v of the stacked `qkv` into the paged caches at `slotMapping[i]` (`block·blockSize + offset`);
+    /// caches are `[numBlocks·blockSize, kvHeads·d]`. A negative slot skips the row.
+    func writeKV(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int)
+    /// Causal attention of each sequence's query rows (q from `qkv`) over its paged KV; `out` is `[n, heads·d]`.
+    func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int)
+    /// `out[i][j] = silu(gateUp[i][j]) * gateUp[i][I + j]`, `gateUp` `[n, 2I]`.
+    func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor)
+    /// `out[j] = x[rows[j]]`.
+    func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor)
+
+    /// LoRA shrink: for each segment with slot `s` of rank `r > 0`, for each stacked module `m` and row `i`:
+    /// `out[i][m·R ..< m·R + r] = A[s][m·R ..< m·R + r] · x[i]` where `A` is `[slots, stack·R, in]`
+    /// and `out` is `[n, stack·R]`. Rows of rank-0 segments are left untouched (and never read by expand).
+    func loraShrink(_ x: DeviceTensor, a: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int)
+    /// LoRA expand: for each segment with slot `s` of rank `r > 0`, stacked module `m` with output
+    /// columns `outOffsets[m] ..< outOffsets[m+1]` and row `i`:
+    /// `out[i][col] += scalings[s·stack + m] · B[s][col] · shrunk[i][m·R ..< m·R + r]` with `B` `[slots, totalOut, R]`.
+    func loraExpand(_ shrunk: DeviceTensor, b: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, scalings: DeviceTensor, outOffsets: [Int])
+
+    /// Waits for all queued work.
+    func synchronize()
+}

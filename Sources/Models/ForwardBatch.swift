@@ -1,0 +1,51 @@
+import LoomCore
+
+/// One forward step as the host describes it: flat tokens of all sequences, where each token's KV
+/// goes, and which rows need logits. The model copies it into persistent device buffers.
+public struct ForwardBatch {
+    /// Token ids, sequence after sequence.
+    public var tokens: [Int32] = []
+    public var positions: [Int32] = []
+    /// Each token's KV cache slot (`block · blockSize + offset`).
+    public var slotMapping: [Int32] = []
+    /// `numSequences + 1` offsets into `tokens`.
+    public var queryStarts: [Int32] = [0]
+    /// Each sequence's KV length after this step.
+    public var contextLengths: [Int32] = []
+    /// Each sequence's KV block ids.
+    public var blockTables: [[Int32]] = []
+    /// Token rows whose logits are returned, in order (usually each sequence's last row).
+    public var logitsRows: [Int32] = []
+
+    public init() {}
+
+    public var tokenCount: Int { tokens.count }
+    public var sequenceCount: Int { contextLengths.count }
+
+    /// Appends one sequence's new tokens (`tokens` at `startPosition ...`), its block table, and
+    /// asks for the logits of its last token when `wantsLogits`.
+    public mutating func append(tokens new: [Int32], startPosition: Int, blockTable: [Int32], blockSize: Int, wantsLogits: Bool = true) {
+        precondition(!new.isEmpty, "a sequence contributes at least one token")
+        for (j, t) in new.enumerated() {
+            let position = startPosition + j
+            tokens.append(t)
+            positions.append(Int32(position))
+            slotMapping.append(blockTable[position / blockSize] * Int32(blockSize) + Int32(position % blockSize))
+        }
+        queryStarts.append(Int32(tokens.count))
+        contextLengths.append(Int32(startPosition + new.count))
+        blockTables.append(blockTable)
+        if wantsLogits { logitsRows.append(Int32(tokens.count - 1)) }
+    }
+}
+
+/// Where a LoRA implementation adds its deltas: after each projection group's base GEMM.
+public enum ProjectionGroup: Int, CaseIterable, Sendable {
+    case qkv, o, gateUp, down
+}
+
+/// Adds adapter deltas to projection outputs for the current batch (the `LoRA` target implements it).
+public protocol LoRAApplier: AnyObject {
+    /// `output += Σ_segments scaling · B(A input)` for the rows of each segment's adapter.
+    func apply(layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor)
+}

@@ -1,0 +1,19 @@
+import Foundation
+import LoomCore
+
+/// The small model that ships with Loom (stories260K), found next to the binary's source tree or
+/// through `LOOM_HOME`.
+enum BundledModel {
+    static func directory() throws -> String {
+        var candidates: [String] = []
+        if let home = ProcessInfo.processInfo.environment["LOOM_HOME"] { candidates.append(home) }
+        candidates.append(FileManager.default.currentDirectoryPath)
+        // The package root, when run from a build folder of a checkout.
+        candidates.append(URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path)
+        for root in candidates {
+            let dir = (root as NSString).appendingPathComponent("Fixtures/stories260k")
+            if FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent("config.json")) { return dir }
+        }
+        throw LoomError.invalidArgument("no --model-path given and the bundled model (Fixtures/stories260k) was not found; run from the Loom checkout or set LOOM_HOME")
+    }
+}
