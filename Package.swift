@@ -20,10 +20,11 @@ let package = Package(
         .target(name: "Tokenization", dependencies: ["LoomCore"], swiftSettings: kernelFlags),
         .target(name: "CPUBackend", dependencies: ["LoomCore"], swiftSettings: kernelFlags),
         .target(name: "Models", dependencies: ["LoomCore", "ModelFormats"]),
+        .target(name: "LoRA", dependencies: ["LoomCore", "ModelFormats", "Models"]),
         .executableTarget(
             name: "loom",
             dependencies: [
-                "LoomCore", "ModelFormats", "Tokenization", "Models", "CPUBackend",
+                "LoomCore", "ModelFormats", "Tokenization", "Models", "LoRA", "CPUBackend",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -32,6 +33,7 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization"]),
         .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "CPUBackend", "ModelFormats", "Tokenization"]),
+        .testTarget(name: "LoRATests", dependencies: ["LoRA", "Models", "CPUBackend", "ModelFormats"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -5,17 +5,18 @@ extension CPUBackend {
         let k = x.shape.rowCount, slotWidth = a.shape[1], maxRank = slotWidth / stack
         let outStride = out.shape.rowCount
         precondition(a.shape[2] == k && outStride == slotWidth, "loraShrink: x \(x.shape), A \(a.shape), out \(out.shape)")
-        let xs = x.f32, aw = a.f32, o = out.f32
+        let xs = x.f32, aw = a.f32, o = out.f32, perm = plan.permutation.i32
         let starts = plan.segmentStarts.i32, slots = plan.segmentSlots.i32, ranks = plan.slotRanks.i32
         parallelFor(plan.numSegments, work: Int(starts[plan.numSegments]) * k * plan.maxRank * stack) { segments in
             for g in segments {
                 let slot = Int(slots[g]), rank = Int(ranks[slot])
                 if rank == 0 { continue }
-                let first = Int(starts[g]), rows = Int(starts[g + 1]) - first
-                for m in 0..<stack {
-                    let w = aw + (slot * slotWidth + m * maxRank) * k
-                    Kernels.gemmNT(x: xs + first * k, rows: rows, w: w, outputs: 0..<rank, k: k,
-                                   out: o + first * outStride + m * maxRank, outStride: outStride)
+                for p in Int(starts[g])..<Int(starts[g + 1]) {
+                    let row = xs + Int(perm[p]) * k
+                    for m in 0..<stack {
+                        let w = aw + (slot * slotWidth + m * maxRank) * k
+                        Kernels.gemmNT(x: row, rows: 1, w: w, outputs: 0..<rank, k: k, out: o + p * outStride + m * maxRank, outStride: outStride)
+                    }
                 }
             }
         }
@@ -26,7 +27,7 @@ extension CPUBackend {
         let outStride = out.shape.rowCount, shrunkStride = shrunk.shape.rowCount
         precondition(outOffsets.last == totalOut && totalOut == outStride && shrunkStride == stack * maxRank,
                      "loraExpand: shrunk \(shrunk.shape), B \(b.shape), out \(out.shape)")
-        let ys = shrunk.f32, bw = b.f32, o = out.f32, scale = scalings.f32
+        let ys = shrunk.f32, bw = b.f32, o = out.f32, scale = scalings.f32, perm = plan.permutation.i32
         let starts = plan.segmentStarts.i32, slots = plan.segmentSlots.i32, ranks = plan.slotRanks.i32
         // Split by output columns: each thread owns a column range of every row, so no two write one element.
         parallelFor(totalOut, work: Int(starts[plan.numSegments]) * totalOut * plan.maxRank) { cols in
@@ -37,9 +38,9 @@ extension CPUBackend {
                     let lo = max(cols.lowerBound, outOffsets[m]), hi = min(cols.upperBound, outOffsets[m + 1])
                     if lo >= hi { continue }
                     let s = scale[slot * stack + m]
-                    for i in Int(starts[g])..<Int(starts[g + 1]) {
-                        let y = ys + i * shrunkStride + m * maxRank
-                        let oi = o + i * outStride
+                    for p in Int(starts[g])..<Int(starts[g + 1]) {
+                        let y = ys + p * shrunkStride + m * maxRank
+                        let oi = o + Int(perm[p]) * outStride
                         for c in lo..<hi {
                             oi[c] += s * Kernels.dot(y, bw + (slot * totalOut + c) * maxRank, rank)
                         }

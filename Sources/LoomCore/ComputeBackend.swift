@@ -26,19 +26,24 @@ public struct AttentionMetadata {
     }
 }
 
-/// The per-step LoRA plan as the kernels see it: tokens grouped into segments, each segment served
-/// by one slot of the device pool. Built by the `LoRA` target.
+/// The per-step LoRA plan as the kernels see it: token rows permuted so that rows of one slot are
+/// contiguous, then cut into segments, each served by one slot of the device pool. Built by the
+/// `LoRA` target (`sgmv`: one segment per slot; `csgmv`: chunks of at most `--max-lora-chunk-size`).
 public struct LoRAKernelPlan {
-    /// `[numSegments + 1]`: segment `g` covers token rows `segmentStarts[g] ..< segmentStarts[g+1]`.
+    /// `[n]`: plan position `p` holds token row `permutation[p]`.
+    public var permutation: DeviceTensor
+    /// `[numSegments + 1]`: segment `g` covers plan positions `segmentStarts[g] ..< segmentStarts[g+1]`.
     public var segmentStarts: DeviceTensor
     /// `[numSegments]`: the slot of each segment.
     public var segmentSlots: DeviceTensor
-    /// `[numSlots]`: each slot's rank (0: no adapter, the segment costs nothing).
+    /// `[numSlots]`: each slot's rank (0: no adapter, its segments cost nothing).
     public var slotRanks: DeviceTensor
     public var numSegments: Int
+    /// The largest rank among the slots of this batch's segments.
     public var maxRank: Int
 
-    public init(segmentStarts: DeviceTensor, segmentSlots: DeviceTensor, slotRanks: DeviceTensor, numSegments: Int, maxRank: Int) {
+    public init(permutation: DeviceTensor, segmentStarts: DeviceTensor, segmentSlots: DeviceTensor, slotRanks: DeviceTensor, numSegments: Int, maxRank: Int) {
+        self.permutation = permutation
         self.segmentStarts = segmentStarts
         self.segmentSlots = segmentSlots
         self.slotRanks = slotRanks
@@ -90,13 +95,15 @@ public protocol ComputeBackend: AnyObject {
     /// `out[j] = x[rows[j]]`.
     func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor)
 
-    /// LoRA shrink: for each segment with slot `s` of rank `r > 0`, for each stacked module `m` and row `i`:
-    /// `out[i][m·R ..< m·R + r] = A[s][m·R ..< m·R + r] · x[i]` where `A` is `[slots, stack·R, in]`
-    /// and `out` is `[n, stack·R]`. Rows of rank-0 segments are left untouched (and never read by expand).
+    /// LoRA shrink: for each segment with slot `s` of rank `r > 0`, each stacked module `m` and plan
+    /// position `p` of the segment: `out[p][m·R ..< m·R + r] = A[s][m·R ..< m·R + r] · x[permutation[p]]`,
+    /// `A` `[slots, stack·R, in]`, `out` `[n, stack·R]` in plan order. Rank-0 positions are left untouched
+    /// (and never read by expand).
     func loraShrink(_ x: DeviceTensor, a: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int)
     /// LoRA expand: for each segment with slot `s` of rank `r > 0`, stacked module `m` with output
-    /// columns `outOffsets[m] ..< outOffsets[m+1]` and row `i`:
-    /// `out[i][col] += scalings[s·stack + m] · B[s][col] · shrunk[i][m·R ..< m·R + r]` with `B` `[slots, totalOut, R]`.
+    /// columns `outOffsets[m] ..< outOffsets[m+1]` and plan position `p`:
+    /// `out[permutation[p]][col] += scalings[s·stack + m] · B[s][col][0..<r] · shrunk[p][m·R ..< m·R + r]`,
+    /// `B` `[slots, totalOut, R]`, `scalings` `[slots, stack]` f32.
     func loraExpand(_ shrunk: DeviceTensor, b: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, scalings: DeviceTensor, outOffsets: [Int])
 
     /// Waits for all queued work.

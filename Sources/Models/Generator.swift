@@ -8,8 +8,12 @@ public struct GenerationRequest {
     public var seed: UInt64
     /// Generation stops after any of these (usually the model's EOS ids); empty: never.
     public var stopTokenIds: Set<Int>
+    /// The adapter this request runs under (0: the base model); a step holds at most
+    /// `maxAdaptersPerStep` distinct keys.
+    public var adapterKey: UInt64
 
-    public init(promptIds: [Int], maxNewTokens: Int, temperature: Float = 0, seed: UInt64 = 0, stopTokenIds: Set<Int> = []) {
+    public init(promptIds: [Int], maxNewTokens: Int, temperature: Float = 0, seed: UInt64 = 0, stopTokenIds: Set<Int> = [], adapterKey: UInt64 = 0) {
+        self.adapterKey = adapterKey
         self.promptIds = promptIds
         self.maxNewTokens = maxNewTokens
         self.temperature = temperature
@@ -36,7 +40,7 @@ public final class Generator {
     /// Continues every request; returns the new token ids of each (without the prompt), and calls
     /// `onLogits` with each sequence's logits before sampling when given.
     public func generate(
-        _ requests: [GenerationRequest], stepHook: StepHook? = nil,
+        _ requests: [GenerationRequest], maxAdaptersPerStep: Int = .max, stepHook: StepHook? = nil,
         onLogits: ((_ sequence: Int, _ step: Int, _ logits: [Float]) -> Void)? = nil
     ) throws -> [[Int]] {
         let c = model.config
@@ -70,11 +74,18 @@ public final class Generator {
             var batch = ForwardBatch()
             var rowSequences: [Int] = []
             var members: [Int] = []
-            // Prefill in chunks that fit the workspace, then decode steps for every live sequence.
-            for (s, r) in requests.enumerated() where !done[s] {
+            var adapters: Set<UInt64> = []
+            // Sequences in a rotating order, so that when adapters outnumber `maxAdaptersPerStep`
+            // every sequence gets its turn; a whole prompt is one prefill.
+            for k in 0..<requests.count {
+                let s = (k + step) % requests.count
+                let r = requests[s]
+                if done[s] { continue }
+                if !adapters.contains(r.adapterKey) && adapters.count >= maxAdaptersPerStep { continue }
                 let newTokens: [Int32] = outputs[s].isEmpty ? r.promptIds.map(Int32.init) : [Int32(outputs[s].last!)]
                 let start = outputs[s].isEmpty ? 0 : r.promptIds.count + outputs[s].count - 1
                 if batch.tokenCount + newTokens.count > model.maxTokens || batch.sequenceCount == model.maxSequences { break }
+                adapters.insert(r.adapterKey)
                 batch.append(tokens: newTokens, startPosition: start, blockTable: tables[s], blockSize: blockSize)
                 rowSequences += Array(repeating: s, count: newTokens.count)
                 members.append(s)

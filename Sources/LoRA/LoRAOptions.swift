@@ -1,0 +1,80 @@
+import Foundation
+import LoomCore
+import ModelFormats
+
+/// How LoRA kernels group a batch's tokens (`--lora-backend`).
+public enum LoRABackendKind: String, Sendable, CaseIterable {
+    /// One segment per slot (SGLang's `triton` backend).
+    case sgmv
+    /// Segments of at most `--max-lora-chunk-size` tokens (SGLang's default).
+    case csgmv
+
+    /// Accepts SGLang's names, `triton` being an alias of `sgmv`.
+    public init(flag: String) throws {
+        switch flag {
+        case "sgmv", "triton": self = .sgmv
+        case "csgmv": self = .csgmv
+        default: throw LoomError.invalidArgument("--lora-backend \(flag) is not supported (csgmv, sgmv, triton)")
+        }
+    }
+}
+
+/// Which unpinned adapter leaves a full slot pool (`--lora-eviction-policy`).
+public enum EvictionPolicy: String, Sendable, CaseIterable {
+    case lru, fifo
+}
+
+/// The LoRA flags of `loom serve` / `loom generate`, with SGLang's names and defaults.
+public struct LoRAOptions: Sendable {
+    public var maxLorasPerBatch = 8
+    public var maxLoadedLoras: Int?
+    public var maxLoraRank: Int?
+    public var targetModules: Set<TargetModule>?
+    public var backend = LoRABackendKind.csgmv
+    public var maxChunkSize = 16
+    public var evictionPolicy = EvictionPolicy.lru
+
+    public init() {}
+
+    public func validate() throws {
+        guard maxLorasPerBatch >= 1 else { throw LoomError.invalidArgument("--max-loras-per-batch must be at least 1") }
+        if let loaded = maxLoadedLoras, loaded < maxLorasPerBatch {
+            throw LoomError.invalidArgument("--max-loaded-loras (\(loaded)) must be at least --max-loras-per-batch (\(maxLorasPerBatch))")
+        }
+        if let rank = maxLoraRank, rank < 1 { throw LoomError.invalidArgument("--max-lora-rank must be at least 1") }
+        guard [16, 32, 64, 128].contains(maxChunkSize) || (maxChunkSize >= 1 && maxChunkSize <= 128) else {
+            throw LoomError.invalidArgument("--max-lora-chunk-size must be between 1 and 128")
+        }
+    }
+}
+
+/// One `--lora-paths` entry in any of SGLang's three forms: `PATH`, `NAME=PATH`, or JSON
+/// `{"lora_name": ..., "lora_path": ..., "pinned": ...}`.
+public struct LoRAPathSpec: Sendable, Equatable {
+    public var name: String
+    public var path: String
+    public var pinned: Bool
+
+    public init(name: String, path: String, pinned: Bool = false) {
+        self.name = name
+        self.path = path
+        self.pinned = pinned
+    }
+
+    public init(parsing text: String) throws {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        if trimmed.hasPrefix("{") {
+            guard let json = try? JSONSerialization.jsonObject(with: Data(trimmed.utf8)) as? [String: Any],
+                  let name = json["lora_name"] as? String, let path = json["lora_path"] as? String
+            else {
+                throw LoomError.invalidArgument("--lora-paths entry \(text) is not JSON with string lora_name and lora_path")
+            }
+            self.init(name: name, path: path, pinned: json["pinned"] as? Bool ?? false)
+        } else if let eq = trimmed.firstIndex(of: "=") {
+            self.init(name: String(trimmed[..<eq]), path: String(trimmed[trimmed.index(after: eq)...]))
+        } else {
+            self.init(name: trimmed, path: trimmed)
+        }
+        guard !name.isEmpty, !path.isEmpty else { throw LoomError.invalidArgument("--lora-paths entry '\(text)' has an empty name or path") }
+    }
+}

@@ -1,0 +1,81 @@
+import CPUBackend
+import Foundation
+import LoomCore
+import LoRA
+import ModelFormats
+import Models
+import Testing
+
+/// Every fixture model with its PEFT adapters against the logits and greedy tokens that
+/// transformers + PEFT recorded (`scripts/make_fixtures.py`), for both plan kinds, with fewer
+/// device slots and host slots than adapters so that slots are evicted and adapters re-read.
+@Suite struct PEFTGoldenTests {
+    static let models = ["stories260k", "llama-tiny", "mistral-tiny", "qwen2-tiny"]
+    static let kinds: [LoRABackendKind] = [.sgmv, .csgmv]
+
+    struct Setup {
+        var model: LlamaModel
+        var manager: LoRAManager
+        var reference: [String: Any]
+    }
+
+    func setup(_ name: String, kind: LoRABackendKind, slots: Int) throws -> Setup {
+        let reference = try loadJSON(fixture("models/\(name)/reference.json"))
+        let modelDir = packageRoot.appendingPathComponent(reference["model_dir"] as! String).path
+        let backend = CPUBackend()
+        let model = try LlamaModel(directory: modelDir, backend: backend, maxTokens: 1024, maxSequences: 32)
+        let adapterDir = fixture("models/\(name)/adapters")
+        let names = try FileManager.default.contentsOfDirectory(atPath: adapterDir).sorted()
+        #expect(names.count == 6)
+        var options = LoRAOptions()
+        options.maxLorasPerBatch = slots
+        options.maxLoadedLoras = slots
+        options.backend = kind
+        options.maxChunkSize = 4
+        let specs = names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") }
+        let manager = try LoRAManager(options: options, base: model.config, backend: backend, maxTokens: 1024, initial: specs)
+        return Setup(model: model, manager: manager, reference: reference)
+    }
+
+    /// Runs `prompts` (adapter names, nil for base) as one generation and compares with the reference.
+    func check(_ s: Setup, adapters: [String?], prompts: [[Int]], logits: [[Float]], greedy: [[Int]], label: String) throws {
+        let refs = try s.manager.registry.resolve(adapters)
+        let requests = zip(prompts, refs).map { prompt, ref in
+            GenerationRequest(promptIds: prompt, maxNewTokens: 32, adapterKey: ref?.uid ?? 0)
+        }
+        var first = [[Float]](repeating: [], count: prompts.count)
+        let outputs = try Generator(model: s.model).generate(
+            requests, maxAdaptersPerStep: s.manager.options.maxLorasPerBatch,
+            stepHook: { rows in try s.manager.prepare(rowAdapters: rows.map { refs[$0] }) },
+            onLogits: { seq, step, l in if step == 0 { first[seq] = l } })
+        for i in prompts.indices {
+            let diff = maxAbsDifference(first[i], logits[i])
+            #expect(diff < 1e-4, "\(label) row \(i) (\(adapters[i] ?? "base")): logits differ by \(diff)")
+            #expect(outputs[i] == greedy[i], "\(label) row \(i) (\(adapters[i] ?? "base")): greedy tokens differ")
+        }
+    }
+
+    @Test(arguments: models, kinds)
+    func singleAdapterCasesMatchPEFT(model name: String, kind: LoRABackendKind) throws {
+        let s = try setup(name, kind: kind, slots: 3)
+        let cases = s.reference["cases"] as! [[String: Any]]
+        #expect(cases.count == 21)
+        // All cases as one run: 7 distinct adapters (base included) through 3 slots.
+        try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
+                  logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) },
+                  label: "\(name) \(kind) cases")
+    }
+
+    @Test(arguments: models, kinds)
+    func mixedBatchesMatchPEFT(model name: String, kind: LoRABackendKind) throws {
+        for slots in [8, 3] {
+            let s = try setup(name, kind: kind, slots: slots)
+            for (b, batch) in (s.reference["mixed_batches"] as! [[String: Any]]).enumerated() {
+                let adapters = (batch["adapters"] as! [Any]).map { $0 as? String }
+                try check(s, adapters: adapters, prompts: (batch["prompt_ids"] as! [Any]).map(ints),
+                          logits: (batch["last_logits"] as! [Any]).map(floats), greedy: (batch["greedy_ids"] as! [Any]).map(ints),
+                          label: "\(name) \(kind) batch \(b) slots \(slots)")
+            }
+        }
+    }
+}
