@@ -8,6 +8,11 @@ public struct SlotPool: Sendable {
     public struct Load: Sendable, Equatable {
         public var uid: UInt64
         public var slot: Int
+
+        public init(uid: UInt64, slot: Int) {
+            self.uid = uid
+            self.slot = slot
+        }
     }
 
     struct Entry: Sendable {

@@ -1,0 +1,99 @@
+/// cuBLASLt, resolved from `libcublasLt.so` at run time: the dense projections `out = x · Wᵀ`.
+final class CuBLASLt: @unchecked Sendable {
+    typealias Handle = OpaquePointer?
+
+    let library: DynamicLibrary
+    private let cublasLtCreate: @convention(c) (UnsafeMutablePointer<Handle>) -> Int32
+    private let cublasLtGetVersion: @convention(c) () -> Int
+    private let cublasLtMatmulDescCreate: @convention(c) (UnsafeMutablePointer<Handle>, Int32, Int32) -> Int32
+    private let cublasLtMatmulDescSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Int32
+    private let cublasLtMatrixLayoutCreate: @convention(c) (UnsafeMutablePointer<Handle>, Int32, UInt64, UInt64, Int64) -> Int32
+    private let cublasLtMatmulPreferenceCreate: @convention(c) (UnsafeMutablePointer<Handle>) -> Int32
+    private let cublasLtMatmulPreferenceSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Int32
+    private let cublasLtMatmulAlgoGetHeuristic: @convention(c) (Handle, Handle, Handle, Handle, Handle, Handle, Handle, Int32,
+                                                                UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>) -> Int32
+    private let cublasLtMatmul: @convention(c) (Handle, Handle, UnsafeRawPointer, UInt64, Handle, UInt64, Handle, UnsafeRawPointer,
+                                                UInt64, Handle, UInt64, Handle, UnsafeRawPointer?, UInt64, Int, Handle) -> Int32
+
+    private var handle: Handle = nil
+    /// One plan per GEMM shape: descriptors and the heuristic's first algorithm (its 64-byte struct).
+    private struct Plan {
+        var desc: Handle, a: Handle, b: Handle, d: Handle
+        var algo: [UInt64]
+    }
+    private struct PlanKey: Hashable { var m, n, k: Int; var outType: Int32 }
+    private var plans: [PlanKey: Plan] = [:]
+    let workspaceBytes = 32 << 20
+
+    // cudaDataType / cublasComputeType_t / attribute values (library_types.h, cublasLt.h).
+    static let r32F: Int32 = 0, r16F: Int32 = 2, r16BF: Int32 = 14
+    private static let compute32F: Int32 = 68
+    private static let descTransA: Int32 = 3, descTransB: Int32 = 4
+    private static let prefMaxWorkspace: Int32 = 1
+
+    init() throws {
+        let lib = try DynamicLibrary("libcublasLt", candidates: DynamicLibrary.candidates("libcublasLt", versions: ["13", "12"]), override: "LOOM_LIBCUBLASLT")
+        library = lib
+        cublasLtCreate = try lib.function("cublasLtCreate")
+        cublasLtGetVersion = try lib.function("cublasLtGetVersion")
+        cublasLtMatmulDescCreate = try lib.function("cublasLtMatmulDescCreate")
+        cublasLtMatmulDescSetAttribute = try lib.function("cublasLtMatmulDescSetAttribute")
+        cublasLtMatrixLayoutCreate = try lib.function("cublasLtMatrixLayoutCreate")
+        cublasLtMatmulPreferenceCreate = try lib.function("cublasLtMatmulPreferenceCreate")
+        cublasLtMatmulPreferenceSetAttribute = try lib.function("cublasLtMatmulPreferenceSetAttribute")
+        cublasLtMatmulAlgoGetHeuristic = try lib.function("cublasLtMatmulAlgoGetHeuristic")
+        cublasLtMatmul = try lib.function("cublasLtMatmul")
+        try check(cublasLtCreate(&handle), "cublasLtCreate")
+    }
+
+    var version: Int { cublasLtGetVersion() }
+
+    private func check(_ status: Int32, _ call: String) throws {
+        if status != 0 { throw CUDAError.cublas(call: call, status: status, name: CUDAError.cublasStatusName(status)) }
+    }
+
+    /// `out[n, m] = x[n, k] · W[m, k]ᵀ` (row-major, bf16 operands, fp32 accumulation; `out` bf16 or
+    /// f32). In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
+    func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, outType: Int32,
+                workspace: UInt64, stream: OpaquePointer?) throws {
+        let key = PlanKey(m: m, n: n, k: k, outType: outType)
+        let plan: Plan
+        if let p = plans[key] {
+            plan = p
+        } else {
+            plan = try makePlan(key)
+            plans[key] = plan
+        }
+        var alpha: Float = 1, beta: Float = 0
+        let status = plan.algo.withUnsafeBytes { algo in
+            cublasLtMatmul(handle, plan.desc, &alpha, weight, plan.a, x, plan.b, &beta, out, plan.d, out, plan.d,
+                           algo.baseAddress, workspace, workspaceBytes, stream)
+        }
+        try check(status, "cublasLtMatmul(m: \(m), n: \(n), k: \(k))")
+    }
+
+    private func makePlan(_ key: PlanKey) throws -> Plan {
+        var desc: Handle = nil, a: Handle = nil, b: Handle = nil, d: Handle = nil, pref: Handle = nil
+        try check(cublasLtMatmulDescCreate(&desc, Self.compute32F, Self.r32F), "cublasLtMatmulDescCreate")
+        var transA: Int32 = 1, transB: Int32 = 0
+        try check(cublasLtMatmulDescSetAttribute(desc, Self.descTransA, &transA, 4), "cublasLtMatmulDescSetAttribute(TRANSA)")
+        try check(cublasLtMatmulDescSetAttribute(desc, Self.descTransB, &transB, 4), "cublasLtMatmulDescSetAttribute(TRANSB)")
+        try check(cublasLtMatrixLayoutCreate(&a, Self.r16BF, UInt64(key.k), UInt64(key.m), Int64(key.k)), "cublasLtMatrixLayoutCreate(A)")
+        try check(cublasLtMatrixLayoutCreate(&b, Self.r16BF, UInt64(key.k), UInt64(key.n), Int64(key.k)), "cublasLtMatrixLayoutCreate(B)")
+        try check(cublasLtMatrixLayoutCreate(&d, key.outType, UInt64(key.m), UInt64(key.n), Int64(key.m)), "cublasLtMatrixLayoutCreate(D)")
+        try check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate")
+        var bytes = UInt64(workspaceBytes)
+        try check(cublasLtMatmulPreferenceSetAttribute(pref, Self.prefMaxWorkspace, &bytes, 8), "cublasLtMatmulPreferenceSetAttribute")
+        // cublasLtMatmulHeuristicResult_t is 96 bytes: algo (64), workspaceSize, state, wavesCount, reserved[4].
+        var results = [UInt8](repeating: 0, count: 96 * 4)
+        var returned: Int32 = 0
+        try check(results.withUnsafeMutableBytes {
+            cublasLtMatmulAlgoGetHeuristic(handle, desc, a, b, d, d, pref, 1, $0.baseAddress!, &returned)
+        }, "cublasLtMatmulAlgoGetHeuristic(m: \(key.m), n: \(key.n), k: \(key.k))")
+        guard returned > 0 else {
+            throw CUDAError.cublas(call: "cublasLtMatmulAlgoGetHeuristic(m: \(key.m), n: \(key.n), k: \(key.k)): no algorithm", status: 15, name: "CUBLAS_STATUS_NOT_SUPPORTED")
+        }
+        let algo = results.withUnsafeBytes { raw in (0..<8).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
+        return Plan(desc: desc, a: a, b: b, d: d, algo: algo)
+    }
+}

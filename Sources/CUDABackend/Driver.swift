@@ -1,0 +1,109 @@
+/// The CUDA driver API, resolved from `libcuda.so.1` at run time (`_v2` symbols where the header
+/// maps a call to one).
+final class Driver: @unchecked Sendable {
+    typealias Handle = OpaquePointer?
+    typealias DevicePointer = UInt64
+
+    let library: DynamicLibrary
+    let cuInit: @convention(c) (UInt32) -> Int32
+    let cuDriverGetVersion: @convention(c) (UnsafeMutablePointer<Int32>) -> Int32
+    let cuDeviceGetCount: @convention(c) (UnsafeMutablePointer<Int32>) -> Int32
+    let cuDeviceGet: @convention(c) (UnsafeMutablePointer<Int32>, Int32) -> Int32
+    let cuDeviceGetName: @convention(c) (UnsafeMutablePointer<CChar>, Int32, Int32) -> Int32
+    let cuDeviceGetAttribute: @convention(c) (UnsafeMutablePointer<Int32>, Int32, Int32) -> Int32
+    let cuDevicePrimaryCtxRetain: @convention(c) (UnsafeMutablePointer<Handle>, Int32) -> Int32
+    let cuCtxSetCurrent: @convention(c) (Handle) -> Int32
+    let cuCtxSynchronize: @convention(c) () -> Int32
+    let cuMemAlloc: @convention(c) (UnsafeMutablePointer<DevicePointer>, Int) -> Int32
+    let cuMemFree: @convention(c) (DevicePointer) -> Int32
+    let cuMemGetInfo: @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Int32
+    let cuMemsetD8Async: @convention(c) (DevicePointer, UInt8, Int, Handle) -> Int32
+    let cuMemcpyHtoDAsync: @convention(c) (DevicePointer, UnsafeRawPointer, Int, Handle) -> Int32
+    let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, DevicePointer, Int, Handle) -> Int32
+    let cuMemcpyDtoDAsync: @convention(c) (DevicePointer, DevicePointer, Int, Handle) -> Int32
+    let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Int32
+    let cuStreamSynchronize: @convention(c) (Handle) -> Int32
+    let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<Handle>, UnsafeRawPointer) -> Int32
+    let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<Handle>, Handle, UnsafePointer<CChar>) -> Int32
+    let cuFuncSetAttribute: @convention(c) (Handle, Int32, Int32) -> Int32
+    let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
+                                        UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32
+    let cuEventCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Int32
+    let cuEventRecord: @convention(c) (Handle, Handle) -> Int32
+    let cuEventSynchronize: @convention(c) (Handle) -> Int32
+    let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle, Handle) -> Int32
+    let cuStreamBeginCapture: @convention(c) (Handle, Int32) -> Int32
+    let cuStreamEndCapture: @convention(c) (Handle, UnsafeMutablePointer<Handle>) -> Int32
+    let cuGraphInstantiateWithFlags: @convention(c) (UnsafeMutablePointer<Handle>, Handle, UInt64) -> Int32
+    let cuGraphLaunch: @convention(c) (Handle, Handle) -> Int32
+    let cuGraphDestroy: @convention(c) (Handle) -> Int32
+    let cuGetErrorName: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
+    let cuGetErrorString: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
+
+    init() throws {
+        let lib = try DynamicLibrary("libcuda", candidates: ["libcuda.so.1", "libcuda.so", "/usr/local/nvidia/lib64/libcuda.so.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"], override: "LOOM_LIBCUDA")
+        library = lib
+        cuInit = try lib.function("cuInit")
+        cuDriverGetVersion = try lib.function("cuDriverGetVersion")
+        cuDeviceGetCount = try lib.function("cuDeviceGetCount")
+        cuDeviceGet = try lib.function("cuDeviceGet")
+        cuDeviceGetName = try lib.function("cuDeviceGetName")
+        cuDeviceGetAttribute = try lib.function("cuDeviceGetAttribute")
+        cuDevicePrimaryCtxRetain = try lib.function("cuDevicePrimaryCtxRetain")
+        cuCtxSetCurrent = try lib.function("cuCtxSetCurrent")
+        cuCtxSynchronize = try lib.function("cuCtxSynchronize")
+        cuMemAlloc = try lib.function("cuMemAlloc_v2")
+        cuMemFree = try lib.function("cuMemFree_v2")
+        cuMemGetInfo = try lib.function("cuMemGetInfo_v2")
+        cuMemsetD8Async = try lib.function("cuMemsetD8Async")
+        cuMemcpyHtoDAsync = try lib.function("cuMemcpyHtoDAsync_v2")
+        cuMemcpyDtoHAsync = try lib.function("cuMemcpyDtoHAsync_v2")
+        cuMemcpyDtoDAsync = try lib.function("cuMemcpyDtoDAsync_v2")
+        cuStreamCreate = try lib.function("cuStreamCreate")
+        cuStreamSynchronize = try lib.function("cuStreamSynchronize")
+        cuModuleLoadData = try lib.function("cuModuleLoadData")
+        cuModuleGetFunction = try lib.function("cuModuleGetFunction")
+        cuFuncSetAttribute = try lib.function("cuFuncSetAttribute")
+        cuLaunchKernel = try lib.function("cuLaunchKernel")
+        cuEventCreate = try lib.function("cuEventCreate")
+        cuEventRecord = try lib.function("cuEventRecord")
+        cuEventSynchronize = try lib.function("cuEventSynchronize")
+        cuEventElapsedTime = try lib.function(anyOf: ["cuEventElapsedTime_v2", "cuEventElapsedTime"])
+        cuStreamBeginCapture = try lib.function(anyOf: ["cuStreamBeginCapture_v2", "cuStreamBeginCapture"])
+        cuStreamEndCapture = try lib.function("cuStreamEndCapture")
+        cuGraphInstantiateWithFlags = try lib.function("cuGraphInstantiateWithFlags")
+        cuGraphLaunch = try lib.function("cuGraphLaunch")
+        cuGraphDestroy = try lib.function("cuGraphDestroy")
+        cuGetErrorName = try lib.function("cuGetErrorName")
+        cuGetErrorString = try lib.function("cuGetErrorString")
+    }
+
+    /// Throws `CUDAError.driver` naming `call` unless `status` is `CUDA_SUCCESS`.
+    @inline(__always)
+    func check(_ status: Int32, _ call: @autoclosure () -> String) throws {
+        if status != 0 { throw error(status, call()) }
+    }
+
+    func error(_ status: Int32, _ call: String) -> CUDAError {
+        var namePointer: UnsafePointer<CChar>?
+        var messagePointer: UnsafePointer<CChar>?
+        _ = cuGetErrorName(status, &namePointer)
+        _ = cuGetErrorString(status, &messagePointer)
+        return .driver(call: call, status: status,
+                       name: namePointer.map { String(cString: $0) } ?? "CUDA_ERROR_\(status)",
+                       message: messagePointer.map { String(cString: $0) } ?? "unknown error")
+    }
+}
+
+/// Driver enum values used here (cuda.h).
+enum CUAttribute {
+    static let multiprocessorCount: Int32 = 16
+    static let computeCapabilityMajor: Int32 = 75
+    static let computeCapabilityMinor: Int32 = 76
+    static let maxSharedMemoryPerBlockOptin: Int32 = 97
+    static let l2CacheSize: Int32 = 38
+    static let funcMaxDynamicSharedSizeBytes: Int32 = 8
+    static let streamNonBlocking: UInt32 = 1
+    static let captureModeRelaxed: Int32 = 2
+    static let eventDefault: UInt32 = 0
+}
