@@ -2,6 +2,7 @@ import ArgumentParser
 import CPUBackend
 import Foundation
 import LoomCore
+import LoRA
 import Models
 import Tokenization
 
@@ -14,6 +15,12 @@ struct Generate: ParsableCommand {
 
     @Option(help: "A prompt; repeat for several, run as one batch.")
     var prompt: [String] = []
+
+    @Option(help: "The adapter of each prompt, in order (the i-th --lora goes with the i-th --prompt); none means the base model.")
+    var lora: [String] = []
+
+    @OptionGroup(title: "LoRA")
+    var loraFlags: LoRAFlags
 
     @Option(help: "The most tokens to generate per prompt.")
     var maxNewTokens: Int = 64
@@ -35,6 +42,10 @@ struct Generate: ParsableCommand {
 
     mutating func validate() throws {
         if prompt.isEmpty { throw ValidationError("give at least one --prompt") }
+        if lora.count > prompt.count { throw ValidationError("\(lora.count) --lora values for \(prompt.count) prompts") }
+        if !lora.isEmpty && !loraFlags.isEnabled && lora.contains(where: { $0 != "none" }) {
+            throw ValidationError("--lora needs adapters: give them with --lora-paths")
+        }
         if maxNewTokens < 0 { throw ValidationError("--max-new-tokens must be at least 0") }
         if temperature < 0 || !temperature.isFinite { throw ValidationError("--temperature must be a finite number ≥ 0") }
     }
@@ -44,13 +55,24 @@ struct Generate: ParsableCommand {
         let backend = CPUBackend()
         let tokenizer = try Tokenizer(directory: URL(fileURLWithPath: directory))
         let model = try LlamaModel(directory: directory, backend: backend, maxTokens: 2048, maxSequences: max(prompt.count, 1))
+        var manager: LoRAManager?
+        var refs: [AdapterRef?] = Array(repeating: nil, count: prompt.count)
+        if loraFlags.isEnabled {
+            let m = try LoRAManager(options: try loraFlags.options(), base: model.config, backend: backend,
+                                    maxTokens: model.maxTokens, initial: try loraFlags.specs())
+            let names: [String?] = prompt.indices.map { i in i < lora.count && lora[i] != "none" ? lora[i] : nil }
+            refs = try m.registry.resolve(names)
+            manager = m
+        }
         let stop = ignoreEos ? [] : Set(model.config.eosTokenIds + (tokenizer.eosTokenId.map { [$0] } ?? []))
-        let requests = prompt.map {
-            GenerationRequest(promptIds: tokenizer.encode($0), maxNewTokens: maxNewTokens,
-                              temperature: temperature, seed: seed, stopTokenIds: stop)
+        let requests = zip(prompt, refs).map { text, ref in
+            GenerationRequest(promptIds: tokenizer.encode(text), maxNewTokens: maxNewTokens,
+                              temperature: temperature, seed: seed, stopTokenIds: stop, adapterKey: ref?.uid ?? 0)
         }
         let start = DispatchTime.now()
-        let outputs = try Generator(model: model).generate(requests)
+        let outputs = try Generator(model: model).generate(
+            requests, maxAdaptersPerStep: manager?.options.maxLorasPerBatch ?? .max,
+            stepHook: manager.map { m in { rows in try m.prepare(rowAdapters: rows.map { refs[$0] }) } })
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
         for (request, output) in zip(requests, outputs) {
             let text = tokenizer.decode(output)
