@@ -21,6 +21,7 @@ let package = Package(
         .target(name: "CPUBackend", dependencies: ["LoomCore"], swiftSettings: kernelFlags),
         .target(name: "Models", dependencies: ["LoomCore", "ModelFormats"]),
         .target(name: "LoRA", dependencies: ["LoomCore", "ModelFormats", "Models"]),
+        .target(name: "Engine", dependencies: ["LoomCore", "ModelFormats", "Models", "LoRA", "Tokenization"]),
         .executableTarget(
             name: "loom",
             dependencies: [
@@ -33,6 +34,8 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization"]),
         .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "CPUBackend", "ModelFormats", "Tokenization"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "CPUBackend", "Models", "LoRA", "Tokenization"]),
+        .testTarget(name: "CLITests", dependencies: ["loom"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "Models", "CPUBackend", "ModelFormats"]),
     ],
     swiftLanguageModes: [.v5]
