@@ -24,18 +24,9 @@ public struct EngineRequest: Sendable {
     }
 }
 
-/// Why a sequence ended, in SGLang's `finish_reason` terms.
-public enum FinishReason: Sendable, Equatable {
-    /// EOS, a stop token id (`matched` = the id) or a stop string (`matchedText`).
-    case stop(matched: Int?, matchedText: String?)
-    /// `max_new_tokens` or the context length.
-    case length(Int)
-    /// The client went away, or the server is shutting down.
-    case abort(String)
-}
-
 /// What the engine reports for a finished request.
 public struct FinishInfo: Sendable, Equatable {
+    /// SGLang's `finish_reason` (`FinishReason` is declared with `Sequence`).
     public var reason: FinishReason
     public var promptTokens: Int
     public var completionTokens: Int
