@@ -8,7 +8,10 @@ import Foundation
 /// over several byte tokens is emitted whole. Both decodes start at the same id, so decoder steps
 /// that act on the start of a text (Metaspace's leading-space strip) cancel out, and the space is
 /// stripped only at the very start of the sequence. Concatenating all pieces and `flush()` gives
-/// `decode(allIds)` (for a sequence without prompt), as long as byte-fallback runs are valid UTF-8.
+/// `decode(allIds)` (for a sequence without prompt). One exception, inherent to streaming: when a
+/// run of byte-fallback tokens ("<0xNN>") is not valid UTF-8, `tokenizers` turns every byte of the
+/// whole run into U+FFFD, including complete characters before the bad byte that were already
+/// streamed; those stay as streamed.
 public struct IncrementalDecoder {
     public let tokenizer: Tokenizer
     public let skipSpecialTokens: Bool

@@ -215,3 +215,8 @@ func characterSegments(_ s: String, _ predicate: (Unicode.Scalar) -> Bool) -> [(
     if !gap.isEmpty { out.append((String(gap), false)) }
     return out
 }
+
+/// Byte-for-byte string equality (`==` on `String` is canonical equivalence).
+@inline(__always) func identical(_ a: String, _ b: String) -> Bool {
+    a.utf8.elementsEqual(b.utf8)
+}

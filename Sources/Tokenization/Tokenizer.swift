@@ -19,11 +19,10 @@ public final class Tokenizer: @unchecked Sendable {
     let wrap: SpecialTokenWrap
     private let addedById: [Int: AddedToken]
     private let addedByContent: [[UInt8]: Int]
-    private let specialIds: Set<Int>
+    private let addedDecodeStrings: [Int: String]
+    private let skippedIds: Set<Int>
     private let rawMatcher: AddedTokenMatcher
     private let normalizedMatcher: AddedTokenMatcher
-    /// Ids of byte-fallback tokens "<0xNN>" with their byte.
-    let byteTokens: [Int: UInt8]
 
     /// Number of ids: the largest id of the vocabulary or the added tokens, plus one.
     public let vocabSize: Int
@@ -36,9 +35,15 @@ public final class Tokenizer: @unchecked Sendable {
     public var suffixTokenIds: [Int] { wrap.suffix }
 
     /// Loads `tokenizer.json` and, if present, `tokenizer_config.json` and `special_tokens_map.json`
-    /// from `directory`.
+    /// from `directory` (a path to a tokenizer.json file is accepted too).
     public convenience init(directory: URL) throws {
-        let jsonURL = directory.appendingPathComponent("tokenizer.json")
+        var isDirectory: ObjCBool = false
+        var directory = directory
+        var jsonURL = directory.appendingPathComponent("tokenizer.json")
+        if FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            jsonURL = directory
+            directory = directory.deletingLastPathComponent()
+        }
         guard FileManager.default.fileExists(atPath: jsonURL.path) else {
             throw TokenizerError(file: jsonURL.path, message: "file not found")
         }
@@ -124,20 +129,31 @@ public final class Tokenizer: @unchecked Sendable {
         }
         var addedById: [Int: AddedToken] = [:]
         var addedByContent: [[UInt8]: Int] = [:]
+        var addedDecodeStrings: [Int: String] = [:]
         for t in added where !t.content.isEmpty {
             addedById[t.id] = t
             addedByContent[Array(t.content.utf8)] = t.id
+            // Like `tokenizers`, a normalized added token decodes as its normalized form.
+            if t.normalized, let normalizer {
+                let normed = normalizer.apply(t.content)
+                if !identical(normed, t.content) { addedDecodeStrings[t.id] = normed }
+            }
         }
         self.addedById = addedById
         self.addedByContent = addedByContent
+        self.addedDecodeStrings = addedDecodeStrings
 
-        // Special tokens are recognised by content when decoding, as in `tokenizers`.
-        var specialIds = Set<Int>()
-        for t in added where t.special && !t.content.isEmpty {
-            specialIds.insert(t.id)
-            if let modelId = model.tokenToId(t.content) { specialIds.insert(modelId) }
+        // decode(skip_special_tokens) drops the ids whose token string is the content of a special
+        // added token (checked by string, as `tokenizers` does).
+        let specialContents = Set(added.filter { $0.special && !$0.content.isEmpty }.map { Array($0.content.utf8) })
+        var skippedIds = Set<Int>()
+        for t in added where !t.content.isEmpty {
+            if specialContents.contains(Array((addedDecodeStrings[t.id] ?? t.content).utf8)) { skippedIds.insert(t.id) }
         }
-        self.specialIds = specialIds
+        for c in specialContents {
+            if let modelId = model.vocab[c], addedById[modelId] == nil { skippedIds.insert(modelId) }
+        }
+        self.skippedIds = skippedIds
 
         // Matching order: special tokens first, then the others (as `tokenizers` builds its tries).
         let ordered = added.filter { $0.special } + added.filter { !$0.special }
@@ -146,12 +162,6 @@ public final class Tokenizer: @unchecked Sendable {
         normalizedMatcher = AddedTokenMatcher(tokens: ordered.filter { $0.normalized }.map {
             (normalizer?.apply($0.content) ?? $0.content, $0)
         })
-
-        var byteTokens: [Int: UInt8] = [:]
-        for (id, token) in model.idToToken.enumerated() {
-            if let token, let b = TokenDecoder.byteValue(token) { byteTokens[id] = b }
-        }
-        self.byteTokens = byteTokens
 
         vocabSize = max(model.maxId, added.map(\.id).max() ?? -1) + 1
 
@@ -221,7 +231,11 @@ public final class Tokenizer: @unchecked Sendable {
 
     // MARK: - Vocabulary
 
-    public func isSpecial(_ id: Int) -> Bool { specialIds.contains(id) }
+    /// Whether `id` is a special added token (or a token that `decode(skipSpecialTokens: true)` drops).
+    public func isSpecial(_ id: Int) -> Bool {
+        if let t = addedById[id], t.special { return true }
+        return skippedIds.contains(id)
+    }
 
     public func tokenId(for token: String) -> Int? {
         if let id = addedByContent[Array(token.utf8)] { return id }
@@ -277,8 +291,8 @@ public final class Tokenizer: @unchecked Sendable {
         var tokens: [String] = []
         tokens.reserveCapacity(ids.count)
         for id in ids {
-            if skipSpecialTokens && specialIds.contains(id) { continue }
-            if let t = token(for: id) { tokens.append(t) }
+            if skipSpecialTokens && skippedIds.contains(id) { continue }
+            if let t = addedDecodeStrings[id] ?? token(for: id) { tokens.append(t) }
         }
         if let decoder { return decoder.decode(tokens) }
         return tokens.joined(separator: " ")

@@ -1,7 +1,7 @@
 import Foundation
 
 /// An error while loading a tokenizer. The message names the file and what is wrong with it.
-public struct TokenizerError: Error, CustomStringConvertible, Equatable {
+public struct TokenizerError: Error, CustomStringConvertible, LocalizedError, Equatable {
     /// The file concerned (a path, or a file name such as "tokenizer.json" when loading from data).
     public let file: String
     /// What is wrong.
@@ -13,4 +13,5 @@ public struct TokenizerError: Error, CustomStringConvertible, Equatable {
     }
 
     public var description: String { "\(file): \(message)" }
+    public var errorDescription: String? { description }
 }
