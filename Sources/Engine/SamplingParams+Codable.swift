@@ -82,7 +82,8 @@ extension SamplingParams: Codable {
     ) throws -> T? {
         do {
             return try c.decodeIfPresent(T.self, forKey: key)
-        } catch is DecodingError {
+        } catch {
+            // Foundation throws its own internal error for numbers that do not fit (1.5 as an Int).
             throw LoomError.invalidArgument(
                 "sampling_params.\(key.stringValue) must be \(expected), got \(describe(c, key)).")
         }

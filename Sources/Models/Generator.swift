@@ -66,7 +66,7 @@ public final class Generator {
             nextBlock += Int32(blocks)
         }
         let cache = try KVCache(config: c, numBlocks: max(1, Int(nextBlock)), blockSize: blockSize, backend: model.backend)
-        var samplers = requests.map { Sampler(temperature: $0.temperature, seed: $0.seed) }
+        var samplers = requests.map { OfflineSampler(temperature: $0.temperature, seed: $0.seed) }
         var outputs = [[Int]](repeating: [], count: requests.count)
         var done = requests.map { $0.maxNewTokens <= 0 }
         var step = 0
@@ -110,7 +110,7 @@ public final class Generator {
 }
 
 /// Greedy decoding at temperature 0, else sampling from `softmax(logits / T)` with a seeded generator.
-public struct Sampler {
+struct OfflineSampler {
     public var temperature: Float
     private var state: UInt64
 
