@@ -115,13 +115,25 @@ public final class LoRAManager {
         return ref
     }
 
-    /// Unregisters an adapter (`/unload_lora_adapter`); its weights and slot are dropped at the next step.
+    /// Unregisters an adapter (`/unload_lora_adapter`) and drops its weights and slot at once.
+    /// A server with requests in flight uses `beginUnload` / `finishUnload` instead.
     @discardableResult
     public func unload(name: String) throws -> AdapterRef {
-        let ref = try registry.unregister(name: name)
+        let ref = try beginUnload(name: name)
+        finishUnload(ref)
+        return ref
+    }
+
+    /// Unregisters an adapter: requests naming it are refused from now on, while those already
+    /// in flight keep its weights.
+    public func beginUnload(name: String) throws -> AdapterRef {
+        try registry.unregister(name: name)
+    }
+
+    /// Drops an unregistered adapter's weights; its slot empties at the next step.
+    public func finishUnload(_ ref: AdapterRef) {
         hostCache.remove(ref.uid)
         pendingRemovals.withLock { removedUIDs.append(ref.uid) }
-        return ref
     }
 
     /// Slot occupants for diagnostics (`/get_server_info`): uid per slot, nil when empty.

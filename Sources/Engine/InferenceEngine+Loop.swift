@@ -1,0 +1,148 @@
+import Foundation
+import LoomCore
+import LoRA
+import Models
+
+extension InferenceEngine {
+    /// The loop: take new work, schedule, run one step, send tokens; sleep when idle.
+    func run() {
+        while true {
+            condition.lock()
+            while inbox.isEmpty && abortRequests.isEmpty && removedAdapterKeys.isEmpty && !flushRequested
+                    && !scheduler.hasWork && !isStopped {
+                condition.wait()
+            }
+            let newRequests = inbox, aborts = abortRequests, removed = removedAdapterKeys
+            let flush = flushRequested, stopped = isStopped
+            inbox.removeAll()
+            abortRequests.removeAll()
+            removedAdapterKeys.removeAll()
+            flushRequested = false
+            condition.unlock()
+
+            for (request, continuation) in newRequests { admit(request, continuation) }
+            for id in aborts {
+                if let sid = sequenceByRequest[id], let seq = scheduler.abort(sid) { close(seq) }
+            }
+            for key in removed { _ = scheduler.removeCachedBlocks(adapterKey: key) }
+            if flush { _ = scheduler.flushCache() }
+            if stopped {
+                for sid in Array(streams.keys) {
+                    if let seq = scheduler.abort(sid, message: "The server is shutting down.") { close(seq) }
+                }
+                publishStats()
+                condition.withLock { thread = nil }
+                return
+            }
+            if scheduler.hasWork { step() }
+            publishStats()
+        }
+    }
+
+    private func admit(_ request: EngineRequest, _ continuation: AsyncThrowingStream<EngineEvent, Error>.Continuation) {
+        let id = nextSequenceID
+        nextSequenceID += 1
+        let sequence = Sequence(id: id, promptIds: request.promptIds, params: request.params, adapterKey: request.adapter?.uid ?? 0,
+                                adapterName: request.adapter?.name, arrivalTime: Date().timeIntervalSince1970)
+        do {
+            try scheduler.add(sequence)
+        } catch {
+            if let ref = request.adapter { lora?.registry.release(ref.uid) }
+            continuation.finish(throwing: error)
+            return
+        }
+        if let ref = request.adapter { refs[ref.uid] = ref }
+        streams[id] = RequestStream(request: request, tokenizer: tokenizer, continuation: continuation)
+        sequenceByRequest[request.id] = id
+    }
+
+    /// One scheduled step: forward, sample, detokenize, stream.
+    private func step() {
+        let decision = scheduler.schedule()
+        for seq in decision.finished { close(seq) }
+        guard !decision.isEmpty else {
+            // Waiting work that cannot be admitted yet and nothing running: yield briefly.
+            if scheduler.numRunning == 0 { Thread.sleep(forTimeInterval: 0.001) }
+            return
+        }
+        let batch = scheduler.forwardBatch(for: decision)
+        let applier: LoRAApplier?
+        do {
+            applier = try lora?.prepare(rowAdapters: decision.rowAdapterKeys.map { $0 == 0 ? nil : refs[$0] })
+        } catch {
+            // An adapter could not be made resident (its files vanished since it was loaded):
+            // fail that step's adapter requests, keep serving the rest from the next step on.
+            for item in decision.items where item.adapterKey != 0 {
+                if let seq = scheduler.abort(item.sequenceID, message: "LoRA adapter could not be loaded: \(error)") { close(seq) }
+            }
+            return
+        }
+        let logits = model.forward(batch, cache: cache, lora: applier)
+        let host = model.backend.download(logits)
+        let vocab = model.config.vocabSize
+        var row = 0
+        host.withUnsafeBufferPointer { all in
+            for item in decision.items where item.wantsLogits {
+                defer { row += 1 }
+                guard var stream = streams[item.sequenceID] else { continue }
+                let slice = UnsafeBufferPointer(rebasing: all[(row * vocab)..<((row + 1) * vocab)])
+                let sampled = scheduler.sample(sampler, logits: slice, for: item.sequenceID,
+                                               returnLogprob: stream.request.returnLogprob, topLogprobsNum: stream.request.topLogprobsNum)
+                var finished = scheduler.record(token: sampled.token, for: item.sequenceID)
+                if let stop = stream.push(sampled), finished == nil {
+                    finished = scheduler.finish(item.sequenceID, reason: .stopString(stop))
+                }
+                streams[item.sequenceID] = stream
+                if let finished { close(finished) }
+            }
+        }
+        condition.withLock { pendingGenerated += row }
+    }
+
+    /// Ends a finished sequence's stream and releases its adapter.
+    func close(_ seq: Sequence) {
+        guard var stream = streams.removeValue(forKey: seq.id) else { return }
+        sequenceByRequest[stream.request.id] = nil
+        let info = FinishInfo(reason: seq.finishReason ?? .abort("unknown"), promptTokens: seq.promptIds.count,
+                              completionTokens: seq.outputIds.count, cachedTokens: seq.numCachedTokens)
+        stream.finish(info)
+        if let ref = stream.request.adapter {
+            lora?.registry.release(ref.uid)
+            if !streams.values.contains(where: { $0.request.adapter?.uid == ref.uid }) { refs[ref.uid] = nil }
+        }
+    }
+
+    func currentStats() -> EngineStats {
+        var s = EngineStats()
+        s.running = scheduler.numRunning
+        s.waiting = scheduler.numWaiting
+        s.totalBlocks = scheduler.config.numBlocks
+        s.freeBlocks = scheduler.numFreeBlocks
+        s.cachedBlocks = scheduler.numEvictableBlocks
+        s.blockSize = scheduler.config.blockSize
+        for load in scheduler.adapterLoads {
+            let name = load.adapterName ?? ""
+            if load.numRunning > 0 { s.runningByAdapter[name, default: 0] += load.numRunning }
+            if load.numWaiting > 0 { s.waitingByAdapter[name, default: 0] += load.numWaiting }
+        }
+        s.slotOccupants = lora?.slotOccupants ?? []
+        if let registry = lora?.registry {
+            for ref in registry.adapters {
+                let n = registry.inFlightCount(ref.uid)
+                if n > 0 { s.inFlightByAdapter[ref.name] = n }
+            }
+        }
+        s.steps = scheduler.numSteps
+        return s
+    }
+
+    func publishStats() {
+        let s = currentStats()
+        condition.withLock {
+            let generated = snapshot.generatedTokens + pendingGenerated
+            pendingGenerated = 0
+            snapshot = s
+            snapshot.generatedTokens = generated
+        }
+    }
+}

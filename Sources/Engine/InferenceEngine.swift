@@ -1,0 +1,202 @@
+import Foundation
+import LoomCore
+import LoRA
+import ModelFormats
+import Models
+import Tokenization
+
+/// The serving loop: continuous batching on a thread of its own (it blocks on the device), fed by
+/// `submit` from any thread. The `Scheduler` decides each step; this class acts on its decisions.
+public final class InferenceEngine: InferenceService, @unchecked Sendable {
+    public let model: LlamaModel
+    public let tokenizer: Tokenizer
+    public let lora: LoRAManager?
+    public let options: EngineOptions
+    public let modelName: String
+    public let modelPath: String
+    public let maxContextLength: Int
+    public var modelConfig: ModelConfig { model.config }
+    public var adapters: AdapterRegistry? { lora?.registry }
+
+    let cache: KVCache
+    let sampler: Sampler
+    /// Engine-thread state.
+    var scheduler: Scheduler
+    var streams: [SequenceID: RequestStream] = [:]
+    var sequenceByRequest: [String: SequenceID] = [:]
+    var refs: [UInt64: AdapterRef] = [:]
+
+    /// Shared state, guarded by `condition`.
+    let condition = NSCondition()
+    var inbox: [(EngineRequest, AsyncThrowingStream<EngineEvent, Error>.Continuation)] = []
+    var abortRequests: [String] = []
+    var removedAdapterKeys: [UInt64] = []
+    var flushRequested = false
+    var isStopping = false
+    var isStopped = false
+    var snapshot = EngineStats()
+    var nextSequenceID = 0
+    var pendingGenerated = 0
+    var thread: Thread?
+
+    /// Loads the model and tokenizer from `modelPath` and sizes the KV cache.
+    public init(model: LlamaModel, tokenizer: Tokenizer, lora: LoRAManager?, options: EngineOptions, modelName: String, modelPath: String) throws {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.lora = lora
+        self.options = options
+        self.modelName = modelName
+        self.modelPath = modelPath
+        let c = model.config
+        maxContextLength = min(options.contextLength ?? c.maxPositionEmbeddings, c.maxPositionEmbeddings, model.maxBlocksPerSequence * options.blockSize)
+        let totalTokens = try options.maxTotalTokens ?? Self.defaultTotalTokens(config: c, options: options, dtype: model.backend.activationDType)
+        guard totalTokens >= options.blockSize else {
+            throw LoomError.invalidArgument("--max-total-tokens \(totalTokens) is smaller than one KV block (\(options.blockSize) tokens)")
+        }
+        let numBlocks = totalTokens / options.blockSize
+        cache = try KVCache(config: c, numBlocks: numBlocks, blockSize: options.blockSize, backend: model.backend)
+        var config = SchedulerConfig(numBlocks: numBlocks, blockSize: options.blockSize, maxModelLength: maxContextLength)
+        config.maxRunningRequests = min(options.maxRunningRequests, model.maxSequences)
+        config.maxLorasPerBatch = lora?.options.maxLorasPerBatch ?? 1
+        config.chunkedPrefillSize = options.chunkedPrefillSize
+        config.maxBatchTokens = model.maxTokens
+        config.maxSkipSteps = options.maxSkipSteps
+        config.eosTokenIds = Array(Set(c.eosTokenIds + (tokenizer.eosTokenId.map { [$0] } ?? [])))
+        config.enablePrefixCache = options.enablePrefixCache
+        scheduler = Scheduler(config: config)
+        sampler = Sampler(vocabSize: c.vocabSize, eosTokenIds: config.eosTokenIds)
+        snapshot = currentStats()
+    }
+
+    /// Builds the model's workspace for the engine's step sizes, then the engine.
+    public convenience init(modelPath: String, backend: ComputeBackend, loraOptions: LoRAOptions?, loraPaths: [LoRAPathSpec], options: EngineOptions, modelName: String? = nil) throws {
+        let config = try ModelConfig.load(directory: modelPath)
+        let store = try WeightStore(directory: modelPath)
+        let weights = try LlamaWeights.load(from: store, config: config, backend: backend)
+        let context = min(options.contextLength ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings)
+        let stepTokens = options.chunkedPrefillSize + options.maxRunningRequests
+        let model = try LlamaModel(config: config, weights: weights, backend: backend, maxTokens: stepTokens,
+                                   maxSequences: options.maxRunningRequests,
+                                   maxBlocksPerSequence: (context + options.blockSize - 1) / options.blockSize)
+        let tokenizer = try Tokenizer(directory: URL(fileURLWithPath: modelPath))
+        let lora = try loraOptions.map {
+            try LoRAManager(options: $0, base: config, backend: backend, maxTokens: stepTokens, initial: loraPaths)
+        }
+        try self.init(model: model, tokenizer: tokenizer, lora: lora, options: options,
+                      modelName: modelName ?? modelPath, modelPath: modelPath)
+    }
+
+    static func defaultTotalTokens(config: ModelConfig, options: EngineOptions, dtype: DType) throws -> Int {
+        let perToken = KVCache.bytesPerToken(config, dtype: dtype)
+        let physical = Double(ProcessInfo.processInfo.physicalMemory)
+        let budget = Int(physical * options.memFractionStatic) / max(perToken, 1)
+        // Never more than every running request at full context needs.
+        let context = min(options.contextLength ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings)
+        return max(options.blockSize, min(budget, context * options.maxRunningRequests))
+    }
+
+    // MARK: Lifecycle
+
+    /// Starts the loop thread.
+    public func start() {
+        condition.withLock {
+            guard thread == nil else { return }
+            let t = Thread { [weak self] in self?.run() }
+            t.name = "loom-engine"
+            t.stackSize = 16 << 20
+            thread = t
+            t.start()
+        }
+    }
+
+    public func shutdown(grace: Double) async {
+        condition.withLock {
+            isStopping = true
+            condition.broadcast()
+        }
+        let deadline = Date().addingTimeInterval(grace)
+        while Date() < deadline {
+            let idle = condition.withLock { snapshot.running + snapshot.waiting == 0 && inbox.isEmpty }
+            if idle { break }
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
+        condition.withLock {
+            isStopped = true
+            condition.broadcast()
+        }
+        while condition.withLock({ thread != nil }) {
+            try? await Task.sleep(nanoseconds: 5_000_000)
+        }
+    }
+
+    // MARK: Requests
+
+    public func submit(_ request: EngineRequest) -> AsyncThrowingStream<EngineEvent, Error> {
+        let (stream, continuation) = AsyncThrowingStream<EngineEvent, Error>.makeStream()
+        if let ref = request.adapter {
+            guard let registry = lora?.registry else {
+                continuation.finish(throwing: LoomError.invalidArgument("LoRA is not enabled: start the server with --enable-lora or --lora-paths"))
+                return stream
+            }
+            registry.acquire(ref.uid)
+            guard registry.lookup(ref.name)?.uid == ref.uid else {
+                registry.release(ref.uid)
+                continuation.finish(throwing: EngineError.adapterUnloaded(ref.name))
+                return stream
+            }
+        }
+        let refused: Error? = condition.withLock {
+            if isStopping { return EngineError.shuttingDown }
+            if let limit = options.maxQueuedRequests, snapshot.waiting + inbox.count >= limit { return EngineError.queueFull(limit) }
+            inbox.append((request, continuation))
+            condition.signal()
+            return nil
+        }
+        if let refused {
+            if let ref = request.adapter { lora?.registry.release(ref.uid) }
+            continuation.finish(throwing: refused)
+            return stream
+        }
+        let id = request.id
+        continuation.onTermination = { [weak self] termination in
+            if case .cancelled = termination { self?.abort(id: id) }
+        }
+        return stream
+    }
+
+    public func abort(id: String) {
+        condition.withLock {
+            abortRequests.append(id)
+            condition.signal()
+        }
+    }
+
+    public func loadAdapter(_ spec: LoRAPathSpec) async throws {
+        guard let lora else { throw LoomError.invalidArgument("LoRA is not enabled: start the server with --enable-lora or --lora-paths") }
+        try await Task.detached { _ = try lora.load(spec) }.value
+    }
+
+    public func unloadAdapter(name: String) async throws {
+        guard let lora else { throw LoomError.invalidArgument("LoRA is not enabled: start the server with --enable-lora or --lora-paths") }
+        let ref = try lora.beginUnload(name: name)
+        while lora.registry.inFlightCount(ref.uid) > 0 {
+            try? await Task.sleep(nanoseconds: 2_000_000)
+        }
+        lora.finishUnload(ref)
+        condition.withLock {
+            removedAdapterKeys.append(ref.uid)
+            condition.signal()
+        }
+    }
+
+    public func flushCache() -> Bool {
+        condition.withLock {
+            guard snapshot.running + snapshot.waiting == 0, inbox.isEmpty else { return false }
+            flushRequested = true
+            condition.signal()
+            return true
+        }
+    }
+
+    public var stats: EngineStats { condition.withLock { snapshot } }
+}

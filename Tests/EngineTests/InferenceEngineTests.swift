@@ -1,0 +1,213 @@
+import CPUBackend
+import Engine
+import Foundation
+import LoomCore
+import LoRA
+import Testing
+
+/// The engine loop on stories260K with its PEFT fixture adapters, against the references that
+/// transformers + PEFT recorded.
+@Suite struct InferenceEngineTests {
+    struct Case {
+        var adapter: String?
+        var prompt: [Int]
+        var greedy: [Int]
+    }
+
+    static let cases: [Case] = {
+        let reference = try! loadJSON(fixture("models/stories260k/reference.json"))
+        return (reference["cases"] as! [[String: Any]]).map {
+            Case(adapter: $0["adapter"] as? String, prompt: ints($0["prompt_ids"]), greedy: ints($0["greedy_ids"]))
+        }
+    }()
+
+    static let adapterNames = ["r16-mlp", "r32-attn-rslora", "r4-qv", "r64-pattern", "r8-all", "r8-layers"]
+
+    func makeEngine(slots: Int = 8, chunk: Int = 256, maxRunning: Int = 32, totalTokens: Int = 4096, prefixCache: Bool = true) throws -> InferenceEngine {
+        var lora = LoRAOptions()
+        lora.maxLorasPerBatch = slots
+        lora.maxLoadedLoras = max(slots, 3)
+        var options = EngineOptions()
+        options.chunkedPrefillSize = chunk
+        options.maxRunningRequests = maxRunning
+        options.maxTotalTokens = totalTokens
+        options.enablePrefixCache = prefixCache
+        let specs = Self.adapterNames.map { LoRAPathSpec(name: $0, path: fixture("models/stories260k/adapters/\($0)")) }
+        let engine = try InferenceEngine(modelPath: fixture("stories260k"), backend: CPUBackend(), loraOptions: lora,
+                                         loraPaths: specs, options: options, modelName: "stories260k")
+        engine.start()
+        return engine
+    }
+
+    func greedyParams(_ n: Int = 32) -> SamplingParams {
+        var p = SamplingParams()
+        p.temperature = 0
+        p.maxNewTokens = n
+        p.ignoreEos = true
+        return p
+    }
+
+    /// Runs a request to the end; returns its tokens, text and finish info.
+    func run(_ engine: InferenceEngine, _ id: String, prompt: [Int], adapter: String?, params: SamplingParams) async throws -> ([Int], String, FinishInfo) {
+        let ref = try adapter.map { try #require(engine.adapters?.lookup($0)) }
+        var ids: [Int] = [], text = ""
+        for try await event in engine.submit(EngineRequest(id: id, promptIds: prompt, adapter: ref, params: params)) {
+            switch event {
+            case .tokens(let new, let piece, _): ids += new; text += piece
+            case .finished(let info): return (ids, text, info)
+            }
+        }
+        Issue.record("stream of \(id) ended without a finished event")
+        return (ids, text, FinishInfo(reason: .abort("none"), promptTokens: 0, completionTokens: 0, cachedTokens: 0))
+    }
+
+    func waitUntilIdle(_ engine: InferenceEngine) async throws -> EngineStats {
+        for _ in 0..<500 {
+            let s = engine.stats
+            if s.running == 0 && s.waiting == 0 && s.freeBlocks + s.cachedBlocks == s.totalBlocks && s.inFlightByAdapter.isEmpty { return s }
+            try await Task.sleep(nanoseconds: 10_000_000)
+        }
+        Issue.record("engine did not return to idle: \(engine.stats)")
+        return engine.stats
+    }
+
+    @Test(arguments: [(8, 256), (3, 7)])
+    func concurrentMixedRequestsMatchPEFT(slots: Int, chunk: Int) async throws {
+        let engine = try makeEngine(slots: slots, chunk: chunk)
+        defer { Task { await engine.shutdown(grace: 0) } }
+        // Every case at once: 7 distinct adapters (base included) through `slots` slots; with chunk 7,
+        // the 40-token prompts are prefilled over several steps beside other sequences' decodes.
+        try await withThrowingTaskGroup(of: (Int, [Int]).self) { group in
+            for (i, c) in Self.cases.enumerated() {
+                group.addTask { (i, try await run(engine, "r\(i)", prompt: c.prompt, adapter: c.adapter, params: greedyParams()).0) }
+            }
+            for try await (i, output) in group {
+                #expect(output == Self.cases[i].greedy, "case \(i) (\(Self.cases[i].adapter ?? "base"))")
+            }
+        }
+        _ = try await waitUntilIdle(engine)
+    }
+
+    @Test func outputsAreBatchInvariant() async throws {
+        let engine = try makeEngine(slots: 4, chunk: 16)
+        defer { Task { await engine.shutdown(grace: 0) } }
+        let probe = Self.cases.first { $0.adapter == "r8-all" && $0.prompt.count > 5 }!
+        let alone = try await run(engine, "alone", prompt: probe.prompt, adapter: probe.adapter, params: greedyParams())
+        let busy = try await withThrowingTaskGroup(of: [Int]?.self) { group in
+            for (i, c) in Self.cases.enumerated() {
+                group.addTask { _ = try await run(engine, "noise\(i)", prompt: c.prompt, adapter: c.adapter, params: greedyParams(20)); return nil }
+            }
+            group.addTask { try await run(engine, "probe", prompt: probe.prompt, adapter: probe.adapter, params: greedyParams()).0 }
+            var result: [Int] = []
+            for try await r in group { if let r { result = r } }
+            return result
+        }
+        #expect(alone.0 == probe.greedy)
+        #expect(busy == alone.0)
+    }
+
+    @Test func prefixCacheIsKeptPerAdapter() async throws {
+        let engine = try makeEngine()
+        defer { Task { await engine.shutdown(grace: 0) } }
+        let prompt = Self.cases.first { $0.prompt.count > 20 }!.prompt
+        let first = try await run(engine, "a", prompt: prompt, adapter: nil, params: greedyParams(8))
+        let second = try await run(engine, "b", prompt: prompt, adapter: nil, params: greedyParams(8))
+        let other = try await run(engine, "c", prompt: prompt, adapter: "r8-all", params: greedyParams(8))
+        #expect(first.2.cachedTokens == 0)
+        #expect(second.2.cachedTokens >= 16, "a repeated prompt reuses whole blocks")
+        #expect(second.0 == first.0)
+        #expect(other.2.cachedTokens == 0, "KV computed without the adapter is never reused under it")
+    }
+
+    @Test func reloadedAdapterNeverReusesOldKV() async throws {
+        let engine = try makeEngine()
+        defer { Task { await engine.shutdown(grace: 0) } }
+        let prompt = Self.cases.first { $0.prompt.count > 20 }!.prompt
+        let path = fixture("models/stories260k/adapters/r4-qv")
+        try await engine.loadAdapter(LoRAPathSpec(name: "x", path: path))
+        let before = try await run(engine, "1", prompt: prompt, adapter: "x", params: greedyParams(8))
+        try await engine.unloadAdapter(name: "x")
+        try await engine.loadAdapter(LoRAPathSpec(name: "x", path: fixture("models/stories260k/adapters/r8-all")))
+        let after = try await run(engine, "2", prompt: prompt, adapter: "x", params: greedyParams(8))
+        let expected = Self.cases.first { $0.adapter == "r8-all" && $0.prompt == prompt }!.greedy
+        #expect(after.2.cachedTokens == 0)
+        #expect(after.0 == Array(expected.prefix(8)))
+        #expect(before.0 != after.0)
+    }
+
+    @Test func abortFreesBlocksAndReleasesTheAdapter() async throws {
+        let engine = try makeEngine()
+        defer { Task { await engine.shutdown(grace: 0) } }
+        let ref = try #require(engine.adapters?.lookup("r8-all"))
+        let stream = engine.submit(EngineRequest(id: "long", promptIds: [1, 403, 407], adapter: ref, params: greedyParams(400)))
+        var count = 0
+        var finish: FinishInfo?
+        for try await event in stream {
+            if case .tokens(let ids, _, _) = event { count += ids.count }
+            if count == 3 { engine.abort(id: "long") }
+            if case .finished(let info) = event { finish = info }
+        }
+        #expect(finish?.reason == .abort("Aborted by the client."))
+        let idle = try await waitUntilIdle(engine)
+        #expect(idle.inFlightByAdapter.isEmpty)
+    }
+
+    @Test func droppedConsumerAbortsTheRequest() async throws {
+        let engine = try makeEngine()
+        defer { Task { await engine.shutdown(grace: 0) } }
+        let task = Task {
+            for try await event in engine.submit(EngineRequest(id: "gone", promptIds: [1, 403], adapter: nil, params: greedyParams(400))) {
+                if case .tokens = event { break }
+            }
+        }
+        try await task.value
+        let idle = try await waitUntilIdle(engine)
+        #expect(idle.running == 0)
+    }
+
+    @Test func unloadWaitsForInFlightRequests() async throws {
+        let engine = try makeEngine()
+        defer { Task { await engine.shutdown(grace: 0) } }
+        let ref = try #require(engine.adapters?.lookup("r4-qv"))
+        let stream = engine.submit(EngineRequest(id: "busy", promptIds: [1, 403, 407], adapter: ref, params: greedyParams(64)))
+        var iterator = stream.makeAsyncIterator()
+        _ = try await iterator.next()
+        async let unloading: Void = engine.unloadAdapter(name: "r4-qv")
+        // New requests naming it are refused at once, while the running one finishes normally.
+        try await Task.sleep(nanoseconds: 5_000_000)
+        await #expect(throws: (any Error).self) {
+            for try await _ in engine.submit(EngineRequest(id: "late", promptIds: [1], adapter: ref, params: greedyParams(4))) {}
+        }
+        var tokens = 1
+        var reason: FinishReason?
+        while let event = try await iterator.next() {
+            if case .tokens(let ids, _, _) = event { tokens += ids.count }
+            if case .finished(let info) = event { reason = info.reason }
+        }
+        try await unloading
+        #expect(reason == .length(64))
+        #expect(engine.adapters?.lookup("r4-qv") == nil)
+    }
+
+    @Test func stopStringsEndAndTrimTheText() async throws {
+        let engine = try makeEngine()
+        defer { Task { await engine.shutdown(grace: 0) } }
+        // Base greedy continuation of "Once upon a time": ", there was a little girl named Lily. ..."
+        var params = greedyParams(40)
+        params.stop = ["girl"]
+        let (_, text, info) = try await run(engine, "s", prompt: [1, 403, 407, 261, 378], adapter: nil, params: params)
+        #expect(text == ", there was a little ")
+        #expect(info.reason == .stopString("girl"))
+        params.noStopTrim = true
+        let kept = try await run(engine, "t", prompt: [1, 403, 407, 261, 378], adapter: nil, params: params)
+        #expect(kept.1 == ", there was a little girl")
+    }
+
+    @Test func promptsBeyondTheContextAreRefused() async throws {
+        let engine = try makeEngine()
+        defer { Task { await engine.shutdown(grace: 0) } }
+        await #expect(throws: (any Error).self) {
+            _ = try await run(engine, "big", prompt: Array(repeating: 300, count: 600), adapter: nil, params: greedyParams(4))
+        }
+    }
+}
