@@ -54,7 +54,7 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
             throw LoomError.invalidArgument("--max-total-tokens \(totalTokens) is smaller than one KV block (\(options.blockSize) tokens)")
         }
         let numBlocks = totalTokens / options.blockSize
-        cache = try KVCache(config: c, numBlocks: numBlocks, blockSize: options.blockSize, backend: model.backend)
+        cache = try KVCache(model: model, numBlocks: numBlocks, blockSize: options.blockSize)
         var config = SchedulerConfig(numBlocks: numBlocks, blockSize: options.blockSize, maxModelLength: maxContextLength)
         config.maxRunningRequests = min(options.maxRunningRequests, model.maxSequences)
         config.maxLorasPerBatch = lora?.options.maxLorasPerBatch ?? 1

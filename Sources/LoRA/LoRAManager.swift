@@ -15,31 +15,40 @@ public final class LoRAManager {
     public let maxRank: Int
     public let targetModules: Set<TargetModule>
 
-    private let backend: ComputeBackend
     private var pool: SlotPool
     private let pendingRemovals = NSLock()
     private var removedUIDs: [UInt64] = []
     private let groups: [ProjectionGroup]
-    private var buffers: [[ProjectionGroup: GroupBuffers]] = []
-    private let planBuffers: PlanBuffers
-    private let shrunk: DeviceTensor
+    private let ranks: [RankBuffers]
     private let maxTokens: Int
 
     struct GroupBuffers {
-        var a: DeviceTensor, b: DeviceTensor, scalings: DeviceTensor
+        var a: DeviceTensor, b: DeviceTensor, scalings: DeviceTensor, outOffsets: [Int]
     }
 
-    struct PlanBuffers {
+    /// One tensor-parallel rank's slot buffers, S-LoRA style: for column-parallel groups (q/k/v,
+    /// gate/up) A is whole and B holds the rank's output rows; for row-parallel groups (o, down)
+    /// A holds the rank's input columns, the rank-r shrink result is all-reduced, and B is whole.
+    struct RankBuffers {
+        var backend: ComputeBackend
+        var shard: TensorShard
+        var communicator: Communicator?
+        var layers: [[ProjectionGroup: GroupBuffers]]
         var permutation, segmentStarts, segmentSlots, slotRanks: DeviceTensor
+        var shrunk: DeviceTensor
     }
 
     /// Creates the pool, inferring rank and target modules from `initial` adapters where the
     /// options leave them open, and loads the initial adapters.
-    public init(options: LoRAOptions, base: ModelConfig, backend: ComputeBackend, maxTokens: Int, initial: [LoRAPathSpec]) throws {
+    public convenience init(options: LoRAOptions, base: ModelConfig, backend: ComputeBackend, maxTokens: Int, initial: [LoRAPathSpec]) throws {
+        try self.init(options: options, base: base, backends: [backend], communicators: [nil], maxTokens: maxTokens, initial: initial)
+    }
+
+    /// A pool sharded over tensor-parallel ranks, one backend and communicator per rank.
+    public init(options: LoRAOptions, base: ModelConfig, backends: [ComputeBackend], communicators: [Communicator?], maxTokens: Int, initial: [LoRAPathSpec]) throws {
         try options.validate()
         self.options = options
         self.base = base
-        self.backend = backend
         self.maxTokens = maxTokens
         hostCache = HostAdapterCache(capacity: options.maxLoadedLoras ?? max(options.maxLorasPerBatch, initial.count, 1))
         let loaded = try initial.map { spec in (spec, try PEFTAdapter.load(path: spec.path, base: base)) }
@@ -47,29 +56,62 @@ public final class LoRAManager {
         let targets = options.targetModules ?? loaded.reduce(into: Set<TargetModule>()) { $0.formUnion($1.1.targetModules) }
         targetModules = targets
         pool = SlotPool(slotCount: options.maxLorasPerBatch, policy: options.evictionPolicy)
-        groups = ProjectionGroup.allCases.filter { !Self.modules(of: $0).filter(targets.contains).isEmpty }
+        let groups = ProjectionGroup.allCases.filter { !Self.modules(of: $0).filter(targets.contains).isEmpty }
+        self.groups = groups
         let slots = options.maxLorasPerBatch, r = max(maxRank, 1)
-        for _ in 0..<base.numLayers {
-            var layer: [ProjectionGroup: GroupBuffers] = [:]
-            for g in groups {
-                let mods = Self.modules(of: g)
-                let inFeatures = mods[0].shape(base).in
-                let outTotal = mods.reduce(0) { $0 + $1.shape(base).out }
-                layer[g] = GroupBuffers(
-                    a: try backend.allocate(Shape(slots, mods.count * r, inFeatures), dtype: backend.weightDType),
-                    b: try backend.allocate(Shape(slots, outTotal, r), dtype: backend.weightDType),
-                    scalings: try backend.allocate(Shape(slots, mods.count), dtype: .f32))
+        ranks = try backends.indices.map { index in
+            let backend = backends[index]
+            let shard = TensorShard(rank: index, size: backends.count)
+            var layers: [[ProjectionGroup: GroupBuffers]] = []
+            for _ in 0..<base.numLayers {
+                var layer: [ProjectionGroup: GroupBuffers] = [:]
+                for g in groups {
+                    let mods = Self.modules(of: g)
+                    let inFeatures = Self.inputColumns(mods[0], base, shard).count
+                    var offsets = [0]
+                    for m in mods { offsets.append(offsets.last! + Self.outputRows(m, base, shard).count) }
+                    layer[g] = GroupBuffers(
+                        a: try backend.allocate(Shape(slots, mods.count * r, inFeatures), dtype: backend.weightDType),
+                        b: try backend.allocate(Shape(slots, offsets.last!, r), dtype: backend.weightDType),
+                        scalings: try backend.allocate(Shape(slots, mods.count), dtype: .f32),
+                        outOffsets: offsets)
+                }
+                layers.append(layer)
             }
-            buffers.append(layer)
+            return RankBuffers(
+                backend: backend, shard: shard, communicator: communicators[index], layers: layers,
+                permutation: try backend.allocate(Shape(maxTokens), dtype: .i32),
+                segmentStarts: try backend.allocate(Shape(maxTokens + 1), dtype: .i32),
+                segmentSlots: try backend.allocate(Shape(maxTokens), dtype: .i32),
+                slotRanks: try backend.allocate(Shape(slots), dtype: .i32),
+                shrunk: try backend.allocate(Shape(maxTokens * 3 * r), dtype: backend.activationDType))
         }
-        planBuffers = PlanBuffers(
-            permutation: try backend.allocate(Shape(maxTokens), dtype: .i32),
-            segmentStarts: try backend.allocate(Shape(maxTokens + 1), dtype: .i32),
-            segmentSlots: try backend.allocate(Shape(maxTokens), dtype: .i32),
-            slotRanks: try backend.allocate(Shape(slots), dtype: .i32))
-        shrunk = try backend.allocate(Shape(maxTokens * 3 * r), dtype: backend.activationDType)
         for (spec, adapter) in loaded {
             try register(spec, adapter)
+        }
+    }
+
+    /// Row-parallel groups all-reduce their shrink result under tensor parallelism.
+    static func isRowParallel(_ m: TargetModule) -> Bool { m == .o || m == .down }
+
+    /// The rows of module `m`'s output that `shard` computes.
+    static func outputRows(_ m: TargetModule, _ c: ModelConfig, _ shard: TensorShard) -> Range<Int> {
+        let d = c.headDim
+        switch m {
+        case .q: let h = shard.heads(c); return (h.lowerBound * d)..<(h.upperBound * d)
+        case .k, .v: let h = shard.kvHeads(c); return (h.lowerBound * d)..<(h.upperBound * d)
+        case .gate, .up: return shard.intermediate(c)
+        case .o, .down: return 0..<m.shape(c).out
+        }
+    }
+
+    /// The columns of module `m`'s input that `shard` holds.
+    static func inputColumns(_ m: TargetModule, _ c: ModelConfig, _ shard: TensorShard) -> Range<Int> {
+        let d = c.headDim
+        switch m {
+        case .o: let h = shard.heads(c); return (h.lowerBound * d)..<(h.upperBound * d)
+        case .down: return shard.intermediate(c)
+        default: return 0..<m.shape(c).in
         }
     }
 
@@ -158,81 +200,87 @@ public final class LoRAManager {
         for load in loads {
             try copyIntoSlot(refs[load.uid]!, slot: load.slot)
         }
-        var ranks = [Int32](repeating: 0, count: options.maxLorasPerBatch)
-        for (uid, slot) in slots { ranks[slot] = Int32(refs[uid]?.maxRank ?? 0) }
+        var slotRanks = [Int32](repeating: 0, count: options.maxLorasPerBatch)
+        for (uid, slot) in slots { slotRanks[slot] = Int32(refs[uid]?.maxRank ?? 0) }
         let plan = BatchPlan(rowSlots: rowAdapters.map { slots[$0?.uid ?? 0]! }, kind: options.backend, chunkSize: options.maxChunkSize)
-        backend.copy(plan.permutation, to: planBuffers.permutation)
-        backend.copy(plan.segmentStarts, to: planBuffers.segmentStarts)
-        backend.copy(plan.segmentSlots, to: planBuffers.segmentSlots)
-        backend.copy(ranks, to: planBuffers.slotRanks)
-        let kernelPlan = LoRAKernelPlan(
-            permutation: planBuffers.permutation.rows(rowAdapters.count),
-            segmentStarts: planBuffers.segmentStarts.rows(plan.segmentCount + 1),
-            segmentSlots: planBuffers.segmentSlots.rows(plan.segmentCount),
-            slotRanks: planBuffers.slotRanks,
-            numSegments: plan.segmentCount,
-            maxRank: Int(ranks.max() ?? 0))
-        return StepApplier(manager: self, plan: kernelPlan, rows: rowAdapters.count)
+        let plans = ranks.map { rb -> LoRAKernelPlan in
+            rb.backend.copy(plan.permutation, to: rb.permutation)
+            rb.backend.copy(plan.segmentStarts, to: rb.segmentStarts)
+            rb.backend.copy(plan.segmentSlots, to: rb.segmentSlots)
+            rb.backend.copy(slotRanks, to: rb.slotRanks)
+            return LoRAKernelPlan(
+                permutation: rb.permutation.rows(rowAdapters.count),
+                segmentStarts: rb.segmentStarts.rows(plan.segmentCount + 1),
+                segmentSlots: rb.segmentSlots.rows(plan.segmentCount),
+                slotRanks: rb.slotRanks,
+                numSegments: plan.segmentCount,
+                maxRank: Int(slotRanks.max() ?? 0))
+        }
+        return StepApplier(manager: self, plans: plans, rows: rowAdapters.count)
     }
 
-    /// Writes an adapter's weights into a slot, zero-padded to the pool's rank; modules the adapter
-    /// does not adapt get zeros and scaling 0.
+    /// Writes an adapter's weights into a slot on every rank, zero-padded to the pool's rank;
+    /// modules the adapter does not adapt get zeros and scaling 0.
     private func copyIntoSlot(_ ref: AdapterRef, slot: Int) throws {
         let adapter = try hostCache.weights(for: ref, base: base)
         let r = max(maxRank, 1)
-        for layer in 0..<base.numLayers {
-            for g in groups {
-                let buf = buffers[layer][g]!
-                let mods = Self.modules(of: g)
-                let inFeatures = mods[0].shape(base).in
-                let outTotal = buf.b.shape[1]
-                var a = [Float](repeating: 0, count: mods.count * r * inFeatures)
-                var b = [Float](repeating: 0, count: outTotal * r)
-                var scalings = [Float](repeating: 0, count: mods.count)
-                var outOffset = 0
-                for (m, module) in mods.enumerated() {
-                    let out = module.shape(base).out
-                    if let w = adapter.layers[layer][module] {
-                        a.replaceSubrange((m * r * inFeatures)..<((m * r + w.rank) * inFeatures), with: w.a)
-                        for row in 0..<out {
-                            for j in 0..<w.rank { b[(outOffset + row) * r + j] = w.b[row * w.rank + j] }
+        for rb in ranks {
+            for layer in 0..<base.numLayers {
+                for g in groups {
+                    let buf = rb.layers[layer][g]!
+                    let mods = Self.modules(of: g)
+                    let cols = Self.inputColumns(mods[0], base, rb.shard)
+                    let outTotal = buf.outOffsets.last!
+                    var a = [Float](repeating: 0, count: mods.count * r * cols.count)
+                    var b = [Float](repeating: 0, count: outTotal * r)
+                    var scalings = [Float](repeating: 0, count: mods.count)
+                    for (m, module) in mods.enumerated() {
+                        guard let w = adapter.layers[layer][module] else { continue }
+                        let fullIn = module.shape(base).in
+                        for j in 0..<w.rank {
+                            let src = j * fullIn + cols.lowerBound, dst = (m * r + j) * cols.count
+                            a.replaceSubrange(dst..<(dst + cols.count), with: w.a[src..<(src + cols.count)])
+                        }
+                        for (i, row) in Self.outputRows(module, base, rb.shard).enumerated() {
+                            for j in 0..<w.rank { b[(buf.outOffsets[m] + i) * r + j] = w.b[row * w.rank + j] }
                         }
                         scalings[m] = w.scaling
                     }
-                    outOffset += out
+                    rb.backend.copy(a, to: buf.a.rows(slot, 1))
+                    rb.backend.copy(b, to: buf.b.rows(slot, 1))
+                    rb.backend.copy(scalings, to: buf.scalings.rows(slot, 1))
                 }
-                backend.copy(a, to: buf.a.rows(slot, 1))
-                backend.copy(b, to: buf.b.rows(slot, 1))
-                backend.copy(scalings, to: buf.scalings.rows(slot, 1))
             }
         }
     }
 
-    fileprivate func apply(layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor, plan: LoRAKernelPlan, rows: Int) {
-        guard let buf = buffers[layer][group] else { return }
+    fileprivate func apply(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor, plan: LoRAKernelPlan, rows: Int) {
+        let rb = ranks[rank]
+        guard let buf = rb.layers[layer][group] else { return }
         let mods = Self.modules(of: group)
         let r = max(maxRank, 1)
-        let y = shrunk.rows(rows * mods.count * r).reshaped(Shape(rows, mods.count * r))
-        backend.loraShrink(input, a: buf.a, out: y, plan: plan, stack: mods.count)
-        var offsets = [0]
-        for m in mods { offsets.append(offsets.last! + m.shape(base).out) }
-        backend.loraExpand(y, b: buf.b, out: output, plan: plan, scalings: buf.scalings, outOffsets: offsets)
+        let y = rb.shrunk.rows(rows * mods.count * r).reshaped(Shape(rows, mods.count * r))
+        rb.backend.loraShrink(input, a: buf.a, out: y, plan: plan, stack: mods.count)
+        if Self.isRowParallel(mods[0]), let communicator = rb.communicator {
+            communicator.allReduceSum(y)
+        }
+        rb.backend.loraExpand(y, b: buf.b, out: output, plan: plan, scalings: buf.scalings, outOffsets: buf.outOffsets)
     }
 }
 
-/// The applier of one step: the plan in device buffers, valid until the next `prepare`.
+/// The applier of one step: each rank's plan in its device buffers, valid until the next `prepare`.
 final class StepApplier: LoRAApplier {
     let manager: LoRAManager
-    let plan: LoRAKernelPlan
+    let plans: [LoRAKernelPlan]
     let rows: Int
 
-    init(manager: LoRAManager, plan: LoRAKernelPlan, rows: Int) {
+    init(manager: LoRAManager, plans: [LoRAKernelPlan], rows: Int) {
         self.manager = manager
-        self.plan = plan
+        self.plans = plans
         self.rows = rows
     }
 
-    func apply(layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor) {
-        manager.apply(layer: layer, group: group, input: input, output: output, plan: plan, rows: rows)
+    func apply(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor) {
+        manager.apply(rank: rank, layer: layer, group: group, input: input, output: output, plan: plans[rank], rows: rows)
     }
 }

@@ -46,6 +46,8 @@ public enum ProjectionGroup: Int, CaseIterable, Sendable {
 
 /// Adds adapter deltas to projection outputs for the current batch (the `LoRA` target implements it).
 public protocol LoRAApplier: AnyObject {
-    /// `output += Σ_segments scaling · B(A input)` for the rows of each segment's adapter.
-    func apply(layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor)
+    /// `output += Σ_segments scaling · B(A input)` for the rows of each segment's adapter, on
+    /// tensor-parallel rank `rank` (0 without tensor parallelism). For `o` and `down` it is called
+    /// after the output's all-reduce.
+    func apply(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor)
 }

@@ -65,7 +65,7 @@ public final class Generator {
             tables.append((0..<blocks).map { nextBlock + Int32($0) })
             nextBlock += Int32(blocks)
         }
-        let cache = try KVCache(config: c, numBlocks: max(1, Int(nextBlock)), blockSize: blockSize, backend: model.backend)
+        let cache = try KVCache(model: model, numBlocks: max(1, Int(nextBlock)), blockSize: blockSize)
         var samplers = requests.map { OfflineSampler(temperature: $0.temperature, seed: $0.seed) }
         var outputs = [[Int]](repeating: [], count: requests.count)
         var done = requests.map { $0.maxNewTokens <= 0 }

@@ -4,115 +4,129 @@ import ModelFormats
 
 /// The Llama-family decoder (Llama 2/3, Mistral, Qwen2), written once against `ComputeBackend`.
 ///
-/// Buffers for activations and step metadata are allocated once for `maxTokens` rows and
-/// `maxSequences` sequences; `forward` allocates nothing on the backend.
+/// With tensor parallelism the model holds one `ModelRank` per device (Megatron sharding, see
+/// `ModelRank`); `forward` drives them all, one thread each, and returns rank 0's full logits.
+/// Buffers are allocated once for `maxTokens` rows and `maxSequences` sequences.
 public final class LlamaModel {
+    /// The whole model's config (each rank computes with `TensorShard.localConfig`).
     public let config: ModelConfig
-    public let backend: ComputeBackend
-    public let weights: LlamaWeights
+    public let ranks: [ModelRank]
     public let maxTokens: Int
     public let maxSequences: Int
     public let maxBlocksPerSequence: Int
+    private let workers: RankWorkers?
 
-    private let inverseFrequencies: DeviceTensor
-    private let ws: Workspace
-
-    struct Workspace {
-        var tokens, positions, slotMapping, logitsRows, queryStarts, contextLengths, blockTables: DeviceTensor
-        var residual, normed, qkv, attention, projected, gateUp, activated, logitsInput, finalNormed, logits: DeviceTensor
-    }
+    /// Rank 0's backend: where the logits of `forward` live.
+    public var backend: ComputeBackend { ranks[0].backend }
+    public var tensorParallelSize: Int { ranks.count }
+    /// Rank 0's weights.
+    public var weights: LlamaWeights { ranks[0].weights }
 
     public convenience init(directory: String, backend: ComputeBackend, maxTokens: Int = 512, maxSequences: Int = 64, maxBlocksPerSequence: Int? = nil, blockSize: Int = 16) throws {
+        try self.init(directory: directory, backends: [backend], communicators: [nil], maxTokens: maxTokens, maxSequences: maxSequences,
+                      maxBlocksPerSequence: maxBlocksPerSequence, blockSize: blockSize)
+    }
+
+    /// Loads a model split over `backends.count` ranks, with one communicator per rank.
+    public convenience init(directory: String, backends: [ComputeBackend], communicators: [Communicator?], maxTokens: Int = 512, maxSequences: Int = 64, maxBlocksPerSequence: Int? = nil, blockSize: Int = 16) throws {
         let config = try ModelConfig.load(directory: directory)
         let store = try WeightStore(directory: directory)
-        let weights = try LlamaWeights.load(from: store, config: config, backend: backend)
-        try self.init(config: config, weights: weights, backend: backend, maxTokens: maxTokens, maxSequences: maxSequences,
+        try TensorShard.validate(config, size: backends.count)
+        let weights = try backends.indices.map { r in
+            try LlamaWeights.load(from: store, config: config, backend: backends[r], shard: TensorShard(rank: r, size: backends.count))
+        }
+        try self.init(config: config, weights: weights, backends: backends, communicators: communicators, maxTokens: maxTokens,
+                      maxSequences: maxSequences,
                       maxBlocksPerSequence: maxBlocksPerSequence ?? (config.maxPositionEmbeddings + blockSize - 1) / blockSize)
     }
 
-    public init(config: ModelConfig, weights: LlamaWeights, backend: ComputeBackend, maxTokens: Int, maxSequences: Int, maxBlocksPerSequence: Int) throws {
+    public convenience init(config: ModelConfig, weights: LlamaWeights, backend: ComputeBackend, maxTokens: Int, maxSequences: Int, maxBlocksPerSequence: Int) throws {
+        try self.init(config: config, weights: [weights], backends: [backend], communicators: [nil], maxTokens: maxTokens,
+                      maxSequences: maxSequences, maxBlocksPerSequence: maxBlocksPerSequence)
+    }
+
+    public init(config: ModelConfig, weights: [LlamaWeights], backends: [ComputeBackend], communicators: [Communicator?], maxTokens: Int, maxSequences: Int, maxBlocksPerSequence: Int) throws {
+        precondition(weights.count == backends.count && communicators.count == backends.count && !backends.isEmpty)
+        precondition(backends.count == 1 || communicators.allSatisfy { $0 != nil }, "tensor parallelism needs a communicator per rank")
         self.config = config
-        self.backend = backend
-        self.weights = weights
         self.maxTokens = maxTokens
         self.maxSequences = maxSequences
         self.maxBlocksPerSequence = maxBlocksPerSequence
-        let inv = config.ropeInverseFrequencies()
-        inverseFrequencies = try backend.allocate(Shape(inv.count), dtype: .f32)
-        backend.copy(inv, to: inverseFrequencies)
-        let f = backend.activationDType
-        func ints(_ n: Int...) throws -> DeviceTensor { try backend.allocate(Shape(n), dtype: .i32) }
-        func acts(_ n: Int...) throws -> DeviceTensor { try backend.allocate(Shape(n), dtype: f) }
-        let c = config, n = maxTokens
-        ws = Workspace(
-            tokens: try ints(n), positions: try ints(n), slotMapping: try ints(n), logitsRows: try ints(n),
-            queryStarts: try ints(maxSequences + 1), contextLengths: try ints(maxSequences),
-            blockTables: try ints(maxSequences, maxBlocksPerSequence),
-            residual: try acts(n, c.hiddenSize), normed: try acts(n, c.hiddenSize), qkv: try acts(n, c.qkvSize),
-            attention: try acts(n, c.qSize), projected: try acts(n, c.hiddenSize),
-            gateUp: try acts(n, 2 * c.intermediateSize), activated: try acts(n, c.intermediateSize),
-            logitsInput: try acts(n, c.hiddenSize), finalNormed: try acts(n, c.hiddenSize), logits: try acts(n, c.vocabSize))
+        ranks = try backends.indices.map { r in
+            try ModelRank(config: config, shard: TensorShard(rank: r, size: backends.count), weights: weights[r], backend: backends[r],
+                          communicator: communicators[r], maxTokens: maxTokens, maxSequences: maxSequences,
+                          maxBlocksPerSequence: maxBlocksPerSequence)
+        }
+        workers = backends.count > 1 ? RankWorkers(count: backends.count - 1) : nil
     }
 
-    /// Runs one step and returns the logits `[batch.logitsRows.count, vocab]` (a view of a
-    /// workspace buffer, valid until the next call).
+    /// Runs one step on every rank and returns the logits `[batch.logitsRows.count, vocab]` on
+    /// rank 0 (a view of a workspace buffer, valid until the next call).
     public func forward(_ batch: ForwardBatch, cache: KVCache, lora: LoRAApplier? = nil) -> DeviceTensor {
+        precondition(cache.shards.count == ranks.count, "a KV cache of \(cache.shards.count) shards for \(ranks.count) ranks")
         let n = batch.tokenCount, numSeqs = batch.sequenceCount
         precondition(n > 0 && n <= maxTokens, "a step of \(n) tokens exceeds the \(maxTokens)-token workspace")
         precondition(numSeqs <= maxSequences, "a step of \(numSeqs) sequences exceeds \(maxSequences)")
         precondition(batch.positions.count == n && batch.slotMapping.count == n && batch.queryStarts.count == numSeqs + 1)
-        let c = config, b = backend
-        b.copy(batch.tokens, to: ws.tokens)
-        b.copy(batch.positions, to: ws.positions)
-        b.copy(batch.slotMapping, to: ws.slotMapping)
-        b.copy(batch.logitsRows, to: ws.logitsRows)
-        b.copy(batch.queryStarts, to: ws.queryStarts)
-        b.copy(batch.contextLengths, to: ws.contextLengths)
-        var maxQuery = 0
-        for s in 0..<numSeqs {
-            let table = batch.blockTables[s]
+        for table in batch.blockTables {
             precondition(table.count <= maxBlocksPerSequence, "a block table of \(table.count) exceeds \(maxBlocksPerSequence)")
-            b.copy(table, to: ws.blockTables.rows(s, 1).reshaped(Shape(maxBlocksPerSequence)))
-            maxQuery = max(maxQuery, Int(batch.queryStarts[s + 1] - batch.queryStarts[s]))
         }
-        let metadata = AttentionMetadata(
-            queryStarts: ws.queryStarts.rows(numSeqs + 1), contextLengths: ws.contextLengths.rows(numSeqs),
-            blockTables: ws.blockTables.rows(numSeqs), numSequences: numSeqs, maxQueryLength: maxQuery,
-            maxContextLength: Int(batch.contextLengths.max() ?? 0), blockSize: cache.blockSize)
+        guard let workers else {
+            return ranks[0].forward(batch, cache: cache.shards[0], lora: lora)
+        }
+        var result: DeviceTensor?
+        workers.run { r in
+            let logits = self.ranks[r].forward(batch, cache: cache.shards[r], lora: lora)
+            if r == 0 { result = logits }
+        }
+        return result!
+    }
+}
 
-        let residual = ws.residual.rows(n), normed = ws.normed.rows(n), qkv = ws.qkv.rows(n)
-        let attention = ws.attention.rows(n), projected = ws.projected.rows(n)
-        let gateUp = ws.gateUp.rows(n), activated = ws.activated.rows(n)
-        b.embed(tokens: ws.tokens.rows(n), table: weights.embedding, out: residual)
-        for (i, layer) in weights.layers.enumerated() {
-            if i == 0 {
-                b.rmsNorm(residual, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
-            } else {
-                b.addRMSNorm(residual: residual, projected, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
+/// Threads that run ranks 1 … n of a step while the caller runs rank 0; collectives need every
+/// rank running at once, so these are dedicated threads, not a shared pool.
+final class RankWorkers: @unchecked Sendable {
+    /// What the threads share; they hold it, not the workers, so they can outlive them and exit.
+    private final class Shared: @unchecked Sendable {
+        let start: [DispatchSemaphore]
+        let done = DispatchSemaphore(value: 0)
+        var job: ((Int) -> Void)?
+        var isStopped = false
+
+        init(count: Int) { start = (0..<count).map { _ in DispatchSemaphore(value: 0) } }
+    }
+
+    private let shared: Shared
+
+    init(count: Int) {
+        let shared = Shared(count: count)
+        self.shared = shared
+        for i in 0..<count {
+            let thread = Thread {
+                while true {
+                    shared.start[i].wait()
+                    if shared.isStopped { return }
+                    shared.job?(i + 1)
+                    shared.done.signal()
+                }
             }
-            b.linear(normed, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
-            lora?.apply(layer: i, group: .qkv, input: normed, output: qkv)
-            b.rope(qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies,
-                   numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            b.writeKV(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n),
-                      numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            b.attention(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
-                        numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            b.linear(attention, weight: layer.o, bias: nil, out: projected)
-            lora?.apply(layer: i, group: .o, input: attention, output: projected)
-            b.addRMSNorm(residual: residual, projected, weight: layer.postAttentionNorm, eps: c.rmsNormEps, out: normed)
-            b.linear(normed, weight: layer.gateUp, bias: nil, out: gateUp)
-            lora?.apply(layer: i, group: .gateUp, input: normed, output: gateUp)
-            b.siluMul(gateUp, out: activated)
-            b.linear(activated, weight: layer.down, bias: nil, out: projected)
-            lora?.apply(layer: i, group: .down, input: activated, output: projected)
+            thread.name = "loom-rank-\(i + 1)"
+            thread.stackSize = 8 << 20
+            thread.start()
         }
-        let m = batch.logitsRows.count
-        b.gatherRows(residual, rows: ws.logitsRows.rows(m), out: ws.logitsInput.rows(m))
-        b.gatherRows(projected, rows: ws.logitsRows.rows(m), out: ws.normed.rows(m))
-        b.addRMSNorm(residual: ws.logitsInput.rows(m), ws.normed.rows(m), weight: weights.finalNorm, eps: c.rmsNormEps, out: ws.finalNormed.rows(m))
-        let logits = ws.logits.rows(m)
-        b.linear(ws.finalNormed.rows(m), weight: weights.lmHead, bias: nil, out: logits)
-        return logits
+    }
+
+    deinit {
+        shared.isStopped = true
+        for s in shared.start { s.signal() }
+    }
+
+    /// Runs `body(rank)` for every rank and returns when all are done.
+    func run(_ body: @escaping (Int) -> Void) {
+        shared.job = body
+        for s in shared.start { s.signal() }
+        body(0)
+        for _ in shared.start { shared.done.wait() }
+        shared.job = nil
     }
 }

@@ -139,17 +139,41 @@ import Testing
         let engine = try makeEngine()
         defer { Task { await engine.shutdown(grace: 0) } }
         let ref = try #require(engine.adapters?.lookup("r8-all"))
-        let stream = engine.submit(EngineRequest(id: "long", promptIds: [1, 403, 407], adapter: ref, params: greedyParams(400)))
+        var params = greedyParams()
+        params.maxNewTokens = nil          // until the context is full: hundreds of steps
+        // Other long requests keep the engine busy, so the abort lands while the request runs.
+        let noise = (0..<12).map { i in engine.submit(EngineRequest(id: "noise\(i)", promptIds: [1, 403 + i], adapter: nil, params: params)) }
+        let stream = engine.submit(EngineRequest(id: "long", promptIds: [1, 403, 407], adapter: ref, params: params))
         var count = 0
         var finish: FinishInfo?
         for try await event in stream {
-            if case .tokens(let ids, _, _) = event { count += ids.count }
-            if count == 3 { engine.abort(id: "long") }
+            if case .tokens(let ids, _, _) = event {
+                count += ids.count
+                if count == 1 { engine.abort(id: "long") }
+            }
             if case .finished(let info) = event { finish = info }
         }
         #expect(finish?.reason == .abort("Aborted by the client."))
+        #expect((finish?.completionTokens ?? 999) < 400)
+        for (i, _) in noise.enumerated() { engine.abort(id: "noise\(i)") }
         let idle = try await waitUntilIdle(engine)
         #expect(idle.inFlightByAdapter.isEmpty)
+    }
+
+    @Test func abortBeforeTheFirstStepFinishesAtOnce() async throws {
+        let engine = try makeEngine()
+        defer { Task { await engine.shutdown(grace: 0) } }
+        let stream = engine.submit(EngineRequest(id: "early", promptIds: [1, 403], adapter: nil, params: greedyParams(300)))
+        engine.abort(id: "early")
+        var tokens = 0
+        var finish: FinishInfo?
+        for try await event in stream {
+            if case .tokens(let ids, _, _) = event { tokens += ids.count }
+            if case .finished(let info) = event { finish = info }
+        }
+        #expect(finish?.reason == .abort("Aborted by the client."))
+        #expect(tokens < 300)
+        _ = try await waitUntilIdle(engine)
     }
 
     @Test func droppedConsumerAbortsTheRequest() async throws {

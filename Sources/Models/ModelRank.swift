@@ -1,0 +1,128 @@
+import Foundation
+import LoomCore
+
+/// One rank of the model: its weight shard, workspace and communicator.
+///
+/// Megatron sharding: q/k/v and gate/up are split by output columns (each rank owns heads and a
+/// slice of the intermediate width), o and down by input rows with an all-reduce of their
+/// outputs; KV heads are split, or replicated when ranks outnumber them; the vocabulary is split
+/// by rows for the embedding (tokens of other ranks read a zero row, then an all-reduce) and the
+/// LM head (then an all-gather of the logits).
+public final class ModelRank {
+    public let config: ModelConfig
+    public let local: ModelConfig
+    public let shard: TensorShard
+    public let backend: ComputeBackend
+    public let weights: LlamaWeights
+    public let communicator: Communicator?
+    private let inverseFrequencies: DeviceTensor
+    private let ws: Workspace
+    private let maxBlocksPerSequence: Int
+    private var localTokens: [Int32] = []
+
+    struct Workspace {
+        var tokens, positions, slotMapping, logitsRows, queryStarts, contextLengths, blockTables: DeviceTensor
+        var residual, normed, qkv, attention, projected, gateUp, activated, logitsInput, finalNormed, localLogits, logits: DeviceTensor
+    }
+
+    init(config: ModelConfig, shard: TensorShard, weights: LlamaWeights, backend: ComputeBackend, communicator: Communicator?,
+         maxTokens n: Int, maxSequences: Int, maxBlocksPerSequence: Int) throws {
+        self.config = config
+        self.shard = shard
+        self.local = shard.localConfig(config)
+        self.backend = backend
+        self.weights = weights
+        self.communicator = communicator
+        self.maxBlocksPerSequence = maxBlocksPerSequence
+        let inv = config.ropeInverseFrequencies()
+        inverseFrequencies = try backend.allocate(Shape(inv.count), dtype: .f32)
+        backend.copy(inv, to: inverseFrequencies)
+        let f = backend.activationDType
+        func ints(_ d: Int...) throws -> DeviceTensor { try backend.allocate(Shape(d), dtype: .i32) }
+        func acts(_ d: Int...) throws -> DeviceTensor { try backend.allocate(Shape(d), dtype: f) }
+        let c = local
+        let lmRows = weights.lmHead.shape[0]
+        let localLogits = try acts(n, lmRows)
+        ws = Workspace(
+            tokens: try ints(n), positions: try ints(n), slotMapping: try ints(n), logitsRows: try ints(n),
+            queryStarts: try ints(maxSequences + 1), contextLengths: try ints(maxSequences),
+            blockTables: try ints(maxSequences, maxBlocksPerSequence),
+            residual: try acts(n, c.hiddenSize), normed: try acts(n, c.hiddenSize), qkv: try acts(n, c.qkvSize),
+            attention: try acts(n, c.qSize), projected: try acts(n, c.hiddenSize),
+            gateUp: try acts(n, 2 * c.intermediateSize), activated: try acts(n, c.intermediateSize),
+            logitsInput: try acts(n, c.hiddenSize), finalNormed: try acts(n, c.hiddenSize),
+            localLogits: localLogits,
+            logits: shard.size > 1 ? try acts(n, config.vocabSize) : localLogits)
+    }
+
+    /// This rank's share of one step; returns the full logits (gathered when sharded).
+    func forward(_ batch: ForwardBatch, cache: KVCache.Shard, lora: LoRAApplier?) -> DeviceTensor {
+        let n = batch.tokenCount, numSeqs = batch.sequenceCount
+        let c = local, b = backend, rank = shard.rank
+        if shard.size > 1 {
+            // Token ids outside this rank's vocabulary slice read the zero row after it.
+            let vocab = shard.vocab(config), zeroRow = Int32(shard.vocabPerRank(config))
+            localTokens.removeAll(keepingCapacity: true)
+            for t in batch.tokens {
+                localTokens.append(vocab.contains(Int(t)) ? t - Int32(vocab.lowerBound) : zeroRow)
+            }
+            b.copy(localTokens, to: ws.tokens)
+        } else {
+            b.copy(batch.tokens, to: ws.tokens)
+        }
+        b.copy(batch.positions, to: ws.positions)
+        b.copy(batch.slotMapping, to: ws.slotMapping)
+        b.copy(batch.logitsRows, to: ws.logitsRows)
+        b.copy(batch.queryStarts, to: ws.queryStarts)
+        b.copy(batch.contextLengths, to: ws.contextLengths)
+        var maxQuery = 0
+        for s in 0..<numSeqs {
+            b.copy(batch.blockTables[s], to: ws.blockTables.rows(s, 1).reshaped(Shape(maxBlocksPerSequence)))
+            maxQuery = max(maxQuery, Int(batch.queryStarts[s + 1] - batch.queryStarts[s]))
+        }
+        let metadata = AttentionMetadata(
+            queryStarts: ws.queryStarts.rows(numSeqs + 1), contextLengths: ws.contextLengths.rows(numSeqs),
+            blockTables: ws.blockTables.rows(numSeqs), numSequences: numSeqs, maxQueryLength: maxQuery,
+            maxContextLength: Int(batch.contextLengths.max() ?? 0), blockSize: cache.blockSize)
+
+        let residual = ws.residual.rows(n), normed = ws.normed.rows(n), qkv = ws.qkv.rows(n)
+        let attention = ws.attention.rows(n), projected = ws.projected.rows(n)
+        let gateUp = ws.gateUp.rows(n), activated = ws.activated.rows(n)
+        b.embed(tokens: ws.tokens.rows(n), table: weights.embedding, out: residual)
+        communicator?.allReduceSum(residual)
+        for (i, layer) in weights.layers.enumerated() {
+            if i == 0 {
+                b.rmsNorm(residual, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
+            } else {
+                b.addRMSNorm(residual: residual, projected, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
+            }
+            b.linear(normed, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
+            lora?.apply(rank: rank, layer: i, group: .qkv, input: normed, output: qkv)
+            b.rope(qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies,
+                   numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
+            b.writeKV(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n),
+                      numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
+            b.attention(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
+                        numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
+            b.linear(attention, weight: layer.o, bias: nil, out: projected)
+            communicator?.allReduceSum(projected)
+            lora?.apply(rank: rank, layer: i, group: .o, input: attention, output: projected)
+            b.addRMSNorm(residual: residual, projected, weight: layer.postAttentionNorm, eps: c.rmsNormEps, out: normed)
+            b.linear(normed, weight: layer.gateUp, bias: nil, out: gateUp)
+            lora?.apply(rank: rank, layer: i, group: .gateUp, input: normed, output: gateUp)
+            b.siluMul(gateUp, out: activated)
+            b.linear(activated, weight: layer.down, bias: nil, out: projected)
+            communicator?.allReduceSum(projected)
+            lora?.apply(rank: rank, layer: i, group: .down, input: activated, output: projected)
+        }
+        let m = batch.logitsRows.count
+        b.gatherRows(residual, rows: ws.logitsRows.rows(m), out: ws.logitsInput.rows(m))
+        b.gatherRows(projected, rows: ws.logitsRows.rows(m), out: ws.normed.rows(m))
+        b.addRMSNorm(residual: ws.logitsInput.rows(m), ws.normed.rows(m), weight: weights.finalNorm, eps: c.rmsNormEps, out: ws.finalNormed.rows(m))
+        b.linear(ws.finalNormed.rows(m), weight: weights.lmHead, bias: nil, out: ws.localLogits.rows(m))
+        if let communicator {
+            communicator.allGather(ws.localLogits.rows(m), out: ws.logits.rows(m))
+        }
+        return ws.logits.rows(m)
+    }
+}
