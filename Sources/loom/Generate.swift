@@ -31,6 +31,9 @@ struct Generate: ParsableCommand {
     @Option(help: "Seed of the sampler (with --temperature > 0).")
     var seed: UInt64 = 0
 
+    @Option(help: "Tensor-parallel ranks (threads on the CPU).")
+    var tpSize = 1
+
     @Flag(help: "Keep generating past EOS.")
     var ignoreEos = false
 
@@ -47,19 +50,22 @@ struct Generate: ParsableCommand {
             throw ValidationError("--lora needs adapters: give them with --lora-paths")
         }
         if maxNewTokens < 0 { throw ValidationError("--max-new-tokens must be at least 0") }
+        if tpSize < 1 { throw ValidationError("--tp-size must be at least 1") }
         if temperature < 0 || !temperature.isFinite { throw ValidationError("--temperature must be a finite number ≥ 0") }
     }
 
     func run() throws {
         let directory = try modelPath ?? BundledModel.directory()
-        let backend = CPUBackend()
+        let backends: [ComputeBackend] = (0..<tpSize).map { _ in CPUBackend() }
+        let communicators: [Communicator?] = tpSize == 1 ? [nil] : CPUCommunicator.group(size: tpSize)
         let tokenizer = try Tokenizer(directory: URL(fileURLWithPath: directory))
-        let model = try LlamaModel(directory: directory, backend: backend, maxTokens: 2048, maxSequences: max(prompt.count, 1))
+        let model = try LlamaModel(directory: directory, backends: backends, communicators: communicators,
+                                   maxTokens: 2048, maxSequences: max(prompt.count, 1))
         var manager: LoRAManager?
         var refs: [AdapterRef?] = Array(repeating: nil, count: prompt.count)
         if loraFlags.isEnabled {
-            let m = try LoRAManager(options: try loraFlags.options(), base: model.config, backend: backend,
-                                    maxTokens: model.maxTokens, initial: try loraFlags.specs())
+            let m = try LoRAManager(options: try loraFlags.options(), base: model.config, backends: backends,
+                                    communicators: communicators, maxTokens: model.maxTokens, initial: try loraFlags.specs())
             let names: [String?] = prompt.indices.map { i in i < lora.count && lora[i] != "none" ? lora[i] : nil }
             refs = try m.registry.resolve(names)
             manager = m

@@ -63,6 +63,17 @@ import Testing
         #expect(texts[2].contains("Spark"), "\(texts[2])")
     }
 
+    @Test func tensorParallelRunsGiveTheSameOutput() throws {
+        let args = ["generate", "--json", "--max-new-tokens", "24", "--lora-paths", "pirate=Fixtures/demo-adapters/pirate",
+                    "--prompt", "Once upon a time", "--lora", "pirate", "--prompt", "Lily and Tom"]
+        let single = try run(args)
+        let split = try run(args + ["--tp-size", "2"])
+        #expect(single.status == 0 && split.status == 0, "\(split.stderr)")
+        #expect(single.stdout == split.stdout)
+        let refused = try run(["generate", "--prompt", "x", "--tp-size", "3"])
+        #expect(refused.status != 0 && refused.stderr.contains("--tp-size 3 must divide the number of attention heads (8)"))
+    }
+
     @Test func unknownAdapterIsAClearError() throws {
         let result = try run(["generate", "--prompt", "Hi", "--lora", "ghost", "--lora-paths", "pirate=Fixtures/demo-adapters/pirate"])
         #expect(result.status != 0)
