@@ -141,16 +141,19 @@ import Testing
         let ref = try #require(engine.adapters?.lookup("r8-all"))
         var params = greedyParams()
         params.maxNewTokens = nil          // until the context is full: hundreds of steps
-        // Other long requests keep the engine busy, so the abort lands while the request runs.
+        // Other long requests keep the engine busy. The abort comes from a plain thread as soon as
+        // the request runs: test tasks on the cooperative pool can be starved by other suites.
         let noise = (0..<12).map { i in engine.submit(EngineRequest(id: "noise\(i)", promptIds: [1, 403 + i], adapter: nil, params: params)) }
         let stream = engine.submit(EngineRequest(id: "long", promptIds: [1, 403, 407], adapter: ref, params: params))
-        var count = 0
+        let aborted = DispatchSemaphore(value: 0)
+        Thread {
+            while engine.stats.runningByAdapter["r8-all"] == nil { usleep(100) }
+            engine.abort(id: "long")
+            aborted.signal()
+        }.start()
+        aborted.wait()
         var finish: FinishInfo?
         for try await event in stream {
-            if case .tokens(let ids, _, _) = event {
-                count += ids.count
-                if count == 1 { engine.abort(id: "long") }
-            }
             if case .finished(let info) = event { finish = info }
         }
         #expect(finish?.reason == .abort("Aborted by the client."))
