@@ -70,17 +70,21 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
 
     /// Builds the model's workspace for the engine's step sizes, then the engine.
     public convenience init(modelPath: String, backend: ComputeBackend, loraOptions: LoRAOptions?, loraPaths: [LoRAPathSpec], options: EngineOptions, modelName: String? = nil) throws {
+        try self.init(modelPath: modelPath, backends: [backend], communicators: [nil], loraOptions: loraOptions,
+                      loraPaths: loraPaths, options: options, modelName: modelName)
+    }
+
+    /// The same, with the model and the adapter slots split over tensor-parallel ranks.
+    public convenience init(modelPath: String, backends: [ComputeBackend], communicators: [Communicator?], loraOptions: LoRAOptions?, loraPaths: [LoRAPathSpec], options: EngineOptions, modelName: String? = nil) throws {
         let config = try ModelConfig.load(directory: modelPath)
-        let store = try WeightStore(directory: modelPath)
-        let weights = try LlamaWeights.load(from: store, config: config, backend: backend)
         let context = min(options.contextLength ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings)
         let stepTokens = options.chunkedPrefillSize + options.maxRunningRequests
-        let model = try LlamaModel(config: config, weights: weights, backend: backend, maxTokens: stepTokens,
+        let model = try LlamaModel(directory: modelPath, backends: backends, communicators: communicators, maxTokens: stepTokens,
                                    maxSequences: options.maxRunningRequests,
-                                   maxBlocksPerSequence: (context + options.blockSize - 1) / options.blockSize)
+                                   maxBlocksPerSequence: (context + options.blockSize - 1) / options.blockSize, blockSize: options.blockSize)
         let tokenizer = try Tokenizer(directory: URL(fileURLWithPath: modelPath))
         let lora = try loraOptions.map {
-            try LoRAManager(options: $0, base: config, backend: backend, maxTokens: stepTokens, initial: loraPaths)
+            try LoRAManager(options: $0, base: config, backends: backends, communicators: communicators, maxTokens: stepTokens, initial: loraPaths)
         }
         try self.init(model: model, tokenizer: tokenizer, lora: lora, options: options,
                       modelName: modelName ?? modelPath, modelPath: modelPath)

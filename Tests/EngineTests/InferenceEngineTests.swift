@@ -23,7 +23,7 @@ import Testing
 
     static let adapterNames = ["r16-mlp", "r32-attn-rslora", "r4-qv", "r64-pattern", "r8-all", "r8-layers"]
 
-    func makeEngine(slots: Int = 8, chunk: Int = 256, maxRunning: Int = 32, totalTokens: Int = 4096, prefixCache: Bool = true) throws -> InferenceEngine {
+    func makeEngine(slots: Int = 8, chunk: Int = 256, maxRunning: Int = 32, totalTokens: Int = 4096, prefixCache: Bool = true, tp: Int = 1) throws -> InferenceEngine {
         var lora = LoRAOptions()
         lora.maxLorasPerBatch = slots
         lora.maxLoadedLoras = max(slots, 3)
@@ -33,7 +33,8 @@ import Testing
         options.maxTotalTokens = totalTokens
         options.enablePrefixCache = prefixCache
         let specs = Self.adapterNames.map { LoRAPathSpec(name: $0, path: fixture("models/stories260k/adapters/\($0)")) }
-        let engine = try InferenceEngine(modelPath: fixture("stories260k"), backend: CPUBackend(), loraOptions: lora,
+        let engine = try InferenceEngine(modelPath: fixture("stories260k"), backends: (0..<tp).map { _ in CPUBackend() },
+                                         communicators: tp == 1 ? [nil] : CPUCommunicator.group(size: tp), loraOptions: lora,
                                          loraPaths: specs, options: options, modelName: "stories260k")
         engine.start()
         return engine
@@ -71,9 +72,9 @@ import Testing
         return engine.stats
     }
 
-    @Test(arguments: [(8, 256), (3, 7)])
-    func concurrentMixedRequestsMatchPEFT(slots: Int, chunk: Int) async throws {
-        let engine = try makeEngine(slots: slots, chunk: chunk)
+    @Test(arguments: [(8, 256, 1), (3, 7, 1), (4, 16, 2)])
+    func concurrentMixedRequestsMatchPEFT(slots: Int, chunk: Int, tp: Int) async throws {
+        let engine = try makeEngine(slots: slots, chunk: chunk, tp: tp)
         defer { Task { await engine.shutdown(grace: 0) } }
         // Every case at once: 7 distinct adapters (base included) through `slots` slots; with chunk 7,
         // the 40-token prompts are prefilled over several steps beside other sequences' decodes.
