@@ -13,6 +13,12 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .target(name: "LoomCore"),
@@ -21,12 +27,55 @@ let package = Package(
         .target(name: "CPUBackend", dependencies: ["LoomCore"], swiftSettings: kernelFlags),
         .target(name: "Models", dependencies: ["LoomCore", "ModelFormats"]),
         .target(name: "LoRA", dependencies: ["LoomCore", "ModelFormats", "Models"]),
+        .target(
+            name: "CUDABackend", dependencies: ["LoomCore"],
+            resources: [
+                .embedInCode("Kernels/common.cuh"),
+                .embedInCode("Kernels/embed.cu"),
+                .embedInCode("Kernels/rms_norm.cu"),
+                .embedInCode("Kernels/rope.cu"),
+                .embedInCode("Kernels/write_kv.cu"),
+                .embedInCode("Kernels/attention.cu"),
+                .embedInCode("Kernels/silu_mul.cu"),
+                .embedInCode("Kernels/gather_rows.cu"),
+                .embedInCode("Kernels/add_bias.cu"),
+                .embedInCode("Kernels/argmax.cu"),
+                .embedInCode("Kernels/fill.cu"),
+                .embedInCode("Kernels/lora_shrink.cu"),
+                .embedInCode("Kernels/lora_expand.cu"),
+            ]
+        ),
         .target(name: "Engine", dependencies: ["LoomCore", "ModelFormats", "Models", "LoRA", "Tokenization"]),
+        .target(
+            name: "Server",
+            dependencies: [
+                "Engine", "LoRA", "Tokenization", "LoomCore", "ModelFormats",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The serving benchmark (`loom bench serve`, `loom bench make-adapters`). Optimised even in
+        // debug builds: it fills adapter weights and times streams while the server shares the CPU.
+        .target(
+            name: "ServeBench",
+            dependencies: [
+                "LoomCore", "ModelFormats", "Tokenization",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: kernelFlags
+        ),
         .executableTarget(
             name: "loom",
             dependencies: [
-                "LoomCore", "ModelFormats", "Tokenization", "Models", "LoRA", "CPUBackend",
+                "LoomCore", "ModelFormats", "Tokenization", "Models", "LoRA", "CPUBackend", "CUDABackend",
+                "Server", "ServeBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "LoomCoreTests", dependencies: ["LoomCore"]),
@@ -34,8 +83,19 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization"]),
         .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "CPUBackend", "ModelFormats", "Tokenization"]),
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "Server", "Engine", "LoRA", "Tokenization", "LoomCore", "ModelFormats",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["ChatTemplates"]
+        ),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "CPUBackend", "Models", "LoRA", "Tokenization"]),
         .testTarget(name: "CLITests", dependencies: ["loom"]),
+        .testTarget(name: "ServeBenchTests", dependencies: ["ServeBench", "ModelFormats", "LoomCore", "loom"]),
+        .testTarget(name: "CUDABackendTests", dependencies: ["CUDABackend", "LoomCore"]),
         .testTarget(name: "LoRATests", dependencies: ["LoRA", "Models", "CPUBackend", "ModelFormats"]),
     ],
     swiftLanguageModes: [.v5]

@@ -21,7 +21,7 @@ final class CuBLASLt: @unchecked Sendable {
         var desc: Handle, a: Handle, b: Handle, d: Handle
         var algo: [UInt64]
     }
-    private struct PlanKey: Hashable { var m, n, k: Int; var outType: Int32 }
+    private struct PlanKey: Hashable { var m, n, k: Int; var outType: Int32; var alignment: UInt64 }
     private var plans: [PlanKey: Plan] = [:]
     let workspaceBytes = 32 << 20
 
@@ -30,6 +30,8 @@ final class CuBLASLt: @unchecked Sendable {
     private static let compute32F: Int32 = 68
     private static let descTransA: Int32 = 3, descTransB: Int32 = 4
     private static let prefMaxWorkspace: Int32 = 1
+    /// CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES.
+    private static let prefMinAlignment: [Int32] = [5, 6, 7, 8]
 
     init() throws {
         let lib = try DynamicLibrary("libcublasLt", candidates: DynamicLibrary.candidates("libcublasLt", versions: ["13", "12"]), override: "LOOM_LIBCUBLASLT")
@@ -54,25 +56,46 @@ final class CuBLASLt: @unchecked Sendable {
 
     /// `out[n, m] = x[n, k] · W[m, k]ᵀ` (row-major, bf16 operands, fp32 accumulation; `out` bf16 or
     /// f32). In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
+    /// `time`, when given (never during a graph capture), measures a closure's device milliseconds:
+    /// a new shape then tries the heuristic's top candidates on these operands and keeps the fastest.
     func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, outType: Int32,
-                workspace: UInt64, stream: OpaquePointer?) throws {
-        let key = PlanKey(m: m, n: n, k: k, outType: outType)
+                workspace: UInt64, stream: OpaquePointer?, time: ((() -> Void) -> Double)? = nil) throws {
+        // The heuristic assumes 256-byte aligned operands unless told otherwise; views may be less aligned.
+        var alignment: UInt64 = 256
+        while alignment > 2 && (x | weight | out) % alignment != 0 { alignment /= 2 }
+        let key = PlanKey(m: m, n: n, k: k, outType: outType, alignment: alignment)
         let plan: Plan
         if let p = plans[key] {
             plan = p
         } else {
-            plan = try makePlan(key)
+            var candidates = try makePlans(key)
+            if let time, candidates.count > 1 {
+                var best = (index: 0, ms: Double.infinity)
+                for (i, c) in candidates.enumerated() {
+                    var ok = true
+                    let run = { ok = ok && self.launch(c, x: x, weight: weight, out: out, workspace: workspace, stream: stream) == 0 }
+                    run()
+                    let ms = time { for _ in 0..<5 { run() } }
+                    if ok && ms < best.ms { best = (i, ms) }
+                }
+                candidates = [candidates[best.index]]
+            }
+            plan = candidates[0]
             plans[key] = plan
         }
+        try check(launch(plan, x: x, weight: weight, out: out, workspace: workspace, stream: stream), "cublasLtMatmul(m: \(m), n: \(n), k: \(k))")
+    }
+
+    private func launch(_ plan: Plan, x: UInt64, weight: UInt64, out: UInt64, workspace: UInt64, stream: OpaquePointer?) -> Int32 {
         var alpha: Float = 1, beta: Float = 0
-        let status = plan.algo.withUnsafeBytes { algo in
+        return plan.algo.withUnsafeBytes { algo in
             cublasLtMatmul(handle, plan.desc, &alpha, weight, plan.a, x, plan.b, &beta, out, plan.d, out, plan.d,
                            algo.baseAddress, workspace, workspaceBytes, stream)
         }
-        try check(status, "cublasLtMatmul(m: \(m), n: \(n), k: \(k))")
     }
 
-    private func makePlan(_ key: PlanKey) throws -> Plan {
+    /// The heuristic's candidates for a shape (up to 8), best first.
+    private func makePlans(_ key: PlanKey) throws -> [Plan] {
         var desc: Handle = nil, a: Handle = nil, b: Handle = nil, d: Handle = nil, pref: Handle = nil
         try check(cublasLtMatmulDescCreate(&desc, Self.compute32F, Self.r32F), "cublasLtMatmulDescCreate")
         var transA: Int32 = 1, transB: Int32 = 0
@@ -84,16 +107,23 @@ final class CuBLASLt: @unchecked Sendable {
         try check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate")
         var bytes = UInt64(workspaceBytes)
         try check(cublasLtMatmulPreferenceSetAttribute(pref, Self.prefMaxWorkspace, &bytes, 8), "cublasLtMatmulPreferenceSetAttribute")
+        var alignment = UInt32(key.alignment)
+        for attribute in Self.prefMinAlignment {
+            try check(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &alignment, 4), "cublasLtMatmulPreferenceSetAttribute(alignment)")
+        }
         // cublasLtMatmulHeuristicResult_t is 96 bytes: algo (64), workspaceSize, state, wavesCount, reserved[4].
-        var results = [UInt8](repeating: 0, count: 96 * 4)
+        let requested = 8
+        var results = [UInt8](repeating: 0, count: 96 * requested)
         var returned: Int32 = 0
         try check(results.withUnsafeMutableBytes {
-            cublasLtMatmulAlgoGetHeuristic(handle, desc, a, b, d, d, pref, 1, $0.baseAddress!, &returned)
+            cublasLtMatmulAlgoGetHeuristic(handle, desc, a, b, d, d, pref, Int32(requested), $0.baseAddress!, &returned)
         }, "cublasLtMatmulAlgoGetHeuristic(m: \(key.m), n: \(key.n), k: \(key.k))")
         guard returned > 0 else {
             throw CUDAError.cublas(call: "cublasLtMatmulAlgoGetHeuristic(m: \(key.m), n: \(key.n), k: \(key.k)): no algorithm", status: 15, name: "CUBLAS_STATUS_NOT_SUPPORTED")
         }
-        let algo = results.withUnsafeBytes { raw in (0..<8).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
-        return Plan(desc: desc, a: a, b: b, d: d, algo: algo)
+        return (0..<Int(returned)).map { r in
+            let algo = results.withUnsafeBytes { raw in (0..<8).map { raw.loadUnaligned(fromByteOffset: r * 96 + $0 * 8, as: UInt64.self) } }
+            return Plan(desc: desc, a: a, b: b, d: d, algo: algo)
+        }
     }
 }

@@ -15,6 +15,16 @@ public struct LayerWeights {
     public var gateUp: DeviceTensor
     /// `[hidden, intermediate]`.
     public var down: DeviceTensor
+
+    public init(inputNorm: DeviceTensor, qkv: DeviceTensor, qkvBias: DeviceTensor?, o: DeviceTensor, postAttentionNorm: DeviceTensor, gateUp: DeviceTensor, down: DeviceTensor) {
+        self.inputNorm = inputNorm
+        self.qkv = qkv
+        self.qkvBias = qkvBias
+        self.o = o
+        self.postAttentionNorm = postAttentionNorm
+        self.gateUp = gateUp
+        self.down = down
+    }
 }
 
 /// All weights of a Llama-family model on a backend.
@@ -24,6 +34,13 @@ public struct LlamaWeights {
     public var finalNorm: DeviceTensor
     /// The embedding itself when `tie_word_embeddings` is set.
     public var lmHead: DeviceTensor
+
+    public init(embedding: DeviceTensor, layers: [LayerWeights], finalNorm: DeviceTensor, lmHead: DeviceTensor) {
+        self.embedding = embedding
+        self.layers = layers
+        self.finalNorm = finalNorm
+        self.lmHead = lmHead
+    }
 
     /// Loads and checks every tensor against `config`; a missing tensor or a wrong shape is an
     /// error naming the file and the tensor. With a `shard`, loads that rank's Megatron slice:

@@ -42,7 +42,9 @@ public final class ModelRank {
         func acts(_ d: Int...) throws -> DeviceTensor { try backend.allocate(Shape(d), dtype: f) }
         let c = local
         let lmRows = weights.lmHead.shape[0]
-        let localLogits = try acts(n, lmRows)
+        // Logits stay f32 on every backend: bf16 logits would cost ~0.1 in logprobs and flip near-ties.
+        func floats(_ d: Int...) throws -> DeviceTensor { try backend.allocate(Shape(d), dtype: .f32) }
+        let localLogits = try floats(n, lmRows)
         ws = Workspace(
             tokens: try ints(n), positions: try ints(n), slotMapping: try ints(n), logitsRows: try ints(n),
             queryStarts: try ints(maxSequences + 1), contextLengths: try ints(maxSequences),
@@ -52,7 +54,7 @@ public final class ModelRank {
             gateUp: try acts(n, 2 * c.intermediateSize), activated: try acts(n, c.intermediateSize),
             logitsInput: try acts(n, c.hiddenSize), finalNormed: try acts(n, c.hiddenSize),
             localLogits: localLogits,
-            logits: shard.size > 1 ? try acts(n, config.vocabSize) : localLogits)
+            logits: shard.size > 1 ? try floats(n, config.vocabSize) : localLogits)
     }
 
     /// This rank's share of one step; returns the full logits (gathered when sharded).

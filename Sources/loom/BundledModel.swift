@@ -1,9 +1,16 @@
 import Foundation
 import LoomCore
+import LoRA
 
 /// The small model that ships with Loom (stories260K), found next to the binary's source tree or
 /// through `LOOM_HOME`.
 enum BundledModel {
+    /// The demo adapters trained on stories260K by `scripts/make_demo_adapters.py`.
+    static func demoAdapters() throws -> [LoRAPathSpec] {
+        let root = (try directory() as NSString).deletingLastPathComponent
+        return ["pirate", "dragon"].map { LoRAPathSpec(name: $0, path: "\(root)/demo-adapters/\($0)") }
+    }
+
     static func directory() throws -> String {
         var candidates: [String] = []
         if let home = ProcessInfo.processInfo.environment["LOOM_HOME"] { candidates.append(home) }

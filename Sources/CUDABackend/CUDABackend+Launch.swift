@@ -1,0 +1,213 @@
+import LoomCore
+
+/// A kernel argument, widened to an 8-byte slot (the driver reads each parameter's own size).
+enum KernelArgument {
+    case pointer(UInt64)
+    case int(Int)
+    case float(Float)
+    case u64(UInt64)
+
+    var bits: UInt64 {
+        switch self {
+        case .pointer(let p): p
+        case .int(let v): UInt64(UInt32(bitPattern: Int32(truncatingIfNeeded: v)))
+        case .float(let f): UInt64(f.bitPattern)
+        case .u64(let v): v
+        }
+    }
+}
+
+extension CUDABackend {
+    /// Launches `function` on the stream, or records it when a graph capture is armed, or skips it
+    /// while a captured graph stands in for the step.
+    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, _ arguments: [KernelArgument]) {
+        guard beginLaunch() else { return }
+        guard let f = kernels.functions[function] else { fail(CUDAError.missingKernel(module: "?", function: function)) }
+        precondition(grid.0 > 0 && grid.1 > 0 && grid.2 > 0, "\(function): empty grid \(grid)")
+        let probe = profiler?.begin(function, stream: stream)
+        defer { if let probe { profiler!.end(probe, stream: stream) } }
+        var slots = arguments.map(\.bits)
+        slots.withUnsafeMutableBufferPointer { buffer in
+            var pointers: [UnsafeMutableRawPointer?] = (0..<buffer.count).map { UnsafeMutableRawPointer(buffer.baseAddress! + $0) }
+            let status = pointers.withUnsafeMutableBufferPointer {
+                driver.cuLaunchKernel(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1,
+                                      UInt32(sharedBytes), stream, $0.baseAddress, nil)
+            }
+            must(status, "cuLaunchKernel(\(function), grid \(grid), block \(block))")
+        }
+    }
+
+    /// `out = x · Wᵀ` through cuBLASLt (bf16 operands, fp32 accumulation).
+    func gemm(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
+        let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
+        precondition(x.dtype == .bf16 && weight.dtype == .bf16, "linear: bf16 operands expected, got \(x.dtype) · \(weight.dtype)")
+        precondition(weight.shape.rowCount == k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
+        precondition(out.shape[0] == n && out.shape.rowCount == m, "linear: out \(out.shape) for \(n)×\(m)")
+        precondition(out.dtype == .bf16 || out.dtype == .f32, "linear: out must be bf16 or f32")
+        guard beginLaunch() else { return }
+        let probe = profiler?.begin("cublasLt \(n)x\(m)x\(k)", stream: stream)
+        defer { if let probe { profiler!.end(probe, stream: stream) } }
+        do {
+            try blas.matmul(x: x.devicePointer, weight: weight.devicePointer, out: out.devicePointer, n: n, m: m, k: k,
+                            outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
+                            workspace: blasWorkspace.pointer, stream: stream,
+                            time: graphState == .eager && profiler == nil && tunesGEMMs ? { self.timeMilliseconds($0) } : nil)
+        } catch {
+            fail(error)
+        }
+    }
+
+    /// Whether a launch should go to the stream now; starts a capture when one is armed.
+    private func beginLaunch() -> Bool {
+        switch graphState {
+        case .eager, .capturing:
+            return true
+        case .replaying:
+            return false
+        case .armed:
+            must(driver.cuStreamBeginCapture(stream, CUAttribute.captureModeRelaxed), "cuStreamBeginCapture")
+            graphState = .capturing
+            return true
+        }
+    }
+
+    /// Runs `body` (one model step: host copies first, then kernels) with its kernels captured into a
+    /// CUDA graph the first time `key` is seen and replayed from it afterwards. Every launch of the
+    /// step must have the same arguments for the same key: persistent buffers, the same shapes.
+    public func withGraph<R>(key: String, _ body: () throws -> R) rethrows -> R {
+        precondition(graphState == .eager, "graph steps do not nest")
+        if let exec = graphs[key] {
+            graphState = .replaying
+            defer { graphState = .eager }
+            let result = try body()
+            must(driver.cuGraphLaunch(exec, stream), "cuGraphLaunch(\(key))")
+            return result
+        }
+        graphState = .armed
+        let result: R
+        do {
+            result = try body()
+        } catch {
+            if graphState == .capturing {
+                var graph: OpaquePointer?
+                _ = driver.cuStreamEndCapture(stream, &graph)
+                if let graph { _ = driver.cuGraphDestroy(graph) }
+            }
+            graphState = .eager
+            throw error
+        }
+        if graphState == .capturing {
+            var graph: OpaquePointer?
+            must(driver.cuStreamEndCapture(stream, &graph), "cuStreamEndCapture(\(key))")
+            var exec: OpaquePointer?
+            must(driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags(\(key))")
+            _ = driver.cuGraphDestroy(graph)
+            graphs[key] = exec!
+            graphState = .eager
+            must(driver.cuGraphLaunch(exec, stream), "cuGraphLaunch(\(key))")
+        }
+        graphState = .eager
+        return result
+    }
+
+    /// Whether the current launches go into a graph (their arguments must not depend on per-step values).
+    var isRecordingGraph: Bool { graphState != .eager }
+
+    /// Milliseconds of device time that `body`'s work takes, from events around it on the stream.
+    public func timeMilliseconds(_ body: () -> Void) -> Double {
+        var start: OpaquePointer?, end: OpaquePointer?
+        must(driver.cuEventCreate(&start, CUAttribute.eventDefault), "cuEventCreate")
+        must(driver.cuEventCreate(&end, CUAttribute.eventDefault), "cuEventCreate")
+        must(driver.cuEventRecord(start, stream), "cuEventRecord")
+        body()
+        must(driver.cuEventRecord(end, stream), "cuEventRecord")
+        must(driver.cuEventSynchronize(end), "cuEventSynchronize")
+        var ms: Float = 0
+        must(driver.cuEventElapsedTime(&ms, start, end), "cuEventElapsedTime")
+        return Double(ms)
+    }
+
+    /// Device-to-device copy rate in bytes per second, counting bytes read plus bytes written: the
+    /// HBM ceiling that benchmark floors are computed from.
+    public func measureCopyBandwidth(bytes: Int = 2 << 30, repeats: Int = 20) throws -> Double {
+        let a = try CUDAStorage(driver: driver, byteCount: bytes), b = try CUDAStorage(driver: driver, byteCount: bytes)
+        try driver.check(driver.cuMemsetD8Async(a.pointer, 1, bytes, stream), "cuMemsetD8Async")
+        for _ in 0..<3 { must(driver.cuMemcpyDtoDAsync(b.pointer, a.pointer, bytes, stream), "cuMemcpyDtoDAsync") }
+        let ms = timeMilliseconds {
+            for i in 0..<repeats {
+                let (src, dst) = i % 2 == 0 ? (a, b) : (b, a)
+                must(driver.cuMemcpyDtoDAsync(dst.pointer, src.pointer, bytes, stream), "cuMemcpyDtoDAsync")
+            }
+        }
+        return 2 * Double(bytes) * Double(repeats) / (ms / 1000)
+    }
+
+    /// Fills a bf16 tensor with uniform values of the given standard deviation.
+    public func fillRandom(_ t: DeviceTensor, seed: UInt64, standardDeviation: Float) {
+        precondition(t.dtype == .bf16)
+        let count = t.count
+        launch("loom_fill_random", grid: (min(max(1, (count + 255) / 256), 65536), 1, 1), block: 256,
+               [.pointer(t.devicePointer), .u64(UInt64(count)), .u64(seed), .float(standardDeviation * 1.7320508)])
+    }
+
+    public func fill(_ t: DeviceTensor, value: Float) {
+        precondition(t.dtype == .bf16)
+        let count = t.count
+        launch("loom_fill_value", grid: (min(max(1, (count + 255) / 256), 65536), 1, 1), block: 256,
+               [.pointer(t.devicePointer), .u64(UInt64(count)), .float(value)])
+    }
+}
+
+/// Device time per kernel name, from events around each launch (eager steps only): what a step
+/// spends where, without a profiler on the machine.
+public final class KernelProfiler {
+    let driver: Driver
+    private var pending: [(String, OpaquePointer?, OpaquePointer?)] = []
+    private var free: [OpaquePointer?] = []
+
+    init(driver: Driver) { self.driver = driver }
+
+    struct Probe { var name: String; var start: OpaquePointer? }
+
+    private func event() -> OpaquePointer? {
+        if let e = free.popLast() { return e }
+        var e: OpaquePointer?
+        _ = driver.cuEventCreate(&e, CUAttribute.eventDefault)
+        return e
+    }
+
+    func begin(_ name: String, stream: OpaquePointer?) -> Probe {
+        let e = event()
+        _ = driver.cuEventRecord(e, stream)
+        return Probe(name: name, start: e)
+    }
+
+    func end(_ probe: Probe, stream: OpaquePointer?) {
+        let e = event()
+        _ = driver.cuEventRecord(e, stream)
+        pending.append((probe.name, probe.start, e))
+    }
+
+    /// Per kernel name: launches and total milliseconds since the last report; resets.
+    public func report() -> [String: (count: Int, milliseconds: Double)] {
+        var totals: [String: (count: Int, milliseconds: Double)] = [:]
+        for (name, start, end) in pending {
+            _ = driver.cuEventSynchronize(end)
+            var ms: Float = 0
+            _ = driver.cuEventElapsedTime(&ms, start, end)
+            let t = totals[name] ?? (0, 0)
+            totals[name] = (t.count + 1, t.milliseconds + Double(ms))
+            free.append(start)
+            free.append(end)
+        }
+        pending.removeAll()
+        return totals
+    }
+}
+
+extension CUDABackend {
+    /// Starts timing every launch (nil stops); read with `profiler?.report()`.
+    public func setProfiling(_ on: Bool) {
+        profiler = on ? (profiler ?? KernelProfiler(driver: driver)) : nil
+    }
+}

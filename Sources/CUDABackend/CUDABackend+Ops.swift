@@ -1,0 +1,188 @@
+import LoomCore
+
+extension CUDABackend {
+    private func bf16(_ t: DeviceTensor, _ op: String) {
+        precondition(t.dtype == .bf16, "\(op): the CUDA backend expects bf16 activations, got \(t.dtype)")
+    }
+
+    private func i32(_ t: DeviceTensor, _ op: String) {
+        precondition(t.dtype == .i32, "\(op): expects an i32 tensor, got \(t.dtype)")
+    }
+
+    public func embed(tokens: DeviceTensor, table: DeviceTensor, out: DeviceTensor) {
+        let n = tokens.count, d = table.shape[1]
+        i32(tokens, "embed"); bf16(table, "embed"); bf16(out, "embed")
+        precondition(out.shape[0] >= n && out.shape.rowCount == d)
+        if n == 0 { return }
+        launch("loom_embed", grid: (n, 1, 1), block: 128,
+               [.pointer(tokens.devicePointer), .pointer(table.devicePointer), .pointer(out.devicePointer), .int(d), .int(table.shape[0])])
+    }
+
+    public func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
+        let n = x.shape[0], d = x.shape.rowCount
+        bf16(x, "rmsNorm"); bf16(weight, "rmsNorm"); bf16(out, "rmsNorm")
+        precondition(weight.count == d && out.shape.rowCount == d && out.shape[0] >= n)
+        norm(residual: x, x, weight: weight, eps: eps, out: out, add: false)
+    }
+
+    public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
+        let d = x.shape.rowCount
+        bf16(residual, "addRMSNorm"); bf16(x, "addRMSNorm"); bf16(weight, "addRMSNorm"); bf16(out, "addRMSNorm")
+        precondition(weight.count == d && residual.shape.rowCount == d && out.shape.rowCount == d)
+        norm(residual: residual, x, weight: weight, eps: eps, out: out, add: true)
+    }
+
+    private func norm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, add: Bool) {
+        let n = x.shape[0], d = x.shape.rowCount
+        if n == 0 { return }
+        // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
+        let vectors = d / 8
+        let block = d % 8 == 0 && vectors <= 4 * 1024 ? min(1024, max(32, (vectors + 31) / 32 * 32)) : 256
+        launch("loom_norm", grid: (n, 1, 1), block: block,
+               [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
+                .pointer(out.devicePointer), .int(d), .float(eps), .int(add ? 1 : 0)])
+    }
+
+    public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor) {
+        if x.shape[0] == 0 { return }
+        gemm(x, weight, out)
+        if let bias {
+            let n = out.shape[0], width = out.shape.rowCount
+            precondition(bias.count == width && bias.dtype == .bf16 && out.dtype == .bf16, "linear: bias \(bias.shape) for out \(out.shape)")
+            launch("loom_add_bias", grid: ((n * width + 255) / 256, 1, 1), block: 256,
+                   [.pointer(out.devicePointer), .pointer(bias.devicePointer), .int(n), .int(width)])
+        }
+    }
+
+    public func rope(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        let n = qkv.shape[0]
+        bf16(qkv, "rope"); i32(positions, "rope")
+        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "rope: f32 inverse frequencies of headDim/2")
+        precondition(qkv.shape.rowCount >= (numHeads + numKVHeads) * headDim)
+        if n == 0 { return }
+        launch("loom_rope", grid: (n, numHeads + numKVHeads, 1), block: max(32, (headDim / 2 + 31) / 32 * 32),
+               [.pointer(qkv.devicePointer), .pointer(positions.devicePointer), .pointer(inverseFrequencies.devicePointer),
+                .int(qkv.shape.rowCount), .int(headDim)])
+    }
+
+    public func writeKV(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        let n = qkv.shape[0], kvSize = numKVHeads * headDim
+        bf16(qkv, "writeKV"); bf16(kCache, "writeKV"); bf16(vCache, "writeKV"); i32(slotMapping, "writeKV")
+        precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "writeKV: caches \(kCache.shape) for kvSize \(kvSize)")
+        if n == 0 { return }
+        launch("loom_write_kv", grid: (n, 1, 1), block: 128,
+               [.pointer(qkv.devicePointer), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
+                .pointer(slotMapping.devicePointer), .int(qkv.shape.rowCount), .int(numHeads * headDim), .int(kvSize)])
+    }
+
+    public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        bf16(qkv, "attention"); bf16(kCache, "attention"); bf16(vCache, "attention"); bf16(out, "attention")
+        i32(metadata.queryStarts, "attention"); i32(metadata.contextLengths, "attention"); i32(metadata.blockTables, "attention")
+        let n = qkv.shape[0], group = numHeads / numKVHeads
+        precondition(group * numKVHeads == numHeads && group <= 8, "attention: \(numHeads) heads over \(numKVHeads) KV heads (at most 8 per KV head)")
+        precondition(headDim <= 256, "attention: head_dim \(headDim) > 256 is not supported")
+        precondition(out.shape.rowCount == numHeads * headDim && out.shape[0] >= n)
+        if n == 0 || metadata.numSequences == 0 { return }
+        let chunk = 128
+        // In a captured graph the context grows from replay to replay: split for the capacity instead.
+        let context = isRecordingGraph ? metadata.blockTables.shape[1] * metadata.blockSize : metadata.maxContextLength
+        let blocks = n * numKVHeads
+        // Few (row, KV head) blocks: split the sequence into pieces of at least 32 tokens so that
+        // about four blocks per multiprocessor run; a decode step is a latency chain per block.
+        var splitTokens = max(chunk, (context + 31) / 32 * 32)
+        if blocks < 2 * multiprocessorCount {
+            let target = (4 * multiprocessorCount + blocks - 1) / blocks
+            splitTokens = min(splitTokens, max(32, ((context + target - 1) / target + 31) / 32 * 32))
+        }
+        let splits = max(1, (context + splitTokens - 1) / splitTokens)
+        var partial: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        if splits > 1 {
+            let entries = n * numHeads * splits
+            let scratch = attentionScratch(bytes: 4 * entries * (headDim + 2))
+            partial = (scratch, scratch + UInt64(4 * entries * headDim), scratch + UInt64(4 * entries * (headDim + 1)))
+        }
+        let shared = 4 * max(group * (headDim + chunk), 4 * headDim)
+        let dimsPerLane = [1, 2, 4, 8].first { 32 * $0 >= headDim }!
+        let groupBound = [1, 2, 4, 8].first { $0 >= group }!
+        launch("loom_attention_d\(dimsPerLane)_g\(groupBound)", grid: (n, numKVHeads, splits), block: chunk, sharedBytes: shared,
+               [.pointer(qkv.devicePointer), .int(qkv.shape.rowCount), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
+                .int(numKVHeads * headDim), .pointer(out.devicePointer), .int(out.shape.rowCount),
+                .pointer(metadata.queryStarts.devicePointer), .pointer(metadata.contextLengths.devicePointer),
+                .pointer(metadata.blockTables.devicePointer), .int(metadata.blockTables.shape[1]), .int(metadata.numSequences),
+                .int(numHeads), .int(numKVHeads), .int(headDim), .int(metadata.blockSize), .float(1 / Float(headDim).squareRoot()),
+                .int(splitTokens), .pointer(partial.0), .pointer(partial.1), .pointer(partial.2)])
+        if splits > 1 {
+            launch("loom_attention_combine", grid: (n, numHeads, 1), block: 128,
+                   [.pointer(partial.0), .pointer(partial.1), .pointer(partial.2), .pointer(out.devicePointer),
+                    .int(out.shape.rowCount), .int(numHeads), .int(headDim), .int(splits)])
+        }
+    }
+
+    /// A device buffer of at least `bytes` for split attention; grows by allocating a new one.
+    private func attentionScratch(bytes: Int) -> UInt64 {
+        if let last = attentionScratch.last, last.byteCount >= bytes { return last.pointer }
+        do {
+            let storage = try CUDAStorage(driver: driver, byteCount: max(bytes, 1 << 20))
+            attentionScratch.append(storage)
+            return storage.pointer
+        } catch {
+            fail(error)
+        }
+    }
+
+    public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor) {
+        let n = gateUp.shape[0], width = out.shape.rowCount
+        bf16(gateUp, "siluMul"); bf16(out, "siluMul")
+        precondition(gateUp.shape.rowCount == 2 * width)
+        if n == 0 { return }
+        launch("loom_silu_mul", grid: ((n * width + 255) / 256, 1, 1), block: 256,
+               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(n), .int(width)])
+    }
+
+    public func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor) {
+        bf16(x, "gatherRows"); bf16(out, "gatherRows"); i32(rows, "gatherRows")
+        let m = rows.count, width = x.shape.rowCount
+        precondition(out.shape.rowCount == width && out.shape[0] >= m)
+        if m == 0 { return }
+        launch("loom_gather_rows", grid: (m, 1, 1), block: 128,
+               [.pointer(x.devicePointer), .pointer(rows.devicePointer), .pointer(out.devicePointer), .int(width)])
+    }
+
+    /// Greedy sampling on the device: `out[i] = argmax(logits[i])` (first index among ties).
+    public func argmax(_ logits: DeviceTensor, out: DeviceTensor) {
+        i32(out, "argmax")
+        precondition(logits.dtype == .bf16 || logits.dtype == .f32, "argmax: bf16 or f32 logits")
+        let n = logits.shape[0]
+        precondition(out.count >= n)
+        if n == 0 { return }
+        launch("loom_argmax", grid: (n, 1, 1), block: 1024,
+               [.pointer(logits.devicePointer), .int(logits.dtype == .f32 ? 1 : 0), .pointer(out.devicePointer), .int(logits.shape.rowCount)])
+    }
+
+    public func loraShrink(_ x: DeviceTensor, a: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int) {
+        let n = out.shape[0], k = x.shape.rowCount, slotWidth = a.shape[1], maxRank = slotWidth / stack
+        bf16(x, "loraShrink"); bf16(a, "loraShrink"); i32(plan.permutation, "loraShrink")
+        precondition(a.shape[2] == k && out.shape.rowCount == slotWidth && (out.dtype == .f32 || out.dtype == .bf16),
+                     "loraShrink: x \(x.shape), A \(a.shape), out \(out.dtype) \(out.shape)")
+        if n == 0 || plan.numSegments == 0 { return }
+        launch("loom_lora_shrink", grid: (n, stack, 1), block: 128,
+               [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
+                .pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer), .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer),
+                .int(plan.numSegments), .int(k), .int(maxRank), .int(stack)])
+    }
+
+    public func loraExpand(_ shrunk: DeviceTensor, b: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, scalings: DeviceTensor, outOffsets: [Int]) {
+        let stack = outOffsets.count - 1, totalOut = b.shape[1], maxRank = b.shape[2], n = shrunk.shape[0]
+        bf16(b, "loraExpand"); bf16(out, "loraExpand"); i32(plan.permutation, "loraExpand")
+        precondition((1...4).contains(stack) && outOffsets.first == 0 && outOffsets.last == totalOut && out.shape.rowCount == totalOut
+                     && shrunk.shape.rowCount == stack * maxRank, "loraExpand: shrunk \(shrunk.shape), B \(b.shape), out \(out.shape)")
+        precondition((shrunk.dtype == .f32 || shrunk.dtype == .bf16) && (scalings.dtype == .f32 || scalings.dtype == .bf16))
+        if n == 0 || plan.numSegments == 0 { return }
+        let o = outOffsets + [totalOut, totalOut, totalOut]
+        launch("loom_lora_expand", grid: (n, (totalOut + 127) / 128, 1), block: 128,
+               [.pointer(shrunk.devicePointer), .int(shrunk.dtype == .f32 ? 1 : 0), .pointer(b.devicePointer), .pointer(out.devicePointer),
+                .pointer(scalings.devicePointer), .int(scalings.dtype == .f32 ? 1 : 0),
+                .pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer), .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer),
+                .int(plan.numSegments), .int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3])])
+    }
+}

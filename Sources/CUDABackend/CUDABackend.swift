@@ -1,0 +1,217 @@
+import Foundation
+import LoomCore
+
+/// The GPU backend: weights and activations in bf16 (fp32 accumulation in every kernel), dense
+/// projections through cuBLASLt, the other ops as NVRTC-compiled kernels (`Kernels/*.cu`), all on
+/// one non-blocking stream. Decode steps can replay CUDA graphs (`withGraph`).
+///
+/// Activations, the residual stream and the KV cache are bf16, as in transformers' bf16 inference:
+/// norms, softmax and every dot product accumulate in fp32, results are rounded once to bf16.
+/// The protocol's ops do not throw: a CUDA failure inside an op stops the process with the named
+/// `CUDAError` (the context is unusable after a kernel fault anyway); `allocate` and uploads throw.
+public final class CUDABackend: ComputeBackend {
+    public let name = "cuda"
+    public let weightDType = DType.bf16
+    public let activationDType = DType.bf16
+
+    let driver: Driver
+    let nvrtc: NVRTC
+    let blas: CuBLASLt
+    let stream: OpaquePointer?
+    let kernels: KernelLibrary
+    let blasWorkspace: CUDAStorage
+
+    public let deviceName: String
+    public let computeCapability: (major: Int, minor: Int)
+    public let multiprocessorCount: Int
+    public let totalMemory: Int
+
+    /// When set, `uploadWeights` ignores the host bytes and fills each tensor on the device: random
+    /// uniform values of standard deviation 0.02 for matrices, ones for vectors (norm gains, biases).
+    /// Used for benchmarks of a named shape without a checkpoint.
+    public var randomWeightSeed: UInt64?
+    private var randomTensorCount: UInt64 = 0
+
+    /// Scratch for split attention; old buffers stay alive because captured graphs may point at them.
+    var attentionScratch: [CUDAStorage] = []
+    var graphs: [String: OpaquePointer] = [:]
+    var graphState = GraphState.eager
+    public internal(set) var profiler: KernelProfiler?
+    /// Whether a GEMM shape met for the first time outside a graph capture tries cuBLASLt's top
+    /// candidates on its operands and keeps the fastest (a graph captures the choice made before it).
+    /// Off: timed on L2-resident repeats, it picked algorithms no faster in the model (H200, 2026-11-29).
+    public var tunesGEMMs = false
+
+    enum GraphState {
+        case eager
+        /// Inside `withGraph` for a new key: the first launch starts the capture.
+        case armed
+        case capturing
+        /// Inside `withGraph` for a known key: launches are skipped, the graph replays at the end.
+        case replaying
+    }
+
+    /// Opens the driver, NVRTC and cuBLASLt, takes device `ordinal`'s primary context and compiles
+    /// (or reads from the cache) every kernel. Throws a `CUDAError` naming what is missing on a
+    /// machine without a GPU or toolkit.
+    public init(device ordinal: Int = 0) throws {
+        let driver = try Driver()
+        self.driver = driver
+        try driver.check(driver.cuInit(0), "cuInit")
+        var count: Int32 = 0
+        try driver.check(driver.cuDeviceGetCount(&count), "cuDeviceGetCount")
+        guard ordinal < Int(count) else { throw CUDAError.noDevice("device \(ordinal) requested, \(count) present") }
+        var device: Int32 = 0
+        try driver.check(driver.cuDeviceGet(&device, Int32(ordinal)), "cuDeviceGet")
+        var context: OpaquePointer?
+        try driver.check(driver.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain")
+        try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+        var nameBuffer = [CChar](repeating: 0, count: 256)
+        try driver.check(driver.cuDeviceGetName(&nameBuffer, 256, device), "cuDeviceGetName")
+        deviceName = String(decoding: nameBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        func attribute(_ a: Int32) throws -> Int {
+            var v: Int32 = 0
+            try driver.check(driver.cuDeviceGetAttribute(&v, a, device), "cuDeviceGetAttribute(\(a))")
+            return Int(v)
+        }
+        computeCapability = (try attribute(CUAttribute.computeCapabilityMajor), try attribute(CUAttribute.computeCapabilityMinor))
+        multiprocessorCount = try attribute(CUAttribute.multiprocessorCount)
+        var free = 0, total = 0
+        try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
+        totalMemory = total
+        var s: OpaquePointer?
+        try driver.check(driver.cuStreamCreate(&s, CUAttribute.streamNonBlocking), "cuStreamCreate")
+        stream = s
+        nvrtc = try NVRTC()
+        blas = try CuBLASLt()
+        kernels = try KernelLibrary(driver: driver, nvrtc: nvrtc, major: computeCapability.major, minor: computeCapability.minor)
+        blasWorkspace = try CUDAStorage(driver: driver, byteCount: blas.workspaceBytes)
+    }
+
+    /// Versions and kernel-cache results, for reports.
+    public var environment: [String: String] {
+        var d: [String: String] = [
+            "device": deviceName, "compute_capability": "\(computeCapability.major).\(computeCapability.minor)",
+            "multiprocessors": "\(multiprocessorCount)", "memory_gib": String(format: "%.1f", Double(totalMemory) / 1_073_741_824),
+            "nvrtc": nvrtc.version, "cublaslt": "\(blas.version)", "libcuda": driver.library.name,
+            "libnvrtc": nvrtc.library.name, "libcublaslt": blas.library.name,
+        ]
+        for (k, v) in kernels.report { d["kernel.\(k)"] = v }
+        return d
+    }
+
+    /// Stops with the named error: the protocol's ops cannot throw.
+    func fail(_ error: Error) -> Never {
+        fatalError("\(error)")
+    }
+
+    @inline(__always)
+    func must(_ status: Int32, _ call: @autoclosure () -> String) {
+        if status != 0 { fail(driver.error(status, call())) }
+    }
+
+    // MARK: Memory
+
+    public func allocate(_ shape: Shape, dtype: DType) throws -> DeviceTensor {
+        precondition(graphState != .capturing, "allocate inside a captured graph step")
+        let storage = try CUDAStorage(driver: driver, byteCount: shape.count * dtype.byteCount)
+        try driver.check(driver.cuMemsetD8Async(storage.pointer, 0, max(storage.byteCount, 256), stream), "cuMemsetD8Async")
+        return DeviceTensor(storage: storage, shape: shape, dtype: dtype)
+    }
+
+    public func uploadWeights(_ source: UnsafeRawPointer, dtype: DType, shape: Shape) throws -> DeviceTensor {
+        let t = try allocate(shape, dtype: .bf16)
+        if let seed = randomWeightSeed {
+            randomTensorCount += 1
+            if shape.rank == 1 {
+                fill(t, value: 1)
+            } else {
+                fillRandom(t, seed: seed &* 1_000_003 &+ randomTensorCount, standardDeviation: 0.02)
+            }
+            return t
+        }
+        let count = shape.count
+        var bits = [UInt16](repeating: 0, count: count)
+        switch dtype {
+        case .bf16:
+            bits.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: source, count: count * 2)) }
+        case .f32:
+            let f = source.assumingMemoryBound(to: Float.self)
+            for i in 0..<count { bits[i] = HalfConversion.floatToBF16(f[i]) }
+        case .f16:
+            let h = source.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<count { bits[i] = HalfConversion.floatToBF16(HalfConversion.f16ToFloat(h[i])) }
+        case .i32:
+            throw LoomError.unsupported("weights of dtype I32 are not supported")
+        }
+        try bits.withUnsafeBytes {
+            try driver.check(driver.cuMemcpyHtoDAsync(t.devicePointer, $0.baseAddress!, count * 2, stream), "cuMemcpyHtoDAsync(weights)")
+        }
+        return t
+    }
+
+    public func copy(_ values: [Float], to tensor: DeviceTensor) {
+        precondition(values.count <= tensor.count, "copying \(values.count) floats into \(tensor.shape)")
+        if values.isEmpty { return }
+        switch tensor.dtype {
+        case .f32:
+            upload(values, to: tensor)
+        case .bf16:
+            upload(values.map(HalfConversion.floatToBF16), to: tensor)
+        case .f16:
+            upload(values.map(HalfConversion.floatToF16), to: tensor)
+        case .i32:
+            upload(values.map { Int32($0) }, to: tensor)
+        }
+    }
+
+    public func copy(_ values: [Int32], to tensor: DeviceTensor) {
+        precondition(tensor.dtype == .i32 && values.count <= tensor.count, "copying \(values.count) ints into \(tensor.dtype) \(tensor.shape)")
+        if values.isEmpty { return }
+        upload(values, to: tensor)
+    }
+
+    /// Queues a host-to-device copy on the stream. The driver stages pageable memory before it
+    /// returns, so `values` may go away right after.
+    private func upload<T>(_ values: [T], to tensor: DeviceTensor) {
+        precondition(graphState != .capturing, "host copy inside a captured graph step: copies must come before the first kernel")
+        values.withUnsafeBytes {
+            must(driver.cuMemcpyHtoDAsync(tensor.devicePointer, $0.baseAddress!, $0.count, stream), "cuMemcpyHtoDAsync(\($0.count) bytes)")
+        }
+    }
+
+    public func download(_ tensor: DeviceTensor) -> [Float] {
+        precondition(graphState == .eager, "download inside a graph step")
+        let count = tensor.count
+        if count == 0 { return [] }
+        var bytes = [UInt8](repeating: 0, count: count * tensor.dtype.byteCount)
+        bytes.withUnsafeMutableBytes {
+            must(driver.cuMemcpyDtoHAsync($0.baseAddress!, tensor.devicePointer, $0.count, stream), "cuMemcpyDtoHAsync")
+        }
+        synchronize()
+        return bytes.withUnsafeBytes { raw in
+            switch tensor.dtype {
+            case .f32: return Array(raw.bindMemory(to: Float.self))
+            case .bf16: return raw.bindMemory(to: UInt16.self).map(HalfConversion.bf16ToFloat)
+            case .f16: return raw.bindMemory(to: UInt16.self).map(HalfConversion.f16ToFloat)
+            case .i32: return raw.bindMemory(to: Int32.self).map { Float($0) }
+            }
+        }
+    }
+
+    /// The elements of an `i32` tensor (token ids from `argmax`).
+    public func downloadInts(_ tensor: DeviceTensor) -> [Int32] {
+        precondition(tensor.dtype == .i32 && graphState == .eager)
+        var values = [Int32](repeating: 0, count: tensor.count)
+        if values.isEmpty { return values }
+        values.withUnsafeMutableBytes {
+            must(driver.cuMemcpyDtoHAsync($0.baseAddress!, tensor.devicePointer, $0.count, stream), "cuMemcpyDtoHAsync")
+        }
+        synchronize()
+        return values
+    }
+
+    public func synchronize() {
+        must(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
+    }
+}

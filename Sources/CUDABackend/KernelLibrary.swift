@@ -1,0 +1,121 @@
+import Dispatch
+import Foundation
+
+/// The kernel sources embedded in the binary, compiled with NVRTC for the device's compute
+/// capability on first use and cached on disk under `~/.cache/loom/kernels` (or `$LOOM_KERNEL_CACHE`),
+/// keyed by a hash of the source, the shared header, the options and the capability.
+final class KernelLibrary {
+    /// One `.cu` file: its name and the kernel functions it defines.
+    struct Module {
+        var name: String
+        var source: [UInt8]
+        var functions: [String]
+    }
+
+    static let header = String(decoding: PackageResources.common_cuh, as: UTF8.self)
+    static let modules: [Module] = [
+        Module(name: "embed", source: PackageResources.embed_cu, functions: ["loom_embed"]),
+        Module(name: "rms_norm", source: PackageResources.rms_norm_cu, functions: ["loom_norm"]),
+        Module(name: "rope", source: PackageResources.rope_cu, functions: ["loom_rope"]),
+        Module(name: "write_kv", source: PackageResources.write_kv_cu, functions: ["loom_write_kv"]),
+        Module(name: "attention", source: PackageResources.attention_cu, functions: [1, 2, 4, 8].flatMap { d in [1, 2, 4, 8].map { "loom_attention_d\(d)_g\($0)" } } + ["loom_attention_combine"]),
+        Module(name: "silu_mul", source: PackageResources.silu_mul_cu, functions: ["loom_silu_mul"]),
+        Module(name: "gather_rows", source: PackageResources.gather_rows_cu, functions: ["loom_gather_rows"]),
+        Module(name: "add_bias", source: PackageResources.add_bias_cu, functions: ["loom_add_bias"]),
+        Module(name: "argmax", source: PackageResources.argmax_cu, functions: ["loom_argmax"]),
+        Module(name: "fill", source: PackageResources.fill_cu, functions: ["loom_fill_random", "loom_fill_value"]),
+        Module(name: "lora_shrink", source: PackageResources.lora_shrink_cu, functions: ["loom_lora_shrink"]),
+        Module(name: "lora_expand", source: PackageResources.lora_expand_cu, functions: ["loom_lora_expand"]),
+    ]
+
+    private(set) var functions: [String: OpaquePointer] = [:]
+    /// Per module: "cache" (read from disk) or the seconds NVRTC took.
+    private(set) var report: [String: String] = [:]
+
+    /// Compiles (in parallel) or reads from the cache every module, then loads them into the current context.
+    init(driver: Driver, nvrtc: NVRTC, major: Int, minor: Int) throws {
+        let compiled = try Self.compileAll(nvrtc: nvrtc, major: major, minor: minor)
+        for (module, cubin, note) in compiled {
+            var handle: OpaquePointer?
+            try cubin.withUnsafeBytes { bytes in
+                try driver.check(driver.cuModuleLoadData(&handle, bytes.baseAddress!), "cuModuleLoadData(\(module.name))")
+            }
+            for name in module.functions {
+                var function: OpaquePointer?
+                let status = driver.cuModuleGetFunction(&function, handle, name)
+                guard status == 0, let function else { throw CUDAError.missingKernel(module: module.name, function: name) }
+                functions[name] = function
+            }
+            report[module.name] = note
+        }
+    }
+
+    /// The target NVRTC compiles for: `sm_90a` on Hopper (wgmma and friends), else `sm_XY`.
+    static func architecture(major: Int, minor: Int) -> String {
+        "sm_\(major)\(minor)\(major == 9 && minor == 0 ? "a" : "")"
+    }
+
+    /// Every module's cubin with a note ("cache" or the compile time); needs NVRTC but no GPU.
+    static func compileAll(nvrtc: NVRTC, major: Int, minor: Int) throws -> [(Module, [UInt8], String)] {
+        let arch = architecture(major: major, minor: minor)
+        var options = ["--gpu-architecture=\(arch)", "--std=c++17", "-default-device", "-lineinfo"]
+        if FileManager.default.fileExists(atPath: "/usr/local/cuda/include") { options.append("-I/usr/local/cuda/include") }
+        let cacheDirectory = Self.cacheDirectory()
+        try? FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
+        let modules = Self.modules
+        var cubins = [[UInt8]?](repeating: nil, count: modules.count)
+        var errors = [Error?](repeating: nil, count: modules.count)
+        var notes = [String](repeating: "", count: modules.count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: modules.count) { i in
+            let module = modules[i]
+            let source = String(decoding: module.source, as: UTF8.self)
+            let key = Self.hash([source, Self.header, options.joined(separator: " "), arch, nvrtc.version])
+            let path = "\(cacheDirectory)/\(module.name)-\(arch)-\(key).cubin"
+            if let data = FileManager.default.contents(atPath: path), !data.isEmpty {
+                lock.withLock { cubins[i] = [UInt8](data); notes[i] = "cache" }
+                return
+            }
+            let start = DispatchTime.now()
+            do {
+                let cubin = try nvrtc.compile(name: "\(module.name).cu", source: source, headers: ["common.cuh": Self.header], options: options)
+                // Write to a temporary name, then rename, so a concurrent reader never sees half a file.
+                let temporary = path + ".\(getpid()).\(i).tmp"
+                if FileManager.default.createFile(atPath: temporary, contents: Data(cubin)) {
+                    _ = rename(temporary, path)
+                }
+                let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+                lock.withLock { cubins[i] = cubin; notes[i] = String(format: "compiled in %.2f s", seconds) }
+            } catch {
+                lock.withLock { errors[i] = error }
+            }
+        }
+        if let error = errors.compactMap({ $0 }).first { throw error }
+        return modules.indices.map { (modules[$0], cubins[$0]!, notes[$0]) }
+    }
+
+    static func cacheDirectory() -> String {
+        let env = ProcessInfo.processInfo.environment
+        if let dir = env["LOOM_KERNEL_CACHE"], !dir.isEmpty { return dir }
+        let home = env["HOME"] ?? NSTemporaryDirectory()
+        return "\(home)/.cache/loom/kernels"
+    }
+
+    /// Two FNV-1a 64-bit hashes with different offsets, as 32 hex digits.
+    static func hash(_ parts: [String]) -> String {
+        var h1: UInt64 = 0xcbf2_9ce4_8422_2325, h2: UInt64 = 0x8422_2325_cbf2_9ce4
+        for part in parts {
+            for byte in part.utf8 {
+                h1 = (h1 ^ UInt64(byte)) &* 0x100_0000_01b3
+                h2 = (h2 ^ UInt64(byte)) &* 0x100_0000_01b3 &+ 1
+            }
+            h1 = (h1 ^ 0xff) &* 0x100_0000_01b3
+            h2 = (h2 ^ 0xfe) &* 0x100_0000_01b3
+        }
+        return String(format: "%016llx%016llx", h1, h2)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

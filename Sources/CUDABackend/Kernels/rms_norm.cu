@@ -1,0 +1,83 @@
+// rms_norm / add_rms_norm: RMSNorm of each row, optionally after adding x into the residual stream.
+//   loom_rms_norm:     out[i] = w * bf16(x[i] / sqrt(mean(x[i]^2) + eps))
+//   loom_add_rms_norm: residual[i] = bf16(residual[i] + x[i]); out[i] = rmsNorm(residual[i])
+// The sum of squares is accumulated in fp32; roundings follow transformers' bf16 LlamaRMSNorm.
+// Decode runs one row per block, so the kernel is a latency chain: rows of d % 8 == 0 are read with
+// 16-byte loads, each thread keeping its (at most 4) vectors in registers between the two passes.
+// Launch: grid (n rows), block (min(1024, max(32, roundup32(d / 8)))) for the vector path (d <= 32768),
+// else 256. Arguments: residual/x/out [n, d] bf16 (rows contiguous), w [d] bf16, d, eps, add (0/1).
+#include "common.cuh"
+
+#define MAXV 4
+
+__device__ __forceinline__ void unpack8(uint4 r, float* f) {
+    const u32 w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        f[2 * e] = __uint_as_float(w[e] << 16);
+        f[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+    }
+}
+
+__device__ __forceinline__ uint4 pack8(const float* f) {
+    u32 w[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) w[e] = (u32)f32_to_bf16(f[2 * e]) | ((u32)f32_to_bf16(f[2 * e + 1]) << 16);
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                     bf16* __restrict__ out, int d, float eps, int add) {
+    const u64 base = (u64)blockIdx.x * d;
+    const bool vectorized = (d & 7) == 0 && d / 8 <= MAXV * (int)blockDim.x
+        && (((u64)(residual + base) | (u64)(x + base) | (u64)w | (u64)(out + base)) & 15) == 0;
+    float s = 0.f;
+    if (vectorized) {
+        const int nv = d >> 3;
+        float v[MAXV][8];
+#pragma unroll
+        for (int k = 0; k < MAXV; ++k) {
+            const int i = threadIdx.x + k * blockDim.x;
+            if (i < nv) {
+                float a[8];
+                unpack8(((const uint4*)(x + base))[i], a);
+                if (add) {
+                    float r[8];
+                    unpack8(((const uint4*)(residual + base))[i], r);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) a[e] = round_bf16(r[e] + a[e]);
+                    ((uint4*)(residual + base))[i] = pack8(a);
+                }
+#pragma unroll
+                for (int e = 0; e < 8; ++e) { v[k][e] = a[e]; s += a[e] * a[e]; }
+            }
+        }
+        const float scale = rsqrtf(block_sum(s) / (float)d + eps);
+#pragma unroll
+        for (int k = 0; k < MAXV; ++k) {
+            const int i = threadIdx.x + k * blockDim.x;
+            if (i < nv) {
+                float g[8], o[8];
+                unpack8(((const uint4*)w)[i], g);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) o[e] = g[e] * round_bf16(v[k][e] * scale);
+                ((uint4*)(out + base))[i] = pack8(o);
+            }
+        }
+        return;
+    }
+    // Any width: scalar loads; each thread re-reads only the elements it wrote.
+    const bf16* src = add ? residual : x;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        float a = bf16_to_f32(x[base + j]);
+        if (add) {
+            a = round_bf16(bf16_to_f32(residual[base + j]) + a);
+            residual[base + j] = f32_to_bf16(a);
+        }
+        s += a * a;
+    }
+    const float scale = rsqrtf(block_sum(s) / (float)d + eps);
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        out[base + j] = f32_to_bf16(bf16_to_f32(w[j]) * round_bf16(bf16_to_f32(src[base + j]) * scale));
+    }
+}

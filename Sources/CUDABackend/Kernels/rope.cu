@@ -1,0 +1,20 @@
+// rope: rotates the q and k heads of the stacked qkv rows in place (rotate-half layout, as
+// transformers' Llama): for head h and j < d/2, with a = pos * invFreq[j] computed in fp32,
+//   x1' = x1 cos a - x2 sin a,  x2' = x2 cos a + x1 sin a   (x1 = v[j], x2 = v[j + d/2]).
+// One thread per (row, head, j): a short latency chain for decode.
+// Launch: grid (n rows, heads + kvHeads), block (headDim / 2). Arguments: qkv [n, stride] bf16,
+// positions [n] i32, invFreq [d/2] f32, stride (elements per row), headDim.
+#include "common.cuh"
+
+extern "C" __global__ void loom_rope(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
+                                     int stride, int headDim) {
+    const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
+    const int half = headDim >> 1;
+    if (j >= half) return;
+    bf16* v = qkv + (u64)row * stride + h * headDim;
+    const float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
+    float s, c;
+    sincosf((float)positions[row] * invFreq[j], &s, &c);
+    v[j] = f32_to_bf16(x1 * c - x2 * s);
+    v[j + half] = f32_to_bf16(x2 * c + x1 * s);
+}

@@ -1,0 +1,313 @@
+import ArgumentParser
+import CUDABackend
+import Foundation
+import LoomCore
+import Models
+
+/// `loom bench …`: device benchmarks.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Benchmarks on the GPU.", subcommands: [BenchDecode.self, BenchServe.self, MakeAdapters.self])
+}
+
+/// `loom bench decode`: offline decode throughput on the GPU, each figure beside its floor
+/// (bytes read per step over the HBM bandwidth measured at start with a device-to-device copy).
+struct BenchDecode: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "decode", abstract: "Decode throughput on the GPU against the memory-bandwidth floor.")
+
+    @Option(help: "A Hugging Face model folder.")
+    var modelPath: String?
+
+    @Option(help: "Random bf16 weights of a named shape, made on the device: \(RandomModel.shapes.keys.sorted().joined(separator: ", ")).")
+    var randomWeights: String?
+
+    @Option(help: "Batch sizes, comma-separated.")
+    var batch = "1,32"
+
+    @Option(help: "Prompt tokens per sequence.")
+    var promptLen = 128
+
+    @Option(help: "New tokens per sequence.")
+    var newTokens = 128
+
+    @Flag(help: "Also run every batch without CUDA graphs.")
+    var eagerToo = false
+
+    @Flag(help: "Time each projection of layer 0 alone (cuBLASLt) at every batch size.")
+    var profile = false
+
+    @Option(help: "Also write the result object to this file.")
+    var output: String?
+
+    @Option(help: "The commit to record in the result.")
+    var commit = ProcessInfo.processInfo.environment["LOOM_COMMIT"] ?? "unknown"
+
+    mutating func validate() throws {
+        if (modelPath == nil) == (randomWeights == nil) { throw ValidationError("give exactly one of --model-path and --random-weights") }
+        if let r = randomWeights, RandomModel.shapes[r] == nil {
+            throw ValidationError("unknown shape '\(r)' (known: \(RandomModel.shapes.keys.sorted().joined(separator: ", ")))")
+        }
+        if promptLen < 1 || newTokens < 2 { throw ValidationError("--prompt-len ≥ 1 and --new-tokens ≥ 2") }
+    }
+
+    func run() throws {
+        let batches = batch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !batches.isEmpty, batches.allSatisfy({ $0 > 0 }) else { throw ValidationError("--batch: give positive integers") }
+        let gpu = try CUDABackend()
+        let bandwidth = try gpu.measureCopyBandwidth()
+        benchLog(String(format: "%@: copy bandwidth %.0f GB/s (read + write)", gpu.deviceName, bandwidth / 1e9))
+        let directory: String
+        let modelName: String
+        if let shape = randomWeights {
+            directory = try RandomModel.write(shape)
+            gpu.randomWeightSeed = 42
+            modelName = shape
+        } else {
+            directory = modelPath!
+            modelName = (modelPath! as NSString).lastPathComponent
+        }
+        let maxBatch = batches.max()!
+        let blockSize = 16
+        let blocksPerSequence = (promptLen + newTokens + blockSize - 1) / blockSize
+        let loadStart = Date()
+        let model = try LlamaModel(directory: directory, backend: gpu, maxTokens: max(maxBatch, min(maxBatch * promptLen, 8192)),
+                                   maxSequences: maxBatch, maxBlocksPerSequence: blocksPerSequence, blockSize: blockSize)
+        gpu.randomWeightSeed = nil
+        gpu.synchronize()
+        benchLog(String(format: "loaded %@ in %.1f s", modelName, Date().timeIntervalSince(loadStart)))
+        var rows: [[String: Any]] = []
+        for b in batches {
+            for graphs in eagerToo ? [true, false] : [true] {
+                var row = try DecodeRun(model: model, gpu: gpu, batch: b, promptLength: promptLen, newTokens: newTokens,
+                                        blockSize: blockSize, useGraphs: graphs, bandwidth: bandwidth).run()
+                row["model"] = modelName
+                rows.append(row)
+                benchLog("\(row)")
+            }
+            if profile { rows.append(contentsOf: profileProjections(model: model, gpu: gpu, batch: b, bandwidth: bandwidth)) }
+        }
+        let formatter = ISO8601DateFormatter()
+        let result: [String: Any] = [
+            "bench": "decode", "command": CommandLine.arguments.joined(separator: " "), "commit": commit, "gpu": gpu.deviceName,
+            "date": formatter.string(from: Date()), "hbm_copy_bandwidth_gb_s": bandwidth / 1e9, "environment": gpu.environment, "rows": rows,
+        ]
+        let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
+        if let output { try data.write(to: URL(fileURLWithPath: output)) }
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    /// Each projection of layer 0 (and the LM head) alone, through cuBLASLt, against its own floor.
+    func profileProjections(model: LlamaModel, gpu: CUDABackend, batch: Int, bandwidth: Double) -> [[String: Any]] {
+        let layer = model.weights.layers[0]
+        var rows: [[String: Any]] = []
+        for (name, w) in [("qkv", layer.qkv), ("o", layer.o), ("gate_up", layer.gateUp), ("down", layer.down), ("lm_head", model.weights.lmHead)] {
+            let x = try! gpu.allocate(Shape(batch, w.shape[1]), dtype: .bf16)
+            let out = try! gpu.allocate(Shape(batch, w.shape[0]), dtype: .bf16)
+            gpu.fillRandom(x, seed: 7, standardDeviation: 1)
+            for _ in 0..<3 { gpu.linear(x, weight: w, bias: nil, out: out) }
+            let reps = 50
+            let ms = gpu.timeMilliseconds { for _ in 0..<reps { gpu.linear(x, weight: w, bias: nil, out: out) } } / Double(reps)
+            let bytes = Double(w.count * 2 + x.count * 2 + out.count * 2)
+            rows.append(["profile": "linear", "projection": name, "batch": batch, "shape": w.shape.dims, "us": ms * 1000,
+                         "floor_us": bytes / bandwidth * 1e6, "fraction_of_bandwidth": bytes / bandwidth / (ms / 1000)])
+        }
+        return rows
+    }
+}
+
+func benchLog(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// One offline batch: `batch` random prompts prefilled in one step (or a few), then greedy decode
+/// steps sampled on the device, so only token ids come back. The first two decode steps (GEMM tuning,
+/// graph capture) are not timed.
+struct DecodeRun {
+    let model: LlamaModel
+    let gpu: CUDABackend
+    let batch: Int
+    let promptLength: Int
+    let newTokens: Int
+    let blockSize: Int
+    let useGraphs: Bool
+    let bandwidth: Double
+
+    func run() throws -> [String: Any] {
+        let c = model.config
+        let blocksPerSequence = (promptLength + newTokens + blockSize - 1) / blockSize
+        let cache = try KVCache(config: c, numBlocks: batch * blocksPerSequence, blockSize: blockSize, backend: gpu)
+        let tables = (0..<batch).map { s in (0..<blocksPerSequence).map { Int32(s * blocksPerSequence + $0) } }
+        var rng = OpChecks.SplitMix(seed: UInt64(batch) &* 7919)
+        let prompts = (0..<batch).map { _ in (0..<promptLength).map { _ in Int32(rng.int(c.vocabSize)) } }
+        let ids = try gpu.allocate(Shape(batch), dtype: .i32)
+
+        // Prefill, as many whole prompts per step as the workspace holds.
+        var next = [Int32](repeating: 0, count: batch)
+        let prefillStart = DispatchTime.now()
+        var s0 = 0
+        while s0 < batch {
+            var step = ForwardBatch()
+            var s = s0
+            while s < batch && step.tokenCount + promptLength <= model.maxTokens {
+                step.append(tokens: prompts[s], startPosition: 0, blockTable: tables[s], blockSize: blockSize)
+                s += 1
+            }
+            precondition(s > s0, "a prompt of \(promptLength) tokens exceeds the \(model.maxTokens)-token step")
+            let logits = model.forward(step, cache: cache)
+            gpu.argmax(logits, out: ids.rows(s - s0))
+            let got = gpu.downloadInts(ids.rows(s - s0))
+            for i in s0..<s { next[i] = got[i - s0] }
+            s0 = s
+        }
+        let prefillSeconds = seconds(since: prefillStart)
+
+        // Decode: step t feeds token t (t = 0 from the prefill) at position promptLength + t.
+        let weightBytes = Double(Self.weightBytesReadPerStep(model))
+        let kvBytesPerToken = Double(KVCache.bytesPerToken(c, dtype: .bf16))
+        var timed = 0
+        var floorSeconds = 0.0
+        var deviceMilliseconds = 0.0
+        var start = DispatchTime.now()
+        var outputs = [[Int32]](repeating: [], count: batch)
+        for t in 0..<(newTokens - 1) {
+            if t == 2 { start = DispatchTime.now() }
+            var step = ForwardBatch()
+            for s in 0..<batch {
+                step.append(tokens: [next[s]], startPosition: promptLength + t, blockTable: tables[s], blockSize: blockSize)
+                outputs[s].append(next[s])
+            }
+            let body = {
+                let logits = model.forward(step, cache: cache)
+                gpu.argmax(logits, out: ids)
+            }
+            let ms = gpu.timeMilliseconds {
+                // Step 0 runs eagerly, so new GEMM shapes are tuned before the graph captures them.
+                if useGraphs && t > 0 { gpu.withGraph(key: "decode-\(batch)", body) } else { body() }
+            }
+            next = gpu.downloadInts(ids)
+            if t >= 2 { deviceMilliseconds += ms }
+            if t >= 2 {
+                timed += 1
+                let context = Double(promptLength + t + 1)
+                floorSeconds += (weightBytes + Double(batch) * context * kvBytesPerToken) / bandwidth
+            }
+        }
+        let decodeSeconds = seconds(since: start)
+        // One more step, eager, with every launch timed: where a step's device time goes.
+        var kernels: [String: Any] = [:]
+        do {
+            var step = ForwardBatch()
+            for s in 0..<batch {
+                step.append(tokens: [next[s]], startPosition: promptLength + newTokens - 1, blockTable: tables[s], blockSize: blockSize)
+            }
+            gpu.setProfiling(true)
+            let logits = model.forward(step, cache: cache)
+            gpu.argmax(logits, out: ids)
+            gpu.synchronize()
+            for (name, t) in gpu.profiler!.report() {
+                kernels[name] = ["launches": t.count, "us": (t.milliseconds * 1000).rounded()]
+            }
+            gpu.setProfiling(false)
+        }
+        let tokensPerSecond = Double(batch * timed) / decodeSeconds
+        let floor = Double(batch * timed) / floorSeconds
+        // The first sequence's tokens, to spot a model that produces garbage (e.g. one repeated id).
+        let distinct = Set(outputs[0]).count
+        return [
+            "batch": batch, "context": promptLength + newTokens, "prompt_len": promptLength, "new_tokens": newTokens,
+            "adapters": 0, "rank": 0, "cuda_graphs": useGraphs,
+            "tokens_per_s": tokensPerSecond, "floor_tokens_per_s": floor, "fraction_of_floor": tokensPerSecond / floor,
+            "ms_per_step": decodeSeconds * 1000 / Double(timed), "device_ms_per_step": deviceMilliseconds / Double(timed), "floor_ms_per_step": floorSeconds * 1000 / Double(timed),
+            "timed_steps": timed, "prefill_tokens_per_s": Double(batch * promptLength) / prefillSeconds,
+            "weight_bytes_per_step": weightBytes, "distinct_tokens_seq0": distinct, "eager_step_kernels": kernels,
+        ]
+    }
+
+    func seconds(since start: DispatchTime) -> Double {
+        Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
+    }
+
+    /// Bytes of weights one decode step reads: every layer's matrices and norms, the final norm and
+    /// the LM head (embedding rows are negligible; a tied LM head is the embedding, read once).
+    static func weightBytesReadPerStep(_ model: LlamaModel) -> Int {
+        var elements = model.weights.finalNorm.count + model.weights.lmHead.count
+        for l in model.weights.layers {
+            elements += l.inputNorm.count + l.qkv.count + (l.qkvBias?.count ?? 0) + l.o.count + l.postAttentionNorm.count + l.gateUp.count + l.down.count
+        }
+        return elements * 2
+    }
+}
+
+/// Configs of named shapes, written with a sparse safetensors file whose tensors are never read:
+/// the backend fills them on the device (`CUDABackend.randomWeightSeed`).
+enum RandomModel {
+    struct ShapeSpec {
+        var architecture: String, vocab: Int, hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int
+        var ropeTheta: Double, llama3Factor: Double?, eps: Double, tied: Bool, qkvBias: Bool
+    }
+
+    static let shapes: [String: ShapeSpec] = [
+        "llama-3.1-8b": ShapeSpec(architecture: "LlamaForCausalLM", vocab: 128_256, hidden: 4096, intermediate: 14336, layers: 32, heads: 32,
+                                  kvHeads: 8, headDim: 128, ropeTheta: 500_000, llama3Factor: 8, eps: 1e-5, tied: false, qkvBias: false),
+        "llama-3.2-1b": ShapeSpec(architecture: "LlamaForCausalLM", vocab: 128_256, hidden: 2048, intermediate: 8192, layers: 16, heads: 32,
+                                  kvHeads: 8, headDim: 64, ropeTheta: 500_000, llama3Factor: 32, eps: 1e-5, tied: true, qkvBias: false),
+        "qwen2.5-7b": ShapeSpec(architecture: "Qwen2ForCausalLM", vocab: 152_064, hidden: 3584, intermediate: 18944, layers: 28, heads: 28,
+                                kvHeads: 4, headDim: 128, ropeTheta: 1_000_000, llama3Factor: nil, eps: 1e-6, tied: false, qkvBias: true),
+    ]
+
+    /// Writes `config.json` and a sparse F32 `model.safetensors` (no data blocks) under the temporary folder.
+    static func write(_ name: String) throws -> String {
+        let s = shapes[name]!
+        let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("loom-random-\(name)")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var config: [String: Any] = [
+            "architectures": [s.architecture], "vocab_size": s.vocab, "hidden_size": s.hidden, "intermediate_size": s.intermediate,
+            "num_hidden_layers": s.layers, "num_attention_heads": s.heads, "num_key_value_heads": s.kvHeads, "head_dim": s.headDim,
+            "rope_theta": s.ropeTheta, "rms_norm_eps": s.eps, "tie_word_embeddings": s.tied, "max_position_embeddings": 131_072,
+            "hidden_act": "silu", "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2,
+        ]
+        if let f = s.llama3Factor {
+            config["rope_scaling"] = ["rope_type": "llama3", "factor": f, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                      "original_max_position_embeddings": 8192]
+        }
+        if s.qkvBias { config["attention_bias"] = true }
+        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("config.json")))
+
+        var tensors: [(String, [Int])] = [("model.embed_tokens.weight", [s.vocab, s.hidden])]
+        let q = s.heads * s.headDim, kv = s.kvHeads * s.headDim
+        for i in 0..<s.layers {
+            let p = "model.layers.\(i)."
+            tensors += [("\(p)input_layernorm.weight", [s.hidden]), ("\(p)post_attention_layernorm.weight", [s.hidden]),
+                        ("\(p)self_attn.q_proj.weight", [q, s.hidden]), ("\(p)self_attn.k_proj.weight", [kv, s.hidden]),
+                        ("\(p)self_attn.v_proj.weight", [kv, s.hidden]), ("\(p)self_attn.o_proj.weight", [s.hidden, q]),
+                        ("\(p)mlp.gate_proj.weight", [s.intermediate, s.hidden]), ("\(p)mlp.up_proj.weight", [s.intermediate, s.hidden]),
+                        ("\(p)mlp.down_proj.weight", [s.hidden, s.intermediate])]
+            if s.qkvBias {
+                tensors += [("\(p)self_attn.q_proj.bias", [q]), ("\(p)self_attn.k_proj.bias", [kv]), ("\(p)self_attn.v_proj.bias", [kv])]
+            }
+        }
+        tensors.append(("model.norm.weight", [s.hidden]))
+        if !s.tied { tensors.append(("lm_head.weight", [s.vocab, s.hidden])) }
+        var header: [String: Any] = [:]
+        var offset = 0
+        for (tensorName, shape) in tensors {
+            let bytes = shape.reduce(1, *) * 4
+            header[tensorName] = ["dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]]
+            offset += bytes
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while json.count % 8 != 0 { json.append(0x20) }
+        var file = Data()
+        withUnsafeBytes(of: UInt64(json.count).littleEndian) { file.append(contentsOf: $0) }
+        file.append(json)
+        let path = (dir as NSString).appendingPathComponent("model.safetensors")
+        try file.write(to: URL(fileURLWithPath: path))
+        guard truncate(path, off_t(file.count + offset)) == 0 else {
+            throw LoomError.invalidFile(path: path, reason: "cannot extend to \(file.count + offset) bytes")
+        }
+        return dir
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

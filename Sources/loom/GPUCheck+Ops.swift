@@ -1,0 +1,231 @@
+import CPUBackend
+import CUDABackend
+import Foundation
+import LoomCore
+
+/// Each CUDA op against the CPU backend on the same inputs: inputs are drawn at random, rounded to
+/// bf16, and given to both backends (the CPU one in f32). Outputs are compared by relative L2 error
+/// ‖gpu − cpu‖ / ‖cpu‖ and max abs error; copies must be exact.
+struct OpChecks {
+    let gpu: CUDABackend
+    let cpu = CPUBackend()
+    var rng = SplitMix(seed: 0x5EED)
+
+    init(gpu: CUDABackend) { self.gpu = gpu }
+
+    struct SplitMix {
+        var state: UInt64
+        init(seed: UInt64) { state = seed }
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func uniform() -> Float { Float(next() >> 40) / Float(1 << 24) * 2 - 1 }
+        mutating func int(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    }
+
+    /// The same bf16-rounded random values on both backends.
+    mutating func pair(_ shape: Shape, scale: Float = 1, weight: Bool = false) -> (DeviceTensor, DeviceTensor, [Float]) {
+        let values = (0..<shape.count).map { _ in HalfConversion.bf16ToFloat(HalfConversion.floatToBF16(rng.uniform() * scale)) }
+        let c = try! cpu.allocate(shape, dtype: .f32)
+        cpu.copy(values, to: c)
+        let g = try! gpu.allocate(shape, dtype: .bf16)
+        gpu.copy(values, to: g)
+        return (c, g, values)
+    }
+
+    func ints(_ values: [Int32]) -> (DeviceTensor, DeviceTensor) {
+        let c = try! cpu.allocate(Shape(max(1, values.count)), dtype: .i32)
+        let g = try! gpu.allocate(Shape(max(1, values.count)), dtype: .i32)
+        cpu.copy(values, to: c)
+        gpu.copy(values, to: g)
+        return (c.rows(values.count), g.rows(values.count))
+    }
+
+    func floats32(_ values: [Float]) -> (DeviceTensor, DeviceTensor) {
+        let c = try! cpu.allocate(Shape(values.count), dtype: .f32)
+        let g = try! gpu.allocate(Shape(values.count), dtype: .f32)
+        cpu.copy(values, to: c)
+        gpu.copy(values, to: g)
+        return (c, g)
+    }
+
+    func zeros(_ shape: Shape, gpuDType: DType = .bf16) -> (DeviceTensor, DeviceTensor) {
+        (try! cpu.allocate(shape, dtype: .f32), try! gpu.allocate(shape, dtype: gpuDType))
+    }
+
+    func compare(_ name: String, _ c: DeviceTensor, _ g: DeviceTensor, tolerance: Double, detail: String = "") -> [String: Any] {
+        let a = cpu.download(c), b = gpu.download(g)
+        var diff = 0.0, norm = 0.0, maxAbs = 0.0
+        var finite = true
+        for (x, y) in zip(a, b) {
+            if !y.isFinite { finite = false }
+            diff += Double(x - y) * Double(x - y)
+            norm += Double(x) * Double(x)
+            maxAbs = max(maxAbs, Double(abs(x - y)))
+        }
+        let rel = norm > 0 ? (diff / norm).squareRoot() : diff.squareRoot()
+        let pass = finite && a.count == b.count && (tolerance == 0 ? maxAbs == 0 : rel <= tolerance)
+        return ["op": name, "detail": detail, "rel_l2": rel, "max_abs": maxAbs, "tolerance_rel_l2": tolerance, "elements": a.count, "pass": pass]
+    }
+
+    mutating func run() -> [[String: Any]] {
+        var results: [[String: Any]] = []
+        // embed: a copy, exact.
+        do {
+            let (tc, tg, _) = pair(Shape(1000, 136))
+            let ids = (0..<7).map { _ in Int32(rng.int(1000)) }
+            let (ic, ig) = ints(ids)
+            let (oc, og) = zeros(Shape(7, 136))
+            cpu.embed(tokens: ic, table: tc, out: oc)
+            gpu.embed(tokens: ig, table: tg, out: og)
+            results.append(compare("embed", oc, og, tolerance: 0, detail: "7 of 1000×136"))
+        }
+        for d in [4096, 96] {
+            let (xc, xg, _) = pair(Shape(5, d), scale: 3)
+            let (wc, wg, _) = pair(Shape(d))
+            let (oc, og) = zeros(Shape(5, d))
+            cpu.rmsNorm(xc, weight: wc, eps: 1e-5, out: oc)
+            gpu.rmsNorm(xg, weight: wg, eps: 1e-5, out: og)
+            results.append(compare("rmsNorm", oc, og, tolerance: 1e-2, detail: "5×\(d)"))
+            let (rc, rg, _) = pair(Shape(5, d), scale: 2)
+            let (oc2, og2) = zeros(Shape(5, d))
+            cpu.addRMSNorm(residual: rc, xc, weight: wc, eps: 1e-5, out: oc2)
+            gpu.addRMSNorm(residual: rg, xg, weight: wg, eps: 1e-5, out: og2)
+            results.append(compare("addRMSNorm.residual", rc, rg, tolerance: 1e-2, detail: "5×\(d)"))
+            results.append(compare("addRMSNorm.out", oc2, og2, tolerance: 1e-2, detail: "5×\(d)"))
+        }
+        for (n, k, m, bias) in [(1, 4096, 6144, false), (7, 344, 128, false), (33, 128, 512, false), (128, 96, 224, true), (32, 4096, 14336, false)] {
+            let (xc, xg, _) = pair(Shape(n, k))
+            let (wc, wg, _) = pair(Shape(m, k), scale: 0.05)
+            let b = bias ? pair(Shape(m)) : nil
+            let (oc, og) = zeros(Shape(n, m))
+            cpu.linear(xc, weight: wc, bias: b?.0, out: oc)
+            gpu.linear(xg, weight: wg, bias: b?.1, out: og)
+            results.append(compare("linear", oc, og, tolerance: 1e-2, detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(bias ? " + bias" : "")"))
+        }
+        for (heads, kvHeads, headDim) in [(4, 2, 48), (32, 8, 128)] {
+            let n = 9, stride = (heads + 2 * kvHeads) * headDim
+            let (qc, qg, _) = pair(Shape(n, stride))
+            let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })
+            let config = ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
+                                     numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000,
+                                     ropeScaling: .init(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192))
+            let (fc, fg) = floats32(config.ropeInverseFrequencies())
+            cpu.rope(qkv: qc, positions: pc, inverseFrequencies: fc, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+            gpu.rope(qkv: qg, positions: pg, inverseFrequencies: fg, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+            results.append(compare("rope", qc, qg, tolerance: 1e-2, detail: "\(n) rows, \(heads)+\(kvHeads) heads × \(headDim), positions < 5000"))
+        }
+        do {
+            let (heads, kvHeads, headDim, n) = (4, 2, 48, 6)
+            let (qc, qg, _) = pair(Shape(n, (heads + 2 * kvHeads) * headDim))
+            let (kc, kg) = zeros(Shape(64, kvHeads * headDim)), (vc, vg) = zeros(Shape(64, kvHeads * headDim))
+            let (sc, sg) = ints([5, 63, -1, 0, 17, 40])
+            cpu.writeKV(qkv: qc, kCache: kc, vCache: vc, slotMapping: sc, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+            gpu.writeKV(qkv: qg, kCache: kg, vCache: vg, slotMapping: sg, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+            results.append(compare("writeKV.k", kc, kg, tolerance: 0, detail: "6 rows, one skipped"))
+            results.append(compare("writeKV.v", vc, vg, tolerance: 0, detail: "6 rows, one skipped"))
+        }
+        // attention: ragged prefill + decode in one batch, decode-only with long contexts (split), GQA groups 2/4/7.
+        let attentionCases: [(String, Int, Int, Int, [(cached: Int, query: Int)])] = [
+            ("mixed prefill+decode", 8, 2, 64, [(0, 17), (40, 5), (300, 1), (0, 1)]),
+            ("prefill 2×128", 32, 8, 128, [(0, 128), (0, 128)]),
+            ("decode 3 seqs, long (split)", 32, 8, 128, [(3000, 1), (700, 1), (129, 1)]),
+            ("decode, group 7", 28, 4, 128, [(1000, 1), (5, 1)]),
+            ("tiny head_dim 16", 6, 2, 16, [(3, 4), (20, 1)]),
+        ]
+        for (label, heads, kvHeads, headDim, seqs) in attentionCases {
+            results.append(attentionCheck(label, heads: heads, kvHeads: kvHeads, headDim: headDim, seqs: seqs))
+        }
+        do {
+            let (gc, gg, _) = pair(Shape(3, 2 * 344), scale: 4)
+            let (oc, og) = zeros(Shape(3, 344))
+            cpu.siluMul(gc, out: oc)
+            gpu.siluMul(gg, out: og)
+            results.append(compare("siluMul", oc, og, tolerance: 1e-2, detail: "3×344"))
+        }
+        do {
+            let (xc, xg, _) = pair(Shape(10, 72))
+            let (rc, rg) = ints([3, 0, 9])
+            let (oc, og) = zeros(Shape(3, 72))
+            cpu.gatherRows(xc, rows: rc, out: oc)
+            gpu.gatherRows(xg, rows: rg, out: og)
+            results.append(compare("gatherRows", oc, og, tolerance: 0, detail: "3 of 10×72"))
+        }
+        do {
+            let vocab = 128_256
+            let (_, lg, values) = pair(Shape(4, vocab), scale: 10)
+            let ids = try! gpu.allocate(Shape(4), dtype: .i32)
+            gpu.argmax(lg, out: ids)
+            let got = gpu.downloadInts(ids)
+            let want = (0..<4).map { r -> Int32 in
+                var best = 0
+                for j in 1..<vocab where values[r * vocab + j] > values[r * vocab + best] { best = j }
+                return Int32(best)
+            }
+            results.append(["op": "argmax", "detail": "4×\(vocab)", "pass": got == want, "got": got.map(Int.init), "expected": want.map(Int.init)])
+        }
+        results += loraChecks()
+        return results
+    }
+
+    mutating func attentionCheck(_ label: String, heads: Int, kvHeads: Int, headDim: Int, seqs: [(cached: Int, query: Int)]) -> [String: Any] {
+        let blockSize = 16
+        let n = seqs.reduce(0) { $0 + $1.query }
+        let blocksPer = seqs.map { ($0.cached + $0.query + blockSize - 1) / blockSize }
+        let totalBlocks = blocksPer.reduce(0, +)
+        let width = blocksPer.max()!
+        // Blocks handed out in a shuffled order, as a paged cache would.
+        var order = Array(0..<totalBlocks)
+        for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.int(i + 1)) }
+        var tables: [Int32] = [], starts: [Int32] = [0], lengths: [Int32] = []
+        var next = 0
+        for (s, seq) in seqs.enumerated() {
+            var row = [Int32](repeating: 0, count: width)
+            for b in 0..<blocksPer[s] { row[b] = Int32(order[next]); next += 1 }
+            tables += row
+            starts.append(starts.last! + Int32(seq.query))
+            lengths.append(Int32(seq.cached + seq.query))
+        }
+        let kvSize = kvHeads * headDim
+        let (qc, qg, _) = pair(Shape(n, (heads + 2 * kvHeads) * headDim), scale: 2)
+        let (kc, kg, _) = pair(Shape(totalBlocks * blockSize, kvSize), scale: 2)
+        let (vc, vg, _) = pair(Shape(totalBlocks * blockSize, kvSize))
+        let (tc, tg) = ints(tables), (sc, sg) = ints(starts), (lc, lg) = ints(lengths)
+        func meta(_ t: DeviceTensor, _ s: DeviceTensor, _ l: DeviceTensor) -> AttentionMetadata {
+            AttentionMetadata(queryStarts: s, contextLengths: l, blockTables: t.reshaped(Shape(seqs.count, width)),
+                              numSequences: seqs.count, maxQueryLength: seqs.map(\.query).max()!,
+                              maxContextLength: Int(lengths.max()!), blockSize: blockSize)
+        }
+        let (oc, og) = zeros(Shape(n, heads * headDim))
+        cpu.attention(qkv: qc, kCache: kc, vCache: vc, out: oc, metadata: meta(tc, sc, lc), numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+        gpu.attention(qkv: qg, kCache: kg, vCache: vg, out: og, metadata: meta(tg, sg, lg), numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+        return compare("attention", oc, og, tolerance: 1e-2, detail: "\(label): \(heads)/\(kvHeads) heads × \(headDim), seqs (cached, query) \(seqs.map { "(\($0.cached),\($0.query))" }.joined(separator: " "))")
+    }
+
+    mutating func loraChecks() -> [[String: Any]] {
+        // 3 slots of ranks 0, 8, 16 (max 16), q/k/v stacked (outputs 128, 32, 32), a shuffled permutation,
+        // segments [0,3) slot 1, [3,5) slot 0 (rank 0), [5,9) slot 2.
+        let k = 128, maxRank = 16, stack = 3, outs = [0, 128, 160, 192], n = 9
+        let (xc, xg, _) = pair(Shape(n, k))
+        let (ac, ag, _) = pair(Shape(3, stack * maxRank, k), scale: 0.1)
+        let (bc, bg, _) = pair(Shape(3, 192, maxRank), scale: 0.1)
+        let (segc, segg) = ints([0, 3, 5, 9]), (slc, slg) = ints([1, 0, 2]), (rc, rg) = ints([0, 8, 16])
+        let (pc, pg) = ints([4, 0, 7, 1, 8, 2, 3, 5, 6])
+        let planC = LoRAKernelPlan(permutation: pc, segmentStarts: segc, segmentSlots: slc, slotRanks: rc, numSegments: 3, maxRank: maxRank)
+        let planG = LoRAKernelPlan(permutation: pg, segmentStarts: segg, segmentSlots: slg, slotRanks: rg, numSegments: 3, maxRank: maxRank)
+        let (sc, sg) = zeros(Shape(n, stack * maxRank), gpuDType: .f32)
+        cpu.loraShrink(xc, a: ac, out: sc, plan: planC, stack: stack)
+        gpu.loraShrink(xg, a: ag, out: sg, plan: planG, stack: stack)
+        var results = [compare("loraShrink", sc, sg, tolerance: 1e-4, detail: "ranks 0/8/16, stack 3, f32 out")]
+        let (scale_c, scale_g) = floats32((0..<9).map { Float($0 + 1) * 0.25 })
+        let (oc, og, _) = pair(Shape(n, 192))
+        cpu.loraExpand(sc, b: bc, out: oc, plan: planC, scalings: scale_c, outOffsets: outs)
+        gpu.loraExpand(sg, b: bg, out: og, plan: planG, scalings: scale_g, outOffsets: outs)
+        results.append(compare("loraExpand", oc, og, tolerance: 1e-2, detail: "ranks 0/8/16, outputs 128/32/32"))
+        return results
+    }
+}

@@ -1,0 +1,168 @@
+import ArgumentParser
+import CPUBackend
+import CUDABackend
+import Foundation
+import LoomCore
+import Models
+
+/// `loom gpu-check` (hidden): every CUDA op against the CPU backend on the same inputs, then whole
+/// models against their references (`reference.json` of the fixtures, or references that
+/// `scripts/gpu/hf_reference.py` wrote with transformers in bf16). Prints one JSON object.
+struct GPUCheck: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gpu-check", abstract: "Check the CUDA backend against the CPU backend and model references.", shouldDisplay: false)
+
+    @Option(help: "The fixtures folder (models under models/, stories260k).")
+    var fixtures = "Fixtures"
+
+    @Option(help: "A model folder holding a reference.json to check as well; repeat for several.")
+    var model: [String] = []
+
+    @Option(help: "Also write the JSON report to this file.")
+    var output: String?
+
+    @Flag(help: "Check the ops only.")
+    var opsOnly = false
+
+    func run() throws {
+        let gpu = try CUDABackend()
+        var report: [String: Any] = ["environment": gpu.environment]
+        var checks = OpChecks(gpu: gpu)
+        let ops = checks.run()
+        report["ops"] = ops
+        var allPassed = ops.allSatisfy { ($0["pass"] as? Bool) == true }
+        if !opsOnly {
+            var folders: [String] = []
+            let models = (fixtures as NSString).appendingPathComponent("models")
+            for name in ((try? FileManager.default.contentsOfDirectory(atPath: models)) ?? []).sorted() {
+                let dir = (models as NSString).appendingPathComponent(name)
+                if FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent("config.json")) { folders.append(dir) }
+            }
+            folders.append((fixtures as NSString).appendingPathComponent("stories260k"))
+            folders += model
+            var results: [[String: Any]] = []
+            for dir in folders {
+                let result = ModelCheck.run(directory: dir, backend: gpu)
+                if (result["pass"] as? Bool) == false { allPassed = false }
+                results.append(result)
+                FileHandle.standardError.write(Data("model \(dir): \(result["summary"] ?? result["error"] ?? "")\n".utf8))
+            }
+            report["models"] = results
+        }
+        report["pass"] = allPassed
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys, .prettyPrinted])
+        if let output { try data.write(to: URL(fileURLWithPath: output)) }
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// One model against its reference: top-5 logprobs at the prefill position (and at each decode
+/// step while the greedy tokens agree, where the reference records them) and greedy agreement.
+enum ModelCheck {
+    struct Case {
+        var promptIds: [Int]
+        var lastLogits: [Float]
+        var greedyIds: [Int]
+        /// Per step (0: the prefill position): the reference's top-5 token ids and their logprobs.
+        var stepTop5: [([Int], [Float])]
+    }
+
+    static func loadCases(_ dir: String) throws -> (String, [Case]) {
+        let fm = FileManager.default
+        let candidates = ["reference.json", "reference_greedy.json"].map { (dir as NSString).appendingPathComponent($0) }
+        guard let path = candidates.first(where: { fm.fileExists(atPath: $0) }), let data = fm.contents(atPath: path),
+              let json = try JSONSerialization.jsonObject(with: data) as? [String: Any], let cases = json["cases"] as? [[String: Any]]
+        else { throw LoomError.fileNotFound(path: candidates[0]) }
+        func ints(_ v: Any?) -> [Int] { (v as? [Any] ?? []).map { ($0 as! NSNumber).intValue } }
+        func floats(_ v: Any?) -> [Float] { (v as? [Any] ?? []).map { ($0 as! NSNumber).floatValue } }
+        var result: [Case] = []
+        for c in cases {
+            if let adapter = c["adapter"], !(adapter is NSNull) { continue }
+            let steps = (c["step_top5_ids"] as? [Any] ?? []).enumerated().map { (i, ids) in
+                (ints(ids), floats((c["step_top5_logprobs"] as? [Any])?[i]))
+            }
+            result.append(Case(promptIds: ints(c["prompt_ids"]), lastLogits: floats(c["last_logits"] ?? c["last_position_logits"]),
+                               greedyIds: ints(c["greedy_ids"] ?? c["greedy_new_ids"]), stepTop5: steps))
+        }
+        return ((path as NSString).lastPathComponent, result)
+    }
+
+    static func logSoftmax(_ x: [Float]) -> [Float] {
+        let m = x.max() ?? 0
+        let lse = m + Float(log(x.reduce(0.0) { $0 + exp(Double($1 - m)) }))
+        return x.map { $0 - lse }
+    }
+
+    static func top5(_ x: [Float]) -> [Int] {
+        Array(x.indices.sorted { x[$0] > x[$1] || (x[$0] == x[$1] && $0 < $1) }.prefix(5))
+    }
+
+    static func run(directory: String, backend: CUDABackend) -> [String: Any] {
+        var out: [String: Any] = ["model": directory]
+        do {
+            let (file, cases) = try loadCases(directory)
+            out["reference"] = file
+            let model = try LlamaModel(directory: directory, backend: backend, maxTokens: 1024, maxSequences: 32,
+                                       maxBlocksPerSequence: 64)
+            // The CPU backend (f32) on the same prompts: where the GPU and the reference disagree, it says which is off.
+            let cpuModel = try LlamaModel(directory: directory, backend: CPUBackend(), maxTokens: 256, maxSequences: 1, maxBlocksPerSequence: 16)
+            let cpuGenerator = Generator(model: cpuModel)
+            var gpuVsCPU: Float = 0, referenceVsCPU: Float = 0
+            var perCase: [[String: Any]] = []
+            let generator = Generator(model: model)
+            var prefillDiff: Float = 0, decodeDiff: Float = 0, decodeCompared = 0
+            var tokensMatched = 0, tokensTotal = 0, exactCases = 0, prefixTotal = 0
+            var worst: [String: Any] = [:]
+            for (i, c) in cases.enumerated() {
+                var stepLogits: [[Float]] = []
+                let output = try generator.generate([GenerationRequest(promptIds: c.promptIds, maxNewTokens: c.greedyIds.count)],
+                                                    onLogits: { _, _, logits in stepLogits.append(logits) })[0]
+                let ours0 = logSoftmax(stepLogits[0]), ref0 = logSoftmax(c.lastLogits)
+                var d: Float = 0
+                for id in top5(ref0) { d = max(d, abs(ours0[id] - ref0[id])) }
+                if d > prefillDiff { prefillDiff = d; worst = ["case": i, "prefill_top5_max_abs": d] }
+                var cpuLogits: [Float] = []
+                _ = try cpuGenerator.generate([GenerationRequest(promptIds: c.promptIds, maxNewTokens: 1)],
+                                              onLogits: { _, _, logits in cpuLogits = logits })
+                let cpu0 = logSoftmax(cpuLogits)
+                var dg: Float = 0, dr: Float = 0
+                for id in top5(cpu0) { dg = max(dg, abs(ours0[id] - cpu0[id])); dr = max(dr, abs(ref0[id] - cpu0[id])) }
+                gpuVsCPU = max(gpuVsCPU, dg)
+                referenceVsCPU = max(referenceVsCPU, dr)
+                perCase.append(["prompt_tokens": c.promptIds.count, "gpu_vs_reference": d, "gpu_vs_cpu_f32": dg, "reference_vs_cpu_f32": dr])
+                let prefix = zip(output, c.greedyIds).prefix { $0 == $1 }.count
+                prefixTotal += prefix
+                tokensMatched += zip(output, c.greedyIds).filter { $0 == $1 }.count
+                tokensTotal += c.greedyIds.count
+                if prefix == c.greedyIds.count { exactCases += 1 }
+                // Decode steps: step s's logits follow s generated tokens; compare while the histories agree.
+                for (s, (ids, lps)) in c.stepTop5.enumerated() where s >= 1 && s <= prefix && s < stepLogits.count {
+                    let ours = logSoftmax(stepLogits[s])
+                    for (id, lp) in zip(ids, lps) { decodeDiff = max(decodeDiff, abs(ours[id] - lp)) }
+                    decodeCompared += 1
+                }
+            }
+            let pass = prefillDiff <= 0.1 && (decodeCompared == 0 || decodeDiff <= 0.1)
+            out["cases"] = cases.count
+            out["prefill_top5_logprob_max_abs_diff"] = prefillDiff
+            out["decode_top5_logprob_max_abs_diff"] = decodeCompared > 0 ? decodeDiff : NSNull()
+            out["decode_steps_compared"] = decodeCompared
+            out["greedy_tokens_matching"] = "\(tokensMatched)/\(tokensTotal)"
+            out["greedy_matching_prefix_tokens"] = "\(prefixTotal)/\(tokensTotal)"
+            out["greedy_exact_cases"] = "\(exactCases)/\(cases.count)"
+            out["worst"] = worst
+            out["prefill_top5_gpu_vs_cpu_f32"] = gpuVsCPU
+            out["prefill_top5_reference_vs_cpu_f32"] = referenceVsCPU
+            out["per_case"] = perCase
+            out["tolerance"] = 0.1
+            out["pass"] = pass
+            out["summary"] = String(format: "prefill top-5 Δ %.4f (gpu–cpu %.4f, ref–cpu %.4f), decode Δ %@, greedy %d/%d tokens, %d/%d cases exact", prefillDiff, gpuVsCPU, referenceVsCPU,
+                                    decodeCompared > 0 ? String(format: "%.4f over %d steps", decodeDiff, decodeCompared) : "n/a",
+                                    tokensMatched, tokensTotal, exactCases, cases.count)
+        } catch {
+            out["error"] = "\(error)"
+            out["pass"] = false
+        }
+        return out
+    }
+}

@@ -1,0 +1,319 @@
+import ArgumentParser
+import CPUBackend
+import CUDABackend
+import Engine
+import Foundation
+import Logging
+import LoomCore
+import LoRA
+import ModelFormats
+import Server
+
+/// `loom serve`: SGLang's `launch_server` with the same flag names, defaults and startup checks,
+/// serving SGLang's native API and the OpenAI-compatible API.
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a model and its LoRA adapters over HTTP (SGLang's native API and OpenAI's).")
+
+    @Option(help: "A Hugging Face model folder (config.json, safetensors, tokenizer.json). Default: the bundled stories260K.")
+    var modelPath: String?
+
+    @Option(help: "The tokenizer folder (default: the model folder).")
+    var tokenizerPath: String?
+
+    @Flag(help: "Serve LoRA adapters (implied by --lora-paths).")
+    var enableLora = false
+
+    @OptionGroup(title: "LoRA")
+    var loraFlags: LoRAFlags
+
+    @Option(name: [.customLong("tp-size"), .customLong("tensor-parallel-size")], help: "Tensor-parallel ranks (threads on the CPU).")
+    var tpSize = 1
+
+    @Option(help: "The address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "The port to listen on.")
+    var port = 30000
+
+    @Option(help: "Require `Authorization: Bearer <key>` on every route but /health* and /metrics.")
+    var apiKey: String?
+
+    @Option(help: "debug, info, warning, error or critical.")
+    var logLevel = "info"
+
+    @Option(help: "cuda or cpu (default: cpu until the CUDA engine is wired).")
+    var device: String?
+
+    @Option(help: "The longest prompt plus completion (default: the model's max_position_embeddings).")
+    var contextLength: Int?
+
+    @Option(help: "The most requests running at once.")
+    var maxRunningRequests: Int?
+
+    @Option(help: "Waiting requests past which new ones are refused with 503 (default: unbounded).")
+    var maxQueuedRequests: Int?
+
+    @Option(help: "The model name in OpenAI responses and /v1/models (default: the model folder's name).")
+    var servedModelName: String?
+
+    @Option(help: "The most prompt tokens prefilled per step; -1 disables chunking.")
+    var chunkedPrefillSize: Int?
+
+    @Option(help: "The size of the KV cache in tokens (overrides --mem-fraction-static).")
+    var maxTotalTokens: Int?
+
+    @Option(help: "The fraction of device memory for weights and the KV cache.")
+    var memFractionStatic: Double?
+
+    @Option(help: "Seed of the sampler for requests without sampling_seed.")
+    var randomSeed: Int?
+
+    @Option(help: "Seconds in-flight requests get to finish after SIGTERM before they are aborted.")
+    var shutdownGracePeriod = 30.0
+
+    @Flag(help: "Accepted for SGLang compatibility; Loom runs no model code from the model folder.")
+    var trustRemoteCode = false
+
+    mutating func validate() throws {
+        do {
+            try checkServerArgs()
+        } catch let e as LoomError {
+            throw ValidationError(e.description)
+        }
+    }
+
+    /// SGLang's `ServerArgs.check_server_args` / `check_lora_server_args`, with its messages.
+    func checkServerArgs() throws {
+        func fail(_ m: String) -> LoomError { .invalidArgument(m) }
+        guard tpSize >= 1 else { throw fail("--tp-size must be at least 1, got \(tpSize).") }
+        guard (1...65535).contains(port) else { throw fail("--port must be between 1 and 65535, got \(port).") }
+        guard Self.logLevels[logLevel.lowercased()] != nil else {
+            throw fail("--log-level must be one of debug, info, warning, error, critical; got \(logLevel).")
+        }
+        if let device, !["cpu", "cuda"].contains(device) { throw fail("--device must be cpu or cuda, got \(device).") }
+        _ = try resolveDevice(device)
+        if let name = servedModelName, name.contains(":") {
+            throw fail("served_model_name cannot contain a colon (':') character. The colon is reserved for the 'model:adapter' syntax.")
+        }
+        if let n = contextLength, n < 1 { throw fail("--context-length must be positive, got \(n).") }
+        if let n = maxRunningRequests, n < 1 { throw fail("--max-running-requests must be positive, got \(n).") }
+        if let n = maxQueuedRequests, n < 1 { throw fail("--max-queued-requests must be positive, got \(n).") }
+        if let n = maxTotalTokens, n < 1 { throw fail("--max-total-tokens must be positive, got \(n).") }
+        if let n = chunkedPrefillSize, n == 0 || n < -1 { throw fail("--chunked-prefill-size must be positive or -1 (disabled), got \(n).") }
+        if let f = memFractionStatic, !(f > 0 && f < 1) { throw fail("--mem-fraction-static must be in (0, 1), got \(f).") }
+        guard shutdownGracePeriod >= 0 else { throw fail("--shutdown-grace-period must be at least 0.") }
+
+        let l = loraFlags
+        guard l.maxLorasPerBatch > 0 else { throw fail("max_loras_per_batch must be positive") }
+        guard isLoRAEnabled else { return }
+        if l.loraTargetModules.contains("all"), l.loraTargetModules.count > 1 {
+            throw fail("If 'all' is specified in --lora-target-modules, it should be the only module specified.")
+        }
+        guard !l.loraPaths.isEmpty || (l.maxLoraRank != nil && !l.loraTargetModules.isEmpty) else {
+            throw fail("When no initial --lora-paths is provided, you need to specify both --max-lora-rank and --lora-target-modules for LoRA initialization.")
+        }
+        if let loaded = l.maxLoadedLoras {
+            guard loaded >= l.maxLorasPerBatch else {
+                throw fail("max_loaded_loras should be greater than or equal to max_loras_per_batch. max_loaded_loras=\(loaded), max_loras_per_batch=\(l.maxLorasPerBatch)")
+            }
+            guard l.loraPaths.count <= loaded else {
+                throw fail("The number of LoRA paths should not exceed max_loaded_loras. max_loaded_loras=\(loaded), lora_paths=\(l.loraPaths.count)")
+            }
+        }
+        guard l.maxLoraChunkSize >= 16, l.maxLoraChunkSize <= 128, l.maxLoraChunkSize & (l.maxLoraChunkSize - 1) == 0 else {
+            throw fail("--max-lora-chunk-size must be a power of 2 between 16 and 128.")
+        }
+        _ = try l.options()
+        _ = try l.specs()
+    }
+
+    /// SGLang turns LoRA on when adapters are given, even without `--enable-lora`.
+    var isLoRAEnabled: Bool { enableLora || !loraFlags.loraPaths.isEmpty }
+
+    /// No model and no adapters named: the bundled stories260K with its demo adapters.
+    var servesDemo: Bool { modelPath == nil && loraFlags.loraPaths.isEmpty }
+
+    static let logLevels: [String: Logger.Level] = [
+        "trace": .trace, "debug": .debug, "info": .info, "warning": .warning, "error": .error, "critical": .critical,
+    ]
+
+    func run() throws {
+        // The root command is synchronous, so the server runs in a task while this thread waits.
+        let outcome = ResultBox()
+        let semaphore = DispatchSemaphore(value: 0)
+        let command = self
+        Task {
+            do {
+                try await command.serve()
+            } catch {
+                outcome.error = error
+            }
+            semaphore.signal()
+        }
+        semaphore.wait()
+        if let error = outcome.error { throw error }
+    }
+
+    func serve() async throws {
+        let level = Self.logLevels[logLevel.lowercased()] ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "loom")
+        if !enableLora && !loraFlags.loraPaths.isEmpty {
+            logger.warning("--enable-lora is set to True because --lora-paths is provided.")
+        }
+        if !isLoRAEnabled && (loraFlags.maxLoraRank != nil || !loraFlags.loraTargetModules.isEmpty) {
+            logger.warning("LoRA flags were given without --enable-lora or --lora-paths; LoRA is off.")
+        }
+        let settings = try engineSettings()
+        logger.info(
+            "loading model",
+            metadata: ["model_path": .string(settings.modelPath), "device": .string(settings.device.rawValue),
+                       "adapters": .string(settings.loraPaths.map(\.name).joined(separator: ","))])
+        let engine = try makeEngine(settings, logger: logger)
+        if let adapters = engine.adapters?.adapters, !adapters.isEmpty {
+            for a in adapters {
+                logger.info("adapter loaded", metadata: ["adapter": .string(a.name), "path": .string(a.path), "pinned": .stringConvertible(a.pinned), "rank": .stringConvertible(a.maxRank)])
+            }
+        }
+        var config = ServerConfiguration()
+        config.host = host
+        config.port = port
+        config.apiKey = apiKey
+        config.servedModelName = servedModelName ?? Self.defaultServedName(engine: engine, modelPathFlag: modelPath)
+        config.tokenizerPath = tokenizerPath
+        config.maxLorasPerBatch = loraFlags.maxLorasPerBatch
+        config.shutdownGracePeriod = shutdownGracePeriod
+        config.serverArgs = serverArgs(settings)
+        let server = try LoomServer(service: engine, configuration: config, logger: Logger(label: "loom.server"))
+        try await server.run()
+        logger.info("server stopped")
+    }
+
+    /// SGLang's default `served_model_name`: the `--model-path` as given (a hub id stays a hub
+    /// id, which is what clients put in `"model": "base:adapter"`); for the bundled model, the
+    /// engine's name.
+    static func defaultServedName(engine: any InferenceService, modelPathFlag: String?) -> String {
+        modelPathFlag ?? (engine.modelName.isEmpty ? URL(fileURLWithPath: engine.modelPath).lastPathComponent : engine.modelName)
+    }
+
+    func engineSettings() throws -> EngineSettings {
+        EngineSettings(
+            modelPath: try modelPath ?? BundledModel.directory(),
+            device: try resolveDevice(device),
+            lora: isLoRAEnabled || servesDemo ? try loraFlags.options() : nil,
+            loraPaths: servesDemo ? try BundledModel.demoAdapters() : isLoRAEnabled ? try loraFlags.specs() : [],
+            contextLength: contextLength, maxRunningRequests: maxRunningRequests, maxQueuedRequests: maxQueuedRequests,
+            chunkedPrefillSize: chunkedPrefillSize,
+            maxTotalTokens: maxTotalTokens, memFractionStatic: memFractionStatic, randomSeed: randomSeed, tpSize: tpSize)
+    }
+
+    /// Every flag, snake_case, for `/get_server_info` (the API key redacted).
+    func serverArgs(_ s: EngineSettings) -> JSONObject {
+        let l = loraFlags
+        return [
+            "model_path": .string(s.modelPath), "tokenizer_path": .string(tokenizerPath ?? s.modelPath),
+            "served_model_name": JSON(servedModelName), "host": .string(host), "port": .int(port),
+            "api_key": apiKey == nil ? .null : "<redacted>", "log_level": .string(logLevel), "device": .string(s.device.rawValue),
+            "tp_size": .int(tpSize), "context_length": JSON(contextLength), "max_running_requests": JSON(maxRunningRequests),
+            "max_queued_requests": JSON(maxQueuedRequests),
+            "chunked_prefill_size": JSON(chunkedPrefillSize), "max_total_tokens": JSON(maxTotalTokens),
+            "mem_fraction_static": JSON(memFractionStatic), "random_seed": JSON(randomSeed),
+            "enable_lora": .bool(isLoRAEnabled),
+            "lora_paths": .array(s.loraPaths.map { ["lora_name": .string($0.name), "lora_path": .string($0.path), "pinned": .bool($0.pinned)] }),
+            "max_loras_per_batch": .int(l.maxLorasPerBatch), "max_loaded_loras": JSON(l.maxLoadedLoras),
+            "max_lora_rank": JSON(l.maxLoraRank), "lora_target_modules": l.loraTargetModules.isEmpty ? .null : JSON(l.loraTargetModules),
+            "lora_backend": .string(l.loraBackend), "max_lora_chunk_size": .int(l.maxLoraChunkSize),
+            "lora_eviction_policy": .string(l.loraEvictionPolicy), "shutdown_grace_period": .double(shutdownGracePeriod),
+        ]
+    }
+}
+
+private final class ResultBox: @unchecked Sendable {
+    var error: (any Error)?
+}
+
+// MARK: - The engine factory
+
+/// Where the engine runs.
+enum Device: String, Sendable {
+    case cpu, cuda
+}
+
+/// What `loom serve` asks of the engine factory: the model, the device, LoRA (nil: off) and
+/// SGLang's memory and batching flags (nil: the engine's defaults).
+struct EngineSettings: Sendable {
+    var modelPath: String
+    var device: Device
+    var lora: LoRAOptions?
+    /// Adapters to load at start (`--lora-paths`), pinned ones included.
+    var loraPaths: [LoRAPathSpec]
+    var contextLength: Int?
+    var maxRunningRequests: Int?
+    var maxQueuedRequests: Int?
+    /// -1: no chunking.
+    var chunkedPrefillSize: Int?
+    var maxTotalTokens: Int?
+    var memFractionStatic: Double?
+    var randomSeed: Int?
+    var tpSize = 1
+}
+
+/// `--device`: explicit cpu or cuda; by default cuda when a GPU can be opened, else cpu.
+func resolveDevice(_ flag: String?) throws -> Device {
+    switch flag {
+    case "cuda"?:
+        return .cuda
+    case "cpu"?:
+        return .cpu
+    case let other?:
+        throw LoomError.invalidArgument("--device must be cpu or cuda, got \(other)")
+    case nil:
+        return (try? CUDABackend()) != nil ? .cuda : .cpu
+    }
+}
+
+/// Builds the engine `loom serve` puts behind the HTTP server, started, with the
+/// `--lora-paths` adapters loaded. On the CPU, `--tp-size` ranks are threads.
+func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any InferenceService {
+    var o = EngineOptions()
+    if let n = settings.maxRunningRequests { o.maxRunningRequests = n }
+    o.maxQueuedRequests = settings.maxQueuedRequests
+    o.maxTotalTokens = settings.maxTotalTokens
+    if let f = settings.memFractionStatic { o.memFractionStatic = f }
+    if let n = settings.chunkedPrefillSize {
+        // -1 turns chunking off: a prompt is prefilled in one step, up to the context length.
+        o.chunkedPrefillSize = n == -1 ? (settings.contextLength ?? 8192) : n
+    }
+    o.contextLength = settings.contextLength
+    let backends: [ComputeBackend]
+    let communicators: [Communicator?]
+    switch settings.device {
+    case .cpu:
+        backends = (0..<settings.tpSize).map { _ in CPUBackend() }
+        communicators = settings.tpSize == 1 ? [nil] : CPUCommunicator.group(size: settings.tpSize)
+    case .cuda:
+        guard settings.tpSize == 1 else {
+            throw LoomError.unsupported("--tp-size \(settings.tpSize) with --device cuda needs NCCL, which this build does not load yet; use --device cpu for tensor parallelism")
+        }
+        backends = [try CUDABackend()]
+        communicators = [nil]
+        o.memFractionStatic = settings.memFractionStatic ?? 0.85
+    }
+    let start = Date()
+    let engine = try InferenceEngine(
+        modelPath: settings.modelPath, backends: backends, communicators: communicators, loraOptions: settings.lora,
+        loraPaths: settings.loraPaths, options: o, modelName: URL(fileURLWithPath: settings.modelPath).lastPathComponent)
+    logger.info("model loaded", metadata: [
+        "seconds": .string(String(format: "%.1f", Date().timeIntervalSince(start))),
+        "device": .string(settings.device.rawValue), "tp_size": .stringConvertible(settings.tpSize),
+        "kv_tokens": .stringConvertible(engine.stats.totalBlocks * engine.stats.blockSize),
+        "context_length": .stringConvertible(engine.maxContextLength),
+    ])
+    engine.start()
+    return engine
+}

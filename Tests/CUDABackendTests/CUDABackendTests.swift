@@ -1,0 +1,54 @@
+import Foundation
+import LoomCore
+import Testing
+@testable import CUDABackend
+
+/// Tests that run anywhere: without a GPU the backend must fail with a named error, and where NVRTC
+/// is installed every kernel must compile. The op-against-CPU checks need a GPU: `loom gpu-check`
+/// runs them on the device (`scripts/gpu/check.sh`).
+@Suite struct CUDABackendTests {
+    @Test func backendWithoutGPUThrowsANamedError() throws {
+        do {
+            let backend = try CUDABackend()
+            // A GPU is present: the backend must at least report a device.
+            #expect(!backend.deviceName.isEmpty)
+        } catch let error as CUDAError {
+            #expect(!error.description.isEmpty)
+        }
+    }
+
+    @Test func everyKernelCompilesWithNVRTC() throws {
+        guard let nvrtc = try? NVRTC() else { return }  // no toolkit on this machine
+        let cache = FileManager.default.temporaryDirectory.appendingPathComponent("loom-kernel-test-\(getpid())").path
+        setenv("LOOM_KERNEL_CACHE", cache, 1)
+        defer { unsetenv("LOOM_KERNEL_CACHE"); try? FileManager.default.removeItem(atPath: cache) }
+        let compiled = try KernelLibrary.compileAll(nvrtc: nvrtc, major: 9, minor: 0)
+        #expect(compiled.count == KernelLibrary.modules.count)
+        for (module, cubin, _) in compiled { #expect(!cubin.isEmpty, "\(module.name)") }
+        // The second time every module comes from the disk cache.
+        let again = try KernelLibrary.compileAll(nvrtc: nvrtc, major: 9, minor: 0)
+        #expect(again.allSatisfy { $0.2 == "cache" })
+    }
+
+    @Test func compileErrorsCarryTheLog() throws {
+        guard let nvrtc = try? NVRTC() else { return }
+        #expect {
+            _ = try nvrtc.compile(name: "broken.cu", source: "extern \"C\" __global__ void f() { undefined_symbol; }", headers: [:],
+                                  options: ["--gpu-architecture=sm_90a"])
+        } throws: { error in
+            guard case CUDAError.compilation(let kernel, _, _, let log) = error else { return false }
+            return kernel == "broken.cu" && log.contains("undefined_symbol")
+        }
+    }
+
+    @Test func cacheKeyDependsOnEveryPart() {
+        let base = KernelLibrary.hash(["source", "header", "options", "sm_90a"])
+        #expect(base != KernelLibrary.hash(["source", "header", "options", "sm_80"]))
+        #expect(base != KernelLibrary.hash(["source2", "header", "options", "sm_90a"]))
+        #expect(base == KernelLibrary.hash(["source", "header", "options", "sm_90a"]))
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

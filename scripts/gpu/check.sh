@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the static `loom` binary here, then runs the GPU checks and benchmarks on the device in
+# one command.
+#
+#   Here (a machine with Swift; the device has none):
+#     scripts/gpu/check.sh build [PACKAGE_DIR [PRODUCT]]
+#         swift build -c release --static-swift-stdlib --product loom, strip, xz -9 into .device/loom.xz,
+#         and the commit into .device/commit (.device/ is ignored by git). PACKAGE_DIR defaults to the
+#         repository root; a scratch package with the same subcommands works too (PRODUCT its executable).
+#   Then, through the device tool, one call (about 2 minutes on a fresh machine, 1.5 of device time):
+#     run(command: "bash scripts/gpu/check.sh device", carry: [".device"], timeout_s: 600)
+#   Phases may be named after "device": hf (transformers bf16 references, scripts/gpu/hf_reference.py),
+#   check (loom gpu-check: ops vs CPU, models vs references), bench (loom bench decode, Llama-3.1-8B
+#   shape, batch 1 and 32). Default: all three. Results land in $OUT: gpu-check.json,
+#   bench-decode-llama-3.1-8b.json, hf_reference.log, gpu-check.log, bench.log, nvidia-smi.txt.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+mode=${1:-device}
+
+if [ "$mode" = build ]; then
+    package=${2:-.}
+    product=${3:-loom}
+    (cd "$package" && swift build -c release --static-swift-stdlib --product "$product") || exit 1
+    bin=$(cd "$package" && swift build -c release --static-swift-stdlib --product "$product" --show-bin-path)/$product
+    mkdir -p .device
+    strip -o .device/loom "$bin" && xz -9 -f -T2 .device/loom && ls -la .device/
+    git rev-parse --short HEAD > .device/commit 2>/dev/null
+    exit 0
+fi
+
+shift || true
+phases=${*:-hf check bench}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+xz -dc .device/loom.xz > /tmp/loom && chmod +x /tmp/loom || exit 1
+export LOOM_COMMIT=$(cat .device/commit 2>/dev/null || echo unknown)
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem,driver_version --format=csv | tee "$OUT/nvidia-smi.txt"
+models=()
+for phase in $phases; do
+    case $phase in
+    hf)
+        timeout 200 python3 scripts/gpu/hf_reference.py --out /tmp/hfref > "$OUT/hf_reference.log" 2>&1
+        echo "hf_reference: exit $?"; tail -8 "$OUT/hf_reference.log"
+        ;;
+    check)
+        for d in /tmp/hfref/*/; do [ -f "$d/reference.json" ] && models+=(--model "$d"); done
+        timeout 240 /tmp/loom gpu-check --output "$OUT/gpu-check.json" "${models[@]}" > /dev/null 2> "$OUT/gpu-check.log"
+        echo "gpu-check: exit $?"; tail -12 "$OUT/gpu-check.log"
+        python3 - "$OUT/gpu-check.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for o in r["ops"]:
+    print(f'{"ok  " if o["pass"] else "FAIL"} {o["op"]:22s} rel {o.get("rel_l2", 0):.2e} max {o.get("max_abs", 0):.2e} {o.get("detail", "")}')
+for m in r.get("models", []):
+    print(f'{"ok  " if m["pass"] else "FAIL"} {m["model"]}: {m.get("summary", m.get("error"))}')
+print("pass:", r["pass"])
+PY
+        ;;
+    bench)
+        timeout 300 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
+            --profile --output "$OUT/bench-decode-llama-3.1-8b.json" > /dev/null 2> "$OUT/bench.log"
+        echo "bench: exit $?"; tail -20 "$OUT/bench.log"
+        ;;
+    esac
+done
