@@ -86,17 +86,14 @@ import Testing
         #expect(throws: LoomError.self) { try factory.writeAll() }
     }
 
-    @Test func thousandSmallAdaptersAreQuick() throws {
+    @Test func writesAThousandSmallAdapters() throws {
         let dir = try temporaryFolder("many")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let base = try ModelConfig.load(directory: fixture("stories260k"))
-        let start = Date()
         let written = try AdapterFactory(
             base: base, baseName: "stories260k", count: 1000, ranks: [8, 16, 32, 64], alphaScale: 1,
             targetModules: [.q, .v], dtype: .bf16, seed: 0, outputDirectory: dir).writeAll()
-        let seconds = Date().timeIntervalSince(start)
         #expect(written.count == 1000)
-        #expect(seconds < 15, "1000 adapters took \(seconds) s")
         #expect(try PEFTAdapter.load(path: written[999].path, base: base).maxRank == 64)
     }
 }

@@ -29,7 +29,7 @@ if [ "$mode" = build ]; then
 fi
 
 shift || true
-phases=${*:-hf check bench}
+phases=${*:-hf check serve bench}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 xz -dc .device/loom.xz > /tmp/loom && chmod +x /tmp/loom || exit 1
@@ -56,6 +56,19 @@ for m in r.get("models", []):
     print(f'{"ok  " if m["pass"] else "FAIL"} {m["model"]}: {m.get("summary", m.get("error"))}')
 print("pass:", r["pass"])
 PY
+        ;;
+    serve)
+        # loom serve on the GPU with mixed adapters, checked through HTTP against PEFT's references.
+        for m in llama-tiny qwen2-tiny; do
+            adapters=$(ls Fixtures/models/$m/adapters | sed "s|.*|&=Fixtures/models/$m/adapters/&|" | tr '\n' ' ')
+            /tmp/loom serve --device cuda --model-path Fixtures/models/$m --lora-paths $adapters --max-loras-per-batch 4 \
+                --port 30000 > "$OUT/serve-$m.log" 2>&1 &
+            pid=$!
+            for _ in $(seq 120); do curl -sf localhost:30000/health > /dev/null && break; sleep 0.5; done
+            timeout 120 python3 scripts/gpu/serve_check.py --model Fixtures/models/$m > "$OUT/serve-check-$m.json"
+            echo "serve-check $m: exit $?"; python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('worst_top5_logprob_diff','all_tokens_equal','pass')}); [print(x) for x in r['rows']]" "$OUT/serve-check-$m.json"
+            kill -TERM $pid; wait $pid; echo "serve exit after SIGTERM: $?"
+        done
         ;;
     bench)
         timeout 300 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
