@@ -78,11 +78,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(name: "LoomTestSupport", path: "Tests/LoomTestSupport"),
         .testTarget(name: "LoomCoreTests", dependencies: ["LoomCore"]),
-        .testTarget(name: "ModelFormatsTests", dependencies: ["ModelFormats"]),
+        .testTarget(name: "ModelFormatsTests", dependencies: ["LoomTestSupport", "ModelFormats"]),
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization"]),
         .testTarget(name: "CPUBackendTests", dependencies: ["CPUBackend"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "CPUBackend", "ModelFormats", "Tokenization"]),
+        .testTarget(name: "ModelsTests", dependencies: ["LoomTestSupport", "Models", "CPUBackend", "ModelFormats", "Tokenization"]),
         .testTarget(
             name: "ServerTests",
             dependencies: [
@@ -92,11 +93,11 @@ let package = Package(
             ],
             exclude: ["ChatTemplates"]
         ),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "CPUBackend", "Models", "LoRA", "Tokenization"]),
-        .testTarget(name: "CLITests", dependencies: ["loom"]),
-        .testTarget(name: "ServeBenchTests", dependencies: ["ServeBench", "ModelFormats", "LoomCore", "loom"]),
+        .testTarget(name: "EngineTests", dependencies: ["LoomTestSupport", "Engine", "CPUBackend", "Models", "LoRA", "Tokenization"]),
+        .testTarget(name: "CLITests", dependencies: ["LoomTestSupport", "loom"]),
+        .testTarget(name: "ServeBenchTests", dependencies: ["LoomTestSupport", "ServeBench", "ModelFormats", "LoomCore", "loom"]),
         .testTarget(name: "CUDABackendTests", dependencies: ["CUDABackend", "LoomCore"]),
-        .testTarget(name: "LoRATests", dependencies: ["LoRA", "Models", "CPUBackend", "ModelFormats"]),
+        .testTarget(name: "LoRATests", dependencies: ["LoomTestSupport", "LoRA", "Models", "CPUBackend", "ModelFormats"]),
     ],
     swiftLanguageModes: [.v5]
 )
