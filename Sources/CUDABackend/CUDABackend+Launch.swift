@@ -22,6 +22,7 @@ extension CUDABackend {
     /// while a captured graph stands in for the step.
     func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, _ arguments: [KernelArgument]) {
         guard beginLaunch() else { return }
+        activate()
         guard let f = kernels.functions[function] else { fail(CUDAError.missingKernel(module: "?", function: function)) }
         precondition(grid.0 > 0 && grid.1 > 0 && grid.2 > 0, "\(function): empty grid \(grid)")
         let probe = profiler?.begin(function, stream: stream)
@@ -45,6 +46,7 @@ extension CUDABackend {
         precondition(out.shape[0] == n && out.shape.rowCount == m, "linear: out \(out.shape) for \(n)×\(m)")
         precondition(out.dtype == .bf16 || out.dtype == .f32, "linear: out must be bf16 or f32")
         guard beginLaunch() else { return }
+        activate()
         let probe = profiler?.begin("cublasLt \(n)x\(m)x\(k)", stream: stream)
         defer { if let probe { profiler!.end(probe, stream: stream) } }
         do {
@@ -58,13 +60,14 @@ extension CUDABackend {
     }
 
     /// Whether a launch should go to the stream now; starts a capture when one is armed.
-    private func beginLaunch() -> Bool {
+    func beginLaunch() -> Bool {
         switch graphState {
         case .eager, .capturing:
             return true
         case .replaying:
             return false
         case .armed:
+            activate()
             must(driver.cuStreamBeginCapture(stream, CUAttribute.captureModeRelaxed), "cuStreamBeginCapture")
             graphState = .capturing
             return true
@@ -76,6 +79,7 @@ extension CUDABackend {
     /// step must have the same arguments for the same key: persistent buffers, the same shapes.
     public func withGraph<R>(key: String, _ body: () throws -> R) rethrows -> R {
         precondition(graphState == .eager, "graph steps do not nest")
+        activate()
         if let exec = graphs[key] {
             graphState = .replaying
             defer { graphState = .eager }
@@ -110,11 +114,23 @@ extension CUDABackend {
         return result
     }
 
+    /// Destroys every captured graph (after the stream drains); the next `withGraph` of a key captures
+    /// again. NCCL holds its communicator for as long as a graph with its collectives lives, so a
+    /// communicator is destroyed only after the graphs that captured it.
+    public func releaseGraphs() {
+        precondition(graphState == .eager, "releaseGraphs inside a graph step")
+        if graphs.isEmpty { return }
+        synchronize()
+        for (_, exec) in graphs { _ = driver.cuGraphExecDestroy(exec) }
+        graphs.removeAll()
+    }
+
     /// Whether the current launches go into a graph (their arguments must not depend on per-step values).
     var isRecordingGraph: Bool { graphState != .eager }
 
     /// Milliseconds of device time that `body`'s work takes, from events around it on the stream.
     public func timeMilliseconds(_ body: () -> Void) -> Double {
+        activate()
         var start: OpaquePointer?, end: OpaquePointer?
         must(driver.cuEventCreate(&start, CUAttribute.eventDefault), "cuEventCreate")
         must(driver.cuEventCreate(&end, CUAttribute.eventDefault), "cuEventCreate")
@@ -130,6 +146,7 @@ extension CUDABackend {
     /// Device-to-device copy rate in bytes per second, counting bytes read plus bytes written: the
     /// HBM ceiling that benchmark floors are computed from.
     public func measureCopyBandwidth(bytes: Int = 2 << 30, repeats: Int = 20) throws -> Double {
+        activate()
         let a = try CUDAStorage(driver: driver, byteCount: bytes), b = try CUDAStorage(driver: driver, byteCount: bytes)
         try driver.check(driver.cuMemsetD8Async(a.pointer, 1, bytes, stream), "cuMemsetD8Async")
         for _ in 0..<3 { must(driver.cuMemcpyDtoDAsync(b.pointer, a.pointer, bytes, stream), "cuMemcpyDtoDAsync") }

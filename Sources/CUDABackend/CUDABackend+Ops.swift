@@ -121,6 +121,7 @@ extension CUDABackend {
     /// A device buffer of at least `bytes` for split attention; grows by allocating a new one.
     private func attentionScratch(bytes: Int) -> UInt64 {
         if let last = attentionScratch.last, last.byteCount >= bytes { return last.pointer }
+        activate()
         do {
             let storage = try CUDAStorage(driver: driver, byteCount: max(bytes, 1 << 20))
             attentionScratch.append(storage)

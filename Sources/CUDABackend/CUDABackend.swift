@@ -20,6 +20,12 @@ public final class CUDABackend: ComputeBackend {
     let stream: OpaquePointer?
     let kernels: KernelLibrary
     let blasWorkspace: CUDAStorage
+    /// The device's primary context, made current on the calling thread by every entry point, so
+    /// one thread may drive several backends (ranks of a tensor-parallel group) and each rank's
+    /// thread drives its own.
+    let context: OpaquePointer?
+    /// The device ordinal this backend drives.
+    public let ordinal: Int
 
     public let deviceName: String
     public let computeCapability: (major: Int, minor: Int)
@@ -66,6 +72,8 @@ public final class CUDABackend: ComputeBackend {
         var context: OpaquePointer?
         try driver.check(driver.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain")
         try driver.check(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent")
+        self.context = context
+        self.ordinal = ordinal
         var nameBuffer = [CChar](repeating: 0, count: 256)
         try driver.check(driver.cuDeviceGetName(&nameBuffer, 256, device), "cuDeviceGetName")
         deviceName = String(decoding: nameBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -105,6 +113,12 @@ public final class CUDABackend: ComputeBackend {
         fatalError("\(error)")
     }
 
+    /// Makes this backend's context current on the calling thread (a thread-local store in the driver).
+    @inline(__always)
+    func activate() {
+        must(driver.cuCtxSetCurrent(context), "cuCtxSetCurrent(device \(ordinal))")
+    }
+
     @inline(__always)
     func must(_ status: Int32, _ call: @autoclosure () -> String) {
         if status != 0 { fail(driver.error(status, call())) }
@@ -114,6 +128,7 @@ public final class CUDABackend: ComputeBackend {
 
     public func allocate(_ shape: Shape, dtype: DType) throws -> DeviceTensor {
         precondition(graphState != .capturing, "allocate inside a captured graph step")
+        activate()
         let storage = try CUDAStorage(driver: driver, byteCount: shape.count * dtype.byteCount)
         try driver.check(driver.cuMemsetD8Async(storage.pointer, 0, max(storage.byteCount, 256), stream), "cuMemsetD8Async")
         return DeviceTensor(storage: storage, shape: shape, dtype: dtype)
@@ -175,6 +190,7 @@ public final class CUDABackend: ComputeBackend {
     /// returns, so `values` may go away right after.
     private func upload<T>(_ values: [T], to tensor: DeviceTensor) {
         precondition(graphState != .capturing, "host copy inside a captured graph step: copies must come before the first kernel")
+        activate()
         values.withUnsafeBytes {
             must(driver.cuMemcpyHtoDAsync(tensor.devicePointer, $0.baseAddress!, $0.count, stream), "cuMemcpyHtoDAsync(\($0.count) bytes)")
         }
@@ -184,6 +200,7 @@ public final class CUDABackend: ComputeBackend {
         precondition(graphState == .eager, "download inside a graph step")
         let count = tensor.count
         if count == 0 { return [] }
+        activate()
         var bytes = [UInt8](repeating: 0, count: count * tensor.dtype.byteCount)
         bytes.withUnsafeMutableBytes {
             must(driver.cuMemcpyDtoHAsync($0.baseAddress!, tensor.devicePointer, $0.count, stream), "cuMemcpyDtoHAsync")
@@ -204,6 +221,7 @@ public final class CUDABackend: ComputeBackend {
         precondition(tensor.dtype == .i32 && graphState == .eager)
         var values = [Int32](repeating: 0, count: tensor.count)
         if values.isEmpty { return values }
+        activate()
         values.withUnsafeMutableBytes {
             must(driver.cuMemcpyDtoHAsync($0.baseAddress!, tensor.devicePointer, $0.count, stream), "cuMemcpyDtoHAsync")
         }
@@ -212,6 +230,7 @@ public final class CUDABackend: ComputeBackend {
     }
 
     public func synchronize() {
+        activate()
         must(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
     }
 }

@@ -21,6 +21,7 @@ final class Driver: @unchecked Sendable {
     let cuMemcpyHtoDAsync: @convention(c) (DevicePointer, UnsafeRawPointer, Int, Handle) -> Int32
     let cuMemcpyDtoHAsync: @convention(c) (UnsafeMutableRawPointer, DevicePointer, Int, Handle) -> Int32
     let cuMemcpyDtoDAsync: @convention(c) (DevicePointer, DevicePointer, Int, Handle) -> Int32
+    let cuMemcpy2DAsync: @convention(c) (UnsafeRawPointer, Handle) -> Int32
     let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Int32
     let cuStreamSynchronize: @convention(c) (Handle) -> Int32
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<Handle>, UnsafeRawPointer) -> Int32
@@ -37,6 +38,7 @@ final class Driver: @unchecked Sendable {
     let cuGraphInstantiateWithFlags: @convention(c) (UnsafeMutablePointer<Handle>, Handle, UInt64) -> Int32
     let cuGraphLaunch: @convention(c) (Handle, Handle) -> Int32
     let cuGraphDestroy: @convention(c) (Handle) -> Int32
+    let cuGraphExecDestroy: @convention(c) (Handle) -> Int32
     let cuGetErrorName: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
     let cuGetErrorString: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
 
@@ -59,6 +61,7 @@ final class Driver: @unchecked Sendable {
         cuMemcpyHtoDAsync = try lib.function("cuMemcpyHtoDAsync_v2")
         cuMemcpyDtoHAsync = try lib.function("cuMemcpyDtoHAsync_v2")
         cuMemcpyDtoDAsync = try lib.function("cuMemcpyDtoDAsync_v2")
+        cuMemcpy2DAsync = try lib.function(anyOf: ["cuMemcpy2DAsync_v2", "cuMemcpy2DAsync"])
         cuStreamCreate = try lib.function("cuStreamCreate")
         cuStreamSynchronize = try lib.function("cuStreamSynchronize")
         cuModuleLoadData = try lib.function("cuModuleLoadData")
@@ -74,6 +77,7 @@ final class Driver: @unchecked Sendable {
         cuGraphInstantiateWithFlags = try lib.function("cuGraphInstantiateWithFlags")
         cuGraphLaunch = try lib.function("cuGraphLaunch")
         cuGraphDestroy = try lib.function("cuGraphDestroy")
+        cuGraphExecDestroy = try lib.function("cuGraphExecDestroy")
         cuGetErrorName = try lib.function("cuGetErrorName")
         cuGetErrorString = try lib.function("cuGetErrorString")
     }

@@ -62,7 +62,10 @@ public final class LlamaModel {
 
     /// Runs one step on every rank and returns the logits `[batch.logitsRows.count, vocab]` on
     /// rank 0 (a view of a workspace buffer, valid until the next call).
-    public func forward(_ batch: ForwardBatch, cache: KVCache, lora: LoRAApplier? = nil) -> DeviceTensor {
+    /// `around`, if given, wraps each rank's share of the step on that rank's thread (e.g. a per-rank
+    /// CUDA graph: `{ r, body in backends[r].withGraph(key: k, body) }`).
+    public func forward(_ batch: ForwardBatch, cache: KVCache, lora: LoRAApplier? = nil,
+                        around: ((Int, () -> DeviceTensor) -> DeviceTensor)? = nil) -> DeviceTensor {
         precondition(cache.shards.count == ranks.count, "a KV cache of \(cache.shards.count) shards for \(ranks.count) ranks")
         let n = batch.tokenCount, numSeqs = batch.sequenceCount
         precondition(n > 0 && n <= maxTokens, "a step of \(n) tokens exceeds the \(maxTokens)-token workspace")
@@ -71,12 +74,16 @@ public final class LlamaModel {
         for table in batch.blockTables {
             precondition(table.count <= maxBlocksPerSequence, "a block table of \(table.count) exceeds \(maxBlocksPerSequence)")
         }
+        let step = { (r: Int) -> DeviceTensor in
+            let body = { self.ranks[r].forward(batch, cache: cache.shards[r], lora: lora) }
+            return around.map { $0(r, body) } ?? body()
+        }
         guard let workers else {
-            return ranks[0].forward(batch, cache: cache.shards[0], lora: lora)
+            return step(0)
         }
         var result: DeviceTensor?
         workers.run { r in
-            let logits = self.ranks[r].forward(batch, cache: cache.shards[r], lora: lora)
+            let logits = step(r)
             if r == 0 { result = logits }
         }
         return result!

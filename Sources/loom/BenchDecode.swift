@@ -32,6 +32,12 @@ struct BenchDecode: ParsableCommand {
     @Flag(help: "Also run every batch without CUDA graphs.")
     var eagerToo = false
 
+    @Flag(help: "Run without CUDA graphs only.")
+    var eagerOnly = false
+
+    @Option(help: "Tensor-parallel ranks: GPUs 0 ..< N joined by NCCL.")
+    var tpSize = 1
+
     @Flag(help: "Time each projection of layer 0 alone (cuBLASLt) at every batch size.")
     var profile = false
 
@@ -47,19 +53,23 @@ struct BenchDecode: ParsableCommand {
             throw ValidationError("unknown shape '\(r)' (known: \(RandomModel.shapes.keys.sorted().joined(separator: ", ")))")
         }
         if promptLen < 1 || newTokens < 2 { throw ValidationError("--prompt-len ≥ 1 and --new-tokens ≥ 2") }
+        if tpSize < 1 { throw ValidationError("--tp-size must be at least 1") }
     }
 
     func run() throws {
         let batches = batch.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !batches.isEmpty, batches.allSatisfy({ $0 > 0 }) else { throw ValidationError("--batch: give positive integers") }
-        let gpu = try CUDABackend()
+        let gpus = try (0..<tpSize).map { try CUDABackend(device: $0) }
+        let gpu = gpus[0]
+        let communicators: [Communicator?] = tpSize == 1 ? [nil] : try NCCLCommunicator.group(backends: gpus)
+        let ncclVersion = (communicators.first as? NCCLCommunicator)?.ncclVersion
         let bandwidth = try gpu.measureCopyBandwidth()
         benchLog(String(format: "%@: copy bandwidth %.0f GB/s (read + write)", gpu.deviceName, bandwidth / 1e9))
         let directory: String
         let modelName: String
         if let shape = randomWeights {
             directory = try RandomModel.write(shape)
-            gpu.randomWeightSeed = 42
+            for g in gpus { g.randomWeightSeed = 42 }
             modelName = shape
         } else {
             directory = modelPath!
@@ -69,26 +79,34 @@ struct BenchDecode: ParsableCommand {
         let blockSize = 16
         let blocksPerSequence = (promptLen + newTokens + blockSize - 1) / blockSize
         let loadStart = Date()
-        let model = try LlamaModel(directory: directory, backend: gpu, maxTokens: max(maxBatch, min(maxBatch * promptLen, 8192)),
+        let model = try LlamaModel(directory: directory, backends: gpus, communicators: communicators,
+                                   maxTokens: max(maxBatch, min(maxBatch * promptLen, 8192)),
                                    maxSequences: maxBatch, maxBlocksPerSequence: blocksPerSequence, blockSize: blockSize)
-        gpu.randomWeightSeed = nil
-        gpu.synchronize()
-        benchLog(String(format: "loaded %@ in %.1f s", modelName, Date().timeIntervalSince(loadStart)))
+        for g in gpus {
+            g.randomWeightSeed = nil
+            g.synchronize()
+        }
+        benchLog(String(format: "loaded %@ in %.1f s (tp %d%@)", modelName, Date().timeIntervalSince(loadStart), tpSize,
+                        ncclVersion.map { ", NCCL \($0)" } ?? ""))
         var rows: [[String: Any]] = []
         for b in batches {
-            for graphs in eagerToo ? [true, false] : [true] {
-                var row = try DecodeRun(model: model, gpu: gpu, batch: b, promptLength: promptLen, newTokens: newTokens,
+            for graphs in eagerOnly ? [false] : eagerToo ? [true, false] : [true] {
+                var row = try DecodeRun(model: model, gpus: gpus, batch: b, promptLength: promptLen, newTokens: newTokens,
                                         blockSize: blockSize, useGraphs: graphs, bandwidth: bandwidth).run()
                 row["model"] = modelName
+                row["tp_size"] = tpSize
                 rows.append(row)
                 benchLog("\(row)")
             }
-            if profile { rows.append(contentsOf: profileProjections(model: model, gpu: gpu, batch: b, bandwidth: bandwidth)) }
+            if profile && tpSize == 1 { rows.append(contentsOf: profileProjections(model: model, gpu: gpu, batch: b, bandwidth: bandwidth)) }
         }
         let formatter = ISO8601DateFormatter()
+        var environment = gpu.environment
+        if let ncclVersion { environment["nccl"] = ncclVersion }
+        environment["gpus"] = gpus.map(\.deviceName).joined(separator: ", ")
         let result: [String: Any] = [
-            "bench": "decode", "command": CommandLine.arguments.joined(separator: " "), "commit": commit, "gpu": gpu.deviceName,
-            "date": formatter.string(from: Date()), "hbm_copy_bandwidth_gb_s": bandwidth / 1e9, "environment": gpu.environment, "rows": rows,
+            "tp_size": tpSize, "bench": "decode", "command": CommandLine.arguments.joined(separator: " "), "commit": commit, "gpu": gpu.deviceName,
+            "date": formatter.string(from: Date()), "hbm_copy_bandwidth_gb_s": bandwidth / 1e9, "environment": environment, "rows": rows,
         ]
         let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
         if let output { try data.write(to: URL(fileURLWithPath: output)) }
@@ -123,7 +141,9 @@ func benchLog(_ message: String) {
 /// graph capture) are not timed.
 struct DecodeRun {
     let model: LlamaModel
-    let gpu: CUDABackend
+    /// One backend per rank; rank 0's runs the sampling and the timing.
+    let gpus: [CUDABackend]
+    var gpu: CUDABackend { gpus[0] }
     let batch: Int
     let promptLength: Int
     let newTokens: Int
@@ -134,7 +154,7 @@ struct DecodeRun {
     func run() throws -> [String: Any] {
         let c = model.config
         let blocksPerSequence = (promptLength + newTokens + blockSize - 1) / blockSize
-        let cache = try KVCache(config: c, numBlocks: batch * blocksPerSequence, blockSize: blockSize, backend: gpu)
+        let cache = try KVCache(model: model, numBlocks: batch * blocksPerSequence, blockSize: blockSize)
         let tables = (0..<batch).map { s in (0..<blocksPerSequence).map { Int32(s * blocksPerSequence + $0) } }
         var rng = OpChecks.SplitMix(seed: UInt64(batch) &* 7919)
         let prompts = (0..<batch).map { _ in (0..<promptLength).map { _ in Int32(rng.int(c.vocabSize)) } }
@@ -162,7 +182,8 @@ struct DecodeRun {
 
         // Decode: step t feeds token t (t = 0 from the prefill) at position promptLength + t.
         let weightBytes = Double(Self.weightBytesReadPerStep(model))
-        let kvBytesPerToken = Double(KVCache.bytesPerToken(c, dtype: .bf16))
+        // Per rank: ranks read their shards in parallel, so the floor is one rank's bytes over one GPU's bandwidth.
+        let kvBytesPerToken = Double(KVCache.bytesPerToken(model.ranks[0].local, dtype: .bf16))
         var timed = 0
         var floorSeconds = 0.0
         var deviceMilliseconds = 0.0
@@ -179,9 +200,20 @@ struct DecodeRun {
                 let logits = model.forward(step, cache: cache)
                 gpu.argmax(logits, out: ids)
             }
+            let key = "decode-\(batch)"
             let ms = gpu.timeMilliseconds {
                 // Step 0 runs eagerly, so new GEMM shapes are tuned before the graph captures them.
-                if useGraphs && t > 0 { gpu.withGraph(key: "decode-\(batch)", body) } else { body() }
+                if useGraphs && t > 0 {
+                    if gpus.count == 1 {
+                        gpu.withGraph(key: key, body)
+                    } else {
+                        // One graph per rank, captured and replayed on the rank's own thread (NCCL calls included).
+                        let logits = model.forward(step, cache: cache, around: { r, rankStep in gpus[r].withGraph(key: key, rankStep) })
+                        gpu.argmax(logits, out: ids)
+                    }
+                } else {
+                    body()
+                }
             }
             next = gpu.downloadInts(ids)
             if t >= 2 { deviceMilliseconds += ms }
@@ -214,7 +246,7 @@ struct DecodeRun {
         let distinct = Set(outputs[0]).count
         return [
             "batch": batch, "context": promptLength + newTokens, "prompt_len": promptLength, "new_tokens": newTokens,
-            "adapters": 0, "rank": 0, "cuda_graphs": useGraphs,
+            "adapters": 0, "rank": 0, "cuda_graphs": useGraphs, "tp_size": gpus.count,
             "tokens_per_s": tokensPerSecond, "floor_tokens_per_s": floor, "fraction_of_floor": tokensPerSecond / floor,
             "ms_per_step": decodeSeconds * 1000 / Double(timed), "device_ms_per_step": deviceMilliseconds / Double(timed), "floor_ms_per_step": floorSeconds * 1000 / Double(timed),
             "timed_steps": timed, "prefill_tokens_per_s": Double(batch * promptLength) / prefillSeconds,

@@ -24,6 +24,9 @@ struct GPUCheck: ParsableCommand {
     @Flag(help: "Check the ops only.")
     var opsOnly = false
 
+    @Option(help: "With N > 1: instead of the single-GPU model checks, the fixture models split over GPUs 0 ..< N (NCCL) with mixed adapters, against one GPU, the CPU backend and PEFT.")
+    var tpSize = 1
+
     func run() throws {
         let gpu = try CUDABackend()
         var report: [String: Any] = ["environment": gpu.environment]
@@ -31,7 +34,19 @@ struct GPUCheck: ParsableCommand {
         let ops = checks.run()
         report["ops"] = ops
         var allPassed = ops.allSatisfy { ($0["pass"] as? Bool) == true }
-        if !opsOnly {
+        if !opsOnly && tpSize > 1 {
+            let gpus = [gpu] + (try (1..<tpSize).map { try CUDABackend(device: $0) })
+            let communicators = try NCCLCommunicator.group(backends: gpus)
+            report["nccl"] = communicators[0].ncclVersion
+            report["gpus"] = gpus.map(\.deviceName)
+            let collectives = TensorParallelCheck.collectives(gpus: gpus, communicators: communicators)
+            FileHandle.standardError.write(Data("collectives: \(collectives)\n".utf8))
+            report["ops"] = ops + [collectives]
+            if (collectives["pass"] as? Bool) != true { allPassed = false }
+            let results = TensorParallelCheck.run(fixtures: fixtures, gpus: gpus, communicators: communicators)
+            if results.contains(where: { ($0["pass"] as? Bool) != true }) || results.isEmpty { allPassed = false }
+            report["tensor_parallel"] = results
+        } else if !opsOnly {
             var folders: [String] = []
             let models = (fixtures as NSString).appendingPathComponent("models")
             for name in ((try? FileManager.default.contentsOfDirectory(atPath: models)) ?? []).sorted() {

@@ -11,7 +11,8 @@
 #     run(command: "bash scripts/gpu/check.sh device", carry: [".device"], timeout_s: 600)
 #   Phases may be named after "device": hf (transformers bf16 references, scripts/gpu/hf_reference.py),
 #   check (loom gpu-check: ops vs CPU, models vs references), bench (loom bench decode, Llama-3.1-8B
-#   shape, batch 1 and 32). Default: all three. Results land in $OUT: gpu-check.json,
+#   shape, batch 1 and 32), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 1 and 2
+#   through NCCL). Default: all but tp. Results land in $OUT: gpu-check.json,
 #   bench-decode-llama-3.1-8b.json, hf_reference.log, gpu-check.log, bench.log, nvidia-smi.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -69,6 +70,30 @@ PY
             echo "serve-check $m: exit $?"; python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('worst_top5_logprob_diff','all_tokens_equal','pass')}); [print(x) for x in r['rows']]" "$OUT/serve-check-$m.json"
             kill -TERM $pid; wait $pid; echo "serve exit after SIGTERM: $?"
         done
+        ;;
+    tp)
+        # Tensor parallelism over GPUs 0 and 1 through NCCL (nvidia-h200-x2): fixture models with mixed
+        # adapters at tp 2 against tp 1, the CPU and PEFT; then Llama-3.1-8B-shape decode at tp 1 and 2.
+        export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+        if [ -z "${LOOM_LIBNCCL:-}" ] && ! ldconfig -p | grep -q 'libnccl.so.2 '; then
+            LOOM_LIBNCCL=$(find /usr /opt -name 'libnccl.so.2' 2>/dev/null | head -1); export LOOM_LIBNCCL
+        fi
+        echo "libnccl: ${LOOM_LIBNCCL:-$(ldconfig -p | grep 'libnccl.so.2 ' | head -1)}"
+        nvidia-smi topo -m | head -4
+        timeout 170 /tmp/loom gpu-check --tp-size 2 --output "$OUT/gpu-check-tp2.json" > /dev/null 2> "$OUT/gpu-check-tp2.log"
+        echo "gpu-check tp2: exit $?"; grep -E "^tp |collectives|Fatal|error" "$OUT/gpu-check-tp2.log" | cut -c1-400
+        bench() {  # name, args…
+            local name=$1; shift
+            echo "== bench $name" >> "$OUT/bench-tp.log"
+            timeout 120 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 "$@" \
+                --output "$OUT/bench-decode-llama-3.1-8b-$name.json" > /dev/null 2>> "$OUT/bench-tp.log"
+            echo "bench $name: exit $?"
+            python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  tp {x[\"tp_size\"]} batch {x[\"batch\"]:3d} graphs {x[\"cuda_graphs\"]!s:5s} {x[\"tokens_per_s\"]:9.1f} tok/s floor {x[\"floor_tokens_per_s\"]:9.1f} ({x[\"fraction_of_floor\"]:.2f}) {x[\"ms_per_step\"]:.3f} ms/step distinct {x[\"distinct_tokens_seq0\"]}') for x in r['rows'] if 'tokens_per_s' in x]" "$OUT/bench-decode-llama-3.1-8b-$name.json" 2>&1 | tail -6
+        }
+        bench tp1 --tp-size 1 --eager-too
+        bench tp2-eager --tp-size 2 --eager-only
+        bench tp2 --tp-size 2
+        tail -5 "$OUT/bench-tp.log"
         ;;
     bench)
         timeout 300 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
