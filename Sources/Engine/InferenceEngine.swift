@@ -75,13 +75,15 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
     }
 
     /// The same, with the model and the adapter slots split over tensor-parallel ranks.
-    public convenience init(modelPath: String, backends: [ComputeBackend], communicators: [Communicator?], loraOptions: LoRAOptions?, loraPaths: [LoRAPathSpec], options: EngineOptions, modelName: String? = nil) throws {
+    public convenience init(modelPath: String, backends: [ComputeBackend], communicators: [Communicator?], loraOptions: LoRAOptions?, loraPaths: [LoRAPathSpec], options: EngineOptions, modelName: String? = nil,
+                            progress: ((_ loadedLayers: Int, _ totalLayers: Int) -> Void)? = nil) throws {
         let config = try ModelConfig.load(directory: modelPath)
         let context = min(options.contextLength ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings)
         let stepTokens = options.chunkedPrefillSize + options.maxRunningRequests
         let model = try LlamaModel(directory: modelPath, backends: backends, communicators: communicators, maxTokens: stepTokens,
                                    maxSequences: options.maxRunningRequests,
-                                   maxBlocksPerSequence: (context + options.blockSize - 1) / options.blockSize, blockSize: options.blockSize)
+                                   maxBlocksPerSequence: (context + options.blockSize - 1) / options.blockSize, blockSize: options.blockSize,
+                                   progress: progress)
         let tokenizer = try Tokenizer(directory: URL(fileURLWithPath: modelPath))
         let lora = try loraOptions.map {
             try LoRAManager(options: $0, base: config, backends: backends, communicators: communicators, maxTokens: stepTokens, initial: loraPaths)

@@ -28,12 +28,16 @@ public final class LlamaModel {
     }
 
     /// Loads a model split over `backends.count` ranks, with one communicator per rank.
-    public convenience init(directory: String, backends: [ComputeBackend], communicators: [Communicator?], maxTokens: Int = 512, maxSequences: Int = 64, maxBlocksPerSequence: Int? = nil, blockSize: Int = 16) throws {
+    /// `progress(loaded, total)` counts layers over all ranks as they load.
+    public convenience init(directory: String, backends: [ComputeBackend], communicators: [Communicator?], maxTokens: Int = 512, maxSequences: Int = 64, maxBlocksPerSequence: Int? = nil, blockSize: Int = 16,
+                            progress: ((_ loaded: Int, _ total: Int) -> Void)? = nil) throws {
         let config = try ModelConfig.load(directory: directory)
         let store = try WeightStore(directory: directory)
         try TensorShard.validate(config, size: backends.count)
+        let total = config.numLayers * backends.count
         let weights = try backends.indices.map { r in
-            try LlamaWeights.load(from: store, config: config, backend: backends[r], shard: TensorShard(rank: r, size: backends.count))
+            try LlamaWeights.load(from: store, config: config, backend: backends[r], shard: TensorShard(rank: r, size: backends.count),
+                                  progress: { progress?(r * config.numLayers + $0, total) })
         }
         try self.init(config: config, weights: weights, backends: backends, communicators: communicators, maxTokens: maxTokens,
                       maxSequences: maxSequences,

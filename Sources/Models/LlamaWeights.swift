@@ -45,7 +45,9 @@ public struct LlamaWeights {
     /// Loads and checks every tensor against `config`; a missing tensor or a wrong shape is an
     /// error naming the file and the tensor. With a `shard`, loads that rank's Megatron slice:
     /// q/k/v and gate/up by output rows, o and down by input columns, the vocabulary by rows.
-    public static func load(from store: WeightStore, config c: ModelConfig, backend: ComputeBackend, shard: TensorShard = .whole) throws -> LlamaWeights {
+    /// `progress` is called after each layer with the number of layers loaded so far.
+    public static func load(from store: WeightStore, config c: ModelConfig, backend: ComputeBackend, shard: TensorShard = .whole,
+                            progress: ((Int) -> Void)? = nil) throws -> LlamaWeights {
         /// Rows `rows` and columns `cols` of a 2-D tensor (or elements `rows` of a 1-D one).
         func slice(_ name: String, _ shape: [Int], rows: Range<Int>? = nil, cols: Range<Int>? = nil) throws -> [Float] {
             let full = try store.floats(name, shape: shape)
@@ -104,6 +106,7 @@ public struct LlamaWeights {
                 down: isSharded ? try upload(try slice("\(p)mlp.down_proj.weight", [h, c.intermediateSize], cols: inter), [h, inter.count])
                                 : try tensor("\(p)mlp.down_proj.weight", [h, c.intermediateSize])
             ))
+            progress?(i + 1)
         }
         let finalNorm = try tensor("model.norm.weight", [h])
         let lmHead: DeviceTensor
