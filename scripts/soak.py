@@ -194,12 +194,21 @@ def main():
     else:
         record_failure({"not_idle": idle})
 
-    summary = dict(stats, distinct_checked=len(seen), mismatches=mismatches, failures=len(failures),
-                   idle=idle, duration_s=args.duration, leaks="none" if not any("not_idle" in f for f in failures) else "yes")
+    summary = dict(stats, churn_operations=stats["churn_loads"] + stats["churn_unloads"],
+                   distinct_checked=len(seen), mismatches=mismatches, failures=len(failures),
+                   idle=idle, duration_s=args.duration, leaks="none" if not any("not_idle" in f for f in failures) else "yes",
+                   command=redacted_command())
     print(json.dumps(summary, indent=2))
     for f in failures[:20]:
         print("FAILURE:", json.dumps(f)[:500], file=sys.stderr)
     sys.exit(1 if failures else 0)
+
+
+def redacted_command():
+    """The command line that ran this soak, keys replaced by <redacted>."""
+    words = ["python3"] + sys.argv
+    return " ".join("<redacted>" if i > 0 and words[i - 1] in ("--api-key", "--admin-api-key") else w
+                    for i, w in enumerate(words))
 
 
 if __name__ == "__main__":

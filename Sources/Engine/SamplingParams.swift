@@ -86,10 +86,12 @@ public struct SamplingParams: Equatable, Sendable {
         guard promptTokenCount < maxContext else {
             throw fail("The input (\(promptTokenCount) tokens) is longer than the model's context length (\(maxContext) tokens).")
         }
-        if let maxNewTokens, promptTokenCount + maxNewTokens > maxContext {
+        // Compared without adding: a huge max_new_tokens (Int.max) must not overflow.
+        if let maxNewTokens, maxNewTokens > maxContext - promptTokenCount {
+            let total = promptTokenCount.addingReportingOverflow(maxNewTokens)
             throw fail(
                 "Requested token count exceeds the model's maximum context length of \(maxContext) tokens. "
-                    + "You requested a total of \(promptTokenCount + maxNewTokens) tokens: \(promptTokenCount) tokens from the input "
+                    + "You requested a total of \(total.overflow ? "more than \(Int.max)" : "\(total.partialValue)") tokens: \(promptTokenCount) tokens from the input "
                     + "messages and \(maxNewTokens) tokens for the completion. Please reduce the number of tokens in the "
                     + "input messages or the completion to fit within the limit.")
         }

@@ -32,7 +32,9 @@ public final class SafetensorsFile: @unchecked Sendable {
         guard data.count >= 8 else {
             throw LoomError.invalidFile(path: path, reason: "truncated: \(data.count) bytes, shorter than the 8-byte header length")
         }
-        let headerLength = data.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+        // A hostile or corrupt file may declare any 64-bit length: clamp instead of trapping.
+        let declaredLength = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        let headerLength = Int(clamping: declaredLength)
         guard headerLength > 1, headerLength <= 100_000_000, 8 + headerLength <= data.count else {
             throw LoomError.invalidFile(path: path, reason: "bad header: declared length \(headerLength) does not fit a \(data.count)-byte file")
         }
@@ -60,8 +62,12 @@ public final class SafetensorsFile: @unchecked Sendable {
                 throw LoomError.invalidFile(path: path, reason: "tensor '\(name)' has unsupported dtype \(dtypeName) (F32, F16, BF16 are supported)")
             }
             let info = TensorInfo(dtype: dtype, shape: shape, dataOffsets: offsets[0]..<max(offsets[0], offsets[1]))
+            // The byte count, nil when the shape's product overflows (a hostile header).
+            let byteCount = shape.allSatisfy({ $0 >= 0 }) ? (shape + [dtype.byteCount]).reduce(Int?(1)) { acc, d in
+                acc.flatMap { a in let (p, o) = a.multipliedReportingOverflow(by: d); return o ? nil : p }
+            } : nil
             guard offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] <= dataLength,
-                  shape.allSatisfy({ $0 >= 0 }), info.count * dtype.byteCount == offsets[1] - offsets[0]
+                  let byteCount, byteCount == offsets[1] - offsets[0]
             else {
                 throw LoomError.invalidFile(
                     path: path,

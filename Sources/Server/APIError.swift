@@ -84,6 +84,8 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
             case .shuttingDown: return APIError(.serviceUnavailable, e.description, type: "ServiceUnavailableError", shape: shape)
             case .adapterUnloaded: return APIError(.badRequest, e.description, shape: shape)
             }
+        case let e as RequestTimedOut:
+            return APIError(.gatewayTimeout, e.description, type: "TimeoutError", shape: shape)
         case let e as LoomError:
             switch e {
             case .outOfMemory(let m): return APIError(.serviceUnavailable, m, type: "ServiceUnavailableError", shape: shape)

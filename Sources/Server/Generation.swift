@@ -45,6 +45,14 @@ struct GenerationState: Sendable {
     }
 }
 
+/// Thrown when a generation outlives `--request-timeout`; its engine requests are aborted.
+struct RequestTimedOut: Error, CustomStringConvertible {
+    var seconds: Double
+    var description: String {
+        "The request did not finish within the server's request timeout (\(seconds) seconds) and was aborted."
+    }
+}
+
 /// Thrown when an engine stream ends without a `.finished` event.
 struct EngineStreamEnded: Error, CustomStringConvertible {
     var id: String
@@ -56,8 +64,15 @@ extension ServerState {
     /// in input order. Cancelling the calling task aborts every unfinished request.
     func generateAll(_ requests: [PreparedRequest]) async throws -> [GenerationState] {
         let streams = requests.map { service.submit($0.engine) }
+        let timeout = configuration.requestTimeout
         return try await withTaskCancellationHandler {
-            try await withThrowingTaskGroup(of: (Int, GenerationState).self) { group in
+            try await withThrowingTaskGroup(of: (Int, GenerationState)?.self) { group in
+                if let timeout {
+                    group.addTask {
+                        try await Task.sleep(for: .seconds(timeout))
+                        throw RequestTimedOut(seconds: timeout)
+                    }
+                }
                 for (i, (request, events)) in zip(requests, streams).enumerated() {
                     group.addTask {
                         var state = GenerationState(request)
@@ -71,7 +86,19 @@ extension ServerState {
                     }
                 }
                 var results = [GenerationState?](repeating: nil, count: requests.count)
-                for try await (i, state) in group { results[i] = state }
+                var remaining = requests.count
+                do {
+                    while remaining > 0, let next = try await group.next() {
+                        guard let (i, state) = next else { continue }
+                        results[i] = state
+                        remaining -= 1
+                    }
+                } catch {
+                    // A timeout (or an engine error): abort whatever is still running.
+                    for r in requests { self.service.abort(id: r.engine.id) }
+                    throw error
+                }
+                group.cancelAll()  // the timer
                 return results.map { $0! }
             }
         } onCancel: {
@@ -100,6 +127,12 @@ extension ServerState {
                 } catch {
                     merger.fail(error)
                 }
+            })
+        }
+        if let timeout = configuration.requestTimeout {
+            merger.setTimer(Task {
+                try? await Task.sleep(for: .seconds(timeout))
+                if !Task.isCancelled { merger.fail(RequestTimedOut(seconds: timeout)) }
             })
         }
         return merger
@@ -139,7 +172,18 @@ final class EventMerger: @unchecked Sendable {
         if ids.isEmpty { continuation.finish() }
     }
 
+    private var timer: Task<Void, Never>?
+
     fileprivate func add(_ task: Task<Void, Never>) { lock.withLock { tasks.append(task) } }
+
+    /// The `--request-timeout` task, cancelled once every request finished or was cancelled.
+    fileprivate func setTimer(_ task: Task<Void, Never>) {
+        let isOver = lock.withLock {
+            timer = task
+            return unfinished.isEmpty
+        }
+        if isOver { task.cancel() }
+    }
 
     fileprivate func yield(index: Int, state: GenerationState) { continuation.yield((index, state)) }
 
@@ -148,7 +192,10 @@ final class EventMerger: @unchecked Sendable {
             unfinished.remove(index)
             return unfinished.isEmpty
         }
-        if done { continuation.finish() }
+        if done {
+            continuation.finish()
+            lock.withLock { timer }?.cancel()
+        }
     }
 
     fileprivate func fail(_ error: any Error) {
@@ -161,7 +208,7 @@ final class EventMerger: @unchecked Sendable {
         let (pending, running) = lock.withLock { () -> ([Int], [Task<Void, Never>]) in
             let p = Array(unfinished)
             unfinished.removeAll()
-            return (p, tasks)
+            return (p, tasks + (timer.map { [$0] } ?? []))
         }
         for i in pending { service.abort(id: ids[i]) }
         for t in running { t.cancel() }

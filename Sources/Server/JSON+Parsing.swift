@@ -127,6 +127,8 @@ private struct JSONParser {
         let text = String(decoding: bytes[start..<i], as: UTF8.self)
         if !isFloat, let v = Int(text) { return .int(v) }
         guard let d = Double(text), text != "-" else { i = start; throw fail("invalid number") }
+        // 1e400 parses as infinity, which JSON cannot carry: refuse it rather than let it become null.
+        guard d.isFinite else { i = start; throw fail("number \(text) is out of range") }
         return .double(d)
     }
 

@@ -53,8 +53,10 @@ public final class LoomServer: Sendable {
             allowMethods: [.get, .post, .put, .options], allowCredentials: true))
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: RequestLogMiddleware())
-        if let key = state.configuration.apiKey, !key.isEmpty {
-            router.add(middleware: APIKeyMiddleware(apiKey: key))
+        let apiKey = state.configuration.apiKey.flatMap { $0.isEmpty ? nil : $0 }
+        let adminKey = state.configuration.adminAPIKey.flatMap { $0.isEmpty ? nil : $0 }
+        if apiKey != nil || adminKey != nil {
+            router.add(middleware: APIKeyMiddleware(apiKey: apiKey, adminAPIKey: adminKey))
         }
         state.addNativeRoutes(to: router)
         state.addOpenAIRoutes(to: router)

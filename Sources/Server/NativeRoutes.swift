@@ -61,9 +61,11 @@ extension ServerState {
         guard let path = try f.string("lora_path") else { throw APIError.validation("lora_path is required.") }
         let pinned = try f.bool("pinned") ?? false
         guard service.adapters != nil else { return adapterResult(error: Self.loraNotEnabled) }
+        if let problem = Self.adapterNameProblem(name) { return adapterResult(error: problem) }
         logger.info("loading adapter", metadata: ["adapter": .string(name), "path": .string(path), "pinned": .stringConvertible(pinned)])
         do {
-            try await service.loadAdapter(LoRAPathSpec(name: name, path: path, pinned: pinned))
+            let readPath = try allowedAdapterPath(path)
+            try await service.loadAdapter(LoRAPathSpec(name: name, path: readPath, pinned: pinned))
         } catch {
             logger.warning("adapter load failed", metadata: ["adapter": .string(name), "error": .string("\(error)")])
             return adapterResult(error: "\(error)")

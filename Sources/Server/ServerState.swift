@@ -22,8 +22,17 @@ public struct ServerConfiguration: Sendable {
     public var shutdownGracePeriod = 30.0
     /// Seconds `/health_generate` waits for its one token.
     public var healthCheckTimeout = 20.0
-    /// The largest request body accepted, in bytes.
-    public var maxBodySize = 64 << 20
+    /// `--admin-api-key`: when set, `/load_lora_adapter`, `/unload_lora_adapter` and
+    /// `/flush_cache` need it (the `--api-key` is not enough).
+    public var adminAPIKey: String?
+    /// `--max-request-body-bytes`: larger bodies are refused with 413.
+    public var maxBodySize = 8 << 20
+    /// `--request-timeout`: seconds after which a generation is aborted (504, or an error frame
+    /// when streaming had begun); nil: no limit.
+    public var requestTimeout: Double?
+    /// `--lora-allowed-dirs`: the folders (symlinks resolved) `/load_lora_adapter` may read from;
+    /// nil: anything, as SGLang.
+    public var loraAllowedDirs: [String]?
     /// The server arguments `/get_server_info` echoes (every flag of `loom serve`, snake_case).
     public var serverArgs: JSONObject = [:]
 

@@ -39,6 +39,18 @@ struct Serve: ParsableCommand {
     @Option(help: "Require `Authorization: Bearer <key>` on every route but /health* and /metrics.")
     var apiKey: String?
 
+    @Option(help: "Require `Authorization: Bearer <key>` on /load_lora_adapter, /unload_lora_adapter and /flush_cache instead of --api-key.")
+    var adminApiKey: String?
+
+    @Option(help: "The largest request body accepted, in bytes; larger ones get 413.")
+    var maxRequestBodyBytes = 8 << 20
+
+    @Option(help: "Seconds a generation may take; past it the request is aborted (504, or an error event when streaming). Default: no limit.")
+    var requestTimeout: Double?
+
+    @Option(parsing: .upToNextOption, help: "Folders /load_lora_adapter may read adapters from (symlinks resolved). Default: any path, as SGLang.")
+    var loraAllowedDirs: [String] = []
+
     @Option(help: "debug, info, warning, error or critical.")
     var logLevel = "info"
 
@@ -103,6 +115,14 @@ struct Serve: ParsableCommand {
         if let n = chunkedPrefillSize, n == 0 || n < -1 { throw fail("--chunked-prefill-size must be positive or -1 (disabled), got \(n).") }
         if let f = memFractionStatic, !(f > 0 && f < 1) { throw fail("--mem-fraction-static must be in (0, 1), got \(f).") }
         guard shutdownGracePeriod >= 0 else { throw fail("--shutdown-grace-period must be at least 0.") }
+        guard maxRequestBodyBytes >= 1 else { throw fail("--max-request-body-bytes must be positive, got \(maxRequestBodyBytes).") }
+        if let t = requestTimeout, !(t > 0 && t.isFinite) { throw fail("--request-timeout must be a positive number of seconds, got \(t).") }
+        for dir in loraAllowedDirs {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
+                throw fail("--lora-allowed-dirs: \(dir) is not a folder.")
+            }
+        }
 
         let l = loraFlags
         guard l.maxLorasPerBatch > 0 else { throw fail("max_loras_per_batch must be positive") }
@@ -169,6 +189,9 @@ struct Serve: ParsableCommand {
         if !isLoRAEnabled && (loraFlags.maxLoraRank != nil || !loraFlags.loraTargetModules.isEmpty) {
             logger.warning("LoRA flags were given without --enable-lora or --lora-paths; LoRA is off.")
         }
+        if isLoRAEnabled || servesDemo, loraAllowedDirs.isEmpty {
+            logger.warning("--lora-allowed-dirs is not set: /load_lora_adapter may read any path this process can read. Set it (and --admin-api-key) on a shared network.")
+        }
         let settings = try engineSettings()
         logger.info(
             "loading model",
@@ -184,6 +207,10 @@ struct Serve: ParsableCommand {
         config.host = host
         config.port = port
         config.apiKey = apiKey
+        config.adminAPIKey = adminApiKey
+        config.maxBodySize = maxRequestBodyBytes
+        config.requestTimeout = requestTimeout
+        config.loraAllowedDirs = loraAllowedDirs.isEmpty ? nil : loraAllowedDirs
         config.servedModelName = servedModelName ?? Self.defaultServedName(engine: engine, modelPathFlag: modelPath)
         config.tokenizerPath = tokenizerPath
         config.maxLorasPerBatch = loraFlags.maxLorasPerBatch
@@ -212,13 +239,15 @@ struct Serve: ParsableCommand {
             maxTotalTokens: maxTotalTokens, memFractionStatic: memFractionStatic, randomSeed: randomSeed, tpSize: tpSize)
     }
 
-    /// Every flag, snake_case, for `/get_server_info` (the API key redacted).
+    /// Every flag, snake_case, for `/get_server_info` (both API keys redacted).
     func serverArgs(_ s: EngineSettings) -> JSONObject {
         let l = loraFlags
         return [
             "model_path": .string(s.modelPath), "tokenizer_path": .string(tokenizerPath ?? s.modelPath),
             "served_model_name": JSON(servedModelName), "host": .string(host), "port": .int(port),
-            "api_key": apiKey == nil ? .null : "<redacted>", "log_level": .string(logLevel), "device": .string(s.device.rawValue),
+            "api_key": apiKey == nil ? .null : "<redacted>", "admin_api_key": adminApiKey == nil ? .null : "<redacted>",
+            "max_request_body_bytes": .int(maxRequestBodyBytes), "request_timeout": JSON(requestTimeout),
+            "lora_allowed_dirs": loraAllowedDirs.isEmpty ? .null : JSON(loraAllowedDirs), "log_level": .string(logLevel), "device": .string(s.device.rawValue),
             "tp_size": .int(tpSize), "context_length": JSON(contextLength), "max_running_requests": JSON(maxRunningRequests),
             "max_queued_requests": JSON(maxQueuedRequests),
             "chunked_prefill_size": JSON(chunkedPrefillSize), "max_total_tokens": JSON(maxTotalTokens),
@@ -278,7 +307,7 @@ func resolveDevice(_ flag: String?) throws -> Device {
 }
 
 /// Builds the engine `loom serve` puts behind the HTTP server, started, with the
-/// `--lora-paths` adapters loaded. On the CPU, `--tp-size` ranks are threads.
+/// `--lora-paths` adapters loaded. On the CPU, `--tp-size` ranks are threads; on CUDA, GPUs joined by NCCL.
 func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any InferenceService {
     var o = EngineOptions()
     if let n = settings.maxRunningRequests { o.maxRunningRequests = n }
@@ -297,11 +326,10 @@ func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any Infere
         backends = (0..<settings.tpSize).map { _ in CPUBackend() }
         communicators = settings.tpSize == 1 ? [nil] : CPUCommunicator.group(size: settings.tpSize)
     case .cuda:
-        guard settings.tpSize == 1 else {
-            throw LoomError.unsupported("--tp-size \(settings.tpSize) with --device cuda needs NCCL, which this build does not load yet; use --device cpu for tensor parallelism")
-        }
-        backends = [try CUDABackend()]
-        communicators = [nil]
+        // One GPU per rank (devices 0 ..< tp), joined by NCCL; rank r runs on its own thread.
+        let gpus = try (0..<settings.tpSize).map { try CUDABackend(device: $0) }
+        backends = gpus
+        communicators = settings.tpSize == 1 ? [nil] : try NCCLCommunicator.group(backends: gpus)
         o.memFractionStatic = settings.memFractionStatic ?? 0.85
     }
     let start = Date()

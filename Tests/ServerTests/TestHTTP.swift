@@ -38,7 +38,15 @@ final class TestConnection: @unchecked Sendable {
     private var buffer: [UInt8] = []
 
     init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        fd = try Self.openSocket(port: port)
+    }
+
+    /// A socket connected to the loopback port. It is opened here, not in `init`, because a
+    /// class whose `init` throws after its properties are set still runs `deinit`: closing the
+    /// socket there as well closed it twice, and the second close hit whatever file another test
+    /// had opened meanwhile under the same number.
+    private static func openSocket(port: Int) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestHTTPError.connect(errno) }
         var timeout = timeval(tv_sec: 30, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -50,9 +58,11 @@ final class TestConnection: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard rc == 0 else {
+            let error = errno
             close(fd)
-            throw TestHTTPError.connect(errno)
+            throw TestHTTPError.connect(error)
         }
+        return fd
     }
 
     deinit { close(fd) }
