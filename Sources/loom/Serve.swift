@@ -27,7 +27,7 @@ struct Serve: ParsableCommand {
     @OptionGroup(title: "LoRA")
     var loraFlags: LoRAFlags
 
-    @Option(name: [.customLong("tp-size"), .customLong("tensor-parallel-size")], help: "Tensor-parallel ranks (threads on the CPU).")
+    @Option(name: [.customLong("tp-size"), .customLong("tensor-parallel-size")], help: "Tensor-parallel ranks: threads on the CPU, GPUs joined by NCCL with --device cuda.")
     var tpSize = 1
 
     @Option(help: "The address to listen on.")
@@ -335,7 +335,14 @@ func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any Infere
     let start = Date()
     let engine = try InferenceEngine(
         modelPath: settings.modelPath, backends: backends, communicators: communicators, loraOptions: settings.lora,
-        loraPaths: settings.loraPaths, options: o, modelName: URL(fileURLWithPath: settings.modelPath).lastPathComponent)
+        loraPaths: settings.loraPaths, options: o, modelName: URL(fileURLWithPath: settings.modelPath).lastPathComponent,
+        progress: { loaded, total in
+            // About ten lines for a big model; nothing extra for a tiny one.
+            let step = max(1, total / 10)
+            if total >= 8 && (loaded % step == 0 || loaded == total) {
+                logger.info("loading weights", metadata: ["layers": .string("\(loaded)/\(total)")])
+            }
+        })
     logger.info("model loaded", metadata: [
         "seconds": .string(String(format: "%.1f", Date().timeIntervalSince(start))),
         "device": .string(settings.device.rawValue), "tp_size": .stringConvertible(settings.tpSize),
