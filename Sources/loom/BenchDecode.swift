@@ -2,6 +2,7 @@ import ArgumentParser
 import CUDABackend
 import Foundation
 import LoomCore
+import ModelFormats
 import Models
 
 /// `loom bench …`: device benchmarks.
@@ -17,7 +18,7 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "A Hugging Face model folder.")
     var modelPath: String?
 
-    @Option(help: "Random bf16 weights of a named shape, made on the device: \(RandomModel.shapes.keys.sorted().joined(separator: ", ")).")
+    @Option(help: "Random bf16 weights of a named shape, made on the device: \(RandomModel.shapeNames.joined(separator: ", ")).")
     var randomWeights: String?
 
     @Option(help: "Batch sizes, comma-separated.")
@@ -49,8 +50,8 @@ struct BenchDecode: ParsableCommand {
 
     mutating func validate() throws {
         if (modelPath == nil) == (randomWeights == nil) { throw ValidationError("give exactly one of --model-path and --random-weights") }
-        if let r = randomWeights, RandomModel.shapes[r] == nil {
-            throw ValidationError("unknown shape '\(r)' (known: \(RandomModel.shapes.keys.sorted().joined(separator: ", ")))")
+        if let r = randomWeights, ModelConfig.namedShapes[r.lowercased()] == nil {
+            throw ValidationError("unknown shape '\(r)' (known: \(RandomModel.shapeNames.joined(separator: ", ")))")
         }
         if promptLen < 1 || newTokens < 2 { throw ValidationError("--prompt-len ≥ 1 and --new-tokens ≥ 2") }
         if tpSize < 1 { throw ValidationError("--tp-size must be at least 1") }
@@ -272,37 +273,30 @@ struct DecodeRun {
 /// Configs of named shapes, written with a sparse safetensors file whose tensors are never read:
 /// the backend fills them on the device (`CUDABackend.randomWeightSeed`).
 enum RandomModel {
-    struct ShapeSpec {
-        var architecture: String, vocab: Int, hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, headDim: Int
-        var ropeTheta: Double, llama3Factor: Double?, eps: Double, tied: Bool, qkvBias: Bool
-    }
+    /// The named shapes (`ModelConfig.namedShapes`).
+    static var shapeNames: [String] { ModelConfig.knownShapeNames }
 
-    static let shapes: [String: ShapeSpec] = [
-        "llama-3.1-8b": ShapeSpec(architecture: "LlamaForCausalLM", vocab: 128_256, hidden: 4096, intermediate: 14336, layers: 32, heads: 32,
-                                  kvHeads: 8, headDim: 128, ropeTheta: 500_000, llama3Factor: 8, eps: 1e-5, tied: false, qkvBias: false),
-        "llama-3.2-1b": ShapeSpec(architecture: "LlamaForCausalLM", vocab: 128_256, hidden: 2048, intermediate: 8192, layers: 16, heads: 32,
-                                  kvHeads: 8, headDim: 64, ropeTheta: 500_000, llama3Factor: 32, eps: 1e-5, tied: true, qkvBias: false),
-        "qwen2.5-7b": ShapeSpec(architecture: "Qwen2ForCausalLM", vocab: 152_064, hidden: 3584, intermediate: 18944, layers: 28, heads: 28,
-                                kvHeads: 4, headDim: 128, ropeTheta: 1_000_000, llama3Factor: nil, eps: 1e-6, tied: false, qkvBias: true),
-    ]
-
-    /// Writes `config.json` and a sparse F32 `model.safetensors` (no data blocks) under the temporary folder.
+    /// Writes `config.json` and a sparse F32 `model.safetensors` (no data blocks) of a named shape
+    /// under the temporary folder.
     static func write(_ name: String) throws -> String {
-        let s = shapes[name]!
+        let c = try ModelConfig.named(name)
         let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("loom-random-\(name)")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var config: [String: Any] = [
-            "architectures": [s.architecture], "vocab_size": s.vocab, "hidden_size": s.hidden, "intermediate_size": s.intermediate,
-            "num_hidden_layers": s.layers, "num_attention_heads": s.heads, "num_key_value_heads": s.kvHeads, "head_dim": s.headDim,
-            "rope_theta": s.ropeTheta, "rms_norm_eps": s.eps, "tie_word_embeddings": s.tied, "max_position_embeddings": 131_072,
+            "architectures": [c.architecture.rawValue], "vocab_size": c.vocabSize, "hidden_size": c.hiddenSize,
+            "intermediate_size": c.intermediateSize, "num_hidden_layers": c.numLayers, "num_attention_heads": c.numHeads,
+            "num_key_value_heads": c.numKVHeads, "head_dim": c.headDim, "rope_theta": c.ropeTheta, "rms_norm_eps": Double(c.rmsNormEps),
+            "tie_word_embeddings": c.tieWordEmbeddings, "max_position_embeddings": c.maxPositionEmbeddings,
             "hidden_act": "silu", "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2,
         ]
-        if let f = s.llama3Factor {
-            config["rope_scaling"] = ["rope_type": "llama3", "factor": f, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                      "original_max_position_embeddings": 8192]
+        if let r = c.ropeScaling {
+            config["rope_scaling"] = ["rope_type": "llama3", "factor": r.factor, "low_freq_factor": r.lowFreqFactor,
+                                      "high_freq_factor": r.highFreqFactor, "original_max_position_embeddings": r.originalMaxPositionEmbeddings]
         }
-        if s.qkvBias { config["attention_bias"] = true }
+        if c.hasQKVBias { config["attention_bias"] = true }
         try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("config.json")))
+        let s = (vocab: c.vocabSize, hidden: c.hiddenSize, intermediate: c.intermediateSize, layers: c.numLayers, heads: c.numHeads,
+                 kvHeads: c.numKVHeads, headDim: c.headDim, tied: c.tieWordEmbeddings, qkvBias: c.hasQKVBias)
 
         var tensors: [(String, [Int])] = [("model.embed_tokens.weight", [s.vocab, s.hidden])]
         let q = s.heads * s.headDim, kv = s.kvHeads * s.headDim
