@@ -62,12 +62,12 @@ PY
         # loom serve on the GPU with mixed adapters, checked through HTTP against PEFT's references.
         for m in llama-tiny qwen2-tiny; do
             adapters=$(ls Fixtures/models/$m/adapters | sed "s|.*|&=Fixtures/models/$m/adapters/&|" | tr '\n' ' ')
-            /tmp/loom serve --device cuda --model-path Fixtures/models/$m --lora-paths $adapters --max-loras-per-batch 4 \
-                --port 30000 > "$OUT/serve-$m.log" 2>&1 &
+            /tmp/loom serve --device cuda --tp-size "${SERVE_TP:-1}" --model-path Fixtures/models/$m --lora-paths $adapters \
+                --max-loras-per-batch 4 --port 30000 > "$OUT/serve-$m.log" 2>&1 &
             pid=$!
             for _ in $(seq 120); do curl -sf localhost:30000/health > /dev/null && break; sleep 0.5; done
-            timeout 120 python3 scripts/gpu/serve_check.py --model Fixtures/models/$m > "$OUT/serve-check-$m.json"
-            echo "serve-check $m: exit $?"; python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('worst_top5_logprob_diff','all_tokens_equal','pass')}); [print(x) for x in r['rows']]" "$OUT/serve-check-$m.json"
+            timeout 120 python3 scripts/gpu/serve_check.py --model Fixtures/models/$m > "$OUT/serve-check-$m-tp${SERVE_TP:-1}.json"
+            echo "serve-check $m: exit $?"; python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: r[k] for k in ('worst_top5_logprob_diff','all_tokens_equal','pass')}); [print(x) for x in r['rows']]" "$OUT/serve-check-$m-tp${SERVE_TP:-1}.json"
             kill -TERM $pid; wait $pid; echo "serve exit after SIGTERM: $?"
         done
         ;;
