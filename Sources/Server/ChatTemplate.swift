@@ -1,3 +1,4 @@
+import LoomCore
 import Foundation
 
 /// The served model's chat template: `chat_template` from `tokenizer_config.json` (a string, or a

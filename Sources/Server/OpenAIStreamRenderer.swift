@@ -1,3 +1,4 @@
+import LoomCore
 import Engine
 import Foundation
 

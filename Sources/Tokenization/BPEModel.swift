@@ -1,3 +1,4 @@
+import LoomCore
 import Foundation
 
 /// The BPE model of a Hugging Face `tokenizer.json` (`"model": {"type": "BPE", ...}`), following

@@ -1,3 +1,4 @@
+import LoomCore
 import Foundation
 
 /// The `decoder` of tokenizer.json: turns token strings back into text (`decode_chain`, then join).
@@ -11,7 +12,7 @@ indirect enum TokenDecoder {
     case metaspace(replacement: Unicode.Scalar, prependScheme: PreTokenizer.PrependScheme)
     case bpe(suffix: String)
 
-    init(json: JSONValue, file: String) throws {
+    init(json: JSON, file: String) throws {
         guard let type = json["type"]?.stringValue else {
             throw TokenizerError(file: file, message: "decoder without a \"type\"")
         }

@@ -1,3 +1,4 @@
+import LoomCore
 import Foundation
 
 /// The `normalizer` of tokenizer.json.
@@ -11,7 +12,7 @@ indirect enum Normalizer {
     case stripAccents
     case byteLevel
 
-    init(json: JSONValue, file: String) throws {
+    init(json: JSON, file: String) throws {
         guard let type = json["type"]?.stringValue else {
             throw TokenizerError(file: file, message: "normalizer without a \"type\"")
         }

@@ -1,3 +1,4 @@
+import LoomCore
 import Foundation
 
 /// GPT-2's byte <-> unicode mapping used by the ByteLevel pre-tokenizer, normalizer and decoder:
@@ -38,7 +39,7 @@ enum TextPattern {
     case literal([UInt8])
     case regex(NSRegularExpression)
 
-    init(json: JSONValue?, what: String, file: String) throws {
+    init(json: JSON?, what: String, file: String) throws {
         if let s = json?["String"]?.stringValue {
             self = .literal(Array(s.utf8))
         } else if let r = json?["Regex"]?.stringValue {

@@ -1,3 +1,4 @@
+import LoomCore
 import Foundation
 
 /// What the `post_processor` adds around a single sequence when `add_special_tokens` is true.
@@ -7,7 +8,7 @@ struct SpecialTokenWrap {
 
     init() {}
 
-    init(json: JSONValue, file: String) throws {
+    init(json: JSON, file: String) throws {
         func fail(_ message: String) -> TokenizerError { TokenizerError(file: file, message: message) }
         guard let type = json["type"]?.stringValue else { throw fail("post_processor without a \"type\"") }
         switch type {

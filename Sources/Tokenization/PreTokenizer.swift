@@ -1,3 +1,4 @@
+import LoomCore
 import Foundation
 
 /// A piece of text during pre-tokenization. `atStart` says whether it begins at offset 0 of the
@@ -14,7 +15,7 @@ enum SplitBehavior: String {
     case mergedWithNext = "MergedWithNext"
     case contiguous = "Contiguous"
 
-    init(json: JSONValue?, default fallback: SplitBehavior, file: String) throws {
+    init(json: JSON?, default fallback: SplitBehavior, file: String) throws {
         guard let name = json?.stringValue else {
             self = fallback
             return
@@ -100,7 +101,7 @@ indirect enum PreTokenizer {
     static let gpt2Regex = try! NSRegularExpression(pattern: gpt2Pattern, options: [])
     static let whitespaceRegex = try! NSRegularExpression(pattern: #"\w+|[^\w\s]+"#, options: [])
 
-    init(json: JSONValue, file: String) throws {
+    init(json: JSON, file: String) throws {
         guard let type = json["type"]?.stringValue else {
             throw TokenizerError(file: file, message: "pre_tokenizer without a \"type\"")
         }

@@ -1,3 +1,4 @@
+import LoomCore
 import Foundation
 
 /// A Hugging Face `tokenizer.json` tokenizer (BPE model: Metaspace/byte-fallback or byte-level),
@@ -86,12 +87,12 @@ public final class Tokenizer: @unchecked Sendable {
 
         let root: JSONObject
         do {
-            guard let object = try JSONParser.parse(tokenizerJSON).objectValue else {
+            guard let object = try JSON.parse(tokenizerJSON).objectValue else {
                 throw fail("not a JSON object")
             }
             root = object
-        } catch let e as JSONParseError {
-            throw fail("malformed JSON at byte \(e.offset): \(e.message)")
+        } catch let e as JSONSyntaxError {
+            throw fail("malformed JSON at byte \(e.offset): \(e.reason)")
         }
 
         // Model
@@ -104,7 +105,7 @@ public final class Tokenizer: @unchecked Sendable {
         self.model = model
 
         // Pipeline
-        func optionalPart<T>(_ key: String, _ make: (JSONValue) throws -> T) throws -> T? {
+        func optionalPart<T>(_ key: String, _ make: (JSON) throws -> T) throws -> T? {
             guard let v = root[key], !v.isNull else { return nil }
             return try make(v)
         }
@@ -170,23 +171,23 @@ public final class Tokenizer: @unchecked Sendable {
         let map: JSONObject?
         do {
             config = try configData.map { data -> JSONObject in
-                guard let o = try JSONParser.parse(data).objectValue else {
+                guard let o = try JSON.parse(data).objectValue else {
                     throw TokenizerError(file: names.config, message: "not a JSON object")
                 }
                 return o
             }
-        } catch let e as JSONParseError {
-            throw TokenizerError(file: names.config, message: "malformed JSON at byte \(e.offset): \(e.message)")
+        } catch let e as JSONSyntaxError {
+            throw TokenizerError(file: names.config, message: "malformed JSON at byte \(e.offset): \(e.reason)")
         }
         do {
             map = try mapData.map { data -> JSONObject in
-                guard let o = try JSONParser.parse(data).objectValue else {
+                guard let o = try JSON.parse(data).objectValue else {
                     throw TokenizerError(file: names.map, message: "not a JSON object")
                 }
                 return o
             }
-        } catch let e as JSONParseError {
-            throw TokenizerError(file: names.map, message: "malformed JSON at byte \(e.offset): \(e.message)")
+        } catch let e as JSONSyntaxError {
+            throw TokenizerError(file: names.map, message: "malformed JSON at byte \(e.offset): \(e.reason)")
         }
 
         func lookup(_ name: String) -> Int? {

@@ -1,3 +1,4 @@
+import LoomCore
 import Foundation
 
 /// A parsed template of the Jinja subset that chat templates use, rendered as Hugging Face's

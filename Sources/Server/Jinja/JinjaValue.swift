@@ -1,3 +1,4 @@
+import LoomCore
 import Foundation
 
 /// A value while rendering a template, with Python's semantics where templates rely on them

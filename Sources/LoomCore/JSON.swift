@@ -38,7 +38,7 @@ public enum JSON: Sendable, Hashable {
     public subscript(key: String) -> JSON? { objectValue?[key] }
 
     /// What a value is, in JSON words, for error messages.
-    var kindDescription: String {
+    public var kindDescription: String {
         switch self {
         case .null: "null"
         case .bool: "a boolean"
@@ -50,10 +50,14 @@ public enum JSON: Sendable, Hashable {
     }
 }
 
-/// A JSON object that keeps its keys in insertion order.
+/// A JSON object that keeps its keys in insertion order, byte for byte.
+///
+/// Keys compare by their UTF-8 bytes, not by Swift's canonical equivalence ("é" == "e\u{301}"), so a
+/// tokenizer vocabulary never merges two distinct entries. Lookups are linear: objects are small
+/// request bodies and configs; large ones (vocabularies) are read through `pairs`.
 public struct JSONObject: Sendable, Hashable, ExpressibleByDictionaryLiteral {
     public private(set) var keys: [String] = []
-    private var values: [String: JSON] = [:]
+    public private(set) var values: [JSON] = []
 
     public init() {}
 
@@ -61,18 +65,32 @@ public struct JSONObject: Sendable, Hashable, ExpressibleByDictionaryLiteral {
         for (k, v) in elements { self[k] = v }
     }
 
+    /// The last value stored under `key`.
     public subscript(key: String) -> JSON? {
-        get { values[key] }
+        get { index(of: key).map { values[$0] } }
         set {
             if let newValue {
-                if values.updateValue(newValue, forKey: key) == nil { keys.append(key) }
-            } else if values.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
+                if let i = index(of: key) { values[i] = newValue } else { append(key, newValue) }
+            } else if let i = index(of: key) {
+                keys.remove(at: i)
+                values.remove(at: i)
             }
         }
     }
 
-    public var pairs: [(key: String, value: JSON)] { keys.map { ($0, values[$0]!) } }
+    /// Adds a pair without looking for an existing key (the parser's path).
+    public mutating func append(_ key: String, _ value: JSON) {
+        keys.append(key)
+        values.append(value)
+    }
+
+    public func contains(_ key: String) -> Bool { index(of: key) != nil }
+
+    private func index(of key: String) -> Int? {
+        keys.lastIndex { $0.utf8.elementsEqual(key.utf8) }
+    }
+
+    public var pairs: [(key: String, value: JSON)] { zip(keys, values).map { ($0, $1) } }
     public var isEmpty: Bool { keys.isEmpty }
 }
 

@@ -1,5 +1,4 @@
 import Foundation
-import Hummingbird
 
 /// Compact JSON text as Python's `orjson` writes it: no spaces, UTF-8 (not `\u` escapes) for
 /// non-ASCII text, shortest round-trip floats, and `null` for NaN and infinities.
@@ -13,9 +12,7 @@ extension JSON {
 
     public var text: String { String(decoding: serialized(), as: UTF8.self) }
 
-    public var byteBuffer: ByteBuffer { ByteBuffer(bytes: serialized()) }
-
-    func write(into out: inout [UInt8]) {
+    public func write(into out: inout [UInt8]) {
         switch self {
         case .null: out.append(contentsOf: Array("null".utf8))
         case .bool(let b): out.append(contentsOf: Array((b ? "true" : "false").utf8))
@@ -41,7 +38,7 @@ extension JSON {
         }
     }
 
-    static func writeDouble(_ d: Double, into out: inout [UInt8]) {
+    public static func writeDouble(_ d: Double, into out: inout [UInt8]) {
         guard d.isFinite else {
             out.append(contentsOf: Array("null".utf8))
             return
@@ -50,7 +47,7 @@ extension JSON {
         out.append(contentsOf: Array(d.description.utf8))
     }
 
-    static func writeString(_ s: String, into out: inout [UInt8]) {
+    public static func writeString(_ s: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         for b in s.utf8 {
             switch b {

@@ -3,14 +3,15 @@ import Foundation
 // MARK: - Parsing
 
 /// Why a body is not JSON; `offset` is the byte where parsing stopped.
-struct JSONSyntaxError: Error, CustomStringConvertible {
-    var offset: Int
-    var reason: String
-    var description: String { "\(reason) at byte \(offset)" }
+public struct JSONSyntaxError: Error, CustomStringConvertible {
+    public var offset: Int
+    public var reason: String
+    public var description: String { "\(reason) at byte \(offset)" }
 }
 
 extension JSON {
-    /// Parses a complete JSON text (RFC 8259; duplicate keys keep the last value, as Python does).
+    /// Parses a complete JSON text (RFC 8259). Every key is kept, byte for byte and in order; a lookup
+    /// of a duplicated key finds the last value, as Python does.
     public static func parse(_ bytes: some Collection<UInt8>) throws -> JSON {
         var parser = JSONParser(bytes: Array(bytes))
         return try parser.parseDocument()
@@ -80,7 +81,7 @@ private struct JSONParser {
             guard i < bytes.count, bytes[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
             i += 1
             skipSpace()
-            object[key] = try parseValue()
+            object.append(key, try parseValue())
             skipSpace()
             guard i < bytes.count else { throw fail("unterminated object") }
             if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
