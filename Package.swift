@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "Engine", "LoRA", "Tokenization", "LoomCore", "ModelFormats", "CPUBackend",
+                "LoomTestSupport", "Server", "Engine", "LoRA", "Tokenization", "LoomCore", "ModelFormats", "CPUBackend",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

@@ -3,30 +3,8 @@ import Testing
 
 /// `loom generate` as a user runs it: the built binary, its JSON lines.
 @Suite struct GenerateCLITests {
-    /// The `loom` binary next to this test bundle in the build folder.
-    static let loom: URL = {
-        var dir = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("loom")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-            dir.deleteLastPathComponent()
-        }
-        return packageRoot.appendingPathComponent(".build/debug/loom")
-    }()
-
     func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = Self.loom
-        process.arguments = arguments
-        process.currentDirectoryURL = packageRoot
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+        try runProcess(try #require(loomBinary, "the loom binary is not built"), arguments)
     }
 
     @Test func continuesTheStoryAsTransformersDoes() throws {

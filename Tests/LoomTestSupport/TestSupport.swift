@@ -65,3 +65,61 @@ public func writeSafetensors(_ url: URL, _ tensors: [(String, String, [Int], [UI
     out.append(contentsOf: data)
     try out.write(to: url)
 }
+
+// MARK: - Processes
+
+/// The `loom` executable of this build (next to the test bundle, else `.build/debug/loom`), nil
+/// when it is not built.
+public let loomBinary: URL? = {
+    var dir = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("loom")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        dir.deleteLastPathComponent()
+    }
+    let fallback = packageRoot.appendingPathComponent(".build/debug/loom")
+    return FileManager.default.isExecutableFile(atPath: fallback.path) ? fallback : nil
+}()
+
+/// Runs `executable arguments` in `directory` (the package root by default) to its end; both pipes
+/// are drained while it runs, so neither can fill up and block it.
+public func runProcess(_ executable: URL, _ arguments: [String], in directory: URL = packageRoot) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    process.currentDirectoryURL = directory
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let stderrRead = DispatchGroup()
+    var stderr = Data()
+    stderrRead.enter()
+    Thread {
+        stderr = err.fileHandleForReading.readDataToEndOfFile()
+        stderrRead.leave()
+    }.start()
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    stderrRead.wait()
+    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+}
+
+/// A loopback port nothing listens on right now.
+public func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard ok else { throw POSIXError(.EADDRNOTAVAIL) }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -77,16 +77,7 @@ struct LoomServeTests {
 
 /// Finds and runs the `loom` executable of this build.
 enum LoomBinary {
-    static let url: URL? = {
-        var dir = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("loom")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-            dir.deleteLastPathComponent()
-        }
-        let fallback = packageRoot.appendingPathComponent(".build/debug/loom")
-        return FileManager.default.isExecutableFile(atPath: fallback.path) ? fallback : nil
-    }()
+    static var url: URL? { loomBinary }
 
     /// Starts `loom` in the background, standard output and error into `log`.
     static func start(log: String, _ arguments: [String]) throws -> Process {
@@ -103,18 +94,7 @@ enum LoomBinary {
     }
 
     static func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = url!
-        p.arguments = arguments
-        p.currentDirectoryURL = packageRoot
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+        try runProcess(url!, arguments)
     }
 
     static func firstRun(_ path: String) throws -> [String: Any] {
@@ -122,20 +102,7 @@ enum LoomBinary {
         return (document["runs"] as! [[String: Any]])[0]
     }
 
-    /// A port nothing listens on right now.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard ok else { throw POSIXError(.EADDRNOTAVAIL) }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
+    static func freePort() throws -> Int { try freeLoopbackPort() }
 
     /// Polls `GET /health` until it answers 200.
     static func waitForHealth(port: Int, process: Process, seconds: Double) throws {

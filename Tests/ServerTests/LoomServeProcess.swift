@@ -14,16 +14,7 @@ import Darwin
 /// the demo adapters), the real flags and the real signal handling.
 final class LoomServeProcess: @unchecked Sendable {
     /// The `loom` executable next to this test bundle in the build folder, nil when not built.
-    static let binary: URL? = {
-        var dir = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<4 {
-            let candidate = dir.appendingPathComponent("loom")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-            dir.deleteLastPathComponent()
-        }
-        let fallback = TestSupport.url(".build/debug/loom")
-        return FileManager.default.isExecutableFile(atPath: fallback.path) ? fallback : nil
-    }()
+    static var binary: URL? { loomBinary }
 
     /// The flags every test server gets: the bundled model with the two demo adapters.
     static let demoAdapters = [
@@ -119,20 +110,7 @@ final class LoomServeProcess: @unchecked Sendable {
         return (false, state)
     }
 
-    /// A port nothing listens on right now.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard ok else { throw TestHTTPError.connect(errno) }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
+    static func freePort() throws -> Int { try freeLoopbackPort() }
 }
 
 /// Runs the repository's Python scripts (they need `requests` and `openai`, which `.ci/run`
@@ -147,35 +125,12 @@ enum PythonScripts {
 
     /// `python3 <arguments>` in the package root; standard output and error.
     static func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3"] + arguments
-        p.currentDirectoryURL = TestSupport.root
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        // Read both pipes while the script runs, so neither fills up and blocks it.
-        let errData = LockedData()
-        let reader = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
-        reader.start()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        while !errData.isSet { Thread.sleep(forTimeInterval: 0.01) }
-        return (p.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: errData.value, as: UTF8.self))
+        try runProcess(URL(fileURLWithPath: "/usr/bin/env"), ["python3"] + arguments, in: TestSupport.root)
     }
 
     static func runAsync(_ arguments: [String]) async throws -> (status: Int32, stdout: String, stderr: String) {
         try await TestHTTP.onThread { try run(arguments) }
     }
-}
-
-private final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data: Data?
-    func set(_ d: Data) { lock.withLock { data = d } }
-    var isSet: Bool { lock.withLock { data != nil } }
-    var value: Data { lock.withLock { data ?? Data() } }
 }
 
 extension TestHTTP {

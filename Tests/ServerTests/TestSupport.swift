@@ -1,3 +1,4 @@
+@_exported import LoomTestSupport
 @_exported import LoomCore
 import Engine
 import Foundation
