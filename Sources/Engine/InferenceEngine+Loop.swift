@@ -126,12 +126,6 @@ extension InferenceEngine {
             if load.numWaiting > 0 { s.waitingByAdapter[name, default: 0] += load.numWaiting }
         }
         s.slotOccupants = lora?.slotOccupants ?? []
-        if let registry = lora?.registry {
-            for ref in registry.adapters {
-                let n = registry.inFlightCount(ref.uid)
-                if n > 0 { s.inFlightByAdapter[ref.name] = n }
-            }
-        }
         s.steps = scheduler.numSteps
         return s
     }

@@ -204,5 +204,16 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
         }
     }
 
-    public var stats: EngineStats { condition.withLock { snapshot } }
+    /// The last step's counters, plus the registry's in-flight counts read now (the registry is
+    /// thread-safe, so the decode loop need not walk every registered adapter each step).
+    public var stats: EngineStats {
+        var s = condition.withLock { snapshot }
+        if let registry = lora?.registry {
+            for ref in registry.adapters {
+                let n = registry.inFlightCount(ref.uid)
+                if n > 0 { s.inFlightByAdapter[ref.name] = n }
+            }
+        }
+        return s
+    }
 }
