@@ -165,11 +165,22 @@ extension CUDABackend {
         bf16(x, "loraShrink"); bf16(a, "loraShrink"); i32(plan.permutation, "loraShrink")
         precondition(a.shape[2] == k && out.shape.rowCount == slotWidth && (out.dtype == .f32 || out.dtype == .bf16),
                      "loraShrink: x \(x.shape), A \(a.shape), out \(out.dtype) \(out.shape)")
-        if n == 0 || plan.numSegments == 0 { return }
+        let capacity = plan.segmentCapacity
+        if n == 0 || capacity == 0 { return }
+        let common: [KernelArgument] = [.pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer),
+                                        .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer)]
+        if out.dtype == .bf16 && k % 8 == 0 && (x.devicePointer | a.devicePointer) % 16 == 0 {
+            let large = plan.maxSegmentLength > 16
+            let rowsPerBlock = large ? 64 : 16, columnsPerBlock = large ? 32 : 16
+            launch(large ? "loom_lora_shrink_mma_large" : "loom_lora_shrink_mma_small",
+                   grid: (capacity, (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock, (slotWidth + columnsPerBlock - 1) / columnsPerBlock),
+                   block: large ? 128 : 256,
+                   [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer)] + common + [.int(k), .int(maxRank), .int(stack)])
+            return
+        }
         launch("loom_lora_shrink", grid: (n, stack, 1), block: 128,
-               [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
-                .pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer), .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer),
-                .int(plan.numSegments), .int(k), .int(maxRank), .int(stack)])
+               [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0)]
+               + common + [.int(capacity), .int(k), .int(maxRank), .int(stack)])
     }
 
     public func loraExpand(_ shrunk: DeviceTensor, b: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, scalings: DeviceTensor, outOffsets: [Int]) {
@@ -178,12 +189,24 @@ extension CUDABackend {
         precondition((1...4).contains(stack) && outOffsets.first == 0 && outOffsets.last == totalOut && out.shape.rowCount == totalOut
                      && shrunk.shape.rowCount == stack * maxRank, "loraExpand: shrunk \(shrunk.shape), B \(b.shape), out \(out.shape)")
         precondition((shrunk.dtype == .f32 || shrunk.dtype == .bf16) && (scalings.dtype == .f32 || scalings.dtype == .bf16))
-        if n == 0 || plan.numSegments == 0 { return }
+        let capacity = plan.segmentCapacity
+        if n == 0 || capacity == 0 { return }
         let o = outOffsets + [totalOut, totalOut, totalOut]
+        let common: [KernelArgument] = [.pointer(scalings.devicePointer), .int(scalings.dtype == .f32 ? 1 : 0),
+                                        .pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer),
+                                        .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer)]
+        if shrunk.dtype == .bf16 && maxRank % 2 == 0 && outOffsets.allSatisfy({ $0 % 8 == 0 }) && out.devicePointer % 4 == 0 {
+            let large = plan.maxSegmentLength > 16
+            let rowsPerBlock = large ? 64 : 16, columnsPerBlock = 128
+            launch(large ? "loom_lora_expand_mma_large" : "loom_lora_expand_mma_small",
+                   grid: (capacity, (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock, (totalOut + columnsPerBlock - 1) / columnsPerBlock),
+                   block: 128,
+                   [.pointer(shrunk.devicePointer), .pointer(b.devicePointer), .pointer(out.devicePointer)] + common
+                   + [.int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3])])
+            return
+        }
         launch("loom_lora_expand", grid: (n, (totalOut + 127) / 128, 1), block: 128,
-               [.pointer(shrunk.devicePointer), .int(shrunk.dtype == .f32 ? 1 : 0), .pointer(b.devicePointer), .pointer(out.devicePointer),
-                .pointer(scalings.devicePointer), .int(scalings.dtype == .f32 ? 1 : 0),
-                .pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer), .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer),
-                .int(plan.numSegments), .int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3])])
+               [.pointer(shrunk.devicePointer), .int(shrunk.dtype == .f32 ? 1 : 0), .pointer(b.devicePointer), .pointer(out.devicePointer)]
+               + common + [.int(capacity), .int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3])])
     }
 }

@@ -30,4 +30,27 @@ public struct BatchPlan: Equatable, Sendable {
     }
 
     public var segmentCount: Int { segmentSlots.count }
+
+    /// A bound on the segment count of any plan of `rows` rows over `slots` slots: every segment
+    /// but the last of a slot is full, so `csgmv` has at most `rows / chunkSize + slots` of them.
+    public static func segmentCapacity(rows: Int, slots: Int, kind: LoRABackendKind, chunkSize: Int) -> Int {
+        switch kind {
+        case .sgmv: min(rows, slots)
+        case .csgmv: min(rows, (rows + chunkSize - 1) / chunkSize + slots)
+        }
+    }
+
+    /// A bound on the length of any segment of a plan of `rows` rows.
+    public static func maxSegmentLength(rows: Int, kind: LoRABackendKind, chunkSize: Int) -> Int {
+        kind == .sgmv ? rows : min(rows, chunkSize)
+    }
+
+    /// `segmentStarts` extended with empty segments (starts equal to the row count) to `capacity + 1`
+    /// entries, and `segmentSlots` with slot 0 to `capacity`.
+    public func padded(toCapacity capacity: Int) -> (starts: [Int32], slots: [Int32]) {
+        precondition(capacity >= segmentCount, "\(segmentCount) segments exceed the capacity \(capacity)")
+        let rows = Int32(permutation.count)
+        return (segmentStarts + Array(repeating: rows, count: capacity - segmentCount),
+                segmentSlots + Array(repeating: 0, count: capacity - segmentCount))
+    }
 }

@@ -203,18 +203,23 @@ public final class LoRAManager {
         var slotRanks = [Int32](repeating: 0, count: options.maxLorasPerBatch)
         for (uid, slot) in slots { slotRanks[slot] = Int32(refs[uid]?.maxRank ?? 0) }
         let plan = BatchPlan(rowSlots: rowAdapters.map { slots[$0?.uid ?? 0]! }, kind: options.backend, chunkSize: options.maxChunkSize)
+        let n = rowAdapters.count
+        let capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: options.backend, chunkSize: options.maxChunkSize)
+        let padded = plan.padded(toCapacity: capacity)
         let plans = ranks.map { rb -> LoRAKernelPlan in
             rb.backend.copy(plan.permutation, to: rb.permutation)
-            rb.backend.copy(plan.segmentStarts, to: rb.segmentStarts)
-            rb.backend.copy(plan.segmentSlots, to: rb.segmentSlots)
+            rb.backend.copy(padded.starts, to: rb.segmentStarts)
+            rb.backend.copy(padded.slots, to: rb.segmentSlots)
             rb.backend.copy(slotRanks, to: rb.slotRanks)
             return LoRAKernelPlan(
-                permutation: rb.permutation.rows(rowAdapters.count),
-                segmentStarts: rb.segmentStarts.rows(plan.segmentCount + 1),
-                segmentSlots: rb.segmentSlots.rows(plan.segmentCount),
+                permutation: rb.permutation.rows(n),
+                segmentStarts: rb.segmentStarts.rows(capacity + 1),
+                segmentSlots: rb.segmentSlots.rows(capacity),
                 slotRanks: rb.slotRanks,
                 numSegments: plan.segmentCount,
-                maxRank: Int(slotRanks.max() ?? 0))
+                maxRank: Int(slotRanks.max() ?? 0),
+                segmentCapacity: capacity,
+                maxSegmentLength: BatchPlan.maxSegmentLength(rows: n, kind: options.backend, chunkSize: options.maxChunkSize))
         }
         return StepApplier(manager: self, plans: plans, rows: rowAdapters.count)
     }

@@ -41,14 +41,25 @@ public struct LoRAKernelPlan {
     public var numSegments: Int
     /// The largest rank among the slots of this batch's segments.
     public var maxRank: Int
+    /// A bound on `numSegments` that depends only on the row count, the plan kind and the slot
+    /// count, so a captured CUDA graph sized by it replays with any mix of adapters:
+    /// `segmentStarts` holds `segmentCapacity + 1` entries, those past `numSegments` equal to the
+    /// row count (empty segments).
+    public var segmentCapacity: Int
+    /// A bound on any segment's length, fixed like `segmentCapacity` (rows for `sgmv`, the chunk
+    /// size for `csgmv`).
+    public var maxSegmentLength: Int
 
-    public init(permutation: DeviceTensor, segmentStarts: DeviceTensor, segmentSlots: DeviceTensor, slotRanks: DeviceTensor, numSegments: Int, maxRank: Int) {
+    public init(permutation: DeviceTensor, segmentStarts: DeviceTensor, segmentSlots: DeviceTensor, slotRanks: DeviceTensor,
+                numSegments: Int, maxRank: Int, segmentCapacity: Int? = nil, maxSegmentLength: Int? = nil) {
         self.permutation = permutation
         self.segmentStarts = segmentStarts
         self.segmentSlots = segmentSlots
         self.slotRanks = slotRanks
         self.numSegments = numSegments
         self.maxRank = maxRank
+        self.segmentCapacity = segmentCapacity ?? numSegments
+        self.maxSegmentLength = maxSegmentLength ?? permutation.shape[0]
     }
 }
 

@@ -74,6 +74,37 @@ import Testing
         let plan = BatchPlan(rowSlots: [], kind: .csgmv, chunkSize: 16)
         #expect(plan.segmentCount == 0 && plan.segmentStarts == [0])
     }
+
+    /// A graph captured for a row count replays with any adapter mix: the capacity and the longest
+    /// segment bound every plan of that many rows, the worst mixes included.
+    @Test(arguments: [LoRABackendKind.sgmv, .csgmv])
+    func capacityBoundsEveryPlan(kind: LoRABackendKind) {
+        var state: UInt64 = 7
+        func next(_ n: Int) -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int((state >> 33) % UInt64(n))
+        }
+        for rows in [1, 2, 15, 16, 17, 31, 33, 256] {
+            for slots in [1, 3, 8] {
+                for chunk in [1, 4, 16] {
+                    let capacity = BatchPlan.segmentCapacity(rows: rows, slots: slots, kind: kind, chunkSize: chunk)
+                    let longest = BatchPlan.maxSegmentLength(rows: rows, kind: kind, chunkSize: chunk)
+                    // Random mixes, and each slot holding chunk + 1 rows (one row past a chunk: the most segments).
+                    var mixes = (0..<20).map { _ in (0..<rows).map { _ in next(slots) } }
+                    mixes.append((0..<rows).map { ($0 / (chunk + 1)) % slots })
+                    for rowSlots in mixes {
+                        let plan = BatchPlan(rowSlots: rowSlots, kind: kind, chunkSize: chunk)
+                        #expect(plan.segmentCount <= capacity, "rows \(rows) slots \(slots) chunk \(chunk)")
+                        let lengths = zip(plan.segmentStarts.dropFirst(), plan.segmentStarts).map { Int($0 - $1) }
+                        #expect(lengths.allSatisfy { $0 <= longest })
+                        let padded = plan.padded(toCapacity: capacity)
+                        #expect(padded.starts.count == capacity + 1 && padded.slots.count == capacity)
+                        #expect(padded.starts.dropFirst(plan.segmentCount).allSatisfy { $0 == Int32(rows) })
+                    }
+                }
+            }
+        }
+    }
 }
 
 @Suite struct LoRAPathSpecTests {

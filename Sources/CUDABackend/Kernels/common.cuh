@@ -70,3 +70,17 @@ __device__ __forceinline__ int segment_of(const int* starts, int numSegments, in
 __device__ __forceinline__ float load_any(const void* p, u64 i, int isF32) {
     return isF32 ? ((const float*)p)[i] : bf16_to_f32(((const bf16*)p)[i]);
 }
+
+// d += a · b on tensor cores: one m16n8k16 bf16 MMA with fp32 accumulation (sm_80+). Fragments as
+// in the PTX ISA: lane = 4·g + t; a0 = (row g, k 2t..2t+1), a1 = (row g+8, same k), a2 = (row g,
+// k 2t+8..2t+9), a3 = (row g+8, k 2t+8..); b0 = (k 2t..2t+1, col g), b1 = (k 2t+8.., col g);
+// d0, d1 = (row g, cols 2t, 2t+1), d2, d3 = (row g+8, cols 2t, 2t+1).
+__device__ __forceinline__ void mma_bf16_16816(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
+    return (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
+}

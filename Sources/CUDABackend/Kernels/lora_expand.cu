@@ -1,11 +1,116 @@
-// lora_expand: out[permutation[p]][c] += scaling[s*stack + m] * B[s][c] . shrunk[p][m*R ..< m*R + r] for plan
-// position p of a segment with slot s of rank r > 0, where module m owns column c (o_m <= c < o_{m+1}, o_0 = 0).
-// A straightforward version (the fast segmented kernels are issue 6): one thread per output column.
-// Launch: grid (n plan positions, ceil(totalOut / 128)), block (128). Arguments: shrunk [n, stack*R] (f32 or bf16),
-// B [slots, totalOut, R] bf16, out [n, totalOut] bf16, scalings [slots * stack] (f32 or bf16), permutation [n], segmentStarts,
-// segmentSlots, slotRanks (i32), numSegments, totalOut, R, stack, module offsets o1, o2, o3.
+// LoRA expand: out[permutation[p]][c] += scaling[s*stack + m] * B[s][c] . shrunk[p][m*R ..< m*R + r] for
+// plan position p of a segment with slot s of rank r > 0, where module m owns column c
+// (o_m <= c < o_{m+1}, o_0 = 0). Entries of shrunk at j >= r are never read. Segments past the plan's
+// count are empty, so a launch sized by the plan's capacity replays with any mix of adapters.
+// Shapes: shrunk [n, stack*R] in plan order, B [slots, totalOut, R] bf16, out [rows, totalOut] bf16,
+// scalings [slots * stack] (f32 or bf16), permutation [n], segmentStarts [capacity + 1],
+// segmentSlots [capacity], slotRanks [slots] (i32).
 #include "common.cuh"
 
+// Two consecutive bf16 of `row` at j, j+1 as one word, zero where j or j+1 >= rank.
+__device__ __forceinline__ u32 load_pair(const bf16* row, int j, int rank) {
+    if (row == nullptr || j >= rank) return 0u;
+    const u32 v = *(const u32*)(row + j);
+    return j + 1 < rank ? v : (v & 0xffffu);
+}
+
+// The tensor-core kernel. A block covers rows 16·MT·blockIdx.y ..< +16·MT of segment blockIdx.x; each
+// of its W warps owns 8·NT output columns starting at (blockIdx.z·W + warp)·8·NT, every 8-column tile
+// inside one module (module offsets are multiples of 8). K = the slot's rank, in steps of 16.
+// Needs R even, bf16 shrunk, totalOut and every offset multiples of 8.
+template <int MT, int NT, int W>
+__device__ __forceinline__ void expand_mma(const bf16* __restrict__ shrunk, const bf16* __restrict__ b, bf16* out,
+                                           const void* scalings, int scalingsIsF32, const int* permutation,
+                                           const int* starts, const int* segmentSlots, const int* slotRanks,
+                                           int totalOut, int R, int stack, int o1, int o2, int o3) {
+    const int g = blockIdx.x;
+    const int end = starts[g + 1];
+    const int p0 = starts[g] + blockIdx.y * 16 * MT;
+    if (p0 >= end) return;
+    const int slot = segmentSlots[g], rank = slotRanks[slot];
+    if (rank == 0) return;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
+    const int cw = (blockIdx.z * W + warp) * 8 * NT;
+    if (cw >= totalOut) return;
+    const int width = stack * R;
+
+    const bf16* yr[MT][2];
+    int rows[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int p = p0 + mt * 16 + h * 8 + gq;
+            yr[mt][h] = p < end ? shrunk + (u64)p * width : nullptr;
+            rows[mt][h] = p < end ? permutation[p] : -1;
+        }
+    int module[NT];
+    const bf16* br[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        const int c = cw + nt * 8;
+        module[nt] = (stack > 1 && c >= o1) + (stack > 2 && c >= o2) + (stack > 3 && c >= o3);
+        br[nt] = c + gq < totalOut ? b + ((u64)slot * totalOut + c + gq) * R : nullptr;
+    }
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+
+    for (int kb = 0; kb < rank; kb += 16) {
+        const int k0 = kb + 2 * t, k1 = k0 + 8;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const u32 b0 = load_pair(br[nt], k0, rank), b1 = load_pair(br[nt], k1, rank);
+            const int yo = module[nt] * R;
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const bf16* ya = yr[mt][0] ? yr[mt][0] + yo : nullptr;
+                const bf16* yb = yr[mt][1] ? yr[mt][1] + yo : nullptr;
+                mma_bf16_16816(acc[mt][nt], load_pair(ya, k0, rank), load_pair(yb, k0, rank),
+                               load_pair(ya, k1, rank), load_pair(yb, k1, rank), b0, b1);
+            }
+        }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        const int col = cw + nt * 8 + 2 * t;
+        if (col >= totalOut) continue;
+        const float scaling = load_any(scalings, (u64)slot * stack + module[nt], scalingsIsF32);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = rows[mt][h];
+                if (row < 0) continue;
+                u32* o = (u32*)(out + (u64)row * totalOut + col);
+                const u32 v = *o;
+                const float lo = bf16_to_f32((bf16)(v & 0xffffu)) + scaling * acc[mt][nt][2 * h];
+                const float hi = bf16_to_f32((bf16)(v >> 16)) + scaling * acc[mt][nt][2 * h + 1];
+                *o = pack_bf16x2(lo, hi);
+            }
+    }
+}
+
+// Few rows per segment: 16 rows per block, 4 warps × 32 columns.
+extern "C" __global__ void __launch_bounds__(128) loom_lora_expand_mma_small(
+    const bf16* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
+    const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3) {
+    expand_mma<1, 4, 4>(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3);
+}
+
+// Long segments: 64 rows per block, 4 warps × 32 columns.
+extern "C" __global__ void __launch_bounds__(128) loom_lora_expand_mma_large(
+    const bf16* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
+    const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3) {
+    expand_mma<4, 4, 4>(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3);
+}
+
+// The general kernel (any shape, f32 or bf16 shrunk): one thread per output column.
+// Launch: grid (n plan positions, ceil(totalOut / 128)), block 128.
 extern "C" __global__ void loom_lora_expand(const void* shrunk, int shrunkIsF32, const bf16* b, bf16* out,
                                             const void* scalings, int scalingsIsF32, const int* permutation,
                                             const int* segmentStarts, const int* segmentSlots, const int* slotRanks,

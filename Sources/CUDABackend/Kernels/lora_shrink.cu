@@ -1,12 +1,114 @@
-// lora_shrink: for plan position p of a segment with slot s of rank r > 0 and stacked module m,
-//   out[p][m*R + j] = A[s][m*R + j] . x[permutation[p]] for j < r (fp32 accumulation); rank-0 positions
-//   are left untouched.
-// A straightforward version (the fast segmented kernels are issue 6): one warp per output j, lanes over K.
-// Launch: grid (n plan positions, stack), block (128). Arguments: x [n, K] bf16, A [slots, stack*R, K] bf16,
-// out [n, stack*R] in plan order (f32 if outIsF32 else bf16), permutation [n], segmentStarts [segs + 1], segmentSlots [segs],
-// slotRanks [slots] i32, numSegments, K, R (max rank), stack.
+// LoRA shrink: for plan position p in a segment whose slot s has rank r > 0, and stacked module m,
+//   out[p][m*R + j] = A[s][m*R + j] . x[permutation[p]]   for j < r (fp32 accumulation);
+// other entries are left untouched (lora_expand reads only j < r). Segments past the plan's count
+// are empty (their start is the row count), so a launch sized by the plan's capacity replays in a
+// CUDA graph with any mix of adapters.
+// Shapes: x [rows, K] bf16, A [slots, stack*R, K] bf16, out [n, stack*R] in plan order,
+// permutation [n], segmentStarts [capacity + 1], segmentSlots [capacity], slotRanks [slots] (i32).
 #include "common.cuh"
 
+// The tensor-core kernel. A block computes rows 16·MT·blockIdx.y ..< +16·MT of segment blockIdx.x
+// against columns 8·NT·blockIdx.z ..< +8·NT of the slot's stack·R rows of A; its W warps split K in
+// 32-element blocks and add their partial tiles in shared memory. Each lane loads 8 consecutive
+// elements (16 bytes) of a row per block and feeds them to two MMAs as their k = 2t.., 2t+8..
+// pairs: the same permutation of k for both operands, which a dot product does not see.
+// Needs K % 8 == 0 and 16-byte aligned rows; out bf16.
+template <int MT, int NT, int W>
+__device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, bf16* __restrict__ out,
+                                           const int* permutation, const int* starts, const int* segmentSlots,
+                                           const int* slotRanks, int K, int R, int stack) {
+    __shared__ float partial[W][16 * MT][8 * NT];
+    const int g = blockIdx.x;
+    const int end = starts[g + 1];
+    const int p0 = starts[g] + blockIdx.y * 16 * MT;
+    if (p0 >= end) return;
+    const int slot = segmentSlots[g], rank = slotRanks[slot];
+    if (rank == 0) return;
+    const int width = stack * R, c0 = blockIdx.z * 8 * NT;
+    bool any = false;
+    for (int c = c0; c < c0 + 8 * NT && c < width; ++c) any |= (c % R) < rank;
+    if (!any) return;
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
+    const bf16* xr[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int p = p0 + mt * 16 + h * 8 + gq;
+            xr[mt][h] = p < end ? x + (u64)permutation[p] * K : nullptr;
+        }
+    const bf16* ar[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        const int c = c0 + nt * 8 + gq;
+        ar[nt] = c < width ? a + ((u64)slot * width + c) * K : nullptr;
+    }
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    for (int kb = warp * 32; kb < K; kb += W * 32) {
+        const int k = kb + t * 8;
+        const bool inside = k < K;
+        uint4 xv[MT][2], av[NT];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) xv[mt][h] = inside && xr[mt][h] ? *(const uint4*)(xr[mt][h] + k) : zero;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) av[nt] = inside && ar[nt] ? *(const uint4*)(ar[nt] + k) : zero;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                mma_bf16_16816(acc[mt][nt], xv[mt][0].x, xv[mt][1].x, xv[mt][0].y, xv[mt][1].y, av[nt].x, av[nt].y);
+                mma_bf16_16816(acc[mt][nt], xv[mt][0].z, xv[mt][1].z, xv[mt][0].w, xv[mt][1].w, av[nt].z, av[nt].w);
+            }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const int r = mt * 16 + gq, col = nt * 8 + 2 * t;
+            partial[warp][r][col] = acc[mt][nt][0];
+            partial[warp][r][col + 1] = acc[mt][nt][1];
+            partial[warp][r + 8][col] = acc[mt][nt][2];
+            partial[warp][r + 8][col + 1] = acc[mt][nt][3];
+        }
+    __syncthreads();
+    for (int i = threadIdx.x; i < 16 * MT * 8 * NT; i += W * 32) {
+        const int r = i / (8 * NT), col = i % (8 * NT);
+        const int p = p0 + r, c = c0 + col;
+        if (p >= end || c >= width || (c % R) >= rank) continue;
+        float s = 0.f;
+#pragma unroll
+        for (int w = 0; w < W; ++w) s += partial[w][r][col];
+        out[(u64)p * width + c] = f32_to_bf16(s);
+    }
+}
+
+// Few rows per segment (decode, csgmv chunks): 16 rows × 16 columns per block, 8 warps along K.
+extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_mma_small(
+    const bf16* x, const bf16* a, bf16* out, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack) {
+    shrink_mma<1, 2, 8>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack);
+}
+
+// Long segments (prefill, sgmv): 64 rows × 32 columns per block, 4 warps along K.
+extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
+    const bf16* x, const bf16* a, bf16* out, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack) {
+    shrink_mma<4, 4, 4>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack);
+}
+
+// The general kernel for any K and an f32 or bf16 out: one block per plan position and module, one
+// warp per output j, lanes along K. Launch: grid (n, stack), block 128.
 extern "C" __global__ void loom_lora_shrink(const bf16* x, const bf16* a, void* out, int outIsF32, const int* permutation,
                                             const int* segmentStarts, const int* segmentSlots, const int* slotRanks,
                                             int numSegments, int K, int R, int stack) {
@@ -27,4 +129,3 @@ extern "C" __global__ void loom_lora_shrink(const bf16* x, const bf16* a, void* 
         }
     }
 }
-
