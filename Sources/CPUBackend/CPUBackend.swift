@@ -204,5 +204,23 @@ public final class CPUBackend: ComputeBackend {
         }
     }
 
+    public func allocateHost(byteCount: Int) throws -> HostBuffer {
+        let pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        return HostBuffer(pointer: pointer, byteCount: byteCount) { $0.deallocate() }
+    }
+
+    /// A plain copy: the CPU backend has no copy engine to overlap.
+    public func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, rows: Int, rowBytes: Int) {
+        let elementBytes = destination.dtype.byteCount, destinationPitch = destination.shape.rowCount * elementBytes
+        precondition(rowBytes <= destinationPitch && rows <= destination.shape[0] && offset + (rows - 1) * pitch + rowBytes <= source.byteCount,
+                     "uploadAsync: \(rows) rows of \(rowBytes) B into \(destination.shape)")
+        let base = destination.raw
+        for r in 0..<rows {
+            (base + r * destinationPitch).copyMemory(from: source.pointer + offset + r * pitch, byteCount: rowBytes)
+        }
+    }
+
+    public func fenceUploads() {}
+
     public func synchronize() {}
 }

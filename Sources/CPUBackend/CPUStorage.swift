@@ -28,3 +28,10 @@ extension DeviceTensor {
         return (storage as! CPUStorage).pointer.assumingMemoryBound(to: Int32.self) + offset
     }
 }
+
+extension DeviceTensor {
+    /// The address of the tensor's first element, any dtype.
+    var raw: UnsafeMutableRawPointer {
+        (storage as! CPUStorage).pointer + offset * dtype.byteCount
+    }
+}

@@ -18,6 +18,12 @@ public final class CUDABackend: ComputeBackend {
     let nvrtc: NVRTC
     let blas: CuBLASLt
     let stream: OpaquePointer?
+    /// Adapter uploads (`uploadAsync`) run here, ordered against `stream` by events.
+    let copyStream: OpaquePointer?
+    /// Whether uploads were queued since the last `fenceUploads`, and the host buffers they read
+    /// (kept alive until a `synchronize` proves the copies done).
+    var uploadsQueued = false
+    var uploadSources: [HostBuffer] = []
     let kernels: KernelLibrary
     let blasWorkspace: CUDAStorage
     /// The device's primary context, made current on the calling thread by every entry point, so
@@ -90,6 +96,9 @@ public final class CUDABackend: ComputeBackend {
         var s: OpaquePointer?
         try driver.check(driver.cuStreamCreate(&s, CUAttribute.streamNonBlocking), "cuStreamCreate")
         stream = s
+        var c: OpaquePointer?
+        try driver.check(driver.cuStreamCreate(&c, CUAttribute.streamNonBlocking), "cuStreamCreate(copy)")
+        copyStream = c
         nvrtc = try NVRTC()
         blas = try CuBLASLt()
         kernels = try KernelLibrary(driver: driver, nvrtc: nvrtc, major: computeCapability.major, minor: computeCapability.minor)
@@ -232,5 +241,6 @@ public final class CUDABackend: ComputeBackend {
     public func synchronize() {
         activate()
         must(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
+        if !uploadsQueued { uploadSources.removeAll() }
     }
 }

@@ -30,6 +30,10 @@ final class Driver: @unchecked Sendable {
     let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Int32
+    let cuEventDestroy: @convention(c) (Handle) -> Int32
+    let cuStreamWaitEvent: @convention(c) (Handle, Handle, UInt32) -> Int32
+    let cuMemHostAlloc: @convention(c) (UnsafeMutablePointer<UnsafeMutableRawPointer?>, Int, UInt32) -> Int32
+    let cuMemFreeHost: @convention(c) (UnsafeMutableRawPointer) -> Int32
     let cuEventRecord: @convention(c) (Handle, Handle) -> Int32
     let cuEventSynchronize: @convention(c) (Handle) -> Int32
     let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle, Handle) -> Int32
@@ -69,6 +73,10 @@ final class Driver: @unchecked Sendable {
         cuFuncSetAttribute = try lib.function("cuFuncSetAttribute")
         cuLaunchKernel = try lib.function("cuLaunchKernel")
         cuEventCreate = try lib.function("cuEventCreate")
+        cuEventDestroy = try lib.function(anyOf: ["cuEventDestroy_v2", "cuEventDestroy"])
+        cuStreamWaitEvent = try lib.function("cuStreamWaitEvent")
+        cuMemHostAlloc = try lib.function("cuMemHostAlloc")
+        cuMemFreeHost = try lib.function("cuMemFreeHost")
         cuEventRecord = try lib.function("cuEventRecord")
         cuEventSynchronize = try lib.function("cuEventSynchronize")
         cuEventElapsedTime = try lib.function(anyOf: ["cuEventElapsedTime_v2", "cuEventElapsedTime"])
@@ -110,4 +118,5 @@ enum CUAttribute {
     static let streamNonBlocking: UInt32 = 1
     static let captureModeRelaxed: Int32 = 2
     static let eventDefault: UInt32 = 0
+    static let eventDisableTiming: UInt32 = 2
 }

@@ -117,6 +117,33 @@ public protocol ComputeBackend: AnyObject {
     /// `B` `[slots, totalOut, R]`, `scalings` `[slots, stack]` f32.
     func loraExpand(_ shrunk: DeviceTensor, b: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, scalings: DeviceTensor, outOffsets: [Int])
 
+    /// Host memory that `uploadAsync` copies from: page-locked on a device, so the copy engine reads
+    /// it while kernels run; plain memory on the CPU.
+    func allocateHost(byteCount: Int) throws -> HostBuffer
+    /// Copies `rows` rows of `rowBytes` bytes, the first at byte `offset` of `source` and each `pitch`
+    /// bytes after the last, into the rows of `destination` (raw bytes of its dtype; rows
+    /// `destination.shape.rowCount` elements apart). On a device the copy runs on a copy stream,
+    /// after the kernels queued so far (which may still read the old contents), and the kernels
+    /// queued after the next `fenceUploads()` wait for it; nothing waits on the host.
+    func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, rows: Int, rowBytes: Int)
+    /// Makes the kernels queued from now on wait for the uploads queued so far.
+    func fenceUploads()
+
     /// Waits for all queued work.
     func synchronize()
+}
+
+/// Host memory owned by a backend (`ComputeBackend.allocateHost`), freed with the last reference.
+public final class HostBuffer: @unchecked Sendable {
+    public let pointer: UnsafeMutableRawPointer
+    public let byteCount: Int
+    private let release: (UnsafeMutableRawPointer) -> Void
+
+    public init(pointer: UnsafeMutableRawPointer, byteCount: Int, release: @escaping (UnsafeMutableRawPointer) -> Void) {
+        self.pointer = pointer
+        self.byteCount = byteCount
+        self.release = release
+    }
+
+    deinit { release(pointer) }
 }
