@@ -61,6 +61,9 @@ struct GPUCheck: ParsableCommand {
                 if (result["pass"] as? Bool) == false { allPassed = false }
                 results.append(result)
                 FileHandle.standardError.write(Data("model \(dir): \(result["summary"] ?? result["error"] ?? "")\n".utf8))
+                for lora in result["lora"] as? [[String: Any]] ?? [] {
+                    FileHandle.standardError.write(Data("lora \(dir): \(lora["summary"] ?? "")\n".utf8))
+                }
             }
             report["models"] = results
         }
@@ -72,9 +75,12 @@ struct GPUCheck: ParsableCommand {
 }
 
 /// One model against its reference: top-5 logprobs at the prefill position (and at each decode
-/// step while the greedy tokens agree, where the reference records them) and greedy agreement.
+/// step while the greedy tokens agree, where the reference records them) and greedy agreement;
+/// with adapters (DIR/adapters and adapter cases), the mixed-adapter check of `LoRAModelCheck` too.
 enum ModelCheck {
     struct Case {
+        /// The adapter the reference ran under; nil: the base model.
+        var adapter: String?
         var promptIds: [Int]
         var lastLogits: [Float]
         var greedyIds: [Int]
@@ -92,11 +98,10 @@ enum ModelCheck {
         func floats(_ v: Any?) -> [Float] { (v as? [Any] ?? []).map { ($0 as! NSNumber).floatValue } }
         var result: [Case] = []
         for c in cases {
-            if let adapter = c["adapter"], !(adapter is NSNull) { continue }
             let steps = (c["step_top5_ids"] as? [Any] ?? []).enumerated().map { (i, ids) in
                 (ints(ids), floats((c["step_top5_logprobs"] as? [Any])?[i]))
             }
-            result.append(Case(promptIds: ints(c["prompt_ids"]), lastLogits: floats(c["last_logits"] ?? c["last_position_logits"]),
+            result.append(Case(adapter: c["adapter"] as? String, promptIds: ints(c["prompt_ids"]), lastLogits: floats(c["last_logits"] ?? c["last_position_logits"]),
                                greedyIds: ints(c["greedy_ids"] ?? c["greedy_new_ids"]), stepTop5: steps))
         }
         return ((path as NSString).lastPathComponent, result)
@@ -112,10 +117,46 @@ enum ModelCheck {
         Array(x.indices.sorted { x[$0] > x[$1] || (x[$0] == x[$1] && $0 < $1) }.prefix(5))
     }
 
-    static func run(directory: String, backend: CUDABackend) -> [String: Any] {
+    /// One case's output against its reference.
+    struct Comparison {
+        /// Largest |Δ logprob| over the reference's top-5 tokens at the prefill position.
+        var prefill: Float = 0
+        /// The same over the decode steps the reference records, while the greedy tokens agree.
+        var decode: Float = 0
+        var decodeSteps = 0
+        var tokensMatched = 0
+        /// Leading tokens equal to the reference's greedy tokens.
+        var prefix = 0
+        var tokens = 0
+        var isExact: Bool { prefix == tokens }
+
+        /// `stepLogits[s]`: the logits after `s` generated tokens (0: the prefill position).
+        init(_ c: Case, stepLogits: [[Float]], output: [Int]) {
+            let ours0 = logSoftmax(stepLogits[0])
+            if !c.lastLogits.isEmpty {
+                let ref0 = logSoftmax(c.lastLogits)
+                for id in top5(ref0) { prefill = max(prefill, abs(ours0[id] - ref0[id])) }
+            } else if let (ids, lps) = c.stepTop5.first {
+                for (id, lp) in zip(ids, lps) { prefill = max(prefill, abs(ours0[id] - lp)) }
+            }
+            prefix = zip(output, c.greedyIds).prefix { $0 == $1 }.count
+            tokensMatched = zip(output, c.greedyIds).filter { $0 == $1 }.count
+            tokens = c.greedyIds.count
+            // Step s's logits follow s generated tokens; compare while the histories agree.
+            for (s, (ids, lps)) in c.stepTop5.enumerated() where s >= 1 && s <= prefix && s < stepLogits.count {
+                let ours = logSoftmax(stepLogits[s])
+                for (id, lp) in zip(ids, lps) { decode = max(decode, abs(ours[id] - lp)) }
+                decodeSteps += 1
+            }
+        }
+    }
+
+    /// The check on any backend: `loom gpu-check` passes the GPU; a CPU run checks the checker.
+    static func run(directory: String, backend: ComputeBackend) -> [String: Any] {
         var out: [String: Any] = ["model": directory]
         do {
-            let (file, cases) = try loadCases(directory)
+            let (file, allCases) = try loadCases(directory)
+            let cases = allCases.filter { $0.adapter == nil }
             out["reference"] = file
             let model = try LlamaModel(directory: directory, backend: backend, maxTokens: 1024, maxSequences: 32,
                                        maxBlocksPerSequence: 64)
@@ -133,8 +174,8 @@ enum ModelCheck {
                 let output = try generator.generate([GenerationRequest(promptIds: c.promptIds, maxNewTokens: c.greedyIds.count)],
                                                     onLogits: { _, _, logits in stepLogits.append(logits) })[0]
                 let ours0 = logSoftmax(stepLogits[0]), ref0 = logSoftmax(c.lastLogits)
-                var d: Float = 0
-                for id in top5(ref0) { d = max(d, abs(ours0[id] - ref0[id])) }
+                let comparison = Comparison(c, stepLogits: stepLogits, output: output)
+                let d = comparison.prefill
                 if d > prefillDiff { prefillDiff = d; worst = ["case": i, "prefill_top5_max_abs": d] }
                 var cpuLogits: [Float] = []
                 _ = try cpuGenerator.generate([GenerationRequest(promptIds: c.promptIds, maxNewTokens: 1)],
@@ -145,19 +186,14 @@ enum ModelCheck {
                 gpuVsCPU = max(gpuVsCPU, dg)
                 referenceVsCPU = max(referenceVsCPU, dr)
                 perCase.append(["prompt_tokens": c.promptIds.count, "gpu_vs_reference": d, "gpu_vs_cpu_f32": dg, "reference_vs_cpu_f32": dr])
-                let prefix = zip(output, c.greedyIds).prefix { $0 == $1 }.count
-                prefixTotal += prefix
-                tokensMatched += zip(output, c.greedyIds).filter { $0 == $1 }.count
-                tokensTotal += c.greedyIds.count
-                if prefix == c.greedyIds.count { exactCases += 1 }
-                // Decode steps: step s's logits follow s generated tokens; compare while the histories agree.
-                for (s, (ids, lps)) in c.stepTop5.enumerated() where s >= 1 && s <= prefix && s < stepLogits.count {
-                    let ours = logSoftmax(stepLogits[s])
-                    for (id, lp) in zip(ids, lps) { decodeDiff = max(decodeDiff, abs(ours[id] - lp)) }
-                    decodeCompared += 1
-                }
+                prefixTotal += comparison.prefix
+                tokensMatched += comparison.tokensMatched
+                tokensTotal += comparison.tokens
+                if comparison.isExact { exactCases += 1 }
+                decodeDiff = max(decodeDiff, comparison.decode)
+                decodeCompared += comparison.decodeSteps
             }
-            let pass = prefillDiff <= 0.1 && (decodeCompared == 0 || decodeDiff <= 0.1)
+            var pass = prefillDiff <= 0.1 && (decodeCompared == 0 || decodeDiff <= 0.1)
             out["cases"] = cases.count
             out["prefill_top5_logprob_max_abs_diff"] = prefillDiff
             out["decode_top5_logprob_max_abs_diff"] = decodeCompared > 0 ? decodeDiff : NSNull()
@@ -170,10 +206,18 @@ enum ModelCheck {
             out["prefill_top5_reference_vs_cpu_f32"] = referenceVsCPU
             out["per_case"] = perCase
             out["tolerance"] = 0.1
+            var summary = String(format: "prefill top-5 Δ %.4f (gpu–cpu %.4f, ref–cpu %.4f), decode Δ %@, greedy %d/%d tokens, %d/%d cases exact", prefillDiff, gpuVsCPU, referenceVsCPU,
+                                 decodeCompared > 0 ? String(format: "%.4f over %d steps", decodeDiff, decodeCompared) : "n/a",
+                                 tokensMatched, tokensTotal, exactCases, cases.count)
+            let adapterDir = (directory as NSString).appendingPathComponent("adapters")
+            if allCases.contains(where: { $0.adapter != nil }) && FileManager.default.fileExists(atPath: adapterDir) {
+                let lora = LoRAModelCheck.run(directory: directory, cases: allCases, backend: backend)
+                out["lora"] = lora
+                pass = pass && !lora.isEmpty && lora.allSatisfy { ($0["pass"] as? Bool) == true }
+                summary += " | " + lora.map { "\($0["summary"] ?? $0["error"] ?? "")" }.joined(separator: " | ")
+            }
             out["pass"] = pass
-            out["summary"] = String(format: "prefill top-5 Δ %.4f (gpu–cpu %.4f, ref–cpu %.4f), decode Δ %@, greedy %d/%d tokens, %d/%d cases exact", prefillDiff, gpuVsCPU, referenceVsCPU,
-                                    decodeCompared > 0 ? String(format: "%.4f over %d steps", decodeDiff, decodeCompared) : "n/a",
-                                    tokensMatched, tokensTotal, exactCases, cases.count)
+            out["summary"] = summary
         } catch {
             out["error"] = "\(error)"
             out["pass"] = false

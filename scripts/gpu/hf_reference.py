@@ -4,7 +4,10 @@
 For each fixture model (and a random-weight Llama-3.1-8B-shaped model cut to 2 layers), writes
 OUT/<name>/ with links to the model files and a reference.json holding, per base case: prompt_ids,
 last_logits (bf16 model, fp32 copy), greedy_ids (32 tokens, KV cache) and, per step (0 = the prompt's
-last position), the top-5 token ids and their logprobs. Run on the device:
+last position), the top-5 token ids and their logprobs. For the fixture's adapter cases, the same
+fields from PEFT on the bf16 base (one PeftModel holding every adapter, the case's adapter active;
+PEFT's default autocast keeps adapter weights in fp32), with "adapter": name, and OUT/<name>/adapters
+links to the fixture's adapter folders. Run on the device:
 
     python3 scripts/gpu/hf_reference.py --out /tmp/hfref
 """
@@ -62,6 +65,32 @@ def fixture_cases(model_dir: Path):
     return []
 
 
+def adapter_cases(model_dir: Path, fixtures: Path):
+    """The fixture's adapters folder and its (adapter, prompt_ids) cases; stories260k keeps them
+    apart from its weights, under models/stories260k."""
+    for d in (model_dir, fixtures / "models" / model_dir.name):
+        if (d / "adapters").is_dir() and (d / "reference.json").exists():
+            cases = json.loads((d / "reference.json").read_text())["cases"]
+            return d / "adapters", [(c["adapter"], c["prompt_ids"]) for c in cases if c.get("adapter") is not None]
+    return None, []
+
+
+@torch.no_grad()
+def peft_cases(model, adapters: Path, cases):
+    """Wraps `model` (changed in place) with every adapter under `adapters` and runs each case
+    with its adapter active."""
+    from peft import PeftModel
+    names = sorted(d.name for d in adapters.iterdir() if (d / "adapter_config.json").exists())
+    peft = PeftModel.from_pretrained(model, str(adapters / names[0]), adapter_name=names[0]).eval()
+    for name in names[1:]:
+        peft.load_adapter(str(adapters / name), adapter_name=name)
+    out = []
+    for name, prompt in cases:
+        peft.set_adapter(name)
+        out.append({"adapter": name, **greedy(peft, prompt, N_NEW)})
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/hfref")
@@ -79,8 +108,16 @@ def main():
         cases = [greedy(model, p, N_NEW) for p in prompts]
         name = d.name + "-bf16"
         link_model(d, out / name)
-        (out / name / "reference.json").write_text(json.dumps({"model": name, "description": "transformers bf16 on the GPU", "cases": cases}))
-        print(f"{name}: {len(cases)} cases", flush=True)
+        adapters, with_adapter = adapter_cases(d, fixtures)
+        description = "transformers bf16 on the GPU"
+        if with_adapter:
+            link = out / name / "adapters"
+            if not os.path.lexists(link):
+                os.symlink(adapters.resolve(), link)
+            cases += peft_cases(model, adapters, with_adapter)
+            description += "; adapter cases: PEFT on the bf16 base (default autocast: adapter weights in fp32)"
+        (out / name / "reference.json").write_text(json.dumps({"model": name, "description": description, "cases": cases}))
+        print(f"{name}: {len(cases)} cases ({len(with_adapter)} with adapters)", flush=True)
         del model
     if not args.skip_8b:
         torch.manual_seed(0)
