@@ -53,6 +53,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
             for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
 
     const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll 4
     for (int kb = warp * 32; kb < K; kb += W * 32) {
         const int k = kb + t * 8;
         const bool inside = k < K;
