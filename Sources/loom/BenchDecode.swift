@@ -8,7 +8,7 @@ import Models
 
 /// `loom bench …`: device benchmarks.
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks on the GPU.", subcommands: [BenchDecode.self, BenchServe.self, MakeAdapters.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks on the GPU.", subcommands: [BenchDecode.self, BenchLoRAKernels.self, BenchServe.self, MakeAdapters.self])
 }
 
 /// `loom bench decode`: offline decode throughput on the GPU, each figure beside its floor
