@@ -25,6 +25,23 @@ enum RandomModel {
         return try load()
     }
 
+    /// The files a tokenizer folder may hold (`Tokenizer` and `ChatTemplate` read the first three).
+    static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "added_tokens.json"]
+
+    /// Copies the tokenizer files of `source` into the random model folder `directory`: the engine
+    /// reads its tokenizer from the model folder, as from a checkpoint.
+    static func addTokenizer(from source: String, to directory: String) throws {
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: (source as NSString).appendingPathComponent("tokenizer.json")) else {
+            throw LoomError.invalidArgument("no tokenizer.json in \(source)")
+        }
+        for file in tokenizerFiles {
+            let from = (source as NSString).appendingPathComponent(file), to = (directory as NSString).appendingPathComponent(file)
+            try? fm.removeItem(atPath: to)
+            if fm.fileExists(atPath: from) { try fm.copyItem(atPath: from, toPath: to) }
+        }
+    }
+
     /// Writes `config.json` and a sparse F32 `model.safetensors` (no data blocks) of a named shape
     /// under the temporary folder.
     static func write(_ name: String) throws -> String {
