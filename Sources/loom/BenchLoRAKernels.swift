@@ -84,7 +84,7 @@ struct BenchLoRAKernels: ParsableCommand {
         let maxTokens = cases.map(\.tokens).max()!
         let layer = try LoRAKernelLayer(gpu: gpu, config: shape, maxTokens: maxTokens)
 
-        // Per rank: 8 adapters on disk and in host memory (the CPU check); per backend and rank: a
+        // Per adapter rank: 8 adapters on disk and in host memory (the CPU check); per backend and rank: a
         // pool. Pools live to the end, as captured graphs point at their buffers.
         var files: [Int: SyntheticAdapters] = [:]
         var hostAdapters: [Int: [PEFTAdapter]] = [:]
@@ -163,7 +163,12 @@ struct BenchLoRAKernels: ParsableCommand {
         return row
     }
 
-    static let tableHeader = "phase    rank tokens adapters backend   base_us  lora_us  ratio   floor_us floor_ratio  goal   meets   SGLang csgmv/triton µs (ratio)"
+    static let tableHeader: String = {
+        func right(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
+        return ["phase   ", right("rank", 4), right("tokens", 6), right("adapters", 8), "backend", right("base_us", 8), right("lora_us", 8),
+                right("ratio", 6), right("floor_us", 9), right("floor_ratio", 11), right("goal", 5), "meets", "SGLang csgmv / triton µs (ratio)"]
+            .joined(separator: " ")
+    }()
 
     /// One line of the human table.
     static func tableLine(_ row: [String: Any]) -> String {

@@ -76,7 +76,11 @@ import Testing
                                           baseMicroseconds: 50, loraMicroseconds: 5, adapterBytes: 0, bandwidth: 4e12, check: nil)
         #expect(custom["goal_ratio"] is NSNull && custom["meets_goal"] is NSNull && custom["sglang_csgmv_us"] is NSNull)
         #expect(JSONSerialization.isValidJSONObject(custom) && JSONSerialization.isValidJSONObject(row))
-        #expect(BenchLoRAKernels.tableLine(row).contains("88 / 72"))
+        let line = BenchLoRAKernels.tableLine(row), header = BenchLoRAKernels.tableHeader
+        #expect(line.contains("88 / 72 (0.72 / 0.59)"))
+        // Columns line up: "meets" heads the yes / NO column.
+        #expect(line.distance(from: line.startIndex, to: line.range(of: "yes")!.lowerBound)
+            == header.distance(from: header.startIndex, to: header.range(of: "meets")!.lowerBound), "\(header)\n\(line)")
     }
 
     @Test func allBackendsMeansCSGMVAndSGMV() throws {
