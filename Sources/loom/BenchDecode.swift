@@ -2,16 +2,19 @@ import ArgumentParser
 import CUDABackend
 import Foundation
 import LoomCore
+import LoRA
 import ModelFormats
 import Models
 
 /// `loom bench …`: device benchmarks.
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmarks on the GPU.", subcommands: [BenchDecode.self, BenchServe.self, MakeAdapters.self])
+    static let configuration = CommandConfiguration(abstract: "Benchmarks on the GPU.", subcommands: [BenchDecode.self, BenchLoRAKernels.self, BenchServe.self, MakeAdapters.self])
 }
 
 /// `loom bench decode`: offline decode throughput on the GPU, each figure beside its floor
 /// (bytes read per step over the HBM bandwidth measured at start with a device-to-device copy).
+/// With `--adapters N`, sequence s runs adapter s mod N (synthetic, rank `--rank`, all seven
+/// projections), and the floor adds the bytes of the step's distinct adapters.
 struct BenchDecode: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "decode", abstract: "Decode throughput on the GPU against the memory-bandwidth floor.")
 
@@ -39,6 +42,18 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "Tensor-parallel ranks: GPUs 0 ..< N joined by NCCL.")
     var tpSize = 1
 
+    @Option(help: "Synthetic adapters (all seven projections); sequence s uses adapter s mod N. 0: no LoRA.")
+    var adapters = 0
+
+    @Option(help: "Rank of the synthetic adapters.")
+    var rank = 16
+
+    @Option(help: "LoRA kernels: csgmv (chunked segments), sgmv, or triton (an alias of sgmv).")
+    var loraBackend = "csgmv"
+
+    @Option(help: "Most tokens per segment with --lora-backend csgmv.")
+    var maxLoraChunkSize = 16
+
     @Flag(help: "Time each projection of layer 0 alone (cuBLASLt) at every batch size.")
     var profile = false
 
@@ -55,6 +70,13 @@ struct BenchDecode: ParsableCommand {
         }
         if promptLen < 1 || newTokens < 2 { throw ValidationError("--prompt-len ≥ 1 and --new-tokens ≥ 2") }
         if tpSize < 1 { throw ValidationError("--tp-size must be at least 1") }
+        if adapters < 0 { throw ValidationError("--adapters must be at least 0") }
+        if rank < 1 { throw ValidationError("--rank must be at least 1") }
+        do {
+            _ = try DecodeLoRA.options(adapters: max(adapters, 1), rank: rank, backend: loraBackend, chunkSize: maxLoraChunkSize)
+        } catch let e as LoomError {
+            throw ValidationError(e.description)
+        }
     }
 
     func run() throws {
@@ -66,34 +88,34 @@ struct BenchDecode: ParsableCommand {
         let ncclVersion = (communicators.first as? NCCLCommunicator)?.ncclVersion
         let bandwidth = try gpu.measureCopyBandwidth()
         benchLog(String(format: "%@: copy bandwidth %.0f GB/s (read + write)", gpu.deviceName, bandwidth / 1e9))
-        let directory: String
-        let modelName: String
-        if let shape = randomWeights {
-            directory = try RandomModel.write(shape)
-            for g in gpus { g.randomWeightSeed = 42 }
-            modelName = shape
-        } else {
-            directory = modelPath!
-            modelName = (modelPath! as NSString).lastPathComponent
-        }
+        let directory = try randomWeights.map(RandomModel.write) ?? modelPath!
+        let modelName = randomWeights ?? (directory as NSString).lastPathComponent
         let maxBatch = batches.max()!
         let blockSize = 16
         let blocksPerSequence = (promptLen + newTokens + blockSize - 1) / blockSize
         let loadStart = Date()
-        let model = try LlamaModel(directory: directory, backends: gpus, communicators: communicators,
-                                   maxTokens: max(maxBatch, min(maxBatch * promptLen, 8192)),
-                                   maxSequences: maxBatch, maxBlocksPerSequence: blocksPerSequence, blockSize: blockSize)
-        for g in gpus {
-            g.randomWeightSeed = nil
-            g.synchronize()
+        let load = {
+            try LlamaModel(directory: directory, backends: gpus, communicators: communicators,
+                           maxTokens: max(maxBatch, min(maxBatch * promptLen, 8192)),
+                           maxSequences: maxBatch, maxBlocksPerSequence: blocksPerSequence, blockSize: blockSize)
         }
+        let model = try randomWeights == nil ? load() : RandomModel.loading(on: gpus, load)
         benchLog(String(format: "loaded %@ in %.1f s (tp %d%@)", modelName, Date().timeIntervalSince(loadStart), tpSize,
                         ncclVersion.map { ", NCCL \($0)" } ?? ""))
+        var lora: DecodeLoRA?
+        if adapters > 0 {
+            let loraStart = Date()
+            lora = try DecodeLoRA.make(model: model, modelName: modelName, gpus: gpus, communicators: communicators, adapters: adapters,
+                                       rank: rank, backend: loraBackend, chunkSize: maxLoraChunkSize)
+            benchLog(String(format: "%d adapters of rank %d (%.1f MB each per step) resident in %.1f s", adapters, rank,
+                            Double(lora!.bytesPerAdapter) / 1e6, Date().timeIntervalSince(loraStart)))
+        }
+        defer { lora?.removeFiles() }
         var rows: [[String: Any]] = []
         for b in batches {
             for graphs in eagerOnly ? [false] : eagerToo ? [true, false] : [true] {
                 var row = try DecodeRun(model: model, gpus: gpus, batch: b, promptLength: promptLen, newTokens: newTokens,
-                                        blockSize: blockSize, useGraphs: graphs, bandwidth: bandwidth).run()
+                                        blockSize: blockSize, useGraphs: graphs, bandwidth: bandwidth, lora: lora).run()
                 row["model"] = modelName
                 row["tp_size"] = tpSize
                 rows.append(row)
@@ -151,6 +173,8 @@ struct DecodeRun {
     let blockSize: Int
     let useGraphs: Bool
     let bandwidth: Double
+    /// The adapters, or nil for a run without LoRA.
+    let lora: DecodeLoRA?
 
     func run() throws -> [String: Any] {
         let c = model.config
@@ -173,7 +197,8 @@ struct DecodeRun {
                 s += 1
             }
             precondition(s > s0, "a prompt of \(promptLength) tokens exceeds the \(model.maxTokens)-token step")
-            let logits = model.forward(step, cache: cache)
+            let applier = try lora?.prepare(sequences: s0..<s, rowsPerSequence: promptLength)
+            let logits = model.forward(step, cache: cache, lora: applier)
             gpu.argmax(logits, out: ids.rows(s - s0))
             let got = gpu.downloadInts(ids.rows(s - s0))
             for i in s0..<s { next[i] = got[i - s0] }
@@ -183,6 +208,7 @@ struct DecodeRun {
 
         // Decode: step t feeds token t (t = 0 from the prefill) at position promptLength + t.
         let weightBytes = Double(Self.weightBytesReadPerStep(model))
+        let adapterBytes = Double(lora?.bytesPerStep(batch: batch) ?? 0)
         // Per rank: ranks read their shards in parallel, so the floor is one rank's bytes over one GPU's bandwidth.
         let kvBytesPerToken = Double(KVCache.bytesPerToken(model.ranks[0].local, dtype: .bf16))
         var timed = 0
@@ -197,11 +223,15 @@ struct DecodeRun {
                 step.append(tokens: [next[s]], startPosition: promptLength + t, blockTable: tables[s], blockSize: blockSize)
                 outputs[s].append(next[s])
             }
+            // The plan goes into the manager's persistent buffers before the graph body: a replay
+            // skips the body's launches, and a capture may not contain host copies.
+            let applier = try lora?.prepare(sequences: 0..<batch, rowsPerSequence: 1)
             let body = {
-                let logits = model.forward(step, cache: cache)
+                let logits = model.forward(step, cache: cache, lora: applier)
                 gpu.argmax(logits, out: ids)
             }
-            let key = "decode-\(batch)"
+            // Runs with and without adapters launch different kernels: they never share a graph.
+            let key = "decode-\(batch)-adapters-\(lora?.refs.count ?? 0)"
             let ms = gpu.timeMilliseconds {
                 // Step 0 runs eagerly, so new GEMM shapes are tuned before the graph captures them.
                 if useGraphs && t > 0 {
@@ -209,7 +239,7 @@ struct DecodeRun {
                         gpu.withGraph(key: key, body)
                     } else {
                         // One graph per rank, captured and replayed on the rank's own thread (NCCL calls included).
-                        let logits = model.forward(step, cache: cache, around: { r, rankStep in gpus[r].withGraph(key: key, rankStep) })
+                        let logits = model.forward(step, cache: cache, lora: applier, around: { r, rankStep in gpus[r].withGraph(key: key, rankStep) })
                         gpu.argmax(logits, out: ids)
                     }
                 } else {
@@ -221,7 +251,7 @@ struct DecodeRun {
             if t >= 2 {
                 timed += 1
                 let context = Double(promptLength + t + 1)
-                floorSeconds += (weightBytes + Double(batch) * context * kvBytesPerToken) / bandwidth
+                floorSeconds += (weightBytes + adapterBytes + Double(batch) * context * kvBytesPerToken) / bandwidth
             }
         }
         let decodeSeconds = seconds(since: start)
@@ -232,8 +262,9 @@ struct DecodeRun {
             for s in 0..<batch {
                 step.append(tokens: [next[s]], startPosition: promptLength + newTokens - 1, blockTable: tables[s], blockSize: blockSize)
             }
+            let applier = try lora?.prepare(sequences: 0..<batch, rowsPerSequence: 1)
             gpu.setProfiling(true)
-            let logits = model.forward(step, cache: cache)
+            let logits = model.forward(step, cache: cache, lora: applier)
             gpu.argmax(logits, out: ids)
             gpu.synchronize()
             for (name, t) in gpu.profiler!.report() {
@@ -245,14 +276,21 @@ struct DecodeRun {
         let floor = Double(batch * timed) / floorSeconds
         // The first sequence's tokens, to spot a model that produces garbage (e.g. one repeated id).
         let distinct = Set(outputs[0]).count
-        return [
+        var row: [String: Any] = [
             "batch": batch, "context": promptLength + newTokens, "prompt_len": promptLength, "new_tokens": newTokens,
-            "adapters": 0, "rank": 0, "cuda_graphs": useGraphs, "tp_size": gpus.count,
+            "adapters": lora?.refs.count ?? 0, "rank": lora?.rank ?? 0, "cuda_graphs": useGraphs, "tp_size": gpus.count,
             "tokens_per_s": tokensPerSecond, "floor_tokens_per_s": floor, "fraction_of_floor": tokensPerSecond / floor,
             "ms_per_step": decodeSeconds * 1000 / Double(timed), "device_ms_per_step": deviceMilliseconds / Double(timed), "floor_ms_per_step": floorSeconds * 1000 / Double(timed),
             "timed_steps": timed, "prefill_tokens_per_s": Double(batch * promptLength) / prefillSeconds,
             "weight_bytes_per_step": weightBytes, "distinct_tokens_seq0": distinct, "eager_step_kernels": kernels,
+            "adapter_bytes_per_step": adapterBytes,
         ]
+        if let lora {
+            row["lora_backend"] = lora.backend
+            row["max_lora_chunk_size"] = lora.chunkSize
+            row["distinct_adapters_per_step"] = lora.distinctAdapters(batch: batch)
+        }
+        return row
     }
 
     func seconds(since start: DispatchTime) -> Double {
@@ -269,71 +307,3 @@ struct DecodeRun {
         return elements * 2
     }
 }
-
-/// Configs of named shapes, written with a sparse safetensors file whose tensors are never read:
-/// the backend fills them on the device (`CUDABackend.randomWeightSeed`).
-enum RandomModel {
-    /// The named shapes (`ModelConfig.namedShapes`).
-    static var shapeNames: [String] { ModelConfig.knownShapeNames }
-
-    /// Writes `config.json` and a sparse F32 `model.safetensors` (no data blocks) of a named shape
-    /// under the temporary folder.
-    static func write(_ name: String) throws -> String {
-        let c = try ModelConfig.named(name)
-        let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("loom-random-\(name)")
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var config: [String: Any] = [
-            "architectures": [c.architecture.rawValue], "vocab_size": c.vocabSize, "hidden_size": c.hiddenSize,
-            "intermediate_size": c.intermediateSize, "num_hidden_layers": c.numLayers, "num_attention_heads": c.numHeads,
-            "num_key_value_heads": c.numKVHeads, "head_dim": c.headDim, "rope_theta": c.ropeTheta, "rms_norm_eps": Double(c.rmsNormEps),
-            "tie_word_embeddings": c.tieWordEmbeddings, "max_position_embeddings": c.maxPositionEmbeddings,
-            "hidden_act": "silu", "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2,
-        ]
-        if let r = c.ropeScaling {
-            config["rope_scaling"] = ["rope_type": "llama3", "factor": r.factor, "low_freq_factor": r.lowFreqFactor,
-                                      "high_freq_factor": r.highFreqFactor, "original_max_position_embeddings": r.originalMaxPositionEmbeddings]
-        }
-        if c.hasQKVBias { config["attention_bias"] = true }
-        try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("config.json")))
-        let s = (vocab: c.vocabSize, hidden: c.hiddenSize, intermediate: c.intermediateSize, layers: c.numLayers, heads: c.numHeads,
-                 kvHeads: c.numKVHeads, headDim: c.headDim, tied: c.tieWordEmbeddings, qkvBias: c.hasQKVBias)
-
-        var tensors: [(String, [Int])] = [("model.embed_tokens.weight", [s.vocab, s.hidden])]
-        let q = s.heads * s.headDim, kv = s.kvHeads * s.headDim
-        for i in 0..<s.layers {
-            let p = "model.layers.\(i)."
-            tensors += [("\(p)input_layernorm.weight", [s.hidden]), ("\(p)post_attention_layernorm.weight", [s.hidden]),
-                        ("\(p)self_attn.q_proj.weight", [q, s.hidden]), ("\(p)self_attn.k_proj.weight", [kv, s.hidden]),
-                        ("\(p)self_attn.v_proj.weight", [kv, s.hidden]), ("\(p)self_attn.o_proj.weight", [s.hidden, q]),
-                        ("\(p)mlp.gate_proj.weight", [s.intermediate, s.hidden]), ("\(p)mlp.up_proj.weight", [s.intermediate, s.hidden]),
-                        ("\(p)mlp.down_proj.weight", [s.hidden, s.intermediate])]
-            if s.qkvBias {
-                tensors += [("\(p)self_attn.q_proj.bias", [q]), ("\(p)self_attn.k_proj.bias", [kv]), ("\(p)self_attn.v_proj.bias", [kv])]
-            }
-        }
-        tensors.append(("model.norm.weight", [s.hidden]))
-        if !s.tied { tensors.append(("lm_head.weight", [s.vocab, s.hidden])) }
-        var header: [String: Any] = [:]
-        var offset = 0
-        for (tensorName, shape) in tensors {
-            let bytes = shape.reduce(1, *) * 4
-            header[tensorName] = ["dtype": "F32", "shape": shape, "data_offsets": [offset, offset + bytes]]
-            offset += bytes
-        }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
-        while json.count % 8 != 0 { json.append(0x20) }
-        var file = Data()
-        withUnsafeBytes(of: UInt64(json.count).littleEndian) { file.append(contentsOf: $0) }
-        file.append(json)
-        let path = (dir as NSString).appendingPathComponent("model.safetensors")
-        try file.write(to: URL(fileURLWithPath: path))
-        guard truncate(path, off_t(file.count + offset)) == 0 else {
-            throw LoomError.invalidFile(path: path, reason: "cannot extend to \(file.count + offset) bytes")
-        }
-        return dir
-    }
-}
-
-#if canImport(Glibc)
-import Glibc
-#endif

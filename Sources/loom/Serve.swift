@@ -18,7 +18,10 @@ struct Serve: ParsableCommand {
     @Option(help: "A Hugging Face model folder (config.json, safetensors, tokenizer.json). Default: the bundled stories260K.")
     var modelPath: String?
 
-    @Option(help: "The tokenizer folder (default: the model folder).")
+    @Option(help: "Random bf16 weights of a named shape, made on the GPU (needs --device cuda; not with --model-path): \(RandomModel.shapeNames.joined(separator: ", ")). Served under the shape's name, with the bundled Mistral tokenizer unless --tokenizer-path is given.")
+    var randomWeights: String?
+
+    @Option(help: "The tokenizer folder (default: the model folder; with --random-weights, Fixtures/tokenizer-mistral-v1).")
     var tokenizerPath: String?
 
     @Flag(help: "Serve LoRA adapters (implied by --lora-paths).")
@@ -104,6 +107,13 @@ struct Serve: ParsableCommand {
             throw fail("--log-level must be one of debug, info, warning, error, critical; got \(logLevel).")
         }
         if let device, !["cpu", "cuda"].contains(device) { throw fail("--device must be cpu or cuda, got \(device).") }
+        if let shape = randomWeights {
+            guard modelPath == nil else { throw fail("--random-weights and --model-path are mutually exclusive: give one of them.") }
+            guard ModelConfig.namedShapes[shape.lowercased()] != nil else {
+                throw fail("--random-weights: unknown shape '\(shape)' (known: \(RandomModel.shapeNames.joined(separator: ", "))).")
+            }
+            guard device == "cuda" else { throw fail("--random-weights needs --device cuda: the random weights are made on the GPU.") }
+        }
         _ = try resolveDevice(device)
         if let name = servedModelName, name.contains(":") {
             throw fail("served_model_name cannot contain a colon (':') character. The colon is reserved for the 'model:adapter' syntax.")
@@ -152,7 +162,7 @@ struct Serve: ParsableCommand {
     var isLoRAEnabled: Bool { enableLora || !loraFlags.loraPaths.isEmpty }
 
     /// No model and no adapters named: the bundled stories260K with its demo adapters.
-    var servesDemo: Bool { modelPath == nil && loraFlags.loraPaths.isEmpty }
+    var servesDemo: Bool { modelPath == nil && randomWeights == nil && loraFlags.loraPaths.isEmpty }
 
     static let logLevels: [String: Logger.Level] = [
         "trace": .trace, "debug": .debug, "info": .info, "warning": .warning, "error": .error, "critical": .critical,
@@ -211,7 +221,7 @@ struct Serve: ParsableCommand {
         config.maxBodySize = maxRequestBodyBytes
         config.requestTimeout = requestTimeout
         config.loraAllowedDirs = loraAllowedDirs.isEmpty ? nil : loraAllowedDirs
-        config.servedModelName = servedModelName ?? Self.defaultServedName(engine: engine, modelPathFlag: modelPath)
+        config.servedModelName = servedModelName ?? Self.defaultServedName(engine: engine, modelPathFlag: modelPath ?? randomWeights)
         config.tokenizerPath = tokenizerPath
         config.maxLorasPerBatch = loraFlags.maxLorasPerBatch
         config.shutdownGracePeriod = shutdownGracePeriod
@@ -230,7 +240,8 @@ struct Serve: ParsableCommand {
 
     func engineSettings() throws -> EngineSettings {
         EngineSettings(
-            modelPath: try modelPath ?? BundledModel.directory(),
+            modelPath: try randomWeights.map { try randomModelFolder($0) } ?? modelPath ?? BundledModel.directory(),
+            randomWeights: randomWeights,
             device: try resolveDevice(device),
             lora: isLoRAEnabled || servesDemo ? try loraFlags.options() : nil,
             loraPaths: servesDemo ? try BundledModel.demoAdapters() : isLoRAEnabled ? try loraFlags.specs() : [],
@@ -239,11 +250,24 @@ struct Serve: ParsableCommand {
             maxTotalTokens: maxTotalTokens, memFractionStatic: memFractionStatic, randomSeed: randomSeed, tpSize: tpSize)
     }
 
+    /// The folder of a `--random-weights` shape: its config, a sparse weights file and the
+    /// tokenizer's files (the engine reads the tokenizer from the model folder).
+    func randomModelFolder(_ shape: String) throws -> String {
+        let dir = try RandomModel.write(shape)
+        var source = try tokenizerPath ?? BundledModel.mistralTokenizer()
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory), !isDirectory.boolValue {
+            source = (source as NSString).deletingLastPathComponent
+        }
+        try RandomModel.addTokenizer(from: source, to: dir)
+        return dir
+    }
+
     /// Every flag, snake_case, for `/get_server_info` (both API keys redacted).
     func serverArgs(_ s: EngineSettings) -> JSONObject {
         let l = loraFlags
         return [
-            "model_path": .string(s.modelPath), "tokenizer_path": .string(tokenizerPath ?? s.modelPath),
+            "model_path": .string(s.modelPath), "random_weights": JSON(randomWeights), "tokenizer_path": .string(tokenizerPath ?? s.modelPath),
             "served_model_name": JSON(servedModelName), "host": .string(host), "port": .int(port),
             "api_key": apiKey == nil ? .null : "<redacted>", "admin_api_key": adminApiKey == nil ? .null : "<redacted>",
             "max_request_body_bytes": .int(maxRequestBodyBytes), "request_timeout": JSON(requestTimeout),
@@ -277,6 +301,8 @@ enum Device: String, Sendable {
 /// SGLang's memory and batching flags (nil: the engine's defaults).
 struct EngineSettings: Sendable {
     var modelPath: String
+    /// The named shape of a `--random-weights` folder: its weights are made on the GPU.
+    var randomWeights: String?
     var device: Device
     var lora: LoRAOptions?
     /// Adapters to load at start (`--lora-paths`), pinned ones included.
@@ -321,28 +347,36 @@ func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any Infere
     o.contextLength = settings.contextLength
     let backends: [ComputeBackend]
     let communicators: [Communicator?]
+    var gpus: [CUDABackend] = []
     switch settings.device {
     case .cpu:
         backends = (0..<settings.tpSize).map { _ in CPUBackend() }
         communicators = settings.tpSize == 1 ? [nil] : CPUCommunicator.group(size: settings.tpSize)
     case .cuda:
         // One GPU per rank (devices 0 ..< tp), joined by NCCL; rank r runs on its own thread.
-        let gpus = try (0..<settings.tpSize).map { try CUDABackend(device: $0) }
+        gpus = try (0..<settings.tpSize).map { try CUDABackend(device: $0) }
         backends = gpus
         communicators = settings.tpSize == 1 ? [nil] : try NCCLCommunicator.group(backends: gpus)
         o.memFractionStatic = settings.memFractionStatic ?? 0.85
     }
+    if settings.randomWeights != nil && gpus.isEmpty {
+        throw LoomError.invalidArgument("--random-weights needs --device cuda: the random weights are made on the GPU.")
+    }
     let start = Date()
-    let engine = try InferenceEngine(
-        modelPath: settings.modelPath, backends: backends, communicators: communicators, loraOptions: settings.lora,
-        loraPaths: settings.loraPaths, options: o, modelName: URL(fileURLWithPath: settings.modelPath).lastPathComponent,
-        progress: { loaded, total in
-            // About ten lines for a big model; nothing extra for a tiny one.
-            let step = max(1, total / 10)
-            if total >= 8 && (loaded % step == 0 || loaded == total) {
-                logger.info("loading weights", metadata: ["layers": .string("\(loaded)/\(total)")])
-            }
-        })
+    let load = {
+        try InferenceEngine(
+            modelPath: settings.modelPath, backends: backends, communicators: communicators, loraOptions: settings.lora,
+            loraPaths: settings.loraPaths, options: o, modelName: settings.randomWeights ?? URL(fileURLWithPath: settings.modelPath).lastPathComponent,
+            progress: { loaded, total in
+                // About ten lines for a big model; nothing extra for a tiny one.
+                let step = max(1, total / 10)
+                if total >= 8 && (loaded % step == 0 || loaded == total) {
+                    logger.info("loading weights", metadata: ["layers": .string("\(loaded)/\(total)")])
+                }
+            })
+    }
+    // Random weights: every upload of the load is filled on its GPU instead (`CUDABackend.randomWeightSeed`).
+    let engine = try settings.randomWeights == nil ? load() : RandomModel.loading(on: gpus, load)
     logger.info("model loaded", metadata: [
         "seconds": .string(String(format: "%.1f", Date().timeIntervalSince(start))),
         "device": .string(settings.device.rawValue), "tp_size": .stringConvertible(settings.tpSize),

@@ -12,8 +12,10 @@
 #   Phases may be named after "device": hf (transformers bf16 references, scripts/gpu/hf_reference.py),
 #   check (loom gpu-check: ops vs CPU, models vs references), bench (loom bench decode, Llama-3.1-8B
 #   shape, batch 1 and 32), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 1 and 2
-#   through NCCL). Default: all but tp. Results land in $OUT: gpu-check.json,
-#   bench-decode-llama-3.1-8b.json, hf_reference.log, gpu-check.log, bench.log, nvidia-smi.txt.
+#   through NCCL), lora (loom bench lora-kernels, the issue's table for csgmv and sgmv, and bench
+#   decode with 8 rank-16 adapters at batch 1 and 32). Default: all but tp and lora. Results land in
+#   $OUT: gpu-check.json, bench-decode-llama-3.1-8b.json, hf_reference.log, gpu-check.log, bench.log,
+#   nvidia-smi.txt; with lora, bench-lora-kernels.json, bench-decode-llama-3.1-8b-lora8-r16.json, bench-lora.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-device}
@@ -99,6 +101,13 @@ PY
         timeout 300 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
             --profile --output "$OUT/bench-decode-llama-3.1-8b.json" > /dev/null 2> "$OUT/bench.log"
         echo "bench: exit $?"; tail -20 "$OUT/bench.log"
+        ;;
+    lora)
+        timeout 240 /tmp/loom bench lora-kernels --output "$OUT/bench-lora-kernels.json" > /dev/null 2> "$OUT/bench-lora.log"
+        echo "lora-kernels: exit $?"; tail -16 "$OUT/bench-lora.log"
+        timeout 300 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
+            --adapters 8 --rank 16 --output "$OUT/bench-decode-llama-3.1-8b-lora8-r16.json" > /dev/null 2>> "$OUT/bench-lora.log"
+        echo "bench decode --adapters 8: exit $?"; tail -4 "$OUT/bench-lora.log"
         ;;
     esac
 done
