@@ -169,13 +169,20 @@ extension CUDABackend {
         if n == 0 || capacity == 0 { return }
         let common: [KernelArgument] = [.pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer),
                                         .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer)]
-        if out.dtype == .bf16 && k % 8 == 0 && (x.devicePointer | a.devicePointer) % 16 == 0 {
+        if out.dtype == .f32 && k % 8 == 0 && (x.devicePointer | a.devicePointer) % 16 == 0 {
             let large = plan.maxSegmentLength > 16
-            let rowsPerBlock = large ? 64 : 16, columnsPerBlock = large ? 32 : 16
+            let rowsPerBlock = large ? 64 : 16, columnsPerBlock = large ? 32 : 16, warps = large ? 4 : 8
+            let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock
+            let columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
+            // Blocks with work: about one per row tile of the batch and column tile. Split K until
+            // there are two per multiprocessor, keeping at least two 32-element blocks per warp.
+            let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
+            let kSplit = max(1, min((2 * multiprocessorCount + working - 1) / working, k / (64 * warps)))
+            if kSplit > 1 { zero(out) }
             launch(large ? "loom_lora_shrink_mma_large" : "loom_lora_shrink_mma_small",
-                   grid: (capacity, (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock, (slotWidth + columnsPerBlock - 1) / columnsPerBlock),
-                   block: large ? 128 : 256,
-                   [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer)] + common + [.int(k), .int(maxRank), .int(stack)])
+                   grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
+                   [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer)] + common
+                   + [.int(k), .int(maxRank), .int(stack), .int(kSplit)])
             return
         }
         launch("loom_lora_shrink", grid: (n, stack, 1), block: 128,
@@ -195,7 +202,7 @@ extension CUDABackend {
         let common: [KernelArgument] = [.pointer(scalings.devicePointer), .int(scalings.dtype == .f32 ? 1 : 0),
                                         .pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer),
                                         .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer)]
-        if shrunk.dtype == .bf16 && maxRank % 2 == 0 && outOffsets.allSatisfy({ $0 % 8 == 0 }) && out.devicePointer % 4 == 0 {
+        if shrunk.dtype == .f32 && maxRank % 2 == 0 && outOffsets.allSatisfy({ $0 % 8 == 0 }) && out.devicePointer % 4 == 0 {
             let large = plan.maxSegmentLength > 16
             let rowsPerBlock = large ? 64 : 16, columnsPerBlock = 128
             launch(large ? "loom_lora_expand_mma_large" : "loom_lora_expand_mma_small",

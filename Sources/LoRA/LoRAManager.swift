@@ -86,7 +86,8 @@ public final class LoRAManager {
                 segmentStarts: try backend.allocate(Shape(maxTokens + 1), dtype: .i32),
                 segmentSlots: try backend.allocate(Shape(maxTokens), dtype: .i32),
                 slotRanks: try backend.allocate(Shape(slots), dtype: .i32),
-                shrunk: try backend.allocate(Shape(maxTokens * 3 * r), dtype: backend.activationDType))
+                // f32: the shrink kernels add K slices into it; expand rounds to bf16 as it reads.
+                shrunk: try backend.allocate(Shape(maxTokens * 3 * r), dtype: .f32))
         }
         for (spec, adapter) in loaded {
             try register(spec, adapter)

@@ -108,8 +108,9 @@ public protocol ComputeBackend: AnyObject {
 
     /// LoRA shrink: for each segment with slot `s` of rank `r > 0`, each stacked module `m` and plan
     /// position `p` of the segment: `out[p][m·R ..< m·R + r] = A[s][m·R ..< m·R + r] · x[permutation[p]]`,
-    /// `A` `[slots, stack·R, in]`, `out` `[n, stack·R]` in plan order. Rank-0 positions are left untouched
-    /// (and never read by expand).
+    /// `A` `[slots, stack·R, in]`, `out` `[n, stack·R]` in plan order (f32 on every backend: a device
+    /// adds slices of K into it). Other entries (j ≥ r, rank-0 positions) may be left or zeroed:
+    /// expand never reads them.
     func loraShrink(_ x: DeviceTensor, a: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int)
     /// LoRA expand: for each segment with slot `s` of rank `r > 0`, stacked module `m` with output
     /// columns `outOffsets[m] ..< outOffsets[m+1]` and plan position `p`:

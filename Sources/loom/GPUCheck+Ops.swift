@@ -214,7 +214,7 @@ struct OpChecks {
     /// `captureRowSlots`, the GPU ops are captured in a CUDA graph on that plan first and replayed on
     /// this one.
     mutating func loraCase(_ label: String, k: Int, moduleOutputs: [Int], maxRank: Int, slotRanks: [Int], rowSlots: [Int],
-                           kind: LoRABackendKind, chunk: Int = 16, shrunkDType: DType = .bf16, captureRowSlots: [Int]? = nil) -> [[String: Any]] {
+                           kind: LoRABackendKind, chunk: Int = 16, shrunkDType: DType = .f32, captureRowSlots: [Int]? = nil) -> [[String: Any]] {
         let n = rowSlots.count, stack = moduleOutputs.count, slots = slotRanks.count
         let outs = moduleOutputs.reduce(into: [0]) { $0.append($0.last! + $1) }, totalOut = outs.last!
         let capacity = BatchPlan.segmentCapacity(rows: n, slots: slots, kind: kind, chunkSize: chunk)
@@ -299,7 +299,7 @@ struct OpChecks {
             results += loraCase("prefill", k: 4096, moduleOutputs: qkv, maxRank: 64, slotRanks: [0, 64, 64, 64, 64], rowSlots: (0..<2048).map { 1 + $0 / 512 }, kind: kind)
             // Odd ranks and widths the tensor-core kernels do not take (the general kernels run).
             results += loraCase("odd", k: 172, moduleOutputs: [172, 36, 36], maxRank: 8, slotRanks: [0, 5, 8, 3], rowSlots: (0..<21).map { $0 % 4 }, kind: kind)
-            results += loraCase("odd-f32", k: 128, moduleOutputs: [128, 64], maxRank: 6, slotRanks: [0, 5, 6], rowSlots: (0..<9).map { $0 % 3 }, kind: kind, shrunkDType: .f32)
+            results += loraCase("odd-bf16", k: 128, moduleOutputs: [128, 64], maxRank: 6, slotRanks: [0, 5, 6], rowSlots: (0..<9).map { $0 % 3 }, kind: kind, shrunkDType: .bf16)
             // Tiny-model widths on the tensor-core path (K % 8 == 0, offsets % 8 == 0), odd rank in an even pool.
             results += loraCase("tiny", k: 344, moduleOutputs: [192, 96, 96], maxRank: 16, slotRanks: [0, 7, 16], rowSlots: (0..<19).map { $0 % 3 }, kind: kind)
             // Graph replay with more segments than at capture.

@@ -14,12 +14,20 @@ __device__ __forceinline__ u32 load_pair(const bf16* row, int j, int rank) {
     return j + 1 < rank ? v : (v & 0xffffu);
 }
 
+// Two consecutive f32 of `row` at j, j+1 rounded to bf16 and packed, zero where j or j+1 >= rank.
+__device__ __forceinline__ u32 load_pair(const float* row, int j, int rank) {
+    if (row == nullptr || j >= rank) return 0u;
+    const float2 v = *(const float2*)(row + j);
+    return pack_bf16x2(v.x, j + 1 < rank ? v.y : 0.f);
+}
+
 // The tensor-core kernel. A block covers rows 16·MT·blockIdx.y ..< +16·MT of segment blockIdx.x; each
 // of its W warps owns 8·NT output columns starting at (blockIdx.z·W + warp)·8·NT, every 8-column tile
 // inside one module (module offsets are multiples of 8). K = the slot's rank, in steps of 16.
-// Needs R even, bf16 shrunk, totalOut and every offset multiples of 8.
+// Needs R even, f32 shrunk (rounded to bf16 as it is read, as PEFT's bf16 lora_A output),
+// totalOut and every offset multiples of 8.
 template <int MT, int NT, int W>
-__device__ __forceinline__ void expand_mma(const bf16* __restrict__ shrunk, const bf16* __restrict__ b, bf16* out,
+__device__ __forceinline__ void expand_mma(const float* __restrict__ shrunk, const bf16* __restrict__ b, bf16* out,
                                            const void* scalings, int scalingsIsF32, const int* permutation,
                                            const int* starts, const int* segmentSlots, const int* slotRanks,
                                            int totalOut, int R, int stack, int o1, int o2, int o3) {
@@ -34,7 +42,7 @@ __device__ __forceinline__ void expand_mma(const bf16* __restrict__ shrunk, cons
     if (cw >= totalOut) return;
     const int width = stack * R;
 
-    const bf16* yr[MT][2];
+    const float* yr[MT][2];
     int rows[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -68,8 +76,8 @@ __device__ __forceinline__ void expand_mma(const bf16* __restrict__ shrunk, cons
             const int yo = module[nt] * R;
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
-                const bf16* ya = yr[mt][0] ? yr[mt][0] + yo : nullptr;
-                const bf16* yb = yr[mt][1] ? yr[mt][1] + yo : nullptr;
+                const float* ya = yr[mt][0] ? yr[mt][0] + yo : nullptr;
+                const float* yb = yr[mt][1] ? yr[mt][1] + yo : nullptr;
                 mma_bf16_16816(acc[mt][nt], load_pair(ya, k0, rank), load_pair(yb, k0, rank),
                                load_pair(ya, k1, rank), load_pair(yb, k1, rank), b0, b1);
             }
@@ -97,14 +105,14 @@ __device__ __forceinline__ void expand_mma(const bf16* __restrict__ shrunk, cons
 
 // Few rows per segment: 16 rows per block, 4 warps × 32 columns.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_expand_mma_small(
-    const bf16* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
+    const float* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
     const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3) {
     expand_mma<1, 4, 4>(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3);
 }
 
 // Long segments: 64 rows per block, 4 warps × 32 columns.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_expand_mma_large(
-    const bf16* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
+    const float* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
     const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3) {
     expand_mma<4, 4, 4>(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3);
 }

@@ -3,20 +3,22 @@
 // other entries are left untouched (lora_expand reads only j < r). Segments past the plan's count
 // are empty (their start is the row count), so a launch sized by the plan's capacity replays in a
 // CUDA graph with any mix of adapters.
-// Shapes: x [rows, K] bf16, A [slots, stack*R, K] bf16, out [n, stack*R] in plan order,
+// Shapes: x [rows, K] bf16, A [slots, stack*R, K] bf16, out [n, stack*R] in plan order (f32; bf16 for the general kernel),
 // permutation [n], segmentStarts [capacity + 1], segmentSlots [capacity], slotRanks [slots] (i32).
 #include "common.cuh"
 
 // The tensor-core kernel. A block computes rows 16·MT·blockIdx.y ..< +16·MT of segment blockIdx.x
-// against columns 8·NT·blockIdx.z ..< +8·NT of the slot's stack·R rows of A; its W warps split K in
-// 32-element blocks and add their partial tiles in shared memory. Each lane loads 8 consecutive
-// elements (16 bytes) of a row per block and feeds them to two MMAs as their k = 2t.., 2t+8..
-// pairs: the same permutation of k for both operands, which a dot product does not see.
-// Needs K % 8 == 0 and 16-byte aligned rows; out bf16.
+// against 8·NT columns of the slot's stack·R rows of A, over one of `kSplit` slices of K
+// (blockIdx.z = column tile + tiles · slice), so that a decode step's few rows still spread the
+// reading of A over the whole GPU. Its W warps split the slice in 32-element blocks, add their
+// partial tiles in shared memory, and the block adds its sums into out (f32, zeroed before the
+// launch) atomically. Each lane loads 8 consecutive elements (16 bytes) of a row per block and feeds
+// them to two MMAs as their k = 2t.., 2t+8.. pairs: the same permutation of k for both operands,
+// which a dot product does not see. Needs K % 8 == 0 and 16-byte aligned rows.
 template <int MT, int NT, int W>
-__device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, bf16* __restrict__ out,
+__device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
-                                           const int* slotRanks, int K, int R, int stack) {
+                                           const int* slotRanks, int K, int R, int stack, int kSplit) {
     __shared__ float partial[W][16 * MT][8 * NT];
     const int g = blockIdx.x;
     const int end = starts[g + 1];
@@ -24,10 +26,14 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     if (p0 >= end) return;
     const int slot = segmentSlots[g], rank = slotRanks[slot];
     if (rank == 0) return;
-    const int width = stack * R, c0 = blockIdx.z * 8 * NT;
+    const int width = stack * R, tiles = (width + 8 * NT - 1) / (8 * NT);
+    const int c0 = (blockIdx.z % tiles) * 8 * NT, slice = blockIdx.z / tiles;
     bool any = false;
     for (int c = c0; c < c0 + 8 * NT && c < width; ++c) any |= (c % R) < rank;
     if (!any) return;
+    const int sliceLength = ((K + kSplit - 1) / kSplit + 31) & ~31;
+    const int kBegin = slice * sliceLength, kEnd = min(K, kBegin + sliceLength);
+    if (kBegin >= kEnd) return;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
     const bf16* xr[MT][2];
@@ -54,9 +60,9 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
 
     const uint4 zero = make_uint4(0, 0, 0, 0);
 #pragma unroll 4
-    for (int kb = warp * 32; kb < K; kb += W * 32) {
+    for (int kb = kBegin + warp * 32; kb < kEnd; kb += W * 32) {
         const int k = kb + t * 8;
-        const bool inside = k < K;
+        const bool inside = k < kEnd;
         uint4 xv[MT][2], av[NT];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
@@ -90,22 +96,22 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         float s = 0.f;
 #pragma unroll
         for (int w = 0; w < W; ++w) s += partial[w][r][col];
-        out[(u64)p * width + c] = f32_to_bf16(s);
+        if (kSplit == 1) out[(u64)p * width + c] = s; else atomicAdd(out + (u64)p * width + c, s);
     }
 }
 
 // Few rows per segment (decode, csgmv chunks): 16 rows × 16 columns per block, 8 warps along K.
 extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_mma_small(
-    const bf16* x, const bf16* a, bf16* out, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack) {
-    shrink_mma<1, 2, 8>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack);
+    const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack, int kSplit) {
+    shrink_mma<1, 2, 8>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit);
 }
 
 // Long segments (prefill, sgmv): 64 rows × 32 columns per block, 4 warps along K.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
-    const bf16* x, const bf16* a, bf16* out, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack) {
-    shrink_mma<4, 4, 4>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack);
+    const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack, int kSplit) {
+    shrink_mma<4, 4, 4>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit);
 }
 
 // The general kernel for any K and an f32 or bf16 out: one block per plan position and module, one
