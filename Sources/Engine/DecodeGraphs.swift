@@ -39,9 +39,9 @@ public struct DecodeGraphs: Sendable {
         return batchSize(for: decision.items.count)
     }
 
-    /// Whether a step of `key` runs from its graph; the first step of each key runs eagerly, so
-    /// cuBLASLt tunes the step's GEMM shapes before a capture fixes its algorithms.
-    public mutating func isWarm(_ key: String) -> Bool {
+    /// Whether a step of `key` runs from its graph, recording the step: the first of each key runs
+    /// eagerly, so cuBLASLt tunes the step's GEMM shapes before a capture fixes its algorithms.
+    public mutating func shouldUseGraph(_ key: String) -> Bool {
         !warmKeys.insert(key).inserted
     }
 

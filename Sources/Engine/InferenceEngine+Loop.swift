@@ -111,7 +111,7 @@ extension InferenceEngine {
     /// The model's step, from the graph of `graphKey` when the engine has a graph runner and the key
     /// already ran once eagerly; each tensor-parallel rank captures and replays its own graph.
     private func forward(_ batch: ForwardBatch, lora applier: LoRAApplier?, graphKey: String?) -> DeviceTensor {
-        guard let key = graphKey, let runner = options.graphRunner, decodeGraphs.isWarm(key) else {
+        guard let key = graphKey, let runner = options.graphRunner, decodeGraphs.shouldUseGraph(key) else {
             return model.forward(batch, cache: cache, lora: applier)
         }
         return model.forward(batch, cache: cache, lora: applier, around: { rank, body in
