@@ -19,9 +19,20 @@ public struct EngineOptions: Sendable {
     public var enablePrefixCache = true
     /// `--max-queued-requests`: waiting requests past which `submit` refuses (nil: unbounded).
     public var maxQueuedRequests: Int?
+    /// Runs one tensor-parallel rank's share of a padded decode step from a graph, on that rank's
+    /// thread: the first call with a `key` captures `body`, later calls replay it (CUDA:
+    /// `CUDABackend.withGraph`). nil: no graphs and no padding (the CPU backend, `--disable-cuda-graph`).
+    public var graphRunner: GraphRunner?
+    /// `--cuda-graph-max-bs`: the largest decode step run from a graph (at most `maxRunningRequests`).
+    public var cudaGraphMaxBatchSize = 160
+    /// `--cuda-graph-bs`: the padded batch sizes (nil: `DecodeGraphs.defaultBatchSizes`).
+    public var cudaGraphBatchSizes: [Int]?
 
     public init() {}
 }
+
+/// `(rank, key, body)`: runs `body`, one rank's share of a step, from the graph of `key`.
+public typealias GraphRunner = @Sendable (_ rank: Int, _ key: String, _ body: () -> Void) -> Void
 
 /// Why the engine refused a request before queueing it.
 public enum EngineError: Error, CustomStringConvertible, Equatable {

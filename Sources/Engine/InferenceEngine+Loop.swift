@@ -65,10 +65,18 @@ extension InferenceEngine {
             if scheduler.numRunning == 0 { Thread.sleep(forTimeInterval: 0.001) }
             return
         }
-        let batch = scheduler.forwardBatch(for: decision)
+        var batch = scheduler.forwardBatch(for: decision)
+        var rowAdapterKeys = decision.rowAdapterKeys
+        // A decode step small enough for a graph is padded to its bucket with dummy sequences.
+        let graphBatchSize = decodeGraphs.batchSize(for: decision)
+        if let size = graphBatchSize {
+            let padding = size - decision.items.count
+            batch.appendPadding(count: padding)
+            rowAdapterKeys += repeatElement(DecodeGraphs.paddingAdapterKey(rowAdapterKeys: rowAdapterKeys), count: padding)
+        }
         let applier: LoRAApplier?
         do {
-            applier = try lora?.prepare(rowAdapters: decision.rowAdapterKeys.map { $0 == 0 ? nil : refs[$0] })
+            applier = try lora?.prepare(rowAdapters: rowAdapterKeys.map { $0 == 0 ? nil : refs[$0] })
         } catch {
             // An adapter could not be made resident (its files vanished since it was loaded):
             // fail that step's adapter requests, keep serving the rest from the next step on.
@@ -77,8 +85,9 @@ extension InferenceEngine {
             }
             return
         }
-        let logits = model.forward(batch, cache: cache, lora: applier)
-        let host = model.backend.download(logits)
+        let logits = forward(batch, lora: applier, graphKey: graphBatchSize.map { DecodeGraphs.key(batchSize: $0, hasLoRA: applier != nil) })
+        // Only the scheduled items' rows: padding rows come after them.
+        let host = model.backend.download(logits.rows(decision.items.count { $0.wantsLogits }))
         let vocab = model.config.vocabSize
         var row = 0
         host.withUnsafeBufferPointer { all in
@@ -97,6 +106,19 @@ extension InferenceEngine {
             }
         }
         condition.withLock { pendingGenerated += row }
+    }
+
+    /// The model's step, from the graph of `graphKey` when the engine has a graph runner and the key
+    /// already ran once eagerly; each tensor-parallel rank captures and replays its own graph.
+    private func forward(_ batch: ForwardBatch, lora applier: LoRAApplier?, graphKey: String?) -> DeviceTensor {
+        guard let key = graphKey, let runner = options.graphRunner, decodeGraphs.shouldUseGraph(key) else {
+            return model.forward(batch, cache: cache, lora: applier)
+        }
+        return model.forward(batch, cache: cache, lora: applier, around: { rank, body in
+            var logits: DeviceTensor?
+            runner(rank, key) { logits = body() }
+            return logits!
+        })
     }
 
     /// Ends a finished sequence's stream and releases its adapter.

@@ -15,6 +15,8 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
     public let modelName: String
     public let modelPath: String
     public let maxContextLength: Int
+    /// The batch sizes decode steps are padded to and run from graphs (empty without a graph runner).
+    public let graphBatchSizes: [Int]
     public var modelConfig: ModelConfig { model.config }
     public var adapters: AdapterRegistry? { lora?.registry }
 
@@ -25,6 +27,7 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
     var streams: [SequenceID: RequestStream] = [:]
     var sequenceByRequest: [String: SequenceID] = [:]
     var refs: [UInt64: AdapterRef] = [:]
+    var decodeGraphs: DecodeGraphs
 
     /// Shared state, guarded by `condition`.
     let condition = NSCondition()
@@ -64,6 +67,10 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
         config.eosTokenIds = Array(Set(c.eosTokenIds + (tokenizer.eosTokenId.map { [$0] } ?? [])))
         config.enablePrefixCache = options.enablePrefixCache
         scheduler = Scheduler(config: config)
+        let largestGraph = min(options.cudaGraphMaxBatchSize, config.maxRunningRequests)
+        let graphSizes = options.cudaGraphBatchSizes ?? DecodeGraphs.defaultBatchSizes(maxBatchSize: largestGraph)
+        decodeGraphs = DecodeGraphs(batchSizes: options.graphRunner == nil ? [] : graphSizes.filter { $0 <= config.maxRunningRequests })
+        graphBatchSizes = decodeGraphs.batchSizes
         sampler = Sampler(vocabSize: c.vocabSize, eosTokenIds: config.eosTokenIds)
         snapshot = currentStats()
     }

@@ -37,6 +37,23 @@ public struct ForwardBatch {
         blockTables.append(blockTable)
         if wantsLogits { logitsRows.append(Int32(tokens.count - 1)) }
     }
+
+    /// Appends `count` dummy sequences that pad a decode step to a CUDA graph's batch size: one
+    /// row each (token 0 at position 0), KV slot -1 (`writeKV` skips it), block table `[0]`,
+    /// context length 1 and a logits row. Their rows attend to whatever block 0 holds; their
+    /// logits follow the real ones and are ignored.
+    public mutating func appendPadding(count: Int) {
+        precondition(count >= 0)
+        for _ in 0..<count {
+            tokens.append(0)
+            positions.append(0)
+            slotMapping.append(-1)
+            queryStarts.append(Int32(tokens.count))
+            contextLengths.append(1)
+            blockTables.append([0])
+            logitsRows.append(Int32(tokens.count - 1))
+        }
+    }
 }
 
 /// Where a LoRA implementation adds its deltas: after each projection group's base GEMM.

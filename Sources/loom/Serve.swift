@@ -81,6 +81,15 @@ struct Serve: ParsableCommand {
     @Option(help: "The fraction of device memory for weights and the KV cache.")
     var memFractionStatic: Double?
 
+    @Flag(help: "Run every decode step eagerly instead of from CUDA graphs.")
+    var disableCudaGraph = false
+
+    @Option(help: "The largest decode batch run from a CUDA graph (capped at --max-running-requests).")
+    var cudaGraphMaxBs = 160
+
+    @Option(parsing: .upToNextOption, help: "The batch sizes decode steps are padded to for CUDA graphs (default: 1 2 4 8 16 24 … up to --cuda-graph-max-bs).")
+    var cudaGraphBs: [Int] = []
+
     @Option(help: "Seed of the sampler for requests without sampling_seed.")
     var randomSeed: Int?
 
@@ -124,6 +133,8 @@ struct Serve: ParsableCommand {
         if let n = maxTotalTokens, n < 1 { throw fail("--max-total-tokens must be positive, got \(n).") }
         if let n = chunkedPrefillSize, n == 0 || n < -1 { throw fail("--chunked-prefill-size must be positive or -1 (disabled), got \(n).") }
         if let f = memFractionStatic, !(f > 0 && f < 1) { throw fail("--mem-fraction-static must be in (0, 1), got \(f).") }
+        guard cudaGraphMaxBs >= 1 else { throw fail("--cuda-graph-max-bs must be positive, got \(cudaGraphMaxBs).") }
+        if let bad = cudaGraphBs.first(where: { $0 < 1 }) { throw fail("--cuda-graph-bs must be positive batch sizes, got \(bad).") }
         guard shutdownGracePeriod >= 0 else { throw fail("--shutdown-grace-period must be at least 0.") }
         guard maxRequestBodyBytes >= 1 else { throw fail("--max-request-body-bytes must be positive, got \(maxRequestBodyBytes).") }
         if let t = requestTimeout, !(t > 0 && t.isFinite) { throw fail("--request-timeout must be a positive number of seconds, got \(t).") }
@@ -247,7 +258,8 @@ struct Serve: ParsableCommand {
             loraPaths: servesDemo ? try BundledModel.demoAdapters() : isLoRAEnabled ? try loraFlags.specs() : [],
             contextLength: contextLength, maxRunningRequests: maxRunningRequests, maxQueuedRequests: maxQueuedRequests,
             chunkedPrefillSize: chunkedPrefillSize,
-            maxTotalTokens: maxTotalTokens, memFractionStatic: memFractionStatic, randomSeed: randomSeed, tpSize: tpSize)
+            maxTotalTokens: maxTotalTokens, memFractionStatic: memFractionStatic, randomSeed: randomSeed, tpSize: tpSize,
+            cudaGraphs: !disableCudaGraph, cudaGraphMaxBatchSize: cudaGraphMaxBs, cudaGraphBatchSizes: cudaGraphBs.isEmpty ? nil : cudaGraphBs)
     }
 
     /// The folder of a `--random-weights` shape: its config, a sparse weights file and the
@@ -276,6 +288,8 @@ struct Serve: ParsableCommand {
             "max_queued_requests": JSON(maxQueuedRequests),
             "chunked_prefill_size": JSON(chunkedPrefillSize), "max_total_tokens": JSON(maxTotalTokens),
             "mem_fraction_static": JSON(memFractionStatic), "random_seed": JSON(randomSeed),
+            "disable_cuda_graph": .bool(disableCudaGraph), "cuda_graph_max_bs": .int(cudaGraphMaxBs),
+            "cuda_graph_bs": cudaGraphBs.isEmpty ? .null : JSON(cudaGraphBs),
             "enable_lora": .bool(isLoRAEnabled),
             "lora_paths": .array(s.loraPaths.map { ["lora_name": .string($0.name), "lora_path": .string($0.path), "pinned": .bool($0.pinned)] }),
             "max_loras_per_batch": .int(l.maxLorasPerBatch), "max_loaded_loras": JSON(l.maxLoadedLoras),
@@ -316,6 +330,10 @@ struct EngineSettings: Sendable {
     var memFractionStatic: Double?
     var randomSeed: Int?
     var tpSize = 1
+    /// Decode steps from CUDA graphs (`--disable-cuda-graph` turns them off); only on CUDA.
+    var cudaGraphs = true
+    var cudaGraphMaxBatchSize = 160
+    var cudaGraphBatchSizes: [Int]?
 }
 
 /// `--device`: explicit cpu or cuda; by default cuda when a GPU can be opened, else cpu.
@@ -345,6 +363,8 @@ func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any Infere
         o.chunkedPrefillSize = n == -1 ? (settings.contextLength ?? 8192) : n
     }
     o.contextLength = settings.contextLength
+    o.cudaGraphMaxBatchSize = settings.cudaGraphMaxBatchSize
+    o.cudaGraphBatchSizes = settings.cudaGraphBatchSizes
     let backends: [ComputeBackend]
     let communicators: [Communicator?]
     var gpus: [CUDABackend] = []
@@ -358,6 +378,10 @@ func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any Infere
         backends = gpus
         communicators = settings.tpSize == 1 ? [nil] : try NCCLCommunicator.group(backends: gpus)
         o.memFractionStatic = settings.memFractionStatic ?? 0.85
+        if settings.cudaGraphs {
+            let runner = CUDAGraphRunner(gpus: gpus)
+            o.graphRunner = { rank, key, body in runner.run(rank: rank, key: key, body) }
+        }
     }
     if settings.randomWeights != nil && gpus.isEmpty {
         throw LoomError.invalidArgument("--random-weights needs --device cuda: the random weights are made on the GPU.")
@@ -382,7 +406,20 @@ func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any Infere
         "device": .string(settings.device.rawValue), "tp_size": .stringConvertible(settings.tpSize),
         "kv_tokens": .stringConvertible(engine.stats.totalBlocks * engine.stats.blockSize),
         "context_length": .stringConvertible(engine.maxContextLength),
+        "cuda_graph_bs": .string(engine.graphBatchSizes.map(String.init).joined(separator: ",")),
     ])
     engine.start()
     return engine
+}
+
+/// The engine's graph runner on CUDA: rank `r`'s share of a decode step is captured into, then
+/// replayed from, a graph of GPU `r`, on the rank's own thread (NCCL collectives included).
+private final class CUDAGraphRunner: @unchecked Sendable {
+    let gpus: [CUDABackend]
+
+    init(gpus: [CUDABackend]) { self.gpus = gpus }
+
+    func run(rank: Int, key: String, _ body: () -> Void) {
+        gpus[rank].withGraph(key: key, body)
+    }
 }
