@@ -222,5 +222,9 @@ public final class CPUBackend: ComputeBackend {
 
     public func fenceUploads() {}
 
+    public func zero(_ t: DeviceTensor) {
+        t.raw.initializeMemory(as: UInt8.self, repeating: 0, count: t.count * t.dtype.byteCount)
+    }
+
     public func synchronize() {}
 }

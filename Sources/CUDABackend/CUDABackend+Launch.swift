@@ -60,7 +60,7 @@ extension CUDABackend {
     }
 
     /// Zeroes a tensor on the stream (a memset node in a captured graph).
-    func zero(_ t: DeviceTensor) {
+    public func zero(_ t: DeviceTensor) {
         guard t.count > 0, beginLaunch() else { return }
         activate()
         must(driver.cuMemsetD8Async(t.devicePointer, 0, t.count * t.dtype.byteCount, stream), "cuMemsetD8Async(\(t.shape))")

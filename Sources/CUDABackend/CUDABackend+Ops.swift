@@ -84,17 +84,23 @@ extension CUDABackend {
         precondition(out.shape.rowCount == numHeads * headDim && out.shape[0] >= n)
         if n == 0 || metadata.numSequences == 0 { return }
         let chunk = 128
-        // In a captured graph the context grows from replay to replay: split for the capacity instead.
-        let context = isRecordingGraph ? metadata.blockTables.shape[1] * metadata.blockSize : metadata.maxContextLength
         let blocks = n * numKVHeads
         // Few (row, KV head) blocks: split the sequence into pieces of at least 32 tokens so that
         // about four blocks per multiprocessor run; a decode step is a latency chain per block.
-        var splitTokens = max(chunk, (context + 31) / 32 * 32)
-        if blocks < 2 * multiprocessorCount {
-            let target = (4 * multiprocessorCount + blocks - 1) / blocks
-            splitTokens = min(splitTokens, max(32, ((context + target - 1) / target + 31) / 32 * 32))
+        let target = blocks < 2 * multiprocessorCount ? (4 * multiprocessorCount + blocks - 1) / blocks : 1
+        var splitTokens: Int, splits: Int
+        if isRecordingGraph {
+            // The context grows from replay to replay: a fixed number of splits, each row's
+            // visible tokens shared among them on the device (splitTokens 0).
+            let capacity = metadata.blockTables.shape[1] * metadata.blockSize
+            splits = max(1, min(target, capacity / 32))
+            splitTokens = 0
+        } else {
+            let context = metadata.maxContextLength
+            splitTokens = max(chunk, (context + 31) / 32 * 32)
+            if target > 1 { splitTokens = min(splitTokens, max(32, ((context + target - 1) / target + 31) / 32 * 32)) }
+            splits = max(1, (context + splitTokens - 1) / splitTokens)
         }
-        let splits = max(1, (context + splitTokens - 1) / splitTokens)
         var partial: (UInt64, UInt64, UInt64) = (0, 0, 0)
         if splits > 1 {
             let entries = n * numHeads * splits
@@ -178,7 +184,7 @@ extension CUDABackend {
             // there are two per multiprocessor, keeping at least two 32-element blocks per warp.
             let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
             let kSplit = max(1, min((2 * multiprocessorCount + working - 1) / working, k / (64 * warps)))
-            if kSplit > 1 { zero(out) }
+            if kSplit > 1 && !plan.outputsZeroed { zero(out) }
             launch(large ? "loom_lora_shrink_mma_large" : "loom_lora_shrink_mma_small",
                    grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
                    [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer)] + common

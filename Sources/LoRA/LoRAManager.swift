@@ -38,6 +38,9 @@ public final class LoRAManager {
         var layers: [[ProjectionGroup: GroupBuffers]]
         var permutation, segmentStarts, segmentSlots, slotRanks: DeviceTensor
         var shrunk: DeviceTensor
+        /// Steps of at most `stepShrunkRows` rows: one shrink output per layer and group, all
+        /// zeroed by one memset before the step (`LoRAKernelPlan.outputsZeroed`).
+        var stepShrunk: DeviceTensor
     }
 
     /// Creates the pool, inferring rank and target modules from `initial` adapters where the
@@ -87,12 +90,16 @@ public final class LoRAManager {
                 segmentSlots: try backend.allocate(Shape(maxTokens), dtype: .i32),
                 slotRanks: try backend.allocate(Shape(slots), dtype: .i32),
                 // f32: the shrink kernels add K slices into it; expand rounds to bf16 as it reads.
-                shrunk: try backend.allocate(Shape(maxTokens * 3 * r), dtype: .f32))
+                shrunk: try backend.allocate(Shape(maxTokens * 3 * r), dtype: .f32),
+                stepShrunk: try backend.allocate(Shape(base.numLayers * groups.count * min(maxTokens, Self.stepShrunkRows) * 3 * r), dtype: .f32))
         }
         for (spec, adapter) in loaded {
             try register(spec, adapter)
         }
     }
+
+    /// The largest step (decode batches) whose shrink outputs get a buffer per layer and group.
+    static let stepShrunkRows = 256
 
     /// Row-parallel groups all-reduce their shrink result under tensor parallelism.
     static func isRowParallel(_ m: TargetModule) -> Bool { m == .o || m == .down }
@@ -213,7 +220,9 @@ public final class LoRAManager {
         let n = rowAdapters.count
         let capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: options.backend, chunkSize: options.maxChunkSize)
         let padded = plan.padded(toCapacity: capacity)
+        let zeroed = n <= Self.stepShrunkRows
         let plans = ranks.map { rb -> LoRAKernelPlan in
+            if zeroed { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * groups.count * n * 3 * max(maxRank, 1))) }
             rb.backend.copy(plan.permutation, to: rb.permutation)
             rb.backend.copy(padded.starts, to: rb.segmentStarts)
             rb.backend.copy(padded.slots, to: rb.segmentSlots)
@@ -226,7 +235,8 @@ public final class LoRAManager {
                 numSegments: plan.segmentCount,
                 maxRank: Int(slotRanks.max() ?? 0),
                 segmentCapacity: capacity,
-                maxSegmentLength: BatchPlan.maxSegmentLength(rows: n, kind: options.backend, chunkSize: options.maxChunkSize))
+                maxSegmentLength: BatchPlan.maxSegmentLength(rows: n, kind: options.backend, chunkSize: options.maxChunkSize),
+                outputsZeroed: zeroed)
         }
         return StepApplier(manager: self, plans: plans, rows: rowAdapters.count)
     }
@@ -328,7 +338,13 @@ public final class LoRAManager {
         guard let buf = rb.layers[layer][group] else { return }
         let mods = Self.modules(of: group)
         let r = max(maxRank, 1)
-        let y = rb.shrunk.rows(rows * mods.count * r).reshaped(Shape(rows, mods.count * r))
+        let y: DeviceTensor
+        if plan.outputsZeroed {
+            let index = layer * groups.count + groups.firstIndex(of: group)!, region = rows * 3 * r
+            y = rb.stepShrunk.rows(index * region, rows * mods.count * r).reshaped(Shape(rows, mods.count * r))
+        } else {
+            y = rb.shrunk.rows(rows * mods.count * r).reshaped(Shape(rows, mods.count * r))
+        }
         rb.backend.loraShrink(input, a: buf.a, out: y, plan: plan, stack: mods.count)
         if Self.isRowParallel(mods[0]), let communicator = rb.communicator {
             communicator.allReduceSum(y)

@@ -49,9 +49,12 @@ public struct LoRAKernelPlan {
     /// A bound on any segment's length, fixed like `segmentCapacity` (rows for `sgmv`, the chunk
     /// size for `csgmv`).
     public var maxSegmentLength: Int
+    /// Whether every shrink output of this step was zeroed before the step (one buffer per layer
+    /// and group), so a device adding slices of K into them need not zero each first.
+    public var outputsZeroed = false
 
     public init(permutation: DeviceTensor, segmentStarts: DeviceTensor, segmentSlots: DeviceTensor, slotRanks: DeviceTensor,
-                numSegments: Int, maxRank: Int, segmentCapacity: Int? = nil, maxSegmentLength: Int? = nil) {
+                numSegments: Int, maxRank: Int, segmentCapacity: Int? = nil, maxSegmentLength: Int? = nil, outputsZeroed: Bool = false) {
         self.permutation = permutation
         self.segmentStarts = segmentStarts
         self.segmentSlots = segmentSlots
@@ -60,6 +63,7 @@ public struct LoRAKernelPlan {
         self.maxRank = maxRank
         self.segmentCapacity = segmentCapacity ?? numSegments
         self.maxSegmentLength = maxSegmentLength ?? permutation.shape[0]
+        self.outputsZeroed = outputsZeroed
     }
 }
 
@@ -129,6 +133,9 @@ public protocol ComputeBackend: AnyObject {
     func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, rows: Int, rowBytes: Int)
     /// Makes the kernels queued from now on wait for the uploads queued so far.
     func fenceUploads()
+
+    /// Sets every element of `t` to zero (a memset on a device, queued like a kernel).
+    func zero(_ t: DeviceTensor)
 
     /// Waits for all queued work.
     func synchronize()

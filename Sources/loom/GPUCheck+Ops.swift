@@ -141,6 +141,10 @@ struct OpChecks {
         for (label, heads, kvHeads, headDim, seqs) in attentionCases {
             results.append(attentionCheck(label, heads: heads, kvHeads: kvHeads, headDim: headDim, seqs: seqs))
         }
+        // Inside a graph capture the splits are fixed by the block-table capacity and shared out by
+        // each row's own context on the device (the engine's decode graphs).
+        results.append(attentionCheck("decode in a graph, capacity 4096", heads: 32, kvHeads: 8, headDim: 128,
+                                      seqs: [(3000, 1), (700, 1), (129, 1), (0, 1)], capacityBlocks: 256))
         do {
             let (gc, gg, _) = pair(Shape(3, 2 * 344), scale: 4)
             let (oc, og) = zeros(Shape(3, 344))
@@ -173,12 +177,13 @@ struct OpChecks {
         return results
     }
 
-    mutating func attentionCheck(_ label: String, heads: Int, kvHeads: Int, headDim: Int, seqs: [(cached: Int, query: Int)]) -> [String: Any] {
+    mutating func attentionCheck(_ label: String, heads: Int, kvHeads: Int, headDim: Int, seqs: [(cached: Int, query: Int)],
+                                 capacityBlocks: Int? = nil) -> [String: Any] {
         let blockSize = 16
         let n = seqs.reduce(0) { $0 + $1.query }
         let blocksPer = seqs.map { ($0.cached + $0.query + blockSize - 1) / blockSize }
         let totalBlocks = blocksPer.reduce(0, +)
-        let width = blocksPer.max()!
+        let width = max(blocksPer.max()!, capacityBlocks ?? 0)
         // Blocks handed out in a shuffled order, as a paged cache would.
         var order = Array(0..<totalBlocks)
         for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, rng.int(i + 1)) }
@@ -203,7 +208,14 @@ struct OpChecks {
         }
         let (oc, og) = zeros(Shape(n, heads * headDim))
         cpu.attention(qkv: qc, kCache: kc, vCache: vc, out: oc, metadata: meta(tc, sc, lc), numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-        gpu.attention(qkv: qg, kCache: kg, vCache: vg, out: og, metadata: meta(tg, sg, lg), numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+        if capacityBlocks != nil {
+            let gpu = self.gpu, metadata = meta(tg, sg, lg)
+            gpu.withGraph(key: "attention-check-\(label)") {
+                gpu.attention(qkv: qg, kCache: kg, vCache: vg, out: og, metadata: metadata, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+            }
+        } else {
+            gpu.attention(qkv: qg, kCache: kg, vCache: vg, out: og, metadata: meta(tg, sg, lg), numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+        }
         return compare("attention", oc, og, tolerance: 1e-2, detail: "\(label): \(heads)/\(kvHeads) heads × \(headDim), seqs (cached, query) \(seqs.map { "(\($0.cached),\($0.query))" }.joined(separator: " "))")
     }
 

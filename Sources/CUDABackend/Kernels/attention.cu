@@ -14,7 +14,7 @@
 // Arguments: qkv [n, qkvStride] bf16 (q of head h at h * headDim), kCache/vCache [slots, kvStride] bf16,
 // out [n, outStride] bf16, queryStarts [seqs + 1], contextLengths [seqs], blockTables [seqs, tableWidth] i32,
 // numSeqs, numHeads, numKVHeads, headDim, blockSize, scale (1/sqrt(d)), splitTokens (visible tokens
-// per split, a multiple of 32; decode splits finely to fill the GPU); with splits > 1 the partial results go to partialAcc [n, heads, splits, headDim]
+// per split, a multiple of 32; decode splits finely to fill the GPU; 0: each row's visible tokens over the splits); with splits > 1 the partial results go to partialAcc [n, heads, splits, headDim]
 // and partialMax / partialSum [n, heads, splits] (f32) instead of out.
 #include "common.cuh"
 
@@ -46,8 +46,10 @@ __device__ __forceinline__ void attention(
     const int s = lo;
     const int qStart = queryStarts[s], qCount = queryStarts[s + 1] - qStart;
     const int visible = contextLengths[s] - qCount + (row - qStart) + 1;
-    const int begin = split * splitTokens;
-    const int end = min(visible, begin + splitTokens);
+    // splitTokens 0 (graph replays, where contexts grow): this row's visible tokens shared evenly.
+    const int perSplit = splitTokens > 0 ? splitTokens : (((visible + numSplits - 1) / numSplits + 31) & ~31);
+    const int begin = split * perSplit;
+    const int end = min(visible, begin + perSplit);
     const int* table = blockTables + (u64)s * tableWidth;
 
     for (int i = tid; i < group * headDim; i += blockDim.x) {
