@@ -87,16 +87,35 @@ extension InferenceEngine {
         }
         let logits = forward(batch, lora: applier, graphKey: graphBatchSize.map { DecodeGraphs.key(batchSize: $0, hasLoRA: applier != nil) })
         // Only the scheduled items' rows: padding rows come after them.
-        let host = model.backend.download(logits.rows(decision.items.count { $0.wantsLogits }))
+        let rows = decision.items.count { $0.wantsLogits }
         let vocab = model.config.vocabSize
+        // Greedy rows without penalties or logprobs take the argmax on the device: only their ids
+        // come back, not rows × vocabulary floats.
+        let argmaxOnDevice = decision.items.allSatisfy { item in
+            guard item.wantsLogits, let stream = streams[item.sequenceID], let seq = scheduler[item.sequenceID] else { return true }
+            return sampler.isPlainArgmax(seq, returnLogprob: stream.request.returnLogprob, topLogprobsNum: stream.request.topLogprobsNum)
+        }
+        var deviceTokens: [Float] = []
+        var host: [Float] = []
+        if argmaxOnDevice {
+            model.backend.argmax(logits.rows(rows), out: sampledIDs.rows(rows))
+            deviceTokens = model.backend.download(sampledIDs.rows(rows))
+        } else {
+            host = model.backend.download(logits.rows(rows))
+        }
         var row = 0
         host.withUnsafeBufferPointer { all in
             for item in decision.items where item.wantsLogits {
                 defer { row += 1 }
                 guard var stream = streams[item.sequenceID] else { continue }
-                let slice = UnsafeBufferPointer(rebasing: all[(row * vocab)..<((row + 1) * vocab)])
-                let sampled = scheduler.sample(sampler, logits: slice, for: item.sequenceID,
+                let sampled: SampledToken
+                if argmaxOnDevice {
+                    sampled = SampledToken(token: Int(deviceTokens[row]))
+                } else {
+                    let slice = UnsafeBufferPointer(rebasing: all[(row * vocab)..<((row + 1) * vocab)])
+                    sampled = scheduler.sample(sampler, logits: slice, for: item.sequenceID,
                                                returnLogprob: stream.request.returnLogprob, topLogprobsNum: stream.request.topLogprobsNum)
+                }
                 var finished = scheduler.record(token: sampled.token, for: item.sequenceID)
                 if let stop = stream.push(sampled), finished == nil {
                     finished = scheduler.finish(item.sequenceID, reason: .stopString(stop))

@@ -22,6 +22,8 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
 
     let cache: KVCache
     let sampler: Sampler
+    /// Token ids sampled on the device (greedy rows), one per logits row of a step.
+    let sampledIDs: DeviceTensor
     /// Engine-thread state.
     var scheduler: Scheduler
     var streams: [SequenceID: RequestStream] = [:]
@@ -72,6 +74,7 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
         decodeGraphs = DecodeGraphs(batchSizes: options.graphRunner == nil ? [] : graphSizes.filter { $0 <= config.maxRunningRequests })
         graphBatchSizes = decodeGraphs.batchSizes
         sampler = Sampler(vocabSize: c.vocabSize, eosTokenIds: config.eosTokenIds)
+        sampledIDs = try model.backend.allocate(Shape(model.maxTokens), dtype: .i32)
         snapshot = currentStats()
     }
 

@@ -121,6 +121,19 @@ public final class Sampler {
                rng: &sequence.rng, returnLogprob: returnLogprob, topLogprobsNum: topLogprobsNum)
     }
 
+    /// Whether the next token of `sequence` is the plain argmax of its raw logits: greedy, no
+    /// penalties, no stop token masked at this length, no logprobs wanted. Such rows can be
+    /// sampled on the device, so only their token ids come back.
+    public func isPlainArgmax(_ sequence: Sequence, returnLogprob: Bool, topLogprobsNum: Int) -> Bool {
+        let p = sequence.params
+        guard p.isGreedy, !returnLogprob, topLogprobsNum == 0, p.repetitionPenalty == 1, p.frequencyPenalty == 0, p.presencePenalty == 0
+        else { return false }
+        if sequence.outputIds.count < p.minNewTokens {
+            return p.stopTokenIds.isEmpty && (p.ignoreEos || eosTokenIds.isEmpty)
+        }
+        return true
+    }
+
     /// Copies the row into `work` with penalties applied and, before `min_new_tokens`, the stop
     /// tokens masked: `stop_token_ids`, and EOS unless `ignore_eos` (EOS stops nothing then).
     func prepare(logits: UnsafeBufferPointer<Float>, params: SamplingParams, promptIds: [Int], outputIds: [Int]) {

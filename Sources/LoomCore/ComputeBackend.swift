@@ -134,6 +134,9 @@ public protocol ComputeBackend: AnyObject {
     /// Makes the kernels queued from now on wait for the uploads queued so far.
     func fenceUploads()
 
+    /// Greedy sampling: `out[i] = argmax(logits[i])`, the first index among ties (`out` i32).
+    func argmax(_ logits: DeviceTensor, out: DeviceTensor)
+
     /// Sets every element of `t` to zero (a memset on a device, queued like a kernel).
     func zero(_ t: DeviceTensor)
 

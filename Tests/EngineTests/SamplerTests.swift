@@ -183,3 +183,24 @@ private func logits(_ probs: [Double]) -> [Float] { probs.map { Float(log($0)) }
     let p = params { $0.minNewTokens = 3 }
     #expect(sampler.sample(logits: [1, 2], params: p, promptIds: [], outputIds: [], rng: &rng).token == 1)
 }
+
+/// Rows the engine may sample on the device (an argmax there, only ids back) are exactly those whose
+/// host sample would be the raw argmax; anything that changes the choice or wants logprobs stays on the host.
+@Test func plainArgmaxRowsAreThoseTheHostSamplesAsTheRawArgmax() {
+    let sampler = Sampler(vocabSize: 8, eosTokenIds: [2])
+    func sequence(_ change: (inout SamplingParams) -> Void) -> Sequence {
+        Sequence(id: 1, promptIds: [1, 3], params: params { $0.temperature = 0; change(&$0) })
+    }
+    #expect(sampler.isPlainArgmax(sequence { _ in }, returnLogprob: false, topLogprobsNum: 0))
+    #expect(sampler.isPlainArgmax(sequence { $0.temperature = 0.8; $0.topK = 1 }, returnLogprob: false, topLogprobsNum: 0))
+    #expect(!sampler.isPlainArgmax(sequence { $0.temperature = 0.8 }, returnLogprob: false, topLogprobsNum: 0))
+    #expect(!sampler.isPlainArgmax(sequence { _ in }, returnLogprob: true, topLogprobsNum: 0))
+    #expect(!sampler.isPlainArgmax(sequence { _ in }, returnLogprob: false, topLogprobsNum: 3))
+    #expect(!sampler.isPlainArgmax(sequence { $0.repetitionPenalty = 1.1 }, returnLogprob: false, topLogprobsNum: 0))
+    #expect(!sampler.isPlainArgmax(sequence { $0.frequencyPenalty = 0.5 }, returnLogprob: false, topLogprobsNum: 0))
+    #expect(!sampler.isPlainArgmax(sequence { $0.presencePenalty = 0.5 }, returnLogprob: false, topLogprobsNum: 0))
+    // Before min_new_tokens EOS is masked, unless ignored.
+    #expect(!sampler.isPlainArgmax(sequence { $0.minNewTokens = 4 }, returnLogprob: false, topLogprobsNum: 0))
+    #expect(sampler.isPlainArgmax(sequence { $0.minNewTokens = 4; $0.ignoreEos = true }, returnLogprob: false, topLogprobsNum: 0))
+    #expect(!sampler.isPlainArgmax(sequence { $0.minNewTokens = 4; $0.ignoreEos = true; $0.stopTokenIds = [5] }, returnLogprob: false, topLogprobsNum: 0))
+}
