@@ -15,7 +15,7 @@
 #   LOOM [.build/release/loom, else .device/loom]  SHAPE [llama-3.1-8b]  DEVICE [cuda]
 #   NS ["1 8 32 128 1000"]  RANKS [8,16,32,64]  ALPHAS ["1 0.3 0.1"]  TARGETS [q_proj,k_proj,v_proj,o_proj]
 #   RATE [20] req/s, gamma arrivals with CV [1]; NUM_PROMPTS [1000]; INPUT_RANGE / OUTPUT_RANGE [8,512] (uniform in [8, 512))
-#   MAX_LORAS_PER_BATCH [32]  MAX_LOADED_LORAS [256]  DISTINCT_WEIGHTS [128] (weight files on disk; the rest hard-link)
+#   MAX_LORAS_PER_BATCH [128: every adapter of n = 128 resident; 8B q/k/v/o slots of rank 64 take ~14 GB]  MAX_LOADED_LORAS [256]  DISTINCT_WEIGHTS [128] (weight files on disk; the rest hard-link)
 #   ADAPTERS_DIR [/tmp/loom-slora-adapters/SHAPE-RANKS-TARGETS]  RESULTS [benchmarks/results/slora-SHAPE]
 #   OUT: when set (the device tool), RESULTS is copied there at the end, so that a later call that
 #   carries the folder back skips the runs already done.
@@ -51,7 +51,7 @@ CV=${CV:-1}
 NUM_PROMPTS=${NUM_PROMPTS:-1000}
 INPUT_RANGE=${INPUT_RANGE:-8,512}
 OUTPUT_RANGE=${OUTPUT_RANGE:-8,512}
-MAX_LORAS_PER_BATCH=${MAX_LORAS_PER_BATCH:-32}
+MAX_LORAS_PER_BATCH=${MAX_LORAS_PER_BATCH:-128}
 MAX_LOADED_LORAS=${MAX_LOADED_LORAS:-256}
 DISTINCT_WEIGHTS=${DISTINCT_WEIGHTS:-128}
 ADAPTERS_DIR=${ADAPTERS_DIR:-/tmp/loom-slora-adapters/$SHAPE-${RANKS//,/_}-${TARGETS//,/_}}
