@@ -176,7 +176,7 @@ extension CUDABackend {
         let common: [KernelArgument] = [.pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer),
                                         .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer)]
         if out.dtype == .f32 && k % 8 == 0 && (x.devicePointer | a.devicePointer) % 16 == 0 {
-            let large = plan.maxSegmentLength > 16
+            let large = plan.usesLargeTiles
             let rowsPerBlock = large ? 64 : 16, columnsPerBlock = large ? 32 : 16, warps = large ? 4 : 8
             let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock
             let columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
@@ -209,7 +209,7 @@ extension CUDABackend {
                                         .pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer),
                                         .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer)]
         if shrunk.dtype == .f32 && maxRank % 2 == 0 && outOffsets.allSatisfy({ $0 % 8 == 0 }) && out.devicePointer % 4 == 0 {
-            let large = plan.maxSegmentLength > 16
+            let large = plan.usesLargeTiles
             let rowsPerBlock = large ? 64 : 16, columnsPerBlock = 128
             launch(large ? "loom_lora_expand_mma_large" : "loom_lora_expand_mma_small",
                    grid: (capacity, (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock, (totalOut + columnsPerBlock - 1) / columnsPerBlock),
@@ -221,5 +221,14 @@ extension CUDABackend {
         launch("loom_lora_expand", grid: (n, (totalOut + 127) / 128, 1), block: 128,
                [.pointer(shrunk.devicePointer), .int(shrunk.dtype == .f32 ? 1 : 0), .pointer(b.devicePointer), .pointer(out.devicePointer)]
                + common + [.int(capacity), .int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3])])
+    }
+}
+
+extension LoRAKernelPlan {
+    /// Whether the tensor-core kernels take 64-row tiles: when segments may be long and average
+    /// more than 16 rows (prefill; sgmv with few adapters per row). Decode batches spread over
+    /// adapters keep 16-row tiles. Depends only on the row count and capacities (graph-safe).
+    var usesLargeTiles: Bool {
+        maxSegmentLength > 16 && permutation.shape[0] > 16 * max(segmentCapacity, 1)
     }
 }
