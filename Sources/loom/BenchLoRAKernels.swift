@@ -118,8 +118,21 @@ struct BenchLoRAKernels: ParsableCommand {
                 let loraKey = "lora-kernels-\(backend)-\(c.phase.rawValue)-r\(c.rank)-t\(c.tokens)-a\(c.adapters)-chunk\(maxLoraChunkSize)"
                 let loraMicroseconds = layer.replayMicroseconds(key: loraKey, repeats: repeats) { layer.lora(applier, tokens: c.tokens) }
                 let baseMicroseconds = layer.replayMicroseconds(key: "lora-kernels-base-t\(c.tokens)", repeats: repeats) { layer.base(tokens: c.tokens) }
-                let row = Self.row(c, backend: backend, baseMicroseconds: baseMicroseconds, loraMicroseconds: loraMicroseconds,
+                var row = Self.row(c, backend: backend, baseMicroseconds: baseMicroseconds, loraMicroseconds: loraMicroseconds,
                                    adapterBytes: c.adapterBytes(shape), bandwidth: bandwidth, check: check)
+                // Where the LoRA time goes: each group's launches run eagerly, each timed alone (a
+                // second run, warm; eager launches cost a few µs more than graph replays).
+                var kernels: [String: Double] = [:]
+                for g in ProjectionGroup.allCases {
+                    let x = layer.operands(g, tokens: c.tokens)
+                    applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
+                    gpu.setProfiling(true)
+                    applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
+                    for (name, t) in gpu.profiler!.report() { kernels["\(g) \(name)"] = (t.milliseconds * 1000).rounded() }
+                    gpu.setProfiling(false)
+                }
+                row["eager_kernels_us"] = kernels
+                benchLog("\(c.phase.rawValue) r\(c.rank) t\(c.tokens) a\(c.adapters) \(backend): " + kernels.sorted { $0.key < $1.key }.map { "\($0.key) \(Int($0.value))" }.joined(separator: ", "))
                 if row["check_passed"] as? Bool == false {
                     benchLog("\(c) \(backend): the LoRA delta differs from the CPU reference (max error \(check.maxError), largest value \(check.maxReference))")
                 }
