@@ -99,7 +99,7 @@ public final class LoRAManager {
     }
 
     /// The largest step (decode batches) whose shrink outputs get a buffer per layer and group.
-    static let stepShrunkRows = 256
+    public static let stepShrunkRows = 256
 
     /// Row-parallel groups all-reduce their shrink result under tensor parallelism.
     static func isRowParallel(_ m: TargetModule) -> Bool { m == .o || m == .down }

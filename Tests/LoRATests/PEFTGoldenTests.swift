@@ -66,6 +66,31 @@ import Testing
                   label: "\(name) \(kind) cases")
     }
 
+    /// Steps of more than `LoRAManager.stepShrunkRows` rows use one shared shrink buffer, smaller ones
+    /// a zeroed buffer per layer and group: a 299-token prefill in one step must give the logits that
+    /// 99 single-row decode steps after a 200-token prompt gave at the same position.
+    @Test(arguments: kinds)
+    func longPrefillStepMatchesDecodeSteps(kind: LoRABackendKind) throws {
+        let s = try setup("stories260k", kind: kind, slots: 3)
+        let ref = try s.manager.registry.resolve(["r8-all"])[0]
+        let prompt = (0..<200).map { 1 + ($0 * 37) % 500 }
+        var decodeLogits: [[Float]] = []
+        let generated = try Generator(model: s.model).generate(
+            [GenerationRequest(promptIds: prompt, maxNewTokens: 100, adapterKey: ref?.uid ?? 0)], maxAdaptersPerStep: 3,
+            stepHook: { rows in try s.manager.prepare(rowAdapters: rows.map { _ in ref }) },
+            onLogits: { _, _, l in decodeLogits.append(l) })[0]
+        var prefillLogits: [Float] = []
+        let long = prompt + generated.prefix(99)
+        #expect(long.count > LoRAManager.stepShrunkRows)
+        let next = try Generator(model: s.model).generate(
+            [GenerationRequest(promptIds: long, maxNewTokens: 1, adapterKey: ref?.uid ?? 0)], maxAdaptersPerStep: 3,
+            stepHook: { rows in try s.manager.prepare(rowAdapters: rows.map { _ in ref }) },
+            onLogits: { _, _, l in prefillLogits = l })[0]
+        let diff = maxAbsDifference(prefillLogits, decodeLogits[99])
+        #expect(diff < 1e-4, "\(kind): the 299-row step's logits differ from decode's by \(diff)")
+        #expect(next == [generated[99]])
+    }
+
     @Test(arguments: models, kinds)
     func mixedBatchesMatchPEFT(model name: String, kind: LoRABackendKind) throws {
         for slots in [8, 3] {
