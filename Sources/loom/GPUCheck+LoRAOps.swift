@@ -1,0 +1,110 @@
+import CPUBackend
+import CUDABackend
+import Foundation
+import LoomCore
+import LoRA
+
+/// The LoRA kernels against the CPU backend: adapter mixes, ranks, plan kinds and graph replay.
+extension OpChecks {
+    /// One LoRA case: `rowSlots[i]` is token row i's slot; slot s has rank `slotRanks[s]` (0: base) in a
+    /// pool of rank `maxRank`; modules of `moduleOutputs` stacked over input width `k`. Shrink and
+    /// expand run on both backends over the same plan (BatchPlan of `kind`, padded to its capacity);
+    /// expand gets the same bf16 shrink result on both, NaN where j >= rank (never read). With
+    /// `captureRowSlots`, the GPU ops are captured in a CUDA graph on that plan first and replayed on
+    /// this one.
+    mutating func loraCase(_ label: String, k: Int, moduleOutputs: [Int], maxRank: Int, slotRanks: [Int], rowSlots: [Int],
+                           kind: LoRABackendKind, chunk: Int = 16, shrunkDType: DType = .f32, captureRowSlots: [Int]? = nil) -> [[String: Any]] {
+        let n = rowSlots.count, stack = moduleOutputs.count, slots = slotRanks.count
+        let outs = moduleOutputs.reduce(into: [0]) { $0.append($0.last! + $1) }, totalOut = outs.last!
+        let capacity = BatchPlan.segmentCapacity(rows: n, slots: slots, kind: kind, chunkSize: chunk)
+        let maxLength = BatchPlan.maxSegmentLength(rows: n, kind: kind, chunkSize: chunk)
+        let gpu = self.gpu, cpu = self.cpu
+        let (xc, xg, _) = pair(Shape(n, k))
+        let (ac, ag, _) = pair(Shape(slots, stack * maxRank, k), scale: 0.05)
+        let (bc, bg, _) = pair(Shape(slots, totalOut, maxRank), scale: 0.1)
+        let (rc, rg) = ints(slotRanks.map(Int32.init))
+        let (scaleC, scaleG) = floats32((0..<(slots * stack)).map { Float($0 % 5 + 1) * 0.25 })
+        let (permC, permG) = ints([Int32](repeating: 0, count: n))
+        let (startC, startG) = ints([Int32](repeating: 0, count: capacity + 1))
+        let (slotC, slotG) = ints([Int32](repeating: 0, count: capacity))
+        func load(_ rowSlots: [Int]) -> (LoRAKernelPlan, LoRAKernelPlan, BatchPlan) {
+            let plan = BatchPlan(rowSlots: rowSlots, kind: kind, chunkSize: chunk)
+            let padded = plan.padded(toCapacity: capacity)
+            for (backend, perm, start, slot) in [(cpu as ComputeBackend, permC, startC, slotC), (gpu, permG, startG, slotG)] {
+                backend.copy(plan.permutation, to: perm)
+                backend.copy(padded.starts, to: start)
+                backend.copy(padded.slots, to: slot)
+            }
+            func make(_ perm: DeviceTensor, _ start: DeviceTensor, _ slot: DeviceTensor, _ ranks: DeviceTensor) -> LoRAKernelPlan {
+                LoRAKernelPlan(permutation: perm, segmentStarts: start, segmentSlots: slot, slotRanks: ranks, numSegments: plan.segmentCount,
+                               maxRank: slotRanks.max()!, segmentCapacity: capacity, maxSegmentLength: maxLength)
+            }
+            return (make(permC, startC, slotC, rc), make(permG, startG, slotG, rg), plan)
+        }
+        let (planC, planG, plan) = load(rowSlots)
+        // Shrink outputs start at zero on both; entries at j >= rank stay untouched on both.
+        let (sc, sg) = zeros(Shape(n, stack * maxRank), gpuDType: shrunkDType)
+        // Expand input: the same bf16 values on both, NaN where a row's slot rank ends.
+        var yValues = [Float](repeating: 0, count: n * stack * maxRank)
+        for p in 0..<n {
+            let rank = slotRanks[rowSlots[Int(plan.permutation[p])]]
+            for m in 0..<stack {
+                for j in 0..<maxRank {
+                    yValues[(p * stack + m) * maxRank + j] = j < rank ? HalfConversion.bf16ToFloat(HalfConversion.floatToBF16(rng.uniform())) : .nan
+                }
+            }
+        }
+        let yc = try! cpu.allocate(Shape(n, stack * maxRank), dtype: .f32), yg = try! gpu.allocate(Shape(n, stack * maxRank), dtype: shrunkDType)
+        cpu.copy(yValues, to: yc)
+        gpu.copy(yValues, to: yg)
+        let (oc, og, _) = pair(Shape(n, totalOut))
+        let gpuOps = {
+            gpu.loraShrink(xg, a: ag, out: sg, plan: planG, stack: stack)
+            gpu.loraExpand(yg, b: bg, out: og, plan: planG, scalings: scaleG, outOffsets: outs)
+        }
+        if let captureRowSlots {
+            // Capture (and run) on the other plan, restore the outputs, reload this plan, replay.
+            let original = gpu.download(og)
+            _ = load(captureRowSlots)
+            gpu.withGraph(key: "lora-check-\(label)-\(kind)", gpuOps)
+            gpu.copy(original, to: og)
+            gpu.copy([Float](repeating: 0, count: sg.count), to: sg)
+            _ = load(rowSlots)
+            gpu.withGraph(key: "lora-check-\(label)-\(kind)", gpuOps)
+        } else {
+            gpuOps()
+        }
+        cpu.loraShrink(xc, a: ac, out: sc, plan: planC, stack: stack)
+        cpu.loraExpand(yc, b: bc, out: oc, plan: planC, scalings: scaleC, outOffsets: outs)
+        let detail = "\(label): \(n) rows, K \(k), outputs \(moduleOutputs), ranks \(slotRanks) (pool \(maxRank)), \(kind) \(plan.segmentCount) segments"
+            + (captureRowSlots.map { " (graph captured on \(BatchPlan(rowSlots: $0, kind: kind, chunkSize: chunk).segmentCount) segments)" } ?? "")
+        return [compare("loraShrink", sc, sg, tolerance: 1e-2, detail: detail), compare("loraExpand", oc, og, tolerance: 1e-2, detail: detail)]
+    }
+
+    /// The LoRA kernels over adapter mixes, ranks, plan kinds and graph replay.
+    mutating func loraChecks() -> [[String: Any]] {
+        var results: [[String: Any]] = []
+        let qkv = [4096, 1024, 1024], gateUp = [14336, 14336]
+        for kind in LoRABackendKind.allCases {
+            // Uniform: one adapter, decode rows.
+            results += loraCase("uniform", k: 4096, moduleOutputs: qkv, maxRank: 16, slotRanks: [0, 16], rowSlots: Array(repeating: 1, count: 32), kind: kind)
+            // Mixed: 7 adapters of ranks 8…64 and base rows, round robin over 256 rows.
+            let mixedRanks = [0, 8, 16, 32, 64, 16, 8, 64]
+            results += loraCase("mixed", k: 4096, moduleOutputs: gateUp, maxRank: 64, slotRanks: mixedRanks, rowSlots: (0..<256).map { $0 % 8 }, kind: kind)
+            // Skewed: one adapter has most rows; rank 256; down-projection input width; an empty slot.
+            let skewed = Array(repeating: 1, count: 200) + (0..<15).map { 2 + $0 % 3 } + [0, 0, 0, 0]
+            results += loraCase("skewed", k: 14336, moduleOutputs: [4096], maxRank: 256, slotRanks: [0, 256, 8, 128, 32, 64], rowSlots: skewed.shuffledDeterministically(), kind: kind)
+            // Prefill: 4 sequences of 512 rows, rank 64, q/k/v stacked.
+            results += loraCase("prefill", k: 4096, moduleOutputs: qkv, maxRank: 64, slotRanks: [0, 64, 64, 64, 64], rowSlots: (0..<2048).map { 1 + $0 / 512 }, kind: kind)
+            // Odd ranks and widths the tensor-core kernels do not take (the general kernels run).
+            results += loraCase("odd", k: 172, moduleOutputs: [172, 36, 36], maxRank: 8, slotRanks: [0, 5, 8, 3], rowSlots: (0..<21).map { $0 % 4 }, kind: kind)
+            results += loraCase("odd-bf16", k: 128, moduleOutputs: [128, 64], maxRank: 6, slotRanks: [0, 5, 6], rowSlots: (0..<9).map { $0 % 3 }, kind: kind, shrunkDType: .bf16)
+            // Tiny-model widths on the tensor-core path (K % 8 == 0, offsets % 8 == 0), odd rank in an even pool.
+            results += loraCase("tiny", k: 344, moduleOutputs: [192, 96, 96], maxRank: 16, slotRanks: [0, 7, 16], rowSlots: (0..<19).map { $0 % 3 }, kind: kind)
+            // Graph replay with more segments than at capture.
+            results += loraCase("graph", k: 4096, moduleOutputs: qkv, maxRank: 16, slotRanks: [0, 16, 8, 16, 16, 4, 16, 12, 16],
+                                rowSlots: (0..<64).map { $0 % 9 }, kind: kind, captureRowSlots: Array(repeating: 1, count: 64))
+        }
+        return results
+    }
+}
