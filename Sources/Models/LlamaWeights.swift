@@ -48,20 +48,31 @@ public struct LlamaWeights {
     /// `progress` is called after each layer with the number of layers loaded so far.
     public static func load(from store: WeightStore, config c: ModelConfig, backend: ComputeBackend, shard: TensorShard = .whole,
                             progress: ((Int) -> Void)? = nil) throws -> LlamaWeights {
-        /// Rows `rows` and columns `cols` of a 2-D tensor (or elements `rows` of a 1-D one).
-        func slice(_ name: String, _ shape: [Int], rows: Range<Int>? = nil, cols: Range<Int>? = nil) throws -> [Float] {
-            let full = try store.floats(name, shape: shape)
-            let r = rows ?? 0..<shape[0]
-            if shape.count == 1 { return Array(full[r]) }
-            let width = shape[1], c = cols ?? 0..<width
-            if r.count == shape[0] && c.count == width { return full }
-            var out: [Float] = []
-            out.reserveCapacity(r.count * c.count)
-            for i in r { out += full[(i * width + c.lowerBound)..<(i * width + c.upperBound)] }
-            return out
+        /// Rows `rows` and columns `cols` of a 2-D tensor (or elements `rows` of a 1-D one), as bytes
+        /// of its stored dtype: slices and concatenations never convert, so a bf16 checkpoint reaches
+        /// a bf16 device unchanged and without an f32 copy on the host.
+        func slice(_ name: String, _ shape: [Int], rows: Range<Int>? = nil, cols: Range<Int>? = nil) throws -> Part {
+            try store.withTensor(name, shape: shape) { dtype, bytes in
+                let e = dtype.byteCount, r = rows ?? 0..<shape[0]
+                let width = shape.count == 1 ? 1 : shape[1], c = shape.count == 1 ? 0..<1 : (cols ?? 0..<width)
+                var out = [UInt8](repeating: 0, count: r.count * c.count * e)
+                out.withUnsafeMutableBytes { dst in
+                    for (k, i) in r.enumerated() {
+                        (dst.baseAddress! + k * c.count * e).copyMemory(from: bytes + (i * width + c.lowerBound) * e, byteCount: c.count * e)
+                    }
+                }
+                return Part(dtype: dtype, bytes: out)
+            }
         }
-        func upload(_ values: [Float], _ shape: [Int]) throws -> DeviceTensor {
-            try values.withUnsafeBytes { try backend.uploadWeights($0.baseAddress!, dtype: .f32, shape: Shape(shape)) }
+        /// Parts stacked by rows (then `zeroRows` rows of zeros) into one tensor of `shape`, uploaded from
+        /// the parts' dtype; parts stored in different dtypes meet in f32.
+        func upload(_ parts: [Part], _ shape: [Int], zeroRows: Int = 0) throws -> DeviceTensor {
+            let dtype = parts.allSatisfy({ $0.dtype == parts[0].dtype }) ? parts[0].dtype : .f32
+            var bytes: [UInt8] = []
+            for part in parts { bytes += part.dtype == dtype ? part.bytes : part.floatBytes }
+            bytes += [UInt8](repeating: 0, count: zeroRows * (shape.count == 1 ? 1 : shape[1]) * dtype.byteCount)
+            precondition(bytes.count == shape.reduce(1, *) * dtype.byteCount, "\(bytes.count) bytes for \(shape) of \(dtype)")
+            return try bytes.withUnsafeBytes { try backend.uploadWeights($0.baseAddress!, dtype: dtype, shape: Shape(shape)) }
         }
         /// A whole tensor, uploaded from its stored dtype without a host copy.
         func tensor(_ name: String, _ shape: [Int]) throws -> DeviceTensor {
@@ -76,34 +87,33 @@ public struct LlamaWeights {
         let vocabRows = shard.vocab(c), vocabPadded = shard.vocabPerRank(c)
         /// This rank's vocabulary rows, padded to `vocabPadded` rows plus `extra` zero rows.
         func vocabTensor(_ name: String, extra: Int) throws -> DeviceTensor {
-            var rows = try slice(name, [c.vocabSize, h], rows: vocabRows)
-            rows += [Float](repeating: 0, count: (vocabPadded - vocabRows.count + extra) * h)
-            return try upload(rows, [vocabPadded + extra, h])
+            try upload([try slice(name, [c.vocabSize, h], rows: vocabRows)], [vocabPadded + extra, h],
+                       zeroRows: vocabPadded - vocabRows.count + extra)
         }
         let embedding = isSharded ? try vocabTensor("model.embed_tokens.weight", extra: 1)
                                   : try tensor("model.embed_tokens.weight", [c.vocabSize, h])
         var layers: [LayerWeights] = []
         for i in 0..<c.numLayers {
             let p = "model.layers.\(i)."
-            let qkv = try slice("\(p)self_attn.q_proj.weight", [c.qSize, h], rows: qRows)
-                + slice("\(p)self_attn.k_proj.weight", [c.kvSize, h], rows: kvRows)
-                + slice("\(p)self_attn.v_proj.weight", [c.kvSize, h], rows: kvRows)
+            let qkv = [try slice("\(p)self_attn.q_proj.weight", [c.qSize, h], rows: qRows),
+                       try slice("\(p)self_attn.k_proj.weight", [c.kvSize, h], rows: kvRows),
+                       try slice("\(p)self_attn.v_proj.weight", [c.kvSize, h], rows: kvRows)]
             let bias: DeviceTensor? = c.hasQKVBias ? try upload(
-                try slice("\(p)self_attn.q_proj.bias", [c.qSize], rows: qRows)
-                    + slice("\(p)self_attn.k_proj.bias", [c.kvSize], rows: kvRows)
-                    + slice("\(p)self_attn.v_proj.bias", [c.kvSize], rows: kvRows),
+                [try slice("\(p)self_attn.q_proj.bias", [c.qSize], rows: qRows),
+                 try slice("\(p)self_attn.k_proj.bias", [c.kvSize], rows: kvRows),
+                 try slice("\(p)self_attn.v_proj.bias", [c.kvSize], rows: kvRows)],
                 [qRows.count + 2 * kvRows.count]) : nil
-            let gateUp = try slice("\(p)mlp.gate_proj.weight", [c.intermediateSize, h], rows: inter)
-                + slice("\(p)mlp.up_proj.weight", [c.intermediateSize, h], rows: inter)
+            let gateUp = [try slice("\(p)mlp.gate_proj.weight", [c.intermediateSize, h], rows: inter),
+                          try slice("\(p)mlp.up_proj.weight", [c.intermediateSize, h], rows: inter)]
             layers.append(LayerWeights(
                 inputNorm: try tensor("\(p)input_layernorm.weight", [h]),
                 qkv: try upload(qkv, [qRows.count + 2 * kvRows.count, h]),
                 qkvBias: bias,
-                o: isSharded ? try upload(try slice("\(p)self_attn.o_proj.weight", [h, c.qSize], cols: qRows), [h, qRows.count])
+                o: isSharded ? try upload([try slice("\(p)self_attn.o_proj.weight", [h, c.qSize], cols: qRows)], [h, qRows.count])
                              : try tensor("\(p)self_attn.o_proj.weight", [h, c.qSize]),
                 postAttentionNorm: try tensor("\(p)post_attention_layernorm.weight", [h]),
                 gateUp: try upload(gateUp, [2 * inter.count, h]),
-                down: isSharded ? try upload(try slice("\(p)mlp.down_proj.weight", [h, c.intermediateSize], cols: inter), [h, inter.count])
+                down: isSharded ? try upload([try slice("\(p)mlp.down_proj.weight", [h, c.intermediateSize], cols: inter)], [h, inter.count])
                                 : try tensor("\(p)mlp.down_proj.weight", [h, c.intermediateSize])
             ))
             progress?(i + 1)
@@ -117,5 +127,28 @@ public struct LlamaWeights {
             lmHead = isSharded ? try vocabTensor("lm_head.weight", extra: 0) : try tensor("lm_head.weight", [c.vocabSize, h])
         }
         return LlamaWeights(embedding: embedding, layers: layers, finalNorm: finalNorm, lmHead: lmHead)
+    }
+}
+
+/// A slice of a stored tensor: its bytes, in the dtype the checkpoint stores.
+struct Part {
+    var dtype: DType
+    var bytes: [UInt8]
+
+    /// The same values as f32 bytes (to stack with parts of another dtype).
+    var floatBytes: [UInt8] {
+        let count = bytes.count / dtype.byteCount
+        var floats = [Float](repeating: 0, count: count)
+        bytes.withUnsafeBytes { raw in
+            for i in 0..<count {
+                switch dtype {
+                case .f32: floats[i] = raw.loadUnaligned(fromByteOffset: 4 * i, as: Float.self)
+                case .bf16: floats[i] = HalfConversion.bf16ToFloat(raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                case .f16: floats[i] = HalfConversion.f16ToFloat(raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                case .i32: floats[i] = Float(raw.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self))
+                }
+            }
+        }
+        return floats.withUnsafeBytes { Array($0) }
     }
 }
