@@ -25,13 +25,8 @@ extension CUDABackend {
             uploadsQueued = true
         }
         uploadSources.append(source)
-        // CUDA_MEMCPY2D: 16 eight-byte fields; memory types are 4-byte enums padded to 8.
-        let host: UInt64 = 1, device: UInt64 = 2
-        var p = [UInt64](repeating: 0, count: 16)
-        p[2] = host; p[3] = UInt64(UInt(bitPattern: source.pointer + offset)); p[6] = UInt64(pitch)
-        p[9] = device; p[11] = destination.devicePointer; p[13] = UInt64(destinationPitch)
-        p[14] = UInt64(rowBytes); p[15] = UInt64(rows)
-        let status = p.withUnsafeBytes { driver.cuMemcpy2DAsync($0.baseAddress!, copyStream) }
+        let status = driver.memcpy2DAsync(from: .host(source.pointer + offset), sourcePitch: pitch, toDevice: destination.devicePointer,
+                                          destinationPitch: destinationPitch, widthBytes: rowBytes, height: rows, stream: copyStream)
         must(status, "cuMemcpy2DAsync(host → device, \(rowBytes) B × \(rows))")
     }
 

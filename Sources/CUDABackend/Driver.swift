@@ -107,6 +107,29 @@ final class Driver: @unchecked Sendable {
     }
 }
 
+extension Driver {
+    /// Where a 2-D copy reads from.
+    enum CopySource {
+        case host(UnsafeRawPointer)
+        case device(UInt64)
+    }
+
+    /// `cuMemcpy2DAsync` into device memory: `height` rows of `widthBytes`, pitches in bytes.
+    func memcpy2DAsync(from source: CopySource, sourcePitch: Int, toDevice destination: UInt64, destinationPitch: Int,
+                       widthBytes: Int, height: Int, stream: Handle) -> Int32 {
+        // CUDA_MEMCPY2D: 16 eight-byte fields; memory types (1 host, 2 device) are 4-byte enums padded to 8.
+        var p = [UInt64](repeating: 0, count: 16)
+        switch source {
+        case .host(let pointer): p[2] = 1; p[3] = UInt64(UInt(bitPattern: pointer))
+        case .device(let pointer): p[2] = 2; p[4] = pointer
+        }
+        p[6] = UInt64(sourcePitch)
+        p[9] = 2; p[11] = destination; p[13] = UInt64(destinationPitch)
+        p[14] = UInt64(widthBytes); p[15] = UInt64(height)
+        return p.withUnsafeBytes { cuMemcpy2DAsync($0.baseAddress!, stream) }
+    }
+}
+
 /// Driver enum values used here (cuda.h).
 enum CUAttribute {
     static let multiprocessorCount: Int32 = 16

@@ -187,13 +187,8 @@ extension CUDABackend {
             must(driver.cuMemcpyDtoDAsync(destination, source, widthBytes * height, stream), "cuMemcpyDtoDAsync")
             return
         }
-        // CUDA_MEMCPY2D: 16 eight-byte fields; memory types are 4-byte enums padded to 8.
-        let device: UInt64 = 2  // CU_MEMORYTYPE_DEVICE
-        var p = [UInt64](repeating: 0, count: 16)
-        p[0] = 0; p[1] = 0; p[2] = device; p[3] = 0; p[4] = source; p[5] = 0; p[6] = UInt64(sourcePitch)
-        p[7] = 0; p[8] = 0; p[9] = device; p[10] = 0; p[11] = destination; p[12] = 0; p[13] = UInt64(destinationPitch)
-        p[14] = UInt64(widthBytes); p[15] = UInt64(height)
-        let status = p.withUnsafeBytes { driver.cuMemcpy2DAsync($0.baseAddress!, stream) }
+        let status = driver.memcpy2DAsync(from: .device(source), sourcePitch: sourcePitch, toDevice: destination,
+                                          destinationPitch: destinationPitch, widthBytes: widthBytes, height: height, stream: stream)
         must(status, "cuMemcpy2DAsync(\(widthBytes) B × \(height), pitches \(sourcePitch)/\(destinationPitch))")
     }
 

@@ -126,7 +126,7 @@ public final class LoRAManager {
     }
 
     /// The projections of each group, in stacking order.
-    static func modules(of group: ProjectionGroup) -> [TargetModule] {
+    public static func modules(of group: ProjectionGroup) -> [TargetModule] {
         switch group {
         case .qkv: [.q, .k, .v]
         case .o: [.o]

@@ -17,19 +17,6 @@ struct DecodeLoRA {
     let bytesPerAdapter: Int
     let files: SyntheticAdapters
 
-    /// The pool's options: N slots (no base rows in these batches), N adapters in host memory.
-    static func options(adapters: Int, rank: Int, backend: String, chunkSize: Int) throws -> LoRAOptions {
-        var o = LoRAOptions()
-        o.maxLorasPerBatch = adapters
-        o.maxLoadedLoras = adapters
-        o.maxLoraRank = rank
-        o.targetModules = SyntheticAdapters.modules
-        o.backend = try LoRABackendKind(flag: backend)
-        o.maxChunkSize = chunkSize
-        try o.validate()
-        return o
-    }
-
     /// Writes the adapters for `model`'s shape, loads them on every rank and makes them all resident,
     /// so that no timed step copies adapter weights.
     static func make(model: LlamaModel, modelName: String, gpus: [CUDABackend], communicators: [Communicator?], adapters: Int, rank: Int,
@@ -37,7 +24,7 @@ struct DecodeLoRA {
         let files = try SyntheticAdapters.write(base: model.config, baseName: modelName, count: adapters, rank: rank)
         do {
             let manager = try LoRAManager(
-                options: try options(adapters: adapters, rank: rank, backend: backend, chunkSize: chunkSize), base: model.config,
+                options: try SyntheticAdapters.poolOptions(slots: adapters, rank: rank, backend: backend, chunkSize: chunkSize), base: model.config,
                 backends: gpus, communicators: communicators, maxTokens: model.maxTokens, initial: files.specs)
             let refs = try manager.registry.resolve(files.specs.map(\.name)).map { $0! }
             let lora = DecodeLoRA(manager: manager, refs: refs, rank: rank, backend: backend, chunkSize: chunkSize,

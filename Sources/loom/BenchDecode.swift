@@ -73,7 +73,7 @@ struct BenchDecode: ParsableCommand {
         if adapters < 0 { throw ValidationError("--adapters must be at least 0") }
         if rank < 1 { throw ValidationError("--rank must be at least 1") }
         do {
-            _ = try DecodeLoRA.options(adapters: max(adapters, 1), rank: rank, backend: loraBackend, chunkSize: maxLoraChunkSize)
+            _ = try SyntheticAdapters.poolOptions(slots: max(adapters, 1), rank: rank, backend: loraBackend, chunkSize: maxLoraChunkSize)
         } catch let e as LoomError {
             throw ValidationError(e.description)
         }

@@ -43,7 +43,7 @@ struct BenchLoRAKernels: ParsableCommand {
         do {
             _ = try backends()
             _ = try cases()
-            for b in try backends() { _ = try options(backend: b, rank: 1) }
+            for b in try backends() { _ = try SyntheticAdapters.poolOptions(slots: LoRAKernelCase.maxAdapters, rank: 1, backend: b, chunkSize: maxLoraChunkSize) }
         } catch let e as LoomError {
             throw ValidationError(e.description)
         }
@@ -59,19 +59,6 @@ struct BenchLoRAKernels: ParsableCommand {
 
     func cases() throws -> [LoRAKernelCase] {
         try rows.map(LoRAKernelCase.parse) ?? LoRAKernelCase.issueMatrix
-    }
-
-    /// A pool of 8 slots of rank `rank`, every projection.
-    func options(backend: String, rank: Int) throws -> LoRAOptions {
-        var o = LoRAOptions()
-        o.maxLorasPerBatch = LoRAKernelCase.maxAdapters
-        o.maxLoadedLoras = LoRAKernelCase.maxAdapters
-        o.maxLoraRank = rank
-        o.targetModules = SyntheticAdapters.modules
-        o.backend = try LoRABackendKind(flag: backend)
-        o.maxChunkSize = maxLoraChunkSize
-        try o.validate()
-        return o
     }
 
     func run() throws {
@@ -97,7 +84,7 @@ struct BenchLoRAKernels: ParsableCommand {
                 files[rank] = f
                 hostAdapters[rank] = try f.specs.map { try PEFTAdapter.load(path: $0.path, base: shape) }
             }
-            let m = try LoRAManager(options: try options(backend: backend, rank: rank), base: shape, backends: [gpu], communicators: [nil],
+            let m = try LoRAManager(options: try SyntheticAdapters.poolOptions(slots: LoRAKernelCase.maxAdapters, rank: rank, backend: backend, chunkSize: maxLoraChunkSize), base: shape, backends: [gpu], communicators: [nil],
                                     maxTokens: maxTokens, initial: files[rank]!.specs)
             pools["\(backend)-\(rank)"] = m
             return m

@@ -1,6 +1,7 @@
 import CUDABackend
 import Foundation
 import LoomCore
+import LoRA
 import ModelFormats
 import Models
 
@@ -81,16 +82,6 @@ final class LoRAKernelLayer {
         return ms * 1000 / Double(repeats)
     }
 
-    /// The projections of each group, in the slot pool's stacking order.
-    static func modules(of group: ProjectionGroup) -> [TargetModule] {
-        switch group {
-        case .qkv: [.q, .k, .v]
-        case .o: [.o]
-        case .gateUp: [.gate, .up]
-        case .down: [.down]
-        }
-    }
-
     /// The largest difference between the GPU's LoRA delta and a CPU reference on a few rows
     /// (the first row of each adapter and the last row), over the four groups, beside the largest
     /// reference value. Outputs are zeroed first, so the output is the delta alone.
@@ -105,7 +96,7 @@ final class LoRAKernelLayer {
             for row in rows {
                 let input = gpu.download(x.input.rows(row, 1)), got = gpu.download(x.output.rows(row, 1))
                 var expected: [Float] = []
-                for m in Self.modules(of: g) {
+                for m in LoRAManager.modules(of: g) {
                     let w = adapters[rowAdapters[row]].layers[0][m]!
                     expected += Self.delta(a: w.a, b: w.b, rank: w.rank, scaling: w.scaling, input: input)
                 }

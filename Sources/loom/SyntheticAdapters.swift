@@ -28,6 +28,20 @@ struct SyntheticAdapters {
         return SyntheticAdapters(directory: directory, specs: written.map { LoRAPathSpec(name: $0.name, path: $0.path) }, rank: rank)
     }
 
+    /// A slot pool for these adapters: `slots` slots and as many in host memory, rank `rank`, every
+    /// projection, `--lora-backend` and `--max-lora-chunk-size` as given.
+    static func poolOptions(slots: Int, rank: Int, backend: String, chunkSize: Int) throws -> LoRAOptions {
+        var o = LoRAOptions()
+        o.maxLorasPerBatch = slots
+        o.maxLoadedLoras = slots
+        o.maxLoraRank = rank
+        o.targetModules = modules
+        o.backend = try LoRABackendKind(flag: backend)
+        o.maxChunkSize = chunkSize
+        try o.validate()
+        return o
+    }
+
     func remove() {
         try? FileManager.default.removeItem(atPath: directory)
     }

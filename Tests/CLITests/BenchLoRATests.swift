@@ -93,7 +93,7 @@ import Testing
         #expect(throws: (any Error).self) { try BenchDecode.parse(["--random-weights", "llama-3.1-8b", "--adapters", "2", "--lora-backend", "punica"]) }
         let decode = try BenchDecode.parse(["--random-weights", "llama-3.1-8b", "--adapters", "4"])
         #expect(decode.adapters == 4 && decode.rank == 16 && decode.loraBackend == "csgmv" && decode.maxLoraChunkSize == 16)
-        let o = try DecodeLoRA.options(adapters: 4, rank: 16, backend: "triton", chunkSize: 32)
+        let o = try SyntheticAdapters.poolOptions(slots: 4, rank: 16, backend: "triton", chunkSize: 32)
         #expect(o.maxLorasPerBatch == 4 && o.maxLoraRank == 16 && o.backend == .sgmv && o.targetModules == Set(TargetModule.allCases))
     }
 
