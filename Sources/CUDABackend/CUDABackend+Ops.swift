@@ -210,12 +210,19 @@ extension CUDABackend {
                                         .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer)]
         if shrunk.dtype == .f32 && maxRank % 2 == 0 && outOffsets.allSatisfy({ $0 % 8 == 0 }) && out.devicePointer % 4 == 0 {
             let large = plan.usesLargeTiles
-            let rowsPerBlock = large ? 64 : 16, columnsPerBlock = 128
+            let rowsPerBlock = large ? 64 : 16
+            let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock
+            // Enough blocks for eight per multiprocessor, each a stretch of columns (a multiple of
+            // 128: four warps of 32); a prefill's few row tiles get long stretches.
+            let working = (n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)
+            let groups128 = (totalOut + 127) / 128
+            let columnBlocks = max(1, min(groups128, (8 * multiprocessorCount + working - 1) / working))
+            let columnsPerBlock = (groups128 + columnBlocks - 1) / columnBlocks * 128
             launch(large ? "loom_lora_expand_mma_large" : "loom_lora_expand_mma_small",
-                   grid: (capacity, (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock, (totalOut + columnsPerBlock - 1) / columnsPerBlock),
+                   grid: (capacity, rowTiles, (totalOut + columnsPerBlock - 1) / columnsPerBlock),
                    block: 128,
                    [.pointer(shrunk.devicePointer), .pointer(b.devicePointer), .pointer(out.devicePointer)] + common
-                   + [.int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3])])
+                   + [.int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3]), .int(columnsPerBlock)])
             return
         }
         launch("loom_lora_expand", grid: (n, (totalOut + 127) / 128, 1), block: 128,

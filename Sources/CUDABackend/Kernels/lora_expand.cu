@@ -21,16 +21,19 @@ __device__ __forceinline__ u32 load_pair(const float* row, int j, int rank) {
     return pack_bf16x2(v.x, j + 1 < rank ? v.y : 0.f);
 }
 
-// The tensor-core kernel. A block covers rows 16·MT·blockIdx.y ..< +16·MT of segment blockIdx.x; each
-// of its W warps owns 8·NT output columns starting at (blockIdx.z·W + warp)·8·NT, every 8-column tile
-// inside one module (module offsets are multiples of 8). K = the slot's rank, in steps of 16.
+// The tensor-core kernel. A block covers rows 16·MT·blockIdx.y ..< +16·MT of segment blockIdx.x and
+// the output columns blockIdx.z·columnsPerBlock ..< +columnsPerBlock; its W warps take 32-column
+// groups of that range in turn (four 8-column tiles, each inside one module: module offsets are
+// multiples of 8), so a prefill's blocks each stream a long stretch of B and of the output while a
+// decode step's spread over the GPU. K = the slot's rank, in steps of 16; the shrunk rows' fragments
+// are loaded once per group and step when the group's four tiles share a module.
 // Needs R even, f32 shrunk (rounded to bf16 as it is read, as PEFT's bf16 lora_A output),
 // totalOut and every offset multiples of 8.
-template <int MT, int NT, int W>
+template <int MT, int W>
 __device__ __forceinline__ void expand_mma(const float* __restrict__ shrunk, const bf16* __restrict__ b, bf16* out,
                                            const void* scalings, int scalingsIsF32, const int* permutation,
                                            const int* starts, const int* segmentSlots, const int* slotRanks,
-                                           int totalOut, int R, int stack, int o1, int o2, int o3) {
+                                           int totalOut, int R, int stack, int o1, int o2, int o3, int columnsPerBlock) {
     const int g = blockIdx.x;
     const int end = starts[g + 1];
     const int p0 = starts[g] + blockIdx.y * 16 * MT;
@@ -38,9 +41,8 @@ __device__ __forceinline__ void expand_mma(const float* __restrict__ shrunk, con
     const int slot = segmentSlots[g], rank = slotRanks[slot];
     if (rank == 0) return;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
-    const int cw = (blockIdx.z * W + warp) * 8 * NT;
-    if (cw >= totalOut) return;
     const int width = stack * R;
+    const int cBegin = blockIdx.z * columnsPerBlock, cEnd = min(totalOut, cBegin + columnsPerBlock);
 
     const float* yr[MT][2];
     int rows[MT][2];
@@ -52,69 +54,86 @@ __device__ __forceinline__ void expand_mma(const float* __restrict__ shrunk, con
             yr[mt][h] = p < end ? shrunk + (u64)p * width : nullptr;
             rows[mt][h] = p < end ? permutation[p] : -1;
         }
-    int module[NT];
-    const bf16* br[NT];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-        const int c = cw + nt * 8;
-        module[nt] = (stack > 1 && c >= o1) + (stack > 2 && c >= o2) + (stack > 3 && c >= o3);
-        br[nt] = c + gq < totalOut ? b + ((u64)slot * totalOut + c + gq) * R : nullptr;
-    }
-    float acc[MT][NT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-            for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
 
-    for (int kb = 0; kb < rank; kb += 16) {
-        const int k0 = kb + 2 * t, k1 = k0 + 8;
+    for (int cw = cBegin + warp * 32; cw < cEnd; cw += W * 32) {
+        int module[4];
+        const bf16* br[4];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            const u32 b0 = load_pair(br[nt], k0, rank), b1 = load_pair(br[nt], k1, rank);
-            const int yo = module[nt] * R;
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                const float* ya = yr[mt][0] ? yr[mt][0] + yo : nullptr;
-                const float* yb = yr[mt][1] ? yr[mt][1] + yo : nullptr;
-                mma_bf16_16816(acc[mt][nt], load_pair(ya, k0, rank), load_pair(yb, k0, rank),
-                               load_pair(ya, k1, rank), load_pair(yb, k1, rank), b0, b1);
-            }
+        for (int nt = 0; nt < 4; ++nt) {
+            const int c = cw + nt * 8;
+            module[nt] = (stack > 1 && c >= o1) + (stack > 2 && c >= o2) + (stack > 3 && c >= o3);
+            br[nt] = c + gq < cEnd ? b + ((u64)slot * totalOut + c + gq) * R : nullptr;
         }
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-        const int col = cw + nt * 8 + 2 * t;
-        if (col >= totalOut) continue;
-        const float scaling = load_any(scalings, (u64)slot * stack + module[nt], scalingsIsF32);
+        const bool shared = module[0] == module[3];
+        float acc[MT][4][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int row = rows[mt][h];
-                if (row < 0) continue;
-                u32* o = (u32*)(out + (u64)row * totalOut + col);
-                const u32 v = *o;
-                const float lo = bf16_to_f32((bf16)(v & 0xffffu)) + scaling * acc[mt][nt][2 * h];
-                const float hi = bf16_to_f32((bf16)(v >> 16)) + scaling * acc[mt][nt][2 * h + 1];
-                *o = pack_bf16x2(lo, hi);
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
+
+        for (int kb = 0; kb < rank; kb += 16) {
+            const int k0 = kb + 2 * t, k1 = k0 + 8;
+            u32 b0[4], b1[4];
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) { b0[nt] = load_pair(br[nt], k0, rank); b1[nt] = load_pair(br[nt], k1, rank); }
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                u32 a[4];
+                if (shared) {
+                    const int yo = module[0] * R;
+                    const float* ya = yr[mt][0] ? yr[mt][0] + yo : nullptr;
+                    const float* yb = yr[mt][1] ? yr[mt][1] + yo : nullptr;
+                    a[0] = load_pair(ya, k0, rank); a[1] = load_pair(yb, k0, rank); a[2] = load_pair(ya, k1, rank); a[3] = load_pair(yb, k1, rank);
+                }
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt) {
+                    if (!shared) {
+                        const int yo = module[nt] * R;
+                        const float* ya = yr[mt][0] ? yr[mt][0] + yo : nullptr;
+                        const float* yb = yr[mt][1] ? yr[mt][1] + yo : nullptr;
+                        a[0] = load_pair(ya, k0, rank); a[1] = load_pair(yb, k0, rank); a[2] = load_pair(ya, k1, rank); a[3] = load_pair(yb, k1, rank);
+                    }
+                    mma_bf16_16816(acc[mt][nt], a[0], a[1], a[2], a[3], b0[nt], b1[nt]);
+                }
             }
+        }
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+            const int col = cw + nt * 8 + 2 * t;
+            if (col >= cEnd) continue;
+            const float scaling = load_any(scalings, (u64)slot * stack + module[nt], scalingsIsF32);
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int row = rows[mt][h];
+                    if (row < 0) continue;
+                    u32* o = (u32*)(out + (u64)row * totalOut + col);
+                    const u32 v = *o;
+                    const float lo = bf16_to_f32((bf16)(v & 0xffffu)) + scaling * acc[mt][nt][2 * h];
+                    const float hi = bf16_to_f32((bf16)(v >> 16)) + scaling * acc[mt][nt][2 * h + 1];
+                    *o = pack_bf16x2(lo, hi);
+                }
+        }
     }
 }
 
-// Few rows per segment: 16 rows per block, 4 warps × 32 columns.
+// Few rows per segment: 16 rows per block, 4 warps.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_expand_mma_small(
     const float* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
-    const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3) {
-    expand_mma<1, 4, 4>(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3);
+    const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3,
+    int columnsPerBlock) {
+    expand_mma<1, 4>(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3, columnsPerBlock);
 }
 
-// Long segments: 64 rows per block, 4 warps × 32 columns.
+// Long segments: 64 rows per block, 4 warps.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_expand_mma_large(
     const float* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
-    const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3) {
-    expand_mma<4, 4, 4>(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3);
+    const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3,
+    int columnsPerBlock) {
+    expand_mma<4, 4>(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3, columnsPerBlock);
 }
 
 // The general kernel (any shape, f32 or bf16 shrunk): one thread per output column.
