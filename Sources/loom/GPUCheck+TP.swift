@@ -19,11 +19,13 @@ enum TensorParallelCheck {
 
     static func generate(directory: String, adapterDir: String, batch: [String: Any], backends: [ComputeBackend],
                          communicators: [Communicator?]) throws -> Outcome {
-        let model = try LlamaModel(directory: directory, backends: backends, communicators: communicators, maxTokens: 512, maxSequences: 16)
+        let promptTokens = (batch["prompt_ids"] as! [Any]).map { ($0 as! [Any]).count }.reduce(0, +)
+        let model = try LlamaModel(directory: directory, backends: backends, communicators: communicators, maxTokens: max(512, promptTokens),
+                                   maxSequences: 16)
         let names = try FileManager.default.contentsOfDirectory(atPath: adapterDir).sorted()
         var options = LoRAOptions()
         options.maxLorasPerBatch = 8
-        let manager = try LoRAManager(options: options, base: model.config, backends: backends, communicators: communicators, maxTokens: 512,
+        let manager = try LoRAManager(options: options, base: model.config, backends: backends, communicators: communicators, maxTokens: model.maxTokens,
                                       initial: names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") })
         let adapters = (batch["adapters"] as! [Any]).map { $0 as? String }
         let refs = try manager.registry.resolve(adapters)
@@ -56,12 +58,15 @@ enum TensorParallelCheck {
         return (tokens, total, rows)
     }
 
-    static func run(fixtures: String, gpus: [CUDABackend], communicators: [NCCLCommunicator]) -> [[String: Any]] {
+    /// The fixture models, then `extra` folders (`scripts/gpu/hf_reference.py`'s, which hold
+    /// adapters and a mixed batch of PEFT references in bf16).
+    static func run(fixtures: String, extra: [String] = [], gpus: [CUDABackend], communicators: [NCCLCommunicator]) -> [[String: Any]] {
         let tp = gpus.count
         let fm = FileManager.default
         let models = (fixtures as NSString).appendingPathComponent("models")
         var folders = ((try? fm.contentsOfDirectory(atPath: models)) ?? []).sorted().map { (models as NSString).appendingPathComponent($0) }
         folders.append((fixtures as NSString).appendingPathComponent("stories260k"))
+        folders += extra
         var results: [[String: Any]] = []
         for dir in folders {
             let adapterDir = (dir as NSString).appendingPathComponent("adapters")
@@ -95,6 +100,7 @@ enum TensorParallelCheck {
                 // whether the split model is no further from the CPU than the single-GPU run (bf16 with
                 // adapters is itself more than 0.1 from f32 on these tiny, peaked models).
                 let pass = dWhole <= 0.1 && dCPU <= 0.1
+                out["greedy_tp_equals_tp1_gpu"] = split.tokens == whole.tokens
                 out["no_further_from_cpu_than_tp1"] = dCPU <= dWholeCPU
                 out["prefill_top5_tp_vs_tp1_gpu"] = dWhole
                 out["prefill_top5_tp_vs_cpu_f32"] = dCPU

@@ -24,7 +24,7 @@ struct GPUCheck: ParsableCommand {
     @Flag(help: "Check the ops only.")
     var opsOnly = false
 
-    @Option(help: "With N > 1: instead of the single-GPU model checks, the fixture models split over GPUs 0 ..< N (NCCL) with mixed adapters, against one GPU, the CPU backend and PEFT.")
+    @Option(help: "With N > 1: instead of the single-GPU model checks, the fixture models (and each --model folder with adapters and a mixed batch) split over GPUs 0 ..< N (NCCL) with mixed adapters, against one GPU, the CPU backend and PEFT.")
     var tpSize = 1
 
     func run() throws {
@@ -43,7 +43,7 @@ struct GPUCheck: ParsableCommand {
             FileHandle.standardError.write(Data("collectives: \(collectives)\n".utf8))
             report["ops"] = ops + [collectives]
             if (collectives["pass"] as? Bool) != true { allPassed = false }
-            let results = TensorParallelCheck.run(fixtures: fixtures, gpus: gpus, communicators: communicators)
+            let results = TensorParallelCheck.run(fixtures: fixtures, extra: model, gpus: gpus, communicators: communicators)
             if results.contains(where: { ($0["pass"] as? Bool) != true }) || results.isEmpty { allPassed = false }
             report["tensor_parallel"] = results
         } else if !opsOnly {
@@ -209,6 +209,13 @@ enum ModelCheck {
             var summary = String(format: "prefill top-5 Δ %.4f (gpu–cpu %.4f, ref–cpu %.4f), decode Δ %@, greedy %d/%d tokens, %d/%d cases exact", prefillDiff, gpuVsCPU, referenceVsCPU,
                                  decodeCompared > 0 ? String(format: "%.4f over %d steps", decodeDiff, decodeCompared) : "n/a",
                                  tokensMatched, tokensTotal, exactCases, cases.count)
+            // How far transformers' own bf16 run is from its f32 run (hf_reference.py records it):
+            // the noise floor under which this check cannot tell a defect from rounding.
+            if let data = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent(file)),
+               let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let floor = json["hf_bf16_vs_f32"] as? [String: Any] {
+                out["hf_bf16_vs_f32"] = floor
+                summary += " [transformers bf16 vs f32: \(floor.keys.sorted().map { "\($0) \(floor[$0]!)" }.joined(separator: ", "))]"
+            }
             let adapterDir = (directory as NSString).appendingPathComponent("adapters")
             if allCases.contains(where: { $0.adapter != nil }) && FileManager.default.fileExists(atPath: adapterDir) {
                 let lora = LoRAModelCheck.run(directory: directory, cases: allCases, backend: backend)

@@ -82,7 +82,9 @@ PY
         fi
         echo "libnccl: ${LOOM_LIBNCCL:-$(ldconfig -p | grep 'libnccl.so.2 ' | head -1)}"
         nvidia-smi topo -m | head -4
-        timeout 170 /tmp/loom gpu-check --tp-size 2 --output "$OUT/gpu-check-tp2.json" > /dev/null 2> "$OUT/gpu-check-tp2.log"
+        tpmodels=()  # hf_reference.py's folders with adapters and a mixed batch, when the hf phase ran
+        for d in /tmp/hfref/*/; do grep -q mixed_batches "$d/reference.json" 2>/dev/null && tpmodels+=(--model "$d"); done
+        timeout 240 /tmp/loom gpu-check --tp-size 2 --output "$OUT/gpu-check-tp2.json" "${tpmodels[@]}" > /dev/null 2> "$OUT/gpu-check-tp2.log"
         echo "gpu-check tp2: exit $?"; grep -E "^tp |collectives|Fatal|error" "$OUT/gpu-check-tp2.log" | cut -c1-400
         bench() {  # name, args…
             local name=$1; shift

@@ -7,7 +7,16 @@ last_logits (bf16 model, fp32 copy), greedy_ids (32 tokens, KV cache) and, per s
 last position), the top-5 token ids and their logprobs. For the fixture's adapter cases, the same
 fields from PEFT on the bf16 base (one PeftModel holding every adapter, the case's adapter active;
 PEFT's default autocast keeps adapter weights in fp32), with "adapter": name, and OUT/<name>/adapters
-links to the fixture's adapter folders. Run on the device:
+links to the fixture's adapter folders. Each reference.json also records `hf_bf16_vs_f32`: how far
+transformers' own bf16 run is from the same model in f32 (top-5 logprobs, the bf16 greedy tokens
+fed to the f32 model), the noise floor of a check against it.
+
+The fixture adapters are random at a scale that makes them dominate their tiny models, and those
+models are peaked: in bf16 they are ill-conditioned (PEFT bf16 is 0.1-0.35 from its own f32). Two
+folders test LoRA on conditioned inputs instead: stories260k (a trained model) and the 8B-shaped
+model, each with four adapters made here (ranks 8-64, mixed targets, rsLoRA) whose B is scaled so
+each module's LoRA term is a quarter of its base output, with PEFT bf16 references per adapter and
+one mixed batch (`mixed_batches`, for `gpu-check --tp-size 2`). Run on the device:
 
     python3 scripts/gpu/hf_reference.py --out /tmp/hfref
 """
@@ -21,11 +30,19 @@ import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 N_NEW = 32
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Adapters made here: (name, LoraConfig arguments).
+ADAPTER_SPECS = [
+    ("r8-qv", dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])),
+    ("r16-all", dict(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])),
+    ("r32-attn-rslora", dict(r=32, lora_alpha=32, use_rslora=True, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])),
+    ("r64-mlp", dict(r=64, lora_alpha=64, target_modules=["gate_proj", "up_proj", "down_proj"])),
+]
 
 
 @torch.no_grad()
 def greedy(model, prompt_ids, n_new):
-    ids = torch.tensor([prompt_ids], device="cuda")
+    ids = torch.tensor([prompt_ids], device=DEVICE)
     out = model(input_ids=ids, use_cache=True)
     past = out.past_key_values
     logits = out.logits[0, -1].float()
@@ -40,11 +57,85 @@ def greedy(model, prompt_ids, n_new):
         tokens.append(nxt)
         if step + 1 == n_new:
             break
-        out = model(input_ids=torch.tensor([[nxt]], device="cuda"), past_key_values=past, use_cache=True)
+        out = model(input_ids=torch.tensor([[nxt]], device=DEVICE), past_key_values=past, use_cache=True)
         past = out.past_key_values
         logits = out.logits[0, -1].float()
     return {"prompt_ids": prompt_ids, "last_logits": last_logits, "greedy_ids": tokens,
             "step_top5_ids": top_ids, "step_top5_logprobs": top_lps}
+
+
+@torch.no_grad()
+def bf16_vs_f32(model32, cases):
+    """Largest |Δ logprob| over each case's recorded bf16 top-5, against `model32` (f32) fed the
+    prompt and the bf16 greedy tokens: at the prefill position and over the decode steps."""
+    prefill = decode = 0.0
+    for c in cases:
+        if c.get("adapter") is not None:
+            model32.set_adapter(c["adapter"])
+        ids = c["prompt_ids"] + c["greedy_ids"][:-1]
+        logits = model32(input_ids=torch.tensor([ids], device=DEVICE)).logits[0].float()
+        lps = torch.log_softmax(logits[len(c["prompt_ids"]) - 1:], dim=-1)
+        for s, (top, ref) in enumerate(zip(c["step_top5_ids"], c["step_top5_logprobs"])):
+            d = (lps[s, top] - torch.tensor(ref, device=DEVICE)).abs().max().item()
+            if s == 0:
+                prefill = max(prefill, d)
+            else:
+                decode = max(decode, d)
+    return {"prefill": round(prefill, 4), "decode": round(decode, 4)}
+
+
+@torch.no_grad()
+def make_adapters(model, out: Path, ratio=0.25, seed=0):
+    """Wraps `model` (bf16, changed in place) in a PeftModel with ADAPTER_SPECS, each LoRA B random
+    and scaled so that on Gaussian inputs `scaling·B·A·x` has `ratio` of the norm of the base
+    layer's `W·x`; saves each adapter as OUT/<name> (PEFT format, fp32 weights)."""
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+    peft = None
+    for name, spec in ADAPTER_SPECS:
+        config = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **spec)
+        if peft is None:
+            peft = get_peft_model(model, config, adapter_name=name)
+        else:
+            peft.add_adapter(name, config)
+    g = torch.Generator(device=DEVICE).manual_seed(seed)
+    for module in peft.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        w = module.get_base_layer().weight.float()
+        x = torch.randn(32, w.shape[1], device=DEVICE, generator=g)
+        base = (x @ w.T).norm()
+        for name in module.lora_A:
+            a, b = module.lora_A[name].weight, module.lora_B[name].weight
+            b.copy_(torch.randn(b.shape, device=DEVICE, generator=g))
+            delta = module.scaling[name] * ((x @ a.float().T) @ b.float().T)
+            b.mul_(ratio * base / delta.norm())
+    out.mkdir(parents=True, exist_ok=True)
+    peft.save_pretrained(str(out))
+    return peft.eval()
+
+
+def conditioned_lora(peft, name, base_prompts, adapter_prompts, f32_dir: Path, adapters: Path):
+    """Base and adapter cases through `peft` (bf16), one mixed batch of every adapter and the base,
+    and the floor against the same model and adapters in f32."""
+    cases = []
+    with peft.disable_adapter():
+        cases += [{"adapter": None, **greedy(peft, p, N_NEW)} for p in base_prompts]
+    for (adapter, _), prompt in zip(ADAPTER_SPECS, adapter_prompts):
+        peft.set_adapter(adapter)
+        cases.append({"adapter": adapter, **greedy(peft, prompt, N_NEW)})
+    lora_cases = [c for c in cases if c["adapter"] is not None]
+    batch_cases = lora_cases + [cases[0]]
+    batch = {"adapters": [c["adapter"] for c in batch_cases], "prompt_ids": [c["prompt_ids"] for c in batch_cases],
+             "last_logits": [c["last_logits"] for c in batch_cases], "greedy_ids": [c["greedy_ids"] for c in batch_cases]}
+    model32 = AutoModelForCausalLM.from_pretrained(f32_dir, dtype=torch.float32).to(DEVICE).eval()
+    floor_base = bf16_vs_f32(model32, [c for c in cases if c["adapter"] is None])
+    peft32 = with_adapters(model32, adapters)
+    floor_lora = bf16_vs_f32(peft32, lora_cases)
+    del peft32, model32
+    floor = {**floor_base, "lora_prefill": floor_lora["prefill"], "lora_decode": floor_lora["decode"]}
+    return {"model": name, "description": "transformers + PEFT bf16 (adapter weights fp32, PEFT's autocast), conditioned adapters made by hf_reference.py",
+            "cases": cases, "mixed_batches": [batch], "hf_bf16_vs_f32": floor}
 
 
 def link_model(src: Path, dst: Path):
@@ -76,14 +167,20 @@ def adapter_cases(model_dir: Path, fixtures: Path):
 
 
 @torch.no_grad()
-def peft_cases(model, adapters: Path, cases):
-    """Wraps `model` (changed in place) with every adapter under `adapters` and runs each case
-    with its adapter active."""
+def with_adapters(model, adapters: Path):
+    """`model` (changed in place) wrapped in a PeftModel holding every adapter under `adapters`."""
     from peft import PeftModel
     names = sorted(d.name for d in adapters.iterdir() if (d / "adapter_config.json").exists())
     peft = PeftModel.from_pretrained(model, str(adapters / names[0]), adapter_name=names[0]).eval()
     for name in names[1:]:
         peft.load_adapter(str(adapters / name), adapter_name=name)
+    return peft
+
+
+def peft_cases(model, adapters: Path, cases):
+    """Wraps `model` (changed in place) with every adapter under `adapters` and runs each case
+    with its adapter active."""
+    peft = with_adapters(model, adapters)
     out = []
     for name, prompt in cases:
         peft.set_adapter(name)
@@ -96,6 +193,7 @@ def main():
     ap.add_argument("--out", default="/tmp/hfref")
     ap.add_argument("--fixtures", default="Fixtures")
     ap.add_argument("--skip-8b", action="store_true")
+    ap.add_argument("--vocab-8b", type=int, default=128256, help="a smaller vocabulary to try the script on a CPU")
     args = ap.parse_args()
     out = Path(args.out)
     fixtures = Path(args.fixtures)
@@ -104,8 +202,10 @@ def main():
         prompts = fixture_cases(d)
         if not prompts:
             continue
-        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16).cuda().eval()
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16).to(DEVICE).eval()
         cases = [greedy(model, p, N_NEW) for p in prompts]
+        model32 = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).to(DEVICE).eval()
+        floor = bf16_vs_f32(model32, cases)
         name = d.name + "-bf16"
         link_model(d, out / name)
         adapters, with_adapter = adapter_cases(d, fixtures)
@@ -114,11 +214,25 @@ def main():
             link = out / name / "adapters"
             if not os.path.lexists(link):
                 os.symlink(adapters.resolve(), link)
-            cases += peft_cases(model, adapters, with_adapter)
+            lora = peft_cases(model, adapters, with_adapter)
+            cases += lora
             description += "; adapter cases: PEFT on the bf16 base (default autocast: adapter weights in fp32)"
-        (out / name / "reference.json").write_text(json.dumps({"model": name, "description": description, "cases": cases}))
-        print(f"{name}: {len(cases)} cases ({len(with_adapter)} with adapters)", flush=True)
-        del model
+            peft32 = with_adapters(model32, adapters)
+            floor_lora = bf16_vs_f32(peft32, lora)
+            floor.update(lora_prefill=floor_lora["prefill"], lora_decode=floor_lora["decode"])
+        (out / name / "reference.json").write_text(json.dumps({"model": name, "description": description, "cases": cases, "hf_bf16_vs_f32": floor}))
+        print(f"{name}: {len(cases)} cases ({len(with_adapter)} with adapters); bf16 vs f32 {floor}", flush=True)
+        del model, model32
+        if d.name == "stories260k":
+            # The trained model with conditioned adapters.
+            name = "stories260k-lora-bf16"
+            link_model(d, out / name)
+            model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16).to(DEVICE).eval()
+            peft = make_adapters(model, out / name / "adapters", seed=1)
+            ref = conditioned_lora(peft, name, prompts[:1], [p for p in prompts for _ in range(2)][:len(ADAPTER_SPECS)], d, out / name / "adapters")
+            (out / name / "reference.json").write_text(json.dumps(ref))
+            print(f"{name}: {len(ref['cases'])} cases; bf16 vs f32 {ref['hf_bf16_vs_f32']}", flush=True)
+            del model, peft
     if not args.skip_8b:
         torch.manual_seed(0)
         config = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=2,
@@ -126,18 +240,22 @@ def main():
                              rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
                              rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
-        with torch.device("cuda"):
+        config.vocab_size = args.vocab_8b
+        with torch.device(DEVICE):
             model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
-        # Peakier logits than the default init gives, so greedy margins mean something.
-        with torch.no_grad():
-            model.lm_head.weight.mul_(8.0)
+        # transformers' own init (std 0.02): logits of std about 1.3, so bf16 rounding moves top-5
+        # logprobs by about 0.01. (An lm_head scaled up 8x, tried before, made transformers' bf16 run
+        # 1.3 from its own f32 run: no check can pass against that.)
         name = "llama-3.1-8b-2layers-bf16"
         model.save_pretrained(out / name, safe_serialization=True)
         rng = random.Random(0)
-        prompts = [[rng.randrange(128256) for _ in range(n)] for n in (7, 33, 100, 128)]
-        cases = [greedy(model, p, N_NEW) for p in prompts]
-        (out / name / "reference.json").write_text(json.dumps({"model": name, "description": "random Llama-3.1-8B shape, 2 layers, transformers bf16 on the GPU", "cases": cases}))
-        print(f"{name}: {len(cases)} cases", flush=True)
+        prompts = [[rng.randrange(config.vocab_size) for _ in range(n)] for n in (7, 33, 100, 128)]
+        adapter_prompts = [[rng.randrange(config.vocab_size) for _ in range(n)] for n in (12, 40, 64, 25)]
+        peft = make_adapters(model, out / name / "adapters", seed=2)
+        ref = conditioned_lora(peft, name, prompts, adapter_prompts, out / name, out / name / "adapters")
+        ref["description"] = "random Llama-3.1-8B shape, 2 layers, transformers + PEFT bf16 on the GPU; " + ref["description"]
+        (out / name / "reference.json").write_text(json.dumps(ref))
+        print(f"{name}: {len(ref['cases'])} cases; bf16 vs f32 {ref['hf_bf16_vs_f32']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 // rope: rotates the q and k heads of the stacked qkv rows in place (rotate-half layout, as
 // transformers' Llama): for head h and j < d/2, with a = pos * invFreq[j] computed in fp32,
-//   x1' = x1 cos a - x2 sin a,  x2' = x2 cos a + x1 sin a   (x1 = v[j], x2 = v[j + d/2]).
+//   x1' = x1 cos a - x2 sin a,  x2' = x2 cos a + x1 sin a   (x1 = v[j], x2 = v[j + d/2]),
+// rounded where transformers' bf16 `q * cos + rotate_half(q) * sin` rounds: cos and sin to bf16
+// (as its rotary embedding returns them, and SGLang's cos/sin cache holds them), each product, the sum.
 // One thread per (row, head, j): a short latency chain for decode.
 // Launch: grid (n rows, heads + kvHeads), block (headDim / 2). Arguments: qkv [n, stride] bf16,
 // positions [n] i32, invFreq [d/2] f32, stride (elements per row), headDim.
@@ -15,6 +17,8 @@ extern "C" __global__ void loom_rope(bf16* __restrict__ qkv, const int* __restri
     const float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
     float s, c;
     sincosf((float)positions[row] * invFreq[j], &s, &c);
-    v[j] = f32_to_bf16(x1 * c - x2 * s);
-    v[j + half] = f32_to_bf16(x2 * c + x1 * s);
+    c = round_bf16(c);
+    s = round_bf16(s);
+    v[j] = f32_to_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
+    v[j + half] = f32_to_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
 }
