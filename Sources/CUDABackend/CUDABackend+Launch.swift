@@ -53,10 +53,20 @@ extension CUDABackend {
             try blas.matmul(x: x.devicePointer, weight: weight.devicePointer, out: out.devicePointer, n: n, m: m, k: k,
                             outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
                             workspace: blasWorkspace.pointer, stream: stream,
-                            time: graphState == .eager && profiler == nil && tunesGEMMs ? { self.timeMilliseconds($0) } : nil)
+                            time: graphState == .eager && profiler == nil && tunesGEMMs ? { self.timeMilliseconds($0) } : nil,
+                            flush: { self.evictL2() })
         } catch {
             fail(error)
         }
+    }
+
+    /// Overwrites a 256 MiB scratch buffer (five times the H200's L2) on the stream, so that what
+    /// runs next reads its operands from HBM. Allocated on first use, for GEMM tuning.
+    func evictL2() {
+        if l2Scratch == nil { l2Scratch = try? CUDAStorage(driver: driver, byteCount: 256 << 20) }
+        guard let scratch = l2Scratch else { return }
+        must(driver.cuMemsetD8Async(scratch.pointer, UInt8(truncatingIfNeeded: l2Evictions), scratch.byteCount, stream), "cuMemsetD8Async(L2 eviction)")
+        l2Evictions += 1
     }
 
     /// Zeroes a tensor on the stream (a memset node in a captured graph).

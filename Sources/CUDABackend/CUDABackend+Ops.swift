@@ -75,6 +75,21 @@ extension CUDABackend {
                 .pointer(slotMapping.devicePointer), .int(qkv.shape.rowCount), .int(numHeads * headDim), .int(kvSize)])
     }
 
+    public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+                               slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        let n = qkv.shape[0], kvSize = numKVHeads * headDim
+        bf16(qkv, "ropeAndWriteKV"); i32(positions, "ropeAndWriteKV"); bf16(kCache, "ropeAndWriteKV"); bf16(vCache, "ropeAndWriteKV")
+        i32(slotMapping, "ropeAndWriteKV")
+        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "ropeAndWriteKV: f32 inverse frequencies of headDim/2")
+        precondition(qkv.shape.rowCount >= (numHeads + 2 * numKVHeads) * headDim && headDim % 2 == 0)
+        precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "ropeAndWriteKV: caches \(kCache.shape) for kvSize \(kvSize)")
+        if n == 0 { return }
+        launch("loom_rope_write_kv", grid: (n, numHeads + 2 * numKVHeads, 1), block: max(32, (headDim / 2 + 31) / 32 * 32),
+               [.pointer(qkv.devicePointer), .pointer(positions.devicePointer), .pointer(inverseFrequencies.devicePointer),
+                .int(qkv.shape.rowCount), .int(headDim), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
+                .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)])
+    }
+
     public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
         bf16(qkv, "attention"); bf16(kCache, "attention"); bf16(vCache, "attention"); bf16(out, "attention")
         i32(metadata.queryStarts, "attention"); i32(metadata.contextLengths, "attention"); i32(metadata.blockTables, "attention")

@@ -51,8 +51,10 @@ public final class CUDABackend: ComputeBackend {
     public internal(set) var profiler: KernelProfiler?
     /// Whether a GEMM shape met for the first time outside a graph capture tries cuBLASLt's top
     /// candidates on its operands and keeps the fastest (a graph captures the choice made before it).
-    /// Off: timed on L2-resident repeats, it picked algorithms no faster in the model (H200, 2026-11-29).
+    /// Each candidate is timed on operands evicted from L2 (`evictL2`).
     public var tunesGEMMs = false
+    var l2Scratch: CUDAStorage?
+    var l2Evictions = 0
 
     enum GraphState {
         case eager

@@ -103,6 +103,9 @@ public protocol ComputeBackend: AnyObject {
     /// Writes k and v of the stacked `qkv` into the paged caches at `slotMapping[i]` (`block·blockSize + offset`);
     /// caches are `[numBlocks·blockSize, kvHeads·d]`. A negative slot skips the row.
     func writeKV(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int)
+    /// `rope`, then `writeKV`: one launch where the backend fuses them (CUDA), the two calls otherwise.
+    func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+                        slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int)
     /// Causal attention of each sequence's query rows (q from `qkv`) over its paged KV; `out` is `[n, heads·d]`.
     func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int)
     /// `out[i][j] = silu(gateUp[i][j]) * gateUp[i][I + j]`, `gateUp` `[n, 2I]`.
@@ -157,4 +160,12 @@ public final class HostBuffer: @unchecked Sendable {
     }
 
     deinit { release(pointer) }
+}
+
+extension ComputeBackend {
+    public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+                               slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        rope(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
+        writeKV(qkv: qkv, kCache: kCache, vCache: vCache, slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
+    }
 }

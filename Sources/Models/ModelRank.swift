@@ -100,10 +100,9 @@ public final class ModelRank {
             }
             b.linear(normed, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
             lora?.apply(rank: rank, layer: i, group: .qkv, input: normed, output: qkv)
-            b.rope(qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies,
-                   numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            b.writeKV(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n),
-                      numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
+            b.ropeAndWriteKV(qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
+                             vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
+                             headDim: c.headDim)
             b.attention(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
             b.linear(attention, weight: layer.o, bias: nil, out: projected)

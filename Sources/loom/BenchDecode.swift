@@ -54,6 +54,9 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "Most tokens per segment with --lora-backend csgmv.")
     var maxLoraChunkSize = 16
 
+    @Flag(inversion: .prefixedNo, help: "Time cuBLASLt's top candidates for each GEMM shape (operands evicted from L2) and keep the fastest.")
+    var tuneGemms = false
+
     @Flag(help: "Time each projection of layer 0 alone (cuBLASLt) at every batch size.")
     var profile = false
 
@@ -84,6 +87,7 @@ struct BenchDecode: ParsableCommand {
         guard !batches.isEmpty, batches.allSatisfy({ $0 > 0 }) else { throw ValidationError("--batch: give positive integers") }
         let gpus = try (0..<tpSize).map { try CUDABackend(device: $0) }
         let gpu = gpus[0]
+        for g in gpus { g.tunesGEMMs = tuneGemms }
         let communicators: [Communicator?] = tpSize == 1 ? [nil] : try NCCLCommunicator.group(backends: gpus)
         let ncclVersion = (communicators.first as? NCCLCommunicator)?.ncclVersion
         let bandwidth = try gpu.measureCopyBandwidth()
@@ -278,7 +282,7 @@ struct DecodeRun {
         let distinct = Set(outputs[0]).count
         var row: [String: Any] = [
             "batch": batch, "context": promptLength + newTokens, "prompt_len": promptLength, "new_tokens": newTokens,
-            "adapters": lora?.refs.count ?? 0, "rank": lora?.rank ?? 0, "cuda_graphs": useGraphs, "tp_size": gpus.count,
+            "adapters": lora?.refs.count ?? 0, "rank": lora?.rank ?? 0, "cuda_graphs": useGraphs, "tp_size": gpus.count, "tuned_gemms": gpus[0].tunesGEMMs,
             "tokens_per_s": tokensPerSecond, "floor_tokens_per_s": floor, "fraction_of_floor": tokensPerSecond / floor,
             "ms_per_step": decodeSeconds * 1000 / Double(timed), "device_ms_per_step": deviceMilliseconds / Double(timed), "floor_ms_per_step": floorSeconds * 1000 / Double(timed),
             "timed_steps": timed, "prefill_tokens_per_s": Double(batch * promptLength) / prefillSeconds,

@@ -130,6 +130,25 @@ struct OpChecks {
             results.append(compare("writeKV.k", kc, kg, tolerance: 0, detail: "6 rows, one skipped"))
             results.append(compare("writeKV.v", vc, vg, tolerance: 0, detail: "6 rows, one skipped"))
         }
+        for (heads, kvHeads, headDim) in [(4, 2, 48), (32, 8, 128)] {
+            // The fused decode op against the CPU's rope then writeKV.
+            let n = 6, stride = (heads + 2 * kvHeads) * headDim
+            let (qc, qg, _) = pair(Shape(n, stride))
+            let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })
+            let config = ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
+                                     numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000)
+            let (fc, fg) = floats32(config.ropeInverseFrequencies())
+            let (kc, kg) = zeros(Shape(64, kvHeads * headDim)), (vc, vg) = zeros(Shape(64, kvHeads * headDim))
+            let (sc, sg) = ints([5, 63, -1, 0, 17, 40])
+            cpu.ropeAndWriteKV(qkv: qc, positions: pc, inverseFrequencies: fc, kCache: kc, vCache: vc, slotMapping: sc,
+                               numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+            gpu.ropeAndWriteKV(qkv: qg, positions: pg, inverseFrequencies: fg, kCache: kg, vCache: vg, slotMapping: sg,
+                               numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+            let detail = "\(n) rows (one skipped), \(heads)+\(kvHeads) heads × \(headDim)"
+            results.append(compare("ropeAndWriteKV.qkv", qc, qg, tolerance: 1e-2, detail: detail))
+            results.append(compare("ropeAndWriteKV.k", kc, kg, tolerance: 1e-2, detail: detail))
+            results.append(compare("ropeAndWriteKV.v", vc, vg, tolerance: 0, detail: detail))
+        }
         // attention: ragged prefill + decode in one batch, decode-only with long contexts (split), GQA groups 2/4/7.
         let attentionCases: [(String, Int, Int, Int, [(cached: Int, query: Int)])] = [
             ("mixed prefill+decode", 8, 2, 64, [(0, 17), (40, 5), (300, 1), (0, 1)]),

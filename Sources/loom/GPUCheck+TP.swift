@@ -22,7 +22,7 @@ enum TensorParallelCheck {
         let promptTokens = (batch["prompt_ids"] as! [Any]).map { ($0 as! [Any]).count }.reduce(0, +)
         let model = try LlamaModel(directory: directory, backends: backends, communicators: communicators, maxTokens: max(512, promptTokens),
                                    maxSequences: 16)
-        let names = try FileManager.default.contentsOfDirectory(atPath: adapterDir).sorted()
+        let names = try LoRAModelCheck.adapterNames(adapterDir)
         var options = LoRAOptions()
         options.maxLorasPerBatch = 8
         let manager = try LoRAManager(options: options, base: model.config, backends: backends, communicators: communicators, maxTokens: model.maxTokens,

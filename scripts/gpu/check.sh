@@ -13,7 +13,7 @@
 #   check (loom gpu-check: ops vs CPU, models vs references), bench (loom bench decode, Llama-3.1-8B
 #   shape, batch 1 and 32), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 1 and 2
 #   through NCCL), lora (loom bench lora-kernels, the table for csgmv and sgmv, and bench
-#   decode with 8 rank-16 adapters at batch 1 and 32). Default: all but tp and lora. Results land in
+#   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only). Default: hf check serve bench. Results land in
 #   $OUT: gpu-check.json, bench-decode-llama-3.1-8b.json, hf_reference.log, gpu-check.log, bench.log,
 #   nvidia-smi.txt; with lora, bench-lora-kernels.json, bench-decode-llama-3.1-8b-lora8-r16.json, bench-lora.log.
 set -uo pipefail
@@ -94,15 +94,22 @@ PY
             echo "bench $name: exit $?"
             python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  tp {x[\"tp_size\"]} batch {x[\"batch\"]:3d} graphs {x[\"cuda_graphs\"]!s:5s} {x[\"tokens_per_s\"]:9.1f} tok/s floor {x[\"floor_tokens_per_s\"]:9.1f} ({x[\"fraction_of_floor\"]:.2f}) {x[\"ms_per_step\"]:.3f} ms/step distinct {x[\"distinct_tokens_seq0\"]}') for x in r['rows'] if 'tokens_per_s' in x]" "$OUT/bench-decode-llama-3.1-8b-$name.json" 2>&1 | tail -6
         }
-        bench tp1 --tp-size 1 --eager-too
-        bench tp2-eager --tp-size 2 --eager-only
-        bench tp2 --tp-size 2
+        bench tp2 --tp-size 2 ${TP_BENCH_ARGS:-}
         tail -5 "$OUT/bench-tp.log"
         ;;
+    ops)
+        timeout 200 /tmp/loom gpu-check --ops-only --output "$OUT/gpu-check-ops.json" > /dev/null 2> "$OUT/gpu-check-ops.log"
+        echo "gpu-check --ops-only: exit $?"
+        python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(('ok  ' if o['pass'] else 'FAIL'), o['op'], '%.2e' % o.get('rel_l2', 0), o.get('detail', '')) for o in r['ops'] if not o['pass'] or 'rope' in o['op'] or 'attention' in o['op']]; print('pass:', r['pass'])" "$OUT/gpu-check-ops.json"
+        ;;
     bench)
-        timeout 300 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
-            --profile --output "$OUT/bench-decode-llama-3.1-8b.json" > /dev/null 2> "$OUT/bench.log"
-        echo "bench: exit $?"; tail -20 "$OUT/bench.log"
+        # Without and with GEMM tuning (cuBLASLt's candidates timed on operands evicted from L2).
+        for tune in no-tune-gemms tune-gemms; do
+            timeout 200 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
+                --$tune --output "$OUT/bench-decode-llama-3.1-8b-$tune.json" > /dev/null 2>> "$OUT/bench.log"
+            echo "bench $tune: exit $?"
+            python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  batch {x[\"batch\"]:3d} {x[\"tokens_per_s\"]:9.1f} tok/s floor {x[\"floor_tokens_per_s\"]:9.1f} ({x[\"fraction_of_floor\"]:.3f}) {x[\"ms_per_step\"]:.3f} ms/step distinct {x[\"distinct_tokens_seq0\"]}') for x in r['rows'] if 'tokens_per_s' in x]" "$OUT/bench-decode-llama-3.1-8b-$tune.json"
+        done
         ;;
     lora)
         timeout 240 /tmp/loom bench lora-kernels --output "$OUT/bench-lora-kernels.json" > /dev/null 2> "$OUT/bench-lora.log"

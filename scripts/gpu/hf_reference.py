@@ -112,6 +112,7 @@ def make_adapters(model, out: Path, ratio=0.25, seed=0):
             b.mul_(ratio * base / delta.norm())
     out.mkdir(parents=True, exist_ok=True)
     peft.save_pretrained(str(out))
+    (out / "README.md").unlink(missing_ok=True)  # PEFT's model card: the folder holds adapters only
     return peft.eval()
 
 

@@ -38,7 +38,10 @@ __device__ __forceinline__ void attention(
 
     const int row = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, numSplits = gridDim.z;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    int lo = 0, hi = numSeqs - 1;  // the sequence of this row: the last s with queryStarts[s] <= row
+    // The sequence of this row: the last s with queryStarts[s] <= row. In a decode step (one row per
+    // sequence) that is the row itself: two independent loads instead of a chain of dependent ones.
+    const bool oneRowEach = numSeqs == (int)gridDim.x && queryStarts[row] == row && queryStarts[row + 1] == row + 1;
+    int lo = oneRowEach ? row : 0, hi = oneRowEach ? row : numSeqs - 1;
     while (lo < hi) {
         const int mid = (lo + hi + 1) >> 1;
         if (queryStarts[mid] <= row) lo = mid; else hi = mid - 1;

@@ -22,3 +22,41 @@ extern "C" __global__ void loom_rope(bf16* __restrict__ qkv, const int* __restri
     v[j] = f32_to_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
     v[j + half] = f32_to_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
 }
+
+// rope_write_kv: loom_rope and loom_write_kv in one launch (decode runs both once per layer).
+// Blocks y < heads + kvHeads rotate as loom_rope does; a K head's block also stores its rotated
+// head at cache slot slotMapping[row]; blocks y >= heads + kvHeads copy a V head into the cache.
+// A negative slot writes no cache row. Launch: grid (n rows, heads + 2 * kvHeads),
+// block (max(32, roundup32(headDim / 2))). Arguments: as loom_rope, then kCache/vCache
+// [slots, kvHeads * headDim] bf16, slotMapping [n] i32, numHeads, numKVHeads.
+extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
+                                              int stride, int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
+                                              const int* __restrict__ slotMapping, int numHeads, int numKVHeads) {
+    const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
+    const int half = headDim >> 1;
+    if (j >= half) return;
+    bf16* v = qkv + (u64)row * stride + h * headDim;
+    const int slot = h >= numHeads ? slotMapping[row] : -1;
+    const u64 cacheRow = (u64)slot * numKVHeads * headDim;
+    if (h >= numHeads + numKVHeads) {  // a V head: copy
+        if (slot < 0) return;
+        bf16* dst = vCache + cacheRow + (h - numHeads - numKVHeads) * headDim;
+        dst[j] = v[j];
+        dst[j + half] = v[j + half];
+        return;
+    }
+    const float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
+    float s, c;
+    sincosf((float)positions[row] * invFreq[j], &s, &c);
+    c = round_bf16(c);
+    s = round_bf16(s);
+    const bf16 o1 = f32_to_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
+    const bf16 o2 = f32_to_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
+    v[j] = o1;
+    v[j + half] = o2;
+    if (slot >= 0) {  // a K head
+        bf16* dst = kCache + cacheRow + (h - numHeads) * headDim;
+        dst[j] = o1;
+        dst[j + half] = o2;
+    }
+}
