@@ -102,7 +102,8 @@ extension CUDABackend {
         let blocks = n * numKVHeads
         // Few (row, KV head) blocks: split the sequence into pieces of at least 32 tokens so that
         // about four blocks per multiprocessor run; a decode step is a latency chain per block.
-        let target = blocks < 2 * multiprocessorCount ? (4 * multiprocessorCount + blocks - 1) / blocks : 1
+        let perSM = attentionBlocksPerSM
+        let target = blocks < (perSM + 1) / 2 * multiprocessorCount ? (perSM * multiprocessorCount + blocks - 1) / blocks : 1
         var splitTokens: Int, splits: Int
         if isRecordingGraph {
             // The context grows from replay to replay: a fixed number of splits, each row's

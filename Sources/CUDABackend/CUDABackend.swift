@@ -54,6 +54,9 @@ public final class CUDABackend: ComputeBackend {
     /// Each candidate is timed on operands evicted from L2 (`evictL2`).
     public var tunesGEMMs = false
     var l2Scratch: CUDAStorage?
+    /// Decode attention splits a sequence until about this many blocks per multiprocessor run
+    /// (when fewer than half as many (row, KV head) blocks exist). LOOM_ATTENTION_BLOCKS_PER_SM overrides it.
+    public var attentionBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_ATTENTION_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 4
     var l2Evictions = 0
 
     enum GraphState {

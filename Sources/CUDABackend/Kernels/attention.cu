@@ -72,6 +72,12 @@ __device__ __forceinline__ void attention(
 
     for (int c0 = begin; c0 < end; c0 += CHUNK) {
         const int count = min(CHUNK, end - c0);
+        // The chunk's cache slots first, so that no K or V load waits on a block-table load.
+        for (int i = tid; i < count; i += blockDim.x) {
+            const int t = c0 + i;
+            slots[i] = table[t / blockSize] * blockSize + t % blockSize;
+        }
+        __syncthreads();
         // Scores: four threads per token (a quarter of the dims each, reduced by two shuffles), 32 tokens a pass.
         const int quarter = tid & 3, sub = tid >> 2;
         const int qd = headDim >> 2;  // dims per quarter
@@ -81,9 +87,7 @@ __device__ __forceinline__ void attention(
 #pragma unroll
             for (int g = 0; g < MAX_GROUP; ++g) dots[g] = 0.f;
             if (i < count) {
-                const int t = c0 + i;
-                const int slot = table[t / blockSize] * blockSize + t % blockSize;
-                if (quarter == 0) slots[i] = slot;
+                const int slot = slots[i];
                 const bf16* k = kCache + (u64)slot * kvStride + kvh * headDim + quarter * qd;
                 const float* qq = q + quarter * qd;
                 if (vectorized) {
