@@ -9,7 +9,6 @@
 //   flight per warp), lane l owning dims l*DPL ..< (l+1)*DPL (one vector load) when headDim == 32*DPL,
 //   else dims l, l + 32, …; the four warps' sums are added through shared memory at the end.
 // Entry points loom_attention_d{1,2,4,8}_g{1,2,4,8}: headDim / 32 <= 1, 2, 4, 8 dims per lane, group <= 1, 2, 4, 8.
-// At most 102 registers a thread (five blocks per multiprocessor), so a decode step's blocks run in one wave.
 // Launch: grid (n rows, kvHeads, splits), block (128), dynamic shared memory
 // 4 * max(group * (headDim + 128), 4 * headDim) bytes. Limits: group <= 8, headDim <= 256.
 // Arguments: qkv [n, qkvStride] bf16 (q of head h at h * headDim), kCache/vCache [slots, kvStride] bf16,
@@ -234,7 +233,7 @@ __device__ __forceinline__ void attention(
 }
 
 #define ATTENTION_ENTRY(DPL, G)                                                                                        \
-    extern "C" __global__ void __launch_bounds__(CHUNK, 5) loom_attention_d##DPL##_g##G(                                 \
+    extern "C" __global__ void __launch_bounds__(CHUNK) loom_attention_d##DPL##_g##G(                                    \
         const bf16* qkv, int qkvStride, const bf16* kCache, const bf16* vCache, int kvStride, bf16* out, int outStride, \
         const int* queryStarts, const int* contextLengths, const int* blockTables, int tableWidth, int numSeqs,         \
         int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens, float* partialAcc,     \
