@@ -91,6 +91,7 @@ def make_adapters(model, out: Path, ratio=0.25, seed=0):
     layer's `W·x`; saves each adapter as OUT/<name> (PEFT format, fp32 weights)."""
     from peft import LoraConfig, get_peft_model
     from peft.tuners.lora import LoraLayer
+    torch.manual_seed(seed)  # PEFT's own init of A draws from the global generator
     peft = None
     for name, spec in ADAPTER_SPECS:
         config = LoraConfig(task_type="CAUSAL_LM", lora_dropout=0.0, **spec)
