@@ -51,13 +51,15 @@ public final class CUDABackend: ComputeBackend {
     public internal(set) var profiler: KernelProfiler?
     /// Whether a GEMM shape met for the first time outside a graph capture tries cuBLASLt's top
     /// candidates on its operands and keeps the fastest (a graph captures the choice made before it).
-    /// Each candidate is timed on operands evicted from L2 (`evictL2`).
+    /// Each candidate is timed on operands evicted from L2 (`evictL2`). Off: on the H200 it chose
+    /// nothing faster than the heuristic's first candidate for Llama-3.1-8B decode (2026-11-29).
     public var tunesGEMMs = false
+    /// `evictL2`'s scratch buffer and the byte it last wrote.
     var l2Scratch: CUDAStorage?
+    var l2Evictions = 0
     /// Decode attention splits a sequence until about this many blocks per multiprocessor run
     /// (when fewer than half as many (row, KV head) blocks exist). LOOM_ATTENTION_BLOCKS_PER_SM overrides it.
     public var attentionBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_ATTENTION_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 4
-    var l2Evictions = 0
 
     enum GraphState {
         case eager
