@@ -17,7 +17,9 @@ import Testing
         var o = try options(server.port, [
             "--num-prompts", "40", "--request-rate", "80", "--arrival", "gamma", "--cv", "2", "--max-concurrency", "8",
             "--input-len-range", "8,33", "--output-len-range", "4,13", "--num-adapters", "4", "--lora-request-distribution", "distinct",
-            "--slo-ttft-ms", "5000", "--output-details", "--seed", "5", "--warmup-requests", "0",
+            // An SLO no served request can miss, however loaded the machine (a CI run once stalled
+            // for 45 s): attainment then counts exactly the 30 of 40 requests that succeed.
+            "--slo-ttft-ms", "600000", "--output-details", "--seed", "5", "--warmup-requests", "0",
         ])
         o.outputFile = dir + "/runs.jsonl"
         o.outputJson = dir + "/out/report.json"
@@ -74,7 +76,7 @@ import Testing
         defer { server.stop() }
         let base = ["--num-prompts", "6", "--input-len-range", "4", "--output-len-range", "3", "--vocab-size", "100", "--warmup-requests", "0"]
         let passing = try await BenchServeMain.run(
-            config: try options(server.port, base + ["--request-rate-sweep", "50,100", "--slo-ttft-ms", "10000"]).makeConfig(),
+            config: try options(server.port, base + ["--request-rate-sweep", "50,100", "--slo-ttft-ms", "600000"]).makeConfig(),
             outputs: .init(printTable: false))
         #expect(passing.runs.map(\.requestRate) == [50, 100])
         #expect(passing.maxPassingRate == 100 && passing.stoppedAtRate == nil)
