@@ -49,12 +49,12 @@ extension CUDABackend {
         activate()
         let probe = profiler?.begin("cublasLt \(n)x\(m)x\(k)", stream: stream)
         defer { if let probe { profiler!.end(probe, stream: stream) } }
+        let tunes = graphState == .eager && profiler == nil && tunesGEMMs
         do {
             try blas.matmul(x: x.devicePointer, weight: weight.devicePointer, out: out.devicePointer, n: n, m: m, k: k,
                             outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
                             workspace: blasWorkspace.pointer, stream: stream,
-                            time: graphState == .eager && profiler == nil && tunesGEMMs ? { self.timeMilliseconds($0) } : nil,
-                            flush: { self.evictL2() })
+                            time: tunes ? { run in self.evictL2(); return self.timeMilliseconds(run) } : nil)
         } catch {
             fail(error)
         }

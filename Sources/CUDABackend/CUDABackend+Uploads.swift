@@ -24,7 +24,8 @@ extension CUDABackend {
             wait(copyStream, for: stream)
             uploadsQueued = true
         }
-        uploadSources.append(source)
+        // Kept alive until the copies finish; a slot load sends many pieces of one buffer.
+        if uploadSources.last !== source { uploadSources.append(source) }
         let status = driver.memcpy2DAsync(from: .host(source.pointer + offset), sourcePitch: pitch, toDevice: destination.devicePointer,
                                           destinationPitch: destinationPitch, widthBytes: rowBytes, height: rows, stream: copyStream)
         must(status, "cuMemcpy2DAsync(host → device, \(rowBytes) B × \(rows))")

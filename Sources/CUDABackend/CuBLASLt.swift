@@ -58,10 +58,10 @@ final class CuBLASLt: @unchecked Sendable {
     /// f32). In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
     /// `time`, when given (never during a graph capture), measures a closure's device milliseconds:
     /// a new shape then tries the heuristic's top candidates on these operands and keeps the fastest,
-    /// each timed alone (best of three) after `flush` has evicted the operands from L2, as a decode
-    /// step meets every layer's weights: timed on L2-resident repeats, the choice does not carry over.
+    /// each timed alone (best of three; the CUDA backend's `time` first evicts the operands from L2,
+    /// as a decode step meets every layer's weights: timed on L2-resident repeats, the choice does not carry over).
     func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, outType: Int32,
-                workspace: UInt64, stream: OpaquePointer?, time: ((() -> Void) -> Double)? = nil, flush: (() -> Void)? = nil) throws {
+                workspace: UInt64, stream: OpaquePointer?, time: ((() -> Void) -> Double)? = nil) throws {
         // The heuristic assumes 256-byte aligned operands unless told otherwise; views may be less aligned.
         var alignment: UInt64 = 256
         while alignment > 2 && (x | weight | out) % alignment != 0 { alignment /= 2 }
@@ -78,10 +78,7 @@ final class CuBLASLt: @unchecked Sendable {
                     let run = { ok = ok && self.launch(c, x: x, weight: weight, out: out, workspace: workspace, stream: stream) == 0 }
                     run()
                     var ms = Double.infinity
-                    for _ in 0..<3 {
-                        flush?()
-                        ms = min(ms, time { run() })
-                    }
+                    for _ in 0..<3 { ms = min(ms, time { run() }) }
                     if ok && ms < best.ms { best = (i, ms) }
                 }
                 candidates = [candidates[best.index]]

@@ -126,12 +126,14 @@ public final class Sampler {
     /// sampled on the device, so only their token ids come back.
     public func isPlainArgmax(_ sequence: Sequence, returnLogprob: Bool, topLogprobsNum: Int) -> Bool {
         let p = sequence.params
-        guard p.isGreedy, !returnLogprob, topLogprobsNum == 0, p.repetitionPenalty == 1, p.frequencyPenalty == 0, p.presencePenalty == 0
-        else { return false }
-        if sequence.outputIds.count < p.minNewTokens {
-            return p.stopTokenIds.isEmpty && (p.ignoreEos || eosTokenIds.isEmpty)
-        }
-        return true
+        return p.isGreedy && !returnLogprob && topLogprobsNum == 0 && !p.hasPenalties
+            && !masksStopTokens(params: p, outputCount: sequence.outputIds.count)
+    }
+
+    /// Whether `prepare` masks any stop token: before `min_new_tokens`, `stop_token_ids`, and EOS
+    /// unless `ignore_eos`.
+    func masksStopTokens(params p: SamplingParams, outputCount: Int) -> Bool {
+        outputCount < p.minNewTokens && (!p.stopTokenIds.isEmpty || (!p.ignoreEos && !eosTokenIds.isEmpty))
     }
 
     /// Copies the row into `work` with penalties applied and, before `min_new_tokens`, the stop
@@ -141,7 +143,7 @@ public final class Sampler {
         let n = vocabSize
         for i in 0..<n { work[i] = logits[i] }
         applyPenalties(params: params, promptIds: promptIds, outputIds: outputIds)
-        if outputIds.count < params.minNewTokens {
+        if masksStopTokens(params: params, outputCount: outputIds.count) {
             for t in params.stopTokenIds where t >= 0 && t < n { work[t] = -.infinity }
             if !params.ignoreEos { for t in eosTokenIds where t >= 0 && t < n { work[t] = -.infinity } }
         }

@@ -46,6 +46,8 @@ public struct SamplingParams: Equatable, Sendable {
 
     /// True when the next token is the argmax: temperature 0 or `top_k == 1`.
     public var isGreedy: Bool { temperature < Self.greedyTemperature || topK == 1 }
+    /// Whether a repetition, frequency or presence penalty changes the logits.
+    public var hasPenalties: Bool { repetitionPenalty != 1 || frequencyPenalty != 0 || presencePenalty != 0 }
 
     /// Checks every range SGLang checks and throws `LoomError.invalidArgument` with SGLang's wording.
     ///

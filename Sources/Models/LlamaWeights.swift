@@ -140,14 +140,7 @@ struct Part {
         let count = bytes.count / dtype.byteCount
         var floats = [Float](repeating: 0, count: count)
         bytes.withUnsafeBytes { raw in
-            for i in 0..<count {
-                switch dtype {
-                case .f32: floats[i] = raw.loadUnaligned(fromByteOffset: 4 * i, as: Float.self)
-                case .bf16: floats[i] = HalfConversion.bf16ToFloat(raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                case .f16: floats[i] = HalfConversion.f16ToFloat(raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                case .i32: floats[i] = Float(raw.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self))
-                }
-            }
+            floats.withUnsafeMutableBufferPointer { HalfConversion.toFloat(raw.baseAddress!, dtype: dtype, count: count, into: $0.baseAddress!) }
         }
         return floats.withUnsafeBytes { Array($0) }
     }

@@ -78,6 +78,18 @@ public final class Tokenizer: @unchecked Sendable {
             names: ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"))
     }
 
+    /// A tokenizer file's top-level object. A leading UTF-8 byte-order mark is skipped, as the
+    /// tokenizers library does.
+    static func parseObject(_ data: Data, file: String) throws -> JSONObject {
+        let body = data.starts(with: [0xEF, 0xBB, 0xBF]) ? Data(data.dropFirst(3)) : data
+        do {
+            guard let object = try JSON.parse(body).objectValue else { throw TokenizerError(file: file, message: "not a JSON object") }
+            return object
+        } catch let e as JSONSyntaxError {
+            throw TokenizerError(file: file, message: "malformed JSON at byte \(e.offset): \(e.reason)")
+        }
+    }
+
     init(
         tokenizerJSON: Data, config configData: Data?, specialTokensMap mapData: Data?,
         names: (json: String, config: String, map: String)
@@ -85,15 +97,7 @@ public final class Tokenizer: @unchecked Sendable {
         let file = names.json
         func fail(_ message: String) -> TokenizerError { TokenizerError(file: file, message: message) }
 
-        let root: JSONObject
-        do {
-            guard let object = try JSON.parse(tokenizerJSON).objectValue else {
-                throw fail("not a JSON object")
-            }
-            root = object
-        } catch let e as JSONSyntaxError {
-            throw fail("malformed JSON at byte \(e.offset): \(e.reason)")
-        }
+        let root = try Self.parseObject(tokenizerJSON, file: file)
 
         // Model
         guard let modelObject = root["model"]?.objectValue else { throw fail("no \"model\" object") }
@@ -167,28 +171,8 @@ public final class Tokenizer: @unchecked Sendable {
         vocabSize = max(model.maxId, added.map(\.id).max() ?? -1) + 1
 
         // tokenizer_config.json / special_tokens_map.json
-        let config: JSONObject?
-        let map: JSONObject?
-        do {
-            config = try configData.map { data -> JSONObject in
-                guard let o = try JSON.parse(data).objectValue else {
-                    throw TokenizerError(file: names.config, message: "not a JSON object")
-                }
-                return o
-            }
-        } catch let e as JSONSyntaxError {
-            throw TokenizerError(file: names.config, message: "malformed JSON at byte \(e.offset): \(e.reason)")
-        }
-        do {
-            map = try mapData.map { data -> JSONObject in
-                guard let o = try JSON.parse(data).objectValue else {
-                    throw TokenizerError(file: names.map, message: "not a JSON object")
-                }
-                return o
-            }
-        } catch let e as JSONSyntaxError {
-            throw TokenizerError(file: names.map, message: "malformed JSON at byte \(e.offset): \(e.reason)")
-        }
+        let config = try configData.map { try Self.parseObject($0, file: names.config) }
+        let map = try mapData.map { try Self.parseObject($0, file: names.map) }
 
         func lookup(_ name: String) -> Int? {
             if let id = addedByContent[Array(name.utf8)] { return id }

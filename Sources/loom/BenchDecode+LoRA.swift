@@ -12,7 +12,6 @@ struct DecodeLoRA {
     let rank: Int
     /// `--lora-backend` as given.
     let backend: String
-    let chunkSize: Int
     /// Bytes of one adapter's A and B (bf16) that one rank reads per step.
     let bytesPerAdapter: Int
     let files: SyntheticAdapters
@@ -27,7 +26,7 @@ struct DecodeLoRA {
                 options: try SyntheticAdapters.poolOptions(slots: adapters, rank: rank, backend: backend, chunkSize: chunkSize), base: model.config,
                 backends: gpus, communicators: communicators, maxTokens: model.maxTokens, initial: files.specs)
             let refs = try manager.registry.resolve(files.specs.map(\.name)).map { $0! }
-            let lora = DecodeLoRA(manager: manager, refs: refs, rank: rank, backend: backend, chunkSize: chunkSize,
+            let lora = DecodeLoRA(manager: manager, refs: refs, rank: rank, backend: backend,
                                   bytesPerAdapter: SyntheticAdapters.bytesPerAdapter(model.ranks[0].local, rank: rank), files: files)
             try lora.makeResident(maxRows: model.maxTokens)
             for g in gpus { g.synchronize() }

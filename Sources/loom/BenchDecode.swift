@@ -291,7 +291,7 @@ struct DecodeRun {
         ]
         if let lora {
             row["lora_backend"] = lora.backend
-            row["max_lora_chunk_size"] = lora.chunkSize
+            row["max_lora_chunk_size"] = lora.manager.options.maxChunkSize
             row["distinct_adapters_per_step"] = lora.distinctAdapters(batch: batch)
         }
         return row

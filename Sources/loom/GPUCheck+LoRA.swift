@@ -55,16 +55,6 @@ enum LoRAModelCheck {
         return Outcome(stepLogits: stepLogits, tokens: tokens, firstStepSequences: firstStepSequences ?? 0)
     }
 
-    /// Largest |Δ logprob| over the top-5 tokens of `reference`, worst case (empty rows skipped).
-    static func top5Difference(_ ours: [[Float]], _ reference: [[Float]]) -> Float {
-        var worst: Float = 0
-        for (a, b) in zip(ours, reference) where !a.isEmpty && !b.isEmpty {
-            let la = ModelCheck.logSoftmax(a), lb = ModelCheck.logSoftmax(b)
-            for id in ModelCheck.top5(lb) { worst = max(worst, abs(la[id] - lb[id])) }
-        }
-        return worst
-    }
-
     /// Both plan kinds on `backend`, one result each.
     static func run(directory: String, cases allCases: [ModelCheck.Case], backend: ComputeBackend) -> [[String: Any]] {
         let kinds: [LoRABackendKind] = [.csgmv, .sgmv]
@@ -129,8 +119,8 @@ enum LoRAModelCheck {
         let worst = perAdapter.max { worstDiff($0.comparisons) < worstDiff($1.comparisons) }?.name ?? ""
         // Both over the CPU's top-5: with a bf16 reference, its own distance from f32 is the floor.
         let cpuPrefill = cpu.stepLogits.map { $0.first ?? [] }
-        let vsCPU = top5Difference(outcome.stepLogits.map { $0.first ?? [] }, cpuPrefill)
-        let referenceVsCPU = top5Difference(cases.map(\.lastLogits), cpuPrefill)
+        let vsCPU = ModelCheck.top5Difference(outcome.stepLogits.map { $0.first ?? [] }, cpuPrefill)
+        let referenceVsCPU = ModelCheck.top5Difference(cases.map(\.lastLogits), cpuPrefill)
         let isMixed = outcome.firstStepSequences == cases.count
         var out = figures(all)
         out["lora_backend"] = kind.rawValue

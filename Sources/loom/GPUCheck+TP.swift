@@ -38,16 +38,6 @@ enum TensorParallelCheck {
         return Outcome(logits: first, tokens: tokens)
     }
 
-    /// Largest |Δ logprob| over the top-5 tokens of `reference`, worst row.
-    static func top5Difference(_ ours: [[Float]], _ reference: [[Float]]) -> Float {
-        var worst: Float = 0
-        for (a, b) in zip(ours, reference) {
-            let la = ModelCheck.logSoftmax(a), lb = ModelCheck.logSoftmax(b)
-            for id in ModelCheck.top5(lb) { worst = max(worst, abs(la[id] - lb[id])) }
-        }
-        return worst
-    }
-
     static func matching(_ a: [[Int]], _ b: [[Int]]) -> (tokens: Int, total: Int, rows: Int) {
         var tokens = 0, total = 0, rows = 0
         for (x, y) in zip(a, b) {
@@ -88,10 +78,10 @@ enum TensorParallelCheck {
                 let cpu = try generate(directory: dir, adapterDir: adapterDir, batch: batch, backends: [CPUBackend()], communicators: [nil])
                 let peftLogits = (batch["last_logits"] as? [Any])?.map { ($0 as! [Any]).map { ($0 as! NSNumber).floatValue } } ?? []
                 let peftTokens = (batch["greedy_ids"] as? [Any])?.map { ($0 as! [Any]).map { ($0 as! NSNumber).intValue } } ?? []
-                let dWhole = top5Difference(split.logits, whole.logits)
-                let dCPU = top5Difference(split.logits, cpu.logits)
-                let dWholeCPU = top5Difference(whole.logits, cpu.logits)
-                let dPEFT = peftLogits.isEmpty ? Float.nan : top5Difference(split.logits, peftLogits)
+                let dWhole = ModelCheck.top5Difference(split.logits, whole.logits)
+                let dCPU = ModelCheck.top5Difference(split.logits, cpu.logits)
+                let dWholeCPU = ModelCheck.top5Difference(whole.logits, cpu.logits)
+                let dPEFT = peftLogits.isEmpty ? Float.nan : ModelCheck.top5Difference(split.logits, peftLogits)
                 let tokWhole = matching(split.tokens, whole.tokens)
                 let tokCPU = matching(split.tokens, cpu.tokens)
                 let tokPEFT = matching(split.tokens, peftTokens)

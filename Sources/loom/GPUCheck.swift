@@ -88,7 +88,8 @@ enum ModelCheck {
         var stepTop5: [([Int], [Float])]
     }
 
-    static func loadCases(_ dir: String) throws -> (String, [Case]) {
+    /// The reference file's name, its cases, and `hf_bf16_vs_f32` where hf_reference.py recorded it.
+    static func loadCases(_ dir: String) throws -> (file: String, cases: [Case], floor: [String: Any]?) {
         let fm = FileManager.default
         let candidates = ["reference.json", "reference_greedy.json"].map { (dir as NSString).appendingPathComponent($0) }
         guard let path = candidates.first(where: { fm.fileExists(atPath: $0) }), let data = fm.contents(atPath: path),
@@ -104,7 +105,7 @@ enum ModelCheck {
             result.append(Case(adapter: c["adapter"] as? String, promptIds: ints(c["prompt_ids"]), lastLogits: floats(c["last_logits"] ?? c["last_position_logits"]),
                                greedyIds: ints(c["greedy_ids"] ?? c["greedy_new_ids"]), stepTop5: steps))
         }
-        return ((path as NSString).lastPathComponent, result)
+        return ((path as NSString).lastPathComponent, result, json["hf_bf16_vs_f32"] as? [String: Any])
     }
 
     static func logSoftmax(_ x: [Float]) -> [Float] {
@@ -115,6 +116,16 @@ enum ModelCheck {
 
     static func top5(_ x: [Float]) -> [Int] {
         Array(x.indices.sorted { x[$0] > x[$1] || (x[$0] == x[$1] && $0 < $1) }.prefix(5))
+    }
+
+    /// Largest |Δ logprob| over the top-5 tokens of `reference`, worst case (empty rows skipped).
+    static func top5Difference(_ ours: [[Float]], _ reference: [[Float]]) -> Float {
+        var worst: Float = 0
+        for (a, b) in zip(ours, reference) where !a.isEmpty && !b.isEmpty {
+            let la = logSoftmax(a), lb = logSoftmax(b)
+            for id in top5(lb) { worst = max(worst, abs(la[id] - lb[id])) }
+        }
+        return worst
     }
 
     /// One case's output against its reference.
@@ -155,7 +166,7 @@ enum ModelCheck {
     static func run(directory: String, backend: ComputeBackend) -> [String: Any] {
         var out: [String: Any] = ["model": directory]
         do {
-            let (file, allCases) = try loadCases(directory)
+            let (file, allCases, floor) = try loadCases(directory)
             let cases = allCases.filter { $0.adapter == nil }
             out["reference"] = file
             let model = try LlamaModel(directory: directory, backend: backend, maxTokens: 1024, maxSequences: 32,
@@ -211,8 +222,7 @@ enum ModelCheck {
                                  tokensMatched, tokensTotal, exactCases, cases.count)
             // How far transformers' own bf16 run is from its f32 run (hf_reference.py records it):
             // the noise floor under which this check cannot tell a defect from rounding.
-            if let data = FileManager.default.contents(atPath: (directory as NSString).appendingPathComponent(file)),
-               let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let floor = json["hf_bf16_vs_f32"] as? [String: Any] {
+            if let floor {
                 out["hf_bf16_vs_f32"] = floor
                 summary += " [transformers bf16 vs f32: \(floor.keys.sorted().map { "\($0) \(floor[$0]!)" }.joined(separator: ", "))]"
             }

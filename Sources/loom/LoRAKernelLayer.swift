@@ -9,7 +9,6 @@ import Models
 /// activations around them, `maxTokens` rows each: what `loom bench lora-kernels` times.
 final class LoRAKernelLayer {
     let gpu: CUDABackend
-    let config: ModelConfig
     /// Base weights `[out, in]`: qkv `[q + 2·kv, hidden]`, o `[hidden, q]`, gate_up `[2·intermediate, hidden]`, down `[hidden, intermediate]`.
     let qkv, o, gateUp, down: DeviceTensor
     /// Activations `[maxTokens, features]`: each group's input and output.
@@ -17,7 +16,6 @@ final class LoRAKernelLayer {
 
     init(gpu: CUDABackend, config c: ModelConfig, maxTokens n: Int) throws {
         self.gpu = gpu
-        config = c
         func weight(_ out: Int, _ inFeatures: Int, seed: UInt64) throws -> DeviceTensor {
             let t = try gpu.allocate(Shape(out, inFeatures), dtype: .bf16)
             gpu.fillRandom(t, seed: seed, standardDeviation: 0.02)

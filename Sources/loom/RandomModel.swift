@@ -61,24 +61,22 @@ enum RandomModel {
         }
         if c.hasQKVBias { config["attention_bias"] = true }
         try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys]).write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("config.json")))
-        let s = (vocab: c.vocabSize, hidden: c.hiddenSize, intermediate: c.intermediateSize, layers: c.numLayers, heads: c.numHeads,
-                 kvHeads: c.numKVHeads, headDim: c.headDim, tied: c.tieWordEmbeddings, qkvBias: c.hasQKVBias)
 
-        var tensors: [(String, [Int])] = [("model.embed_tokens.weight", [s.vocab, s.hidden])]
-        let q = s.heads * s.headDim, kv = s.kvHeads * s.headDim
-        for i in 0..<s.layers {
+        var tensors: [(String, [Int])] = [("model.embed_tokens.weight", [c.vocabSize, c.hiddenSize])]
+        let q = c.numHeads * c.headDim, kv = c.numKVHeads * c.headDim
+        for i in 0..<c.numLayers {
             let p = "model.layers.\(i)."
-            tensors += [("\(p)input_layernorm.weight", [s.hidden]), ("\(p)post_attention_layernorm.weight", [s.hidden]),
-                        ("\(p)self_attn.q_proj.weight", [q, s.hidden]), ("\(p)self_attn.k_proj.weight", [kv, s.hidden]),
-                        ("\(p)self_attn.v_proj.weight", [kv, s.hidden]), ("\(p)self_attn.o_proj.weight", [s.hidden, q]),
-                        ("\(p)mlp.gate_proj.weight", [s.intermediate, s.hidden]), ("\(p)mlp.up_proj.weight", [s.intermediate, s.hidden]),
-                        ("\(p)mlp.down_proj.weight", [s.hidden, s.intermediate])]
-            if s.qkvBias {
+            tensors += [("\(p)input_layernorm.weight", [c.hiddenSize]), ("\(p)post_attention_layernorm.weight", [c.hiddenSize]),
+                        ("\(p)self_attn.q_proj.weight", [q, c.hiddenSize]), ("\(p)self_attn.k_proj.weight", [kv, c.hiddenSize]),
+                        ("\(p)self_attn.v_proj.weight", [kv, c.hiddenSize]), ("\(p)self_attn.o_proj.weight", [c.hiddenSize, q]),
+                        ("\(p)mlp.gate_proj.weight", [c.intermediateSize, c.hiddenSize]), ("\(p)mlp.up_proj.weight", [c.intermediateSize, c.hiddenSize]),
+                        ("\(p)mlp.down_proj.weight", [c.hiddenSize, c.intermediateSize])]
+            if c.hasQKVBias {
                 tensors += [("\(p)self_attn.q_proj.bias", [q]), ("\(p)self_attn.k_proj.bias", [kv]), ("\(p)self_attn.v_proj.bias", [kv])]
             }
         }
-        tensors.append(("model.norm.weight", [s.hidden]))
-        if !s.tied { tensors.append(("lm_head.weight", [s.vocab, s.hidden])) }
+        tensors.append(("model.norm.weight", [c.hiddenSize]))
+        if !c.tieWordEmbeddings { tensors.append(("lm_head.weight", [c.vocabSize, c.hiddenSize])) }
         var header: [String: Any] = [:]
         var offset = 0
         for (tensorName, shape) in tensors {

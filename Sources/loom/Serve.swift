@@ -383,9 +383,6 @@ func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any Infere
             o.graphRunner = { rank, key, body in runner.run(rank: rank, key: key, body) }
         }
     }
-    if settings.randomWeights != nil && gpus.isEmpty {
-        throw LoomError.invalidArgument("--random-weights needs --device cuda: the random weights are made on the GPU.")
-    }
     let start = Date()
     let load = {
         try InferenceEngine(

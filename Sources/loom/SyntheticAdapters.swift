@@ -10,7 +10,6 @@ struct SyntheticAdapters {
     /// The folder they are in (a fresh temporary one); `remove()` deletes it.
     let directory: String
     let specs: [LoRAPathSpec]
-    let rank: Int
 
     /// The seven projections, stacked as the slot pool stacks them.
     static let modules = Set(TargetModule.allCases)
@@ -25,7 +24,7 @@ struct SyntheticAdapters {
             dtype: .bf16, seed: seed, outputDirectory: directory)
         factory.distinctWeights = count > 16 ? 16 : nil
         let written = try factory.writeAll()
-        return SyntheticAdapters(directory: directory, specs: written.map { LoRAPathSpec(name: $0.name, path: $0.path) }, rank: rank)
+        return SyntheticAdapters(directory: directory, specs: written.map { LoRAPathSpec(name: $0.name, path: $0.path) })
     }
 
     /// A slot pool for these adapters: `slots` slots and as many in host memory, rank `rank`, every

@@ -84,6 +84,12 @@ def bf16_vs_f32(model32, cases):
     return {"prefill": round(prefill, 4), "decode": round(decode, 4)}
 
 
+def lora_floor(model32, adapters: Path, cases):
+    """`bf16_vs_f32` of adapter cases: `model32` (changed in place) wrapped with every adapter."""
+    floor = bf16_vs_f32(with_adapters(model32, adapters), cases)
+    return {"lora_prefill": floor["prefill"], "lora_decode": floor["decode"]}
+
+
 @torch.no_grad()
 def make_adapters(model, out: Path, ratio=0.25, seed=0):
     """Wraps `model` (bf16, changed in place) in a PeftModel with ADAPTER_SPECS, each LoRA B random
@@ -131,11 +137,9 @@ def conditioned_lora(peft, name, base_prompts, adapter_prompts, f32_dir: Path, a
     batch = {"adapters": [c["adapter"] for c in batch_cases], "prompt_ids": [c["prompt_ids"] for c in batch_cases],
              "last_logits": [c["last_logits"] for c in batch_cases], "greedy_ids": [c["greedy_ids"] for c in batch_cases]}
     model32 = AutoModelForCausalLM.from_pretrained(f32_dir, dtype=torch.float32).to(DEVICE).eval()
-    floor_base = bf16_vs_f32(model32, [c for c in cases if c["adapter"] is None])
-    peft32 = with_adapters(model32, adapters)
-    floor_lora = bf16_vs_f32(peft32, lora_cases)
-    del peft32, model32
-    floor = {**floor_base, "lora_prefill": floor_lora["prefill"], "lora_decode": floor_lora["decode"]}
+    floor = bf16_vs_f32(model32, [c for c in cases if c["adapter"] is None])
+    floor.update(lora_floor(model32, adapters, lora_cases))
+    del model32
     return {"model": name, "description": "transformers + PEFT bf16 (adapter weights fp32, PEFT's autocast), conditioned adapters made by hf_reference.py",
             "cases": cases, "mixed_batches": [batch], "hf_bf16_vs_f32": floor}
 
@@ -219,9 +223,7 @@ def main():
             lora = peft_cases(model, adapters, with_adapter)
             cases += lora
             description += "; adapter cases: PEFT on the bf16 base (default autocast: adapter weights in fp32)"
-            peft32 = with_adapters(model32, adapters)
-            floor_lora = bf16_vs_f32(peft32, lora)
-            floor.update(lora_prefill=floor_lora["prefill"], lora_decode=floor_lora["decode"])
+            floor.update(lora_floor(model32, adapters, lora))
         (out / name / "reference.json").write_text(json.dumps({"model": name, "description": description, "cases": cases, "hf_bf16_vs_f32": floor}))
         print(f"{name}: {len(cases)} cases ({len(with_adapter)} with adapters); bf16 vs f32 {floor}", flush=True)
         del model, model32
