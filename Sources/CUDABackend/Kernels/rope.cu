@@ -8,23 +8,19 @@
 // positions [n] i32, invFreq [d/2] f32, stride (elements per row), headDim.
 #include "common.cuh"
 
-// Rotates the pair (v[j], v[j + half]) of one head in place by pos * invFreq[j].
-__device__ __forceinline__ void rotate_pair(bf16* v, int j, int half, int pos, const float* invFreq) {
-    const float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
-    float s, c;
-    sincosf((float)pos * invFreq[j], &s, &c);
-    c = round_bf16(c);
-    s = round_bf16(s);
-    v[j] = f32_to_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
-    v[j + half] = f32_to_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
-}
-
 extern "C" __global__ void loom_rope(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
                                      int stride, int headDim) {
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
     const int half = headDim >> 1;
     if (j >= half) return;
-    rotate_pair(qkv + (u64)row * stride + h * headDim, j, half, positions[row], invFreq);
+    bf16* v = qkv + (u64)row * stride + h * headDim;
+    const float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
+    float s, c;
+    sincosf((float)positions[row] * invFreq[j], &s, &c);
+    c = round_bf16(c);
+    s = round_bf16(s);
+    v[j] = f32_to_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
+    v[j + half] = f32_to_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
 }
 
 // rope_write_kv: loom_rope and loom_write_kv in one launch (decode runs both once per layer).
@@ -49,10 +45,18 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
         dst[j + half] = v[j + half];
         return;
     }
-    rotate_pair(v, j, half, positions[row], invFreq);
-    if (slot >= 0) {  // a K head: the thread stores the pair it rotated
+    const float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
+    float s, c;
+    sincosf((float)positions[row] * invFreq[j], &s, &c);
+    c = round_bf16(c);
+    s = round_bf16(s);
+    const bf16 o1 = f32_to_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
+    const bf16 o2 = f32_to_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
+    v[j] = o1;
+    v[j + half] = o2;
+    if (slot >= 0) {  // a K head
         bf16* dst = kCache + cacheRow + (h - numHeads) * headDim;
-        dst[j] = v[j];
-        dst[j + half] = v[j + half];
+        dst[j] = o1;
+        dst[j + half] = o2;
     }
 }
