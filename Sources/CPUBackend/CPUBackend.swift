@@ -204,6 +204,12 @@ public final class CPUBackend: ComputeBackend {
         }
     }
 
+    /// A copy: every float tensor of this backend is f32.
+    public func convert(_ x: DeviceTensor, out: DeviceTensor) {
+        precondition(out.count == x.count, "convert: \(x.shape) into \(out.shape)")
+        out.f32.update(from: x.f32, count: x.count)
+    }
+
     public func allocateHost(byteCount: Int) throws -> HostBuffer {
         let pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
         return HostBuffer(pointer: pointer, byteCount: byteCount) { $0.deallocate() }

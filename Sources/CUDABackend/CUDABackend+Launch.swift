@@ -20,12 +20,13 @@ enum KernelArgument {
 extension CUDABackend {
     /// Launches `function` on the stream, or records it when a graph capture is armed, or skips it
     /// while a captured graph stands in for the step.
-    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, _ arguments: [KernelArgument]) {
+    /// `label` names the launch in kernel profiles (default: the function).
+    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, label: String? = nil, _ arguments: [KernelArgument]) {
         guard beginLaunch() else { return }
         activate()
         guard let f = kernels.functions[function] else { fail(CUDAError.missingKernel(module: "?", function: function)) }
         precondition(grid.0 > 0 && grid.1 > 0 && grid.2 > 0, "\(function): empty grid \(grid)")
-        let probe = profiler?.begin(function, stream: stream)
+        let probe = profiler?.begin(label ?? function, stream: stream)
         defer { if let probe { profiler!.end(probe, stream: stream) } }
         var slots = arguments.map(\.bits)
         slots.withUnsafeMutableBufferPointer { buffer in
@@ -38,13 +39,18 @@ extension CUDABackend {
         }
     }
 
-    /// `out = x · Wᵀ` through cuBLASLt (bf16 operands, fp32 accumulation).
+    /// `out = x · Wᵀ` (bf16 operands, fp32 accumulation): `loom_skinny_gemm` for a few rows of x,
+    /// cuBLASLt otherwise.
     func gemm(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
         let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
         precondition(x.dtype == .bf16 && weight.dtype == .bf16, "linear: bf16 operands expected, got \(x.dtype) · \(weight.dtype)")
         precondition(weight.shape.rowCount == k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
         precondition(out.shape[0] == n && out.shape.rowCount == m, "linear: out \(out.shape) for \(n)×\(m)")
         precondition(out.dtype == .bf16 || out.dtype == .f32, "linear: out must be bf16 or f32")
+        if n <= skinnyGEMMRows && k % 32 == 0 && (x.devicePointer | weight.devicePointer) % 16 == 0 {
+            skinnyGEMM(x, weight, out)
+            return
+        }
         guard beginLaunch() else { return }
         activate()
         let probe = profiler?.begin("cublasLt \(n)x\(m)x\(k)", stream: stream)
@@ -58,6 +64,36 @@ extension CUDABackend {
         } catch {
             fail(error)
         }
+    }
+
+    /// `loom_skinny_gemm` (n ≤ 32, k a multiple of 32): 64 output features a block, k split so that
+    /// about `skinnyBlocksPerSM` blocks per multiprocessor run when the features alone give fewer.
+    private func skinnyGEMM(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
+        guard beginLaunch() else { return }
+        activate()
+        let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
+        let groups = (n + 7) / 8, tiles = (m + 63) / 64, steps = k / 32
+        let splits = tiles > Self.skinnyCounterCount ? 1 : max(1, min(steps / 8, skinnyBlocksPerSM * multiprocessorCount / tiles))
+        let stepsPerSplit = (steps + splits - 1) / splits
+        var partials: UInt64 = 0
+        if splits > 1 {
+            let bytes = 4 * tiles * splits * 8 * groups * 64
+            if let last = skinnyPartials.last, last.byteCount >= bytes {
+                partials = last.pointer
+            } else {
+                do {
+                    let storage = try CUDAStorage(driver: driver, byteCount: max(bytes, 4 << 20))
+                    skinnyPartials.append(storage)
+                    partials = storage.pointer
+                } catch {
+                    fail(error)
+                }
+            }
+        }
+        launch("loom_skinny_gemm_j\(groups)", grid: (tiles, splits, 1), block: 128, sharedBytes: 4 * 4 * 8 * groups * 68,
+               label: "skinny \(n)x\(m)x\(k)",
+               [.pointer(x.devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
+                .int(n), .int(m), .int(k), .int(stepsPerSplit), .pointer(partials), .pointer(skinnyCounters.pointer)])
     }
 
     /// Overwrites a 256 MiB scratch buffer (five times the H200's L2) on the stream, so that what

@@ -181,6 +181,15 @@ extension CUDABackend {
                [.pointer(x.devicePointer), .pointer(rows.devicePointer), .pointer(out.devicePointer), .int(width)])
     }
 
+    public func convert(_ x: DeviceTensor, out: DeviceTensor) {
+        precondition(x.count == out.count, "convert: \(x.shape) into \(out.shape)")
+        precondition([x.dtype, out.dtype].allSatisfy { $0 == .bf16 || $0 == .f32 }, "convert: \(x.dtype) into \(out.dtype)")
+        if x.count == 0 { return }
+        launch("loom_convert", grid: ((x.count + 255) / 256, 1, 1), block: 256,
+               [.pointer(x.devicePointer), .int(x.dtype == .f32 ? 1 : 0), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
+                .u64(UInt64(x.count))])
+    }
+
     /// Greedy sampling on the device: `out[i] = argmax(logits[i])` (first index among ties).
     public func argmax(_ logits: DeviceTensor, out: DeviceTensor) {
         i32(out, "argmax")

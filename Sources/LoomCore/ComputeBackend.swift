@@ -112,6 +112,8 @@ public protocol ComputeBackend: AnyObject {
     func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor)
     /// `out[j] = x[rows[j]]`.
     func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor)
+    /// `out[i] = x[i]` in `out`'s dtype (f32 or the activation dtype), rounded to nearest even.
+    func convert(_ x: DeviceTensor, out: DeviceTensor)
 
     /// LoRA shrink: for each segment with slot `s` of rank `r > 0`, each stacked module `m` and plan
     /// position `p` of the segment: `out[p][m·R ..< m·R + r] = A[s][m·R ..< m·R + r] · x[permutation[p]]`,

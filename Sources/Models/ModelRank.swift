@@ -8,6 +8,10 @@ import LoomCore
 /// outputs; KV heads are split, or replicated when ranks outnumber them; the vocabulary is split
 /// by rows for the embedding (tokens of other ranks read a zero row, then an all-reduce) and the
 /// LM head (then an all-gather of the logits).
+///
+/// The row-parallel GEMMs write f32, the all-reduce sums f32 and one conversion rounds the sum to
+/// the activation dtype: where one GPU rounds its full-K GEMM output once, the ranks do too, so in
+/// bf16 tp > 1 differs from tp = 1 only by the order of f32 additions.
 public final class ModelRank {
     public let config: ModelConfig
     public let local: ModelConfig
@@ -23,6 +27,8 @@ public final class ModelRank {
     struct Workspace {
         var tokens, positions, slotMapping, logitsRows, queryStarts, contextLengths, blockTables: DeviceTensor
         var residual, normed, qkv, attention, projected, gateUp, activated, logitsInput, finalNormed, localLogits, logits: DeviceTensor
+        /// `[n, hidden]` f32: a row-parallel GEMM's partial sums, all-reduced (tp > 1 only).
+        var reduced: DeviceTensor?
     }
 
     init(config: ModelConfig, shard: TensorShard, weights: LlamaWeights, backend: ComputeBackend, communicator: Communicator?,
@@ -54,7 +60,19 @@ public final class ModelRank {
             gateUp: try acts(n, 2 * c.intermediateSize), activated: try acts(n, c.intermediateSize),
             logitsInput: try acts(n, c.hiddenSize), finalNormed: try acts(n, c.hiddenSize),
             localLogits: localLogits,
-            logits: shard.size > 1 ? try floats(n, config.vocabSize) : localLogits)
+            logits: shard.size > 1 ? try floats(n, config.vocabSize) : localLogits,
+            reduced: shard.size > 1 ? try floats(n, c.hiddenSize) : nil)
+    }
+
+    /// `out = x · weightᵀ` of a row-parallel module, summed over the ranks.
+    private func rowParallelLinear(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor) {
+        guard let communicator, let reduced = ws.reduced?.rows(x.shape[0]) else {
+            backend.linear(x, weight: weight, bias: nil, out: out)
+            return
+        }
+        backend.linear(x, weight: weight, bias: nil, out: reduced)
+        communicator.allReduceSum(reduced)
+        backend.convert(reduced, out: out)
     }
 
     /// This rank's share of one step; returns the full logits (gathered when sharded).
@@ -105,15 +123,13 @@ public final class ModelRank {
                              headDim: c.headDim)
             b.attention(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            b.linear(attention, weight: layer.o, bias: nil, out: projected)
-            communicator?.allReduceSum(projected)
+            rowParallelLinear(attention, weight: layer.o, out: projected)
             lora?.apply(rank: rank, layer: i, group: .o, input: attention, output: projected)
             b.addRMSNorm(residual: residual, projected, weight: layer.postAttentionNorm, eps: c.rmsNormEps, out: normed)
             b.linear(normed, weight: layer.gateUp, bias: nil, out: gateUp)
             lora?.apply(rank: rank, layer: i, group: .gateUp, input: normed, output: gateUp)
             b.siluMul(gateUp, out: activated)
-            b.linear(activated, weight: layer.down, bias: nil, out: projected)
-            communicator?.allReduceSum(projected)
+            rowParallelLinear(activated, weight: layer.down, out: projected)
             lora?.apply(rank: rank, layer: i, group: .down, input: activated, output: projected)
         }
         let m = batch.logitsRows.count

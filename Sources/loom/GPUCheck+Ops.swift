@@ -99,14 +99,21 @@ struct OpChecks {
             results.append(compare("addRMSNorm.residual", rc, rg, tolerance: 1e-2, detail: "5×\(d)"))
             results.append(compare("addRMSNorm.out", oc2, og2, tolerance: 1e-2, detail: "5×\(d)"))
         }
-        for (n, k, m, bias) in [(1, 4096, 6144, false), (7, 344, 128, false), (33, 128, 512, false), (128, 96, 224, true), (32, 4096, 14336, false)] {
+        // Up to 32 rows and k a multiple of 32 run the skinny GEMM (k split where the features
+        // are few: 5×4096·4096ᵀ, 29×1024·1000ᵀ, 17×14336·4096ᵀ), the rest cuBLASLt.
+        for (n, k, m, bias, f32) in [(1, 4096, 6144, false, false), (7, 344, 128, false, false), (33, 128, 512, false, false),
+                                     (128, 96, 224, true, false), (32, 4096, 14336, false, false), (5, 4096, 4096, false, false),
+                                     (29, 1024, 1000, false, true), (17, 14336, 4096, false, false), (3, 2048, 5000, false, true),
+                                     (8, 64, 72, true, false)] {
             let (xc, xg, _) = pair(Shape(n, k))
             let (wc, wg, _) = pair(Shape(m, k), scale: 0.05)
             let b = bias ? pair(Shape(m)) : nil
-            let (oc, og) = zeros(Shape(n, m))
+            let (oc, og) = zeros(Shape(n, m), gpuDType: f32 ? .f32 : .bf16)
             cpu.linear(xc, weight: wc, bias: b?.0, out: oc)
             gpu.linear(xg, weight: wg, bias: b?.1, out: og)
-            results.append(compare("linear", oc, og, tolerance: 1e-2, detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(bias ? " + bias" : "")"))
+            let path = n <= gpu.skinnyGEMMRows && k % 32 == 0 ? "skinny" : "cuBLASLt"
+            results.append(compare("linear", oc, og, tolerance: f32 ? 1e-4 : 1e-2,
+                                   detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(bias ? " + bias" : "")\(f32 ? " → f32" : ""), \(path)"))
         }
         for (heads, kvHeads, headDim) in [(4, 2, 48), (32, 8, 128)] {
             let n = 9, stride = (heads + 2 * kvHeads) * headDim
@@ -178,6 +185,19 @@ struct OpChecks {
             cpu.gatherRows(xc, rows: rc, out: oc)
             gpu.gatherRows(xg, rows: rg, out: og)
             results.append(compare("gatherRows", oc, og, tolerance: 0, detail: "3 of 10×72"))
+        }
+        do {
+            // f32 → bf16 rounds to nearest even (the host's rounding), bf16 → f32 is exact.
+            let values = (0..<1000).map { _ in rng.uniform() * 3 }
+            let (_, source) = floats32(values)
+            let rounded = values.map { HalfConversion.bf16ToFloat(HalfConversion.floatToBF16($0)) }
+            let (expected, _) = floats32(rounded)
+            let (_, half) = zeros(Shape(1000))
+            let (_, back) = zeros(Shape(1000), gpuDType: .f32)
+            gpu.convert(source, out: half)
+            gpu.convert(half, out: back)
+            results.append(compare("convert", expected, half, tolerance: 0, detail: "1000 f32 → bf16"))
+            results.append(compare("convert", expected, back, tolerance: 0, detail: "1000 bf16 → f32"))
         }
         do {
             let vocab = 128_256
