@@ -11,7 +11,7 @@
 #     run(command: "bash scripts/gpu/check.sh device", carry: [".device"], timeout_s: 600)
 #   Phases may be named after "device": hf (transformers bf16 references, scripts/gpu/hf_reference.py),
 #   check (loom gpu-check: ops vs CPU, models vs references), bench (loom bench decode, Llama-3.1-8B
-#   shape, batch 1 and 32), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 1 and 2
+#   shape, batch 1 and 32, once per $BENCH_VARIANTS entry), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 1 and 2
 #   through NCCL), lora (loom bench lora-kernels, the issue's table for csgmv and sgmv, and bench
 #   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only). Default: hf check serve bench. Results land in
 #   $OUT: gpu-check.json, bench-decode-llama-3.1-8b.json, hf_reference.log, gpu-check.log, bench.log,
@@ -103,12 +103,15 @@ PY
         python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(('ok  ' if o['pass'] else 'FAIL'), o['op'], '%.2e' % o.get('rel_l2', 0), o.get('detail', '')) for o in r['ops'] if not o['pass'] or 'rope' in o['op'] or 'attention' in o['op']]; print('pass:', r['pass'])" "$OUT/gpu-check-ops.json"
         ;;
     bench)
-        # Without and with GEMM tuning (cuBLASLt's candidates timed on operands evicted from L2).
-        for tune in no-tune-gemms tune-gemms; do
-            timeout 200 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
-                --$tune --output "$OUT/bench-decode-llama-3.1-8b-$tune.json" > /dev/null 2>> "$OUT/bench.log"
-            echo "bench $tune: exit $?"
-            python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  batch {x[\"batch\"]:3d} {x[\"tokens_per_s\"]:9.1f} tok/s floor {x[\"floor_tokens_per_s\"]:9.1f} ({x[\"fraction_of_floor\"]:.3f}) {x[\"ms_per_step\"]:.3f} ms/step distinct {x[\"distinct_tokens_seq0\"]}') for x in r['rows'] if 'tokens_per_s' in x]" "$OUT/bench-decode-llama-3.1-8b-$tune.json"
+        # One run per variant NAME[:VAR=VALUE,…] of $BENCH_VARIANTS (environment settings of the CUDA
+        # backend); by default the skinny GEMM against cuBLASLt for every decode GEMM.
+        for variant in ${BENCH_VARIANTS:-skinny cublaslt:LOOM_SKINNY_GEMM_ROWS=0}; do
+            name=${variant%%:*}; settings=(); [ "$name" != "$variant" ] && IFS=, read -ra settings <<< "${variant#*:}"
+            echo "== $variant" >> "$OUT/bench.log"
+            timeout 200 env "${settings[@]}" /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
+                --output "$OUT/bench-decode-llama-3.1-8b-$name.json" > /dev/null 2>> "$OUT/bench.log"
+            echo "bench $variant: exit $?"
+            python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  batch {x[\"batch\"]:3d} {x[\"tokens_per_s\"]:9.1f} tok/s floor {x[\"floor_tokens_per_s\"]:9.1f} ({x[\"fraction_of_floor\"]:.3f}) {x[\"ms_per_step\"]:.3f} ms/step distinct {x[\"distinct_tokens_seq0\"]}') for x in r['rows'] if 'tokens_per_s' in x]" "$OUT/bench-decode-llama-3.1-8b-$name.json"
         done
         ;;
     lora)
