@@ -39,7 +39,7 @@ let package = Package(
                 .embedInCode("Kernels/silu_mul.cu"),
                 .embedInCode("Kernels/gather_rows.cu"),
                 .embedInCode("Kernels/convert.cu"),
-                .embedInCode("Kernels/skinny_gemm.cu"),
+                .embedInCode("Kernels/gemv.cu"),
                 .embedInCode("Kernels/add_bias.cu"),
                 .embedInCode("Kernels/argmax.cu"),
                 .embedInCode("Kernels/fill.cu"),

@@ -39,16 +39,16 @@ extension CUDABackend {
         }
     }
 
-    /// `out = x · Wᵀ` (bf16 operands, fp32 accumulation): `loom_skinny_gemm` for a few rows of x,
-    /// cuBLASLt otherwise.
+    /// `out = x · Wᵀ` (bf16 operands, fp32 accumulation): `loom_gemv` for a few rows of x, cuBLASLt
+    /// otherwise.
     func gemm(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
         let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
         precondition(x.dtype == .bf16 && weight.dtype == .bf16, "linear: bf16 operands expected, got \(x.dtype) · \(weight.dtype)")
         precondition(weight.shape.rowCount == k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
         precondition(out.shape[0] == n && out.shape.rowCount == m, "linear: out \(out.shape) for \(n)×\(m)")
         precondition(out.dtype == .bf16 || out.dtype == .f32, "linear: out must be bf16 or f32")
-        if n <= skinnyGEMMRows && k % 32 == 0 && (x.devicePointer | weight.devicePointer) % 16 == 0 {
-            skinnyGEMM(x, weight, out)
+        if n <= gemvRows && k % 8 == 0 && (x.devicePointer | weight.devicePointer) % 16 == 0 {
+            gemv(x, weight, out)
             return
         }
         guard beginLaunch() else { return }
@@ -66,34 +66,12 @@ extension CUDABackend {
         }
     }
 
-    /// `loom_skinny_gemm` (n ≤ 32, k a multiple of 32): 64 output features a block, k split so that
-    /// about `skinnyBlocksPerSM` blocks per multiprocessor run when the features alone give fewer.
-    private func skinnyGEMM(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
-        guard beginLaunch() else { return }
-        activate()
+    /// `loom_gemv` (n ≤ 4, k a multiple of 8): 16 rows of W a block.
+    private func gemv(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
         let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
-        let groups = (n + 7) / 8, tiles = (m + 63) / 64, steps = k / 32
-        let splits = tiles > Self.skinnyCounterCount ? 1 : max(1, min(steps / 8, skinnyBlocksPerSM * multiprocessorCount / tiles))
-        let stepsPerSplit = (steps + splits - 1) / splits
-        var partials: UInt64 = 0
-        if splits > 1 {
-            let bytes = 4 * tiles * splits * 8 * groups * 64
-            if let last = skinnyPartials.last, last.byteCount >= bytes {
-                partials = last.pointer
-            } else {
-                do {
-                    let storage = try CUDAStorage(driver: driver, byteCount: max(bytes, 4 << 20))
-                    skinnyPartials.append(storage)
-                    partials = storage.pointer
-                } catch {
-                    fail(error)
-                }
-            }
-        }
-        launch("loom_skinny_gemm_j\(groups)", grid: (tiles, splits, 1), block: 128, sharedBytes: 4 * 4 * 8 * groups * 68,
-               label: "skinny \(n)x\(m)x\(k)",
+        launch("loom_gemv_n\(n)", grid: ((m + 15) / 16, 1, 1), block: 128, label: "gemv \(n)x\(m)x\(k)",
                [.pointer(x.devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
-                .int(n), .int(m), .int(k), .int(stepsPerSplit), .pointer(partials), .pointer(skinnyCounters.pointer)])
+                .int(m), .int(k)])
     }
 
     /// Overwrites a 256 MiB scratch buffer (five times the H200's L2) on the stream, so that what

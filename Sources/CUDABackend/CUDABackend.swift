@@ -46,17 +46,9 @@ public final class CUDABackend: ComputeBackend {
 
     /// Scratch for split attention; old buffers stay alive because captured graphs may point at them.
     var attentionScratch: [CUDAStorage] = []
-    /// The skinny GEMM's split-K partials (kept like `attentionScratch`) and its per-tile arrival
-    /// counters (zeroed here once; each launch leaves them zero).
-    var skinnyPartials: [CUDAStorage] = []
-    let skinnyCounters: CUDAStorage
-    static let skinnyCounterCount = 4096
-    /// GEMMs with at most this many rows of x (decode batches) run `loom_skinny_gemm` rather than
-    /// cuBLASLt (`LOOM_SKINNY_GEMM_ROWS`, 0 to 32; 0 turns it off).
-    public var skinnyGEMMRows = ProcessInfo.processInfo.environment["LOOM_SKINNY_GEMM_ROWS"].flatMap { Int($0) }.map { min(32, max(0, $0)) } ?? 32
-    /// The skinny GEMM splits k until about this many blocks per multiprocessor run
-    /// (`LOOM_SKINNY_BLOCKS_PER_SM`).
-    public var skinnyBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_SKINNY_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 2
+    /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
+    /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
+    public var gemvRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
     var graphs: [String: OpaquePointer] = [:]
     var graphState = GraphState.eager
     public internal(set) var profiler: KernelProfiler?
@@ -121,8 +113,6 @@ public final class CUDABackend: ComputeBackend {
         blas = try CuBLASLt()
         kernels = try KernelLibrary(driver: driver, nvrtc: nvrtc, major: computeCapability.major, minor: computeCapability.minor)
         blasWorkspace = try CUDAStorage(driver: driver, byteCount: blas.workspaceBytes)
-        skinnyCounters = try CUDAStorage(driver: driver, byteCount: 4 * Self.skinnyCounterCount)
-        try driver.check(driver.cuMemsetD8Async(skinnyCounters.pointer, 0, skinnyCounters.byteCount, stream), "cuMemsetD8Async(counters)")
     }
 
     /// Versions and kernel-cache results, for reports.

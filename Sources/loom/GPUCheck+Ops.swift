@@ -99,19 +99,18 @@ struct OpChecks {
             results.append(compare("addRMSNorm.residual", rc, rg, tolerance: 1e-2, detail: "5×\(d)"))
             results.append(compare("addRMSNorm.out", oc2, og2, tolerance: 1e-2, detail: "5×\(d)"))
         }
-        // Up to 32 rows and k a multiple of 32 run the skinny GEMM (k split where the features
-        // are few: 5×4096·4096ᵀ, 29×1024·1000ᵀ, 17×14336·4096ᵀ), the rest cuBLASLt.
+        // Up to 4 rows (k a multiple of 8) run loom_gemv, the rest cuBLASLt.
         for (n, k, m, bias, f32) in [(1, 4096, 6144, false, false), (7, 344, 128, false, false), (33, 128, 512, false, false),
-                                     (128, 96, 224, true, false), (32, 4096, 14336, false, false), (5, 4096, 4096, false, false),
-                                     (29, 1024, 1000, false, true), (17, 14336, 4096, false, false), (3, 2048, 5000, false, true),
-                                     (8, 64, 72, true, false)] {
+                                     (128, 96, 224, true, false), (32, 4096, 14336, false, false), (4, 4096, 4097, false, false),
+                                     (2, 1000, 1000, false, true), (3, 14336, 4096, false, false), (1, 2048, 5000, false, true),
+                                     (4, 344, 72, true, false), (2, 72, 30, false, false)] {
             let (xc, xg, _) = pair(Shape(n, k))
             let (wc, wg, _) = pair(Shape(m, k), scale: 0.05)
             let b = bias ? pair(Shape(m)) : nil
             let (oc, og) = zeros(Shape(n, m), gpuDType: f32 ? .f32 : .bf16)
             cpu.linear(xc, weight: wc, bias: b?.0, out: oc)
             gpu.linear(xg, weight: wg, bias: b?.1, out: og)
-            let path = n <= gpu.skinnyGEMMRows && k % 32 == 0 ? "skinny" : "cuBLASLt"
+            let path = n <= gpu.gemvRows && k % 8 == 0 ? "gemv" : "cuBLASLt"
             results.append(compare("linear", oc, og, tolerance: f32 ? 1e-4 : 1e-2,
                                    detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(bias ? " + bias" : "")\(f32 ? " → f32" : ""), \(path)"))
         }

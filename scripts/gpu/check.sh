@@ -104,8 +104,8 @@ PY
         ;;
     bench)
         # One run per variant NAME[:VAR=VALUE,…] of $BENCH_VARIANTS (environment settings of the CUDA
-        # backend); by default the skinny GEMM against cuBLASLt for every decode GEMM.
-        for variant in ${BENCH_VARIANTS:-skinny cublaslt:LOOM_SKINNY_GEMM_ROWS=0}; do
+        # backend); by default loom_gemv against cuBLASLt for the GEMMs of batch 1.
+        for variant in ${BENCH_VARIANTS:-gemv cublaslt:LOOM_GEMV_ROWS=0}; do
             name=${variant%%:*}; settings=(); [ "$name" != "$variant" ] && IFS=, read -ra settings <<< "${variant#*:}"
             echo "== $variant" >> "$OUT/bench.log"
             timeout 200 env "${settings[@]}" /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \

@@ -1,0 +1,108 @@
+// gemv: out = x · Wᵀ for one to four rows of x (small decode batches), x [n, k] bf16, W [m, k]
+// bf16, out [n, m] bf16 or f32, fp32 accumulation. Reading W is all that matters at these sizes:
+// each warp owns ROWS rows of W and walks them with 16-byte loads, lane l reading k 8l ..< 8l+8 of
+// every 256, so one load instruction reads 512 contiguous bytes of a row; UNROLL such steps of all
+// its rows are in flight before the first is used. x (a few KB, shared by every warp) comes
+// through L1. Each (row, token) sum is reduced across the warp at the end.
+// Entry points loom_gemv_n{1,2,3,4}: n rows of x.
+// Launch: grid (ceil(m / (4·ROWS))), block (128). Requires k % 8 == 0 and 16-byte aligned x and W.
+// Arguments: x, W, out, outIsF32, m, k.
+#include "common.cuh"
+
+#define GEMV_ROWS 4
+
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ void unpack8(const uint4 v, float (&f)[8]) {
+    const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        f[2 * e] = __uint_as_float(w[e] << 16);
+        f[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
+    }
+}
+
+template <int N>
+__device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __restrict__ w, void* out, int outIsF32, int m, int k) {
+    constexpr int UNROLL = N <= 2 ? 4 : 2;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row0 = (blockIdx.x * 4 + warp) * GEMV_ROWS;
+    if (row0 >= m) return;
+    const int vectors = k >> 3;  // 16-byte pieces per row
+    const uint4* wr[GEMV_ROWS];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = (const uint4*)(w + (u64)min(row0 + r, m - 1) * k);
+    const uint4* xr = (const uint4*)x;
+    float acc[GEMV_ROWS][N];
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < N; t++) acc[r][t] = 0.f;
+
+    int v = lane;
+    for (; v + 32 * (UNROLL - 1) < vectors; v += 32 * UNROLL) {
+        uint4 a[UNROLL][GEMV_ROWS];
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++)
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++) a[u][r] = load_stream(wr[r] + v + 32 * u);
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                float xf[8];
+                unpack8(__ldg(xr + (u64)t * vectors + v + 32 * u), xf);
+#pragma unroll
+                for (int r = 0; r < GEMV_ROWS; r++) {
+                    float wf[8];
+                    unpack8(a[u][r], wf);
+#pragma unroll
+                    for (int e = 0; e < 8; e++) acc[r][t] = fmaf(wf[e], xf[e], acc[r][t]);
+                }
+            }
+        }
+    }
+    for (; v < vectors; v += 32) {
+        uint4 a[GEMV_ROWS];
+#pragma unroll
+        for (int r = 0; r < GEMV_ROWS; r++) a[r] = load_stream(wr[r] + v);
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            float xf[8];
+            unpack8(__ldg(xr + (u64)t * vectors + v), xf);
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++) {
+                float wf[8];
+                unpack8(a[r], wf);
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[r][t] = fmaf(wf[e], xf[e], acc[r][t]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            const float s = warp_sum(acc[r][t]);
+            if (lane == r * N + t && row0 + r < m) {
+                const u64 o = (u64)t * m + row0 + r;
+                if (outIsF32) ((float*)out)[o] = s; else ((bf16*)out)[o] = f32_to_bf16(s);
+            }
+        }
+}
+
+#define GEMV(N)                                                                                                        \
+    extern "C" __global__ void __launch_bounds__(128) loom_gemv_n##N(const bf16* x, const bf16* w, void* out, int outIsF32, \
+                                                                     int m, int k) {                                   \
+        gemv<N>(x, w, out, outIsF32, m, k);                                                                           \
+    }
+
+GEMV(1)
+GEMV(2)
+GEMV(3)
+GEMV(4)
