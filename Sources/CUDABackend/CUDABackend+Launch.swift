@@ -47,7 +47,7 @@ extension CUDABackend {
         precondition(weight.shape.rowCount == k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
         precondition(out.shape[0] == n && out.shape.rowCount == m, "linear: out \(out.shape) for \(n)×\(m)")
         precondition(out.dtype == .bf16 || out.dtype == .f32, "linear: out must be bf16 or f32")
-        if n <= gemvRows && k % 8 == 0 && (x.devicePointer | weight.devicePointer) % 16 == 0 {
+        if n <= gemvRows {
             gemv(x, weight, out)
             return
         }
@@ -66,10 +66,10 @@ extension CUDABackend {
         }
     }
 
-    /// `loom_gemv` (n ≤ 4, k a multiple of 8): 16 rows of W a block.
+    /// `loom_gemv` (n ≤ 4): 4 rows of W a block.
     private func gemv(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
         let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
-        launch("loom_gemv_n\(n)", grid: ((m + 15) / 16, 1, 1), block: 128, label: "gemv \(n)x\(m)x\(k)",
+        launch("loom_gemv_n\(n)", grid: ((m + 3) / 4, 1, 1), block: 128, label: "gemv \(n)x\(m)x\(k)",
                [.pointer(x.devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
                 .int(m), .int(k)])
     }

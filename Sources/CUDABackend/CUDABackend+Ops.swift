@@ -133,10 +133,18 @@ extension CUDABackend {
             let scratch = attentionScratch(bytes: 4 * entries * (headDim + 2))
             partial = (scratch, scratch + UInt64(4 * entries * headDim), scratch + UInt64(4 * entries * (headDim + 1)))
         }
-        let shared = 4 * max(group * (headDim + chunk), 4 * headDim)
         let dimsPerLane = [1, 2, 4, 8].first { 32 * $0 >= headDim }!
         let groupBound = [1, 2, 4, 8].first { $0 >= group }!
-        launch("loom_attention_d\(dimsPerLane)_g\(groupBound)", grid: (n, numKVHeads, splits), block: chunk, sharedBytes: shared,
+        let decodeOnly = metadata.maxQueryLength == 1 && metadata.numSequences == n
+        let kernel: String, shared: Int
+        if decodeAttention && decodeOnly && (headDim == 64 || headDim == 128) && group >= 3 {
+            kernel = "loom_attention_decode_d\(dimsPerLane)_g\(groupBound)"
+            shared = 0
+        } else {
+            kernel = "loom_attention_d\(dimsPerLane)_g\(groupBound)"
+            shared = 4 * max(group * (headDim + chunk), 4 * headDim)
+        }
+        launch(kernel, grid: (n, numKVHeads, splits), block: chunk, sharedBytes: shared,
                [.pointer(qkv.devicePointer), .int(qkv.shape.rowCount), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
                 .int(numKVHeads * headDim), .pointer(out.devicePointer), .int(out.shape.rowCount),
                 .pointer(metadata.queryStarts.devicePointer), .pointer(metadata.contextLengths.devicePointer),

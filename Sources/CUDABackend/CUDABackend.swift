@@ -46,6 +46,9 @@ public final class CUDABackend: ComputeBackend {
 
     /// Scratch for split attention; old buffers stay alive because captured graphs may point at them.
     var attentionScratch: [CUDAStorage] = []
+    /// Whether decode steps (one query row per sequence, head_dim 64 or 128, 3 to 8 query heads per
+    /// KV head) run `loom_attention_decode` rather than the general kernel (`LOOM_DECODE_ATTENTION=0`: off).
+    public var decodeAttention = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION"] != "0"
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public var gemvRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4

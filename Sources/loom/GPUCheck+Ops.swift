@@ -99,18 +99,18 @@ struct OpChecks {
             results.append(compare("addRMSNorm.residual", rc, rg, tolerance: 1e-2, detail: "5×\(d)"))
             results.append(compare("addRMSNorm.out", oc2, og2, tolerance: 1e-2, detail: "5×\(d)"))
         }
-        // Up to 4 rows (k a multiple of 8) run loom_gemv, the rest cuBLASLt.
+        // Up to 4 rows run loom_gemv (k a multiple of 8: 16-byte loads; else a plain loop), the rest cuBLASLt.
         for (n, k, m, bias, f32) in [(1, 4096, 6144, false, false), (7, 344, 128, false, false), (33, 128, 512, false, false),
                                      (128, 96, 224, true, false), (32, 4096, 14336, false, false), (4, 4096, 4097, false, false),
                                      (2, 1000, 1000, false, true), (3, 14336, 4096, false, false), (1, 2048, 5000, false, true),
-                                     (4, 344, 72, true, false), (2, 72, 30, false, false)] {
+                                     (4, 344, 72, true, false), (2, 72, 30, false, false), (3, 172, 128, false, false), (1, 4100, 200, false, true)] {
             let (xc, xg, _) = pair(Shape(n, k))
             let (wc, wg, _) = pair(Shape(m, k), scale: 0.05)
             let b = bias ? pair(Shape(m)) : nil
             let (oc, og) = zeros(Shape(n, m), gpuDType: f32 ? .f32 : .bf16)
             cpu.linear(xc, weight: wc, bias: b?.0, out: oc)
             gpu.linear(xg, weight: wg, bias: b?.1, out: og)
-            let path = n <= gpu.gemvRows && k % 8 == 0 ? "gemv" : "cuBLASLt"
+            let path = n <= gpu.gemvRows ? "gemv" : "cuBLASLt"
             results.append(compare("linear", oc, og, tolerance: f32 ? 1e-4 : 1e-2,
                                    detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(bias ? " + bias" : "")\(f32 ? " → f32" : ""), \(path)"))
         }
@@ -155,13 +155,16 @@ struct OpChecks {
             results.append(compare("ropeAndWriteKV.k", kc, kg, tolerance: 1e-2, detail: detail))
             results.append(compare("ropeAndWriteKV.v", vc, vg, tolerance: 0, detail: detail))
         }
-        // attention: ragged prefill + decode in one batch, decode-only with long contexts (split), GQA groups 2/4/7.
+        // attention: ragged prefill + decode in one batch, decode-only with long contexts (split), GQA groups 2/3/4/7
+        // (decode-only batches of groups 3 to 8 and head_dim 64 or 128 run loom_attention_decode).
         let attentionCases: [(String, Int, Int, Int, [(cached: Int, query: Int)])] = [
             ("mixed prefill+decode", 8, 2, 64, [(0, 17), (40, 5), (300, 1), (0, 1)]),
             ("prefill 2×128", 32, 8, 128, [(0, 128), (0, 128)]),
             ("decode 3 seqs, long (split)", 32, 8, 128, [(3000, 1), (700, 1), (129, 1)]),
             ("decode, group 7", 28, 4, 128, [(1000, 1), (5, 1)]),
             ("tiny head_dim 16", 6, 2, 16, [(3, 4), (20, 1)]),
+            ("decode 32 seqs, head_dim 64", 32, 8, 64, (0..<32).map { (cached: $0 * 37 % 300, query: 1) }),
+            ("decode 32 seqs, group 3", 24, 8, 128, (0..<32).map { (cached: $0 * 53 % 500, query: 1) }),
         ]
         for (label, heads, kvHeads, headDim, seqs) in attentionCases {
             results.append(attentionCheck(label, heads: heads, kvHeads: kvHeads, headDim: headDim, seqs: seqs))

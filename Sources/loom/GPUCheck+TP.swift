@@ -86,10 +86,10 @@ enum TensorParallelCheck {
                 let tokCPU = matching(split.tokens, cpu.tokens)
                 let tokPEFT = matching(split.tokens, peftTokens)
                 let tokWholePEFT = matching(whole.tokens, peftTokens)
-                // Pass: within the model checks' 0.1 of both tp=1 and the f32 CPU backend. Also recorded:
-                // whether the split model is no further from the CPU than the single-GPU run (bf16 with
-                // adapters is itself more than 0.1 from f32 on these tiny, peaked models).
-                let pass = dWhole <= 0.1 && dCPU <= 0.1
+                // Pass: within the model checks' 0.1 of tp = 1 on the same GPU, the check the CPU tests make
+                // at 1e-4 (in bf16, tp = 1 itself is more than 0.1 from f32 on these tiny, peaked models,
+                // so the distance to the CPU is recorded beside it, not judged).
+                let pass = dWhole <= 0.1
                 out["greedy_tp_equals_tp1_gpu"] = split.tokens == whole.tokens
                 out["no_further_from_cpu_than_tp1"] = dCPU <= dWholeCPU
                 out["prefill_top5_tp_vs_tp1_gpu"] = dWhole

@@ -1,12 +1,13 @@
 // gemv: out = x · Wᵀ for one to four rows of x (small decode batches), x [n, k] bf16, W [m, k]
 // bf16, out [n, m] bf16 or f32, fp32 accumulation. Reading W is all that matters at these sizes:
-// each warp owns ROWS rows of W and walks them with 16-byte loads, lane l reading k 8l ..< 8l+8 of
-// every 256, so one load instruction reads 512 contiguous bytes of a row; UNROLL such steps of all
-// its rows are in flight before the first is used. x (a few KB, shared by every warp) comes
-// through L1. Each (row, token) sum is reduced across the warp at the end.
+// a block owns GEMV_ROWS rows of W and its 128 threads walk them with 16-byte loads, thread i
+// reading k 8i ..< 8i+8 of every 1024, so one warp's load reads 512 contiguous bytes of a row and
+// the block 2 KB; UNROLL such steps of all its rows are in flight before the first is used. x (a
+// few KB, shared by every block) comes through L1. Each (row, token) sum is reduced across the
+// warp, then across the four warps in shared memory. Rows whose k is not a multiple of 8 or not
+// 16-byte aligned take a plain loop (small models).
 // Entry points loom_gemv_n{1,2,3,4}: n rows of x.
-// Launch: grid (ceil(m / (4·ROWS))), block (128). Requires k % 8 == 0 and 16-byte aligned x and W.
-// Arguments: x, W, out, outIsF32, m, k.
+// Launch: grid (ceil(m / GEMV_ROWS)), block (128). Arguments: x, W, out, outIsF32, m, k.
 #include "common.cuh"
 
 #define GEMV_ROWS 4
@@ -30,57 +31,69 @@ __device__ __forceinline__ void unpack8(const uint4 v, float (&f)[8]) {
 template <int N>
 __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __restrict__ w, void* out, int outIsF32, int m, int k) {
     constexpr int UNROLL = N <= 2 ? 4 : 2;
+    __shared__ float partial[4][GEMV_ROWS * N];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int row0 = (blockIdx.x * 4 + warp) * GEMV_ROWS;
-    if (row0 >= m) return;
-    const int vectors = k >> 3;  // 16-byte pieces per row
-    const uint4* wr[GEMV_ROWS];
-#pragma unroll
-    for (int r = 0; r < GEMV_ROWS; r++) wr[r] = (const uint4*)(w + (u64)min(row0 + r, m - 1) * k);
-    const uint4* xr = (const uint4*)x;
+    const int row0 = blockIdx.x * GEMV_ROWS;
     float acc[GEMV_ROWS][N];
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++)
 #pragma unroll
         for (int t = 0; t < N; t++) acc[r][t] = 0.f;
 
-    int v = lane;
-    for (; v + 32 * (UNROLL - 1) < vectors; v += 32 * UNROLL) {
-        uint4 a[UNROLL][GEMV_ROWS];
+    if ((k & 7) == 0 && (((u64)x | (u64)w) & 15) == 0) {
+        const int vectors = k >> 3;  // 16-byte pieces per row
+        const uint4* wr[GEMV_ROWS];
 #pragma unroll
-        for (int u = 0; u < UNROLL; u++)
+        for (int r = 0; r < GEMV_ROWS; r++) wr[r] = (const uint4*)(w + (u64)min(row0 + r, m - 1) * k);
+        const uint4* xr = (const uint4*)x;
+        int v = threadIdx.x;
+        for (; v + 128 * (UNROLL - 1) < vectors; v += 128 * UNROLL) {
+            uint4 a[UNROLL][GEMV_ROWS];
 #pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++) a[u][r] = load_stream(wr[r] + v + 32 * u);
+            for (int u = 0; u < UNROLL; u++)
 #pragma unroll
-        for (int u = 0; u < UNROLL; u++) {
+                for (int r = 0; r < GEMV_ROWS; r++) a[u][r] = load_stream(wr[r] + v + 128 * u);
+#pragma unroll
+            for (int u = 0; u < UNROLL; u++) {
+#pragma unroll
+                for (int t = 0; t < N; t++) {
+                    float xf[8];
+                    unpack8(__ldg(xr + (u64)t * vectors + v + 128 * u), xf);
+#pragma unroll
+                    for (int r = 0; r < GEMV_ROWS; r++) {
+                        float wf[8];
+                        unpack8(a[u][r], wf);
+#pragma unroll
+                        for (int e = 0; e < 8; e++) acc[r][t] = fmaf(wf[e], xf[e], acc[r][t]);
+                    }
+                }
+            }
+        }
+        for (; v < vectors; v += 128) {
+            uint4 a[GEMV_ROWS];
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++) a[r] = load_stream(wr[r] + v);
 #pragma unroll
             for (int t = 0; t < N; t++) {
                 float xf[8];
-                unpack8(__ldg(xr + (u64)t * vectors + v + 32 * u), xf);
+                unpack8(__ldg(xr + (u64)t * vectors + v), xf);
 #pragma unroll
                 for (int r = 0; r < GEMV_ROWS; r++) {
                     float wf[8];
-                    unpack8(a[u][r], wf);
+                    unpack8(a[r], wf);
 #pragma unroll
                     for (int e = 0; e < 8; e++) acc[r][t] = fmaf(wf[e], xf[e], acc[r][t]);
                 }
             }
         }
-    }
-    for (; v < vectors; v += 32) {
-        uint4 a[GEMV_ROWS];
-#pragma unroll
-        for (int r = 0; r < GEMV_ROWS; r++) a[r] = load_stream(wr[r] + v);
-#pragma unroll
-        for (int t = 0; t < N; t++) {
-            float xf[8];
-            unpack8(__ldg(xr + (u64)t * vectors + v), xf);
+    } else {
+        // Any k and alignment: one element per thread and step (small models only).
+        for (int i = threadIdx.x; i < k; i += 128) {
 #pragma unroll
             for (int r = 0; r < GEMV_ROWS; r++) {
-                float wf[8];
-                unpack8(a[r], wf);
+                const float wv = bf16_to_f32(w[(u64)min(row0 + r, m - 1) * k + i]);
 #pragma unroll
-                for (int e = 0; e < 8; e++) acc[r][t] = fmaf(wf[e], xf[e], acc[r][t]);
+                for (int t = 0; t < N; t++) acc[r][t] = fmaf(wv, bf16_to_f32(x[(u64)t * k + i]), acc[r][t]);
             }
         }
     }
@@ -89,11 +102,17 @@ __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __r
 #pragma unroll
         for (int t = 0; t < N; t++) {
             const float s = warp_sum(acc[r][t]);
-            if (lane == r * N + t && row0 + r < m) {
-                const u64 o = (u64)t * m + row0 + r;
-                if (outIsF32) ((float*)out)[o] = s; else ((bf16*)out)[o] = f32_to_bf16(s);
-            }
+            if (lane == 0) partial[warp][r * N + t] = s;
         }
+    __syncthreads();
+    if (threadIdx.x < GEMV_ROWS * N) {
+        const int r = threadIdx.x / N, t = threadIdx.x - r * N;
+        const float s = (partial[0][threadIdx.x] + partial[1][threadIdx.x]) + (partial[2][threadIdx.x] + partial[3][threadIdx.x]);
+        if (row0 + r < m) {
+            const u64 o = (u64)t * m + row0 + r;
+            if (outIsF32) ((float*)out)[o] = s; else ((bf16*)out)[o] = f32_to_bf16(s);
+        }
+    }
 }
 
 #define GEMV(N)                                                                                                        \
