@@ -136,17 +136,22 @@ extension CUDABackend {
         let dimsPerLane = [1, 2, 4, 8].first { 32 * $0 >= headDim }!
         let groupBound = [1, 2, 4, 8].first { $0 >= group }!
         let decodeOnly = metadata.maxQueryLength == 1 && metadata.numSequences == n
-        let decodeKernel = decodeAttention && decodeOnly && (headDim == 64 || headDim == 128) && group >= 3
-            && n * numKVHeads <= Self.attentionCounterCount
-        let kernel = decodeKernel ? "loom_attention_decode_d\(dimsPerLane)_g\(groupBound)" : "loom_attention_d\(dimsPerLane)_g\(groupBound)"
-        launch(kernel, grid: (n, numKVHeads, splits), block: chunk, sharedBytes: decodeKernel ? 0 : 4 * max(group * (headDim + chunk), 4 * headDim),
+        let kernel: String, shared: Int
+        if decodeAttention && decodeOnly && (headDim == 64 || headDim == 128) && group >= 3 {
+            kernel = "loom_attention_decode_d\(dimsPerLane)_g\(groupBound)"
+            shared = 0
+        } else {
+            kernel = "loom_attention_d\(dimsPerLane)_g\(groupBound)"
+            shared = 4 * max(group * (headDim + chunk), 4 * headDim)
+        }
+        launch(kernel, grid: (n, numKVHeads, splits), block: chunk, sharedBytes: shared,
                [.pointer(qkv.devicePointer), .int(qkv.shape.rowCount), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
                 .int(numKVHeads * headDim), .pointer(out.devicePointer), .int(out.shape.rowCount),
                 .pointer(metadata.queryStarts.devicePointer), .pointer(metadata.contextLengths.devicePointer),
                 .pointer(metadata.blockTables.devicePointer), .int(metadata.blockTables.shape[1]), .int(metadata.numSequences),
                 .int(numHeads), .int(numKVHeads), .int(headDim), .int(metadata.blockSize), .float(1 / Float(headDim).squareRoot()),
-                .int(splitTokens), .pointer(partial.0), .pointer(partial.1), .pointer(partial.2), .pointer(attentionCounters.pointer)])
-        if splits > 1 && !decodeKernel {
+                .int(splitTokens), .pointer(partial.0), .pointer(partial.1), .pointer(partial.2)])
+        if splits > 1 {
             launch("loom_attention_combine", grid: (n, numHeads, 1), block: 128,
                    [.pointer(partial.0), .pointer(partial.1), .pointer(partial.2), .pointer(out.devicePointer),
                     .int(out.shape.rowCount), .int(numHeads), .int(headDim), .int(splits)])

@@ -46,10 +46,6 @@ public final class CUDABackend: ComputeBackend {
 
     /// Scratch for split attention; old buffers stay alive because captured graphs may point at them.
     var attentionScratch: [CUDAStorage] = []
-    /// Per (row, KV head) arrival counters of `loom_attention_decode`'s splits (zeroed here once;
-    /// each launch leaves them zero).
-    let attentionCounters: CUDAStorage
-    static let attentionCounterCount = 1 << 16
     /// Whether decode steps (one query row per sequence, head_dim 64 or 128, 3 to 8 query heads per
     /// KV head) run `loom_attention_decode` rather than the general kernel (`LOOM_DECODE_ATTENTION=0`: off).
     public var decodeAttention = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION"] != "0"
@@ -120,8 +116,6 @@ public final class CUDABackend: ComputeBackend {
         blas = try CuBLASLt()
         kernels = try KernelLibrary(driver: driver, nvrtc: nvrtc, major: computeCapability.major, minor: computeCapability.minor)
         blasWorkspace = try CUDAStorage(driver: driver, byteCount: blas.workspaceBytes)
-        attentionCounters = try CUDAStorage(driver: driver, byteCount: 4 * Self.attentionCounterCount)
-        try driver.check(driver.cuMemsetD8Async(attentionCounters.pointer, 0, attentionCounters.byteCount, stream), "cuMemsetD8Async(counters)")
     }
 
     /// Versions and kernel-cache results, for reports.

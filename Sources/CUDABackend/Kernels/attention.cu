@@ -274,10 +274,9 @@ extern "C" __global__ void loom_attention_combine(const float* partialAcc, const
 // scores (online softmax, fp32); the P·V step broadcasts each probability by shuffle. The next
 // step's K and V loads are issued before this step's math. The chunk's cache slots are looked up
 // into shared memory first. At the end the four warps merge through shared memory and write out
-// (one split) or partials in loom_attention_d*'s format, which the last split block of the (row,
-// KV head) to finish merges (no loom_attention_combine launch).
+// (one split) or partials for loom_attention_combine, in loom_attention_d*'s format.
 // Entry points loom_attention_decode_d{2,4}_g{4,8}. Launch: grid (n rows, kvHeads, splits), block
-// (128). Arguments as loom_attention_d*, plus counters [n, kvHeads] i32 (zero between launches).
+// (128). Arguments as loom_attention_d*.
 #define DECODE_SLOTS 256
 
 template <int DPL> struct KVVec;
@@ -311,7 +310,7 @@ __device__ __forceinline__ void attention_decode(
     const bf16* __restrict__ qkv, int qkvStride, const bf16* __restrict__ kCache, const bf16* __restrict__ vCache, int kvStride,
     bf16* __restrict__ out, int outStride, const int* __restrict__ contextLengths, const int* __restrict__ blockTables,
     int tableWidth, int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens,
-    float* __restrict__ partialAcc, float* __restrict__ partialMax, float* __restrict__ partialSum, int* __restrict__ counters)
+    float* __restrict__ partialAcc, float* __restrict__ partialMax, float* __restrict__ partialSum)
 {
     typedef typename KVVec<DPL>::T Vec;
     constexpr int TOK = 32 / G;
@@ -450,30 +449,6 @@ __device__ __forceinline__ void attention_decode(
             if (d == 0) { partialMax[idx] = m; partialSum[idx] = l; }
         }
     }
-    if (numSplits == 1) return;
-    // The last split of this (row, KV head) to finish merges all of them (as loom_attention_combine,
-    // in split order) and leaves the counter at zero for the next launch.
-    __shared__ int isLast;
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) isLast = atomicAdd(counters + (u64)row * numKVHeads + kvh, 1) == numSplits - 1;
-    __syncthreads();
-    if (!isLast) return;
-    __threadfence();
-    for (int e = tid; e < group * headDim; e += blockDim.x) {
-        const int g = e / headDim, d = e - g * headDim, h = kvh * group + g;
-        const u64 base = ((u64)row * numHeads + h) * numSplits;
-        float m = NEG_INF;
-        for (int sp = 0; sp < numSplits; ++sp) m = fmaxf(m, __ldcg(partialMax + base + sp));
-        float o = 0.f, l = 0.f;
-        for (int sp = 0; sp < numSplits; ++sp) {
-            const float f = __expf(__ldcg(partialMax + base + sp) - m);
-            l += __ldcg(partialSum + base + sp) * f;
-            o += __ldcg(partialAcc + (base + sp) * headDim + d) * f;
-        }
-        out[(u64)row * outStride + h * headDim + d] = f32_to_bf16(o / l);
-    }
-    if (tid == 0) counters[(u64)row * numKVHeads + kvh] = 0;
 }
 
 #define ATTENTION_DECODE_ENTRY(DPL, G)                                                                                 \
@@ -481,9 +456,9 @@ __device__ __forceinline__ void attention_decode(
         const bf16* qkv, int qkvStride, const bf16* kCache, const bf16* vCache, int kvStride, bf16* out, int outStride, \
         const int* queryStarts, const int* contextLengths, const int* blockTables, int tableWidth, int numSeqs,         \
         int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens, float* partialAcc,     \
-        float* partialMax, float* partialSum, int* counters) {                                                        \
+        float* partialMax, float* partialSum) {                                                                        \
         attention_decode<DPL, G>(qkv, qkvStride, kCache, vCache, kvStride, out, outStride, contextLengths, blockTables, \
                                  tableWidth, numHeads, numKVHeads, headDim, blockSize, scale, splitTokens, partialAcc,  \
-                                 partialMax, partialSum, counters);                                                    \
+                                 partialMax, partialSum);                                                              \
     }
 ATTENTION_DECODE_ENTRY(2, 4) ATTENTION_DECODE_ENTRY(2, 8) ATTENTION_DECODE_ENTRY(4, 4) ATTENTION_DECODE_ENTRY(4, 8)
