@@ -207,7 +207,7 @@ public final class CPUBackend: ComputeBackend {
     /// A copy: every float tensor of this backend is f32.
     public func convert(_ x: DeviceTensor, out: DeviceTensor) {
         precondition(out.count == x.count, "convert: \(x.shape) into \(out.shape)")
-        out.f32.update(from: x.f32, count: x.count)
+        out.f32.update(from: x.f32, count: x.count)  // f32 on both sides (`f32` checks)
     }
 
     public func allocateHost(byteCount: Int) throws -> HostBuffer {

@@ -20,13 +20,14 @@ enum KernelArgument {
 extension CUDABackend {
     /// Launches `function` on the stream, or records it when a graph capture is armed, or skips it
     /// while a captured graph stands in for the step.
-    /// `label` names the launch in kernel profiles (default: the function).
-    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, label: String? = nil, _ arguments: [KernelArgument]) {
+    /// `label` names the launch in kernel profiles (default: the function); built only when profiling.
+    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, label: @autoclosure () -> String? = nil,
+                _ arguments: [KernelArgument]) {
         guard beginLaunch() else { return }
         activate()
         guard let f = kernels.functions[function] else { fail(CUDAError.missingKernel(module: "?", function: function)) }
         precondition(grid.0 > 0 && grid.1 > 0 && grid.2 > 0, "\(function): empty grid \(grid)")
-        let probe = profiler?.begin(label ?? function, stream: stream)
+        let probe = profiler?.begin(label() ?? function, stream: stream)
         defer { if let probe { profiler!.end(probe, stream: stream) } }
         var slots = arguments.map(\.bits)
         slots.withUnsafeMutableBufferPointer { buffer in
@@ -47,7 +48,7 @@ extension CUDABackend {
         precondition(weight.shape.rowCount == k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
         precondition(out.shape[0] == n && out.shape.rowCount == m, "linear: out \(out.shape) for \(n)×\(m)")
         precondition(out.dtype == .bf16 || out.dtype == .f32, "linear: out must be bf16 or f32")
-        if n <= gemvRows {
+        if n <= maxGEMVRows {
             gemv(x, weight, out)
             return
         }

@@ -112,11 +112,12 @@ extension CUDABackend {
         let blocks = n * numKVHeads
         let dimsPerLane = [1, 2, 4, 8].first { 32 * $0 >= headDim }!
         let groupBound = [1, 2, 4, 8].first { $0 >= group }!
-        let decodeOnly = metadata.maxQueryLength == 1 && metadata.numSequences == n
-        let decodeKernel = decodeAttention && decodeOnly && (headDim == 64 || headDim == 128) && group >= 3
+        let isDecodeOnly = metadata.maxQueryLength == 1 && metadata.numSequences == n
+        let usesDecodeKernel = usesDecodeAttention && isDecodeOnly && (headDim == 64 || headDim == 128) && group >= 3
+            && (kCache.devicePointer | vCache.devicePointer) % 16 == 0
         // Few (row, KV head) blocks: split the sequence into pieces of at least 32 tokens so that
         // about `perSM` blocks per multiprocessor run; a decode step is a latency chain per block.
-        let perSM = attentionBlocksPerSM ?? (decodeKernel ? 2 : 4)
+        let perSM = attentionBlocksPerSM ?? (usesDecodeKernel ? 2 : 4)
         let target = blocks < (perSM + 1) / 2 * multiprocessorCount ? (perSM * multiprocessorCount + blocks - 1) / blocks : 1
         var splitTokens: Int, splits: Int
         if isRecordingGraph {
@@ -137,8 +138,8 @@ extension CUDABackend {
             let scratch = attentionScratch(bytes: 4 * entries * (headDim + 2))
             partial = (scratch, scratch + UInt64(4 * entries * headDim), scratch + UInt64(4 * entries * (headDim + 1)))
         }
-        let kernel = decodeKernel ? "loom_attention_decode_d\(dimsPerLane)_g\(groupBound)" : "loom_attention_d\(dimsPerLane)_g\(groupBound)"
-        launch(kernel, grid: (n, numKVHeads, splits), block: chunk, sharedBytes: decodeKernel ? 0 : 4 * max(group * (headDim + chunk), 4 * headDim),
+        let kernel = usesDecodeKernel ? "loom_attention_decode_d\(dimsPerLane)_g\(groupBound)" : "loom_attention_d\(dimsPerLane)_g\(groupBound)"
+        launch(kernel, grid: (n, numKVHeads, splits), block: chunk, sharedBytes: usesDecodeKernel ? 0 : 4 * max(group * (headDim + chunk), 4 * headDim),
                [.pointer(qkv.devicePointer), .int(qkv.shape.rowCount), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
                 .int(numKVHeads * headDim), .pointer(out.devicePointer), .int(out.shape.rowCount),
                 .pointer(metadata.queryStarts.devicePointer), .pointer(metadata.contextLengths.devicePointer),

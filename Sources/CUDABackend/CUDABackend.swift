@@ -48,10 +48,10 @@ public final class CUDABackend: ComputeBackend {
     var attentionScratch: [CUDAStorage] = []
     /// Whether decode steps (one query row per sequence, head_dim 64 or 128, 3 to 8 query heads per
     /// KV head) run `loom_attention_decode` rather than the general kernel (`LOOM_DECODE_ATTENTION=0`: off).
-    public var decodeAttention = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION"] != "0"
+    public let usesDecodeAttention = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION"] != "0"
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
-    public var gemvRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
+    public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
     var graphs: [String: OpaquePointer] = [:]
     var graphState = GraphState.eager
     public internal(set) var profiler: KernelProfiler?

@@ -27,7 +27,8 @@ public final class ModelRank {
     struct Workspace {
         var tokens, positions, slotMapping, logitsRows, queryStarts, contextLengths, blockTables: DeviceTensor
         var residual, normed, qkv, attention, projected, gateUp, activated, logitsInput, finalNormed, localLogits, logits: DeviceTensor
-        /// `[n, hidden]` f32: a row-parallel GEMM's partial sums, all-reduced (tp > 1 only).
+        /// `[n, hidden]` f32: a row-parallel GEMM's partial sums, all-reduced (tp > 1 with activations
+        /// narrower than f32 only).
         var reduced: DeviceTensor?
     }
 
@@ -61,13 +62,14 @@ public final class ModelRank {
             logitsInput: try acts(n, c.hiddenSize), finalNormed: try acts(n, c.hiddenSize),
             localLogits: localLogits,
             logits: shard.size > 1 ? try floats(n, config.vocabSize) : localLogits,
-            reduced: shard.size > 1 ? try floats(n, c.hiddenSize) : nil)
+            reduced: shard.size > 1 && f != .f32 ? try floats(n, c.hiddenSize) : nil)
     }
 
     /// `out = x · weightᵀ` of a row-parallel module, summed over the ranks.
     private func rowParallelLinear(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor) {
         guard let communicator, let reduced = ws.reduced?.rows(x.shape[0]) else {
             backend.linear(x, weight: weight, bias: nil, out: out)
+            communicator?.allReduceSum(out)
             return
         }
         backend.linear(x, weight: weight, bias: nil, out: reduced)

@@ -110,7 +110,7 @@ struct OpChecks {
             let (oc, og) = zeros(Shape(n, m), gpuDType: f32 ? .f32 : .bf16)
             cpu.linear(xc, weight: wc, bias: b?.0, out: oc)
             gpu.linear(xg, weight: wg, bias: b?.1, out: og)
-            let path = n <= gpu.gemvRows ? "gemv" : "cuBLASLt"
+            let path = n <= gpu.maxGEMVRows ? "gemv" : "cuBLASLt"
             results.append(compare("linear", oc, og, tolerance: f32 ? 1e-4 : 1e-2,
                                    detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(bias ? " + bias" : "")\(f32 ? " → f32" : ""), \(path)"))
         }
@@ -165,6 +165,8 @@ struct OpChecks {
             ("tiny head_dim 16", 6, 2, 16, [(3, 4), (20, 1)]),
             ("decode 32 seqs, head_dim 64", 32, 8, 64, (0..<32).map { (cached: $0 * 37 % 300, query: 1) }),
             ("decode 32 seqs, group 3", 24, 8, 128, (0..<32).map { (cached: $0 * 53 % 500, query: 1) }),
+            // 64 × 8 (row, KV head) blocks fill the GPU: no splits, each block writes its rows itself.
+            ("decode 64 seqs, one split", 32, 8, 128, (0..<64).map { (cached: $0 * 29 % 200, query: 1) }),
         ]
         for (label, heads, kvHeads, headDim, seqs) in attentionCases {
             results.append(attentionCheck(label, heads: heads, kvHeads: kvHeads, headDim: headDim, seqs: seqs))
@@ -189,17 +191,24 @@ struct OpChecks {
             results.append(compare("gatherRows", oc, og, tolerance: 0, detail: "3 of 10×72"))
         }
         do {
-            // f32 → bf16 rounds to nearest even (the host's rounding), bf16 → f32 is exact.
-            let values = (0..<1000).map { _ in rng.uniform() * 3 }
+            // f32 → bf16 rounds to nearest even (the host's rounding), bf16 → f32 is exact. Beside
+            // random values of both signs: exact ties (1 + 2⁻⁸ rounds down to 1, 1 + 3·2⁻⁸ up), values
+            // that round to ±infinity, infinities, zeros and a subnormal.
+            let edges: [Float] = [1 + 0x1p-8, 1 + 3 * 0x1p-8, -(1 + 0x1p-8), .greatestFiniteMagnitude, -.greatestFiniteMagnitude,
+                                  .infinity, -.infinity, 0, -0, 0x1p-130]
+            let values = edges + (0..<(1000 - edges.count)).map { _ in rng.uniform() * 3 * (rng.uniform() < 0 ? -1 : 1) }
             let (_, source) = floats32(values)
             let rounded = values.map { HalfConversion.bf16ToFloat(HalfConversion.floatToBF16($0)) }
-            let (expected, _) = floats32(rounded)
             let (_, half) = zeros(Shape(1000))
             let (_, back) = zeros(Shape(1000), gpuDType: .f32)
             gpu.convert(source, out: half)
             gpu.convert(half, out: back)
-            results.append(compare("convert", expected, half, tolerance: 0, detail: "1000 f32 → bf16"))
-            results.append(compare("convert", expected, back, tolerance: 0, detail: "1000 bf16 → f32"))
+            // Bit for bit (compare() would call the infinities a failure).
+            for (tensor, detail) in [(half, "1000 f32 → bf16"), (back, "1000 bf16 → f32")] {
+                let mismatches = zip(rounded, gpu.download(tensor)).filter { $0.bitPattern != $1.bitPattern }.count
+                results.append(["op": "convert", "detail": detail + ", ties, ±max, ±infinity, ±0, a subnormal", "mismatches": mismatches,
+                                "pass": mismatches == 0])
+            }
         }
         do {
             let vocab = 128_256

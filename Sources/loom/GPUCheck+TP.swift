@@ -86,10 +86,11 @@ enum TensorParallelCheck {
                 let tokCPU = matching(split.tokens, cpu.tokens)
                 let tokPEFT = matching(split.tokens, peftTokens)
                 let tokWholePEFT = matching(whole.tokens, peftTokens)
-                // Pass: within the model checks' 0.1 of tp = 1 on the same GPU, the check the CPU tests make
-                // at 1e-4 (in bf16, tp = 1 itself is more than 0.1 from f32 on these tiny, peaked models,
-                // so the distance to the CPU is recorded beside it, not judged).
-                let pass = dWhole <= 0.1
+                // Pass: within the model checks' 0.1 of tp = 1 on the same GPU (the check the CPU tests make
+                // at 1e-4), and no more than 0.02 further from the f32 CPU than tp = 1 is (so a fault that
+                // tp = 1 shares still shows). In bf16, tp = 1 itself is more than 0.1 from f32 on these tiny,
+                // peaked models, so that distance is compared, not bounded.
+                let pass = dWhole <= 0.1 && dCPU <= dWholeCPU + 0.02
                 out["greedy_tp_equals_tp1_gpu"] = split.tokens == whole.tokens
                 out["no_further_from_cpu_than_tp1"] = dCPU <= dWholeCPU
                 out["prefill_top5_tp_vs_tp1_gpu"] = dWhole

@@ -45,6 +45,15 @@ import Testing
         #expect(maxDiff(b.download(out), expected) < 1e-4)
     }
 
+    /// Every float tensor of the CPU backend is f32, so `convert` is an exact copy.
+    @Test func convertCopies() throws {
+        var rng = Rng(state: 11)
+        let values = rng.array(12) + [0, -0, .infinity, -.greatestFiniteMagnitude]
+        let out = try b.allocate(Shape(4, 4), dtype: .f32)
+        b.convert(try tensor(values, 4, 4), out: out)
+        #expect(b.download(out) == values)
+    }
+
     @Test func addRMSNormUpdatesTheResidual() throws {
         var rng = Rng(state: 3)
         let n = 3, d = 10

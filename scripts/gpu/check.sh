@@ -10,12 +10,16 @@
 #   Then, through the device tool, one call (about 2 minutes on a fresh machine, 1.5 of device time):
 #     run(command: "bash scripts/gpu/check.sh device", carry: [".device"], timeout_s: 600)
 #   Phases may be named after "device": hf (transformers bf16 references, scripts/gpu/hf_reference.py),
-#   check (loom gpu-check: ops vs CPU, models vs references), bench (loom bench decode, Llama-3.1-8B
-#   shape, batch 1 and 32, once per $BENCH_VARIANTS entry), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 1 and 2
+#   check (loom gpu-check: ops vs CPU, models vs references), serve (loom serve --device cuda against
+#   PEFT's references over HTTP), bench (loom bench decode, Llama-3.1-8B shape, batch 1 and 32, once per
+#   $BENCH_VARIANTS entry), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 2
 #   through NCCL), lora (loom bench lora-kernels, the issue's table for csgmv and sgmv, and bench
-#   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only). Default: hf check serve bench. Results land in
-#   $OUT: gpu-check.json, bench-decode-llama-3.1-8b.json, hf_reference.log, gpu-check.log, bench.log,
-#   nvidia-smi.txt; with lora, bench-lora-kernels.json, bench-decode-llama-3.1-8b-lora8-r16.json, bench-lora.log.
+#   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only). Default: hf check
+#   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
+#   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
+#   gpu-check.log, bench.log, nvidia-smi.txt; with tp, gpu-check-tp2.json and
+#   bench-decode-llama-3.1-8b-tp2.json; with lora, bench-lora-kernels.json,
+#   bench-decode-llama-3.1-8b-lora8-r16.json, bench-lora.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-device}
@@ -104,8 +108,8 @@ PY
         ;;
     bench)
         # One run per variant NAME[:VAR=VALUE,…] of $BENCH_VARIANTS (environment settings of the CUDA
-        # backend); by default loom_gemv against cuBLASLt for the GEMMs of batch 1.
-        for variant in ${BENCH_VARIANTS:-gemv cublaslt:LOOM_GEMV_ROWS=0}; do
+        # backend, e.g. "new old:LOOM_GEMV_ROWS=0,LOOM_DECODE_ATTENTION=0"); by default one run.
+        for variant in ${BENCH_VARIANTS:-default}; do
             name=${variant%%:*}; settings=(); [ "$name" != "$variant" ] && IFS=, read -ra settings <<< "${variant#*:}"
             echo "== $variant" >> "$OUT/bench.log"
             timeout 200 env "${settings[@]}" /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \

@@ -1,40 +1,55 @@
 #!/usr/bin/env python3
 """Compiles every kernel in Sources/CUDABackend/Kernels with NVRTC, as the CUDA backend does at run
-time (sm_90a, C++17), to catch compile errors without a GPU. Needs libnvrtc: the PyPI wheel
-`nvidia-cuda-nvrtc` is enough (pass its lib folder with --lib, or set LD_LIBRARY_PATH). Prints each
-module's result and, with --ptx, the register and spill counts from ptxas (needs --cubin)."""
-import argparse, ctypes, glob, os, sys
+time (sm_90a, C++17), without a GPU, and prints each kernel's registers, stack and spills from
+ptxas (the whole log with --verbose). NVRTC from PyPI is enough:
+
+    pip install --target /tmp/nvrtc nvidia-cuda-nvrtc==13.0.88
+    LD_LIBRARY_PATH=/tmp/nvrtc/nvidia/cu13/lib python3 scripts/gpu/compile_kernels.py --lib /tmp/nvrtc/nvidia/cu13/lib
+
+(`swift test` compiles them too where LOOM_LIBNVRTC is set; this script is for kernel work.)"""
+import argparse, ctypes, glob, os, re, sys
+
+
+def check(lib, status, what):
+    if status != 0:
+        lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+        sys.exit(f"{what}: {lib.nvrtcGetErrorString(status).decode()}")
+
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", default=None, help="folder holding libnvrtc.so.*")
     ap.add_argument("--arch", default="sm_90a")
+    ap.add_argument("--verbose", action="store_true", help="print ptxas's whole log")
     ap.add_argument("files", nargs="*")
     a = ap.parse_args()
-    names = sorted(glob.glob(os.path.join(a.lib or "", "libnvrtc.so*"))) if a.lib else []
+    names = sorted(glob.glob(os.path.join(a.lib, "libnvrtc.so*"))) if a.lib else []
     lib = ctypes.CDLL(names[0] if names else "libnvrtc.so")
     root = os.path.join(os.path.dirname(__file__), "../../Sources/CUDABackend/Kernels")
     header = open(os.path.join(root, "common.cuh"), "rb").read()
     files = a.files or sorted(glob.glob(os.path.join(root, "*.cu")))
     failed = 0
     for path in files:
-        src = open(path, "rb").read()
         prog = ctypes.c_void_p()
-        hs = (ctypes.c_char_p * 1)(header)
-        hn = (ctypes.c_char_p * 1)(b"common.cuh")
-        lib.nvrtcCreateProgram(ctypes.byref(prog), src, os.path.basename(path).encode(), 1, hs, hn)
+        check(lib, lib.nvrtcCreateProgram(ctypes.byref(prog), open(path, "rb").read(), os.path.basename(path).encode(), 1,
+                                          (ctypes.c_char_p * 1)(header), (ctypes.c_char_p * 1)(b"common.cuh")), path)
         opts = [f"--gpu-architecture={a.arch}".encode(), b"--std=c++17", b"-default-device", b"-lineinfo", b"-Xptxas=-v"]
-        arr = (ctypes.c_char_p * len(opts))(*opts)
-        rc = lib.nvrtcCompileProgram(prog, len(opts), arr)
+        rc = lib.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
         size = ctypes.c_size_t()
         lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
         log = ctypes.create_string_buffer(size.value)
         lib.nvrtcGetProgramLog(prog, log)
-        text = log.value.decode(errors="replace").strip()
+        lib.nvrtcDestroyProgram(ctypes.byref(prog))
+        text = log.value.decode(errors="replace")
         print(f"{'ok  ' if rc == 0 else 'FAIL'} {os.path.basename(path)}")
-        if text and (rc != 0 or os.environ.get("VERBOSE")):
-            print(text)
+        if rc != 0 or a.verbose:
+            print(text.strip())
+        else:
+            # ptxas -v: "Function properties for NAME", then the stack/spill line, then "Used N registers".
+            for name, frame, registers in re.findall(r"Function properties for (\w+)\n.*?(\d+) bytes stack frame.*?\n.*?Used (\d+) registers", text):
+                print(f"     {name}: {registers} registers, {frame} bytes of stack")
         failed += rc != 0
     sys.exit(1 if failed else 0)
+
 
 main()
