@@ -231,12 +231,7 @@ public final class CPUBackend: ComputeBackend {
     public func argmax(_ logits: DeviceTensor, out: DeviceTensor) {
         let n = logits.shape[0], v = logits.shape.rowCount, x = logits.f32, o = out.i32
         precondition(out.count >= n, "argmax: \(n) rows into \(out.shape)")
-        for r in 0..<n {
-            let row = x + r * v
-            var best = 0
-            for i in 1..<max(v, 1) where row[i] > row[best] { best = i }
-            o[r] = Int32(best)
-        }
+        for r in 0..<n { o[r] = Int32(UnsafeBufferPointer(start: x + r * v, count: v).firstArgmax) }
     }
 
     public func zero(_ t: DeviceTensor) {

@@ -67,7 +67,7 @@ public final class CUDABackend: ComputeBackend {
     /// (when fewer than half as many (row, KV head) blocks exist): 2 for `loom_attention_decode`
     /// (on the H200 at batch 32, 6,253 tok/s against 6,017 with 4 and 5,895 with 8), 4 for the
     /// general kernel. LOOM_ATTENTION_BLOCKS_PER_SM sets it for both.
-    public var attentionBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_ATTENTION_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) }
+    public let attentionBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_ATTENTION_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) }
 
     enum GraphState {
         case eager

@@ -81,13 +81,11 @@ public final class Sampler {
         rng: inout SamplingRNG, returnLogprob: Bool = false, topLogprobsNum: Int = 0
     ) -> SampledToken {
         prepare(logits: logits, params: params, promptIds: promptIds, outputIds: outputIds)
-        let n = vocabSize
-        var best = 0
-        for i in 1..<max(n, 1) where work[i] > work[best] { best = i }
+        let best = UnsafeBufferPointer(start: work, count: vocabSize).firstArgmax
         let token: Int
         if !(work[best] > -.infinity) {
             // Everything masked: fall back to the raw argmax rather than invent a distribution.
-            token = Self.argmax(logits)
+            token = logits.firstArgmax
         } else if params.isGreedy {
             token = best
         } else {
@@ -181,12 +179,5 @@ public final class Sampler {
             }
             touched.removeAll(keepingCapacity: true)
         }
-    }
-
-    /// The first index of the largest value.
-    static func argmax(_ row: UnsafeBufferPointer<Float>) -> Int {
-        var best = 0
-        for i in 1..<max(row.count, 1) where row[i] > row[best] { best = i }
-        return best
     }
 }

@@ -19,6 +19,10 @@ public final class LoRAManager {
     private let pendingRemovals = NSLock()
     private var removedUIDs: [UInt64] = []
     let groups: [ProjectionGroup]
+    /// Where each group's shrink output starts within a layer's share of `stepShrunk`, in stacked
+    /// modules (q/k/v 3, o 1, gate/up 2, down 1), and the modules of all groups together.
+    private let stackOffsets: [ProjectionGroup: Int]
+    private let stackedModules: Int
     let ranks: [RankBuffers]
     private let maxTokens: Int
     /// Staged host images of adapters (by uid) for asynchronous slot loads; only touched by `prepare`.
@@ -63,6 +67,13 @@ public final class LoRAManager {
         pool = SlotPool(slotCount: options.maxLorasPerBatch, policy: options.evictionPolicy)
         let groups = ProjectionGroup.allCases.filter { !Self.modules(of: $0).filter(targets.contains).isEmpty }
         self.groups = groups
+        var offsets: [ProjectionGroup: Int] = [:], stacked = 0
+        for g in groups {
+            offsets[g] = stacked
+            stacked += Self.modules(of: g).count
+        }
+        stackOffsets = offsets
+        stackedModules = stacked
         let slots = options.maxLorasPerBatch, r = max(maxRank, 1)
         ranks = try backends.indices.map { index in
             let backend = backends[index]
@@ -91,7 +102,7 @@ public final class LoRAManager {
                 slotRanks: try backend.allocate(Shape(slots), dtype: .i32),
                 // f32: the shrink kernels add K slices into it; expand rounds to bf16 as it reads.
                 shrunk: try backend.allocate(Shape(maxTokens * 3 * r), dtype: .f32),
-                stepShrunk: try backend.allocate(Shape(base.numLayers * groups.count * min(maxTokens, Self.stepShrunkRows) * 3 * r), dtype: .f32))
+                stepShrunk: try backend.allocate(Shape(base.numLayers * stacked * min(maxTokens, Self.stepShrunkRows) * r), dtype: .f32))
         }
         for (spec, adapter) in loaded {
             try register(spec, adapter)
@@ -222,7 +233,7 @@ public final class LoRAManager {
         let padded = plan.padded(toCapacity: capacity)
         let zeroed = n <= Self.stepShrunkRows
         let plans = ranks.map { rb -> LoRAKernelPlan in
-            if zeroed { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * groups.count * n * 3 * max(maxRank, 1))) }
+            if zeroed { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * stackedModules * n * max(maxRank, 1))) }
             rb.backend.copy(plan.permutation, to: rb.permutation)
             rb.backend.copy(padded.starts, to: rb.segmentStarts)
             rb.backend.copy(padded.slots, to: rb.segmentSlots)
@@ -248,8 +259,8 @@ public final class LoRAManager {
         let r = max(maxRank, 1)
         let y: DeviceTensor
         if plan.outputsZeroed {
-            let index = layer * groups.count + groups.firstIndex(of: group)!, region = rows * 3 * r
-            y = rb.stepShrunk.rows(index * region, rows * mods.count * r).reshaped(Shape(rows, mods.count * r))
+            let start = (layer * stackedModules + stackOffsets[group]!) * rows * r
+            y = rb.stepShrunk.rows(start, rows * mods.count * r).reshaped(Shape(rows, mods.count * r))
         } else {
             y = rb.shrunk.rows(rows * mods.count * r).reshaped(Shape(rows, mods.count * r))
         }

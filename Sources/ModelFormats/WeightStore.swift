@@ -64,12 +64,4 @@ public final class WeightStore: @unchecked Sendable {
         }
         return try file.withBytes(of: name) { try body(info.dtype, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!) }
     }
-
-    public func floats(_ name: String, shape: [Int]) throws -> [Float] {
-        let (file, info) = try info(name)
-        guard info.shape == shape else {
-            throw LoomError.shapeMismatch(path: file.path, tensor: name, expected: shape, actual: info.shape)
-        }
-        return try file.floats(name)
-    }
 }

@@ -69,10 +69,10 @@ import Testing
     @Test func missingTensorAndWrongShapeNameTheTensor() throws {
         let store = try WeightStore(directory: fixture("stories260k"))
         #expect(throws: LoomError.missingTensor(path: fixture("stories260k"), tensor: "model.nope")) {
-            try store.floats("model.nope", shape: [1])
+            try store.withTensor("model.nope", shape: [1]) { _, _ in }
         }
         #expect(throws: LoomError.shapeMismatch(path: fixture("stories260k") + "/model.safetensors", tensor: "model.norm.weight", expected: [65], actual: [64])) {
-            try store.floats("model.norm.weight", shape: [65])
+            try store.withTensor("model.norm.weight", shape: [65]) { _, _ in }
         }
     }
 
@@ -93,7 +93,7 @@ import Testing
         let config = try ModelConfig.load(directory: copy.path)
         let store = try WeightStore(directory: copy.path)
         #expect {
-            try store.floats("model.layers.0.mlp.gate_proj.weight", shape: [config.intermediateSize, config.hiddenSize])
+            try store.withTensor("model.layers.0.mlp.gate_proj.weight", shape: [config.intermediateSize, config.hiddenSize]) { _, _ in }
         } throws: { "\($0)".contains("gate_proj.weight' has shape [172, 64], expected [180, 64]") }
     }
 }
