@@ -33,8 +33,11 @@ extension CUDABackend {
         slots.withUnsafeMutableBufferPointer { buffer in
             var pointers: [UnsafeMutableRawPointer?] = (0..<buffer.count).map { UnsafeMutableRawPointer(buffer.baseAddress! + $0) }
             let status = pointers.withUnsafeMutableBufferPointer {
-                driver.cuLaunchKernel(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1,
-                                      UInt32(sharedBytes), stream, $0.baseAddress, nil)
+                usesProgrammaticLaunch
+                    ? driver.launchProgrammatic(f, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)), block: UInt32(block),
+                                                sharedBytes: UInt32(sharedBytes), stream: stream, parameters: $0.baseAddress)
+                    : driver.cuLaunchKernel(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1,
+                                            UInt32(sharedBytes), stream, $0.baseAddress, nil)
             }
             must(status, "cuLaunchKernel(\(function), grid \(grid), block \(block))")
         }

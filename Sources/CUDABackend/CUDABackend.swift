@@ -52,6 +52,10 @@ public final class CUDABackend: ComputeBackend {
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
+    /// Whether kernels launch with programmatic dependent launch (sm_90+, a CUDA 12 driver;
+    /// `LOOM_PDL=0`: off): a kernel's blocks are scheduled while the previous kernel finishes and
+    /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.
+    public let usesProgrammaticLaunch: Bool
     var graphs: [String: OpaquePointer] = [:]
     var graphState = GraphState.eager
     public internal(set) var profiler: KernelProfiler?
@@ -105,6 +109,8 @@ public final class CUDABackend: ComputeBackend {
         }
         computeCapability = (try attribute(CUAttribute.computeCapabilityMajor), try attribute(CUAttribute.computeCapabilityMinor))
         multiprocessorCount = try attribute(CUAttribute.multiprocessorCount)
+        usesProgrammaticLaunch = driver.cuLaunchKernelEx != nil && computeCapability.major >= 9
+            && ProcessInfo.processInfo.environment["LOOM_PDL"] != "0"
         var free = 0, total = 0
         try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
         totalMemory = total
@@ -127,6 +133,7 @@ public final class CUDABackend: ComputeBackend {
             "multiprocessors": "\(multiprocessorCount)", "memory_gib": String(format: "%.1f", Double(totalMemory) / 1_073_741_824),
             "nvrtc": nvrtc.version, "cublaslt": "\(blas.version)", "libcuda": driver.library.name,
             "libnvrtc": nvrtc.library.name, "libcublaslt": blas.library.name,
+            "programmatic_launch": "\(usesProgrammaticLaunch)",
         ]
         for (k, v) in kernels.report { d["kernel.\(k)"] = v }
         return d

@@ -29,6 +29,9 @@ final class Driver: @unchecked Sendable {
     let cuFuncSetAttribute: @convention(c) (Handle, Int32, Int32) -> Int32
     let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32
+    /// `cuLaunchKernelEx` (CUDA 12+), for launch attributes; nil on older drivers.
+    let cuLaunchKernelEx: (@convention(c) (UnsafeRawPointer, Handle, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                                           UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32)?
     let cuEventCreate: @convention(c) (UnsafeMutablePointer<Handle>, UInt32) -> Int32
     let cuEventDestroy: @convention(c) (Handle) -> Int32
     let cuStreamWaitEvent: @convention(c) (Handle, Handle, UInt32) -> Int32
@@ -72,6 +75,7 @@ final class Driver: @unchecked Sendable {
         cuModuleGetFunction = try lib.function("cuModuleGetFunction")
         cuFuncSetAttribute = try lib.function("cuFuncSetAttribute")
         cuLaunchKernel = try lib.function("cuLaunchKernel")
+        cuLaunchKernelEx = try? lib.function("cuLaunchKernelEx")
         cuEventCreate = try lib.function("cuEventCreate")
         cuEventDestroy = try lib.function(anyOf: ["cuEventDestroy_v2", "cuEventDestroy"])
         cuStreamWaitEvent = try lib.function("cuStreamWaitEvent")
@@ -130,6 +134,33 @@ extension Driver {
     }
 }
 
+extension Driver {
+    /// `cuLaunchKernelEx` with programmatic stream serialization allowed (programmatic dependent
+    /// launch): the kernel may start before the previous kernel in the stream has finished, and
+    /// waits for it with `griddepcontrol.wait` (every Loom kernel does, `grid_wait` in common.cuh).
+    func launchProgrammatic(_ function: Handle, grid: (UInt32, UInt32, UInt32), block: UInt32, sharedBytes: UInt32,
+                            stream: Handle, parameters: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 {
+        // CUlaunchAttribute: a 4-byte id padded to 8, then a 64-byte value union (the flag is its first int).
+        var attribute = [UInt64](repeating: 0, count: 9)
+        attribute[0] = UInt64(CUAttribute.launchProgrammaticStreamSerialization)
+        attribute[1] = 1
+        return attribute.withUnsafeMutableBytes { attributeBytes in
+            // CUlaunchConfig (56 bytes): grid x/y/z, block x/y/z and shared bytes as uints, padding
+            // to 32, the stream, the attribute array, the attribute count.
+            var config = [UInt8](repeating: 0, count: 56)
+            return config.withUnsafeMutableBytes { c in
+                for (i, v) in [grid.0, grid.1, grid.2, block, 1, 1, sharedBytes].enumerated() {
+                    c.storeBytes(of: v, toByteOffset: 4 * i, as: UInt32.self)
+                }
+                c.storeBytes(of: UInt(bitPattern: stream), toByteOffset: 32, as: UInt.self)
+                c.storeBytes(of: UInt(bitPattern: attributeBytes.baseAddress!), toByteOffset: 40, as: UInt.self)
+                c.storeBytes(of: UInt32(1), toByteOffset: 48, as: UInt32.self)
+                return cuLaunchKernelEx!(c.baseAddress!, function, parameters, nil)
+            }
+        }
+    }
+}
+
 /// Driver enum values used here (cuda.h).
 enum CUAttribute {
     static let multiprocessorCount: Int32 = 16
@@ -142,4 +173,5 @@ enum CUAttribute {
     static let captureModeRelaxed: Int32 = 2
     static let eventDefault: UInt32 = 0
     static let eventDisableTiming: UInt32 = 2
+    static let launchProgrammaticStreamSerialization: Int32 = 6
 }

@@ -11,6 +11,8 @@ final class NVRTC: @unchecked Sendable {
     private let nvrtcGetProgramLog: @convention(c) (Program, UnsafeMutablePointer<CChar>) -> Int32
     private let nvrtcGetCUBINSize: @convention(c) (Program, UnsafeMutablePointer<Int>) -> Int32
     private let nvrtcGetCUBIN: @convention(c) (Program, UnsafeMutablePointer<CChar>) -> Int32
+    private let nvrtcGetPTXSize: @convention(c) (Program, UnsafeMutablePointer<Int>) -> Int32
+    private let nvrtcGetPTX: @convention(c) (Program, UnsafeMutablePointer<CChar>) -> Int32
     private let nvrtcDestroyProgram: @convention(c) (UnsafeMutablePointer<Program>) -> Int32
     private let nvrtcGetErrorString: @convention(c) (Int32) -> UnsafePointer<CChar>?
 
@@ -24,6 +26,8 @@ final class NVRTC: @unchecked Sendable {
         nvrtcGetProgramLog = try lib.function("nvrtcGetProgramLog")
         nvrtcGetCUBINSize = try lib.function("nvrtcGetCUBINSize")
         nvrtcGetCUBIN = try lib.function("nvrtcGetCUBIN")
+        nvrtcGetPTXSize = try lib.function("nvrtcGetPTXSize")
+        nvrtcGetPTX = try lib.function("nvrtcGetPTX")
         nvrtcDestroyProgram = try lib.function("nvrtcDestroyProgram")
         nvrtcGetErrorString = try lib.function("nvrtcGetErrorString")
     }
@@ -35,8 +39,9 @@ final class NVRTC: @unchecked Sendable {
     }
 
     /// Compiles `source` (named `name` in messages) with `headers` available to `#include "…"`,
-    /// and returns the cubin. The compiler log is attached to any error.
-    func compile(name: String, source: String, headers: [String: String], options: [String]) throws -> [UInt8] {
+    /// and returns the cubin, or the PTX (for a `compute_XY` architecture) when `ptx` is set. The
+    /// compiler log is attached to any error.
+    func compile(name: String, source: String, headers: [String: String], options: [String], ptx: Bool = false) throws -> [UInt8] {
         let headerNames = Array(headers.keys).sorted()
         let cHeaderNames = headerNames.map { strdup($0) }
         let cHeaderSources = headerNames.map { strdup(headers[$0]!) }
@@ -61,10 +66,10 @@ final class NVRTC: @unchecked Sendable {
         let logText = String(decoding: log.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         try check(compiled, name, log: logText + "\noptions: \(options.joined(separator: " "))")
         var size = 0
-        try check(nvrtcGetCUBINSize(program, &size), name, log: logText)
-        var cubin = [CChar](repeating: 0, count: size)
-        try check(nvrtcGetCUBIN(program, &cubin), name, log: logText)
-        return cubin.map { UInt8(bitPattern: $0) }
+        try check(ptx ? nvrtcGetPTXSize(program, &size) : nvrtcGetCUBINSize(program, &size), name, log: logText)
+        var output = [CChar](repeating: 0, count: size)
+        try check(ptx ? nvrtcGetPTX(program, &output) : nvrtcGetCUBIN(program, &output), name, log: logText)
+        return output.map { UInt8(bitPattern: $0) }
     }
 
     private func check(_ status: Int32, _ name: String, log: String) throws {

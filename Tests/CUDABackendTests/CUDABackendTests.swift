@@ -46,6 +46,29 @@ import Testing
         #expect(again.allSatisfy { $0.2 == "cache" })
     }
 
+    /// Kernels launch with programmatic dependent launch, so each may start before the kernel it
+    /// depends on has finished: every entry point must execute `griddepcontrol.wait` (`grid_wait`
+    /// in common.cuh) before it touches activations. Checked on each entry's PTX for sm_90.
+    @Test func everyKernelWaitsForThePreviousGrid() throws {
+        guard let nvrtc = try? NVRTC() else {
+            #expect(ProcessInfo.processInfo.environment["LOOM_LIBNVRTC"] == nil, "LOOM_LIBNVRTC is set but NVRTC did not load")
+            return
+        }
+        for module in KernelLibrary.modules {
+            let ptx = String(decoding: try nvrtc.compile(name: "\(module.name).cu", source: String(decoding: module.source, as: UTF8.self),
+                                                         headers: ["common.cuh": KernelLibrary.header],
+                                                         options: ["--gpu-architecture=compute_90a", "--std=c++17", "-default-device"], ptx: true),
+                                 as: UTF8.self)
+            // Each ".entry name(" starts an entry; its body runs to the next entry.
+            let entries = ptx.components(separatedBy: ".entry ").dropFirst()
+            #expect(entries.count == module.functions.count, "\(module.name): \(entries.count) entries")
+            for body in entries {
+                let name = body.prefix { $0 != "(" && !$0.isWhitespace }
+                #expect(body.contains("griddepcontrol.wait"), "\(module.name): \(name) never waits for the previous grid")
+            }
+        }
+    }
+
     @Test func compileErrorsCarryTheLog() throws {
         guard let nvrtc = try? NVRTC() else { return }
         #expect {

@@ -3,6 +3,7 @@
 #include "common.cuh"
 
 extern "C" __global__ void loom_add_bias(bf16* out, const bf16* bias, int n, int width) {
+    grid_enter();
     const u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (u64)n * width) return;
     const int c = (int)(idx % width);

@@ -3,6 +3,7 @@
 #include "common.cuh"
 
 extern "C" __global__ void loom_argmax(const void* logits, int isF32, int* out, int vocab) {
+    grid_enter();
     const u64 base = (u64)blockIdx.x * vocab;
     float best = NEG_INF;
     int index = 0x7fffffff;

@@ -29,6 +29,7 @@ __device__ __forceinline__ void attention(
     const int* __restrict__ blockTables, int tableWidth, int numSeqs, int numHeads, int numKVHeads, int headDim, int blockSize,
     float scale, int splitTokens, float* __restrict__ partialAcc, float* __restrict__ partialMax, float* __restrict__ partialSum)
 {
+    grid_enter();
     extern __shared__ float smem[];
     __shared__ int slots[CHUNK];
     __shared__ float runMax[8], runSum[8], corr[8];
@@ -251,6 +252,7 @@ ATTENTION_ENTRY(8, 1) ATTENTION_ENTRY(8, 2) ATTENTION_ENTRY(8, 4) ATTENTION_ENTR
 // Launch: grid (n rows, heads), block (128). Arguments as above, plus numSplits.
 extern "C" __global__ void loom_attention_combine(const float* partialAcc, const float* partialMax, const float* partialSum,
                                                   bf16* out, int outStride, int numHeads, int headDim, int numSplits) {
+    grid_enter();
     const int row = blockIdx.x, h = blockIdx.y;
     const u64 base = ((u64)row * numHeads + h) * numSplits;
     float m = NEG_INF;

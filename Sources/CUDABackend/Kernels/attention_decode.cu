@@ -52,6 +52,7 @@ __device__ __forceinline__ void attention_decode(
     int tableWidth, int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens,
     float* __restrict__ partialAcc, float* __restrict__ partialMax, float* __restrict__ partialSum)
 {
+    grid_enter();
     typedef typename KVVec<DPL>::T Vec;
     constexpr int TOK = 32 / G;
     __shared__ int slots[DECODE_SLOTS];

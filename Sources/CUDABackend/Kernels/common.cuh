@@ -9,6 +9,31 @@ typedef unsigned long long u64;
 
 #define NEG_INF __int_as_float(0xff800000)
 
+// Programmatic dependent launch (sm_90+). Loom launches its kernels with programmatic stream
+// serialization, so a kernel's blocks may be scheduled while the kernel before it in the stream
+// is still running. Every kernel therefore calls grid_wait() before it reads anything another
+// kernel writes or writes anything another kernel reads (it returns once the kernels before it
+// have finished and their writes are visible), then grid_release() to let the next kernel's blocks
+// be scheduled and wait in turn. Work on constant inputs (weights) may go before grid_wait().
+// Both are no-ops for a launch without the attribute and below sm_90.
+__device__ __forceinline__ void grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void grid_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// The start of a kernel with nothing to do before its inputs are ready.
+__device__ __forceinline__ void grid_enter() {
+    grid_wait();
+    grid_release();
+}
+
 __device__ __forceinline__ float bf16_to_f32(bf16 x) { return __uint_as_float(((u32)x) << 16); }
 
 __device__ __forceinline__ bf16 f32_to_bf16(float f) {

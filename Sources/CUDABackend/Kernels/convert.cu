@@ -4,6 +4,7 @@
 #include "common.cuh"
 
 extern "C" __global__ void loom_convert(const void* x, int xIsF32, void* out, int outIsF32, u64 count) {
+    grid_enter();
     const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= count) return;
     const float v = load_any(x, i, xIsF32);

@@ -4,6 +4,7 @@
 #include "common.cuh"
 
 extern "C" __global__ void loom_embed(const int* tokens, const bf16* table, bf16* out, int dim, int vocab) {
+    grid_enter();
     const int row = blockIdx.x;
     const int id = tokens[row];
     bf16* dst = out + (u64)row * dim;

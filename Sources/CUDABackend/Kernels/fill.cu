@@ -11,6 +11,7 @@ __device__ __forceinline__ u64 mix(u64 z) {
 }
 
 extern "C" __global__ void loom_fill_random(bf16* out, u64 count, u64 seed, float scale) {
+    grid_enter();
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (u64)gridDim.x * blockDim.x) {
         const u64 h = mix(seed * 0x9E3779B97F4A7C15ull + i);
         const float u = (float)(h >> 40) * (1.f / 8388608.f) - 1.f;
@@ -19,6 +20,7 @@ extern "C" __global__ void loom_fill_random(bf16* out, u64 count, u64 seed, floa
 }
 
 extern "C" __global__ void loom_fill_value(bf16* out, u64 count, float value) {
+    grid_enter();
     const bf16 v = f32_to_bf16(value);
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < count; i += (u64)gridDim.x * blockDim.x) out[i] = v;
 }

@@ -3,6 +3,7 @@
 #include "common.cuh"
 
 extern "C" __global__ void loom_gather_rows(const bf16* x, const int* rows, bf16* out, int width) {
+    grid_enter();
     const int j = blockIdx.x;
     copy_row(out + (u64)j * width, x + (u64)rows[j] * width, width);
 }

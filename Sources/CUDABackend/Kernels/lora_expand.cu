@@ -34,6 +34,7 @@ __device__ __forceinline__ void expand_mma(const float* __restrict__ shrunk, con
                                            const void* scalings, int scalingsIsF32, const int* permutation,
                                            const int* starts, const int* segmentSlots, const int* slotRanks,
                                            int totalOut, int R, int stack, int o1, int o2, int o3, int columnsPerBlock) {
+    grid_enter();
     const int g = blockIdx.x;
     const int end = starts[g + 1];
     const int p0 = starts[g] + blockIdx.y * 16 * MT;
@@ -142,6 +143,7 @@ extern "C" __global__ void loom_lora_expand(const void* shrunk, int shrunkIsF32,
                                             const void* scalings, int scalingsIsF32, const int* permutation,
                                             const int* segmentStarts, const int* segmentSlots, const int* slotRanks,
                                             int numSegments, int totalOut, int R, int stack, int o1, int o2, int o3) {
+    grid_enter();
     const int p = blockIdx.x;
     const int c = blockIdx.y * blockDim.x + threadIdx.x;
     if (c >= totalOut) return;

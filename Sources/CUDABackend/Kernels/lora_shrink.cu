@@ -19,6 +19,7 @@ template <int MT, int NT, int W>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
                                            const int* slotRanks, int K, int R, int stack, int kSplit) {
+    grid_enter();
     __shared__ float partial[W][16 * MT][8 * NT];
     const int g = blockIdx.x;
     const int end = starts[g + 1];
@@ -119,6 +120,7 @@ extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
 extern "C" __global__ void loom_lora_shrink(const bf16* x, const bf16* a, void* out, int outIsF32, const int* permutation,
                                             const int* segmentStarts, const int* segmentSlots, const int* slotRanks,
                                             int numSegments, int K, int R, int stack) {
+    grid_enter();
     const int p = blockIdx.x, m = blockIdx.y;
     const int g = segment_of(segmentStarts, numSegments, p);
     if (g < 0) return;

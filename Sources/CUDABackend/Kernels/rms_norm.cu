@@ -28,6 +28,7 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
 
 extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
                                      bf16* __restrict__ out, int d, float eps, int add) {
+    grid_enter();
     const u64 base = (u64)blockIdx.x * d;
     const bool vectorized = (d & 7) == 0 && d / 8 <= MAXV * (int)blockDim.x
         && (((u64)(residual + base) | (u64)(x + base) | (u64)w | (u64)(out + base)) & 15) == 0;

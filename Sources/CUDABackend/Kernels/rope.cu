@@ -10,6 +10,7 @@
 
 extern "C" __global__ void loom_rope(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
                                      int stride, int headDim) {
+    grid_enter();
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
     const int half = headDim >> 1;
     if (j >= half) return;
@@ -32,6 +33,7 @@ extern "C" __global__ void loom_rope(bf16* __restrict__ qkv, const int* __restri
 extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
                                               int stride, int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
                                               const int* __restrict__ slotMapping, int numHeads, int numKVHeads) {
+    grid_enter();
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
     const int half = headDim >> 1;
     if (j >= half) return;

@@ -5,6 +5,7 @@
 #include "common.cuh"
 
 extern "C" __global__ void loom_silu_mul(const bf16* gateUp, bf16* out, int n, int width) {
+    grid_enter();
     const u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= (u64)n * width) return;
     const u64 row = idx / width, j = idx - row * width;

@@ -5,6 +5,7 @@
 #include "common.cuh"
 
 extern "C" __global__ void loom_write_kv(const bf16* qkv, bf16* kCache, bf16* vCache, const int* slotMapping, int stride, int qSize, int kvSize) {
+    grid_enter();
     const int row = blockIdx.x;
     const int slot = slotMapping[row];
     if (slot < 0) return;
