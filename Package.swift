@@ -41,7 +41,6 @@ let package = Package(
                 .embedInCode("Kernels/gather_rows.cu"),
                 .embedInCode("Kernels/convert.cu"),
                 .embedInCode("Kernels/gemv.cu"),
-                .embedInCode("Kernels/gemm_skinny.cu"),
                 .embedInCode("Kernels/add_bias.cu"),
                 .embedInCode("Kernels/argmax.cu"),
                 .embedInCode("Kernels/fill.cu"),

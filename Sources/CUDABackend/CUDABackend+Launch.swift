@@ -43,8 +43,8 @@ extension CUDABackend {
         }
     }
 
-    /// `out = x · Wᵀ` (bf16 operands, fp32 accumulation): `loom_gemv` for a few rows of x,
-    /// `loom_gemm_skinny` for up to 32, cuBLASLt otherwise.
+    /// `out = x · Wᵀ` (bf16 operands, fp32 accumulation): `loom_gemv` for a few rows of x, cuBLASLt
+    /// otherwise.
     func gemm(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
         let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
         precondition(x.dtype == .bf16 && weight.dtype == .bf16, "linear: bf16 operands expected, got \(x.dtype) · \(weight.dtype)")
@@ -53,11 +53,6 @@ extension CUDABackend {
         precondition(out.dtype == .bf16 || out.dtype == .f32, "linear: out must be bf16 or f32")
         if n <= maxGEMVRows {
             gemv(x, weight, out)
-            return
-        }
-        if n <= maxSkinnyRows && k % 64 == 0 && (x.devicePointer | weight.devicePointer) % 16 == 0
-            && (m + 63) / 64 <= Self.skinnyCounterCapacity {
-            skinnyGEMM(x, weight, out)
             return
         }
         guard beginLaunch() else { return }
@@ -81,22 +76,6 @@ extension CUDABackend {
         launch("loom_gemv_n\(n)", grid: ((m + 3) / 4, 1, 1), block: 128, label: "gemv \(n)x\(m)x\(k)",
                [.pointer(x.devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
                 .int(m), .int(k)])
-    }
-
-    /// `loom_gemm_skinny` (5 to 32 rows, k % 64 == 0): 64 rows of W a block, k split until about
-    /// `skinnyBlocksPerSM` blocks per multiprocessor exist (at most 8 splits of at least 4 tiles).
-    private func skinnyGEMM(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
-        let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
-        let rowTiles = (m + 63) / 64, kTiles = k / 64, tokenTiles = (n + 7) / 8
-        let target = skinnyBlocksPerSM * multiprocessorCount
-        let wanted = max(1, min(8, kTiles / 4, (target + rowTiles / 2) / rowTiles))
-        let perSplit = (kTiles + wanted - 1) / wanted
-        let splits = (kTiles + perSplit - 1) / perSplit
-        let partial = splits > 1 ? scratch(&skinnyPartials, bytes: 4 * splits * n * m) : skinnyCounters.pointer
-        launch("loom_gemm_skinny_t\(tokenTiles)", grid: (rowTiles, splits, 1), block: 128, sharedBytes: 4 * (64 + 8 * tokenTiles) * 128,
-               label: "gemm_skinny \(n)x\(m)x\(k) splits \(splits)",
-               [.pointer(x.devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
-                .pointer(partial), .pointer(skinnyCounters.pointer), .int(n), .int(m), .int(k), .int(perSplit)])
     }
 
     /// Overwrites a 256 MiB scratch buffer (five times the H200's L2) on the stream, so that what

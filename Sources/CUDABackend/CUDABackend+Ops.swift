@@ -135,8 +135,8 @@ extension CUDABackend {
         var partial: (UInt64, UInt64, UInt64) = (0, 0, 0)
         if splits > 1 {
             let entries = n * numHeads * splits
-            let buffer = scratch(&attentionScratch, bytes: 4 * entries * (headDim + 2))
-            partial = (buffer, buffer + UInt64(4 * entries * headDim), buffer + UInt64(4 * entries * (headDim + 1)))
+            let scratch = attentionScratch(bytes: 4 * entries * (headDim + 2))
+            partial = (scratch, scratch + UInt64(4 * entries * headDim), scratch + UInt64(4 * entries * (headDim + 1)))
         }
         let kernel = usesDecodeKernel ? "loom_attention_decode_d\(dimsPerLane)_g\(groupBound)" : "loom_attention_d\(dimsPerLane)_g\(groupBound)"
         launch(kernel, grid: (n, numKVHeads, splits), block: chunk, sharedBytes: usesDecodeKernel ? 0 : 4 * max(group * (headDim + chunk), 4 * headDim),
@@ -153,14 +153,13 @@ extension CUDABackend {
         }
     }
 
-    /// A device buffer of at least `bytes` from `buffers`, which grows by allocating a new one and
-    /// keeps the old ones (captured graphs may point at them).
-    func scratch(_ buffers: inout [CUDAStorage], bytes: Int) -> UInt64 {
-        if let last = buffers.last, last.byteCount >= bytes { return last.pointer }
+    /// A device buffer of at least `bytes` for split attention; grows by allocating a new one.
+    private func attentionScratch(bytes: Int) -> UInt64 {
+        if let last = attentionScratch.last, last.byteCount >= bytes { return last.pointer }
         activate()
         do {
             let storage = try CUDAStorage(driver: driver, byteCount: max(bytes, 1 << 20))
-            buffers.append(storage)
+            attentionScratch.append(storage)
             return storage.pointer
         } catch {
             fail(error)

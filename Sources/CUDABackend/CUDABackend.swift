@@ -52,17 +52,6 @@ public final class CUDABackend: ComputeBackend {
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
-    /// GEMMs with more rows than that and at most this many (and k a multiple of 64) run
-    /// `loom_gemm_skinny` on tensor cores rather than cuBLASLt (`LOOM_SKINNY_ROWS`, up to 32; 0: off).
-    public let maxSkinnyRows = ProcessInfo.processInfo.environment["LOOM_SKINNY_ROWS"].flatMap { Int($0) }.map { min(32, max(0, $0)) } ?? 32
-    /// `loom_gemm_skinny` splits k until about this many blocks per multiprocessor run
-    /// (`LOOM_SKINNY_BLOCKS_PER_SM`).
-    public let skinnyBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_SKINNY_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 2
-    /// `loom_gemm_skinny`'s split-k partial sums (grown, never shrunk: graphs point at them) and its
-    /// per-row-tile arrival counters (zeroed once; each launch leaves them zero).
-    var skinnyPartials: [CUDAStorage] = []
-    let skinnyCounters: CUDAStorage
-    static let skinnyCounterCapacity = 1 << 16
     /// Whether kernels launch with programmatic dependent launch (sm_90+, a CUDA 12 driver;
     /// `LOOM_PDL=0`: off): a kernel's blocks are scheduled while the previous kernel finishes and
     /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.
@@ -135,9 +124,6 @@ public final class CUDABackend: ComputeBackend {
         blas = try CuBLASLt()
         kernels = try KernelLibrary(driver: driver, nvrtc: nvrtc, major: computeCapability.major, minor: computeCapability.minor)
         blasWorkspace = try CUDAStorage(driver: driver, byteCount: blas.workspaceBytes)
-        skinnyCounters = try CUDAStorage(driver: driver, byteCount: 4 * Self.skinnyCounterCapacity)
-        try driver.check(driver.cuMemsetD8Async(skinnyCounters.pointer, 0, skinnyCounters.byteCount, stream), "cuMemsetD8Async(counters)")
-        try driver.check(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
     }
 
     /// Versions and kernel-cache results, for reports.
