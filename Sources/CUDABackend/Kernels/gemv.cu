@@ -5,8 +5,7 @@
 // the block 2 KB; UNROLL such steps of all its rows are in flight before the first is used. x (a
 // few KB, shared by every block) comes through L1. Each (row, token) sum is reduced across the
 // warp, then across the four warps in shared memory. Rows whose k is not a multiple of 8 or not
-// 16-byte aligned take a plain loop (small models). The first step's W rows are prefetched into L2
-// before grid_wait, so under programmatic dependent launch they overlap the previous kernel's tail.
+// 16-byte aligned take a plain loop (small models).
 // Entry points loom_gemv_n{1,2,3,4}: n rows of x.
 // Launch: grid (ceil(m / GEMV_ROWS)), block (128). Arguments: x, W, out, outIsF32, m, k.
 #include "common.cuh"
@@ -19,8 +18,6 @@ __device__ __forceinline__ uint4 load_stream(const uint4* p) {
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
 }
-
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 __device__ __forceinline__ void unpack8(const uint4 v, float (&f)[8]) {
     const u32 w[4] = {v.x, v.y, v.z, v.w};
@@ -50,14 +47,6 @@ __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __r
         for (int r = 0; r < GEMV_ROWS; r++) wr[r] = (const uint4*)(w + (u64)min(row0 + r, m - 1) * k);
         const uint4* xr = (const uint4*)x;
         int v = threadIdx.x;
-        // W is constant: the first step's rows are fetched into L2 before grid_wait, overlapping
-        // the tail of the kernel that computes x.
-        if (v + 128 * (UNROLL - 1) < vectors) {
-#pragma unroll
-            for (int u = 0; u < UNROLL; u++)
-#pragma unroll
-                for (int r = 0; r < GEMV_ROWS; r++) prefetch_l2(wr[r] + v + 128 * u);
-        }
         grid_enter();
         for (; v + 128 * (UNROLL - 1) < vectors; v += 128 * UNROLL) {
             uint4 a[UNROLL][GEMV_ROWS];
