@@ -5,7 +5,8 @@
 // the block 2 KB; UNROLL such steps of all its rows are in flight before the first is used. x (a
 // few KB, shared by every block) comes through L1. Each (row, token) sum is reduced across the
 // warp, then across the four warps in shared memory. Rows whose k is not a multiple of 8 or not
-// 16-byte aligned take a plain loop (small models).
+// 16-byte aligned take a plain loop (small models). The first 16 bytes of each of a thread's rows
+// are requested before grid_wait, overlapping the previous kernel under programmatic launch.
 // Entry points loom_gemv_n{1,2,3,4}: n rows of x.
 // Launch: grid (ceil(m / GEMV_ROWS)), block (128). Arguments: x, W, out, outIsF32, m, k.
 #include "common.cuh"
@@ -47,13 +48,7 @@ __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __r
         for (int r = 0; r < GEMV_ROWS; r++) wr[r] = (const uint4*)(w + (u64)min(row0 + r, m - 1) * k);
         const uint4* xr = (const uint4*)x;
         int v = threadIdx.x;
-        grid_enter();
-        for (; v + 128 * (UNROLL - 1) < vectors; v += 128 * UNROLL) {
-            uint4 a[UNROLL][GEMV_ROWS];
-#pragma unroll
-            for (int u = 0; u < UNROLL; u++)
-#pragma unroll
-                for (int r = 0; r < GEMV_ROWS; r++) a[u][r] = load_stream(wr[r] + v + 128 * u);
+        auto accumulate = [&](const uint4 (&a)[UNROLL][GEMV_ROWS]) {
 #pragma unroll
             for (int u = 0; u < UNROLL; u++) {
 #pragma unroll
@@ -69,6 +64,34 @@ __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __r
                     }
                 }
             }
+        };
+        // W is constant: the first step's first piece of each row is requested before grid_wait,
+        // so under programmatic launch it is in flight while the kernel computing x finishes.
+        uint4 head[GEMV_ROWS];
+        const bool full = v + 128 * (UNROLL - 1) < vectors;
+        if (full) {
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++) head[r] = load_stream(wr[r] + v);
+        }
+        grid_enter();
+        if (full) {
+            uint4 a[UNROLL][GEMV_ROWS];
+#pragma unroll
+            for (int r = 0; r < GEMV_ROWS; r++) a[0][r] = head[r];
+#pragma unroll
+            for (int u = 1; u < UNROLL; u++)
+#pragma unroll
+                for (int r = 0; r < GEMV_ROWS; r++) a[u][r] = load_stream(wr[r] + v + 128 * u);
+            accumulate(a);
+            v += 128 * UNROLL;
+        }
+        for (; v + 128 * (UNROLL - 1) < vectors; v += 128 * UNROLL) {
+            uint4 a[UNROLL][GEMV_ROWS];
+#pragma unroll
+            for (int u = 0; u < UNROLL; u++)
+#pragma unroll
+                for (int r = 0; r < GEMV_ROWS; r++) a[u][r] = load_stream(wr[r] + v + 128 * u);
+            accumulate(a);
         }
         for (; v < vectors; v += 128) {
             uint4 a[GEMV_ROWS];
