@@ -34,7 +34,6 @@ let package = Package(
                 .embedInCode("Kernels/embed.cu"),
                 .embedInCode("Kernels/rms_norm.cu"),
                 .embedInCode("Kernels/rope.cu"),
-                .embedInCode("Kernels/write_kv.cu"),
                 .embedInCode("Kernels/attention.cu"),
                 .embedInCode("Kernels/attention_decode.cu"),
                 .embedInCode("Kernels/silu_mul.cu"),

@@ -96,6 +96,13 @@ public final class CPUBackend: ComputeBackend {
         }
     }
 
+    public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+                               slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        rope(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
+        writeKV(qkv: qkv, kCache: kCache, vCache: vCache, slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
+    }
+
+    /// `ropeAndWriteKV`'s rotation: q and k heads of each row, in place.
     public func rope(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
         let n = qkv.shape[0], stride = qkv.shape.rowCount, half = headDim / 2
         let base = qkv.f32, pos = positions.i32, inv = inverseFrequencies.f32
@@ -117,6 +124,7 @@ public final class CPUBackend: ComputeBackend {
         }
     }
 
+    /// `ropeAndWriteKV`'s cache write: k and v of each row with a slot.
     public func writeKV(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
         let n = qkv.shape[0], stride = qkv.shape.rowCount, kvSize = numKVHeads * headDim
         let slots = slotMapping.i32, src = qkv.f32, kc = kCache.f32, vc = vCache.f32

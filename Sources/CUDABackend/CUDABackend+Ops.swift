@@ -54,50 +54,20 @@ extension CUDABackend {
         }
     }
 
-    public func rope(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
-        let n = qkv.shape[0]
-        let block = ropeBlock(qkv, positions, inverseFrequencies, rotatedHeads: numHeads + numKVHeads, headDim: headDim, "rope")
-        if n == 0 { return }
-        launch("loom_rope", grid: (n, numHeads + numKVHeads, 1), block: block,
-               [.pointer(qkv.devicePointer), .pointer(positions.devicePointer), .pointer(inverseFrequencies.devicePointer),
-                .int(qkv.shape.rowCount), .int(headDim)])
-    }
-
-    public func writeKV(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
-        let n = qkv.shape[0], kvSize = numKVHeads * headDim
-        checkKVCaches(qkv, kCache, vCache, slotMapping, kvSize: kvSize, "writeKV")
-        if n == 0 { return }
-        launch("loom_write_kv", grid: (n, 1, 1), block: 128,
-               [.pointer(qkv.devicePointer), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
-                .pointer(slotMapping.devicePointer), .int(qkv.shape.rowCount), .int(numHeads * headDim), .int(kvSize)])
-    }
-
     public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
                                slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
         let n = qkv.shape[0]
-        let block = ropeBlock(qkv, positions, inverseFrequencies, rotatedHeads: numHeads + 2 * numKVHeads, headDim: headDim, "ropeAndWriteKV")
-        checkKVCaches(qkv, kCache, vCache, slotMapping, kvSize: numKVHeads * headDim, "ropeAndWriteKV")
+        let op = "ropeAndWriteKV", heads = numHeads + 2 * numKVHeads, kvSize = numKVHeads * headDim
+        bf16(qkv, op); i32(positions, op); bf16(kCache, op); bf16(vCache, op); i32(slotMapping, op)
+        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
+        precondition(qkv.shape.rowCount >= heads * headDim && headDim % 2 == 0, "\(op): qkv \(qkv.shape) for \(heads) heads of \(headDim)")
+        precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "\(op): caches \(kCache.shape) for kvSize \(kvSize)")
         if n == 0 { return }
-        launch("loom_rope_write_kv", grid: (n, numHeads + 2 * numKVHeads, 1), block: block,
+        // A thread per rotated pair, whole warps.
+        launch("loom_rope_write_kv", grid: (n, heads, 1), block: max(32, (headDim / 2 + 31) / 32 * 32),
                [.pointer(qkv.devicePointer), .pointer(positions.devicePointer), .pointer(inverseFrequencies.devicePointer),
                 .int(qkv.shape.rowCount), .int(headDim), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
                 .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)])
-    }
-
-    /// The RoPE kernels' operand checks (`qkv` holds `heads` heads a row); returns their block: a
-    /// thread per rotated pair, whole warps.
-    private func ropeBlock(_ qkv: DeviceTensor, _ positions: DeviceTensor, _ inverseFrequencies: DeviceTensor, rotatedHeads heads: Int,
-                           headDim: Int, _ op: String) -> Int {
-        bf16(qkv, op); i32(positions, op)
-        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
-        precondition(qkv.shape.rowCount >= heads * headDim && headDim % 2 == 0, "\(op): qkv \(qkv.shape) for \(heads) heads of \(headDim)")
-        return max(32, (headDim / 2 + 31) / 32 * 32)
-    }
-
-    /// The KV-cache write's operand checks.
-    private func checkKVCaches(_ qkv: DeviceTensor, _ kCache: DeviceTensor, _ vCache: DeviceTensor, _ slotMapping: DeviceTensor, kvSize: Int, _ op: String) {
-        bf16(qkv, op); bf16(kCache, op); bf16(vCache, op); i32(slotMapping, op)
-        precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "\(op): caches \(kCache.shape) for kvSize \(kvSize)")
     }
 
     public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {

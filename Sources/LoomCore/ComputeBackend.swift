@@ -97,13 +97,11 @@ public protocol ComputeBackend: AnyObject {
     func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
     /// `out[i] = weight · x[i] + bias` with `weight` `[outFeatures, inFeatures]`.
     func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor)
-    /// Rotates q `[n, heads·d]` and k `[n, kvHeads·d]` in place by `positions[i]·invFreq` (rotate-half
-    /// layout, as transformers' Llama). `qkv` is the stacked projection output `[n, (heads + 2·kvHeads)·d]`.
-    func rope(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int)
-    /// Writes k and v of the stacked `qkv` into the paged caches at `slotMapping[i]` (`block·blockSize + offset`);
-    /// caches are `[numBlocks·blockSize, kvHeads·d]`. A negative slot skips the row.
-    func writeKV(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int)
-    /// `rope`, then `writeKV`: one launch where the backend fuses them (CUDA), the two calls otherwise.
+    /// Rotates q `[n, heads·d]` and k `[n, kvHeads·d]` of the stacked projection output `qkv`
+    /// `[n, (heads + 2·kvHeads)·d]` in place by `positions[i]·invFreq` (rotate-half layout, as
+    /// transformers' Llama), then writes row i's rotated k and its v into the paged caches
+    /// `[numBlocks·blockSize, kvHeads·d]` at `slotMapping[i]` (`block·blockSize + offset`); a negative
+    /// slot writes no cache row.
     func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
                         slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int)
     /// Causal attention of each sequence's query rows (q from `qkv`) over its paged KV; `out` is `[n, heads·d]`.
@@ -164,10 +162,3 @@ public final class HostBuffer: @unchecked Sendable {
     deinit { release(pointer) }
 }
 
-extension ComputeBackend {
-    public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-                               slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
-        rope(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
-        writeKV(qkv: qkv, kCache: kCache, vCache: vCache, slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
-    }
-}

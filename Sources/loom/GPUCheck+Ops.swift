@@ -114,43 +114,23 @@ struct OpChecks {
             results.append(compare("linear", oc, og, tolerance: f32 ? 1e-4 : 1e-2,
                                    detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(bias ? " + bias" : "")\(f32 ? " → f32" : ""), \(path)"))
         }
-        for (heads, kvHeads, headDim) in [(4, 2, 48), (32, 8, 128)] {
+        // RoPE (plain, and Llama 3.1's scaled frequencies) and the cache write: 9 rows, one without a
+        // slot, positions below 5000.
+        for (heads, kvHeads, headDim, scaled) in [(4, 2, 48, false), (32, 8, 128, false), (32, 8, 128, true)] {
             let n = 9, stride = (heads + 2 * kvHeads) * headDim
             let (qc, qg, _) = pair(Shape(n, stride))
             let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })
             let config = ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
                                      numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000,
-                                     ropeScaling: .init(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192))
-            let (fc, fg) = floats32(config.ropeInverseFrequencies())
-            cpu.rope(qkv: qc, positions: pc, inverseFrequencies: fc, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-            gpu.rope(qkv: qg, positions: pg, inverseFrequencies: fg, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-            results.append(compare("rope", qc, qg, tolerance: 1e-2, detail: "\(n) rows, \(heads)+\(kvHeads) heads × \(headDim), positions < 5000"))
-        }
-        do {
-            let (heads, kvHeads, headDim, n) = (4, 2, 48, 6)
-            let (qc, qg, _) = pair(Shape(n, (heads + 2 * kvHeads) * headDim))
-            let (kc, kg) = zeros(Shape(64, kvHeads * headDim)), (vc, vg) = zeros(Shape(64, kvHeads * headDim))
-            let (sc, sg) = ints([5, 63, -1, 0, 17, 40])
-            cpu.writeKV(qkv: qc, kCache: kc, vCache: vc, slotMapping: sc, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-            gpu.writeKV(qkv: qg, kCache: kg, vCache: vg, slotMapping: sg, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-            results.append(compare("writeKV.k", kc, kg, tolerance: 0, detail: "6 rows, one skipped"))
-            results.append(compare("writeKV.v", vc, vg, tolerance: 0, detail: "6 rows, one skipped"))
-        }
-        for (heads, kvHeads, headDim) in [(4, 2, 48), (32, 8, 128)] {
-            // The fused decode op against the CPU's rope then writeKV.
-            let n = 6, stride = (heads + 2 * kvHeads) * headDim
-            let (qc, qg, _) = pair(Shape(n, stride))
-            let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })
-            let config = ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
-                                     numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000)
+                                     ropeScaling: scaled ? .init(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192) : nil)
             let (fc, fg) = floats32(config.ropeInverseFrequencies())
             let (kc, kg) = zeros(Shape(64, kvHeads * headDim)), (vc, vg) = zeros(Shape(64, kvHeads * headDim))
-            let (sc, sg) = ints([5, 63, -1, 0, 17, 40])
+            let (sc, sg) = ints([5, 63, -1, 0, 17, 40, 1, 2, 62])
             cpu.ropeAndWriteKV(qkv: qc, positions: pc, inverseFrequencies: fc, kCache: kc, vCache: vc, slotMapping: sc,
                                numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
             gpu.ropeAndWriteKV(qkv: qg, positions: pg, inverseFrequencies: fg, kCache: kg, vCache: vg, slotMapping: sg,
                                numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-            let detail = "\(n) rows (one skipped), \(heads)+\(kvHeads) heads × \(headDim)"
+            let detail = "\(n) rows (one skipped), \(heads)+\(kvHeads) heads × \(headDim)\(scaled ? ", Llama 3.1 scaling" : "")"
             results.append(compare("ropeAndWriteKV.qkv", qc, qg, tolerance: 1e-2, detail: detail))
             results.append(compare("ropeAndWriteKV.k", kc, kg, tolerance: 1e-2, detail: detail))
             results.append(compare("ropeAndWriteKV.v", vc, vg, tolerance: 0, detail: detail))

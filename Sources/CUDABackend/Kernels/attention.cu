@@ -99,12 +99,7 @@ __device__ __forceinline__ void attention(
                     for (int c = 0; c < DPL; ++c) {
                         if (8 * c < qd) {
                             float kf[8];
-                            const u32 w[4] = {kr[c].x, kr[c].y, kr[c].z, kr[c].w};
-#pragma unroll
-                            for (int e = 0; e < 4; ++e) {
-                                kf[2 * e] = __uint_as_float(w[e] << 16);
-                                kf[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-                            }
+                            unpack_bf16(kr[c], kf);
 #pragma unroll
                             for (int g = 0; g < MAX_GROUP; ++g) {
                                 if (g < group) {

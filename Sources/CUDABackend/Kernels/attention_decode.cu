@@ -23,14 +23,6 @@ template <int DPL> struct KVVec;
 template <> struct KVVec<2> { typedef u32 T; };
 template <> struct KVVec<4> { typedef uint2 T; };
 
-__device__ __forceinline__ void unpack_kv(u32 v, float* f) {
-    f[0] = __uint_as_float(v << 16);
-    f[1] = __uint_as_float(v & 0xffff0000u);
-}
-__device__ __forceinline__ void unpack_kv(uint2 v, float* f) {
-    unpack_kv(v.x, f);
-    unpack_kv(v.y, f + 2);
-}
 
 // One step of a recursive-halving warp reduction of 2·HALF values a lane: the lane keeps the half
 // whose index has bit HALF equal to its own lane's, summed with its partner's (lane ^ HALF).
@@ -109,7 +101,7 @@ __device__ __forceinline__ void attention_decode(
 #pragma unroll
             for (int t = 0; t < TOK; ++t) {
                 float kf[DPL];
-                unpack_kv(kc[t], kf);
+                unpack_bf16(kc[t], kf);
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
                     float d = 0.f;
@@ -143,7 +135,7 @@ __device__ __forceinline__ void attention_decode(
 #pragma unroll
             for (int t = 0; t < TOK; ++t) {
                 float vf[DPL];
-                unpack_kv(vc[t], vf);
+                unpack_bf16(vc[t], vf);
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
                     const float pg = __shfl_sync(0xffffffffu, p, t * G + g);

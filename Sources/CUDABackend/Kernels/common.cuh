@@ -42,6 +42,22 @@ __device__ __forceinline__ bf16 f32_to_bf16(float f) {
     return r;
 }
 
+// bf16 pairs packed in 32-bit words (the lower half first) → floats: 2, 4 or 8 values.
+__device__ __forceinline__ void unpack_bf16(u32 v, float* f) {
+    f[0] = __uint_as_float(v << 16);
+    f[1] = __uint_as_float(v & 0xffff0000u);
+}
+__device__ __forceinline__ void unpack_bf16(uint2 v, float* f) {
+    unpack_bf16(v.x, f);
+    unpack_bf16(v.y, f + 2);
+}
+__device__ __forceinline__ void unpack_bf16(uint4 v, float* f) {
+    unpack_bf16(v.x, f);
+    unpack_bf16(v.y, f + 2);
+    unpack_bf16(v.z, f + 4);
+    unpack_bf16(v.w, f + 6);
+}
+
 // Rounds through bf16, as a PyTorch bf16 op does with its result.
 __device__ __forceinline__ float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 

@@ -20,15 +20,6 @@ __device__ __forceinline__ uint4 load_stream(const uint4* p) {
     return v;
 }
 
-__device__ __forceinline__ void unpack8(const uint4 v, float (&f)[8]) {
-    const u32 w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-        f[2 * e] = __uint_as_float(w[e] << 16);
-        f[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-    }
-}
-
 template <int N>
 __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __restrict__ w, void* out, int outIsF32, int m, int k) {
     constexpr int UNROLL = N <= 2 ? 4 : 2;
@@ -54,11 +45,11 @@ __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __r
 #pragma unroll
                 for (int t = 0; t < N; t++) {
                     float xf[8];
-                    unpack8(__ldg(xr + (u64)t * vectors + v + 128 * u), xf);
+                    unpack_bf16(__ldg(xr + (u64)t * vectors + v + 128 * u), xf);
 #pragma unroll
                     for (int r = 0; r < GEMV_ROWS; r++) {
                         float wf[8];
-                        unpack8(a[u][r], wf);
+                        unpack_bf16(a[u][r], wf);
 #pragma unroll
                         for (int e = 0; e < 8; e++) acc[r][t] = fmaf(wf[e], xf[e], acc[r][t]);
                     }
@@ -100,11 +91,11 @@ __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __r
 #pragma unroll
             for (int t = 0; t < N; t++) {
                 float xf[8];
-                unpack8(__ldg(xr + (u64)t * vectors + v), xf);
+                unpack_bf16(__ldg(xr + (u64)t * vectors + v), xf);
 #pragma unroll
                 for (int r = 0; r < GEMV_ROWS; r++) {
                     float wf[8];
-                    unpack8(a[r], wf);
+                    unpack_bf16(a[r], wf);
 #pragma unroll
                     for (int e = 0; e < 8; e++) acc[r][t] = fmaf(wf[e], xf[e], acc[r][t]);
                 }

@@ -10,15 +10,6 @@
 
 #define MAXV 4
 
-__device__ __forceinline__ void unpack8(uint4 r, float* f) {
-    const u32 w[4] = {r.x, r.y, r.z, r.w};
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-        f[2 * e] = __uint_as_float(w[e] << 16);
-        f[2 * e + 1] = __uint_as_float(w[e] & 0xffff0000u);
-    }
-}
-
 __device__ __forceinline__ uint4 pack8(const float* f) {
     u32 w[4];
 #pragma unroll
@@ -41,10 +32,10 @@ extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __
             const int i = threadIdx.x + k * blockDim.x;
             if (i < nv) {
                 float a[8];
-                unpack8(((const uint4*)(x + base))[i], a);
+                unpack_bf16(((const uint4*)(x + base))[i], a);
                 if (add) {
                     float r[8];
-                    unpack8(((const uint4*)(residual + base))[i], r);
+                    unpack_bf16(((const uint4*)(residual + base))[i], r);
 #pragma unroll
                     for (int e = 0; e < 8; ++e) a[e] = round_bf16(r[e] + a[e]);
                     ((uint4*)(residual + base))[i] = pack8(a);
@@ -59,7 +50,7 @@ extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __
             const int i = threadIdx.x + k * blockDim.x;
             if (i < nv) {
                 float g[8], o[8];
-                unpack8(((const uint4*)w)[i], g);
+                unpack_bf16(((const uint4*)w)[i], g);
 #pragma unroll
                 for (int e = 0; e < 8; ++e) o[e] = g[e] * round_bf16(v[k][e] * scale);
                 ((uint4*)(out + base))[i] = pack8(o);

@@ -1,35 +1,17 @@
-// rope: rotates the q and k heads of the stacked qkv rows in place (rotate-half layout, as
-// transformers' Llama): for head h and j < d/2, with a = pos * invFreq[j] computed in fp32,
+// rope_write_kv: rotates the q and k heads of the stacked qkv rows in place (rotate-half layout,
+// as transformers' Llama) and writes each row's rotated k and its v into the paged caches. For head
+// h and j < d/2, with a = pos * invFreq[j] computed in fp32,
 //   x1' = x1 cos a - x2 sin a,  x2' = x2 cos a + x1 sin a   (x1 = v[j], x2 = v[j + d/2]),
 // rounded where transformers' bf16 `q * cos + rotate_half(q) * sin` rounds: cos and sin to bf16
 // (as its rotary embedding returns them, and SGLang's cos/sin cache holds them), each product, the sum.
-// One thread per (row, head, j): a short latency chain for decode.
-// Launch: grid (n rows, heads + kvHeads), block (headDim / 2). Arguments: qkv [n, stride] bf16,
-// positions [n] i32, invFreq [d/2] f32, stride (elements per row), headDim.
+// One thread per (row, head, j): a short latency chain for decode. Blocks y < heads + kvHeads
+// rotate; a K head's block also stores its rotated head at cache slot slotMapping[row]; blocks
+// y >= heads + kvHeads copy a V head into the cache. A negative slot writes no cache row.
+// Launch: grid (n rows, heads + 2 * kvHeads), block (max(32, roundup32(headDim / 2))). Arguments:
+// qkv [n, stride] bf16, positions [n] i32, invFreq [d/2] f32, stride (elements per row), headDim,
+// kCache/vCache [slots, kvHeads * headDim] bf16, slotMapping [n] i32, numHeads, numKVHeads.
 #include "common.cuh"
 
-extern "C" __global__ void loom_rope(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
-                                     int stride, int headDim) {
-    grid_enter();
-    const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
-    const int half = headDim >> 1;
-    if (j >= half) return;
-    bf16* v = qkv + (u64)row * stride + h * headDim;
-    const float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
-    float s, c;
-    sincosf((float)positions[row] * invFreq[j], &s, &c);
-    c = round_bf16(c);
-    s = round_bf16(s);
-    v[j] = f32_to_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
-    v[j + half] = f32_to_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
-}
-
-// rope_write_kv: loom_rope and loom_write_kv in one launch (decode runs both once per layer).
-// Blocks y < heads + kvHeads rotate as loom_rope does; a K head's block also stores its rotated
-// head at cache slot slotMapping[row]; blocks y >= heads + kvHeads copy a V head into the cache.
-// A negative slot writes no cache row. Launch: grid (n rows, heads + 2 * kvHeads),
-// block (max(32, roundup32(headDim / 2))). Arguments: as loom_rope, then kCache/vCache
-// [slots, kvHeads * headDim] bf16, slotMapping [n] i32, numHeads, numKVHeads.
 extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
                                               int stride, int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
                                               const int* __restrict__ slotMapping, int numHeads, int numKVHeads) {
