@@ -59,11 +59,10 @@ public final class CUDABackend: ComputeBackend {
     var graphs: [String: OpaquePointer] = [:]
     var graphState = GraphState.eager
     public internal(set) var profiler: KernelProfiler?
-    /// Whether a GEMM shape met for the first time outside a graph capture tries cuBLASLt's
-    /// candidates on its operands and keeps the fastest (a graph captures the choice made before it):
-    /// the heuristic's top 8, then every algorithm, tile and k split cuBLASLt accepts for the shape.
-    /// Each candidate is timed on operands evicted from L2 (`evictL2`). Off by default: on the H200
-    /// the heuristic's top 8 held nothing faster than its first for Llama-3.1-8B decode (2026-11-29).
+    /// Whether a GEMM shape met for the first time outside a graph capture tries cuBLASLt's top
+    /// candidates on its operands and keeps the fastest (a graph captures the choice made before it).
+    /// Each candidate is timed on operands evicted from L2 (`evictL2`). Off: on the H200 it chose
+    /// nothing faster than the heuristic's first candidate for Llama-3.1-8B decode (2026-11-29).
     public var tunesGEMMs = false
     /// `evictL2`'s scratch buffer and the byte it last wrote.
     var l2Scratch: CUDAStorage?

@@ -12,13 +12,6 @@ final class CuBLASLt: @unchecked Sendable {
     private let cublasLtMatmulPreferenceSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Int32
     private let cublasLtMatmulAlgoGetHeuristic: @convention(c) (Handle, Handle, Handle, Handle, Handle, Handle, Handle, Int32,
                                                                 UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>) -> Int32
-    private let cublasLtMatmulAlgoGetIds: @convention(c) (Handle, Int32, Int32, Int32, Int32, Int32, Int32, Int32,
-                                                           UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Int32
-    private let cublasLtMatmulAlgoInit: @convention(c) (Handle, Int32, Int32, Int32, Int32, Int32, Int32, Int32, UnsafeMutableRawPointer) -> Int32
-    private let cublasLtMatmulAlgoCapGetAttribute: @convention(c) (UnsafeRawPointer, Int32, UnsafeMutableRawPointer, Int, UnsafeMutablePointer<Int>) -> Int32
-    private let cublasLtMatmulAlgoConfigSetAttribute: @convention(c) (UnsafeMutableRawPointer, Int32, UnsafeRawPointer, Int) -> Int32
-    private let cublasLtMatmulAlgoCheck: @convention(c) (Handle, Handle, Handle, Handle, Handle, Handle, UnsafeRawPointer,
-                                                         UnsafeMutableRawPointer) -> Int32
     private let cublasLtMatmul: @convention(c) (Handle, Handle, UnsafeRawPointer, UInt64, Handle, UInt64, Handle, UnsafeRawPointer,
                                                 UInt64, Handle, UInt64, Handle, UnsafeRawPointer?, UInt64, Int, Handle) -> Int32
 
@@ -39,11 +32,6 @@ final class CuBLASLt: @unchecked Sendable {
     private static let prefMaxWorkspace: Int32 = 1
     /// CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES.
     private static let prefMinAlignment: [Int32] = [5, 6, 7, 8]
-    /// CUBLASLT_ALGO_CAP_{SPLITK_SUPPORT, REDUCTION_SCHEME_MASK, TILE_IDS}, CUBLASLT_ALGO_CONFIG_{TILE_ID,
-    /// SPLITK_NUM, REDUCTION_SCHEME}, CUBLASLT_REDUCTION_SCHEME_{INPLACE, COMPUTE_TYPE, OUTPUT_TYPE}.
-    private static let capSplitK: Int32 = 0, capReductionMask: Int32 = 1, capTileIDs: Int32 = 6
-    private static let configTile: Int32 = 1, configSplitK: Int32 = 2, configReduction: Int32 = 3
-    private static let reductionSchemes: [UInt32] = [2, 1, 4]
 
     init() throws {
         let lib = try DynamicLibrary("libcublasLt", candidates: DynamicLibrary.candidates("libcublasLt", versions: ["13", "12"]), override: "LOOM_LIBCUBLASLT")
@@ -56,11 +44,6 @@ final class CuBLASLt: @unchecked Sendable {
         cublasLtMatmulPreferenceCreate = try lib.function("cublasLtMatmulPreferenceCreate")
         cublasLtMatmulPreferenceSetAttribute = try lib.function("cublasLtMatmulPreferenceSetAttribute")
         cublasLtMatmulAlgoGetHeuristic = try lib.function("cublasLtMatmulAlgoGetHeuristic")
-        cublasLtMatmulAlgoGetIds = try lib.function("cublasLtMatmulAlgoGetIds")
-        cublasLtMatmulAlgoInit = try lib.function("cublasLtMatmulAlgoInit")
-        cublasLtMatmulAlgoCapGetAttribute = try lib.function("cublasLtMatmulAlgoCapGetAttribute")
-        cublasLtMatmulAlgoConfigSetAttribute = try lib.function("cublasLtMatmulAlgoConfigSetAttribute")
-        cublasLtMatmulAlgoCheck = try lib.function("cublasLtMatmulAlgoCheck")
         cublasLtMatmul = try lib.function("cublasLtMatmul")
         try check(cublasLtCreate(&handle), "cublasLtCreate")
     }
@@ -74,8 +57,7 @@ final class CuBLASLt: @unchecked Sendable {
     /// `out[n, m] = x[n, k] · W[m, k]ᵀ` (row-major, bf16 operands, fp32 accumulation; `out` bf16 or
     /// f32). In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
     /// `time`, when given (never during a graph capture), measures a closure's device milliseconds:
-    /// a new shape then tries the heuristic's top candidates and every configuration cuBLASLt accepts
-    /// (`enumeratedPlans`) on these operands and keeps the fastest,
+    /// a new shape then tries the heuristic's top candidates on these operands and keeps the fastest,
     /// each timed alone (best of three; the CUDA backend's `time` first evicts the operands from L2,
     /// as a decode step meets every layer's weights: timed on L2-resident repeats, the choice does not carry over).
     func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, outType: Int32,
@@ -89,7 +71,6 @@ final class CuBLASLt: @unchecked Sendable {
             plan = p
         } else {
             var candidates = try makePlans(key)
-            if time != nil { candidates += enumeratedPlans(like: candidates[0], key) }
             if let time, candidates.count > 1 {
                 var best = (index: 0, ms: Double.infinity)
                 for (i, c) in candidates.enumerated() {
@@ -114,60 +95,6 @@ final class CuBLASLt: @unchecked Sendable {
             cublasLtMatmul(handle, plan.desc, &alpha, weight, plan.a, x, plan.b, &beta, out, plan.d, out, plan.d,
                            algo.baseAddress, workspace, workspaceBytes, stream)
         }
-    }
-
-    /// Every configuration cuBLASLt accepts for the shape beyond its heuristic's list, for tuning: each
-    /// algorithm id, each of its tiles, and k split in 1, 2, 3, 4, 6 or 8 parts where it can split
-    /// (reduced in f32 where it offers that), kept when `cublasLtMatmulAlgoCheck` accepts it within
-    /// the workspace (at most 2,000).
-    private func enumeratedPlans(like base: Plan, _ key: PlanKey) -> [Plan] {
-        var ids = [Int32](repeating: 0, count: 256)
-        var count: Int32 = 0
-        guard cublasLtMatmulAlgoGetIds(handle, Self.compute32F, Self.r32F, Self.r16BF, Self.r16BF, key.outType, key.outType,
-                                       Int32(ids.count), &ids, &count) == 0 else { return [] }
-        var plans: [Plan] = []
-        for id in ids.prefix(Int(count)) {
-            var algo = [UInt64](repeating: 0, count: 8)
-            guard algo.withUnsafeMutableBytes({
-                cublasLtMatmulAlgoInit(handle, Self.compute32F, Self.r32F, Self.r16BF, Self.r16BF, key.outType, key.outType, id, $0.baseAddress!)
-            }) == 0 else { continue }
-            func capability<T: FixedWidthInteger>(_ attribute: Int32, _ type: T.Type, count: Int = 1) -> [T] {
-                var values = [T](repeating: 0, count: count)
-                var written = 0
-                let status = algo.withUnsafeBytes { a in
-                    values.withUnsafeMutableBytes { cublasLtMatmulAlgoCapGetAttribute(a.baseAddress!, attribute, $0.baseAddress!, $0.count, &written) }
-                }
-                return status == 0 ? Array(values.prefix(written / MemoryLayout<T>.size)) : []
-            }
-            let tiles = capability(Self.capTileIDs, UInt32.self, count: 128)
-            let splits: [UInt32] = (capability(Self.capSplitK, Int32.self).first ?? 0) != 0 ? [1, 2, 3, 4, 6, 8] : [1]
-            let reductionMask = capability(Self.capReductionMask, UInt32.self).first ?? 0
-            let reduction = Self.reductionSchemes.first { reductionMask & $0 != 0 }
-            for tile in tiles.isEmpty ? [0] : tiles {
-                for split in splits where split == 1 || reduction != nil {
-                    var candidate = algo
-                    var values: [(Int32, UInt32)] = [(Self.configTile, tile), (Self.configSplitK, split)]
-                    if split > 1, let reduction { values.append((Self.configReduction, reduction)) }
-                    let configured = candidate.withUnsafeMutableBytes { a in
-                        values.allSatisfy { attribute, value in
-                            withUnsafeBytes(of: value) { cublasLtMatmulAlgoConfigSetAttribute(a.baseAddress!, attribute, $0.baseAddress!, 4) == 0 }
-                        }
-                    }
-                    guard configured else { continue }
-                    var result = [UInt8](repeating: 0, count: 96)
-                    let checked = candidate.withUnsafeBytes { a in
-                        result.withUnsafeMutableBytes {
-                            cublasLtMatmulAlgoCheck(handle, base.desc, base.a, base.b, base.d, base.d, a.baseAddress!, $0.baseAddress!)
-                        }
-                    }
-                    let workspace = result.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 64, as: UInt64.self) }
-                    guard checked == 0 && workspace <= UInt64(workspaceBytes) else { continue }
-                    plans.append(Plan(desc: base.desc, a: base.a, b: base.b, d: base.d, algo: candidate))
-                    if plans.count >= 2000 { return plans }
-                }
-            }
-        }
-        return plans
     }
 
     /// The heuristic's candidates for a shape (up to 8), best first.
