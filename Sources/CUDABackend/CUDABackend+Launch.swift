@@ -39,7 +39,7 @@ extension CUDABackend {
                     : driver.cuLaunchKernel(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1,
                                             UInt32(sharedBytes), stream, $0.baseAddress, nil)
             }
-            must(status, "cuLaunchKernel(\(function), grid \(grid), block \(block))")
+            must(status, "\(usesProgrammaticLaunch ? "cuLaunchKernelEx" : "cuLaunchKernel")(\(function), grid \(grid), block \(block))")
         }
     }
 

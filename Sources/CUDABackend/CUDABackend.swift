@@ -55,7 +55,7 @@ public final class CUDABackend: ComputeBackend {
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
-    /// Whether kernels launch with programmatic dependent launch (sm_90+, a CUDA 12 driver;
+    /// Whether kernels launch with programmatic dependent launch (sm_90+, a CUDA 12.3 driver;
     /// `LOOM_PDL=0`: off): a kernel's blocks are scheduled while the previous kernel finishes and
     /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.
     public let usesProgrammaticLaunch: Bool
@@ -112,7 +112,10 @@ public final class CUDABackend: ComputeBackend {
         }
         computeCapability = (try attribute(CUAttribute.computeCapabilityMajor), try attribute(CUAttribute.computeCapabilityMinor))
         multiprocessorCount = try attribute(CUAttribute.multiprocessorCount)
-        usesProgrammaticLaunch = driver.cuLaunchKernelEx != nil && computeCapability.major >= 9
+        // A 12.3 driver or newer: graph capture of programmatic launches (decode graphs).
+        var driverVersion: Int32 = 0
+        _ = driver.cuDriverGetVersion(&driverVersion)
+        usesProgrammaticLaunch = driver.cuLaunchKernelEx != nil && computeCapability.major >= 9 && driverVersion >= 12030
             && ProcessInfo.processInfo.environment["LOOM_PDL"] != "0"
         var free = 0, total = 0
         try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")

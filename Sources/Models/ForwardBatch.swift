@@ -39,7 +39,7 @@ public struct ForwardBatch {
     }
 
     /// Appends `count` dummy sequences that pad a decode step to a CUDA graph's batch size: one
-    /// row each (token 0 at position 0), KV slot -1 (`writeKV` skips it), block table `[0]`,
+    /// row each (token 0 at position 0), KV slot -1 (`ropeAndWriteKV` writes no cache row), block table `[0]`,
     /// context length 1 and a logits row. Their rows attend to whatever block 0 holds; their
     /// logits follow the real ones and are ignored.
     public mutating func appendPadding(count: Int) {

@@ -116,7 +116,7 @@ struct OpChecks {
         }
         // RoPE (plain, and Llama 3.1's scaled frequencies) and the cache write: 9 rows, one without a
         // slot, positions below 5000.
-        for (heads, kvHeads, headDim, scaled) in [(4, 2, 48, false), (32, 8, 128, false), (32, 8, 128, true)] {
+        for (heads, kvHeads, headDim, scaled) in [(4, 2, 48, false), (4, 2, 48, true), (32, 8, 128, false), (32, 8, 128, true)] {
             let n = 9, stride = (heads + 2 * kvHeads) * headDim
             let (qc, qg, _) = pair(Shape(n, stride))
             let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })

@@ -23,7 +23,6 @@ template <int DPL> struct KVVec;
 template <> struct KVVec<2> { typedef u32 T; };
 template <> struct KVVec<4> { typedef uint2 T; };
 
-
 // One step of a recursive-halving warp reduction of 2·HALF values a lane: the lane keeps the half
 // whose index has bit HALF equal to its own lane's, summed with its partner's (lane ^ HALF).
 template <int HALF>
@@ -96,9 +95,9 @@ __device__ __forceinline__ void attention_decode(
         if (warp < steps) load(warp, kc, vc);
         if (AHEAD == 2 && warp + WARPS < steps) load(warp + WARPS, kn, vn);
         for (int j = warp; j < steps; j += WARPS) {
-            Vec kf[TOK], vf[TOK];
+            Vec kAhead[TOK], vAhead[TOK];
             const bool more = j + AHEAD * WARPS < steps;
-            if (more) load(j + AHEAD * WARPS, kf, vf);
+            if (more) load(j + AHEAD * WARPS, kAhead, vAhead);
             // Partial dots: value tok·G + g.
             float v[32];
 #pragma unroll
@@ -149,7 +148,7 @@ __device__ __forceinline__ void attention_decode(
             if (AHEAD == 1) {
                 if (more) {
 #pragma unroll
-                    for (int t = 0; t < TOK; ++t) { kc[t] = kf[t]; vc[t] = vf[t]; }
+                    for (int t = 0; t < TOK; ++t) { kc[t] = kAhead[t]; vc[t] = vAhead[t]; }
                 }
             } else {
                 if (j + WARPS < steps) {
@@ -158,7 +157,7 @@ __device__ __forceinline__ void attention_decode(
                 }
                 if (more) {
 #pragma unroll
-                    for (int t = 0; t < TOK; ++t) { kn[t] = kf[t]; vn[t] = vf[t]; }
+                    for (int t = 0; t < TOK; ++t) { kn[t] = kAhead[t]; vn[t] = vAhead[t]; }
                 }
             }
         }

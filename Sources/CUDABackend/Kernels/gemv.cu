@@ -6,7 +6,8 @@
 // few KB, shared by every block) comes through L1. Each (row, token) sum is reduced across the
 // warp, then across the four warps in shared memory. Rows whose k is not a multiple of 8 or not
 // 16-byte aligned take a plain loop (small models). The first 16 bytes of each of a thread's rows
-// are requested before grid_wait, overlapping the previous kernel under programmatic launch.
+// are requested before grid_wait, overlapping the previous kernel under programmatic launch: W
+// must not be written by the kernel launched just before (weights are written only at load).
 // Entry points loom_gemv_n{1,2,3,4}: n rows of x.
 // Launch: grid (ceil(m / GEMV_ROWS)), block (128). Arguments: x, W, out, outIsF32, m, k.
 #include "common.cuh"
