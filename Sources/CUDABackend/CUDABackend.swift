@@ -49,9 +49,6 @@ public final class CUDABackend: ComputeBackend {
     /// Whether decode steps (one query row per sequence, head_dim 64 or 128, 3 to 8 query heads per
     /// KV head) run `loom_attention_decode` rather than the general kernel (`LOOM_DECODE_ATTENTION=0`: off).
     public let usesDecodeAttention = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION"] != "0"
-    /// How many steps of K/V loads each warp of `loom_attention_decode` keeps in flight ahead of the
-    /// step it computes (`LOOM_DECODE_ATTENTION_AHEAD`, 1 or 2).
-    public let decodeAttentionAhead = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION_AHEAD"] == "1" ? 1 : 2
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4

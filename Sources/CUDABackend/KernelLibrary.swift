@@ -19,7 +19,7 @@ final class KernelLibrary {
         Module(name: "rope", source: PackageResources.rope_cu, functions: ["loom_rope_write_kv"]),
         Module(name: "attention", source: PackageResources.attention_cu, functions: [1, 2, 4, 8].flatMap { d in [1, 2, 4, 8].map { "loom_attention_d\(d)_g\($0)" } } + ["loom_attention_combine"]),
         Module(name: "attention_decode", source: PackageResources.attention_decode_cu,
-               functions: [2, 4].flatMap { d in [4, 8].flatMap { g in [1, 2].map { "loom_attention_decode_d\(d)_g\(g)_ahead\($0)" } } }),
+               functions: [2, 4].flatMap { d in [4, 8].map { "loom_attention_decode_d\(d)_g\($0)" } }),
         Module(name: "silu_mul", source: PackageResources.silu_mul_cu, functions: ["loom_silu_mul"]),
         Module(name: "gather_rows", source: PackageResources.gather_rows_cu, functions: ["loom_gather_rows"]),
         Module(name: "gemv", source: PackageResources.gemv_cu, functions: (1...4).map { "loom_gemv_n\($0)" }),
@@ -58,11 +58,17 @@ final class KernelLibrary {
         "sm_\(major)\(minor)\(major == 9 && minor == 0 ? "a" : "")"
     }
 
+    /// NVRTC's options for `architecture` (`sm_XY`, or `compute_XY` for PTX).
+    static func options(architecture: String) -> [String] {
+        var options = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device", "-lineinfo"]
+        if FileManager.default.fileExists(atPath: "/usr/local/cuda/include") { options.append("-I/usr/local/cuda/include") }
+        return options
+    }
+
     /// Every module's cubin with a note ("cache" or the compile time); needs NVRTC but no GPU.
     static func compileAll(nvrtc: NVRTC, major: Int, minor: Int) throws -> [(Module, [UInt8], String)] {
         let arch = architecture(major: major, minor: minor)
-        var options = ["--gpu-architecture=\(arch)", "--std=c++17", "-default-device", "-lineinfo"]
-        if FileManager.default.fileExists(atPath: "/usr/local/cuda/include") { options.append("-I/usr/local/cuda/include") }
+        let options = Self.options(architecture: arch)
         let cacheDirectory = Self.cacheDirectory()
         try? FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
         let modules = Self.modules

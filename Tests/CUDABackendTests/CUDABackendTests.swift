@@ -59,7 +59,7 @@ import Testing
         for module in KernelLibrary.modules {
             let ptx = String(decoding: try nvrtc.compile(name: "\(module.name).cu", source: String(decoding: module.source, as: UTF8.self),
                                                          headers: ["common.cuh": KernelLibrary.header],
-                                                         options: ["--gpu-architecture=compute_90a", "--std=c++17", "-default-device"], ptx: true),
+                                                         options: KernelLibrary.options(architecture: "compute_90a"), ptx: true),
                                  as: UTF8.self)
             // Each ".entry name(" starts an entry; its body runs to the next entry.
             let entries = ptx.components(separatedBy: ".entry ").dropFirst()
