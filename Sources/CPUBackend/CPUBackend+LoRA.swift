@@ -49,4 +49,39 @@ extension CPUBackend {
             }
         }
     }
+
+    public func loraShrinkFused(_ x: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
+                                scratch: DeviceTensor) {
+        let n = x.shape[0], k = x.shape.rowCount, slotWidth = a.shape[1], maxRank = slotWidth / stack, outStride = out.shape.rowCount
+        precondition(a.shape[2] == k && out.shape[0] >= n && outStride >= k + a.shape[0] * slotWidth,
+                     "loraShrinkFused: x \(x.shape), A \(a.shape), out \(out.shape)")
+        copyColumns(x, into: out.rows(n), column: 0)
+        let xs = x.f32, aw = a.f32, o = out.f32, scale = scalings.f32, perm = plan.permutation.i32
+        let starts = plan.segmentStarts.i32, slots = plan.segmentSlots.i32, ranks = plan.slotRanks.i32
+        parallelFor(plan.numSegments, work: Int(starts[plan.numSegments]) * k * plan.maxRank * stack) { segments in
+            for g in segments {
+                let slot = Int(slots[g]), rank = Int(ranks[slot])
+                if rank == 0 { continue }
+                for p in Int(starts[g])..<Int(starts[g + 1]) {
+                    let row = Int(perm[p])
+                    for m in 0..<stack {
+                        let w = aw + (slot * slotWidth + m * maxRank) * k, s = scale[slot * stack + m]
+                        let dst = o + row * outStride + k + slot * slotWidth + m * maxRank
+                        Kernels.gemmNT(x: xs + row * k, rows: 1, w: w, outputs: 0..<rank, k: k, out: dst, outStride: outStride)
+                        for j in 0..<rank { dst[j] *= s }
+                    }
+                }
+            }
+        }
+    }
+
+    public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {
+        let n = x.shape[0], width = x.shape.rowCount, stride = out.shape.rowCount
+        precondition(x.dtype == out.dtype && out.shape[0] >= n && column >= 0 && column + width <= stride,
+                     "copyColumns: \(x.shape) into \(out.shape) at column \(column)")
+        let e = x.dtype.byteCount, src = x.raw, dst = out.raw
+        for i in 0..<n {
+            (dst + (i * stride + column) * e).copyMemory(from: src + i * width * e, byteCount: width * e)
+        }
+    }
 }

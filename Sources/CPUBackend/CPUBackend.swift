@@ -80,8 +80,8 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor) {
-        let n = x.shape[0], k = x.shape.rowCount, outputs = weight.shape[0]
-        precondition(weight.shape[1] == k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
+        let n = x.shape[0], k = x.shape.rowCount, outputs = weight.shape[0], wStride = weight.shape[1]
+        precondition(wStride >= k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
         precondition(out.shape[0] == n && out.shape.rowCount == outputs, "linear: out \(out.shape) for \(n)×\(outputs)")
         let xs = x.f32, w = weight.f32, o = out.f32
         let b = bias?.f32
@@ -89,7 +89,7 @@ public final class CPUBackend: ComputeBackend {
         let blocks = (outputs + 3) / 4
         parallelFor(blocks, work: n * k * outputs) { range in
             let cols = (range.lowerBound * 4)..<min(outputs, range.upperBound * 4)
-            Kernels.gemmNT(x: xs, rows: n, w: w, outputs: cols, k: k, out: o, outStride: outputs)
+            Kernels.gemmNT(x: xs, rows: n, w: w, outputs: cols, k: k, wStride: wStride, out: o, outStride: outputs)
             if let b {
                 for i in 0..<n { for c in cols { o[i * outputs + c] += b[c] } }
             }
@@ -224,11 +224,12 @@ public final class CPUBackend: ComputeBackend {
     }
 
     /// A plain copy: the CPU backend has no copy engine to overlap.
-    public func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, rows: Int, rowBytes: Int) {
+    public func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, column: Int, rows: Int, rowBytes: Int) {
         let elementBytes = destination.dtype.byteCount, destinationPitch = destination.shape.rowCount * elementBytes
-        precondition(rowBytes <= destinationPitch && rows <= destination.shape[0] && offset + (rows - 1) * pitch + rowBytes <= source.byteCount,
-                     "uploadAsync: \(rows) rows of \(rowBytes) B into \(destination.shape)")
-        let base = destination.raw
+        precondition(column >= 0 && column * elementBytes + rowBytes <= destinationPitch && rows <= destination.shape[0]
+                     && offset + (rows - 1) * pitch + rowBytes <= source.byteCount,
+                     "uploadAsync: \(rows) rows of \(rowBytes) B into \(destination.shape) from column \(column)")
+        let base = destination.raw + column * elementBytes
         for r in 0..<rows {
             (base + r * destinationPitch).copyMemory(from: source.pointer + offset + r * pitch, byteCount: rowBytes)
         }

@@ -33,9 +33,10 @@ enum Kernels {
     /// `out[i][o] = Σ_k x[i][k]·w[o][k]` for rows `i < rows`, outputs `o` in `outputs`, computed in 4×4
     /// register tiles so each loaded vector is used four times.
     static func gemmNT(
-        x: UnsafePointer<Float>, rows: Int, w: UnsafePointer<Float>, outputs: Range<Int>, k: Int,
+        x: UnsafePointer<Float>, rows: Int, w: UnsafePointer<Float>, outputs: Range<Int>, k: Int, wStride: Int? = nil,
         out: UnsafeMutablePointer<Float>, outStride: Int
     ) {
+        let ws = wStride ?? k
         let kv = k & ~3
         var o = outputs.lowerBound
         while o < outputs.upperBound {
@@ -44,11 +45,11 @@ enum Kernels {
             while i < rows {
                 let ic = min(4, rows - i)
                 if oc == 4 && ic == 4 {
-                    tile4x4(x: x + i * k, w: w + o * k, k: k, kv: kv, out: out + i * outStride + o, outStride: outStride)
+                    tile4x4(x: x + i * k, w: w + o * ws, k: k, wStride: ws, kv: kv, out: out + i * outStride + o, outStride: outStride)
                 } else {
                     for ii in 0..<ic {
                         for oo in 0..<oc {
-                            out[(i + ii) * outStride + o + oo] = dot(x + (i + ii) * k, w + (o + oo) * k, k)
+                            out[(i + ii) * outStride + o + oo] = dot(x + (i + ii) * k, w + (o + oo) * ws, k)
                         }
                     }
                 }
@@ -60,12 +61,12 @@ enum Kernels {
 
     @inline(__always)
     private static func tile4x4(
-        x: UnsafePointer<Float>, w: UnsafePointer<Float>, k: Int, kv: Int,
+        x: UnsafePointer<Float>, w: UnsafePointer<Float>, k: Int, wStride: Int, kv: Int,
         out: UnsafeMutablePointer<Float>, outStride: Int
     ) {
         typealias V = SIMD4<Float>
         let x0 = UnsafeRawPointer(x), x1 = UnsafeRawPointer(x + k), x2 = UnsafeRawPointer(x + 2 * k), x3 = UnsafeRawPointer(x + 3 * k)
-        let w0 = UnsafeRawPointer(w), w1 = UnsafeRawPointer(w + k), w2 = UnsafeRawPointer(w + 2 * k), w3 = UnsafeRawPointer(w + 3 * k)
+        let w0 = UnsafeRawPointer(w), w1 = UnsafeRawPointer(w + wStride), w2 = UnsafeRawPointer(w + 2 * wStride), w3 = UnsafeRawPointer(w + 3 * wStride)
         var a00 = V(), a01 = V(), a02 = V(), a03 = V()
         var a10 = V(), a11 = V(), a12 = V(), a13 = V()
         var a20 = V(), a21 = V(), a22 = V(), a23 = V()
@@ -91,20 +92,20 @@ enum Kernels {
             return t
         }
         out[0 * outStride + 0] = a00.sum() + tail(x, w)
-        out[0 * outStride + 1] = a01.sum() + tail(x, w + 1 * k)
-        out[0 * outStride + 2] = a02.sum() + tail(x, w + 2 * k)
-        out[0 * outStride + 3] = a03.sum() + tail(x, w + 3 * k)
+        out[0 * outStride + 1] = a01.sum() + tail(x, w + 1 * wStride)
+        out[0 * outStride + 2] = a02.sum() + tail(x, w + 2 * wStride)
+        out[0 * outStride + 3] = a03.sum() + tail(x, w + 3 * wStride)
         out[1 * outStride + 0] = a10.sum() + tail(x + 1 * k, w)
-        out[1 * outStride + 1] = a11.sum() + tail(x + 1 * k, w + 1 * k)
-        out[1 * outStride + 2] = a12.sum() + tail(x + 1 * k, w + 2 * k)
-        out[1 * outStride + 3] = a13.sum() + tail(x + 1 * k, w + 3 * k)
+        out[1 * outStride + 1] = a11.sum() + tail(x + 1 * k, w + 1 * wStride)
+        out[1 * outStride + 2] = a12.sum() + tail(x + 1 * k, w + 2 * wStride)
+        out[1 * outStride + 3] = a13.sum() + tail(x + 1 * k, w + 3 * wStride)
         out[2 * outStride + 0] = a20.sum() + tail(x + 2 * k, w)
-        out[2 * outStride + 1] = a21.sum() + tail(x + 2 * k, w + 1 * k)
-        out[2 * outStride + 2] = a22.sum() + tail(x + 2 * k, w + 2 * k)
-        out[2 * outStride + 3] = a23.sum() + tail(x + 2 * k, w + 3 * k)
+        out[2 * outStride + 1] = a21.sum() + tail(x + 2 * k, w + 1 * wStride)
+        out[2 * outStride + 2] = a22.sum() + tail(x + 2 * k, w + 2 * wStride)
+        out[2 * outStride + 3] = a23.sum() + tail(x + 2 * k, w + 3 * wStride)
         out[3 * outStride + 0] = a30.sum() + tail(x + 3 * k, w)
-        out[3 * outStride + 1] = a31.sum() + tail(x + 3 * k, w + 1 * k)
-        out[3 * outStride + 2] = a32.sum() + tail(x + 3 * k, w + 2 * k)
-        out[3 * outStride + 3] = a33.sum() + tail(x + 3 * k, w + 3 * k)
+        out[3 * outStride + 1] = a31.sum() + tail(x + 3 * k, w + 1 * wStride)
+        out[3 * outStride + 2] = a32.sum() + tail(x + 3 * k, w + 2 * wStride)
+        out[3 * outStride + 3] = a33.sum() + tail(x + 3 * k, w + 3 * wStride)
     }
 }

@@ -48,7 +48,8 @@ extension CUDABackend {
     func gemm(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
         let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
         precondition(x.dtype == .bf16 && weight.dtype == .bf16, "linear: bf16 operands expected, got \(x.dtype) · \(weight.dtype)")
-        precondition(weight.shape.rowCount == k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
+        let ldWeight = weight.shape.rowCount
+        precondition(ldWeight >= k && (ldWeight == k || ldWeight % 8 == 0), "linear: x \(x.shape) · weightᵀ \(weight.shape)")
         precondition(out.shape[0] == n && out.shape.rowCount == m, "linear: out \(out.shape) for \(n)×\(m)")
         precondition(out.dtype == .bf16 || out.dtype == .f32, "linear: out must be bf16 or f32")
         if n <= maxGEMVRows {
@@ -61,7 +62,7 @@ extension CUDABackend {
         defer { if let probe { profiler!.end(probe, stream: stream) } }
         let tunes = graphState == .eager && profiler == nil && tunesGEMMs
         do {
-            try blas.matmul(x: x.devicePointer, weight: weight.devicePointer, out: out.devicePointer, n: n, m: m, k: k,
+            try blas.matmul(x: x.devicePointer, weight: weight.devicePointer, out: out.devicePointer, n: n, m: m, k: k, ldWeight: ldWeight,
                             outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
                             workspace: blasWorkspace.pointer, stream: stream,
                             time: tunes ? { run in self.evictL2(); return self.timeMilliseconds(run) } : nil)
@@ -75,7 +76,7 @@ extension CUDABackend {
         let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
         launch("loom_gemv_n\(n)", grid: ((m + 3) / 4, 1, 1), block: 128, label: "gemv \(n)x\(m)x\(k)",
                [.pointer(x.devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
-                .int(m), .int(k)])
+                .int(m), .int(k), .int(weight.shape.rowCount)])
     }
 
     /// Overwrites a 256 MiB scratch buffer (five times the H200's L2) on the stream, so that what

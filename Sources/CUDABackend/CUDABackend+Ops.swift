@@ -239,6 +239,42 @@ extension CUDABackend {
     }
 }
 
+extension CUDABackend {
+    public func loraShrinkFused(_ x: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
+                                scratch: DeviceTensor) {
+        let op = "loraShrinkFused", n = x.shape[0], k = x.shape.rowCount, slots = a.shape[0], slotWidth = a.shape[1], outStride = out.shape.rowCount
+        bf16(x, op); bf16(a, op); bf16(out, op); i32(plan.permutation, op)
+        precondition(a.shape[2] == k && slotWidth % stack == 0 && out.shape[0] >= n && outStride >= k + slots * slotWidth
+                     && scalings.dtype == .f32 && scalings.count >= slots * stack && scratch.dtype == .f32 && scratch.count >= n * slotWidth,
+                     "\(op): x \(x.shape), A \(a.shape), out \(out.shape), scratch \(scratch.shape)")
+        precondition(k % 8 == 0 && outStride % 8 == 0 && (x.devicePointer | out.devicePointer | a.devicePointer) % 16 == 0,
+                     "\(op): needs rows of a multiple of 8 elements, 16-byte aligned (x \(x.shape), out \(out.shape))")
+        let capacity = plan.segmentCapacity
+        if n == 0 || capacity == 0 { return }
+        let rowTiles = (plan.maxSegmentLength + 15) / 16, columnTiles = (slotWidth + 15) / 16
+        // As loraShrink's decode tiles: split K until about two blocks per multiprocessor have work.
+        let working = ((n + 15) / 16 + min(capacity, 8)) * columnTiles
+        let kSplit = max(1, min((2 * multiprocessorCount + working - 1) / working, k / 512))
+        precondition(capacity * rowTiles * columnTiles <= Self.loraTicketCount, "\(op): \(capacity * rowTiles * columnTiles) tiles exceed the tickets")
+        launch("loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 256,
+               [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(scratch.devicePointer), .pointer(plan.permutation.devicePointer),
+                .pointer(plan.segmentStarts.devicePointer), .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer),
+                .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
+                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)])
+    }
+
+    public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {
+        let n = x.shape[0], e = x.dtype.byteCount, width = x.shape.rowCount, stride = out.shape.rowCount
+        precondition(x.dtype == out.dtype && out.shape[0] >= n && column >= 0 && column + width <= stride,
+                     "copyColumns: \(x.shape) into \(out.shape) at column \(column)")
+        guard n > 0, beginLaunch() else { return }
+        activate()
+        must(driver.memcpy2DAsync(from: .device(x.devicePointer), sourcePitch: width * e, toDevice: out.devicePointer + UInt64(column * e),
+                                  destinationPitch: stride * e, widthBytes: width * e, height: n, stream: stream),
+             "cuMemcpy2DAsync(device → device, \(width * e) B × \(n))")
+    }
+}
+
 extension LoRAKernelPlan {
     /// Whether the tensor-core kernels take 64-row tiles: when segments may be long and average
     /// more than 16 rows (prefill; sgmv with few adapters per row). Decode batches spread over

@@ -12,11 +12,12 @@ extension CUDABackend {
         return HostBuffer(pointer: pointer!, byteCount: byteCount) { _ = driver.cuMemFreeHost($0) }
     }
 
-    public func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, rows: Int, rowBytes: Int) {
+    public func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, column: Int, rows: Int, rowBytes: Int) {
         precondition(graphState == .eager, "uploads go before a graph step, not inside it")
-        let destinationPitch = destination.shape.rowCount * destination.dtype.byteCount
-        precondition(rowBytes <= destinationPitch && rows <= destination.shape[0] && offset + (rows - 1) * pitch + rowBytes <= source.byteCount,
-                     "uploadAsync: \(rows) rows of \(rowBytes) B into \(destination.shape)")
+        let e = destination.dtype.byteCount, destinationPitch = destination.shape.rowCount * e
+        precondition(column >= 0 && column * e + rowBytes <= destinationPitch && rows <= destination.shape[0]
+                     && offset + (rows - 1) * pitch + rowBytes <= source.byteCount,
+                     "uploadAsync: \(rows) rows of \(rowBytes) B into \(destination.shape) from column \(column)")
         if rows == 0 || rowBytes == 0 { return }
         activate()
         if !uploadsQueued {
@@ -26,7 +27,7 @@ extension CUDABackend {
         }
         // Kept alive until the copies finish; a slot load sends many pieces of one buffer.
         if uploadSources.last !== source { uploadSources.append(source) }
-        let status = driver.memcpy2DAsync(from: .host(source.pointer + offset), sourcePitch: pitch, toDevice: destination.devicePointer,
+        let status = driver.memcpy2DAsync(from: .host(source.pointer + offset), sourcePitch: pitch, toDevice: destination.devicePointer + UInt64(column * e),
                                           destinationPitch: destinationPitch, widthBytes: rowBytes, height: rows, stream: copyStream)
         must(status, "cuMemcpy2DAsync(host → device, \(rowBytes) B × \(rows))")
     }

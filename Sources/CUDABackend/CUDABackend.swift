@@ -26,6 +26,9 @@ public final class CUDABackend: ComputeBackend {
     var uploadSources: [HostBuffer] = []
     let kernels: KernelLibrary
     let blasWorkspace: CUDAStorage
+    /// `loraShrinkFused`'s tickets (one i32 per tile of a K-split launch), zero between launches.
+    let loraTickets: CUDAStorage
+    static let loraTicketCount = 1 << 17
     /// The device's primary context, made current on the calling thread by every entry point, so
     /// one thread may drive several backends (ranks of a tensor-parallel group) and each rank's
     /// thread drives its own.
@@ -127,6 +130,8 @@ public final class CUDABackend: ComputeBackend {
         blas = try CuBLASLt()
         kernels = try KernelLibrary(driver: driver, nvrtc: nvrtc, major: computeCapability.major, minor: computeCapability.minor)
         blasWorkspace = try CUDAStorage(driver: driver, byteCount: blas.workspaceBytes)
+        loraTickets = try CUDAStorage(driver: driver, byteCount: 4 * Self.loraTicketCount)
+        try driver.check(driver.cuMemsetD8Async(loraTickets.pointer, 0, loraTickets.byteCount, stream), "cuMemsetD8Async(LoRA tickets)")
     }
 
     /// Versions and kernel-cache results, for reports.

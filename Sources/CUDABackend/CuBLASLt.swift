@@ -21,7 +21,7 @@ final class CuBLASLt: @unchecked Sendable {
         var desc: Handle, a: Handle, b: Handle, d: Handle
         var algo: [UInt64]
     }
-    private struct PlanKey: Hashable { var m, n, k: Int; var outType: Int32; var alignment: UInt64 }
+    private struct PlanKey: Hashable { var m, n, k, ldWeight: Int; var outType: Int32; var alignment: UInt64 }
     private var plans: [PlanKey: Plan] = [:]
     let workspaceBytes = 32 << 20
 
@@ -55,17 +55,17 @@ final class CuBLASLt: @unchecked Sendable {
     }
 
     /// `out[n, m] = x[n, k] · W[m, k]ᵀ` (row-major, bf16 operands, fp32 accumulation; `out` bf16 or
-    /// f32). In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
+    /// f32); W's rows are `ldWeight ≥ k` elements apart. In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
     /// `time`, when given (never during a graph capture), measures a closure's device milliseconds:
     /// a new shape then tries the heuristic's top candidates on these operands and keeps the fastest,
     /// each timed alone (best of three; the CUDA backend's `time` first evicts the operands from L2,
     /// as a decode step meets every layer's weights: timed on L2-resident repeats, the choice does not carry over).
-    func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, outType: Int32,
+    func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, ldWeight: Int, outType: Int32,
                 workspace: UInt64, stream: OpaquePointer?, time: ((() -> Void) -> Double)? = nil) throws {
         // The heuristic assumes 256-byte aligned operands unless told otherwise; views may be less aligned.
         var alignment: UInt64 = 256
         while alignment > 2 && (x | weight | out) % alignment != 0 { alignment /= 2 }
-        let key = PlanKey(m: m, n: n, k: k, outType: outType, alignment: alignment)
+        let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, outType: outType, alignment: alignment)
         let plan: Plan
         if let p = plans[key] {
             plan = p
@@ -104,7 +104,7 @@ final class CuBLASLt: @unchecked Sendable {
         var transA: Int32 = 1, transB: Int32 = 0
         try check(cublasLtMatmulDescSetAttribute(desc, Self.descTransA, &transA, 4), "cublasLtMatmulDescSetAttribute(TRANSA)")
         try check(cublasLtMatmulDescSetAttribute(desc, Self.descTransB, &transB, 4), "cublasLtMatmulDescSetAttribute(TRANSB)")
-        try check(cublasLtMatrixLayoutCreate(&a, Self.r16BF, UInt64(key.k), UInt64(key.m), Int64(key.k)), "cublasLtMatrixLayoutCreate(A)")
+        try check(cublasLtMatrixLayoutCreate(&a, Self.r16BF, UInt64(key.k), UInt64(key.m), Int64(key.ldWeight)), "cublasLtMatrixLayoutCreate(A)")
         try check(cublasLtMatrixLayoutCreate(&b, Self.r16BF, UInt64(key.k), UInt64(key.n), Int64(key.k)), "cublasLtMatrixLayoutCreate(B)")
         try check(cublasLtMatrixLayoutCreate(&d, key.outType, UInt64(key.m), UInt64(key.n), Int64(key.m)), "cublasLtMatrixLayoutCreate(D)")
         try check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate")

@@ -96,7 +96,7 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
                                    progress: progress)
         let tokenizer = try Tokenizer(directory: URL(fileURLWithPath: modelPath))
         let lora = try loraOptions.map {
-            try LoRAManager(options: $0, base: config, backends: backends, communicators: communicators, maxTokens: stepTokens, initial: loraPaths)
+            try LoRAManager(options: $0, model: model, maxTokens: stepTokens, initial: loraPaths)
         }
         try self.init(model: model, tokenizer: tokenizer, lora: lora, options: options,
                       modelName: modelName ?? modelPath, modelPath: modelPath)

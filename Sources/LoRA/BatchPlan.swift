@@ -36,7 +36,7 @@ public struct BatchPlan: Equatable, Sendable {
     public static func segmentCapacity(rows: Int, slots: Int, kind: LoRABackendKind, chunkSize: Int) -> Int {
         switch kind {
         case .sgmv: min(rows, slots)
-        case .csgmv: min(rows, (rows + chunkSize - 1) / chunkSize + slots)
+        case .csgmv, .fused: min(rows, (rows + chunkSize - 1) / chunkSize + slots)
         }
     }
 

@@ -29,7 +29,12 @@ public final class LoRAManager {
     var staged: [UInt64: [StagedImage]] = [:]
 
     struct GroupBuffers {
-        var a: DeviceTensor, b: DeviceTensor, scalings: DeviceTensor, outOffsets: [Int]
+        var a: DeviceTensor, scalings: DeviceTensor, outOffsets: [Int]
+        /// The slots' B `[slots, out, R]` (shrink then expand), or nil for a fused group.
+        var b: DeviceTensor?
+        /// A fused group's widened base weight `[out, in + extension]` (the model's own): B of slot
+        /// `s`, module `m` at columns `in + (s·stack + m)·R ..< + rank`.
+        var fusedWeight: DeviceTensor?
     }
 
     /// One tensor-parallel rank's slot buffers, S-LoRA style: for column-parallel groups (q/k/v,
@@ -42,6 +47,10 @@ public final class LoRAManager {
         var layers: [[ProjectionGroup: GroupBuffers]]
         var permutation, segmentStarts, segmentSlots, slotRanks: DeviceTensor
         var shrunk: DeviceTensor
+        /// Fused groups: each group's GEMM input `[maxTokens, in + extension]` (shared by the layers,
+        /// zeroed once per step), and the shrink's zero f32 scratch.
+        var fusedInputs: [ProjectionGroup: DeviceTensor]
+        var fusedScratch: DeviceTensor?
         /// Steps of at most `stepShrunkRows` rows: one shrink output per layer and group, all
         /// zeroed by one memset before the step (`LoRAKernelPlan.outputsZeroed`).
         var stepShrunk: DeviceTensor
@@ -53,9 +62,22 @@ public final class LoRAManager {
         try self.init(options: options, base: base, backends: [backend], communicators: [nil], maxTokens: maxTokens, initial: initial)
     }
 
+    /// The pool of a loaded model, on its ranks; `--lora-backend fused` widens the model's weights.
+    public convenience init(options: LoRAOptions, model: LlamaModel, maxTokens: Int, initial: [LoRAPathSpec]) throws {
+        try self.init(options: options, base: model.config, backends: model.ranks.map(\.backend), communicators: model.ranks.map(\.communicator),
+                      maxTokens: maxTokens, initial: initial, weights: model)
+    }
+
     /// A pool sharded over tensor-parallel ranks, one backend and communicator per rank.
-    public init(options: LoRAOptions, base: ModelConfig, backends: [ComputeBackend], communicators: [Communicator?], maxTokens: Int, initial: [LoRAPathSpec]) throws {
+    /// `weights`, the model's projections, is needed by `--lora-backend fused`, which widens them.
+    public init(options: LoRAOptions, base: ModelConfig, backends: [ComputeBackend], communicators: [Communicator?], maxTokens: Int, initial: [LoRAPathSpec],
+                weights: ProjectionWeights? = nil) throws {
         try options.validate()
+        if options.backend == .fused {
+            guard let weights, weights.tensorParallelSize == backends.count, weights.numLayers == base.numLayers else {
+                throw LoomError.invalidArgument("--lora-backend fused needs the model's weights on every rank")
+            }
+        }
         self.options = options
         self.base = base
         self.maxTokens = maxTokens
@@ -75,6 +97,11 @@ public final class LoRAManager {
         stackOffsets = offsets
         stackedModules = stacked
         let slots = options.maxLorasPerBatch, r = max(maxRank, 1)
+        let fusedGroups = Set(groups.filter { g in
+            options.backend == .fused && !(Self.isRowParallel(Self.modules(of: g)[0]) && backends.count > 1)
+                && Self.inputColumns(Self.modules(of: g)[0], base, TensorShard(rank: 0, size: backends.count)).count % 8 == 0
+        })
+        self.fusedGroups = fusedGroups
         ranks = try backends.indices.map { index in
             let backend = backends[index]
             let shard = TensorShard(rank: index, size: backends.count)
@@ -84,15 +111,31 @@ public final class LoRAManager {
                 for g in groups {
                     let mods = Self.modules(of: g)
                     let inFeatures = Self.inputColumns(mods[0], base, shard).count
-                    var offsets = [0]
-                    for m in mods { offsets.append(offsets.last! + Self.outputRows(m, base, shard).count) }
+                    let offsets = Self.offsets(of: g, base, shard)
                     layer[g] = GroupBuffers(
                         a: try backend.allocate(Shape(slots, mods.count * r, inFeatures), dtype: backend.weightDType),
-                        b: try backend.allocate(Shape(slots, offsets.last!, r), dtype: backend.weightDType),
                         scalings: try backend.allocate(Shape(slots, mods.count), dtype: .f32),
-                        outOffsets: offsets)
+                        outOffsets: offsets,
+                        b: fusedGroups.contains(g) ? nil : try backend.allocate(Shape(slots, offsets.last!, r), dtype: backend.weightDType))
                 }
                 layers.append(layer)
+            }
+            var fusedInputs: [ProjectionGroup: DeviceTensor] = [:]
+            for g in fusedGroups {
+                let mods = Self.modules(of: g), inFeatures = Self.inputColumns(mods[0], base, shard).count
+                fusedInputs[g] = try backend.allocate(Shape(maxTokens, inFeatures + Self.fusedExtension(slots: slots, stack: mods.count, rank: r)),
+                                                      dtype: backend.activationDType)
+                // The model's weights, widened one layer at a time (the old ones freed once copied).
+                for l in 0..<base.numLayers {
+                    let old = weights!.projection(rank: index, layer: l, group: g)
+                    precondition(old.shape == Shape(Self.offsets(of: g, base, shard).last!, inFeatures), "fused: \(g) weight \(old.shape)")
+                    let wide = try backend.allocate(Shape(old.shape[0], inFeatures + Self.fusedExtension(slots: slots, stack: mods.count, rank: r)),
+                                                    dtype: old.dtype)
+                    backend.copyColumns(old, into: wide, column: 0)
+                    weights!.replaceProjection(rank: index, layer: l, group: g, with: wide)
+                    layers[l][g]!.fusedWeight = wide
+                    backend.synchronize()
+                }
             }
             return RankBuffers(
                 backend: backend, shard: shard, communicator: communicators[index], layers: layers,
@@ -102,11 +145,29 @@ public final class LoRAManager {
                 slotRanks: try backend.allocate(Shape(slots), dtype: .i32),
                 // f32: the shrink kernels add K slices into it; expand rounds to bf16 as it reads.
                 shrunk: try backend.allocate(Shape(maxTokens * 3 * r), dtype: .f32),
+                fusedInputs: fusedInputs,
+                fusedScratch: fusedGroups.isEmpty ? nil : try backend.allocate(Shape(maxTokens * 3 * r), dtype: .f32),
                 stepShrunk: try backend.allocate(Shape(base.numLayers * stacked * min(maxTokens, Self.stepShrunkRows) * r), dtype: .f32))
         }
         for (spec, adapter) in loaded {
             try register(spec, adapter)
         }
+    }
+
+    /// The groups whose expand runs inside the base GEMM (`--lora-backend fused`).
+    let fusedGroups: Set<ProjectionGroup>
+
+    /// The columns a fused group's weight and input gain: every slot's `stack · rank` columns,
+    /// rounded up to a multiple of 8 (16-byte rows).
+    static func fusedExtension(slots: Int, stack: Int, rank: Int) -> Int {
+        (slots * stack * rank + 7) / 8 * 8
+    }
+
+    /// The first output row of each module of a group on `shard`, then the group's output width.
+    static func offsets(of group: ProjectionGroup, _ c: ModelConfig, _ shard: TensorShard) -> [Int] {
+        var offsets = [0]
+        for m in modules(of: group) { offsets.append(offsets.last! + outputRows(m, c, shard).count) }
+        return offsets
     }
 
     /// The largest step (decode batches) whose shrink outputs get a buffer per layer and group.
@@ -234,6 +295,7 @@ public final class LoRAManager {
         let zeroed = n <= Self.stepShrunkRows
         let plans = ranks.map { rb -> LoRAKernelPlan in
             if zeroed { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * stackedModules * n * max(maxRank, 1))) }
+            for input in rb.fusedInputs.values { rb.backend.zero(input.rows(n)) }
             rb.backend.copy(plan.permutation, to: rb.permutation)
             rb.backend.copy(padded.starts, to: rb.segmentStarts)
             rb.backend.copy(padded.slots, to: rb.segmentSlots)
@@ -254,7 +316,7 @@ public final class LoRAManager {
 
     fileprivate func apply(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor, plan: LoRAKernelPlan, rows: Int) {
         let rb = ranks[rank]
-        guard let buf = rb.layers[layer][group] else { return }
+        guard let buf = rb.layers[layer][group], let b = buf.b else { return }
         let mods = Self.modules(of: group)
         let r = max(maxRank, 1)
         let y: DeviceTensor
@@ -268,7 +330,15 @@ public final class LoRAManager {
         if Self.isRowParallel(mods[0]), let communicator = rb.communicator {
             communicator.allReduceSum(y)
         }
-        rb.backend.loraExpand(y, b: buf.b, out: output, plan: plan, scalings: buf.scalings, outOffsets: buf.outOffsets)
+        rb.backend.loraExpand(y, b: b, out: output, plan: plan, scalings: buf.scalings, outOffsets: buf.outOffsets)
+    }
+
+    fileprivate func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, plan: LoRAKernelPlan, rows: Int) -> DeviceTensor {
+        let rb = ranks[rank]
+        guard let buf = rb.layers[layer][group], let wide = rb.fusedInputs[group], let scratch = rb.fusedScratch else { return input }
+        let out = wide.rows(rows)
+        rb.backend.loraShrinkFused(input, a: buf.a, scalings: buf.scalings, out: out, plan: plan, stack: Self.modules(of: group).count, scratch: scratch)
+        return out
     }
 }
 
@@ -286,5 +356,9 @@ final class StepApplier: LoRAApplier {
 
     func apply(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor) {
         manager.apply(rank: rank, layer: layer, group: group, input: input, output: output, plan: plans[rank], rows: rows)
+    }
+
+    func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {
+        manager.gemmInput(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows)
     }
 }

@@ -8,13 +8,20 @@ public enum LoRABackendKind: String, Sendable, CaseIterable {
     case sgmv
     /// Segments of at most `--max-lora-chunk-size` tokens (SGLang's default).
     case csgmv
+    /// Loom's own: expand folded into the base GEMM. Each targeted weight is widened by the slots'
+    /// B (`[out, in + slots·stack·rank]`) and the shrink writes the scaled `x·Aᵀ` of each row beside
+    /// `x`, so one GEMM adds base and delta; shrink segments are chunked as in `csgmv`. Groups
+    /// whose input width is not a multiple of 8, and row-parallel groups under tensor parallelism,
+    /// keep csgmv's shrink and expand.
+    case fused
 
     /// Accepts SGLang's names, `triton` being an alias of `sgmv`.
     public init(flag: String) throws {
         switch flag {
         case "sgmv", "triton": self = .sgmv
         case "csgmv": self = .csgmv
-        default: throw LoomError.invalidArgument("--lora-backend \(flag) is not supported (csgmv, sgmv, triton)")
+        case "fused": self = .fused
+        default: throw LoomError.invalidArgument("--lora-backend \(flag) is not supported (csgmv, sgmv, triton, fused)")
         }
     }
 }

@@ -95,7 +95,9 @@ public protocol ComputeBackend: AnyObject {
     func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
     /// `residual[i] += x[i]; out[i] = rmsNorm(residual[i])`.
     func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
-    /// `out[i] = weight · x[i] + bias` with `weight` `[outFeatures, inFeatures]`.
+    /// `out[i] = weight · x[i] + bias` with `weight` `[outFeatures, inFeatures]`, or wider: a weight
+    /// `[outFeatures, k]` with `k > inFeatures` (a LoRA-extended weight, `loraShrinkFused`) is read in
+    /// its first `inFeatures` columns.
     func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor)
     /// Rotates q `[n, heads·d]` and k `[n, kvHeads·d]` of the stacked projection output `qkv`
     /// `[n, (heads + 2·kvHeads)·d]` in place by `positions[i]·invFreq` (rotate-half layout, as
@@ -125,15 +127,28 @@ public protocol ComputeBackend: AnyObject {
     /// `B` `[slots, totalOut, R]`, `scalings` `[slots, stack]` f32.
     func loraExpand(_ shrunk: DeviceTensor, b: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, scalings: DeviceTensor, outOffsets: [Int])
 
+    /// Fused LoRA shrink: builds the input of a GEMM whose weight carries the slots' B in extra
+    /// columns, so that the GEMM adds every row's LoRA delta. `x` `[n, K]`, `A` `[slots, stack·R, K]`,
+    /// `scalings` `[slots, stack]` f32, `out` `[n, ≥ K + slots·stack·R]`: `out[i][0 ..< K] = x[i]` for
+    /// every row, and for each segment with slot `s` of rank `r > 0`, stacked module `m`, `j < r` and
+    /// plan position `p` of the segment:
+    /// `out[permutation[p]][K + (s·stack + m)·R + j] = scalings[s·stack + m] · A[s][m·R + j] · x[permutation[p]]`,
+    /// rounded to `out`'s dtype. Other columns past K are left as they are (zeroed once per step).
+    /// `scratch` (f32, `[n, stack·R]`) is zero before the call and left zero after it.
+    func loraShrinkFused(_ x: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
+                         scratch: DeviceTensor)
+    /// `out[i][column ..< column + x.features] = x[i]`: `x`'s rows into some columns of `out`'s rows.
+    func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int)
+
     /// Host memory that `uploadAsync` copies from: page-locked on a device, so the copy engine reads
     /// it while kernels run; plain memory on the CPU.
     func allocateHost(byteCount: Int) throws -> HostBuffer
     /// Copies `rows` rows of `rowBytes` bytes, the first at byte `offset` of `source` and each `pitch`
-    /// bytes after the last, into the rows of `destination` (raw bytes of its dtype; rows
-    /// `destination.shape.rowCount` elements apart). On a device the copy runs on a copy stream,
+    /// bytes after the last, into the rows of `destination` from element `column` on (raw bytes of
+    /// its dtype; rows `destination.shape.rowCount` elements apart). On a device the copy runs on a copy stream,
     /// after the kernels queued so far (which may still read the old contents), and the kernels
     /// queued after the next `fenceUploads()` wait for it; nothing waits on the host.
-    func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, rows: Int, rowBytes: Int)
+    func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, column: Int, rows: Int, rowBytes: Int)
     /// Makes the kernels queued from now on wait for the uploads queued so far.
     func fenceUploads()
 
@@ -145,6 +160,13 @@ public protocol ComputeBackend: AnyObject {
 
     /// Waits for all queued work.
     func synchronize()
+}
+
+extension ComputeBackend {
+    /// `uploadAsync` into whole rows, from their first element.
+    public func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, rows: Int, rowBytes: Int) {
+        uploadAsync(from: source, offset: offset, pitch: pitch, to: destination, column: 0, rows: rows, rowBytes: rowBytes)
+    }
 }
 
 /// Host memory owned by a backend (`ComputeBackend.allocateHost`), freed with the last reference.

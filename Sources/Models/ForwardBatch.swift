@@ -67,4 +67,19 @@ public protocol LoRAApplier: AnyObject {
     /// tensor-parallel rank `rank` (0 without tensor parallelism). For `o` and `down` it is called
     /// after the output's all-reduce.
     func apply(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor)
+    /// What the group's GEMM multiplies by its weight: `input`, or (`--lora-backend fused`, whose
+    /// weights carry the slots' B in extra columns) `input` with the scaled shrink results beside
+    /// it, so that the GEMM itself adds the deltas and `apply` has nothing left to do.
+    func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor
+}
+
+/// The projection weights of a model, which a LoRA backend that folds B into the base GEMM widens.
+public protocol ProjectionWeights: AnyObject {
+    var tensorParallelSize: Int { get }
+    var numLayers: Int { get }
+    /// Rank `rank`'s weight of `group` in `layer`: `[out, in]` (or wider, once replaced).
+    func projection(rank: Int, layer: Int, group: ProjectionGroup) -> DeviceTensor
+    /// Replaces that weight by `weight` `[out, k ≥ in]`, whose first `in` columns must equal the old
+    /// weight (the model's `linear` reads only those when no adapter runs).
+    func replaceProjection(rank: Int, layer: Int, group: ProjectionGroup, with weight: DeviceTensor)
 }

@@ -17,7 +17,7 @@ public final class ModelRank {
     public let local: ModelConfig
     public let shard: TensorShard
     public let backend: ComputeBackend
-    public let weights: LlamaWeights
+    public internal(set) var weights: LlamaWeights
     public let communicator: Communicator?
     private let inverseFrequencies: DeviceTensor
     private let ws: Workspace
@@ -118,20 +118,20 @@ public final class ModelRank {
             } else {
                 b.addRMSNorm(residual: residual, projected, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
             }
-            b.linear(normed, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
+            b.linear(lora?.gemmInput(rank: rank, layer: i, group: .qkv, input: normed) ?? normed, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
             lora?.apply(rank: rank, layer: i, group: .qkv, input: normed, output: qkv)
             b.ropeAndWriteKV(qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
                              vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
                              headDim: c.headDim)
             b.attention(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            rowParallelLinear(attention, weight: layer.o, out: projected)
+            rowParallelLinear(lora?.gemmInput(rank: rank, layer: i, group: .o, input: attention) ?? attention, weight: layer.o, out: projected)
             lora?.apply(rank: rank, layer: i, group: .o, input: attention, output: projected)
             b.addRMSNorm(residual: residual, projected, weight: layer.postAttentionNorm, eps: c.rmsNormEps, out: normed)
-            b.linear(normed, weight: layer.gateUp, bias: nil, out: gateUp)
+            b.linear(lora?.gemmInput(rank: rank, layer: i, group: .gateUp, input: normed) ?? normed, weight: layer.gateUp, bias: nil, out: gateUp)
             lora?.apply(rank: rank, layer: i, group: .gateUp, input: normed, output: gateUp)
             b.siluMul(gateUp, out: activated)
-            rowParallelLinear(activated, weight: layer.down, out: projected)
+            rowParallelLinear(lora?.gemmInput(rank: rank, layer: i, group: .down, input: activated) ?? activated, weight: layer.down, out: projected)
             lora?.apply(rank: rank, layer: i, group: .down, input: activated, output: projected)
         }
         let m = batch.logitsRows.count

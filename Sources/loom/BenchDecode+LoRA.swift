@@ -23,8 +23,8 @@ struct DecodeLoRA {
         let files = try SyntheticAdapters.write(base: model.config, baseName: modelName, count: adapters, rank: rank)
         do {
             let manager = try LoRAManager(
-                options: try SyntheticAdapters.poolOptions(slots: adapters, rank: rank, backend: backend, chunkSize: chunkSize), base: model.config,
-                backends: gpus, communicators: communicators, maxTokens: model.maxTokens, initial: files.specs)
+                options: try SyntheticAdapters.poolOptions(slots: adapters, rank: rank, backend: backend, chunkSize: chunkSize), model: model,
+                maxTokens: model.maxTokens, initial: files.specs)
             let refs = try manager.registry.resolve(files.specs.map(\.name)).map { $0! }
             let lora = DecodeLoRA(manager: manager, refs: refs, rank: rank, backend: backend,
                                   bytesPerAdapter: SyntheticAdapters.bytesPerAdapter(model.ranks[0].local, rank: rank), files: files)

@@ -39,7 +39,7 @@ enum LoRAModelCheck {
         var options = LoRAOptions()
         options.maxLorasPerBatch = names.count + 1
         options.backend = kind
-        let manager = try LoRAManager(options: options, base: model.config, backend: model.backend, maxTokens: model.maxTokens,
+        let manager = try LoRAManager(options: options, model: model, maxTokens: model.maxTokens,
                                       initial: names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") })
         let refs = try manager.registry.resolve(cases.map(\.adapter))
         var stepLogits = [[[Float]]](repeating: [], count: cases.count)

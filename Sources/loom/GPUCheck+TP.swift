@@ -25,7 +25,7 @@ enum TensorParallelCheck {
         let names = try LoRAModelCheck.adapterNames(adapterDir)
         var options = LoRAOptions()
         options.maxLorasPerBatch = 8
-        let manager = try LoRAManager(options: options, base: model.config, backends: backends, communicators: communicators, maxTokens: model.maxTokens,
+        let manager = try LoRAManager(options: options, model: model, maxTokens: model.maxTokens,
                                       initial: names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") })
         let adapters = (batch["adapters"] as! [Any]).map { $0 as? String }
         let refs = try manager.registry.resolve(adapters)

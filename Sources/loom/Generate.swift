@@ -64,8 +64,7 @@ struct Generate: ParsableCommand {
         var manager: LoRAManager?
         var refs: [AdapterRef?] = Array(repeating: nil, count: prompt.count)
         if loraFlags.isEnabled {
-            let m = try LoRAManager(options: try loraFlags.options(), base: model.config, backends: backends,
-                                    communicators: communicators, maxTokens: model.maxTokens, initial: try loraFlags.specs())
+            let m = try LoRAManager(options: try loraFlags.options(), model: model, maxTokens: model.maxTokens, initial: try loraFlags.specs())
             let names: [String?] = prompt.indices.map { i in i < lora.count && lora[i] != "none" ? lora[i] : nil }
             refs = try m.registry.resolve(names)
             manager = m

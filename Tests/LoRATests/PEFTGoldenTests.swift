@@ -11,7 +11,7 @@ import Testing
 /// device slots and host slots than adapters so that slots are evicted and adapters re-read.
 @Suite struct PEFTGoldenTests {
     static let models = ["stories260k", "llama-tiny", "mistral-tiny", "qwen2-tiny"]
-    static let kinds: [LoRABackendKind] = [.sgmv, .csgmv]
+    static let kinds: [LoRABackendKind] = [.sgmv, .csgmv, .fused]
 
     struct Setup {
         var model: LlamaModel
@@ -33,7 +33,7 @@ import Testing
         options.backend = kind
         options.maxChunkSize = 4
         let specs = names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") }
-        let manager = try LoRAManager(options: options, base: model.config, backend: backend, maxTokens: 1024, initial: specs)
+        let manager = try LoRAManager(options: options, model: model, maxTokens: 1024, initial: specs)
         return Setup(model: model, manager: manager, reference: reference)
     }
 

@@ -77,7 +77,7 @@ import Testing
 
     /// A graph captured for a row count replays with any adapter mix: the capacity and the longest
     /// segment bound every plan of that many rows, the worst mixes included.
-    @Test(arguments: [LoRABackendKind.sgmv, .csgmv])
+    @Test(arguments: [LoRABackendKind.sgmv, .csgmv, .fused])
     func capacityBoundsEveryPlan(kind: LoRABackendKind) {
         var state: UInt64 = 7
         func next(_ n: Int) -> Int {
@@ -120,7 +120,8 @@ import Testing
     @Test func backendNamesAcceptTritonAsSgmv() throws {
         #expect(try LoRABackendKind(flag: "triton") == .sgmv)
         #expect(try LoRABackendKind(flag: "csgmv") == .csgmv)
-        #expect(throws: LoomError.invalidArgument("--lora-backend cutlass is not supported (csgmv, sgmv, triton)")) {
+        #expect(try LoRABackendKind(flag: "fused") == .fused)
+        #expect(throws: LoomError.invalidArgument("--lora-backend cutlass is not supported (csgmv, sgmv, triton, fused)")) {
             try LoRABackendKind(flag: "cutlass")
         }
     }

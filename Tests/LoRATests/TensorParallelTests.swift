@@ -14,7 +14,7 @@ import Testing
         ("mistral-tiny", 2), ("mistral-tiny", 4), ("qwen2-tiny", 2),
     ]
 
-    func run(_ name: String, tp: Int) throws -> (logits: [[Float]], tokens: [[Int]], reference: [String: Any]) {
+    func run(_ name: String, tp: Int, kind: LoRABackendKind = .csgmv) throws -> (logits: [[Float]], tokens: [[Int]], reference: [String: Any]) {
         let reference = try loadJSON(fixture("models/\(name)/reference.json"))
         let modelDir = packageRoot.appendingPathComponent(reference["model_dir"] as! String).path
         let backends: [ComputeBackend] = (0..<tp).map { _ in CPUBackend() }
@@ -25,7 +25,8 @@ import Testing
         let names = try FileManager.default.contentsOfDirectory(atPath: adapterDir).sorted()
         var options = LoRAOptions()
         options.maxLorasPerBatch = 8
-        let manager = try LoRAManager(options: options, base: model.config, backends: backends, communicators: communicators, maxTokens: 512,
+        options.backend = kind
+        let manager = try LoRAManager(options: options, model: model, maxTokens: 512,
                                       initial: names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") })
         let batch = (reference["mixed_batches"] as! [[String: Any]])[0]
         let adapters = (batch["adapters"] as! [Any]).map { $0 as? String }
@@ -49,6 +50,20 @@ import Testing
             #expect(diff < 1e-4, "\(name) tp \(tp) row \(i): logits differ by \(diff)")
             #expect(split.tokens[i] == whole.tokens[i], "\(name) tp \(tp) row \(i)")
             #expect(split.tokens[i] == expected[i], "\(name) tp \(tp) row \(i) against PEFT")
+        }
+    }
+
+    /// The fused backend split 2 ways: q/k/v and gate/up fused on each rank, o and down (row-parallel)
+    /// through shrink, all-reduce and expand; against the unsplit fused model and PEFT.
+    @Test(arguments: [("stories260k", 2), ("llama-tiny", 2), ("qwen2-tiny", 2)])
+    func fusedShardedModelMatchesUnsharded(model name: String, tp: Int) throws {
+        let whole = try run(name, tp: 1, kind: .fused)
+        let split = try run(name, tp: tp, kind: .fused)
+        let expected = (whole.reference["greedy_ids"] as! [Any]).map(ints)
+        for i in whole.logits.indices {
+            let diff = maxAbsDifference(split.logits[i], whole.logits[i])
+            #expect(diff < 1e-4, "\(name) fused tp \(tp) row \(i): logits differ by \(diff)")
+            #expect(split.tokens[i] == expected[i] && whole.tokens[i] == expected[i], "\(name) fused tp \(tp) row \(i) against PEFT")
         }
     }
 

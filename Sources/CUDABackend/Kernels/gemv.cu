@@ -1,5 +1,5 @@
 // gemv: out = x · Wᵀ for one to four rows of x (small decode batches), x [n, k] bf16, W [m, k]
-// bf16, out [n, m] bf16 or f32, fp32 accumulation. Reading W is all that matters at these sizes:
+// bf16 with rows ldw ≥ k elements apart (a LoRA-extended weight is read in its first k columns), out [n, m] bf16 or f32, fp32 accumulation. Reading W is all that matters at these sizes:
 // a block owns GEMV_ROWS rows of W and its 128 threads walk them with 16-byte loads, thread i
 // reading k 8i ..< 8i+8 of every 1024, so one warp's load reads 512 contiguous bytes of a row and
 // the block 2 KB; UNROLL such steps of all its rows are in flight before the first is used. x (a
@@ -9,7 +9,7 @@
 // are requested before grid_wait, overlapping the previous kernel under programmatic launch: W
 // must not be written by the kernel launched just before (weights are written only at load).
 // Entry points loom_gemv_n{1,2,3,4}: n rows of x.
-// Launch: grid (ceil(m / GEMV_ROWS)), block (128). Arguments: x, W, out, outIsF32, m, k.
+// Launch: grid (ceil(m / GEMV_ROWS)), block (128). Arguments: x, W, out, outIsF32, m, k, ldw.
 #include "common.cuh"
 
 #define GEMV_ROWS 4
@@ -22,7 +22,7 @@ __device__ __forceinline__ uint4 load_stream(const uint4* p) {
 }
 
 template <int N>
-__device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __restrict__ w, void* out, int outIsF32, int m, int k) {
+__device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __restrict__ w, void* out, int outIsF32, int m, int k, int ldw) {
     constexpr int UNROLL = N <= 2 ? 4 : 2;
     __shared__ float partial[4][GEMV_ROWS * N];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -33,11 +33,11 @@ __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __r
 #pragma unroll
         for (int t = 0; t < N; t++) acc[r][t] = 0.f;
 
-    if ((k & 7) == 0 && (((u64)x | (u64)w) & 15) == 0) {
+    if (((k | ldw) & 7) == 0 && (((u64)x | (u64)w) & 15) == 0) {
         const int vectors = k >> 3;  // 16-byte pieces per row
         const uint4* wr[GEMV_ROWS];
 #pragma unroll
-        for (int r = 0; r < GEMV_ROWS; r++) wr[r] = (const uint4*)(w + (u64)min(row0 + r, m - 1) * k);
+        for (int r = 0; r < GEMV_ROWS; r++) wr[r] = (const uint4*)(w + (u64)min(row0 + r, m - 1) * ldw);
         const uint4* xr = (const uint4*)x;
         int v = threadIdx.x;
         auto accumulate = [&](const uint4 (&a)[UNROLL][GEMV_ROWS]) {
@@ -108,7 +108,7 @@ __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __r
         for (int i = threadIdx.x; i < k; i += 128) {
 #pragma unroll
             for (int r = 0; r < GEMV_ROWS; r++) {
-                const float wv = bf16_to_f32(w[(u64)min(row0 + r, m - 1) * k + i]);
+                const float wv = bf16_to_f32(w[(u64)min(row0 + r, m - 1) * ldw + i]);
 #pragma unroll
                 for (int t = 0; t < N; t++) acc[r][t] = fmaf(wv, bf16_to_f32(x[(u64)t * k + i]), acc[r][t]);
             }
@@ -134,8 +134,8 @@ __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __r
 
 #define GEMV(N)                                                                                                        \
     extern "C" __global__ void __launch_bounds__(128) loom_gemv_n##N(const bf16* x, const bf16* w, void* out, int outIsF32, \
-                                                                     int m, int k) {                                   \
-        gemv<N>(x, w, out, outIsF32, m, k);                                                                           \
+                                                                     int m, int k, int ldw) {                          \
+        gemv<N>(x, w, out, outIsF32, m, k, ldw);                                                                      \
     }
 
 GEMV(1)

@@ -15,16 +15,34 @@
 // launch) atomically. Each lane loads 8 consecutive elements (16 bytes) of a row per block and feeds
 // them to two MMAs as their k = 2t.., 2t+8.. pairs: the same permutation of k for both operands,
 // which a dot product does not see. Needs K % 8 == 0 and 16-byte aligned rows.
-template <int MT, int NT, int W>
+//
+// The fused form (FUSED, loom_lora_shrink_fused) builds the input of a GEMM whose weight carries the
+// slots' B in extra columns: the blocks of the first column tile and K slice copy their rows of x
+// into xOut [rows, outStride] (columns 0 ..< K), and each sum, times its module's scaling, goes as
+// bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
+// in plan order, zero before the launch) and the last slice of a tile to finish (a ticket in
+// `counters`) writes the tile and leaves the scratch and its ticket zero again.
+template <int MT, int NT, int W, bool FUSED>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
-                                           const int* slotRanks, int K, int R, int stack, int kSplit) {
+                                           const int* slotRanks, int K, int R, int stack, int kSplit,
+                                           bf16* __restrict__ xOut = nullptr, int outStride = 0, const float* scalings = nullptr,
+                                           int* counters = nullptr) {
     grid_enter();
     __shared__ float partial[W][16 * MT][8 * NT];
     const int g = blockIdx.x;
     const int end = starts[g + 1];
     const int p0 = starts[g] + blockIdx.y * 16 * MT;
     if (p0 >= end) return;
+    if (FUSED && blockIdx.z == 0) {
+        const int vectors = K >> 3;
+        for (int i = threadIdx.x; i < 16 * MT * vectors; i += W * 32) {
+            const int p = p0 + i / vectors, v = i % vectors;
+            if (p >= end) break;
+            const int row = permutation[p];
+            ((uint4*)(xOut + (u64)row * outStride))[v] = ((const uint4*)(x + (u64)row * K))[v];
+        }
+    }
     const int slot = segmentSlots[g], rank = slotRanks[slot];
     if (rank == 0) return;
     const int width = stack * R, tiles = (width + 8 * NT - 1) / (8 * NT);
@@ -90,6 +108,10 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
             partial[warp][r + 8][col + 1] = acc[mt][nt][3];
         }
     __syncthreads();
+    // Writes a finished sum of plan position p, column c to the fused GEMM input.
+    auto fused_write = [&](int p, int c, float s) {
+        xOut[(u64)permutation[p] * outStride + K + (u64)slot * width + c] = f32_to_bf16(s * scalings[slot * stack + c / R]);
+    };
     for (int i = threadIdx.x; i < 16 * MT * 8 * NT; i += W * 32) {
         const int r = i / (8 * NT), col = i % (8 * NT);
         const int p = p0 + r, c = c0 + col;
@@ -97,22 +119,50 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         float s = 0.f;
 #pragma unroll
         for (int w = 0; w < W; ++w) s += partial[w][r][col];
-        if (kSplit == 1) out[(u64)p * width + c] = s; else atomicAdd(out + (u64)p * width + c, s);
+        if (FUSED && kSplit == 1) fused_write(p, c, s);
+        else if (kSplit == 1) out[(u64)p * width + c] = s;
+        else atomicAdd(out + (u64)p * width + c, s);
     }
+    if (!FUSED || kSplit == 1) return;
+    __shared__ bool isLast;
+    __threadfence();
+    __syncthreads();
+    int* ticket = counters + ((u64)g * gridDim.y + blockIdx.y) * tiles + blockIdx.z % tiles;
+    if (threadIdx.x == 0) isLast = atomicAdd(ticket, 1) == (K + sliceLength - 1) / sliceLength - 1;
+    __syncthreads();
+    if (!isLast) return;
+    __threadfence();
+    for (int i = threadIdx.x; i < 16 * MT * 8 * NT; i += W * 32) {
+        const int p = p0 + i / (8 * NT), c = c0 + i % (8 * NT);
+        if (p >= end || c >= width || (c % R) >= rank) continue;
+        float* sum = out + (u64)p * width + c;
+        fused_write(p, c, __ldcg(sum));
+        *sum = 0.f;
+    }
+    if (threadIdx.x == 0) *ticket = 0;
 }
 
 // Few rows per segment (decode, csgmv chunks): 16 rows × 16 columns per block, 8 warps along K.
 extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_mma_small(
     const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
     const int* slotRanks, int K, int R, int stack, int kSplit) {
-    shrink_mma<1, 2, 8>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit);
+    shrink_mma<1, 2, 8, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit);
 }
 
 // Long segments (prefill, sgmv): 64 rows × 32 columns per block, 4 warps along K.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
     const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
     const int* slotRanks, int K, int R, int stack, int kSplit) {
-    shrink_mma<4, 4, 4>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit);
+    shrink_mma<4, 4, 4, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit);
+}
+
+// The fused shrink (loraShrinkFused): decode tiles (16 rows × 16 columns, 8 warps along K); `out`
+// is the f32 scratch of a K split. Needs K % 8 == 0, 16-byte aligned rows of x and xOut.
+extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
+    const bf16* x, const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
+    shrink_mma<1, 2, 8, true>(x, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
+                              scalings, counters);
 }
 
 // The general kernel for any K and an f32 or bf16 out: one block per plan position and module, one
