@@ -159,7 +159,7 @@ public final class LoRAManager {
 
     /// The columns a fused group's weight and input gain: every slot's `stack · rank` columns,
     /// rounded up to a multiple of 8 (16-byte rows).
-    static func fusedExtension(slots: Int, stack: Int, rank: Int) -> Int {
+    public static func fusedExtension(slots: Int, stack: Int, rank: Int) -> Int {
         (slots * stack * rank + 7) / 8 * 8
     }
 

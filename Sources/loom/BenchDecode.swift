@@ -48,7 +48,7 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "Rank of the synthetic adapters.")
     var rank = 16
 
-    @Option(help: "LoRA kernels: csgmv (chunked segments), sgmv, or triton (an alias of sgmv).")
+    @Option(help: "LoRA kernels: csgmv (chunked segments), sgmv, triton (an alias of sgmv), or fused (expand inside the base GEMM).")
     var loraBackend = "csgmv"
 
     @Option(help: "Most tokens per segment with --lora-backend csgmv.")

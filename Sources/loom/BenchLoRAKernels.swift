@@ -18,7 +18,7 @@ struct BenchLoRAKernels: ParsableCommand {
         commandName: "lora-kernels",
         abstract: "One layer's LoRA kernels against its base GEMMs on Llama-3.1-8B shapes, beside SGLang's figures.")
 
-    @Option(help: "LoRA kernels: csgmv, sgmv, triton (an alias of sgmv), or all (csgmv and sgmv).")
+    @Option(help: "LoRA kernels: csgmv, sgmv, triton (an alias of sgmv), fused, or all (csgmv, sgmv and fused).")
     var loraBackend = "all"
 
     @Option(help: "Most tokens per segment with csgmv.")
@@ -52,7 +52,7 @@ struct BenchLoRAKernels: ParsableCommand {
 
     /// `--lora-backend`, `all` spelled out (triton is sgmv's alias: it would time the same kernels).
     func backends() throws -> [String] {
-        if loraBackend == "all" { return ["csgmv", "sgmv"] }
+        if loraBackend == "all" { return ["csgmv", "sgmv", "fused"] }
         _ = try LoRABackendKind(flag: loraBackend)
         return [loraBackend]
     }
@@ -75,25 +75,27 @@ struct BenchLoRAKernels: ParsableCommand {
         // pool. Pools live to the end, as captured graphs point at their buffers.
         var files: [Int: SyntheticAdapters] = [:]
         var hostAdapters: [Int: [PEFTAdapter]] = [:]
-        var pools: [String: LoRAManager] = [:]
+        var pools: [String: (manager: LoRAManager, fused: LoRAKernelLayer.FusedProjections?)] = [:]
         defer { for f in files.values { f.remove() } }
-        func pool(_ backend: String, rank: Int) throws -> LoRAManager {
+        func pool(_ backend: String, rank: Int) throws -> (manager: LoRAManager, fused: LoRAKernelLayer.FusedProjections?) {
             if let m = pools["\(backend)-\(rank)"] { return m }
             if files[rank] == nil {
                 let f = try SyntheticAdapters.write(base: shape, baseName: "\(Self.shapeName) (one layer)", count: LoRAKernelCase.maxAdapters, rank: rank)
                 files[rank] = f
                 hostAdapters[rank] = try f.specs.map { try PEFTAdapter.load(path: $0.path, base: shape) }
             }
+            // A fused pool widens its own copy of the layer's weights.
+            let fused = backend == "fused" ? try LoRAKernelLayer.FusedProjections(copying: layer) : nil
             let m = try LoRAManager(options: try SyntheticAdapters.poolOptions(slots: LoRAKernelCase.maxAdapters, rank: rank, backend: backend, chunkSize: maxLoraChunkSize), base: shape, backends: [gpu], communicators: [nil],
-                                    maxTokens: maxTokens, initial: files[rank]!.specs)
-            pools["\(backend)-\(rank)"] = m
-            return m
+                                    maxTokens: maxTokens, initial: files[rank]!.specs, weights: fused)
+            pools["\(backend)-\(rank)"] = (m, fused)
+            return (m, fused)
         }
 
         var results: [[String: Any]] = []
         for c in cases {
             for backend in backends {
-                let manager = try pool(backend, rank: c.rank)
+                let (manager, fused) = try pool(backend, rank: c.rank)
                 let refs = try manager.registry.resolve(files[c.rank]!.specs.map(\.name)).map { $0! }
                 let rowAdapters = c.rowAdapters
                 // Outside any graph: the plan goes into the pool's persistent buffers, the first use
@@ -101,20 +103,21 @@ struct BenchLoRAKernels: ParsableCommand {
                 guard let applier = try manager.prepare(rowAdapters: rowAdapters.map { refs[$0] }) else {
                     preconditionFailure("every row names an adapter")
                 }
-                let check = layer.check(applier, rowAdapters: rowAdapters, adapters: hostAdapters[c.rank]!)
+                let check = layer.check(applier, rowAdapters: rowAdapters, adapters: hostAdapters[c.rank]!, fused: fused)
                 let loraKey = "lora-kernels-\(backend)-\(c.phase.rawValue)-r\(c.rank)-t\(c.tokens)-a\(c.adapters)-chunk\(maxLoraChunkSize)"
-                let loraMicroseconds = layer.replayMicroseconds(key: loraKey, repeats: repeats) { layer.lora(applier, tokens: c.tokens) }
+                let loraReplay = layer.replayMicroseconds(key: loraKey, repeats: repeats) { layer.lora(applier, tokens: c.tokens, fused: fused) }
                 let baseMicroseconds = layer.replayMicroseconds(key: "lora-kernels-base-t\(c.tokens)", repeats: repeats) { layer.base(tokens: c.tokens) }
+                // Fused: the replay ran the widened GEMMs, base included; LoRA's share is what they add.
+                let loraMicroseconds = fused == nil ? loraReplay : loraReplay - baseMicroseconds
                 var row = Self.row(c, backend: backend, baseMicroseconds: baseMicroseconds, loraMicroseconds: loraMicroseconds,
                                    adapterBytes: c.adapterBytes(shape), bandwidth: bandwidth, check: check)
                 // Where the LoRA time goes: each group's launches run eagerly, each timed alone (a
                 // second run, warm; eager launches cost a few µs more than graph replays).
                 var kernels: [String: Double] = [:]
                 for g in ProjectionGroup.allCases {
-                    let x = layer.operands(g, tokens: c.tokens)
-                    applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
+                    layer.lora(applier, group: g, tokens: c.tokens, fused: fused)
                     gpu.setProfiling(true)
-                    applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
+                    layer.lora(applier, group: g, tokens: c.tokens, fused: fused)
                     for (name, t) in gpu.profiler!.report() { kernels["\(g) \(name)"] = (t.milliseconds * 1000).rounded() }
                     gpu.setProfiling(false)
                 }

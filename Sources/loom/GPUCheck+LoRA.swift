@@ -55,9 +55,10 @@ enum LoRAModelCheck {
         return Outcome(stepLogits: stepLogits, tokens: tokens, firstStepSequences: firstStepSequences ?? 0)
     }
 
-    /// Both plan kinds on `backend`, one result each.
+    /// Each LoRA backend on `backend`, one result each (fused last: it widens the model's weights, whose
+    /// first columns the other backends still read).
     static func run(directory: String, cases allCases: [ModelCheck.Case], backend: ComputeBackend) -> [[String: Any]] {
-        let kinds: [LoRABackendKind] = [.csgmv, .sgmv]
+        let kinds: [LoRABackendKind] = [.csgmv, .sgmv, .fused]
         let adapterDir = (directory as NSString).appendingPathComponent("adapters")
         let cases = batch(allCases)
         let promptTokens = cases.map(\.promptIds.count).reduce(0, +)

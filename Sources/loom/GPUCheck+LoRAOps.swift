@@ -58,9 +58,15 @@ extension OpChecks {
         cpu.copy(yValues, to: yc)
         gpu.copy(yValues, to: yg)
         let (oc, og, _) = pair(Shape(n, totalOut))
+        // The fused shrink (its own plan kind only, where its K fits): x and the scaled x·Aᵀ side by side.
+        let fused = kind == .fused && k % 8 == 0
+        let fusedWidth = k + LoRAManager.fusedExtension(slots: slots, stack: stack, rank: maxRank)
+        let (fc, fg) = zeros(Shape(n, fused ? fusedWidth : 8))
+        let (scratchC, scratchG) = zeros(Shape(n * stack * maxRank), gpuDType: .f32)
         let gpuOps = {
             gpu.loraShrink(xg, a: ag, out: sg, plan: planG, stack: stack)
             gpu.loraExpand(yg, b: bg, out: og, plan: planG, scalings: scaleG, outOffsets: outs)
+            if fused { gpu.loraShrinkFused(xg, a: ag, scalings: scaleG, out: fg, plan: planG, stack: stack, scratch: scratchG) }
         }
         if let captureRowSlots {
             // Capture (and run) on the other plan, restore the outputs, reload this plan, replay.
@@ -69,6 +75,7 @@ extension OpChecks {
             gpu.withGraph(key: "lora-check-\(label)-\(kind)", gpuOps)
             gpu.copy(original, to: og)
             gpu.copy([Float](repeating: 0, count: sg.count), to: sg)
+            gpu.zero(fg)
             _ = load(rowSlots)
             gpu.withGraph(key: "lora-check-\(label)-\(kind)", gpuOps)
         } else {
@@ -78,7 +85,38 @@ extension OpChecks {
         cpu.loraExpand(yc, b: bc, out: oc, plan: planC, scalings: scaleC, outOffsets: outs)
         let detail = "\(label): \(n) rows, K \(k), outputs \(moduleOutputs), ranks \(slotRanks) (pool \(maxRank)), \(kind) \(plan.segmentCount) segments"
             + (captureRowSlots.map { " (graph captured on \(BatchPlan(rowSlots: $0, kind: kind, chunkSize: chunk).segmentCount) segments)" } ?? "")
-        return [compare("loraShrink", sc, sg, tolerance: 1e-2, detail: detail), compare("loraExpand", oc, og, tolerance: 1e-2, detail: detail)]
+        var results = [compare("loraShrink", sc, sg, tolerance: 1e-2, detail: detail), compare("loraExpand", oc, og, tolerance: 1e-2, detail: detail)]
+        if fused {
+            cpu.loraShrinkFused(xc, a: ac, scalings: scaleC, out: fc, plan: planC, stack: stack, scratch: scratchC)
+            results += compareFused(fc, fg, k: k, detail: detail)
+            // The K split's scratch is left zero for the next launch.
+            results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail))
+        }
+        return results
+    }
+
+    /// The fused shrink's output in two parts: the copy of x (exact) and the scaled shrink columns
+    /// (bf16 rounding: 1e-2 relative L2), each against the CPU.
+    func compareFused(_ c: DeviceTensor, _ g: DeviceTensor, k: Int, detail: String) -> [[String: Any]] {
+        let width = c.shape.rowCount, a = cpu.download(c), b = gpu.download(g)
+        var results: [[String: Any]] = []
+        for (name, columns, tolerance) in [("loraShrinkFused x", 0..<k, 0.0), ("loraShrinkFused xA", k..<width, 1e-2)] {
+            var diff = 0.0, norm = 0.0, maxAbs = 0.0, finite = true
+            for row in 0..<c.shape[0] {
+                for col in columns {
+                    let x = a[row * width + col], y = b[row * width + col]
+                    if !y.isFinite { finite = false }
+                    diff += Double(x - y) * Double(x - y)
+                    norm += Double(x) * Double(x)
+                    maxAbs = max(maxAbs, Double(abs(x - y)))
+                }
+            }
+            let rel = norm > 0 ? (diff / norm).squareRoot() : diff.squareRoot()
+            let pass = finite && norm > 0 && (tolerance == 0 ? maxAbs == 0 : rel <= tolerance)
+            results.append(["op": name, "detail": detail, "rel_l2": rel, "max_abs": maxAbs, "tolerance_rel_l2": tolerance,
+                            "elements": c.shape[0] * columns.count, "pass": pass])
+        }
+        return results
     }
 
     /// The LoRA kernels over adapter mixes, ranks, plan kinds and graph replay.

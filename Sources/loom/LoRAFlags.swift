@@ -20,7 +20,7 @@ struct LoRAFlags: ParsableArguments {
     @Option(parsing: .upToNextOption, help: "Modules the slot pool covers: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj, qkv_proj, gate_up_proj or all (default: inferred from --lora-paths).")
     var loraTargetModules: [String] = []
 
-    @Option(help: "LoRA kernels: csgmv (chunked segments), sgmv, or triton (an alias of sgmv).")
+    @Option(help: "LoRA kernels: csgmv (chunked segments), sgmv, triton (an alias of sgmv), or fused (Loom's: expand inside the base GEMM).")
     var loraBackend = "csgmv"
 
     @Option(help: "Most tokens per segment with --lora-backend csgmv.")

@@ -58,12 +58,39 @@ final class LoRAKernelLayer {
         }
     }
 
-    /// The layer's LoRA work at `tokens` rows: every group's shrink and expand, as the model calls them.
-    func lora(_ applier: LoRAApplier, tokens: Int) {
+    /// The layer's LoRA work at `tokens` rows, as the model calls it: every group's shrink and
+    /// expand; with `fused` weights (`--lora-backend fused`), every group's fused shrink and its GEMM
+    /// on the widened weight, base included (the bench subtracts the base GEMMs' time).
+    func lora(_ applier: LoRAApplier, tokens: Int, fused: FusedProjections? = nil) {
         for g in ProjectionGroup.allCases {
-            let x = operands(g, tokens: tokens)
-            applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
+            lora(applier, group: g, tokens: tokens, fused: fused)
         }
+    }
+
+    func lora(_ applier: LoRAApplier, group g: ProjectionGroup, tokens: Int, fused: FusedProjections?) {
+        let x = operands(g, tokens: tokens)
+        if let fused {
+            gpu.linear(applier.gemmInput(rank: 0, layer: 0, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: x.output)
+        }
+        applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
+    }
+
+    /// A copy of the layer's four projections for one fused pool, which widens them.
+    final class FusedProjections: ProjectionWeights {
+        var weights: [ProjectionGroup: DeviceTensor] = [:]
+        let tensorParallelSize = 1, numLayers = 1
+
+        init(copying layer: LoRAKernelLayer) throws {
+            for g in ProjectionGroup.allCases {
+                let w = layer.operands(g, tokens: 0).weight
+                let copy = try layer.gpu.allocate(w.shape, dtype: w.dtype)
+                layer.gpu.copyColumns(w, into: copy, column: 0)
+                weights[g] = copy
+            }
+        }
+
+        func projection(rank: Int, layer: Int, group: ProjectionGroup) -> DeviceTensor { weights[group]! }
+        func replaceProjection(rank: Int, layer: Int, group: ProjectionGroup, with weight: DeviceTensor) { weights[group] = weight }
     }
 
     /// Microseconds per replay of `body` captured once in a CUDA graph: one eager run first (GEMM
@@ -83,16 +110,26 @@ final class LoRAKernelLayer {
     /// The largest difference between the GPU's LoRA delta and a CPU reference on a few rows
     /// (the first row of each adapter and the last row), over the four groups, beside the largest
     /// reference value. Outputs are zeroed first, so the output is the delta alone.
-    func check(_ applier: LoRAApplier, rowAdapters: [Int], adapters: [PEFTAdapter]) -> (maxError: Float, maxReference: Float) {
+    /// With `fused` weights, the delta is the widened GEMM's f32 output less the base GEMM's.
+    func check(_ applier: LoRAApplier, rowAdapters: [Int], adapters: [PEFTAdapter], fused: FusedProjections? = nil) -> (maxError: Float, maxReference: Float) {
         var rows = Set(rowAdapters).map { rowAdapters.firstIndex(of: $0)! }.sorted()
         if rows.last != rowAdapters.count - 1 { rows.append(rowAdapters.count - 1) }
         var maxError: Float = 0, maxReference: Float = 0
         for g in ProjectionGroup.allCases {
             let x = operands(g, tokens: rowAdapters.count)
-            gpu.fill(x.output, value: 0)
-            applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
+            var delta: DeviceTensor?
+            if let fused {
+                let out = x.output.shape, base = try! gpu.allocate(out, dtype: .f32), with = try! gpu.allocate(out, dtype: .f32)
+                gpu.linear(x.input, weight: x.weight, bias: nil, out: base)
+                gpu.linear(applier.gemmInput(rank: 0, layer: 0, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: with)
+                gpu.copy(zip(gpu.download(with), gpu.download(base)).map { $0 - $1 }, to: with)
+                delta = with
+            } else {
+                gpu.fill(x.output, value: 0)
+                applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
+            }
             for row in rows {
-                let input = gpu.download(x.input.rows(row, 1)), got = gpu.download(x.output.rows(row, 1))
+                let input = gpu.download(x.input.rows(row, 1)), got = gpu.download((delta ?? x.output).rows(row, 1))
                 var expected: [Float] = []
                 for m in LoRAManager.modules(of: g) {
                     let w = adapters[rowAdapters[row]].layers[0][m]!

@@ -13,13 +13,13 @@
 #   check (loom gpu-check: ops vs CPU, models vs references), serve (loom serve --device cuda against
 #   PEFT's references over HTTP), bench (loom bench decode, Llama-3.1-8B shape, batch 1 and 32, once per
 #   $BENCH_VARIANTS entry), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 2
-#   through NCCL), lora (loom bench lora-kernels, the issue's table for csgmv and sgmv, and bench
+#   through NCCL), lora (loom bench lora-kernels, the issue's table for csgmv, sgmv and fused, and bench
 #   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
 #   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
 #   gpu-check.log, bench.log, nvidia-smi.txt; with tp, gpu-check-tp2.json and
 #   bench-decode-llama-3.1-8b-tp2.json; with lora, bench-lora-kernels.json,
-#   bench-decode-llama-3.1-8b-lora8-r16.json, bench-lora.log.
+#   bench-decode-llama-3.1-8b-lora8-r16-BACKEND.json per $LORA_BACKENDS entry (csgmv fused), bench-lora.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-device}
@@ -68,7 +68,7 @@ PY
         # loom serve on the GPU with mixed adapters, checked through HTTP against PEFT's references.
         for m in llama-tiny qwen2-tiny; do
             adapters=$(ls Fixtures/models/$m/adapters | sed "s|.*|&=Fixtures/models/$m/adapters/&|" | tr '\n' ' ')
-            /tmp/loom serve --device cuda --tp-size "${SERVE_TP:-1}" --model-path Fixtures/models/$m --lora-paths $adapters \
+            /tmp/loom serve --device cuda --tp-size "${SERVE_TP:-1}" --lora-backend "${SERVE_LORA_BACKEND:-csgmv}" --model-path Fixtures/models/$m --lora-paths $adapters \
                 --max-loras-per-batch 4 --port 30000 > "$OUT/serve-$m.log" 2>&1 &
             pid=$!
             for _ in $(seq 120); do curl -sf localhost:30000/health > /dev/null && break; sleep 0.5; done
@@ -121,9 +121,11 @@ PY
     lora)
         timeout 240 /tmp/loom bench lora-kernels --output "$OUT/bench-lora-kernels.json" > /dev/null 2> "$OUT/bench-lora.log"
         echo "lora-kernels: exit $?"; tail -16 "$OUT/bench-lora.log"
-        timeout 300 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
-            --adapters 8 --rank 16 --output "$OUT/bench-decode-llama-3.1-8b-lora8-r16.json" > /dev/null 2>> "$OUT/bench-lora.log"
-        echo "bench decode --adapters 8: exit $?"; tail -4 "$OUT/bench-lora.log"
+        for backend in ${LORA_BACKENDS:-csgmv fused}; do
+            timeout 300 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \
+                --adapters 8 --rank 16 --lora-backend $backend --output "$OUT/bench-decode-llama-3.1-8b-lora8-r16-$backend.json" > /dev/null 2>> "$OUT/bench-lora.log"
+            echo "bench decode --adapters 8 --lora-backend $backend: exit $?"; tail -4 "$OUT/bench-lora.log"
+        done
         ;;
     esac
 done
