@@ -119,7 +119,7 @@ PY
         done
         ;;
     lora)
-        timeout 240 /tmp/loom bench lora-kernels --output "$OUT/bench-lora-kernels.json" > /dev/null 2> "$OUT/bench-lora.log"
+        timeout 420 /tmp/loom bench lora-kernels --output "$OUT/bench-lora-kernels.json" > /dev/null 2> "$OUT/bench-lora.log"
         echo "lora-kernels: exit $?"; tail -16 "$OUT/bench-lora.log"
         for backend in ${LORA_BACKENDS:-csgmv fused}; do
             timeout 300 /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 \

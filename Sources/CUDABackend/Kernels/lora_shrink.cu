@@ -17,8 +17,8 @@
 // which a dot product does not see. Needs K % 8 == 0 and 16-byte aligned rows.
 //
 // The fused form (FUSED, loom_lora_shrink_fused) builds the input of a GEMM whose weight carries the
-// slots' B in extra columns: the blocks of the first column tile and K slice copy their rows of x
-// into xOut [rows, outStride] (columns 0 ..< K), and each sum, times its module's scaling, goes as
+// slots' B in extra columns: the blocks of a segment copy its rows of x into xOut [rows, outStride]
+// (columns 0 ..< K; each block its K slice of every tiles-th row), and each sum, times its module's scaling, goes as
 // bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
 // in plan order, zero before the launch) and the last slice of a tile to finish (a ticket in
 // `counters`) writes the tile and leaves the scratch and its ticket zero again.
@@ -34,24 +34,25 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     const int end = starts[g + 1];
     const int p0 = starts[g] + blockIdx.y * 16 * MT;
     if (p0 >= end) return;
-    if (FUSED && blockIdx.z == 0) {
-        const int vectors = K >> 3;
-        for (int i = threadIdx.x; i < 16 * MT * vectors; i += W * 32) {
-            const int p = p0 + i / vectors, v = i % vectors;
-            if (p >= end) break;
-            const int row = permutation[p];
-            ((uint4*)(xOut + (u64)row * outStride))[v] = ((const uint4*)(x + (u64)row * K))[v];
+    const int width = stack * R, tiles = (width + 8 * NT - 1) / (8 * NT);
+    const int tile = blockIdx.z % tiles, c0 = tile * 8 * NT, slice = blockIdx.z / tiles;
+    const int sliceLength = ((K + kSplit - 1) / kSplit + 31) & ~31;
+    const int kBegin = slice * sliceLength, kEnd = min(K, kBegin + sliceLength);
+    if (FUSED && kBegin < kEnd) {
+        // The copy of x is spread over the segment's blocks: each its slice of K, its share of the rows.
+        const int vectors = (kEnd - kBegin) >> 3, rows = min(16 * MT, end - p0);
+        for (int r = tile; r < rows; r += tiles) {
+            const u64 row = permutation[p0 + r];
+            const uint4* src = (const uint4*)(x + row * K + kBegin);
+            uint4* dst = (uint4*)(xOut + row * outStride + kBegin);
+            for (int v = threadIdx.x; v < vectors; v += W * 32) dst[v] = src[v];
         }
     }
     const int slot = segmentSlots[g], rank = slotRanks[slot];
     if (rank == 0) return;
-    const int width = stack * R, tiles = (width + 8 * NT - 1) / (8 * NT);
-    const int c0 = (blockIdx.z % tiles) * 8 * NT, slice = blockIdx.z / tiles;
     bool any = false;
     for (int c = c0; c < c0 + 8 * NT && c < width; ++c) any |= (c % R) < rank;
     if (!any) return;
-    const int sliceLength = ((K + kSplit - 1) / kSplit + 31) & ~31;
-    const int kBegin = slice * sliceLength, kEnd = min(K, kBegin + sliceLength);
     if (kBegin >= kEnd) return;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
