@@ -28,32 +28,22 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
                                            const int* slotRanks, int K, int R, int stack, int kSplit,
                                            bf16* __restrict__ xOut = nullptr, int outStride = 0, const float* scalings = nullptr,
                                            int* counters = nullptr) {
-    grid_enter();
     __shared__ float partial[W][16 * MT][8 * NT];
+    // Before grid_wait, only the plan and A are read: the host and the upload stream write them
+    // before the step's kernels, no kernel does. A block's first PRE steps of A are requested there.
     const int g = blockIdx.x;
-    const int end = starts[g + 1];
-    const int p0 = starts[g] + blockIdx.y * 16 * MT;
+    const int end = __ldg(starts + g + 1);
+    const int p0 = __ldg(starts + g) + blockIdx.y * 16 * MT;
     if (p0 >= end) return;
     const int width = stack * R, tiles = (width + 8 * NT - 1) / (8 * NT);
     const int tile = blockIdx.z % tiles, c0 = tile * 8 * NT, slice = blockIdx.z / tiles;
     const int sliceLength = ((K + kSplit - 1) / kSplit + 31) & ~31;
     const int kBegin = slice * sliceLength, kEnd = min(K, kBegin + sliceLength);
-    if (FUSED && kBegin < kEnd) {
-        // The copy of x is spread over the segment's blocks: each its slice of K, its share of the rows.
-        const int vectors = (kEnd - kBegin) >> 3, rows = min(16 * MT, end - p0);
-        for (int r = tile; r < rows; r += tiles) {
-            const u64 row = permutation[p0 + r];
-            const uint4* src = (const uint4*)(x + row * K + kBegin);
-            uint4* dst = (uint4*)(xOut + row * outStride + kBegin);
-            for (int v = threadIdx.x; v < vectors; v += W * 32) dst[v] = src[v];
-        }
-    }
-    const int slot = segmentSlots[g], rank = slotRanks[slot];
-    if (rank == 0) return;
+    const int slot = __ldg(segmentSlots + g), rank = __ldg(slotRanks + slot);
     bool any = false;
     for (int c = c0; c < c0 + 8 * NT && c < width; ++c) any |= (c % R) < rank;
-    if (!any) return;
-    if (kBegin >= kEnd) return;
+    const bool computes = rank > 0 && any && kBegin < kEnd;
+    if (!FUSED && !computes) return;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
     const bf16* xr[MT][2];
@@ -62,7 +52,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int p = p0 + mt * 16 + h * 8 + gq;
-            xr[mt][h] = p < end ? x + (u64)permutation[p] * K : nullptr;
+            xr[mt][h] = p < end ? x + (u64)__ldg(permutation + p) * K : nullptr;
         }
     const bf16* ar[NT];
 #pragma unroll
@@ -70,6 +60,29 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         const int c = c0 + nt * 8 + gq;
         ar[nt] = c < width ? a + ((u64)slot * width + c) * K : nullptr;
     }
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    constexpr int PRE = MT == 1 ? 2 : 1;  // the large tiles have no registers to spare
+    uint4 early[PRE][NT];
+#pragma unroll
+    for (int s = 0; s < PRE; ++s)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const int k = kBegin + (warp + s * W) * 32 + t * 8;
+            early[s][nt] = computes && k < kEnd && ar[nt] ? __ldg((const uint4*)(ar[nt] + k)) : zero;
+        }
+    grid_enter();
+    if (FUSED && kBegin < kEnd) {
+        // The copy of x is spread over the segment's blocks: each its slice of K, its share of the rows.
+        const int vectors = (kEnd - kBegin) >> 3, rows = min(16 * MT, end - p0);
+        for (int r = tile; r < rows; r += tiles) {
+            const u64 row = __ldg(permutation + p0 + r);
+            const uint4* src = (const uint4*)(x + row * K + kBegin);
+            uint4* dst = (uint4*)(xOut + row * outStride + kBegin);
+            for (int v = threadIdx.x; v < vectors; v += W * 32) dst[v] = src[v];
+        }
+    }
+    if (!computes) return;
+
     float acc[MT][NT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -77,19 +90,15 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
             for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0.f;
-
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-#pragma unroll 4
-    for (int kb = kBegin + warp * 32; kb < kEnd; kb += W * 32) {
+    // One 32-element step of K at kb: x's rows against A's columns.
+    auto step = [&](int kb, const uint4 (&av)[NT]) {
         const int k = kb + t * 8;
         const bool inside = k < kEnd;
-        uint4 xv[MT][2], av[NT];
+        uint4 xv[MT][2];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
             for (int h = 0; h < 2; ++h) xv[mt][h] = inside && xr[mt][h] ? *(const uint4*)(xr[mt][h] + k) : zero;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) av[nt] = inside && ar[nt] ? *(const uint4*)(ar[nt] + k) : zero;
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -97,6 +106,19 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
                 mma_bf16_16816(acc[mt][nt], xv[mt][0].x, xv[mt][1].x, xv[mt][0].y, xv[mt][1].y, av[nt].x, av[nt].y);
                 mma_bf16_16816(acc[mt][nt], xv[mt][0].z, xv[mt][1].z, xv[mt][0].w, xv[mt][1].w, av[nt].z, av[nt].w);
             }
+    };
+#pragma unroll
+    for (int s = 0; s < PRE; ++s) {
+        const int kb = kBegin + (warp + s * W) * 32;
+        if (kb < kEnd) step(kb, early[s]);
+    }
+#pragma unroll 4
+    for (int kb = kBegin + (warp + PRE * W) * 32; kb < kEnd; kb += W * 32) {
+        const int k = kb + t * 8;
+        uint4 av[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) av[nt] = k < kEnd && ar[nt] ? *(const uint4*)(ar[nt] + k) : zero;
+        step(kb, av);
     }
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -128,7 +150,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     __shared__ bool isLast;
     __threadfence();
     __syncthreads();
-    int* ticket = counters + ((u64)g * gridDim.y + blockIdx.y) * tiles + blockIdx.z % tiles;
+    int* ticket = counters + ((u64)g * gridDim.y + blockIdx.y) * tiles + tile;
     if (threadIdx.x == 0) isLast = atomicAdd(ticket, 1) == (K + sliceLength - 1) / sliceLength - 1;
     __syncthreads();
     if (!isLast) return;
