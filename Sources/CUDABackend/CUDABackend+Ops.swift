@@ -191,7 +191,7 @@ extension CUDABackend {
             // Blocks with work: about one per row tile of the batch and column tile. Split K until
             // there are two per multiprocessor, keeping at least two 32-element blocks per warp.
             let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
-            let kSplit = max(1, min((2 * multiprocessorCount + working - 1) / working, k / (64 * warps)))
+            let kSplit = max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / (64 * warps)))
             if kSplit > 1 && !plan.outputsZeroed { zero(out) }
             launch(large ? "loom_lora_shrink_mma_large" : "loom_lora_shrink_mma_small",
                    grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
@@ -254,7 +254,7 @@ extension CUDABackend {
         let rowTiles = (plan.maxSegmentLength + 15) / 16, columnTiles = (slotWidth + 15) / 16
         // As loraShrink's decode tiles: split K until about two blocks per multiprocessor have work.
         let working = ((n + 15) / 16 + min(capacity, 8)) * columnTiles
-        let kSplit = max(1, min((2 * multiprocessorCount + working - 1) / working, k / 512))
+        let kSplit = max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / 512))
         precondition(capacity * rowTiles * columnTiles <= Self.loraTicketCount, "\(op): \(capacity * rowTiles * columnTiles) tiles exceed the tickets")
         launch("loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 256,
                [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(scratch.devicePointer), .pointer(plan.permutation.devicePointer),

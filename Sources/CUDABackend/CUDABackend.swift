@@ -76,6 +76,10 @@ public final class CUDABackend: ComputeBackend {
     /// general kernel. LOOM_ATTENTION_BLOCKS_PER_SM sets it for both.
     public let attentionBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_ATTENTION_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) }
 
+    /// LoRA shrinks split K until about this many blocks per multiprocessor have work
+    /// (`LOOM_LORA_SHRINK_BLOCKS_PER_SM`, default 2).
+    public let loraShrinkBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 2
+
     enum GraphState {
         case eager
         /// Inside `withGraph` for a new key: the first launch starts the capture.

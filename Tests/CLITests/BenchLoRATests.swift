@@ -83,9 +83,9 @@ import Testing
             == header.distance(from: header.startIndex, to: header.range(of: "meets")!.lowerBound), "\(header)\n\(line)")
     }
 
-    @Test func allBackendsMeansCSGMVAndSGMV() throws {
+    @Test func allBackendsMeansCSGMVSGMVAndFused() throws {
         var bench = try BenchLoRAKernels.parse([])
-        #expect(try bench.backends() == ["csgmv", "sgmv"])
+        #expect(try bench.backends() == ["csgmv", "sgmv", "fused"])
         #expect(try bench.cases() == LoRAKernelCase.issueMatrix)
         bench = try BenchLoRAKernels.parse(["--lora-backend", "triton", "--rows", "decode:16:1:1"])
         #expect(try bench.backends() == ["triton"] && bench.repeats == 100)

@@ -11,7 +11,7 @@ import Testing
         #expect(result["error"] == nil, "\(result["error"] ?? "")")
         #expect(result["pass"] as? Bool == true, "\(result["summary"] ?? "")")
         let lora = try #require(result["lora"] as? [[String: Any]])
-        #expect(lora.map { $0["lora_backend"] as? String } == ["csgmv", "sgmv"])
+        #expect(lora.map { $0["lora_backend"] as? String } == ["csgmv", "sgmv", "fused"])
         for kind in lora {
             #expect(kind["first_step_sequences"] as? Int == 19, "all 18 adapter cases and a base case in one step")
             #expect(kind["slots"] as? Int == 7)
