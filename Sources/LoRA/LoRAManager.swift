@@ -4,7 +4,8 @@ import ModelFormats
 import Models
 
 /// Owns the adapter registry, the host cache, the device slot pool and its buffers, and turns each
-/// step's per-row adapters into a kernel plan. `load`/`unload` may be called from any thread;
+/// step's per-row adapters into a kernel plan. With `--lora-backend fused` it also owns the widened
+/// weights of the targeted groups, which replace the model's own (`ProjectionWeights`). `load`/`unload` may be called from any thread;
 /// `prepare` only from the thread that runs the model.
 public final class LoRAManager {
     public let options: LoRAOptions
@@ -123,18 +124,17 @@ public final class LoRAManager {
             var fusedInputs: [ProjectionGroup: DeviceTensor] = [:]
             for g in fusedGroups {
                 let mods = Self.modules(of: g), inFeatures = Self.inputColumns(mods[0], base, shard).count
-                fusedInputs[g] = try backend.allocate(Shape(maxTokens, inFeatures + Self.fusedExtension(slots: slots, stack: mods.count, rank: r)),
-                                                      dtype: backend.activationDType)
-                // The model's weights, widened one layer at a time (the old ones freed once copied).
+                let width = inFeatures + Self.fusedExtension(slots: slots, stack: mods.count, rank: r)
+                fusedInputs[g] = try backend.allocate(Shape(maxTokens, width), dtype: backend.activationDType)
+                // The model's weights, widened one layer at a time (each old one freed once copied).
                 for l in 0..<base.numLayers {
                     let old = weights!.projection(rank: index, layer: l, group: g)
                     precondition(old.shape == Shape(Self.offsets(of: g, base, shard).last!, inFeatures), "fused: \(g) weight \(old.shape)")
-                    let wide = try backend.allocate(Shape(old.shape[0], inFeatures + Self.fusedExtension(slots: slots, stack: mods.count, rank: r)),
-                                                    dtype: old.dtype)
+                    let wide = try backend.allocate(Shape(old.shape[0], width), dtype: old.dtype)
                     backend.copyColumns(old, into: wide, column: 0)
+                    backend.synchronize()
                     weights!.replaceProjection(rank: index, layer: l, group: g, with: wide)
                     layers[l][g]!.fusedWeight = wide
-                    backend.synchronize()
                 }
             }
             return RankBuffers(
