@@ -405,6 +405,9 @@ func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any Infere
         "context_length": .stringConvertible(engine.maxContextLength),
         "cuda_graph_bs": .string(engine.graphBatchSizes.map(String.init).joined(separator: ",")),
     ])
+    if let fused = engine.lora?.fusedSummary {
+        logger.info("--lora-backend fused: every GEMM of a targeted group reads every slot's B, used or not", metadata: ["widening": .string(fused)])
+    }
     engine.start()
     return engine
 }

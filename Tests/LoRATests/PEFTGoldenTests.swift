@@ -91,6 +91,20 @@ import Testing
         #expect(next == [generated[99]])
     }
 
+    /// The fused backend widens the model's q/k/v by every slot's columns (down's 172-wide input
+    /// keeps shrink and expand) and says so; the other backends leave the weights alone.
+    @Test func fusedWidensTheTargetedWeights() throws {
+        let fused = try setup("stories260k", kind: .fused, slots: 3)
+        let r = fused.manager.maxRank, config = fused.model.config
+        #expect(fused.model.weights.layers[0].qkv.shape == Shape(config.qkvSize, config.hiddenSize + LoRAManager.fusedExtension(slots: 3, stack: 3, rank: r)))
+        #expect(fused.model.weights.layers[0].down.shape == Shape(config.hiddenSize, config.intermediateSize))
+        let summary = try #require(fused.manager.fusedSummary)
+        #expect(summary.contains("qkv K +") && !summary.contains("down") && summary.contains("GiB of widened weights"), "\(summary)")
+        let plain = try setup("stories260k", kind: .csgmv, slots: 3)
+        #expect(plain.manager.fusedSummary == nil)
+        #expect(plain.model.weights.layers[0].qkv.shape == Shape(config.qkvSize, config.hiddenSize))
+    }
+
     @Test(arguments: models, kinds)
     func mixedBatchesMatchPEFT(model name: String, kind: LoRABackendKind) throws {
         for slots in [8, 3] {
