@@ -21,7 +21,7 @@ extension CUDABackend {
     /// Launches `function` on the stream, or records it when a graph capture is armed, or skips it
     /// while a captured graph stands in for the step.
     /// `label` names the launch in kernel profiles (default: the function); built only when profiling.
-    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, clusterZ: Int = 1, label: @autoclosure () -> String? = nil,
+    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, label: @autoclosure () -> String? = nil,
                 _ arguments: [KernelArgument]) {
         guard beginLaunch() else { return }
         activate()
@@ -33,15 +33,13 @@ extension CUDABackend {
         slots.withUnsafeMutableBufferPointer { buffer in
             var pointers: [UnsafeMutableRawPointer?] = (0..<buffer.count).map { UnsafeMutableRawPointer(buffer.baseAddress! + $0) }
             let status = pointers.withUnsafeMutableBufferPointer {
-                usesProgrammaticLaunch || clusterZ > 1
-                    ? driver.launchEx(f, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)), block: UInt32(block),
-                                      sharedBytes: UInt32(sharedBytes), stream: stream, parameters: $0.baseAddress,
-                                      programmatic: usesProgrammaticLaunch, clusterZ: UInt32(clusterZ))
+                usesProgrammaticLaunch
+                    ? driver.launchProgrammatic(f, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)), block: UInt32(block),
+                                                sharedBytes: UInt32(sharedBytes), stream: stream, parameters: $0.baseAddress)
                     : driver.cuLaunchKernel(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1,
                                             UInt32(sharedBytes), stream, $0.baseAddress, nil)
             }
-            must(status, "\(usesProgrammaticLaunch || clusterZ > 1 ? "cuLaunchKernelEx" : "cuLaunchKernel")(\(function), grid \(grid), block \(block)"
-                 + (clusterZ > 1 ? ", cluster (1, 1, \(clusterZ))" : "") + ")")
+            must(status, "\(usesProgrammaticLaunch ? "cuLaunchKernelEx" : "cuLaunchKernel")(\(function), grid \(grid), block \(block))")
         }
     }
 

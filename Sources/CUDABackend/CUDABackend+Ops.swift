@@ -254,17 +254,7 @@ extension CUDABackend {
         let rowTiles = (plan.maxSegmentLength + 15) / 16, columnTiles = (slotWidth + 15) / 16
         // As loraShrink's decode tiles: split K until about two blocks per multiprocessor have work.
         let working = ((n + 15) / 16 + min(capacity, 8)) * columnTiles
-        var kSplit = max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / 512))
-        if usesLoRAClusters && kSplit > 1 {
-            // A tile's K slices as one cluster (at most 8 blocks, the portable size) add in shared memory.
-            kSplit = min(kSplit, 8)
-            launch("loom_lora_shrink_fused_cluster", grid: (capacity, rowTiles, columnTiles * kSplit), block: 256, clusterZ: kSplit,
-                   [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(plan.permutation.devicePointer),
-                    .pointer(plan.segmentStarts.devicePointer), .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer),
-                    .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
-                    .pointer(scalings.devicePointer)])
-            return
-        }
+        let kSplit = max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / 512))
         precondition(capacity * rowTiles * columnTiles <= Self.loraTicketCount, "\(op): \(capacity * rowTiles * columnTiles) tiles exceed the tickets")
         launch("loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 256,
                [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(scratch.devicePointer), .pointer(plan.permutation.devicePointer),

@@ -80,14 +80,6 @@ public final class CUDABackend: ComputeBackend {
     /// (`LOOM_LORA_SHRINK_BLOCKS_PER_SM`, default 2).
     public let loraShrinkBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 2
 
-    /// Whether `loraShrinkFused` adds its K slices inside thread-block clusters (sm_90+;
-    /// `LOOM_LORA_CLUSTERS=0`: off, the slices meet in an f32 scratch with a ticket per tile).
-    /// Settable (off only where clusters exist) so the op checks run both.
-    public var usesLoRAClusters: Bool {
-        didSet { usesLoRAClusters = usesLoRAClusters && supportsClusters }
-    }
-    let supportsClusters: Bool
-
     enum GraphState {
         case eager
         /// Inside `withGraph` for a new key: the first launch starts the capture.
@@ -129,8 +121,6 @@ public final class CUDABackend: ComputeBackend {
         _ = driver.cuDriverGetVersion(&driverVersion)
         usesProgrammaticLaunch = driver.cuLaunchKernelEx != nil && computeCapability.major >= 9 && driverVersion >= 12030
             && ProcessInfo.processInfo.environment["LOOM_PDL"] != "0"
-        supportsClusters = driver.cuLaunchKernelEx != nil && computeCapability.major >= 9 && driverVersion >= 12000
-        usesLoRAClusters = supportsClusters && ProcessInfo.processInfo.environment["LOOM_LORA_CLUSTERS"] != "0"
         var free = 0, total = 0
         try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
         totalMemory = total
@@ -155,7 +145,7 @@ public final class CUDABackend: ComputeBackend {
             "multiprocessors": "\(multiprocessorCount)", "memory_gib": String(format: "%.1f", Double(totalMemory) / 1_073_741_824),
             "nvrtc": nvrtc.version, "cublaslt": "\(blas.version)", "libcuda": driver.library.name,
             "libnvrtc": nvrtc.library.name, "libcublaslt": blas.library.name,
-            "programmatic_launch": "\(usesProgrammaticLaunch)", "lora_clusters": "\(usesLoRAClusters)",
+            "programmatic_launch": "\(usesProgrammaticLaunch)",
         ]
         for (k, v) in kernels.report { d["kernel.\(k)"] = v }
         return d

@@ -88,19 +88,9 @@ extension OpChecks {
         var results = [compare("loraShrink", sc, sg, tolerance: 1e-2, detail: detail), compare("loraExpand", oc, og, tolerance: 1e-2, detail: detail)]
         if fused {
             cpu.loraShrinkFused(xc, a: ac, scalings: scaleC, out: fc, plan: planC, stack: stack, scratch: scratchC)
-            let path = gpu.usesLoRAClusters ? " (clusters)" : " (tickets)"
-            results += compareFused(fc, fg, k: k, detail: detail + path)
+            results += compareFused(fc, fg, k: k, detail: detail)
             // The K split's scratch is left zero for the next launch.
-            results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + path))
-            if gpu.usesLoRAClusters {
-                // The other path too: K slices meeting in the scratch, a ticket per tile.
-                gpu.usesLoRAClusters = false
-                gpu.zero(fg)
-                gpu.loraShrinkFused(xg, a: ag, scalings: scaleG, out: fg, plan: planG, stack: stack, scratch: scratchG)
-                gpu.usesLoRAClusters = true
-                results += compareFused(fc, fg, k: k, detail: detail + " (tickets)")
-                results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + " (tickets)"))
-            }
+            results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail))
         }
         return results
     }

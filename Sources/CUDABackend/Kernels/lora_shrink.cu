@@ -22,12 +22,7 @@
 // bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
 // in plan order, zero before the launch) and the last slice of a tile to finish (a ticket in
 // `counters`) writes the tile and leaves the scratch and its ticket zero again.
-//
-// The cluster form (CLUSTER, loom_lora_shrink_fused_cluster, sm_90+) launches the K slices of a tile
-// as one thread-block cluster (blockIdx.z = slice + kSplit · tile, cluster (1, 1, kSplit)): each block
-// leaves its sums in shared memory and the cluster's first block adds the others' through
-// distributed shared memory, with no scratch, atomics or tickets.
-template <int MT, int NT, int W, bool FUSED, bool CLUSTER = false>
+template <int MT, int NT, int W, bool FUSED>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
                                            const int* slotRanks, int K, int R, int stack, int kSplit,
@@ -41,15 +36,13 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     const int p0 = __ldg(starts + g) + blockIdx.y * 16 * MT;
     if (p0 >= end) return;
     const int width = stack * R, tiles = (width + 8 * NT - 1) / (8 * NT);
-    const int tile = CLUSTER ? blockIdx.z / kSplit : blockIdx.z % tiles, c0 = tile * 8 * NT;
-    const int slice = CLUSTER ? blockIdx.z % kSplit : blockIdx.z / tiles;
+    const int tile = blockIdx.z % tiles, c0 = tile * 8 * NT, slice = blockIdx.z / tiles;
     const int sliceLength = ((K + kSplit - 1) / kSplit + 31) & ~31;
     const int kBegin = slice * sliceLength, kEnd = min(K, kBegin + sliceLength);
     const int slot = __ldg(segmentSlots + g), rank = __ldg(slotRanks + slot);
     bool any = false;
     for (int c = c0; c < c0 + 8 * NT && c < width; ++c) any |= (c % R) < rank;
-    // A cluster's blocks all meet at its barriers: an empty slice still takes part, adding zeros.
-    const bool computes = rank > 0 && any && (CLUSTER || kBegin < kEnd);
+    const bool computes = rank > 0 && any && kBegin < kEnd;
     if (!FUSED && !computes) return;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
@@ -142,29 +135,6 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     auto fused_write = [&](int p, int c, float s) {
         xOut[(u64)permutation[p] * outStride + K + (u64)slot * width + c] = f32_to_bf16(s * scalings[slot * stack + c / R]);
     };
-    if (CLUSTER) {
-        __shared__ float sums[16 * MT][8 * NT];
-        for (int i = threadIdx.x; i < 16 * MT * 8 * NT; i += W * 32) {
-            const int r = i / (8 * NT), col = i % (8 * NT);
-            float s = 0.f;
-#pragma unroll
-            for (int w = 0; w < W; ++w) s += partial[w][r][col];
-            sums[r][col] = s;
-        }
-        cluster_sync();
-        if (slice == 0) {
-            for (int i = threadIdx.x; i < 16 * MT * 8 * NT; i += W * 32) {
-                const int r = i / (8 * NT), col = i % (8 * NT);
-                const int p = p0 + r, c = c0 + col;
-                if (p >= end || c >= width || (c % R) >= rank) continue;
-                float s = sums[r][col];
-                for (int b = 1; b < kSplit; ++b) s += cluster_load(&sums[r][col], b);
-                fused_write(p, c, s);
-            }
-        }
-        cluster_sync();  // the others' shared memory stays until the first block has read it
-        return;
-    }
     for (int i = threadIdx.x; i < 16 * MT * 8 * NT; i += W * 32) {
         const int r = i / (8 * NT), col = i % (8 * NT);
         const int p = p0 + r, c = c0 + col;
@@ -216,16 +186,6 @@ extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
     const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
     shrink_mma<1, 2, 8, true>(x, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
                               scalings, counters);
-}
-
-// The same with the K slices of a tile as one cluster (sm_90+; kSplit ≤ 8; scratch and counters unused).
-extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused_cluster(
-    const bf16* x, const bf16* a, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    shrink_mma<1, 2, 8, true, true>(x, a, nullptr, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
-                                    scalings, nullptr);
-#endif
 }
 
 // The general kernel for any K and an f32 or bf16 out: one block per plan position and module, one
