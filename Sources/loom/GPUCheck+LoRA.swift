@@ -6,7 +6,7 @@ import Models
 
 /// The mixed-adapter half of `ModelCheck`: every adapter case of a reference, with one base case,
 /// as one batch through a `LoRAManager` holding every adapter of DIR/adapters (a slot each, and
-/// one for the base), per plan kind (`--lora-backend` csgmv and sgmv), against the reference
+/// one for the base), per LoRA backend (`--lora-backend` csgmv, sgmv and fused), against the reference
 /// (PEFT): top-5 logprobs at the prefill position and at each decode step while the greedy tokens
 /// agree, within `tolerance`. The same batch on the CPU backend (f32) says which side is off.
 enum LoRAModelCheck {
@@ -35,24 +35,35 @@ enum LoRAModelCheck {
 
     /// Runs `cases` as one generation, each under its adapter, with a slot for every adapter and the base.
     static func generate(model: LlamaModel, adapterDir: String, cases: [ModelCheck.Case], kind: LoRABackendKind) throws -> Outcome {
-        let names = try adapterNames(adapterDir)
+        var stepLogits = [[[Float]]](repeating: [], count: cases.count)
+        let run = try generate(model: model, adapterDir: adapterDir, prompts: cases.map(\.promptIds), adapters: cases.map(\.adapter),
+                               newTokens: cases.map { max(1, $0.greedyIds.count) }, slots: try adapterNames(adapterDir).count + 1, kind: kind,
+                               onLogits: { s, _, logits in stepLogits[s].append(logits) })
+        return Outcome(stepLogits: stepLogits, tokens: run.tokens, firstStepSequences: run.firstStepSequences)
+    }
+
+    /// One generation of `prompts`, prompt i under adapter `adapters[i]` (nil: base) for
+    /// `newTokens[i]` tokens, through a pool of `slots` slots holding every adapter of `adapterDir`;
+    /// each step's logits go to `onLogits`. Returns the tokens and the first step's sequence count.
+    static func generate(model: LlamaModel, adapterDir: String, prompts: [[Int]], adapters: [String?], newTokens: [Int], slots: Int,
+                         kind: LoRABackendKind, onLogits: @escaping (_ sequence: Int, _ step: Int, _ logits: [Float]) -> Void) throws
+        -> (tokens: [[Int]], firstStepSequences: Int) {
         var options = LoRAOptions()
-        options.maxLorasPerBatch = names.count + 1
+        options.maxLorasPerBatch = slots
         options.backend = kind
         let manager = try LoRAManager(options: options, model: model, maxTokens: model.maxTokens,
-                                      initial: names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") })
-        let refs = try manager.registry.resolve(cases.map(\.adapter))
-        var stepLogits = [[[Float]]](repeating: [], count: cases.count)
+                                      initial: try adapterNames(adapterDir).map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") })
+        let refs = try manager.registry.resolve(adapters)
         var firstStepSequences: Int?
         let tokens = try Generator(model: model).generate(
-            zip(cases, refs).map { GenerationRequest(promptIds: $0.promptIds, maxNewTokens: max(1, $0.greedyIds.count), adapterKey: $1?.uid ?? 0) },
-            maxAdaptersPerStep: options.maxLorasPerBatch,
+            prompts.indices.map { GenerationRequest(promptIds: prompts[$0], maxNewTokens: newTokens[$0], adapterKey: refs[$0]?.uid ?? 0) },
+            maxAdaptersPerStep: slots,
             stepHook: { rows in
                 if firstStepSequences == nil { firstStepSequences = Set(rows).count }
                 return try manager.prepare(rowAdapters: rows.map { refs[$0] })
             },
-            onLogits: { s, _, logits in stepLogits[s].append(logits) })
-        return Outcome(stepLogits: stepLogits, tokens: tokens, firstStepSequences: firstStepSequences ?? 0)
+            onLogits: onLogits)
+        return (tokens, firstStepSequences ?? 0)
     }
 
     /// Each LoRA backend on `backend`, one result each (fused last: it widens the model's weights, whose

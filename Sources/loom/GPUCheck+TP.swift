@@ -22,19 +22,11 @@ enum TensorParallelCheck {
         let promptTokens = (batch["prompt_ids"] as! [Any]).map { ($0 as! [Any]).count }.reduce(0, +)
         let model = try LlamaModel(directory: directory, backends: backends, communicators: communicators, maxTokens: max(512, promptTokens),
                                    maxSequences: 16)
-        let names = try LoRAModelCheck.adapterNames(adapterDir)
-        var options = LoRAOptions()
-        options.maxLorasPerBatch = 8
-        let manager = try LoRAManager(options: options, model: model, maxTokens: model.maxTokens,
-                                      initial: names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") })
-        let adapters = (batch["adapters"] as! [Any]).map { $0 as? String }
-        let refs = try manager.registry.resolve(adapters)
         let prompts = (batch["prompt_ids"] as! [Any]).map { ($0 as! [Any]).map { ($0 as! NSNumber).intValue } }
         var first = [[Float]](repeating: [], count: prompts.count)
-        let tokens = try Generator(model: model).generate(
-            zip(prompts, refs).map { GenerationRequest(promptIds: $0, maxNewTokens: newTokens, adapterKey: $1?.uid ?? 0) },
-            stepHook: { rows in try manager.prepare(rowAdapters: rows.map { refs[$0] }) },
-            onLogits: { s, step, l in if step == 0 { first[s] = l } })
+        let tokens = try LoRAModelCheck.generate(
+            model: model, adapterDir: adapterDir, prompts: prompts, adapters: (batch["adapters"] as! [Any]).map { $0 as? String },
+            newTokens: prompts.map { _ in newTokens }, slots: 8, kind: .csgmv, onLogits: { s, step, l in if step == 0 { first[s] = l } }).tokens
         return Outcome(logits: first, tokens: tokens)
     }
 
