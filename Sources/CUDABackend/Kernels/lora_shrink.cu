@@ -5,6 +5,11 @@
 // CUDA graph with any mix of adapters.
 // Shapes: x [rows, K] bf16, A [slots, stack*R, K] bf16, out [n, stack*R] in plan order (f32; bf16 for the general kernel),
 // permutation [n], segmentStarts [capacity + 1], segmentSlots [capacity], slotRanks [slots] (i32).
+// loom_lora_shrink_fused (loraShrinkFused) also takes xOut [rows, outStride] bf16 (the GEMM input:
+// x in columns 0 ..< K, scalings[s·stack + m] · A[s][m·R + j] · x at K + (s·stack + m)·R + j),
+// scalings [slots, stack] f32, the f32 scratch [n, stack*R] as `out` (zero before and after) and
+// counters (i32 tickets, zero before and after). Launch of the tensor-core kernels: grid (segment
+// capacity, row tiles, column tiles · kSplit), block 32 · W.
 #include "common.cuh"
 
 // The tensor-core kernel. A block computes rows 16·MT·blockIdx.y ..< +16·MT of segment blockIdx.x
