@@ -202,7 +202,11 @@ import Testing
         _ = try await iterator.next()
         async let unloading: Void = engine.unloadAdapter(name: "r4-qv")
         // New requests naming it are refused at once, while the running one finishes normally.
-        try await Task.sleep(nanoseconds: 5_000_000)
+        // Wait until the unload has begun (a fixed sleep lost the race on a loaded CI machine).
+        for _ in 0..<2000 where engine.adapters?.lookup("r4-qv") != nil {
+            try await Task.sleep(nanoseconds: 1_000_000)
+        }
+        #expect(engine.adapters?.lookup("r4-qv") == nil, "the unload never began")
         await #expect(throws: (any Error).self) {
             for try await _ in engine.submit(EngineRequest(id: "late", promptIds: [1], adapter: ref, params: greedyParams(4))) {}
         }
