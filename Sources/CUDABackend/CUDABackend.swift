@@ -138,6 +138,13 @@ public final class CUDABackend: ComputeBackend {
         try driver.check(driver.cuMemsetD8Async(loraTickets.pointer, 0, loraTickets.byteCount, stream), "cuMemsetD8Async(LoRA tickets)")
     }
 
+    public func memoryInfo() -> (free: Int, total: Int)? {
+        activate()
+        var free = 0, total = 0
+        guard driver.cuMemGetInfo(&free, &total) == 0 else { return nil }
+        return (free, total)
+    }
+
     /// Versions and kernel-cache results, for reports.
     public var environment: [String: String] {
         var d: [String: String] = [

@@ -54,7 +54,7 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
         self.modelPath = modelPath
         let c = model.config
         maxContextLength = min(options.contextLength ?? c.maxPositionEmbeddings, c.maxPositionEmbeddings, model.maxBlocksPerSequence * options.blockSize)
-        let totalTokens = try options.maxTotalTokens ?? Self.defaultTotalTokens(config: c, options: options, dtype: model.backend.activationDType)
+        let totalTokens = try options.maxTotalTokens ?? Self.defaultTotalTokens(model: model, options: options)
         guard totalTokens >= options.blockSize else {
             throw LoomError.invalidArgument("--max-total-tokens \(totalTokens) is smaller than one KV block (\(options.blockSize) tokens)")
         }
@@ -102,13 +102,37 @@ public final class InferenceEngine: InferenceService, @unchecked Sendable {
                       modelName: modelName ?? modelPath, modelPath: modelPath)
     }
 
-    static func defaultTotalTokens(config: ModelConfig, options: EngineOptions, dtype: DType) throws -> Int {
-        let perToken = KVCache.bytesPerToken(config, dtype: dtype)
-        let physical = Double(ProcessInfo.processInfo.physicalMemory)
-        let budget = Int(physical * options.memFractionStatic) / max(perToken, 1)
-        // Never more than every running request at full context needs.
-        let context = min(options.contextLength ?? config.maxPositionEmbeddings, config.maxPositionEmbeddings)
-        return max(options.blockSize, min(budget, context * options.maxRunningRequests))
+    /// The KV cache's tokens when `--max-total-tokens` is not given, never more than every running
+    /// request at full context needs. On a device, SGLang's rule: what is free once the weights,
+    /// adapters and workspaces are allocated, less the `1 − --mem-fraction-static` share of the
+    /// device kept for activations, over each rank's bytes per token (the smallest rank decides).
+    /// On the host: `--mem-fraction-static` of physical memory.
+    static func defaultTotalTokens(model: LlamaModel, options: EngineOptions) throws -> Int {
+        let context = min(options.contextLength ?? model.config.maxPositionEmbeddings, model.config.maxPositionEmbeddings)
+        let cap = context * options.maxRunningRequests
+        var budget = Int.max
+        for rank in model.ranks {
+            guard let memory = rank.backend.memoryInfo() else { continue }
+            let perToken = KVCache.bytesPerToken(rank.local, dtype: rank.backend.activationDType)
+            let tokens = kvTokens(freeBytes: memory.free, totalBytes: memory.total, fraction: options.memFractionStatic, bytesPerToken: perToken)
+            guard tokens >= options.blockSize else {
+                throw LoomError.invalidArgument(String(
+                    format: "Not enough memory for the KV cache on rank %d: %.1f GiB free of %.1f GiB after loading, and --mem-fraction-static %.2f keeps %.1f GiB aside. Please try to increase --mem-fraction-static, or set --max-total-tokens.",
+                    rank.shard.rank, Double(memory.free) / 1_073_741_824, Double(memory.total) / 1_073_741_824, options.memFractionStatic,
+                    Double(memory.total) * (1 - options.memFractionStatic) / 1_073_741_824))
+            }
+            budget = min(budget, tokens)
+        }
+        if budget == .max {
+            let perToken = KVCache.bytesPerToken(model.config, dtype: model.backend.activationDType)
+            budget = Int(Double(ProcessInfo.processInfo.physicalMemory) * options.memFractionStatic) / max(perToken, 1)
+        }
+        return max(options.blockSize, min(budget, cap))
+    }
+
+    /// SGLang's KV budget on a device: `free − total · (1 − fraction)` bytes, in tokens (0 when negative).
+    public static func kvTokens(freeBytes: Int, totalBytes: Int, fraction: Double, bytesPerToken: Int) -> Int {
+        max(0, freeBytes - Int(Double(totalBytes) * (1 - fraction))) / max(bytesPerToken, 1)
     }
 
     // MARK: Lifecycle

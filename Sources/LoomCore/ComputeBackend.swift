@@ -160,9 +160,14 @@ public protocol ComputeBackend: AnyObject {
 
     /// Waits for all queued work.
     func synchronize()
+
+    /// The device's free and total memory in bytes, or nil for host memory (the CPU backend).
+    func memoryInfo() -> (free: Int, total: Int)?
 }
 
 extension ComputeBackend {
+    public func memoryInfo() -> (free: Int, total: Int)? { nil }
+
     /// `uploadAsync` into whole rows, from their first element.
     public func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, rows: Int, rowBytes: Int) {
         uploadAsync(from: source, offset: offset, pitch: pitch, to: destination, column: 0, rows: rows, rowBytes: rowBytes)

@@ -78,7 +78,7 @@ struct Serve: ParsableCommand {
     @Option(help: "The size of the KV cache in tokens (overrides --mem-fraction-static).")
     var maxTotalTokens: Int?
 
-    @Option(help: "The fraction of device memory for weights and the KV cache.")
+    @Option(help: "The fraction of device memory for weights and the KV cache (default 0.85 on a GPU: the KV cache takes what is free after loading, less 15% of the device; on the CPU, this fraction of host memory, default 0.2).")
     var memFractionStatic: Double?
 
     @Flag(help: "Run every decode step eagerly instead of from CUDA graphs.")

@@ -72,6 +72,17 @@ import Testing
         return engine.stats
     }
 
+    /// SGLang's KV budget on a device: what is free after loading, less `1 − --mem-fraction-static`
+    /// of the device (the CPU backend reports no device memory and keeps the host rule).
+    @Test func deviceKVBudgetFollowsSGLang() {
+        let gib = 1 << 30, perToken = 128 << 10
+        // 80 GiB, 60 GiB free after loading, fraction 0.85: 60 − 12 = 48 GiB of K and V.
+        #expect(InferenceEngine.kvTokens(freeBytes: 60 * gib, totalBytes: 80 * gib, fraction: 0.85, bytesPerToken: perToken) == 48 * gib / perToken)
+        // Less free than the reserve: no tokens (the engine then refuses, naming --mem-fraction-static).
+        #expect(InferenceEngine.kvTokens(freeBytes: 10 * gib, totalBytes: 80 * gib, fraction: 0.85, bytesPerToken: perToken) == 0)
+        #expect(CPUBackend().memoryInfo() == nil)
+    }
+
     @Test(arguments: [(8, 256, 1), (3, 7, 1), (4, 16, 2)])
     func concurrentMixedRequestsMatchPEFT(slots: Int, chunk: Int, tp: Int) async throws {
         let engine = try makeEngine(slots: slots, chunk: chunk, tp: tp)
