@@ -113,25 +113,29 @@ public final class ModelRank {
         b.embed(tokens: ws.tokens.rows(n), table: weights.embedding, out: residual)
         communicator?.allReduceSum(residual)
         for (i, layer) in weights.layers.enumerated() {
+            // What a group's GEMM multiplies: x, or x beside its adapters' shrink results (fused LoRA).
+            func gemmInput(_ group: ProjectionGroup, _ x: DeviceTensor) -> DeviceTensor {
+                lora?.gemmInput(rank: rank, layer: i, group: group, input: x) ?? x
+            }
             if i == 0 {
                 b.rmsNorm(residual, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
             } else {
                 b.addRMSNorm(residual: residual, projected, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
             }
-            b.linear(lora?.gemmInput(rank: rank, layer: i, group: .qkv, input: normed) ?? normed, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
+            b.linear(gemmInput(.qkv, normed), weight: layer.qkv, bias: layer.qkvBias, out: qkv)
             lora?.apply(rank: rank, layer: i, group: .qkv, input: normed, output: qkv)
             b.ropeAndWriteKV(qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
                              vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
                              headDim: c.headDim)
             b.attention(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            rowParallelLinear(lora?.gemmInput(rank: rank, layer: i, group: .o, input: attention) ?? attention, weight: layer.o, out: projected)
+            rowParallelLinear(gemmInput(.o, attention), weight: layer.o, out: projected)
             lora?.apply(rank: rank, layer: i, group: .o, input: attention, output: projected)
             b.addRMSNorm(residual: residual, projected, weight: layer.postAttentionNorm, eps: c.rmsNormEps, out: normed)
-            b.linear(lora?.gemmInput(rank: rank, layer: i, group: .gateUp, input: normed) ?? normed, weight: layer.gateUp, bias: nil, out: gateUp)
+            b.linear(gemmInput(.gateUp, normed), weight: layer.gateUp, bias: nil, out: gateUp)
             lora?.apply(rank: rank, layer: i, group: .gateUp, input: normed, output: gateUp)
             b.siluMul(gateUp, out: activated)
-            rowParallelLinear(lora?.gemmInput(rank: rank, layer: i, group: .down, input: activated) ?? activated, weight: layer.down, out: projected)
+            rowParallelLinear(gemmInput(.down, activated), weight: layer.down, out: projected)
             lora?.apply(rank: rank, layer: i, group: .down, input: activated, output: projected)
         }
         let m = batch.logitsRows.count
