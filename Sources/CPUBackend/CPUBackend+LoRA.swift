@@ -5,17 +5,28 @@ extension CPUBackend {
         let k = x.shape.rowCount, slotWidth = a.shape[1], maxRank = slotWidth / stack
         let outStride = out.shape.rowCount
         precondition(a.shape[2] == k && outStride == slotWidth, "loraShrink: x \(x.shape), A \(a.shape), out \(out.shape)")
-        let xs = x.f32, aw = a.f32, o = out.f32, perm = plan.permutation.i32
+        let o = out.f32
+        shrink(x, a: a, plan: plan, stack: stack) { p, _, _, m in (o + p * outStride + m * maxRank, 1) }
+    }
+
+    /// The shrink both forms share: for each plan position `p` (token row `row`) of a segment whose
+    /// slot has rank r > 0 and each stacked module `m`, `scale · A[slot][m·R ..< m·R + r] · x[row]`
+    /// into the r floats at `pointer`, where `(pointer, scale) = destination(p, row, slot, m)`.
+    private func shrink(_ x: DeviceTensor, a: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
+                        destination: @escaping (_ p: Int, _ row: Int, _ slot: Int, _ m: Int) -> (UnsafeMutablePointer<Float>, Float)) {
+        let k = x.shape.rowCount, slotWidth = a.shape[1], maxRank = slotWidth / stack
+        let xs = x.f32, aw = a.f32, perm = plan.permutation.i32
         let starts = plan.segmentStarts.i32, slots = plan.segmentSlots.i32, ranks = plan.slotRanks.i32
         parallelFor(plan.numSegments, work: Int(starts[plan.numSegments]) * k * plan.maxRank * stack) { segments in
             for g in segments {
                 let slot = Int(slots[g]), rank = Int(ranks[slot])
                 if rank == 0 { continue }
                 for p in Int(starts[g])..<Int(starts[g + 1]) {
-                    let row = xs + Int(perm[p]) * k
+                    let row = Int(perm[p])
                     for m in 0..<stack {
-                        let w = aw + (slot * slotWidth + m * maxRank) * k
-                        Kernels.gemmNT(x: row, rows: 1, w: w, outputs: 0..<rank, k: k, out: o + p * outStride + m * maxRank, outStride: outStride)
+                        let w = aw + (slot * slotWidth + m * maxRank) * k, (dst, scale) = destination(p, row, slot, m)
+                        Kernels.gemmNT(x: xs + row * k, rows: 1, w: w, outputs: 0..<rank, k: k, out: dst, outStride: rank)
+                        if scale != 1 { for j in 0..<rank { dst[j] *= scale } }
                     }
                 }
             }
@@ -56,22 +67,9 @@ extension CPUBackend {
         precondition(a.shape[2] == k && out.shape[0] >= n && outStride >= k + a.shape[0] * slotWidth,
                      "loraShrinkFused: x \(x.shape), A \(a.shape), out \(out.shape)")
         copyColumns(x, into: out.rows(n), column: 0)
-        let xs = x.f32, aw = a.f32, o = out.f32, scale = scalings.f32, perm = plan.permutation.i32
-        let starts = plan.segmentStarts.i32, slots = plan.segmentSlots.i32, ranks = plan.slotRanks.i32
-        parallelFor(plan.numSegments, work: Int(starts[plan.numSegments]) * k * plan.maxRank * stack) { segments in
-            for g in segments {
-                let slot = Int(slots[g]), rank = Int(ranks[slot])
-                if rank == 0 { continue }
-                for p in Int(starts[g])..<Int(starts[g + 1]) {
-                    let row = Int(perm[p])
-                    for m in 0..<stack {
-                        let w = aw + (slot * slotWidth + m * maxRank) * k, s = scale[slot * stack + m]
-                        let dst = o + row * outStride + k + slot * slotWidth + m * maxRank
-                        Kernels.gemmNT(x: xs + row * k, rows: 1, w: w, outputs: 0..<rank, k: k, out: dst, outStride: outStride)
-                        for j in 0..<rank { dst[j] *= s }
-                    }
-                }
-            }
+        let o = out.f32, scale = scalings.f32
+        shrink(x, a: a, plan: plan, stack: stack) { _, row, slot, m in
+            (o + row * outStride + k + slot * slotWidth + m * maxRank, scale[slot * stack + m])
         }
     }
 

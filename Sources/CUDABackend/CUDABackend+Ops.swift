@@ -181,17 +181,13 @@ extension CUDABackend {
                      "loraShrink: x \(x.shape), A \(a.shape), out \(out.dtype) \(out.shape)")
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
-        let common: [KernelArgument] = [.pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer),
-                                        .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer)]
+        let common = plan.kernelArguments
         if out.dtype == .f32 && k % 8 == 0 && (x.devicePointer | a.devicePointer) % 16 == 0 {
             let large = plan.usesLargeTiles
             let rowsPerBlock = large ? 64 : 16, columnsPerBlock = large ? 32 : 16, warps = large ? 4 : 8
             let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock
             let columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
-            // Blocks with work: about one per row tile of the batch and column tile. Split K until
-            // there are two per multiprocessor, keeping at least two 32-element blocks per warp.
-            let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
-            let kSplit = max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / (64 * warps)))
+            let kSplit = shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
             if kSplit > 1 && !plan.outputsZeroed { zero(out) }
             launch(large ? "loom_lora_shrink_mma_large" : "loom_lora_shrink_mma_small",
                    grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
@@ -213,9 +209,7 @@ extension CUDABackend {
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
         let o = outOffsets + [totalOut, totalOut, totalOut]
-        let common: [KernelArgument] = [.pointer(scalings.devicePointer), .int(scalings.dtype == .f32 ? 1 : 0),
-                                        .pointer(plan.permutation.devicePointer), .pointer(plan.segmentStarts.devicePointer),
-                                        .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer)]
+        let common: [KernelArgument] = [.pointer(scalings.devicePointer), .int(scalings.dtype == .f32 ? 1 : 0)] + plan.kernelArguments
         if shrunk.dtype == .f32 && maxRank % 2 == 0 && outOffsets.allSatisfy({ $0 % 8 == 0 }) && out.devicePointer % 4 == 0 {
             let large = plan.usesLargeTiles
             let rowsPerBlock = large ? 64 : 16
@@ -251,14 +245,12 @@ extension CUDABackend {
                      "\(op): needs rows of a multiple of 8 elements, 16-byte aligned (x \(x.shape), out \(out.shape))")
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
+        // loraShrink's decode tiles: 16 rows × 16 columns, 8 warps.
         let rowTiles = (plan.maxSegmentLength + 15) / 16, columnTiles = (slotWidth + 15) / 16
-        // As loraShrink's decode tiles: split K until about two blocks per multiprocessor have work.
-        let working = ((n + 15) / 16 + min(capacity, 8)) * columnTiles
-        let kSplit = max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / 512))
+        let kSplit = shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: 16, columnTiles: columnTiles, k: k, warps: 8)
         precondition(capacity * rowTiles * columnTiles <= Self.loraTicketCount, "\(op): \(capacity * rowTiles * columnTiles) tiles exceed the tickets")
         launch("loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 256,
-               [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(scratch.devicePointer), .pointer(plan.permutation.devicePointer),
-                .pointer(plan.segmentStarts.devicePointer), .pointer(plan.segmentSlots.devicePointer), .pointer(plan.slotRanks.devicePointer),
+               [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
                 .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)])
     }
@@ -275,7 +267,24 @@ extension CUDABackend {
     }
 }
 
+extension CUDABackend {
+    /// The K split of a tensor-core shrink: blocks with work are about one per row tile of the
+    /// batch and column tile; split K until `loraShrinkBlocksPerSM` per multiprocessor have work,
+    /// keeping at least two 32-element blocks per warp.
+    func shrinkSplit(rows n: Int, capacity: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int) -> Int {
+        let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
+        return max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / (64 * warps)))
+    }
+}
+
 extension LoRAKernelPlan {
+    /// The plan's device arrays as every LoRA kernel takes them: permutation, segment starts,
+    /// segment slots, slot ranks.
+    var kernelArguments: [KernelArgument] {
+        [.pointer(permutation.devicePointer), .pointer(segmentStarts.devicePointer), .pointer(segmentSlots.devicePointer),
+         .pointer(slotRanks.devicePointer)]
+    }
+
     /// Whether the tensor-core kernels take 64-row tiles: when segments may be long and average
     /// more than 16 rows (prefill; sgmv with few adapters per row). Decode batches spread over
     /// adapters keep 16-row tiles. Depends only on the row count and capacities (graph-safe).

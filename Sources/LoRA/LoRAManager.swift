@@ -20,8 +20,8 @@ public final class LoRAManager {
     private let pendingRemovals = NSLock()
     private var removedUIDs: [UInt64] = []
     let groups: [ProjectionGroup]
-    /// Where each group's shrink output starts within a layer's share of `stepShrunk`, in stacked
-    /// modules (q/k/v 3, o 1, gate/up 2, down 1), and the modules of all groups together.
+    /// Where each unfused group's shrink output starts within a layer's share of `stepShrunk`, in
+    /// stacked modules (q/k/v 3, o 1, gate/up 2, down 1), and the modules of those groups together.
     private let stackOffsets: [ProjectionGroup: Int]
     private let stackedModules: Int
     let ranks: [RankBuffers]
@@ -90,19 +90,20 @@ public final class LoRAManager {
         pool = SlotPool(slotCount: options.maxLorasPerBatch, policy: options.evictionPolicy)
         let groups = ProjectionGroup.allCases.filter { !Self.modules(of: $0).filter(targets.contains).isEmpty }
         self.groups = groups
+        let fusedGroups = Set(groups.filter { g in
+            options.backend == .fused && !(Self.isRowParallel(Self.modules(of: g)[0]) && backends.count > 1)
+                && Self.inputColumns(Self.modules(of: g)[0], base, TensorShard(rank: 0, size: backends.count)).count % 8 == 0
+        })
+        self.fusedGroups = fusedGroups
+        // Shrink outputs only for the groups that shrink then expand (fused groups write beside x).
         var offsets: [ProjectionGroup: Int] = [:], stacked = 0
-        for g in groups {
+        for g in groups where !fusedGroups.contains(g) {
             offsets[g] = stacked
             stacked += Self.modules(of: g).count
         }
         stackOffsets = offsets
         stackedModules = stacked
         let slots = options.maxLorasPerBatch, r = max(maxRank, 1)
-        let fusedGroups = Set(groups.filter { g in
-            options.backend == .fused && !(Self.isRowParallel(Self.modules(of: g)[0]) && backends.count > 1)
-                && Self.inputColumns(Self.modules(of: g)[0], base, TensorShard(rank: 0, size: backends.count)).count % 8 == 0
-        })
-        self.fusedGroups = fusedGroups
         ranks = try backends.indices.map { index in
             let backend = backends[index]
             let shard = TensorShard(rank: index, size: backends.count)
@@ -309,7 +310,7 @@ public final class LoRAManager {
         let padded = plan.padded(toCapacity: capacity)
         let zeroed = n <= Self.stepShrunkRows
         let plans = ranks.map { rb -> LoRAKernelPlan in
-            if zeroed { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * stackedModules * n * max(maxRank, 1))) }
+            if zeroed && stackedModules > 0 { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * stackedModules * n * max(maxRank, 1))) }
             for input in rb.fusedInputs.values { rb.backend.zero(input.rows(n)) }
             rb.backend.copy(plan.permutation, to: rb.permutation)
             rb.backend.copy(padded.starts, to: rb.segmentStarts)

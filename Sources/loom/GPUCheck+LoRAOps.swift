@@ -98,25 +98,13 @@ extension OpChecks {
     /// The fused shrink's output in two parts: the copy of x (exact) and the scaled shrink columns
     /// (bf16 rounding: 1e-2 relative L2), each against the CPU.
     func compareFused(_ c: DeviceTensor, _ g: DeviceTensor, k: Int, detail: String) -> [[String: Any]] {
-        let width = c.shape.rowCount, a = cpu.download(c), b = gpu.download(g)
-        var results: [[String: Any]] = []
-        for (name, columns, tolerance) in [("loraShrinkFused x", 0..<k, 0.0), ("loraShrinkFused xA", k..<width, 1e-2)] {
-            var diff = 0.0, norm = 0.0, maxAbs = 0.0, finite = true
-            for row in 0..<c.shape[0] {
-                for col in columns {
-                    let x = a[row * width + col], y = b[row * width + col]
-                    if !y.isFinite { finite = false }
-                    diff += Double(x - y) * Double(x - y)
-                    norm += Double(x) * Double(x)
-                    maxAbs = max(maxAbs, Double(abs(x - y)))
-                }
-            }
-            let rel = norm > 0 ? (diff / norm).squareRoot() : diff.squareRoot()
-            let pass = finite && norm > 0 && (tolerance == 0 ? maxAbs == 0 : rel <= tolerance)
-            results.append(["op": name, "detail": detail, "rel_l2": rel, "max_abs": maxAbs, "tolerance_rel_l2": tolerance,
-                            "elements": c.shape[0] * columns.count, "pass": pass])
+        let width = c.shape.rowCount, rows = c.shape[0], a = cpu.download(c), b = gpu.download(g)
+        func columns(_ values: [Float], _ range: Range<Int>) -> [Float] {
+            (0..<rows).flatMap { values[($0 * width + range.lowerBound)..<($0 * width + range.upperBound)] }
         }
-        return results
+        return [("loraShrinkFused x", 0..<k, 0.0), ("loraShrinkFused xA", k..<width, 1e-2)].map { name, range, tolerance in
+            compare(name, columns(a, range), columns(b, range), tolerance: tolerance, detail: detail, nonzero: true)
+        }
     }
 
     /// The LoRA kernels over adapter mixes, ranks, plan kinds and graph replay.

@@ -59,7 +59,12 @@ struct OpChecks {
     }
 
     func compare(_ name: String, _ c: DeviceTensor, _ g: DeviceTensor, tolerance: Double, detail: String = "") -> [String: Any] {
-        let a = cpu.download(c), b = gpu.download(g)
+        compare(name, cpu.download(c), gpu.download(g), tolerance: tolerance, detail: detail)
+    }
+
+    /// The CPU's values `a` against the GPU's `b`: relative L2 within `tolerance` (0: exact), every
+    /// GPU value finite, and (`nonzero`) a reference that is not all zeros.
+    func compare(_ name: String, _ a: [Float], _ b: [Float], tolerance: Double, detail: String = "", nonzero: Bool = false) -> [String: Any] {
         var diff = 0.0, norm = 0.0, maxAbs = 0.0
         var finite = true
         for (x, y) in zip(a, b) {
@@ -69,7 +74,7 @@ struct OpChecks {
             maxAbs = max(maxAbs, Double(abs(x - y)))
         }
         let rel = norm > 0 ? (diff / norm).squareRoot() : diff.squareRoot()
-        let pass = finite && a.count == b.count && (tolerance == 0 ? maxAbs == 0 : rel <= tolerance)
+        let pass = finite && a.count == b.count && (!nonzero || norm > 0) && (tolerance == 0 ? maxAbs == 0 : rel <= tolerance)
         return ["op": name, "detail": detail, "rel_l2": rel, "max_abs": maxAbs, "tolerance_rel_l2": tolerance, "elements": a.count, "pass": pass]
     }
 

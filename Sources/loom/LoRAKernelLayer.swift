@@ -117,19 +117,20 @@ final class LoRAKernelLayer {
         var maxError: Float = 0, maxReference: Float = 0
         for g in ProjectionGroup.allCases {
             let x = operands(g, tokens: rowAdapters.count)
-            var delta: DeviceTensor?
+            // The delta of every row, on the host.
+            let delta: [Float], width = x.output.shape.rowCount
             if let fused {
                 let out = x.output.shape, base = try! gpu.allocate(out, dtype: .f32), with = try! gpu.allocate(out, dtype: .f32)
                 gpu.linear(x.input, weight: x.weight, bias: nil, out: base)
                 gpu.linear(applier.gemmInput(rank: 0, layer: 0, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: with)
-                gpu.copy(zip(gpu.download(with), gpu.download(base)).map { $0 - $1 }, to: with)
-                delta = with
+                delta = zip(gpu.download(with), gpu.download(base)).map { $0 - $1 }
             } else {
                 gpu.fill(x.output, value: 0)
                 applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
+                delta = gpu.download(x.output)
             }
             for row in rows {
-                let input = gpu.download(x.input.rows(row, 1)), got = gpu.download((delta ?? x.output).rows(row, 1))
+                let input = gpu.download(x.input.rows(row, 1)), got = Array(delta[(row * width)..<((row + 1) * width)])
                 var expected: [Float] = []
                 for m in LoRAManager.modules(of: g) {
                     let w = adapters[rowAdapters[row]].layers[0][m]!
