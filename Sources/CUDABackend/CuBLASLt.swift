@@ -12,6 +12,13 @@ final class CuBLASLt: @unchecked Sendable {
     private let cublasLtMatmulPreferenceSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Int32
     private let cublasLtMatmulAlgoGetHeuristic: @convention(c) (Handle, Handle, Handle, Handle, Handle, Handle, Handle, Int32,
                                                                 UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>) -> Int32
+    private let cublasLtMatmulAlgoCheck: @convention(c) (Handle, Handle, Handle, Handle, Handle, Handle, UnsafeRawPointer,
+                                                         UnsafeMutableRawPointer) -> Int32
+    private let cublasLtMatmulAlgoConfigSetAttribute: @convention(c) (UnsafeMutableRawPointer, Int32, UnsafeRawPointer, Int) -> Int32
+    private let cublasLtMatmulAlgoConfigGetAttribute: @convention(c) (UnsafeRawPointer, Int32, UnsafeMutableRawPointer, Int,
+                                                                      UnsafeMutablePointer<Int>?) -> Int32
+    private let cublasLtMatmulAlgoCapGetAttribute: @convention(c) (UnsafeRawPointer, Int32, UnsafeMutableRawPointer, Int,
+                                                                   UnsafeMutablePointer<Int>?) -> Int32
     private let cublasLtMatmul: @convention(c) (Handle, Handle, UnsafeRawPointer, UInt64, Handle, UInt64, Handle, UnsafeRawPointer,
                                                 UInt64, Handle, UInt64, Handle, UnsafeRawPointer?, UInt64, Int, Handle) -> Int32
 
@@ -44,6 +51,10 @@ final class CuBLASLt: @unchecked Sendable {
         cublasLtMatmulPreferenceCreate = try lib.function("cublasLtMatmulPreferenceCreate")
         cublasLtMatmulPreferenceSetAttribute = try lib.function("cublasLtMatmulPreferenceSetAttribute")
         cublasLtMatmulAlgoGetHeuristic = try lib.function("cublasLtMatmulAlgoGetHeuristic")
+        cublasLtMatmulAlgoCheck = try lib.function("cublasLtMatmulAlgoCheck")
+        cublasLtMatmulAlgoConfigSetAttribute = try lib.function("cublasLtMatmulAlgoConfigSetAttribute")
+        cublasLtMatmulAlgoConfigGetAttribute = try lib.function("cublasLtMatmulAlgoConfigGetAttribute")
+        cublasLtMatmulAlgoCapGetAttribute = try lib.function("cublasLtMatmulAlgoCapGetAttribute")
         cublasLtMatmul = try lib.function("cublasLtMatmul")
         try check(cublasLtCreate(&handle), "cublasLtCreate")
     }
@@ -57,7 +68,7 @@ final class CuBLASLt: @unchecked Sendable {
     /// `out[n, m] = x[n, k] · W[m, k]ᵀ` (row-major, bf16 operands, fp32 accumulation; `out` bf16 or
     /// f32); W's rows are `ldWeight ≥ k` elements apart. In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
     /// `time`, when given (never during a graph capture), measures a closure's device milliseconds:
-    /// a new shape then tries the heuristic's top candidates on these operands and keeps the fastest,
+    /// a new shape then tries the heuristic's top candidates and their split-K variants on these operands and keeps the fastest,
     /// each timed alone (best of three; the CUDA backend's `time` first evicts the operands from L2,
     /// as a decode step meets every layer's weights: timed on L2-resident repeats, the choice does not carry over).
     func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, ldWeight: Int, outType: Int32,
@@ -71,7 +82,9 @@ final class CuBLASLt: @unchecked Sendable {
             plan = p
         } else {
             var candidates = try makePlans(key)
-            if let time, candidates.count > 1 {
+            if let time {
+                candidates += splitKVariants(of: candidates, key: key)
+                var timings: [(config: AlgorithmConfig, us: Double)] = []
                 var best = (index: 0, ms: Double.infinity)
                 for (i, c) in candidates.enumerated() {
                     var ok = true
@@ -79,14 +92,79 @@ final class CuBLASLt: @unchecked Sendable {
                     run()
                     var ms = Double.infinity
                     for _ in 0..<3 { ms = min(ms, time { run() }) }
-                    if ok && ms < best.ms { best = (i, ms) }
+                    guard ok else { continue }
+                    timings.append((config(of: c), ms * 1000))
+                    if ms < best.ms { best = (i, ms) }
                 }
+                tunings.append(Tuning(m: m, n: n, k: k, heuristic: config(of: candidates[0]), chosen: config(of: candidates[best.index]),
+                                      timings: timings))
                 candidates = [candidates[best.index]]
             }
             plan = candidates[0]
             plans[key] = plan
         }
         try check(launch(plan, x: x, weight: weight, out: out, workspace: workspace, stream: stream), "cublasLtMatmul(m: \(m), n: \(n), k: \(k))")
+    }
+
+    /// A candidate as cuBLASLt numbers it: algorithm, tile, stages, split-K count and reduction scheme.
+    struct AlgorithmConfig: Hashable, CustomStringConvertible {
+        var id, tile, stages, splitK, reduction: Int
+        var description: String { "algo \(id) tile \(tile) stages \(stages) split-k \(splitK)" + (splitK > 1 ? " reduction \(reduction)" : "") }
+    }
+
+    /// A shape tuned on first use: the heuristic's first candidate, the fastest, and each candidate's device µs.
+    struct Tuning {
+        var m, n, k: Int
+        var heuristic, chosen: AlgorithmConfig
+        var timings: [(config: AlgorithmConfig, us: Double)]
+    }
+    /// Every tuning so far, in order.
+    private(set) var tunings: [Tuning] = []
+
+    // cublasLtMatmulAlgoConfigAttributes_t, cublasLtMatmulAlgoCapAttributes_t, cublasLtReductionScheme_t.
+    private static let configID: Int32 = 0, configTile: Int32 = 1, configSplitK: Int32 = 2, configReduction: Int32 = 3, configStages: Int32 = 6
+    private static let capSplitKSupport: Int32 = 0, capReductionMask: Int32 = 1
+    /// Partial sums in f32 in the workspace, then one reduction (deterministic; in-place would add bf16 parts).
+    private static let reductionComputeType: UInt32 = 2
+
+    private func config(of plan: Plan) -> AlgorithmConfig {
+        func read(_ attribute: Int32) -> Int {
+            var value: UInt32 = 0
+            _ = plan.algo.withUnsafeBytes { cublasLtMatmulAlgoConfigGetAttribute($0.baseAddress!, attribute, &value, 4, nil) }
+            return Int(value)
+        }
+        return AlgorithmConfig(id: read(Self.configID), tile: read(Self.configTile), stages: read(Self.configStages),
+                               splitK: max(1, read(Self.configSplitK)), reduction: read(Self.configReduction))
+    }
+
+    /// The candidates again with K split 2 to 16 ways (at least 256 of K a part), where the algorithm
+    /// supports it and cuBLASLt accepts the variant within the workspace. The heuristic rarely offers
+    /// these for decode shapes, whose few output tiles leave most multiprocessors idle.
+    private func splitKVariants(of candidates: [Plan], key: PlanKey) -> [Plan] {
+        var seen = Set(candidates.map(config(of:)))
+        var variants: [Plan] = []
+        for c in candidates {
+            var support: Int32 = 0, mask: UInt32 = 0
+            _ = c.algo.withUnsafeBytes { cublasLtMatmulAlgoCapGetAttribute($0.baseAddress!, Self.capSplitKSupport, &support, 4, nil) }
+            _ = c.algo.withUnsafeBytes { cublasLtMatmulAlgoCapGetAttribute($0.baseAddress!, Self.capReductionMask, &mask, 4, nil) }
+            guard support != 0, mask & Self.reductionComputeType != 0 else { continue }
+            for parts in [2, 3, 4, 6, 8, 12, 16] where key.k / parts >= 256 {
+                var v = c
+                var splits = UInt32(parts), scheme = Self.reductionComputeType
+                var result = [UInt8](repeating: 0, count: 96)
+                let status = v.algo.withUnsafeMutableBytes { algo -> Int32 in
+                    guard cublasLtMatmulAlgoConfigSetAttribute(algo.baseAddress!, Self.configSplitK, &splits, 4) == 0,
+                          cublasLtMatmulAlgoConfigSetAttribute(algo.baseAddress!, Self.configReduction, &scheme, 4) == 0 else { return -1 }
+                    return result.withUnsafeMutableBytes {
+                        cublasLtMatmulAlgoCheck(handle, c.desc, c.a, c.b, c.d, c.d, algo.baseAddress!, $0.baseAddress!)
+                    }
+                }
+                let workspace = result.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 64, as: Int.self) }
+                guard status == 0, workspace <= workspaceBytes, seen.insert(config(of: v)).inserted else { continue }
+                variants.append(v)
+            }
+        }
+        return variants
     }
 
     private func launch(_ plan: Plan, x: UInt64, weight: UInt64, out: UInt64, workspace: UInt64, stream: OpaquePointer?) -> Int32 {
@@ -97,7 +175,7 @@ final class CuBLASLt: @unchecked Sendable {
         }
     }
 
-    /// The heuristic's candidates for a shape (up to 8), best first.
+    /// The heuristic's candidates for a shape (up to 16), best first.
     private func makePlans(_ key: PlanKey) throws -> [Plan] {
         var desc: Handle = nil, a: Handle = nil, b: Handle = nil, d: Handle = nil, pref: Handle = nil
         try check(cublasLtMatmulDescCreate(&desc, Self.compute32F, Self.r32F), "cublasLtMatmulDescCreate")
@@ -115,7 +193,7 @@ final class CuBLASLt: @unchecked Sendable {
             try check(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &alignment, 4), "cublasLtMatmulPreferenceSetAttribute(alignment)")
         }
         // cublasLtMatmulHeuristicResult_t is 96 bytes: algo (64), workspaceSize, state, wavesCount, reserved[4].
-        let requested = 8
+        let requested = 16
         var results = [UInt8](repeating: 0, count: 96 * requested)
         var returned: Int32 = 0
         try check(results.withUnsafeMutableBytes {
@@ -127,6 +205,20 @@ final class CuBLASLt: @unchecked Sendable {
         return (0..<Int(returned)).map { r in
             let algo = results.withUnsafeBytes { raw in (0..<8).map { raw.loadUnaligned(fromByteOffset: r * 96 + $0 * 8, as: UInt64.self) } }
             return Plan(desc: desc, a: a, b: b, d: d, algo: algo)
+        }
+    }
+}
+
+extension CUDABackend {
+    /// The GEMM shapes tuned so far (`tunesGEMMs`), as JSON rows: the heuristic's first candidate,
+    /// the fastest, and every candidate's device µs on operands evicted from L2.
+    public var gemmTunings: [[String: Any]] {
+        blas.tunings.map { t in
+            let heuristicUS = t.timings.first { $0.config == t.heuristic }?.us
+            let chosenUS = t.timings.first { $0.config == t.chosen }?.us
+            return ["m": t.m, "n": t.n, "k": t.k, "heuristic": t.heuristic.description, "chosen": t.chosen.description,
+                    "heuristic_us": heuristicUS ?? -1, "chosen_us": chosenUS ?? -1,
+                    "candidates": t.timings.map { ["config": $0.config.description, "us": $0.us] as [String: Any] }]
         }
     }
 }

@@ -131,10 +131,11 @@ struct BenchDecode: ParsableCommand {
         var environment = gpu.environment
         if let ncclVersion { environment["nccl"] = ncclVersion }
         environment["gpus"] = gpus.map(\.deviceName).joined(separator: ", ")
-        let result: [String: Any] = [
+        var result: [String: Any] = [
             "tp_size": tpSize, "bench": "decode", "command": CommandLine.arguments.joined(separator: " "), "commit": commit, "gpu": gpu.deviceName,
             "date": formatter.string(from: Date()), "hbm_copy_bandwidth_gb_s": bandwidth / 1e9, "environment": environment, "rows": rows,
         ]
+        if tuneGemms { result["gemm_tunings"] = gpu.gemmTunings }
         let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
         if let output { try data.write(to: URL(fileURLWithPath: output)) }
         print(String(decoding: data, as: UTF8.self))
