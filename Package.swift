@@ -36,7 +36,6 @@ let package = Package(
                 .embedInCode("Kernels/rope.cu"),
                 .embedInCode("Kernels/attention.cu"),
                 .embedInCode("Kernels/attention_decode.cu"),
-                .embedInCode("Kernels/gemm_decode.cu"),
                 .embedInCode("Kernels/silu_mul.cu"),
                 .embedInCode("Kernels/gather_rows.cu"),
                 .embedInCode("Kernels/convert.cu"),

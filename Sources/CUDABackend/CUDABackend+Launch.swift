@@ -21,7 +21,7 @@ extension CUDABackend {
     /// Launches `function` on the stream, or records it when a graph capture is armed, or skips it
     /// while a captured graph stands in for the step.
     /// `label` names the launch in kernel profiles (default: the function); built only when profiling.
-    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, clusterZ: Int = 1, label: @autoclosure () -> String? = nil,
+    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, label: @autoclosure () -> String? = nil,
                 _ arguments: [KernelArgument]) {
         guard beginLaunch() else { return }
         activate()
@@ -33,20 +33,18 @@ extension CUDABackend {
         slots.withUnsafeMutableBufferPointer { buffer in
             var pointers: [UnsafeMutableRawPointer?] = (0..<buffer.count).map { UnsafeMutableRawPointer(buffer.baseAddress! + $0) }
             let status = pointers.withUnsafeMutableBufferPointer {
-                usesProgrammaticLaunch || clusterZ > 1
-                    ? driver.launchEx(f, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)), block: UInt32(block),
-                                      sharedBytes: UInt32(sharedBytes), stream: stream, parameters: $0.baseAddress,
-                                      programmatic: usesProgrammaticLaunch, clusterZ: UInt32(clusterZ))
+                usesProgrammaticLaunch
+                    ? driver.launchProgrammatic(f, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)), block: UInt32(block),
+                                                sharedBytes: UInt32(sharedBytes), stream: stream, parameters: $0.baseAddress)
                     : driver.cuLaunchKernel(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1,
                                             UInt32(sharedBytes), stream, $0.baseAddress, nil)
             }
-            must(status, "\(usesProgrammaticLaunch || clusterZ > 1 ? "cuLaunchKernelEx" : "cuLaunchKernel")(\(function), grid \(grid), block \(block)"
-                 + (clusterZ > 1 ? ", cluster (1, 1, \(clusterZ))" : "") + ")")
+            must(status, "\(usesProgrammaticLaunch ? "cuLaunchKernelEx" : "cuLaunchKernel")(\(function), grid \(grid), block \(block))")
         }
     }
 
-    /// `out = x · Wᵀ` (bf16 operands, fp32 accumulation): `loom_gemv` for a few rows of x,
-    /// `loom_gemm_decode` up to 64 rows, cuBLASLt otherwise.
+    /// `out = x · Wᵀ` (bf16 operands, fp32 accumulation): `loom_gemv` for a few rows of x, cuBLASLt
+    /// otherwise.
     func gemm(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
         let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
         precondition(x.dtype == .bf16 && weight.dtype == .bf16, "linear: bf16 operands expected, got \(x.dtype) · \(weight.dtype)")
@@ -56,10 +54,6 @@ extension CUDABackend {
         precondition(out.dtype == .bf16 || out.dtype == .f32, "linear: out must be bf16 or f32")
         if n <= maxGEMVRows {
             gemv(x, weight, out)
-            return
-        }
-        if n <= maxDecodeGEMMRows && k % 8 == 0 && ldWeight % 8 == 0 && (x.devicePointer | weight.devicePointer) % 16 == 0 {
-            gemmDecode(x, weight, out)
             return
         }
         guard beginLaunch() else { return }
@@ -83,22 +77,6 @@ extension CUDABackend {
         launch("loom_gemv_n\(n)", grid: ((m + 3) / 4, 1, 1), block: 128, label: "gemv \(n)x\(m)x\(k)",
                [.pointer(x.devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
                 .int(m), .int(k), .int(weight.shape.rowCount)])
-    }
-
-    /// `loom_gemm_decode` (5 to 64 rows of x): 128 rows of W a block, K split into a cluster of up to
-    /// 8 blocks until about `decodeGEMMBlocksPerSM` blocks per multiprocessor have work.
-    private func gemmDecode(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
-        let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
-        let rowBlocks = (m + 127) / 128
-        var split = 1
-        if canLaunchClusters {
-            let wanted = decodeGEMMSplit ?? (decodeGEMMBlocksPerSM * multiprocessorCount + rowBlocks - 1) / rowBlocks
-            split = max(1, min(8, wanted, k / 256))
-        }
-        launch("loom_gemm_decode_m\((n + 15) / 16)", grid: (rowBlocks, 1, split), block: 128, clusterZ: split,
-               label: "gemm_decode \(n)x\(m)x\(k)",
-               [.pointer(x.devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
-                .int(n), .int(m), .int(k), .int(weight.shape.rowCount)])
     }
 
     /// Overwrites a 256 MiB scratch buffer (five times the H200's L2) on the stream, so that what

@@ -52,19 +52,12 @@ public final class CUDABackend: ComputeBackend {
     /// Whether decode steps (one query row per sequence, head_dim 64 or 128, 3 to 8 query heads per
     /// KV head) run `loom_attention_decode` rather than the general kernel (`LOOM_DECODE_ATTENTION=0`: off).
     public let usesDecodeAttention = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION"] != "0"
+    /// Warps per block of `loom_attention_decode`: 4, or 8 (`LOOM_DECODE_ATTENTION_WARPS=8`), which keeps
+    /// twice the K/V loads in flight for the same (row, KV head) blocks.
+    public let decodeAttentionWarps = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION_WARPS"] == "8" ? 8 : 4
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
-    /// GEMMs with more rows of x than `maxGEMVRows` and at most this many run `loom_gemm_decode`
-    /// rather than cuBLASLt (`LOOM_DECODE_GEMM_ROWS`, 0 to 64; 0 turns it off).
-    public let maxDecodeGEMMRows = ProcessInfo.processInfo.environment["LOOM_DECODE_GEMM_ROWS"].flatMap { Int($0) }.map { min(64, max(0, $0)) } ?? 64
-    /// `loom_gemm_decode` splits K (a thread-block cluster) until about this many blocks per
-    /// multiprocessor have work (`LOOM_DECODE_GEMM_BLOCKS_PER_SM`, default 3: three blocks fit one
-    /// multiprocessor's registers); `LOOM_DECODE_GEMM_SPLIT` fixes the split instead (1 to 8).
-    public let decodeGEMMBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_DECODE_GEMM_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 3
-    public let decodeGEMMSplit = ProcessInfo.processInfo.environment["LOOM_DECODE_GEMM_SPLIT"].flatMap { Int($0) }.map { min(8, max(1, $0)) }
-    /// Whether kernels may launch as thread-block clusters (sm_90+ and `cuLaunchKernelEx`).
-    public var canLaunchClusters: Bool { driver.cuLaunchKernelEx != nil && computeCapability.major >= 9 }
     /// Whether kernels launch with programmatic dependent launch (sm_90+, a CUDA 12.3 driver;
     /// `LOOM_PDL=0`: off): a kernel's blocks are scheduled while the previous kernel finishes and
     /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.
