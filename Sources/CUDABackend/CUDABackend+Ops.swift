@@ -108,9 +108,8 @@ extension CUDABackend {
             let scratch = attentionScratch(bytes: 4 * entries * (headDim + 2))
             partial = (scratch, scratch + UInt64(4 * entries * headDim), scratch + UInt64(4 * entries * (headDim + 1)))
         }
-        let kernel = usesDecodeKernel ? "loom_attention_decode_d\(dimsPerLane)_g\(groupBound)" + (decodeAttentionWarps == 8 ? "_w8" : "")
-            : "loom_attention_d\(dimsPerLane)_g\(groupBound)"
-        launch(kernel, grid: (n, numKVHeads, splits), block: usesDecodeKernel ? 32 * decodeAttentionWarps : chunk, sharedBytes: usesDecodeKernel ? 0 : 4 * max(group * (headDim + chunk), 4 * headDim),
+        let kernel = usesDecodeKernel ? "loom_attention_decode_d\(dimsPerLane)_g\(groupBound)" : "loom_attention_d\(dimsPerLane)_g\(groupBound)"
+        launch(kernel, grid: (n, numKVHeads, splits), block: chunk, sharedBytes: usesDecodeKernel ? 0 : 4 * max(group * (headDim + chunk), 4 * headDim),
                [.pointer(qkv.devicePointer), .int(qkv.shape.rowCount), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
                 .int(numKVHeads * headDim), .pointer(out.devicePointer), .int(out.shape.rowCount),
                 .pointer(metadata.queryStarts.devicePointer), .pointer(metadata.contextLengths.devicePointer),

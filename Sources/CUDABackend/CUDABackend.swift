@@ -52,9 +52,6 @@ public final class CUDABackend: ComputeBackend {
     /// Whether decode steps (one query row per sequence, head_dim 64 or 128, 3 to 8 query heads per
     /// KV head) run `loom_attention_decode` rather than the general kernel (`LOOM_DECODE_ATTENTION=0`: off).
     public let usesDecodeAttention = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION"] != "0"
-    /// Warps per block of `loom_attention_decode`: 4, or 8 (`LOOM_DECODE_ATTENTION_WARPS=8`), which keeps
-    /// twice the K/V loads in flight for the same (row, KV head) blocks.
-    public let decodeAttentionWarps = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION_WARPS"] == "8" ? 8 : 4
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4

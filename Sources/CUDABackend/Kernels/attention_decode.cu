@@ -3,6 +3,8 @@
 // (loom_attention_combine).
 #include "common.cuh"
 
+#define WARPS 4
+
 // The warps of a block work independently, no barrier between steps. A step of a warp takes
 // TOK = 32 / G tokens: lane l holds dims l·DPL ..< (l+1)·DPL of q (registers, pre-scaled) and loads
 // those dims of the step's K and V rows (one 4- or 8-byte load per row, the whole warp one
@@ -14,10 +16,8 @@
 // first. At the end the four warps merge through
 // shared memory and write out (one split) or partials for loom_attention_combine, in
 // loom_attention_d*'s format.
-// Entry points loom_attention_decode_d{2,4}_g{4,8} (4 warps, two steps ahead) and
-// loom_attention_decode_d{2,4}_g{4,8}_w8 (8 warps one step ahead, within 128 registers so that two
-// blocks fit a multiprocessor: more warps in flight for the same (row, KV head) blocks). Launch: grid (n rows, kvHeads, splits),
-// block (32 · warps). Arguments as loom_attention_d*; K and V 16-byte aligned.
+// Entry points loom_attention_decode_d{2,4}_g{4,8}. Launch: grid (n rows, kvHeads, splits), block
+// (128). Arguments as loom_attention_d*; K and V 16-byte aligned.
 #define DECODE_SLOTS 256
 
 template <int DPL> struct KVVec;
@@ -37,7 +37,7 @@ __device__ __forceinline__ void halve(float* v, int lane) {
     }
 }
 
-template <int DPL, int G, int WARPS>
+template <int DPL, int G>
 __device__ __forceinline__ void attention_decode(
     const bf16* __restrict__ qkv, int qkvStride, const bf16* __restrict__ kCache, const bf16* __restrict__ vCache, int kvStride,
     bf16* __restrict__ out, int outStride, const int* __restrict__ contextLengths, const int* __restrict__ blockTables,
@@ -91,19 +91,14 @@ __device__ __forceinline__ void attention_decode(
                 vr[t] = *(const Vec*)(vBase + off);
             }
         };
-        // AHEAD steps of loads are in flight during the one being computed (kn: the next one).
-        constexpr int AHEAD = WARPS == 4 ? 2 : 1;
+        // Two steps of loads are in flight during the one being computed (kn: the next one).
         Vec kn[TOK], vn[TOK];
         if (warp < steps) load(warp, kc, vc);
-        if (AHEAD == 2 && warp + WARPS < steps) load(warp + WARPS, kn, vn);
+        if (warp + WARPS < steps) load(warp + WARPS, kn, vn);
         for (int j = warp; j < steps; j += WARPS) {
             Vec kAhead[TOK], vAhead[TOK];
-            const bool more = j + AHEAD * WARPS < steps;
-            if constexpr (AHEAD == 2) {
-                if (more) load(j + 2 * WARPS, kAhead, vAhead);
-            } else {
-                if (more) load(j + WARPS, kn, vn);
-            }
+            const bool more = j + 2 * WARPS < steps;
+            if (more) load(j + 2 * WARPS, kAhead, vAhead);
             // Partial dots: value tok·G + g.
             float v[32];
 #pragma unroll
@@ -155,7 +150,7 @@ __device__ __forceinline__ void attention_decode(
 #pragma unroll
                 for (int t = 0; t < TOK; ++t) { kc[t] = kn[t]; vc[t] = vn[t]; }
             }
-            if (AHEAD == 2 && more) {
+            if (more) {
 #pragma unroll
                 for (int t = 0; t < TOK; ++t) { kn[t] = kAhead[t]; vn[t] = vAhead[t]; }
             }
@@ -196,16 +191,14 @@ __device__ __forceinline__ void attention_decode(
     }
 }
 
-#define ATTENTION_DECODE_ENTRY(DPL, G, WARPS, SUFFIX)                                                                  \
-    extern "C" __global__ void __launch_bounds__(32 * WARPS, WARPS / 4) loom_attention_decode_d##DPL##_g##G##SUFFIX(               \
+#define ATTENTION_DECODE_ENTRY(DPL, G)                                                                                 \
+    extern "C" __global__ void __launch_bounds__(128) loom_attention_decode_d##DPL##_g##G(                              \
         const bf16* qkv, int qkvStride, const bf16* kCache, const bf16* vCache, int kvStride, bf16* out, int outStride, \
         const int* queryStarts, const int* contextLengths, const int* blockTables, int tableWidth, int numSeqs,         \
         int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens, float* partialAcc,     \
         float* partialMax, float* partialSum) {                                                                        \
-        attention_decode<DPL, G, WARPS>(qkv, qkvStride, kCache, vCache, kvStride, out, outStride, contextLengths,      \
-                                        blockTables, tableWidth, numHeads, numKVHeads, headDim, blockSize, scale,      \
-                                        splitTokens, partialAcc, partialMax, partialSum);                              \
+        attention_decode<DPL, G>(qkv, qkvStride, kCache, vCache, kvStride, out, outStride, contextLengths, blockTables, \
+                                 tableWidth, numHeads, numKVHeads, headDim, blockSize, scale, splitTokens, partialAcc,  \
+                                 partialMax, partialSum);                                                              \
     }
-ATTENTION_DECODE_ENTRY(2, 4, 4, ) ATTENTION_DECODE_ENTRY(2, 8, 4, ) ATTENTION_DECODE_ENTRY(4, 4, 4, ) ATTENTION_DECODE_ENTRY(4, 8, 4, )
-ATTENTION_DECODE_ENTRY(2, 4, 8, _w8) ATTENTION_DECODE_ENTRY(2, 8, 8, _w8) ATTENTION_DECODE_ENTRY(4, 4, 8, _w8)
-ATTENTION_DECODE_ENTRY(4, 8, 8, _w8)
+ATTENTION_DECODE_ENTRY(2, 4) ATTENTION_DECODE_ENTRY(2, 8) ATTENTION_DECODE_ENTRY(4, 4) ATTENTION_DECODE_ENTRY(4, 8)
