@@ -43,7 +43,7 @@ struct BenchLoRAKernels: ParsableCommand {
         do {
             _ = try backends()
             _ = try cases()
-            for b in try backends() { _ = try SyntheticAdapters.poolOptions(slots: LoRAKernelCase.maxAdapters, rank: 1, backend: b, chunkSize: maxLoraChunkSize) }
+            for b in try backends() { _ = try SyntheticAdapters.poolOptions(slots: LoRAKernelCase.poolSlots(try cases()), rank: 1, backend: b, chunkSize: maxLoraChunkSize) }
         } catch let e as LoomError {
             throw ValidationError(e.description)
         }
@@ -69,9 +69,10 @@ struct BenchLoRAKernels: ParsableCommand {
         var shape = try ModelConfig.named(Self.shapeName)
         shape.numLayers = 1
         let maxTokens = cases.map(\.tokens).max()!
+        let slots = LoRAKernelCase.poolSlots(cases)
         let layer = try LoRAKernelLayer(gpu: gpu, config: shape, maxTokens: maxTokens)
 
-        // Per adapter rank: 8 adapters on disk and in host memory (the CPU check); per backend and rank: a
+        // Per adapter rank: `slots` adapters on disk and in host memory (the CPU check); per backend and rank: a
         // pool. Pools live to the end, as captured graphs point at their buffers.
         var files: [Int: SyntheticAdapters] = [:]
         var hostAdapters: [Int: [PEFTAdapter]] = [:]
@@ -80,13 +81,13 @@ struct BenchLoRAKernels: ParsableCommand {
         func pool(_ backend: String, rank: Int) throws -> (manager: LoRAManager, fused: LoRAKernelLayer.FusedProjections?) {
             if let m = pools["\(backend)-\(rank)"] { return m }
             if files[rank] == nil {
-                let f = try SyntheticAdapters.write(base: shape, baseName: "\(Self.shapeName) (one layer)", count: LoRAKernelCase.maxAdapters, rank: rank)
+                let f = try SyntheticAdapters.write(base: shape, baseName: "\(Self.shapeName) (one layer)", count: slots, rank: rank)
                 files[rank] = f
                 hostAdapters[rank] = try f.specs.map { try PEFTAdapter.load(path: $0.path, base: shape) }
             }
             // A fused pool widens its own copy of the layer's weights.
             let fused = backend == "fused" ? try LoRAKernelLayer.FusedProjections(copying: layer) : nil
-            let m = try LoRAManager(options: try SyntheticAdapters.poolOptions(slots: LoRAKernelCase.maxAdapters, rank: rank, backend: backend, chunkSize: maxLoraChunkSize), base: shape, backends: [gpu], communicators: [nil],
+            let m = try LoRAManager(options: try SyntheticAdapters.poolOptions(slots: slots, rank: rank, backend: backend, chunkSize: maxLoraChunkSize), base: shape, backends: [gpu], communicators: [nil],
                                     maxTokens: maxTokens, initial: files[rank]!.specs, weights: fused)
             pools["\(backend)-\(rank)"] = (m, fused)
             return (m, fused)

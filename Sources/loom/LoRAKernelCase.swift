@@ -49,13 +49,14 @@ struct LoRAKernelCase: Equatable, CustomStringConvertible {
         }
     }
 
-    /// Adapters come from a pool of `maxAdapters` slots.
-    static let maxAdapters = 8
+    /// Adapters come from a pool of `poolSlots` slots (8, the table, or as many as a row asks).
+    static let maxAdapters = 256
+    static func poolSlots(_ cases: [LoRAKernelCase]) -> Int { max(8, cases.map(\.adapters).max() ?? 8) }
 
     func validate() throws {
         guard rank >= 1, tokens >= 1 else { throw LoomError.invalidArgument("--rows: '\(self)': rank and tokens must be positive") }
         guard (1...Self.maxAdapters).contains(adapters) else {
-            throw LoomError.invalidArgument("--rows: '\(self)': adapters must be between 1 and \(Self.maxAdapters) (the pool's slots)")
+            throw LoomError.invalidArgument("--rows: '\(self)': adapters must be between 1 and \(Self.maxAdapters) ")
         }
     }
 
