@@ -220,7 +220,8 @@ extension CUDABackend {
             let groups128 = (totalOut + 127) / 128
             let columnBlocks = max(1, min(groups128, (8 * multiprocessorCount + working - 1) / working))
             let columnsPerBlock = (groups128 + columnBlocks - 1) / columnBlocks * 128
-            launch(large ? "loom_lora_expand_mma_large" : "loom_lora_expand_mma_small",
+            let streams = !large && usesExpandStream && maxRank % 8 == 0 && (b.devicePointer | shrunk.devicePointer) % 16 == 0
+            launch(large ? "loom_lora_expand_mma_large" : streams ? "loom_lora_expand_stream" : "loom_lora_expand_mma_small",
                    grid: (capacity, rowTiles, (totalOut + columnsPerBlock - 1) / columnsPerBlock),
                    block: 128,
                    [.pointer(shrunk.devicePointer), .pointer(b.devicePointer), .pointer(out.devicePointer)] + common

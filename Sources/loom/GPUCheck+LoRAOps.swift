@@ -127,6 +127,10 @@ extension OpChecks {
             results += loraCase("odd-bf16", k: 128, moduleOutputs: [128, 64], maxRank: 6, slotRanks: [0, 5, 6], rowSlots: (0..<9).map { $0 % 3 }, kind: kind, shrunkDType: .bf16)
             // Tiny-model widths on the tensor-core path (K % 8 == 0, offsets % 8 == 0), odd rank in an even pool.
             results += loraCase("tiny", k: 344, moduleOutputs: [192, 96, 96], maxRank: 16, slotRanks: [0, 7, 16], rowSlots: (0..<19).map { $0 % 3 }, kind: kind)
+            // Many adapters at decode (the S-LoRA workload): 64 slots of ranks 8 to 32 and base rows, 160 rows in random order.
+            let manyRanks = [0] + (0..<64).map { [8, 16, 32, 12][$0 % 4] }
+            results += loraCase("many", k: 4096, moduleOutputs: qkv, maxRank: 32, slotRanks: manyRanks,
+                                rowSlots: (0..<160).map { $0 % 65 }.shuffledDeterministically(), kind: kind)
             // Graph replay with more segments than at capture.
             results += loraCase("graph", k: 4096, moduleOutputs: qkv, maxRank: 16, slotRanks: [0, 16, 8, 16, 16, 4, 16, 12, 16],
                                 rowSlots: (0..<64).map { $0 % 9 }, kind: kind, captureRowSlots: Array(repeating: 1, count: 64))

@@ -121,6 +121,117 @@ __device__ __forceinline__ void expand_mma(const float* __restrict__ shrunk, con
     }
 }
 
+// Eight consecutive bf16 (one 16-byte word) with the elements at `valid` and past zeroed.
+__device__ __forceinline__ uint4 keep_first(uint4 v, int valid) {
+    if (valid >= 8) return v;
+    u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = 2 * i + 1 < valid ? w[i] : 2 * i < valid ? (w[i] & 0xffffu) : 0u;
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// The decode kernel (loom_lora_expand_stream): 16 rows of one segment (a decode step's segments hold
+// a few rows each) against a stretch of columns, B streamed with 16-byte loads. Per 32 of the slot's
+// rank, lane 4g + t loads k 8t ..< 8t+8 of column g of each 8-column tile and the same k of shrunk
+// rows g and g + 8 (f32, rounded to bf16 as read); a dot product does not see the order of k, so
+// those serve as the fragments of two MMAs as loaded (k permuted alike in both operands). A warp
+// takes 64 columns at a time: the eight tiles' B loads and the output words it will add to are all
+// in flight together (the MMA kernel above waited on 4-byte loads one group at a time and reached a
+// fifth of HBM's bandwidth with 64 adapters). Needs R % 8 == 0, B and shrunk 16-byte aligned.
+template <int W>
+__device__ __forceinline__ void expand_stream(const float* __restrict__ shrunk, const bf16* __restrict__ b, bf16* out,
+                                              const void* scalings, int scalingsIsF32, const int* permutation,
+                                              const int* starts, const int* segmentSlots, const int* slotRanks,
+                                              int totalOut, int R, int stack, int o1, int o2, int o3, int columnsPerBlock) {
+    constexpr int NT = 8;
+    grid_enter();
+    const int g = blockIdx.x;
+    const int end = starts[g + 1];
+    const int p0 = starts[g] + blockIdx.y * 16;
+    if (p0 >= end) return;
+    const int slot = segmentSlots[g], rank = slotRanks[slot];
+    if (rank == 0) return;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
+    const int width = stack * R;
+    const int cBegin = blockIdx.z * columnsPerBlock, cEnd = min(totalOut, cBegin + columnsPerBlock);
+    const float* yr[2];
+    int rows[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const int p = p0 + h * 8 + gq;
+        yr[h] = p < end ? shrunk + (u64)p * width : nullptr;
+        rows[h] = p < end ? permutation[p] : -1;
+    }
+    const bf16* bSlot = b + (u64)slot * totalOut * R;
+
+    for (int cw = cBegin + warp * 8 * NT; cw < cEnd; cw += W * 8 * NT) {
+        int module[NT];
+        bool live[NT];
+        u32 old[NT][2];
+        float acc[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            const int c = cw + 8 * j;
+            live[j] = c < cEnd;  // totalOut and columnsPerBlock are multiples of 8: a live tile is whole
+            module[j] = (stack > 1 && c >= o1) + (stack > 2 && c >= o2) + (stack > 3 && c >= o3);
+#pragma unroll
+            for (int h = 0; h < 2; ++h) old[j][h] = live[j] && rows[h] >= 0 ? *(const u32*)(out + (u64)rows[h] * totalOut + c + 2 * t) : 0u;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
+        }
+        for (int kc = 0; kc < rank; kc += 32) {
+            const int k = kc + 8 * t, valid = min(8, rank - k);
+            uint4 bv[NT];
+#pragma unroll
+            for (int j = 0; j < NT; ++j)
+                bv[j] = live[j] && valid > 0 ? keep_first(__ldg((const uint4*)(bSlot + (u64)(cw + 8 * j + gq) * R + k)), valid)
+                                             : make_uint4(0, 0, 0, 0);
+            int loaded = -1;
+            u32 a[2][4];
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                if (module[j] != loaded) {
+                    loaded = module[j];
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        float f[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+                        if (yr[h] != nullptr && valid > 0) {
+                            const float4 lo = *(const float4*)(yr[h] + loaded * R + k), hi = *(const float4*)(yr[h] + loaded * R + k + 4);
+                            f[0] = lo.x; f[1] = lo.y; f[2] = lo.z; f[3] = lo.w; f[4] = hi.x; f[5] = hi.y; f[6] = hi.z; f[7] = hi.w;
+                        }
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) a[h][i] = pack_bf16x2(2 * i < valid ? f[2 * i] : 0.f, 2 * i + 1 < valid ? f[2 * i + 1] : 0.f);
+                    }
+                }
+                mma_bf16_16816(acc[j], a[0][0], a[1][0], a[0][1], a[1][1], bv[j].x, bv[j].y);
+                mma_bf16_16816(acc[j], a[0][2], a[1][2], a[0][3], a[1][3], bv[j].z, bv[j].w);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+            if (!live[j]) continue;
+            const float scaling = load_any(scalings, (u64)slot * stack + module[j], scalingsIsF32);
+            const int col = cw + 8 * j + 2 * t;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                if (rows[h] < 0) continue;
+                const u32 v = old[j][h];
+                const float lo = bf16_to_f32((bf16)(v & 0xffffu)) + scaling * acc[j][2 * h];
+                const float hi = bf16_to_f32((bf16)(v >> 16)) + scaling * acc[j][2 * h + 1];
+                *(u32*)(out + (u64)rows[h] * totalOut + col) = pack_bf16x2(lo, hi);
+            }
+        }
+    }
+}
+
+// Decode: 16 rows per block, 4 warps, B streamed (expand_stream).
+extern "C" __global__ void __launch_bounds__(128) loom_lora_expand_stream(
+    const float* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
+    const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3,
+    int columnsPerBlock) {
+    expand_stream<4>(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3, columnsPerBlock);
+}
+
 // Few rows per segment: 16 rows per block, 4 warps.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_expand_mma_small(
     const float* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
