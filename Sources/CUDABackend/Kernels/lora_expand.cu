@@ -225,7 +225,7 @@ __device__ __forceinline__ void expand_stream(const float* __restrict__ shrunk, 
 }
 
 // Decode: 16 rows per block, 4 warps, B streamed (expand_stream).
-extern "C" __global__ void __launch_bounds__(128) loom_lora_expand_stream(
+extern "C" __global__ void __launch_bounds__(128, 4) loom_lora_expand_stream(
     const float* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
     const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3,
     int columnsPerBlock) {
