@@ -187,7 +187,7 @@ extension CUDABackend {
             let rowsPerBlock = large ? 64 : 16, columnsPerBlock = large ? 32 : 16, warps = large ? 4 : 8
             let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock
             let columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
-            let kSplit = shrinkSplit(rows: n, capacity: capacity, rowTiles: rowTiles, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
+            let kSplit = shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
             if kSplit > 1 && !plan.outputsZeroed { zero(out) }
             launch(large ? "loom_lora_shrink_mma_large" : "loom_lora_shrink_mma_small",
                    grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
@@ -216,20 +216,14 @@ extension CUDABackend {
             let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock
             // Enough blocks for eight per multiprocessor, each a stretch of columns (a multiple of
             // 128: four warps of 32); a prefill's few row tiles get long stretches.
+            let working = (n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)
             let groups128 = (totalOut + 127) / 128
-            let streams = !large && usesExpandStream && maxRank % 8 == 0 && (b.devicePointer | shrunk.devicePointer) % 16 == 0
-            let columnBlocks: Int
-            if streams {
-                // loom_lora_expand_stream: one wave of four blocks per multiprocessor (its register
-                // bound), the columns shared among the (segment, row tile) pairs that can have rows —
-                // a decode step's short segments are each one — so that each block streams a long
-                // stretch of B after its start (the plan's lookups, a chain of dependent loads).
-                let working = min(capacity * rowTiles, (n + rowsPerBlock - 1) / rowsPerBlock + capacity)
-                columnBlocks = max(1, min(groups128, (4 * multiprocessorCount + working - 1) / working))
-            } else {
-                let working = (n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)
-                columnBlocks = max(1, min(groups128, (8 * multiprocessorCount + working - 1) / working))
-            }
+            let columnBlocks = max(1, min(groups128, (8 * multiprocessorCount + working - 1) / working))
+            // Segments of 8 rows or more on average (a prefill's chunks): B streamed with 16-byte
+            // loads. Decode steps over many adapters, a few rows a segment, keep the MMA kernel,
+            // which was faster there on the H200.
+            let streams = !large && usesExpandStream && n >= 8 * capacity && maxRank % 8 == 0
+                && (b.devicePointer | shrunk.devicePointer) % 16 == 0
             let columnsPerBlock = (groups128 + columnBlocks - 1) / columnBlocks * 128
             launch(large ? "loom_lora_expand_mma_large" : streams ? "loom_lora_expand_stream" : "loom_lora_expand_mma_small",
                    grid: (capacity, rowTiles, (totalOut + columnsPerBlock - 1) / columnsPerBlock),
@@ -258,7 +252,7 @@ extension CUDABackend {
         if n == 0 || capacity == 0 { return }
         // loraShrink's decode tiles: 16 rows × 16 columns, 8 warps.
         let rowTiles = (plan.maxSegmentLength + 15) / 16, columnTiles = (slotWidth + 15) / 16
-        let kSplit = shrinkSplit(rows: n, capacity: capacity, rowTiles: rowTiles, rowsPerBlock: 16, columnTiles: columnTiles, k: k, warps: 8)
+        let kSplit = shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: 16, columnTiles: columnTiles, k: k, warps: 8)
         precondition(capacity * rowTiles * columnTiles <= Self.loraTicketCount, "\(op): \(capacity * rowTiles * columnTiles) tiles exceed the tickets")
         launch("loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 256,
                [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
@@ -279,13 +273,11 @@ extension CUDABackend {
 }
 
 extension CUDABackend {
-    /// The K split of a tensor-core shrink: blocks with work are one per (segment, row tile) that
-    /// can have rows — at most the batch's row tiles plus one partial tile per segment, and one
-    /// per segment when segments are short (decode over many adapters) — and column tile; split K
-    /// until `loraShrinkBlocksPerSM` per multiprocessor have work, keeping at least two 32-element
-    /// blocks per warp.
-    func shrinkSplit(rows n: Int, capacity: Int, rowTiles: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int) -> Int {
-        let working = min(capacity * rowTiles, (n + rowsPerBlock - 1) / rowsPerBlock + capacity) * columnTiles
+    /// The K split of a tensor-core shrink: blocks with work are about one per row tile of the
+    /// batch and column tile; split K until `loraShrinkBlocksPerSM` per multiprocessor have work,
+    /// keeping at least two 32-element blocks per warp.
+    func shrinkSplit(rows n: Int, capacity: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int) -> Int {
+        let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
         return max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / (64 * warps)))
     }
 }

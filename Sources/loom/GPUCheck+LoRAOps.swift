@@ -122,6 +122,9 @@ extension OpChecks {
             results += loraCase("skewed", k: 14336, moduleOutputs: [4096], maxRank: 256, slotRanks: [0, 256, 8, 128, 32, 64], rowSlots: skewed.shuffledDeterministically(), kind: kind)
             // Prefill: 4 sequences of 512 rows, rank 64, q/k/v stacked.
             results += loraCase("prefill", k: 4096, moduleOutputs: qkv, maxRank: 64, slotRanks: [0, 64, 64, 64, 64], rowSlots: (0..<2048).map { 1 + $0 / 512 }, kind: kind)
+            // Prefill chunks with ranks that end inside a 16-byte word of B (12, 7) and base rows.
+            results += loraCase("prefill-odd-ranks", k: 4096, moduleOutputs: qkv, maxRank: 16, slotRanks: [0, 12, 7, 16],
+                                rowSlots: (0..<512).map { $0 / 128 }, kind: kind)
             // Odd ranks and widths the tensor-core kernels do not take (the general kernels run).
             results += loraCase("odd", k: 172, moduleOutputs: [172, 36, 36], maxRank: 8, slotRanks: [0, 5, 8, 3], rowSlots: (0..<21).map { $0 % 4 }, kind: kind)
             results += loraCase("odd-bf16", k: 128, moduleOutputs: [128, 64], maxRank: 6, slotRanks: [0, 5, 6], rowSlots: (0..<9).map { $0 % 3 }, kind: kind, shrunkDType: .bf16)
