@@ -224,6 +224,15 @@ extension CUDABackend {
             // which was faster there on the H200.
             let streams = !large && usesExpandStream && n >= 8 * capacity && maxRank % 8 == 0
                 && (b.devicePointer | shrunk.devicePointer) % 16 == 0
+            // Many short segments (decode over many adapters): blocks of 128 columns walk groups of
+            // segments with the next one's loads in flight.
+            if !large && !streams && usesExpandSegments && plan.maxSegmentLength <= 16 && maxRank % 8 == 0 && maxRank <= 64
+                && totalOut % 128 == 0 && outOffsets.allSatisfy({ $0 % 128 == 0 }) && (b.devicePointer | shrunk.devicePointer) % 16 == 0 {
+                launch("loom_lora_expand_segments", grid: (totalOut / 128, (capacity + 7) / 8, 1), block: 128,
+                       [.pointer(shrunk.devicePointer), .pointer(b.devicePointer), .pointer(out.devicePointer)] + common
+                       + [.int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3]), .int(capacity)])
+                return
+            }
             let columnsPerBlock = (groups128 + columnBlocks - 1) / columnBlocks * 128
             launch(large ? "loom_lora_expand_mma_large" : streams ? "loom_lora_expand_stream" : "loom_lora_expand_mma_small",
                    grid: (capacity, rowTiles, (totalOut + columnsPerBlock - 1) / columnsPerBlock),

@@ -80,6 +80,10 @@ public final class CUDABackend: ComputeBackend {
     /// (`loom_lora_expand_stream`, for pools whose rank is a multiple of 8; `LOOM_LORA_EXPAND_STREAM=0`: off).
     public let usesExpandStream = ProcessInfo.processInfo.environment["LOOM_LORA_EXPAND_STREAM"] != "0"
 
+    /// Whether LoRA expands over many short segments (decode over many adapters) walk groups of
+    /// segments per block (`loom_lora_expand_segments`; `LOOM_LORA_EXPAND_SEGMENTS=0`: off).
+    public let usesExpandSegments = ProcessInfo.processInfo.environment["LOOM_LORA_EXPAND_SEGMENTS"] != "0"
+
     /// LoRA shrinks split K until about this many blocks per multiprocessor have work
     /// (`LOOM_LORA_SHRINK_BLOCKS_PER_SM`, default 2).
     public let loraShrinkBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 2

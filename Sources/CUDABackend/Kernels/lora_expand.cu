@@ -130,14 +130,14 @@ __device__ __forceinline__ uint4 keep_first(uint4 v, int valid) {
     return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-// The decode kernel (loom_lora_expand_stream): 16 rows of one segment (a decode step's segments hold
-// a few rows each) against a stretch of columns, B streamed with 16-byte loads. Per 32 of the slot's
+// The chunk kernel (loom_lora_expand_stream, for segments of 8 rows or more on average: a prefill's
+// chunks): 16 rows of one segment against a stretch of columns, B streamed with 16-byte loads. Per 32 of the slot's
 // rank, lane 4g + t loads k 8t ..< 8t+8 of column g of each 8-column tile and the same k of shrunk
 // rows g and g + 8 (f32, rounded to bf16 as read); a dot product does not see the order of k, so
 // those serve as the fragments of two MMAs as loaded (k permuted alike in both operands). A warp
 // takes 64 columns at a time: the eight tiles' B loads and the output words it will add to are all
-// in flight together (the MMA kernel above waited on 4-byte loads one group at a time and reached a
-// fifth of HBM's bandwidth with 64 adapters). Needs R % 8 == 0, B and shrunk 16-byte aligned.
+// in flight together (the MMA kernel below waits on 4-byte loads one group at a time). Needs
+// R % 8 == 0, B and shrunk 16-byte aligned.
 template <int W>
 __device__ __forceinline__ void expand_stream(const float* __restrict__ shrunk, const bf16* __restrict__ b, bf16* out,
                                               const void* scalings, int scalingsIsF32, const int* permutation,
@@ -230,6 +230,142 @@ extern "C" __global__ void __launch_bounds__(128, 4) loom_lora_expand_stream(
     const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3,
     int columnsPerBlock) {
     expand_stream<4>(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3, columnsPerBlock);
+}
+
+// The many-adapter decode kernel (loom_lora_expand_segments): a block owns 128 output columns (inside
+// one module: offsets are multiples of 128) and a group of SEGS consecutive segments of at most 16
+// rows (csgmv's decode chunks), and walks its segments with the next one's B and output words already
+// requested. Its prologue stages the group's plan entries, row indices and shrunk values (bf16, zero
+// past each segment's rank) in shared memory. Per segment a warp streams its 32 columns × the rank of
+// B with 16-byte loads, k permuted as in expand_stream. The MMA kernel below gives each (segment,
+// column stretch) its own short-lived block, whose start (a chain of dependent plan lookups) and
+// 4-byte loads left HBM at a fifth of its bandwidth with 64 adapters a step (Nsight Compute).
+// Needs R % 8 == 0 and R <= 64, totalOut and module offsets multiples of 128, segments of at most 16
+// rows, B and shrunk 16-byte aligned. Launch: grid (totalOut / 128, ceil(capacity / SEGS)), block 128.
+#define SEGS 8
+__device__ __forceinline__ void expand_segments(const float* __restrict__ shrunk, const bf16* __restrict__ b, bf16* out,
+                                                const void* scalings, int scalingsIsF32, const int* permutation,
+                                                const int* starts, const int* segmentSlots, const int* slotRanks,
+                                                int totalOut, int R, int stack, int o1, int o2, int o3, int capacity) {
+    __shared__ int sStart[SEGS + 1], sSlot[SEGS], sRank[SEGS];
+    __shared__ int sRow[SEGS * 16], sRowRank[SEGS * 16];
+    __shared__ __align__(16) bf16 sY[SEGS * 16][64];
+    grid_enter();
+    const int tid = threadIdx.x, g0 = blockIdx.y * SEGS, count = min(SEGS, capacity - g0);
+    const int c0 = blockIdx.x * 128;
+    const int module = (stack > 1 && c0 >= o1) + (stack > 2 && c0 >= o2) + (stack > 3 && c0 >= o3);
+    const int width = stack * R;
+    if (tid <= count) sStart[tid] = starts[g0 + tid];
+    if (tid < count) {
+        const int slot = segmentSlots[g0 + tid];
+        sSlot[tid] = slot;
+        sRank[tid] = slotRanks[slot];
+    }
+    __syncthreads();
+    const int pBegin = sStart[0], rows = sStart[count] - pBegin;
+    if (rows == 0) return;  // every segment of the group is empty (the same for the whole block)
+    for (int r = tid; r < rows; r += 128) {
+        sRow[r] = permutation[pBegin + r];
+        int s = 0;
+        while (s + 1 < count && sStart[s + 1] <= pBegin + r) ++s;
+        sRowRank[r] = sRank[s];
+    }
+    __syncthreads();
+    for (int e = tid; e < rows * R; e += 128) {
+        const int r = e / R, j = e - r * R;
+        sY[r][j] = f32_to_bf16(j < sRowRank[r] ? shrunk[(u64)(pBegin + r) * width + module * R + j] : 0.f);
+    }
+    __syncthreads();
+
+    const int warp = tid >> 5, lane = tid & 31, gq = lane >> 2, t = lane & 3;
+    const int col = c0 + warp * 32;
+    // Issues segment s's B (two 32-element steps of rank, zero past it), the output words its rows
+    // will add to, and its scaling.
+    auto load = [&](int s, uint4 (&bv)[2][4], u32 (&old)[4][2], float& scaling) {
+        if (s >= count) return;
+        const int start = sStart[s], end = sStart[s + 1], rank = sRank[s];
+        if (start == end || rank == 0) return;
+        const bf16* bs = b + ((u64)sSlot[s] * totalOut + col + gq) * R;
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            const int k = 32 * c + 8 * t;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) bv[c][j] = k < rank ? __ldg((const uint4*)(bs + (u64)8 * j * R + k)) : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int p = start + gq + 8 * h;
+            const int row = p < end ? sRow[p - pBegin] : -1;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) old[j][h] = row >= 0 ? *(const u32*)(out + (u64)row * totalOut + col + 8 * j + 2 * t) : 0u;
+        }
+        scaling = load_any(scalings, (u64)sSlot[s] * stack + module, scalingsIsF32);
+    };
+    auto compute = [&](int s, const uint4 (&bv)[2][4], const u32 (&old)[4][2], float scaling) {
+        if (s >= count) return;
+        const int start = sStart[s], end = sStart[s + 1], rank = sRank[s];
+        if (start == end || rank == 0) return;
+        float acc[4][4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[j][e] = 0.f;
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            if (32 * c >= rank) break;
+            const int k = 32 * c + 8 * t, valid = min(8, rank - k);
+            uint4 y[2];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int p = start + gq + 8 * h;
+                y[h] = p < end && valid > 0 ? *(const uint4*)&sY[p - pBegin][k] : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const uint4 w = keep_first(bv[c][j], valid);
+                mma_bf16_16816(acc[j], y[0].x, y[1].x, y[0].y, y[1].y, w.x, w.y);
+                mma_bf16_16816(acc[j], y[0].z, y[1].z, y[0].w, y[1].w, w.z, w.w);
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int p = start + gq + 8 * h;
+            if (p >= end) continue;
+            const int row = sRow[p - pBegin];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const u32 v = old[j][h];
+                const float lo = bf16_to_f32((bf16)(v & 0xffffu)) + scaling * acc[j][2 * h];
+                const float hi = bf16_to_f32((bf16)(v >> 16)) + scaling * acc[j][2 * h + 1];
+                *(u32*)(out + (u64)row * totalOut + col + 8 * j + 2 * t) = pack_bf16x2(lo, hi);
+            }
+        }
+    };
+    uint4 bA[2][4], bB[2][4];
+    u32 oA[4][2], oB[4][2];
+    float sA = 0.f, sB = 0.f;
+#pragma unroll
+    for (int c = 0; c < 2; ++c)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) { bA[c][j] = make_uint4(0, 0, 0, 0); bB[c][j] = make_uint4(0, 0, 0, 0); }
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) { oA[j][h] = 0u; oB[j][h] = 0u; }
+    load(0, bA, oA, sA);
+    for (int s = 0; s < count; s += 2) {
+        load(s + 1, bB, oB, sB);
+        compute(s, bA, oA, sA);
+        load(s + 2, bA, oA, sA);
+        compute(s + 1, bB, oB, sB);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128, 4) loom_lora_expand_segments(
+    const float* shrunk, const bf16* b, bf16* out, const void* scalings, int scalingsIsF32, const int* permutation,
+    const int* starts, const int* segmentSlots, const int* slotRanks, int totalOut, int R, int stack, int o1, int o2, int o3,
+    int capacity) {
+    expand_segments(shrunk, b, out, scalings, scalingsIsF32, permutation, starts, segmentSlots, slotRanks, totalOut, R, stack, o1, o2, o3, capacity);
 }
 
 // Few rows per segment: 16 rows per block, 4 warps.
