@@ -28,9 +28,12 @@ import Testing
             LoRAKernelCase(phase: .decode, rank: 8, tokens: 7, adapters: 3),
         ])
         #expect(rows[0].reference != nil && rows[2].reference == nil)
-        for bad in ["", "decode:16:32", "verify:16:32:8", "decode:16:x:8", "decode:0:32:8", "decode:16:32:9", "decode:16:32:0"] {
+        for bad in ["", "decode:16:32", "verify:16:32:8", "decode:16:x:8", "decode:0:32:8", "decode:16:32:257", "decode:16:32:0"] {
             #expect(throws: LoomError.self, "\(bad)") { try LoRAKernelCase.parse(bad) }
         }
+        // The pool has as many slots as the largest row asks, at least the 8.
+        #expect(LoRAKernelCase.poolSlots(rows) == 8)
+        #expect(LoRAKernelCase.poolSlots(try LoRAKernelCase.parse("decode:32:160:64,decode:16:32:8")) == 64)
     }
 
     @Test func decodeTokensCycleAndPrefillSequencesAreContiguous() {
