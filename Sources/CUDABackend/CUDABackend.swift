@@ -63,9 +63,10 @@ public final class CUDABackend: ComputeBackend {
     var graphState = GraphState.eager
     public internal(set) var profiler: KernelProfiler?
     /// Whether a GEMM shape met for the first time outside a graph capture tries cuBLASLt's top
-    /// candidates on its operands and keeps the fastest (a graph captures the choice made before it).
-    /// Each candidate is timed on operands evicted from L2 (`evictL2`). Off: on the H200 it chose
-    /// nothing faster than the heuristic's first candidate for Llama-3.1-8B decode (2026-11-29).
+    /// candidates and their split-K variants on its operands and keeps the fastest (a graph captures
+    /// the choice made before it). Each candidate is timed on operands evicted from L2 (`evictL2`);
+    /// `gemmTunings` lists the timings. Off: on the H200 it found nothing meaningfully faster than
+    /// the heuristic's first candidate for Llama-3.1-8B decode (2026-11-29, and with split-K 2026-11-30).
     public var tunesGEMMs = false
     /// `evictL2`'s scratch buffer and the byte it last wrote.
     var l2Scratch: CUDAStorage?
@@ -76,8 +77,9 @@ public final class CUDABackend: ComputeBackend {
     /// general kernel. LOOM_ATTENTION_BLOCKS_PER_SM sets it for both.
     public let attentionBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_ATTENTION_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) }
 
-    /// Whether LoRA expands over short segments (decode) stream B with 16-byte loads
-    /// (`loom_lora_expand_stream`, for pools whose rank is a multiple of 8; `LOOM_LORA_EXPAND_STREAM=0`: off).
+    /// Whether LoRA expands over segments of 8 rows or more on average (a prefill's chunks) stream B
+    /// with 16-byte loads (`loom_lora_expand_stream`, for pools whose rank is a multiple of 8;
+    /// `LOOM_LORA_EXPAND_STREAM=0`: off).
     public let usesExpandStream = ProcessInfo.processInfo.environment["LOOM_LORA_EXPAND_STREAM"] != "0"
 
     /// Whether LoRA expands over many short segments (decode over many adapters) walk groups of

@@ -138,8 +138,9 @@ final class CuBLASLt: @unchecked Sendable {
     }
 
     /// The candidates again with K split 2 to 16 ways (at least 256 of K a part), where the algorithm
-    /// supports it and cuBLASLt accepts the variant within the workspace. The heuristic rarely offers
-    /// these for decode shapes, whose few output tiles leave most multiprocessors idle.
+    /// supports it and cuBLASLt accepts the variant within the workspace. (On the H200 the heuristic
+    /// already splits where it pays, o and down at 32 rows; no variant beat its choice by more than
+    /// 1.6 µs for Llama-3.1-8B decode.)
     private func splitKVariants(of candidates: [Plan], key: PlanKey) -> [Plan] {
         var seen = Set(candidates.map(config(of:)))
         var variants: [Plan] = []

@@ -136,7 +136,7 @@ __device__ __forceinline__ uint4 keep_first(uint4 v, int valid) {
 // rows g and g + 8 (f32, rounded to bf16 as read); a dot product does not see the order of k, so
 // those serve as the fragments of two MMAs as loaded (k permuted alike in both operands). A warp
 // takes 64 columns at a time: the eight tiles' B loads and the output words it will add to are all
-// in flight together (the MMA kernel below waits on 4-byte loads one group at a time). Needs
+// in flight together (expand_mma waits on 4-byte loads one group at a time). Needs
 // R % 8 == 0, B and shrunk 16-byte aligned.
 template <int W>
 __device__ __forceinline__ void expand_stream(const float* __restrict__ shrunk, const bf16* __restrict__ b, bf16* out,
@@ -237,8 +237,8 @@ extern "C" __global__ void __launch_bounds__(128, 4) loom_lora_expand_stream(
 // rows (csgmv's decode chunks), and walks its segments with the next one's B and output words already
 // requested. Its prologue stages the group's plan entries, row indices and shrunk values (bf16, zero
 // past each segment's rank) in shared memory. Per segment a warp streams its 32 columns × the rank of
-// B with 16-byte loads, k permuted as in expand_stream. The MMA kernel below gives each (segment,
-// column stretch) its own short-lived block, whose start (a chain of dependent plan lookups) and
+// B with 16-byte loads, k permuted as in expand_stream. expand_mma gives each (segment, column
+// stretch) its own short-lived block, whose start (a chain of dependent plan lookups) and
 // 4-byte loads left HBM at a fifth of its bandwidth with 64 adapters a step (Nsight Compute).
 // Needs R % 8 == 0 and R <= 64, totalOut and module offsets multiples of 128, segments of at most 16
 // rows, B and shrunk 16-byte aligned. Launch: grid (totalOut / 128, ceil(capacity / SEGS)), block 128.
