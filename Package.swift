@@ -98,7 +98,7 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["LoomTestSupport", "Engine", "CPUBackend", "Models", "LoRA", "Tokenization"]),
         .testTarget(name: "CLITests", dependencies: ["LoomTestSupport", "loom"]),
         .testTarget(name: "ServeBenchTests", dependencies: ["LoomTestSupport", "ServeBench", "ModelFormats", "LoomCore", "loom"]),
-        .testTarget(name: "CUDABackendTests", dependencies: ["CUDABackend", "LoomCore"]),
+        .testTarget(name: "CUDABackendTests", dependencies: ["CUDABackend", "LoomCore", "LoRA"]),
         .testTarget(name: "LoRATests", dependencies: ["LoomTestSupport", "LoRA", "Models", "CPUBackend", "ModelFormats"]),
     ],
     swiftLanguageModes: [.v5]

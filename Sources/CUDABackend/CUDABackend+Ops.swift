@@ -210,42 +210,32 @@ extension CUDABackend {
         if n == 0 || capacity == 0 { return }
         let o = outOffsets + [totalOut, totalOut, totalOut]
         let common: [KernelArgument] = [.pointer(scalings.devicePointer), .int(scalings.dtype == .f32 ? 1 : 0)] + plan.kernelArguments
-        if shrunk.dtype == .f32 && maxRank % 2 == 0 && outOffsets.allSatisfy({ $0 % 8 == 0 }) && out.devicePointer % 4 == 0 {
-            let large = plan.usesLargeTiles
-            let rowsPerBlock = large ? 64 : 16
+        let kernel = LoRAExpandKernel.choose(
+            .init(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength, maxRank: maxRank, totalOut: totalOut,
+                  outOffsets: outOffsets, usesLargeTiles: plan.usesLargeTiles, shrunkIsF32: shrunk.dtype == .f32,
+                  isAligned16: (b.devicePointer | shrunk.devicePointer) % 16 == 0, isOutAligned4: out.devicePointer % 4 == 0),
+            stream: usesExpandStream, segments: usesExpandSegments)
+        let operands: [KernelArgument] = [.pointer(shrunk.devicePointer), .pointer(b.devicePointer), .pointer(out.devicePointer)] + common
+        let shape: [KernelArgument] = [.int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3])]
+        switch kernel {
+        case .general:
+            launch(kernel.rawValue, grid: (n, (totalOut + 127) / 128, 1), block: 128,
+                   [.pointer(shrunk.devicePointer), .int(shrunk.dtype == .f32 ? 1 : 0), .pointer(b.devicePointer), .pointer(out.devicePointer)]
+                   + common + [.int(capacity)] + shape)
+        case .segments:
+            launch(kernel.rawValue, grid: (totalOut / 128, (capacity + 7) / 8, 1), block: 128, operands + shape + [.int(capacity)])
+        case .mmaSmall, .mmaLarge, .stream:
+            let rowsPerBlock = kernel == .mmaLarge ? 64 : 16
             let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock
             // Enough blocks for eight per multiprocessor, each a stretch of columns (a multiple of
             // 128: four warps of 32); a prefill's few row tiles get long stretches.
             let working = (n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)
             let groups128 = (totalOut + 127) / 128
             let columnBlocks = max(1, min(groups128, (8 * multiprocessorCount + working - 1) / working))
-            // Segments of 8 rows or more on average (a prefill's chunks): B streamed with 16-byte
-            // loads. Decode steps over many adapters, a few rows a segment, keep the MMA kernel,
-            // which was faster there on the H200.
-            let streams = !large && usesExpandStream && n >= 8 * capacity && maxRank % 8 == 0
-                && (b.devicePointer | shrunk.devicePointer) % 16 == 0
-            // Many short segments (decode over many adapters): blocks of 128 columns walk groups of
-            // eight segments with the next one's loads in flight. On the H200 at 160 rows over 64
-            // adapters of rank 32 a layer's LoRA took 184.5 µs against 295.2; with a capacity of 10
-            // segments (32 rows, 8 adapters) it took 60.8 against 38.9, too few blocks.
-            if !large && !streams && usesExpandSegments && capacity >= 32 && plan.maxSegmentLength <= 16 && maxRank % 8 == 0 && maxRank <= 64
-                && totalOut % 128 == 0 && outOffsets.allSatisfy({ $0 % 128 == 0 }) && (b.devicePointer | shrunk.devicePointer) % 16 == 0 {
-                launch("loom_lora_expand_segments", grid: (totalOut / 128, (capacity + 7) / 8, 1), block: 128,
-                       [.pointer(shrunk.devicePointer), .pointer(b.devicePointer), .pointer(out.devicePointer)] + common
-                       + [.int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3]), .int(capacity)])
-                return
-            }
             let columnsPerBlock = (groups128 + columnBlocks - 1) / columnBlocks * 128
-            launch(large ? "loom_lora_expand_mma_large" : streams ? "loom_lora_expand_stream" : "loom_lora_expand_mma_small",
-                   grid: (capacity, rowTiles, (totalOut + columnsPerBlock - 1) / columnsPerBlock),
-                   block: 128,
-                   [.pointer(shrunk.devicePointer), .pointer(b.devicePointer), .pointer(out.devicePointer)] + common
-                   + [.int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3]), .int(columnsPerBlock)])
-            return
+            launch(kernel.rawValue, grid: (capacity, rowTiles, (totalOut + columnsPerBlock - 1) / columnsPerBlock), block: 128,
+                   operands + shape + [.int(columnsPerBlock)])
         }
-        launch("loom_lora_expand", grid: (n, (totalOut + 127) / 128, 1), block: 128,
-               [.pointer(shrunk.devicePointer), .int(shrunk.dtype == .f32 ? 1 : 0), .pointer(b.devicePointer), .pointer(out.devicePointer)]
-               + common + [.int(capacity), .int(totalOut), .int(maxRank), .int(stack), .int(o[1]), .int(o[2]), .int(o[3])])
     }
 }
 
