@@ -14,7 +14,9 @@
 #   PEFT's references over HTTP), bench (loom bench decode, Llama-3.1-8B shape, batch 1 and 32, once per
 #   $BENCH_VARIANTS entry), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 2
 #   through NCCL), lora (loom bench lora-kernels, the table for csgmv, sgmv and fused, and bench
-#   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only). Default: hf check
+#   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only), lora-many (bench
+#   lora-kernels at 160 decode rows over 64 and 128 adapters), slora (scripts/slora_recipe.sh at
+#   n = 128, alpha 0.3, the recipe's JSON under $OUT/slora). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
 #   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
 #   gpu-check.log, bench.log, nvidia-smi.txt; with tp, gpu-check-tp2.json and
@@ -126,6 +128,19 @@ PY
                 --adapters 8 --rank 16 --lora-backend $backend --output "$OUT/bench-decode-llama-3.1-8b-lora8-r16-$backend.json" > /dev/null 2>> "$OUT/bench-lora.log"
             echo "bench decode --adapters 8 --lora-backend $backend: exit $?"; tail -4 "$OUT/bench-lora.log"
         done
+        ;;
+    lora-many)
+        # S-LoRA's decode: 160 rows over 64 or 128 adapters (csgmv), beside its byte floor.
+        timeout 300 /tmp/loom bench lora-kernels --lora-backend csgmv --rows decode:16:160:64,decode:32:160:64,decode:64:160:64,decode:32:160:128 \
+            --output "$OUT/bench-lora-kernels-many.json" > /dev/null 2> "$OUT/bench-lora-many.log"
+        echo "lora-kernels (many adapters): exit $?"; grep -E "^(decode|prefill) " "$OUT/bench-lora-many.log" | sort -u
+        ;;
+    slora)
+        # The S-LoRA recipe at n = 128 (ranks 8-64, alpha 0.3) against the run without LoRA; about 2.5 minutes.
+        xz -dc .device/loom.xz > .device/loom && chmod +x .device/loom
+        OUT="$OUT" RESULTS=/tmp/slora RATE=40 NUM_PROMPTS=400 SERVE_ARGS="--context-length 4096 --max-total-tokens 262144" DISTINCT_WEIGHTS=8 \
+            ALPHAS=0.3 NS=128 RANKS=8,16,32,64 MAX_LORAS_PER_BATCH=128 timeout 400 bash scripts/slora_recipe.sh > "$OUT/slora.log" 2>&1
+        echo "slora recipe: exit $?"; cat /tmp/slora/summary.md 2>/dev/null
         ;;
     esac
 done
