@@ -9,7 +9,8 @@
 # 3. `loom serve` with LoRA on; for each n, register adapter-0 … adapter-(n-1) (--load-adapters)
 #    and, for each alpha, send the same workload with S-LoRA's power-law adapter popularity.
 # Each run's JSON goes to RESULTS/; summary.md has throughput and first-token latency against
-# the run without LoRA.
+# the run without LoRA, and per step (the server's loom:step_* counters, read before and after
+# each run into TAG.steps.json) the rows computed and the distinct adapters met.
 #
 # Environment (defaults in brackets):
 #   LOOM [.build/release/loom, else .device/loom]  SHAPE [llama-3.1-8b]  DEVICE [cuda]
@@ -104,6 +105,28 @@ start_server() {  # start_server LOGNAME [flags…]
     echo "loom serve ready after ${waited}s ($log)"
 }
 
+step_totals() {  # the server's step counters: steps tokens prefill-tokens sequences adapters (loom:step_* in /metrics)
+    local body v
+    body=$( (exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 && cat <&3) 2>/dev/null)
+    for name in steps_total step_tokens_total step_prefill_tokens_total step_sequences_total step_adapters_total; do
+        v=$(printf '%s\n' "$body" | grep "^loom:$name{" | awk '{print $NF}' | head -1)
+        printf '%s ' "${v:-0}"
+    done
+    echo
+}
+
+record_steps() {  # record_steps TAG "BEFORE" "AFTER": per-step means over one run into TAG.steps.json
+    echo "$2 $3" | awk -v out="$RESULTS/$1.steps.json" '{
+        s = $6 - $1; if (s <= 0) s = 1
+        printf "{\"steps\": %d, \"tokens_per_step\": %.2f, \"prefill_tokens_per_step\": %.2f, \"sequences_per_step\": %.2f, \"distinct_adapters_per_step\": %.2f}\n", \
+            $6 - $1, ($7 - $2) / s, ($8 - $3) / s, ($9 - $4) / s, ($10 - $5) / s > out }'
+}
+
+steps_field() {  # steps_field KEY TAG: a number of TAG.steps.json, or nan
+    local f=$RESULTS/$2.steps.json
+    if [ -f "$f" ]; then grep -o "\"$1\": [^,}]*" "$f" | sed 's/.*: //'; else echo nan; fi
+}
+
 field() {  # field KEY FILE: a top-level number of the first run of an --output-json document
     local v
     v=$(grep -o "\"$1\" : [^,}]*" "$2" | head -1 | sed 's/.*: //; s/"//g')
@@ -120,7 +143,9 @@ fi
 base=$RESULTS/base.json
 if [ ! -f "$base" ]; then
     start_server serve-base
+    before=$(step_totals)
     "$LOOM" bench serve "${workload[@]}" --tag "base" --output-json "$base" --output-file "$RESULTS/runs.jsonl" | tee "$RESULTS/base.txt"
+    record_steps base "$before" "$(step_totals)"
     stop_server
 fi
 base_rps=$(field request_throughput "$base")
@@ -138,9 +163,11 @@ if [ "$need_lora" = 1 ]; then
         for a in $ALPHAS; do
             out=$RESULTS/n$n-alpha$a.json
             [ -f "$out" ] && continue
+            before=$(step_totals)
             "$LOOM" bench serve "${workload[@]}" --num-adapters "$n" --adapter-pattern 'adapter-{i}' --load-adapters "$ADAPTERS_DIR" \
                 --lora-request-distribution power --lora-power-alpha "$a" --baseline "$base" --tag "n$n-alpha$a" \
                 --output-json "$out" --output-file "$RESULTS/runs.jsonl" | tee "$RESULTS/n$n-alpha$a.txt"
+            record_steps "n$n-alpha$a" "$before" "$(step_totals)"
         done
     done
     stop_server
@@ -150,17 +177,19 @@ fi
 {
     echo "# S-LoRA suite: $base_model, ranks {$RANKS} on $TARGETS, gamma arrivals at $RATE req/s (cv $CV), $NUM_PROMPTS requests, lengths U[$INPUT_RANGE) / U[$OUTPUT_RANGE)"
     echo
-    echo "| n | alpha | req/s | out tok/s | throughput vs no LoRA | mean TTFT (ms) | p99 TTFT (ms) | TTFT vs no LoRA | failed |"
-    echo "|---|---|---|---|---|---|---|---|---|"
-    printf '| - | - | %.2f | %.1f | 1 | %.1f | %.1f | 1 | %s |\n' "$base_rps" "$(field output_throughput "$base")" \
-        "$(field mean_ttft_ms "$base")" "$(field p99_ttft_ms "$base")" "$(field failed "$base")"
+    echo "| n | alpha | req/s | out tok/s | throughput vs no LoRA | mean TTFT (ms) | p99 TTFT (ms) | TTFT vs no LoRA | failed | rows / step | adapters / step |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
+    printf '| - | - | %.2f | %.1f | 1 | %.1f | %.1f | 1 | %s | %s | %s |\n' "$base_rps" "$(field output_throughput "$base")" \
+        "$(field mean_ttft_ms "$base")" "$(field p99_ttft_ms "$base")" "$(field failed "$base")" \
+        "$(steps_field tokens_per_step base)" "$(steps_field distinct_adapters_per_step base)"
     for n in $NS; do
         for a in $ALPHAS; do
             f=$RESULTS/n$n-alpha$a.json
             [ -f "$f" ] || continue
-            printf '| %s | %s | %.2f | %.1f | %.3f | %.1f | %.1f | %.3f | %s |\n' "$n" "$a" "$(field request_throughput "$f")" \
+            printf '| %s | %s | %.2f | %.1f | %.3f | %.1f | %.1f | %.3f | %s | %s | %s |\n' "$n" "$a" "$(field request_throughput "$f")" \
                 "$(field output_throughput "$f")" "$(field request_throughput_vs_baseline "$f")" "$(field mean_ttft_ms "$f")" \
-                "$(field p99_ttft_ms "$f")" "$(field mean_ttft_vs_baseline "$f")" "$(field failed "$f")"
+                "$(field p99_ttft_ms "$f")" "$(field mean_ttft_vs_baseline "$f")" "$(field failed "$f")" \
+                "$(steps_field tokens_per_step "n$n-alpha$a")" "$(steps_field distinct_adapters_per_step "n$n-alpha$a")"
         done
     done
 } > "$RESULTS/summary.md"

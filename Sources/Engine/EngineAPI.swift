@@ -67,6 +67,8 @@ public struct EngineStats: Sendable, Equatable {
     public var inFlightByAdapter: [String: Int] = [:]
     public var generatedTokens = 0
     public var steps = 0
+    /// Totals over the steps that computed something.
+    public var stepTotals = StepTotals()
 
     public init() {}
 }

@@ -168,6 +168,7 @@ extension InferenceEngine {
         }
         s.slotOccupants = lora?.slotOccupants ?? []
         s.steps = scheduler.numSteps
+        s.stepTotals = scheduler.stepTotals
         return s
     }
 

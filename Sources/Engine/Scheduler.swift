@@ -34,6 +34,8 @@ public struct Scheduler: Sendable {
     /// Running sequences, oldest admission first.
     public internal(set) var runningIDs: [SequenceID] = []
     public internal(set) var numSteps = 0
+    /// Totals over the non-empty decisions (`/metrics`).
+    public internal(set) var stepTotals = StepTotals()
     public internal(set) var numPreemptions = 0
     /// Prompt tokens of admitted sequences, and those of them served from the prefix cache.
     public internal(set) var totalPromptTokens = 0
@@ -79,6 +81,7 @@ public struct Scheduler: Sendable {
         var prefillBudget = min(config.chunkedPrefillSize, config.stepTokenLimit - numDecoding)
         continueRunning(&decision, prefillBudget: &prefillBudget)
         admitWaiting(&decision, prefillBudget: &prefillBudget)
+        stepTotals.record(decision)
         return decision
     }
 

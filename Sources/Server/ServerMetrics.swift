@@ -12,6 +12,7 @@ public final class ServerMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
     private let loraInfo = NIOLockedGauge()
+    private let steps = StepCounters()
     let modelName: String
 
     static let latencyBuckets: [Duration] = [
@@ -68,6 +69,7 @@ public final class ServerMetrics: Sendable {
         }
         let running = stats.runningByAdapter.filter { !$0.key.isEmpty && $0.value > 0 }.keys.sorted().joined(separator: ",")
         let waiting = stats.waitingByAdapter.filter { !$0.key.isEmpty && $0.value > 0 }.keys.sorted().joined(separator: ",")
+        steps.advance(to: stats.stepTotals, dimensions: d, factory: factory)
         loraInfo.set(
             registry: registry,
             labels: [("running_lora_adapters", running), ("max_lora", String(maxLoras)), ("waiting_lora_adapters", waiting)],
@@ -83,6 +85,30 @@ extension Duration {
     }
 
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// The engine's step totals as counters: `loom:steps_total` (steps that computed something),
+/// `loom:step_tokens_total`, `loom:step_prefill_tokens_total`, `loom:step_sequences_total` and
+/// `loom:step_adapters_total` (distinct adapters per step, summed; the base model not counted).
+/// Each reading adds what the engine's totals gained since the last one.
+private final class StepCounters: @unchecked Sendable {
+    private let lock = NSLock()
+    private var last = StepTotals()
+
+    func advance(to totals: StepTotals, dimensions: [(String, String)], factory: PrometheusMetricsFactory) {
+        lock.withLock {
+            let gains: [(String, Int)] = [
+                ("loom:steps_total", totals.steps - last.steps), ("loom:step_tokens_total", totals.tokens - last.tokens),
+                ("loom:step_prefill_tokens_total", totals.prefillTokens - last.prefillTokens),
+                ("loom:step_sequences_total", totals.sequences - last.sequences), ("loom:step_adapters_total", totals.adapters - last.adapters),
+            ]
+            for (label, gain) in gains {
+                // Created at the first reading even at zero, so the series exist from the start.
+                Counter(label: label, dimensions: dimensions, factory: factory).increment(by: max(0, gain))
+            }
+            last = totals
+        }
+    }
 }
 
 /// `vllm:lora_requests_info`: one series whose labels name the running and waiting adapters and

@@ -97,7 +97,12 @@ import Testing
                 #expect(output == Self.cases[i].greedy, "case \(i) (\(Self.cases[i].adapter ?? "base"))")
             }
         }
-        _ = try await waitUntilIdle(engine)
+        let idle = try await waitUntilIdle(engine)
+        // The step totals reach the stats: prompt tokens were prefilled (some may come from the
+        // prefix cache), and every adapter met some step.
+        let totals = idle.stepTotals
+        #expect(totals.prefillTokens > 0 && totals.prefillTokens <= Self.cases.reduce(0) { $0 + $1.prompt.count })
+        #expect(totals.steps > 0 && totals.adapters >= 6 && totals.adapters <= totals.steps * slots)
     }
 
     @Test func outputsAreBatchInvariant() async throws {

@@ -152,3 +152,25 @@ import Testing
     h.drain()
     h.expectIdle()
 }
+
+@Test func stepTotalsCountTokensSequencesAndDistinctAdapters() {
+    var h = SchedulerHarness(SchedulerHarness.config())
+    h.add(prompt: Array(0..<10))
+    h.add(prompt: Array(0..<5), adapter: 7)
+    h.add(prompt: Array(0..<3), adapter: 7)
+    h.add(prompt: Array(0..<4), adapter: 9)
+    let first = h.step(), second = h.step()
+    #expect(first.items.allSatisfy(\.isPrefill) && second.items.allSatisfy { !$0.isPrefill })
+    var expected = StepTotals()
+    expected.steps = 2
+    expected.tokens = 22 + 4
+    expected.prefillTokens = 22
+    expected.sequences = 8
+    expected.adapters = 4  // 7 and 9 in each step; the base model is not counted
+    #expect(h.scheduler.stepTotals == expected)
+    // An empty decision counts nothing.
+    h.drain()
+    let totals = h.scheduler.stepTotals
+    _ = h.scheduler.schedule()
+    #expect(h.scheduler.stepTotals == totals)
+}

@@ -30,6 +30,7 @@ final class FakeInferenceService: InferenceService, @unchecked Sendable {
     private var _shutdownGrace: Double?
     private var flushCount = 0
     private var _refusal: (any Error)?
+    private var _stepTotals = StepTotals()
 
     var tokenDelay: Duration {
         get { lock.withLock { _tokenDelay } }
@@ -40,6 +41,11 @@ final class FakeInferenceService: InferenceService, @unchecked Sendable {
     var refusal: (any Error)? {
         get { lock.withLock { _refusal } }
         set { lock.withLock { _refusal = newValue } }
+    }
+    /// What `stats` reports as the engine's step totals.
+    var stepTotals: StepTotals {
+        get { lock.withLock { _stepTotals } }
+        set { lock.withLock { _stepTotals = newValue } }
     }
     var submitted: [EngineRequest] { lock.withLock { _submitted } }
     var aborted: [String] { lock.withLock { _aborted } }
@@ -182,6 +188,7 @@ final class FakeInferenceService: InferenceService, @unchecked Sendable {
             for (_, adapter) in running { s.runningByAdapter[adapter, default: 0] += 1 }
             s.inFlightByAdapter = s.runningByAdapter
             s.slotOccupants = [nil, 1, nil, nil]
+            s.stepTotals = _stepTotals
             return s
         }
     }

@@ -78,6 +78,26 @@ import Testing
         }
     }
 
+    @Test func stepTotalsAreCountersThatAddTheEnginesGains() async throws {
+        let service = try makeService()
+        try await withServer(service) { server in
+            var totals = StepTotals()
+            totals.steps = 10; totals.tokens = 300; totals.prefillTokens = 260; totals.sequences = 50; totals.adapters = 35
+            service.stepTotals = totals
+            var body = try await server.get("/metrics").text
+            #expect(body.contains(#"loom:steps_total{model_name="stories260k"} 10"#))
+            #expect(body.contains(#"loom:step_adapters_total{model_name="stories260k"} 35"#))
+            totals.steps = 14; totals.adapters = 47; totals.tokens = 340
+            service.stepTotals = totals
+            body = try await server.get("/metrics").text
+            #expect(body.contains(#"loom:steps_total{model_name="stories260k"} 14"#))
+            #expect(body.contains(#"loom:step_adapters_total{model_name="stories260k"} 47"#))
+            #expect(body.contains(#"loom:step_tokens_total{model_name="stories260k"} 340"#))
+            #expect(body.contains(#"loom:step_prefill_tokens_total{model_name="stories260k"} 260"#))
+            #expect(body.contains(#"loom:step_sequences_total{model_name="stories260k"} 50"#))
+        }
+    }
+
     @Test func clientDisconnectDuringStreamingAbortsTheRequest() async throws {
         let service = try makeService()
         service.tokenDelay = .milliseconds(20)
