@@ -90,13 +90,17 @@ finish() {
 }
 trap finish EXIT
 
+http_get() {  # http_get PATH: the server's raw HTTP response (status line, headers, body)
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' "$1" >&3 && cat <&3) 2>/dev/null
+}
+
 start_server() {  # start_server LOGNAME [flags…]
     local log=$RESULTS/$1.log
     shift
     "$LOOM" serve "${model[@]}" --device "$DEVICE" --port "$PORT" "$@" $SERVE_ARGS >"$log" 2>&1 &
     server_pid=$!
     local waited=0
-    until (exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 && head -c 12 <&3 | grep -q 200) 2>/dev/null; do
+    until http_get /health | head -c 12 | grep -q 200; do
         if ! kill -0 "$server_pid" 2>/dev/null; then echo "loom serve exited; see $log" >&2; tail -20 "$log" >&2; exit 1; fi
         if [ "$waited" -ge "$READY_TIMEOUT" ]; then echo "loom serve not ready after ${READY_TIMEOUT}s; see $log" >&2; exit 1; fi
         sleep 1
@@ -107,7 +111,7 @@ start_server() {  # start_server LOGNAME [flags…]
 
 step_totals() {  # the server's step counters: steps tokens prefill-tokens sequences adapters (loom:step_* in /metrics)
     local body v
-    body=$( (exec 3<>"/dev/tcp/127.0.0.1/$PORT" && printf 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 && cat <&3) 2>/dev/null)
+    body=$(http_get /metrics)
     for name in steps_total step_tokens_total step_prefill_tokens_total step_sequences_total step_adapters_total; do
         v=$(printf '%s\n' "$body" | grep "^loom:$name{" | awk '{print $NF}' | head -1)
         printf '%s ' "${v:-0}"

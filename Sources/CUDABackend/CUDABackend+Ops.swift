@@ -212,7 +212,7 @@ extension CUDABackend {
         let common: [KernelArgument] = [.pointer(scalings.devicePointer), .int(scalings.dtype == .f32 ? 1 : 0)] + plan.kernelArguments
         let kernel = LoRAExpandKernel.choose(
             .init(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength, maxRank: maxRank, totalOut: totalOut,
-                  outOffsets: outOffsets, usesLargeTiles: plan.usesLargeTiles, shrunkIsF32: shrunk.dtype == .f32,
+                  outOffsets: outOffsets, shrunkIsF32: shrunk.dtype == .f32,
                   isAligned16: (b.devicePointer | shrunk.devicePointer) % 16 == 0, isOutAligned4: out.devicePointer % 4 == 0),
             stream: usesExpandStream, segments: usesExpandSegments)
         let operands: [KernelArgument] = [.pointer(shrunk.devicePointer), .pointer(b.devicePointer), .pointer(out.devicePointer)] + common
@@ -295,6 +295,10 @@ extension LoRAKernelPlan {
     /// more than 16 rows (prefill; sgmv with few adapters per row). Decode batches spread over
     /// adapters keep 16-row tiles. Depends only on the row count and capacities (graph-safe).
     var usesLargeTiles: Bool {
-        maxSegmentLength > 16 && permutation.shape[0] > 16 * max(segmentCapacity, 1)
+        Self.usesLargeTiles(rows: permutation.shape[0], capacity: segmentCapacity, maxSegmentLength: maxSegmentLength)
+    }
+
+    static func usesLargeTiles(rows: Int, capacity: Int, maxSegmentLength: Int) -> Bool {
+        maxSegmentLength > 16 && rows > 16 * max(capacity, 1)
     }
 }

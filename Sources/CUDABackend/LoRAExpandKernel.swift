@@ -1,3 +1,5 @@
+import LoomCore
+
 /// The CUDA expand kernels, and which one a plan gets. The choice depends only on the batch's row
 /// count, the plan's capacities and the pool's shapes, never on the adapters in the plan, so a CUDA
 /// graph captured for a batch size replays with any mix.
@@ -20,9 +22,11 @@ enum LoRAExpandKernel: String, Equatable, CaseIterable {
     struct Shape {
         var rows, capacity, maxSegmentLength, maxRank, totalOut: Int
         var outOffsets: [Int]
-        var usesLargeTiles, shrunkIsF32: Bool
+        var shrunkIsF32: Bool
         /// B and shrunk 16-byte aligned; out 4-byte aligned.
         var isAligned16, isOutAligned4: Bool
+
+        var usesLargeTiles: Bool { LoRAKernelPlan.usesLargeTiles(rows: rows, capacity: capacity, maxSegmentLength: maxSegmentLength) }
     }
 
     static func choose(_ s: Shape, stream streamOn: Bool = true, segments segmentsOn: Bool = true) -> LoRAExpandKernel {

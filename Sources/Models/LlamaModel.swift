@@ -146,24 +146,25 @@ extension LlamaModel: ProjectionWeights {
     public var numLayers: Int { config.numLayers }
 
     public func projection(rank: Int, layer: Int, group: ProjectionGroup) -> DeviceTensor {
-        let w = ranks[rank].weights.layers[layer]
-        switch group {
-        case .qkv: return w.qkv
-        case .o: return w.o
-        case .gateUp: return w.gateUp
-        case .down: return w.down
-        }
+        ranks[rank].weights.layers[layer][keyPath: LayerWeights.weight(of: group)]
     }
 
     public func replaceProjection(rank: Int, layer: Int, group: ProjectionGroup, with weight: DeviceTensor) {
         let old = projection(rank: rank, layer: layer, group: group)
         precondition(weight.shape[0] == old.shape[0] && weight.shape[1] >= old.shape[1] && weight.dtype == old.dtype,
                      "replaceProjection: \(weight.shape) for \(old.shape)")
+        ranks[rank].weights.layers[layer][keyPath: LayerWeights.weight(of: group)] = weight
+    }
+}
+
+extension LayerWeights {
+    /// The weight a projection group multiplies by.
+    static func weight(of group: ProjectionGroup) -> WritableKeyPath<LayerWeights, DeviceTensor> {
         switch group {
-        case .qkv: ranks[rank].weights.layers[layer].qkv = weight
-        case .o: ranks[rank].weights.layers[layer].o = weight
-        case .gateUp: ranks[rank].weights.layers[layer].gateUp = weight
-        case .down: ranks[rank].weights.layers[layer].down = weight
+        case .qkv: \.qkv
+        case .o: \.o
+        case .gateUp: \.gateUp
+        case .down: \.down
         }
     }
 }

@@ -13,7 +13,7 @@ import Testing
         let maxLength = BatchPlan.maxSegmentLength(rows: rows, kind: kind, chunkSize: chunk)
         let offsets = outputs.reduce(into: [0]) { $0.append($0.last! + $1) }
         return .init(rows: rows, capacity: capacity, maxSegmentLength: maxLength, maxRank: rank, totalOut: offsets.last!,
-                     outOffsets: offsets, usesLargeTiles: maxLength > 16 && rows > 16 * max(capacity, 1), shrunkIsF32: true,
+                     outOffsets: offsets, shrunkIsF32: true,
                      isAligned16: true, isOutAligned4: true)
     }
 

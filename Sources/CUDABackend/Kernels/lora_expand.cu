@@ -21,6 +21,11 @@ __device__ __forceinline__ u32 load_pair(const float* row, int j, int rank) {
     return pack_bf16x2(v.x, j + 1 < rank ? v.y : 0.f);
 }
 
+// Two consecutive bf16 outputs (one word) plus `scaling` times their two sums, packed again.
+__device__ __forceinline__ u32 add_scaled(u32 v, float scaling, float lo, float hi) {
+    return pack_bf16x2(bf16_to_f32((bf16)(v & 0xffffu)) + scaling * lo, bf16_to_f32((bf16)(v >> 16)) + scaling * hi);
+}
+
 // The tensor-core kernel. A block covers rows 16·MT·blockIdx.y ..< +16·MT of segment blockIdx.x and
 // the output columns blockIdx.z·columnsPerBlock ..< +columnsPerBlock; its W warps take 32-column
 // groups of that range in turn (four 8-column tiles, each inside one module: module offsets are
@@ -112,10 +117,7 @@ __device__ __forceinline__ void expand_mma(const float* __restrict__ shrunk, con
                     const int row = rows[mt][h];
                     if (row < 0) continue;
                     u32* o = (u32*)(out + (u64)row * totalOut + col);
-                    const u32 v = *o;
-                    const float lo = bf16_to_f32((bf16)(v & 0xffffu)) + scaling * acc[mt][nt][2 * h];
-                    const float hi = bf16_to_f32((bf16)(v >> 16)) + scaling * acc[mt][nt][2 * h + 1];
-                    *o = pack_bf16x2(lo, hi);
+                    *o = add_scaled(*o, scaling, acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
                 }
         }
     }
@@ -215,10 +217,7 @@ __device__ __forceinline__ void expand_stream(const float* __restrict__ shrunk, 
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 if (rows[h] < 0) continue;
-                const u32 v = old[j][h];
-                const float lo = bf16_to_f32((bf16)(v & 0xffffu)) + scaling * acc[j][2 * h];
-                const float hi = bf16_to_f32((bf16)(v >> 16)) + scaling * acc[j][2 * h + 1];
-                *(u32*)(out + (u64)rows[h] * totalOut + col) = pack_bf16x2(lo, hi);
+                *(u32*)(out + (u64)rows[h] * totalOut + col) = add_scaled(old[j][h], scaling, acc[j][2 * h], acc[j][2 * h + 1]);
             }
         }
     }
@@ -334,10 +333,7 @@ __device__ __forceinline__ void expand_segments(const float* __restrict__ shrunk
             const int row = sRow[p - pBegin];
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
-                const u32 v = old[j][h];
-                const float lo = bf16_to_f32((bf16)(v & 0xffffu)) + scaling * acc[j][2 * h];
-                const float hi = bf16_to_f32((bf16)(v >> 16)) + scaling * acc[j][2 * h + 1];
-                *(u32*)(out + (u64)row * totalOut + col + 8 * j + 2 * t) = pack_bf16x2(lo, hi);
+                *(u32*)(out + (u64)row * totalOut + col + 8 * j + 2 * t) = add_scaled(old[j][h], scaling, acc[j][2 * h], acc[j][2 * h + 1]);
             }
         }
     };
