@@ -10,7 +10,8 @@
 #    and, for each alpha, send the same workload with S-LoRA's power-law adapter popularity.
 # Each run's JSON goes to RESULTS/; summary.md has throughput and first-token latency against
 # the run without LoRA, and per step (the server's loom:step_* counters, read before and after
-# each run into TAG.steps.json) the rows computed and the distinct adapters met.
+# each run into TAG.steps.json) the rows computed, the distinct adapters met, the share of steps
+# replayed from CUDA graphs, and the engine thread's milliseconds queueing kernels and waiting for them.
 #
 # Environment (defaults in brackets):
 #   LOOM [.build/release/loom, else .device/loom]  SHAPE [llama-3.1-8b]  DEVICE [cuda]
@@ -109,11 +110,15 @@ start_server() {  # start_server LOGNAME [flags…]
     echo "loom serve ready after ${waited}s ($log)"
 }
 
-step_totals() {  # the server's step counters: steps tokens prefill-tokens sequences adapters (loom:step_* in /metrics)
+step_totals() {  # the server's step counters (loom:step_* in /metrics): steps tokens prefill-tokens sequences adapters graph-steps, then seconds per phase
     local body v
     body=$(http_get /metrics)
-    for name in steps_total step_tokens_total step_prefill_tokens_total step_sequences_total step_adapters_total; do
+    for name in steps_total step_tokens_total step_prefill_tokens_total step_sequences_total step_adapters_total graph_steps_total; do
         v=$(printf '%s\n' "$body" | grep "^loom:$name{" | awk '{print $NF}' | head -1)
+        printf '%s ' "${v:-0}"
+    done
+    for phase in schedule prepare launch wait output; do
+        v=$(printf '%s\n' "$body" | grep "^loom:step_seconds_total{" | grep "phase=\"$phase\"" | awk '{print $NF}' | head -1)
         printf '%s ' "${v:-0}"
     done
     echo
@@ -121,9 +126,12 @@ step_totals() {  # the server's step counters: steps tokens prefill-tokens seque
 
 record_steps() {  # record_steps TAG "BEFORE" "AFTER": per-step means over one run into TAG.steps.json
     echo "$2 $3" | awk -v out="$RESULTS/$1.steps.json" '{
-        s = $6 - $1; if (s <= 0) s = 1
-        printf "{\"steps\": %d, \"tokens_per_step\": %.2f, \"prefill_tokens_per_step\": %.2f, \"sequences_per_step\": %.2f, \"distinct_adapters_per_step\": %.2f}\n", \
-            $6 - $1, ($7 - $2) / s, ($8 - $3) / s, ($9 - $4) / s, ($10 - $5) / s > out }'
+        h = NF / 2; s = $(h + 1) - $1; if (s <= 0) s = 1
+        printf "{\"steps\": %d, \"tokens_per_step\": %.2f, \"prefill_tokens_per_step\": %.2f, \"sequences_per_step\": %.2f, \"distinct_adapters_per_step\": %.2f, \"graph_step_fraction\": %.3f", \
+            $(h + 1) - $1, ($(h + 2) - $2) / s, ($(h + 3) - $3) / s, ($(h + 4) - $4) / s, ($(h + 5) - $5) / s, ($(h + 6) - $6) / s > out
+        split("schedule prepare launch wait output", phase, " ")
+        for (i = 1; i <= 5; i++) printf ", \"%s_ms_per_step\": %.3f", phase[i], 1000 * ($(h + 6 + i) - $(6 + i)) / s > out
+        printf "}\n" > out }'
 }
 
 steps_field() {  # steps_field KEY TAG: a number of TAG.steps.json, or nan
@@ -181,19 +189,22 @@ fi
 {
     echo "# S-LoRA suite: $base_model, ranks {$RANKS} on $TARGETS, gamma arrivals at $RATE req/s (cv $CV), $NUM_PROMPTS requests, lengths U[$INPUT_RANGE) / U[$OUTPUT_RANGE)"
     echo
-    echo "| n | alpha | req/s | out tok/s | throughput vs no LoRA | mean TTFT (ms) | p99 TTFT (ms) | TTFT vs no LoRA | failed | rows / step | adapters / step |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|"
-    printf '| - | - | %.2f | %.1f | 1 | %.1f | %.1f | 1 | %s | %s | %s |\n' "$base_rps" "$(field output_throughput "$base")" \
+    echo "| n | alpha | req/s | out tok/s | throughput vs no LoRA | mean TTFT (ms) | p99 TTFT (ms) | TTFT vs no LoRA | failed | rows / step | adapters / step | graph steps | launch ms / step | wait ms / step |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    printf '| - | - | %.2f | %.1f | 1 | %.1f | %.1f | 1 | %s | %s | %s | %s | %s | %s |\n' "$base_rps" "$(field output_throughput "$base")" \
         "$(field mean_ttft_ms "$base")" "$(field p99_ttft_ms "$base")" "$(field failed "$base")" \
-        "$(steps_field tokens_per_step base)" "$(steps_field distinct_adapters_per_step base)"
+        "$(steps_field tokens_per_step base)" "$(steps_field distinct_adapters_per_step base)" "$(steps_field graph_step_fraction base)" \
+        "$(steps_field launch_ms_per_step base)" "$(steps_field wait_ms_per_step base)"
     for n in $NS; do
         for a in $ALPHAS; do
             f=$RESULTS/n$n-alpha$a.json
             [ -f "$f" ] || continue
-            printf '| %s | %s | %.2f | %.1f | %.3f | %.1f | %.1f | %.3f | %s | %s | %s |\n' "$n" "$a" "$(field request_throughput "$f")" \
+            printf '| %s | %s | %.2f | %.1f | %.3f | %.1f | %.1f | %.3f | %s | %s | %s | %s | %s | %s |\n' "$n" "$a" "$(field request_throughput "$f")" \
                 "$(field output_throughput "$f")" "$(field request_throughput_vs_baseline "$f")" "$(field mean_ttft_ms "$f")" \
                 "$(field p99_ttft_ms "$f")" "$(field mean_ttft_vs_baseline "$f")" "$(field failed "$f")" \
-                "$(steps_field tokens_per_step "n$n-alpha$a")" "$(steps_field distinct_adapters_per_step "n$n-alpha$a")"
+                "$(steps_field tokens_per_step "n$n-alpha$a")" "$(steps_field distinct_adapters_per_step "n$n-alpha$a")" \
+                "$(steps_field graph_step_fraction "n$n-alpha$a")" "$(steps_field launch_ms_per_step "n$n-alpha$a")" \
+                "$(steps_field wait_ms_per_step "n$n-alpha$a")"
         done
     done
 } > "$RESULTS/summary.md"

@@ -58,6 +58,16 @@ extension InferenceEngine {
 
     /// One scheduled step: forward, sample, detokenize, stream.
     private func step() {
+        let clock = ContinuousClock()
+        var mark = clock.now
+        var phases = StepSeconds()
+        /// The seconds since the last lap.
+        func lap() -> Double {
+            let now = clock.now
+            defer { mark = now }
+            let (whole, atto) = (now - mark).components
+            return Double(whole) + Double(atto) / 1e18
+        }
         let decision = scheduler.schedule()
         for seq in decision.finished { close(seq) }
         guard !decision.isEmpty else {
@@ -74,6 +84,7 @@ extension InferenceEngine {
             batch.appendPadding(count: padding)
             rowAdapterKeys += repeatElement(DecodeGraphs.paddingAdapterKey(rowAdapterKeys: rowAdapterKeys), count: padding)
         }
+        phases.schedule = lap()
         let applier: LoRAApplier?
         do {
             applier = try lora?.prepare(rowAdapters: rowAdapterKeys.map { $0 == 0 ? nil : refs[$0] })
@@ -85,7 +96,9 @@ extension InferenceEngine {
             }
             return
         }
-        let logits = forward(batch, lora: applier, graphKey: graphBatchSize.map { DecodeGraphs.key(batchSize: $0, hasLoRA: applier != nil) })
+        phases.prepare = lap()
+        let (logits, replayedGraph) = forward(batch, lora: applier, graphKey: graphBatchSize.map { DecodeGraphs.key(batchSize: $0, hasLoRA: applier != nil) })
+        phases.launch = lap()
         // Only the scheduled items' rows: padding rows come after them.
         let rows = decision.items.count { $0.wantsLogits }
         let vocab = model.config.vocabSize
@@ -103,6 +116,7 @@ extension InferenceEngine {
         } else {
             host = model.backend.download(logits.rows(rows))
         }
+        phases.wait = lap()
         var row = 0
         host.withUnsafeBufferPointer { all in
             for item in decision.items where item.wantsLogits {
@@ -125,19 +139,23 @@ extension InferenceEngine {
             }
         }
         condition.withLock { pendingGenerated += row }
+        phases.output = lap()
+        scheduler.stepTotals.record(phases, replayedGraph: replayedGraph)
     }
 
     /// The model's step, from the graph of `graphKey` when the engine has a graph runner and the key
     /// already ran once eagerly; each tensor-parallel rank captures and replays its own graph.
-    private func forward(_ batch: ForwardBatch, lora applier: LoRAApplier?, graphKey: String?) -> DeviceTensor {
+    /// Returns the logits and whether they came from a graph.
+    private func forward(_ batch: ForwardBatch, lora applier: LoRAApplier?, graphKey: String?) -> (DeviceTensor, Bool) {
         guard let key = graphKey, let runner = options.graphRunner, decodeGraphs.shouldUseGraph(key) else {
-            return model.forward(batch, cache: cache, lora: applier)
+            return (model.forward(batch, cache: cache, lora: applier), false)
         }
-        return model.forward(batch, cache: cache, lora: applier, around: { rank, body in
+        let logits = model.forward(batch, cache: cache, lora: applier, around: { rank, body in
             var logits: DeviceTensor?
             runner(rank, key) { logits = body() }
             return logits!
         })
+        return (logits, true)
     }
 
     /// Ends a finished sequence's stream and releases its adapter.

@@ -89,7 +89,9 @@ extension Duration {
 
 /// The engine's step totals as counters: `loom:steps_total` (steps that computed something),
 /// `loom:step_tokens_total`, `loom:step_prefill_tokens_total`, `loom:step_sequences_total` and
-/// `loom:step_adapters_total` (distinct adapters per step, summed; the base model not counted).
+/// `loom:step_adapters_total` (distinct adapters per step, summed; the base model not counted),
+/// `loom:graph_steps_total` (steps replayed from a CUDA graph) and `loom:step_seconds_total` with a
+/// `phase` label (schedule, prepare, launch, wait, output: where the engine thread's time went).
 /// Each reading adds what the engine's totals gained since the last one.
 private final class StepCounters: @unchecked Sendable {
     private let lock = NSLock()
@@ -101,10 +103,15 @@ private final class StepCounters: @unchecked Sendable {
                 ("loom:steps_total", totals.steps - last.steps), ("loom:step_tokens_total", totals.tokens - last.tokens),
                 ("loom:step_prefill_tokens_total", totals.prefillTokens - last.prefillTokens),
                 ("loom:step_sequences_total", totals.sequences - last.sequences), ("loom:step_adapters_total", totals.adapters - last.adapters),
+                ("loom:graph_steps_total", totals.graphSteps - last.graphSteps),
             ]
             for (label, gain) in gains {
                 // Created at the first reading even at zero, so the series exist from the start.
                 Counter(label: label, dimensions: dimensions, factory: factory).increment(by: max(0, gain))
+            }
+            for (phase, previous) in zip(totals.seconds.phases, last.seconds.phases) {
+                FloatingPointCounter(label: "loom:step_seconds_total", dimensions: dimensions + [("phase", phase.name)], factory: factory)
+                    .increment(by: max(0, phase.seconds - previous.seconds))
             }
             last = totals
         }

@@ -103,6 +103,9 @@ import Testing
         let totals = idle.stepTotals
         #expect(totals.prefillTokens > 0 && totals.prefillTokens <= Self.cases.reduce(0) { $0 + $1.prompt.count })
         #expect(totals.steps > 0 && totals.adapters >= 6 && totals.adapters <= totals.steps * slots)
+        // The engine thread timed each step's phases: the model ran, and adapters were prepared.
+        #expect(totals.seconds.launch > 0 && totals.seconds.prepare > 0 && totals.seconds.schedule > 0 && totals.seconds.output > 0)
+        #expect(totals.graphSteps == 0, "the CPU backend has no graphs")
     }
 
     @Test func outputsAreBatchInvariant() async throws {

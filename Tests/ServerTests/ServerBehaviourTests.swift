@@ -83,11 +83,14 @@ import Testing
         try await withServer(service) { server in
             var totals = StepTotals()
             totals.steps = 10; totals.tokens = 300; totals.prefillTokens = 260; totals.sequences = 50; totals.adapters = 35
+            totals.graphSteps = 4; totals.seconds.launch = 0.5; totals.seconds.wait = 0.25
             service.stepTotals = totals
             var body = try await server.get("/metrics").text
             #expect(body.contains(#"loom:steps_total{model_name="stories260k"} 10"#))
             #expect(body.contains(#"loom:step_adapters_total{model_name="stories260k"} 35"#))
-            totals.steps = 14; totals.adapters = 47; totals.tokens = 340
+            #expect(body.contains(#"loom:graph_steps_total{model_name="stories260k"} 4"#))
+            #expect(body.contains(#"loom:step_seconds_total{model_name="stories260k",phase="launch"} 0.5"#))
+            totals.steps = 14; totals.adapters = 47; totals.tokens = 340; totals.seconds.launch = 0.75
             service.stepTotals = totals
             body = try await server.get("/metrics").text
             #expect(body.contains(#"loom:steps_total{model_name="stories260k"} 14"#))
@@ -95,6 +98,9 @@ import Testing
             #expect(body.contains(#"loom:step_tokens_total{model_name="stories260k"} 340"#))
             #expect(body.contains(#"loom:step_prefill_tokens_total{model_name="stories260k"} 260"#))
             #expect(body.contains(#"loom:step_sequences_total{model_name="stories260k"} 50"#))
+            #expect(body.contains(#"loom:step_seconds_total{model_name="stories260k",phase="launch"} 0.75"#))
+            #expect(body.contains(#"loom:step_seconds_total{model_name="stories260k",phase="wait"} 0.25"#))
+            #expect(body.contains(#"loom:step_seconds_total{model_name="stories260k",phase="schedule"} 0"# + "\n"))
         }
     }
 
