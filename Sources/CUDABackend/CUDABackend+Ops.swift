@@ -182,22 +182,30 @@ extension CUDABackend {
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
         let common = plan.kernelArguments
-        if out.dtype == .f32 && k % 8 == 0 && (x.devicePointer | a.devicePointer) % 16 == 0 {
-            let large = plan.usesLargeTiles
+        let kernel = LoRAShrinkKernel.choose(
+            .init(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength, maxRank: maxRank, k: k, outIsF32: out.dtype == .f32,
+                  isAligned16: (x.devicePointer | a.devicePointer) % 16 == 0),
+            segments: usesShrinkSegments)
+        let shape: [KernelArgument] = [.int(k), .int(maxRank), .int(stack)]
+        switch kernel {
+        case .general:
+            launch(kernel.rawValue, grid: (n, stack, 1), block: 128,
+                   [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0)]
+                   + common + [.int(capacity)] + shape)
+        case .segments, .segments8:
+            if !plan.outputsZeroed { zero(out) }
+            launch(kernel.rawValue, grid: (3 * multiprocessorCount, 1, 1), block: 256, sharedBytes: (capacity + 1) * 4,
+                   [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer)] + common + shape + [.int(capacity)])
+        case .mmaSmall, .mmaLarge:
+            let large = kernel == .mmaLarge
             let rowsPerBlock = large ? 64 : 16, columnsPerBlock = large ? 32 : 16, warps = large ? 4 : 8
             let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock
             let columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
             let kSplit = shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
             if kSplit > 1 && !plan.outputsZeroed { zero(out) }
-            launch(large ? "loom_lora_shrink_mma_large" : "loom_lora_shrink_mma_small",
-                   grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
-                   [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer)] + common
-                   + [.int(k), .int(maxRank), .int(stack), .int(kSplit)])
-            return
+            launch(kernel.rawValue, grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
+                   [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer)] + common + shape + [.int(kSplit)])
         }
-        launch("loom_lora_shrink", grid: (n, stack, 1), block: 128,
-               [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0)]
-               + common + [.int(capacity), .int(k), .int(maxRank), .int(stack)])
     }
 
     public func loraExpand(_ shrunk: DeviceTensor, b: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, scalings: DeviceTensor, outOffsets: [Int]) {

@@ -86,6 +86,10 @@ public final class CUDABackend: ComputeBackend {
     /// segments per block (`loom_lora_expand_segments`; `LOOM_LORA_EXPAND_SEGMENTS=0`: off).
     public let usesExpandSegments = ProcessInfo.processInfo.environment["LOOM_LORA_EXPAND_SEGMENTS"] != "0"
 
+    /// Whether LoRA shrinks over many short segments (decode over many adapters) stream through a
+    /// fixed grid (`loom_lora_shrink_segments`; `LOOM_LORA_SHRINK_SEGMENTS=0`: off).
+    public let usesShrinkSegments = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_SEGMENTS"] != "0"
+
     /// LoRA shrinks split K until about this many blocks per multiprocessor have work
     /// (`LOOM_LORA_SHRINK_BLOCKS_PER_SM`, default 2).
     public let loraShrinkBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 2

@@ -134,6 +134,13 @@ extension OpChecks {
             let manyRanks = [0] + (0..<64).map { [8, 16, 32, 12][$0 % 4] }
             results += loraCase("many", k: 4096, moduleOutputs: qkv, maxRank: 32, slotRanks: manyRanks,
                                 rowSlots: (0..<160).map { $0 % 65 }.shuffledDeterministically(), kind: kind)
+            // An S-LoRA step: 106 rows over 30 adapters of ranks 8 to 64 and base rows, o's shape.
+            results += loraCase("many-r64", k: 4096, moduleOutputs: [4096], maxRank: 64, slotRanks: [0] + (0..<30).map { [8, 16, 32, 64][$0 % 4] },
+                                rowSlots: (0..<106).map { $0 % 31 }.shuffledDeterministically(), kind: kind)
+            // A pool of rank 24 (8-column tiles; ranks ending inside a tile), down's input width, replayed in a
+            // graph captured with one adapter.
+            results += loraCase("many-r24", k: 14336, moduleOutputs: [4096], maxRank: 24, slotRanks: [0] + (0..<40).map { [24, 8, 20, 4][$0 % 4] },
+                                rowSlots: (0..<120).map { $0 % 41 }.shuffledDeterministically(), kind: kind, captureRowSlots: Array(repeating: 1, count: 120))
             // Graph replay with more segments than at capture.
             results += loraCase("graph", k: 4096, moduleOutputs: qkv, maxRank: 16, slotRanks: [0, 16, 8, 16, 16, 4, 16, 12, 16],
                                 rowSlots: (0..<64).map { $0 % 9 }, kind: kind, captureRowSlots: Array(repeating: 1, count: 64))

@@ -15,7 +15,7 @@
 #   $BENCH_VARIANTS entry), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 2
 #   through NCCL), lora (loom bench lora-kernels, the table for csgmv, sgmv and fused, and bench
 #   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only), lora-many (bench
-#   lora-kernels at 160 decode rows over 64 and 128 adapters), slora (scripts/slora_recipe.sh at
+#   lora-kernels at 106 and 160 decode rows over 29 to 128 adapters, shrink segments on and off), slora (scripts/slora_recipe.sh at
 #   n = 128, alpha 0.3, the recipe's JSON under $OUT/slora). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
 #   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
@@ -130,10 +130,15 @@ PY
         done
         ;;
     lora-many)
-        # S-LoRA's decode: 160 rows over 64 or 128 adapters (csgmv), beside its byte floor.
-        timeout 300 /tmp/loom bench lora-kernels --lora-backend csgmv --rows decode:16:160:64,decode:32:160:64,decode:64:160:64,decode:32:160:128 \
-            --output "$OUT/bench-lora-kernels-many.json" > /dev/null 2> "$OUT/bench-lora-many.log"
-        echo "lora-kernels (many adapters): exit $?"; grep -E "^(decode|prefill) " "$OUT/bench-lora-many.log" | sort -u
+        # S-LoRA's decode: 160 rows over 64 or 128 adapters, and the recipe's mean step (106 rows over 29
+        # adapters, ranks up to 64) (csgmv), beside their byte floors; again with the shrink's segment
+        # stream off (LOOM_LORA_SHRINK_SEGMENTS=0).
+        manyRows=decode:16:160:64,decode:32:160:64,decode:64:160:64,decode:32:160:128,decode:16:106:29,decode:64:106:29
+        for variant in on off; do
+            timeout 300 env LOOM_LORA_SHRINK_SEGMENTS=$([ $variant = on ] && echo 1 || echo 0) /tmp/loom bench lora-kernels --lora-backend csgmv \
+                --rows $manyRows --output "$OUT/bench-lora-kernels-many-$variant.json" > /dev/null 2> "$OUT/bench-lora-many-$variant.log"
+            echo "lora-kernels (many adapters, shrink segments $variant): exit $?"; grep -E "^(decode|prefill) " "$OUT/bench-lora-many-$variant.log" | sort -u
+        done
         ;;
     slora)
         # The S-LoRA recipe at n = 128 (ranks 8-64, alpha 0.3) against the run without LoRA; about 2.5 minutes.

@@ -216,3 +216,137 @@ extern "C" __global__ void loom_lora_shrink(const bf16* x, const bf16* a, void* 
         }
     }
 }
+
+// The many-adapter kernel (loom_lora_shrink_segments): decode steps whose rows spread over many
+// adapters (csgmv's segments of at most 16 rows, 32 or more of them). Its work is a list of units,
+// one per nonempty segment and 8·NT-column tile of the slot's stack·R columns that holds a column
+// j < rank, each 32-element steps of K long. Every warp of the grid takes an equal, contiguous
+// stretch of the (unit, step) list (stream-K), so the step's A, whatever its mix of ranks and
+// segments, streams through warps that each keep four steps of loads in flight; a warp adds its
+// partial sums into out (f32, zero before the launch) as it leaves a unit. The tensor-core kernels
+// instead give each (segment, tile, K slice) a short-lived block whose start is a chain of plan
+// lookups, and launch blocks for the plan's whole capacity. Each block first counts the units of
+// every segment (a scan over the plan into shared memory: (capacity + 1) ints, dynamic).
+// Needs K % 8 == 0, R % (8·NT) == 0, x and A rows 16-byte aligned, segments of at most 16 rows.
+// Launch: grid (any; a few blocks per multiprocessor), block 256, shared (capacity + 1) · 4 bytes.
+template <int NT>
+__device__ __forceinline__ void shrink_segments(const bf16* __restrict__ x, const bf16* __restrict__ a, float* out,
+                                                const int* permutation, const int* starts, const int* segmentSlots,
+                                                const int* slotRanks, int K, int R, int stack, int capacity) {
+    constexpr int W = 8, TILE = 8 * NT, D = 4;
+    extern __shared__ int unitStart[];  // [capacity + 1]: the first unit of each segment
+    __shared__ int warpTotals[W];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gq = lane >> 2, t = lane & 3;
+    const int tilesPerRank = R / TILE;  // tiles of one module
+    auto unitsOf = [&](int g) {
+        const int rank = slotRanks[segmentSlots[g]];
+        return starts[g + 1] > starts[g] && rank > 0 ? stack * ((min(rank, R) + TILE - 1) / TILE) : 0;
+    };
+    grid_enter();
+    // Exclusive scan of the units per segment: each thread a run of consecutive segments.
+    const int per = (capacity + W * 32 - 1) / (W * 32), g0 = tid * per;
+    int local = 0;
+    for (int g = g0; g < min(capacity, g0 + per); ++g) local += unitsOf(g);
+    int inclusive = local;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const int v = __shfl_up_sync(0xffffffffu, inclusive, o);
+        if (lane >= o) inclusive += v;
+    }
+    if (lane == 31) warpTotals[warp] = inclusive;
+    __syncthreads();
+    int before = inclusive - local;
+    for (int w = 0; w < warp; ++w) before += warpTotals[w];
+    for (int g = g0; g < min(capacity, g0 + per); ++g) {
+        unitStart[g] = before;
+        before += unitsOf(g);
+    }
+    if (tid == W * 32 - 1) unitStart[capacity] = before;
+    __syncthreads();
+
+    const int units = unitStart[capacity], stepsPerUnit = (K + 31) / 32;
+    const long long total = (long long)units * stepsPerUnit;
+    const int warps = gridDim.x * W;
+    // Stretches of at least 8 steps, so that a warp's loads in flight pay for its start.
+    const long long length = max(8LL, (total + warps - 1) / warps);
+    long long s = (long long)(blockIdx.x * W + warp) * length;
+    const long long end = min(total, s + length);
+    const int width = stack * R;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+    while (s < end) {
+        const int u = (int)(s / stepsPerUnit), k0 = (int)(s % stepsPerUnit);
+        const int steps = (int)min(end - s, (long long)(stepsPerUnit - k0));
+        // The unit's segment: the last g with unitStart[g] <= u (segments without units share a start).
+        int lo = 0, hi = capacity - 1;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if (unitStart[mid] <= u) lo = mid; else hi = mid - 1;
+        }
+        const int g = lo, slot = segmentSlots[g], rank = min(slotRanks[slot], R);
+        const int p0 = starts[g], pEnd = starts[g + 1];
+        const int tpm = (rank + TILE - 1) / TILE, tileInSegment = u - unitStart[g];
+        const int c0 = (tileInSegment / tpm) * R + (tileInSegment % tpm) * TILE;
+        const bf16* xr[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int p = p0 + gq + 8 * h;
+            xr[h] = p < pEnd ? x + (u64)permutation[p] * K : nullptr;
+        }
+        const bf16* ar[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const int c = c0 + nt * 8 + gq;
+            ar[nt] = (c % R) < rank ? a + ((u64)slot * width + c) * K : nullptr;
+        }
+        float acc[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int i = 0; i < 4; ++i) acc[nt][i] = 0.f;
+        for (int i = 0; i < steps; i += D) {
+            uint4 av[D][NT], xv[D][2];
+#pragma unroll
+            for (int d = 0; d < D; ++d) {
+                const int k = (k0 + i + d) * 32 + t * 8;
+                const bool inside = i + d < steps && k < K;
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) av[d][nt] = inside && ar[nt] ? __ldg((const uint4*)(ar[nt] + k)) : zero;
+#pragma unroll
+                for (int h = 0; h < 2; ++h) xv[d][h] = inside && xr[h] ? *(const uint4*)(xr[h] + k) : zero;
+            }
+#pragma unroll
+            for (int d = 0; d < D; ++d)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+                    mma_bf16_16816(acc[nt], xv[d][0].x, xv[d][1].x, xv[d][0].y, xv[d][1].y, av[d][nt].x, av[d][nt].y);
+                    mma_bf16_16816(acc[nt], xv[d][0].z, xv[d][1].z, xv[d][0].w, xv[d][1].w, av[d][nt].z, av[d][nt].w);
+                }
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int p = p0 + gq + 8 * h;
+            if (p >= pEnd) continue;
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int c = c0 + nt * 8 + 2 * t + e;
+                    if ((c % R) < rank) atomicAdd(out + (u64)p * width + c, acc[nt][2 * h + e]);
+                }
+        }
+        s += steps;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 3) loom_lora_shrink_segments(
+    const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack, int capacity) {
+    shrink_segments<2>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, capacity);
+}
+
+// The same for pools whose R is a multiple of 8 but not of 16: 8-column tiles.
+extern "C" __global__ void __launch_bounds__(256, 3) loom_lora_shrink_segments8(
+    const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack, int capacity) {
+    shrink_segments<1>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, capacity);
+}

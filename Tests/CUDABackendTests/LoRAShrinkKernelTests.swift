@@ -1,0 +1,42 @@
+import LoRA
+import LoomCore
+import Testing
+@testable import CUDABackend
+
+/// Which shrink kernel a plan gets: decided from row counts, capacities and shapes alone (the GPU
+/// op checks run each kernel; this pins the choice).
+@Suite struct LoRAShrinkKernelTests {
+    /// A plan of `rows` rows over `slots` slots, K = 4096, as `loraShrink` sees it.
+    func shape(rows: Int, slots: Int, rank: Int = 32, kind: LoRABackendKind = .csgmv, chunk: Int = 16, k: Int = 4096) -> LoRAShrinkKernel.Shape {
+        .init(rows: rows, capacity: BatchPlan.segmentCapacity(rows: rows, slots: slots, kind: kind, chunkSize: chunk),
+              maxSegmentLength: BatchPlan.maxSegmentLength(rows: rows, kind: kind, chunkSize: chunk), maxRank: rank, k: k,
+              outIsF32: true, isAligned16: true)
+    }
+
+    @Test func decodeOverManyAdaptersStreamsSegments() {
+        // S-LoRA's workload: 106 to 160 rows over 128 slots of rank up to 64.
+        #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64)) == .segments)
+        #expect(LoRAShrinkKernel.choose(shape(rows: 106, slots: 128, rank: 64)) == .segments)
+        // A pool of rank 8 or 24: 8-column tiles.
+        #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64, rank: 8)) == .segments8)
+        #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64, rank: 24)) == .segments8)
+        // Switched off, or a rank off the 8-column grid: the MMA kernel.
+        #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64), segments: false) == .mmaSmall)
+        #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64, rank: 12)) == .mmaSmall)
+    }
+
+    @Test func fewAdaptersPrefillAndOddShapesKeepTheirKernels() {
+        // 32 decode rows over 8 adapters: a capacity of 10 segments.
+        #expect(LoRAShrinkKernel.choose(shape(rows: 32, slots: 8)) == .mmaSmall)
+        // A prefill in chunks of 16 (segments of 8 rows or more on average), and sgmv's long segments.
+        #expect(LoRAShrinkKernel.choose(shape(rows: 2048, slots: 4)) == .mmaSmall)
+        #expect(LoRAShrinkKernel.choose(shape(rows: 2048, slots: 4, kind: .sgmv)) == .mmaLarge)
+        // More segments than a block's shared memory holds the unit counts of.
+        #expect(LoRAShrinkKernel.choose(shape(rows: 8192, slots: 8192, chunk: 1)) == .mmaSmall)
+        // K off the 8-element grid, or a bf16 out: the general kernel.
+        #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64, k: 4100)) == .general)
+        var bf16Out = shape(rows: 160, slots: 64)
+        bf16Out.outIsF32 = false
+        #expect(LoRAShrinkKernel.choose(bf16Out) == .general)
+    }
+}
