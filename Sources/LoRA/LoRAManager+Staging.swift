@@ -50,15 +50,29 @@ extension LoRAManager {
         let entries: [[ProjectionGroup: (a: Int, b: Int, scalings: Int)]]
     }
 
-    /// Each rank's staged image of an adapter, packed on first use and kept while the host cache
-    /// holds the adapter.
+    /// Each rank's staged image of an adapter: packed at registration (`stageAhead`), or here when
+    /// the host cache had dropped it; kept while the host cache holds the adapter.
     private func stagedImages(for ref: AdapterRef) throws -> [StagedImage] {
-        if let images = staged[ref.uid] { return images }
-        let adapter = try hostCache.weights(for: ref, base: base)
-        let images = try ranks.map { try stage(adapter, for: $0) }
-        staged = staged.filter { hostCache.isResident($0.key) }
-        staged[ref.uid] = images
+        if let images = stagedLock.withLock({ staged[ref.uid] }) { return images }
+        let images = try ranks.map { try stage(try hostCache.weights(for: ref, base: base), for: $0) }
+        keep(images, for: ref.uid)
         return images
+    }
+
+    /// Whether the adapter's slot image is packed in host memory (a slot load then only queues copies).
+    public func isStaged(_ uid: UInt64) -> Bool { stagedLock.withLock { staged[uid] != nil } }
+
+    /// Packs a freshly registered adapter for every rank.
+    func stageAhead(_ ref: AdapterRef, _ adapter: PEFTAdapter) throws {
+        keep(try ranks.map { try stage(adapter, for: $0) }, for: ref.uid)
+    }
+
+    /// Keeps `images` and lets go of those whose adapter the host cache no longer holds.
+    private func keep(_ images: [StagedImage], for uid: UInt64) {
+        stagedLock.withLock {
+            staged = staged.filter { hostCache.isResident($0.key) }
+            staged[uid] = images
+        }
     }
 
     private func stage(_ adapter: PEFTAdapter, for rb: RankBuffers) throws -> StagedImage {
@@ -78,11 +92,18 @@ extension LoRAManager {
         let buffer = try rb.backend.allocateHost(byteCount: bytes)
         buffer.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
         func store(_ values: ArraySlice<Float>, at offset: Int) {
-            let p = buffer.pointer + offset
-            switch dtype {
-            case .bf16: for (i, v) in values.enumerated() { p.storeBytes(of: HalfConversion.floatToBF16(v), toByteOffset: 2 * i, as: UInt16.self) }
-            case .f16: for (i, v) in values.enumerated() { p.storeBytes(of: HalfConversion.floatToF16(v), toByteOffset: 2 * i, as: UInt16.self) }
-            default: for (i, v) in values.enumerated() { p.storeBytes(of: v, toByteOffset: 4 * i, as: Float.self) }
+            values.withUnsafeBufferPointer { v in
+                let p = buffer.pointer + offset
+                switch dtype {
+                case .bf16:
+                    let out = p.bindMemory(to: UInt16.self, capacity: v.count)
+                    for i in 0..<v.count { out[i] = HalfConversion.floatToBF16(v[i]) }
+                case .f16:
+                    let out = p.bindMemory(to: UInt16.self, capacity: v.count)
+                    for i in 0..<v.count { out[i] = HalfConversion.floatToF16(v[i]) }
+                default:
+                    p.copyMemory(from: v.baseAddress!, byteCount: 4 * v.count)
+                }
             }
         }
         for layer in 0..<base.numLayers {

@@ -26,8 +26,11 @@ public final class LoRAManager {
     private let stackedModules: Int
     let ranks: [RankBuffers]
     private let maxTokens: Int
-    /// Staged host images of adapters (by uid) for asynchronous slot loads; only touched by `prepare`.
+    /// Staged host images of adapters (by uid) for asynchronous slot loads: packed when the adapter
+    /// is registered (on the registering thread), or by `prepare` for one whose weights the host
+    /// cache had dropped. Guarded by `stagedLock`.
     var staged: [UInt64: [StagedImage]] = [:]
+    let stagedLock = NSLock()
 
     struct GroupBuffers {
         var a: DeviceTensor, scalings: DeviceTensor, outOffsets: [Int]
@@ -248,8 +251,12 @@ public final class LoRAManager {
         let ref = try registry.register(name: spec.name, path: spec.path, pinned: spec.pinned, maxRank: adapter.maxRank, targetModules: adapter.targetModules)
         do {
             try hostCache.insert(ref, adapter)
+            // Packed now, off the engine thread, so that the step that first meets the adapter
+            // only queues its copies.
+            try stageAhead(ref, adapter)
         } catch {
-            try? registry.unregister(name: spec.name)
+            hostCache.remove(ref.uid)
+            _ = try? registry.unregister(name: spec.name)
             throw error
         }
         return ref
@@ -288,7 +295,7 @@ public final class LoRAManager {
         precondition(rowAdapters.count <= maxTokens, "a step of \(rowAdapters.count) rows exceeds \(maxTokens)")
         for uid in pendingRemovals.withLock({ () -> [UInt64] in defer { removedUIDs.removeAll() }; return removedUIDs }) {
             pool.remove(uid)
-            staged[uid] = nil
+            stagedLock.withLock { staged[uid] = nil }
         }
         if rowAdapters.allSatisfy({ $0 == nil }) || groups.isEmpty { return nil }
         var refs: [UInt64: AdapterRef] = [:]

@@ -101,6 +101,23 @@ import Testing
         #expect(m.hostCache.residentUIDs.count == 2)
     }
 
+    @Test func registrationStagesSlotImagesAndTheHostCacheBoundsThem() throws {
+        let m = try manager(slots: 2, loaded: 2, rank: 64, modules: Set(TargetModule.allCases))
+        let a = try m.load(LoRAPathSpec(name: "a", path: "\(adapterDir)/r4-qv"))
+        #expect(m.isStaged(a.uid), "packed at registration, off the engine thread")
+        let b = try m.load(LoRAPathSpec(name: "b", path: "\(adapterDir)/r8-all"))
+        let c = try m.load(LoRAPathSpec(name: "c", path: "\(adapterDir)/r16-mlp"))
+        // The host cache dropped a (least recently used): its image goes with it.
+        #expect(!m.isStaged(a.uid) && m.isStaged(b.uid) && m.isStaged(c.uid))
+        // A step that needs a reads it back and packs it again.
+        _ = try m.prepare(rowAdapters: [a, nil])
+        #expect(m.isStaged(a.uid))
+        // An unloaded adapter's image goes at the next step.
+        try m.unload(name: "c")
+        _ = try m.prepare(rowAdapters: [nil])
+        #expect(!m.isStaged(c.uid))
+    }
+
     @Test func pinnedAdaptersStayInHostMemory() throws {
         let m = try manager(slots: 3, loaded: 3, rank: 64, modules: Set(TargetModule.allCases))
         let p = try m.load(LoRAPathSpec(name: "p", path: "\(adapterDir)/r4-qv", pinned: true))

@@ -232,13 +232,16 @@ extern "C" __global__ void __launch_bounds__(128, 4) loom_lora_expand_stream(
 }
 
 // The many-adapter decode kernel (loom_lora_expand_segments): a block owns 128 output columns (inside
-// one module: offsets are multiples of 128) and a group of SEGS consecutive segments of at most 16
-// rows (csgmv's decode chunks), and walks its segments with the next one's B and output words already
-// requested. Its prologue stages the group's plan entries, row indices and shrunk values (bf16, zero
-// past each segment's rank) in shared memory. Per segment a warp streams its 32 columns × the rank of
-// B with 16-byte loads, k permuted as in expand_stream. expand_mma gives each (segment, column
-// stretch) its own short-lived block, whose start (a chain of dependent plan lookups) and
-// 4-byte loads left HBM at a fifth of its bandwidth with 64 adapters a step (Nsight Compute).
+// one module: offsets are multiples of 128) and SEGS segments of at most 16 rows (csgmv's decode
+// chunks), blockIdx.y, + gridDim.y, + 2·gridDim.y, …: a plan's segments with rows come first and its
+// empty ones last, so striding spreads the rows over every block row whatever the count of adapters
+// (consecutive groups left most blocks idle at 29 adapters in 106 segments of capacity). It walks
+// its segments with the next one's B and output words already requested. Its prologue stages the
+// segments' plan entries, row indices and shrunk values (bf16, zero past each segment's rank) in
+// shared memory. Per segment a warp streams its 32 columns × the rank of B with 16-byte loads, k
+// permuted as in expand_stream. expand_mma gives each (segment, column stretch) its own short-lived
+// block, whose start (a chain of dependent plan lookups) and 4-byte loads left HBM at a fifth of its
+// bandwidth with 64 adapters a step (Nsight Compute).
 // Needs R % 8 == 0 and R <= 64, totalOut and module offsets multiples of 128, segments of at most 16
 // rows, B and shrunk 16-byte aligned. Launch: grid (totalOut / 128, ceil(capacity / SEGS)), block 128.
 #define SEGS 8
@@ -246,33 +249,50 @@ __device__ __forceinline__ void expand_segments(const float* __restrict__ shrunk
                                                 const void* scalings, int scalingsIsF32, const int* permutation,
                                                 const int* starts, const int* segmentSlots, const int* slotRanks,
                                                 int totalOut, int R, int stack, int o1, int o2, int o3, int capacity) {
-    __shared__ int sStart[SEGS + 1], sSlot[SEGS], sRank[SEGS];
-    __shared__ int sRow[SEGS * 16], sRowRank[SEGS * 16];
+    __shared__ int sStart[SEGS], sEnd[SEGS], sSlot[SEGS], sRank[SEGS];
+    __shared__ int sRow[SEGS * 16];
     __shared__ __align__(16) bf16 sY[SEGS * 16][64];
+    __shared__ int anyRows;
     grid_enter();
-    const int tid = threadIdx.x, g0 = blockIdx.y * SEGS, count = min(SEGS, capacity - g0);
+    const int tid = threadIdx.x, stride = gridDim.y;
+    const int count = min(SEGS, (capacity - (int)blockIdx.y + stride - 1) / stride);
     const int c0 = blockIdx.x * 128;
     const int module = (stack > 1 && c0 >= o1) + (stack > 2 && c0 >= o2) + (stack > 3 && c0 >= o3);
     const int width = stack * R;
-    if (tid <= count) sStart[tid] = starts[g0 + tid];
+    if (tid == 0) anyRows = 0;
+    __syncthreads();
     if (tid < count) {
-        const int slot = segmentSlots[g0 + tid];
+        const int g = blockIdx.y + tid * stride, slot = segmentSlots[g];
+        sStart[tid] = starts[g];
+        sEnd[tid] = starts[g + 1];
         sSlot[tid] = slot;
         sRank[tid] = slotRanks[slot];
+        if (sEnd[tid] > sStart[tid] && sRank[tid] > 0) anyRows = 1;
     }
     __syncthreads();
-    const int pBegin = sStart[0], rows = sStart[count] - pBegin;
-    if (rows == 0) return;  // every segment of the group is empty (the same for the whole block)
-    for (int r = tid; r < rows; r += 128) {
-        sRow[r] = permutation[pBegin + r];
-        int s = 0;
-        while (s + 1 < count && sStart[s + 1] <= pBegin + r) ++s;
-        sRowRank[r] = sRank[s];
+    if (!anyRows) return;  // the same for the whole block
+    for (int e = tid; e < count * 16; e += 128) {
+        const int i = e >> 4, p = sStart[i] + (e & 15);
+        sRow[e] = p < sEnd[i] ? permutation[p] : -1;
     }
-    __syncthreads();
-    for (int e = tid; e < rows * R; e += 128) {
-        const int r = e / R, j = e - r * R;
-        sY[r][j] = f32_to_bf16(j < sRowRank[r] ? shrunk[(u64)(pBegin + r) * width + module * R + j] : 0.f);
+    // Eight values of a row at a time (R % 8 == 0): two 16-byte loads, one 16-byte store.
+    const int words = R >> 3;
+    for (int e = tid; e < count * 16 * words; e += 128) {
+        const int r = e / words, j = (e - r * words) * 8, i = r >> 4, p = sStart[i] + (r & 15);
+        float v[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        if (p < sEnd[i] && j < sRank[i]) {
+            const float4* src = (const float4*)(shrunk + (u64)p * width + module * R + j);
+            const float4 lo = src[0], hi = src[1];
+            v[0] = lo.x; v[1] = lo.y; v[2] = lo.z; v[3] = lo.w; v[4] = hi.x; v[5] = hi.y; v[6] = hi.z; v[7] = hi.w;
+#pragma unroll
+            for (int q = 0; q < 8; ++q) if (j + q >= sRank[i]) v[q] = 0.f;
+        }
+        uint4 packed;
+        packed.x = (u32)f32_to_bf16(v[0]) | ((u32)f32_to_bf16(v[1]) << 16);
+        packed.y = (u32)f32_to_bf16(v[2]) | ((u32)f32_to_bf16(v[3]) << 16);
+        packed.z = (u32)f32_to_bf16(v[4]) | ((u32)f32_to_bf16(v[5]) << 16);
+        packed.w = (u32)f32_to_bf16(v[6]) | ((u32)f32_to_bf16(v[7]) << 16);
+        *(uint4*)&sY[r][j] = packed;
     }
     __syncthreads();
 
@@ -282,7 +302,7 @@ __device__ __forceinline__ void expand_segments(const float* __restrict__ shrunk
     // will add to, and its scaling.
     auto load = [&](int s, uint4 (&bv)[2][4], u32 (&old)[4][2], float& scaling) {
         if (s >= count) return;
-        const int start = sStart[s], end = sStart[s + 1], rank = sRank[s];
+        const int start = sStart[s], end = sEnd[s], rank = sRank[s];
         if (start == end || rank == 0) return;
         const bf16* bs = b + ((u64)sSlot[s] * totalOut + col + gq) * R;
 #pragma unroll
@@ -293,8 +313,7 @@ __device__ __forceinline__ void expand_segments(const float* __restrict__ shrunk
         }
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const int p = start + gq + 8 * h;
-            const int row = p < end ? sRow[p - pBegin] : -1;
+            const int row = sRow[s * 16 + gq + 8 * h];
 #pragma unroll
             for (int j = 0; j < 4; ++j) old[j][h] = row >= 0 ? *(const u32*)(out + (u64)row * totalOut + col + 8 * j + 2 * t) : 0u;
         }
@@ -302,7 +321,7 @@ __device__ __forceinline__ void expand_segments(const float* __restrict__ shrunk
     };
     auto compute = [&](int s, const uint4 (&bv)[2][4], const u32 (&old)[4][2], float scaling) {
         if (s >= count) return;
-        const int start = sStart[s], end = sStart[s + 1], rank = sRank[s];
+        const int start = sStart[s], end = sEnd[s], rank = sRank[s];
         if (start == end || rank == 0) return;
         float acc[4][4];
 #pragma unroll
@@ -317,7 +336,7 @@ __device__ __forceinline__ void expand_segments(const float* __restrict__ shrunk
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 const int p = start + gq + 8 * h;
-                y[h] = p < end && valid > 0 ? *(const uint4*)&sY[p - pBegin][k] : make_uint4(0, 0, 0, 0);
+                y[h] = p < end && valid > 0 ? *(const uint4*)&sY[s * 16 + gq + 8 * h][k] : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
@@ -328,9 +347,8 @@ __device__ __forceinline__ void expand_segments(const float* __restrict__ shrunk
         }
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-            const int p = start + gq + 8 * h;
-            if (p >= end) continue;
-            const int row = sRow[p - pBegin];
+            const int row = sRow[s * 16 + gq + 8 * h];
+            if (row < 0) continue;
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 *(u32*)(out + (u64)row * totalOut + col + 8 * j + 2 * t) = add_scaled(old[j][h], scaling, acc[j][2 * h], acc[j][2 * h + 1]);
