@@ -185,7 +185,7 @@ extension CUDABackend {
         let kernel = LoRAShrinkKernel.choose(
             .init(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength, maxRank: maxRank, k: k, outIsF32: out.dtype == .f32,
                   isAligned16: (x.devicePointer | a.devicePointer) % 16 == 0),
-            segments: usesShrinkSegments)
+            segmentsFrom: shrinkSegmentsFrom)
         let shape: [KernelArgument] = [.int(k), .int(maxRank), .int(stack)]
         switch kernel {
         case .general:

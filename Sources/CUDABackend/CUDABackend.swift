@@ -86,9 +86,9 @@ public final class CUDABackend: ComputeBackend {
     /// segments per block (`loom_lora_expand_segments`; `LOOM_LORA_EXPAND_SEGMENTS=0`: off).
     public let usesExpandSegments = ProcessInfo.processInfo.environment["LOOM_LORA_EXPAND_SEGMENTS"] != "0"
 
-    /// Whether LoRA shrinks over many short segments (decode over many adapters) stream through a
-    /// fixed grid (`loom_lora_shrink_segments`; `LOOM_LORA_SHRINK_SEGMENTS=0`: off).
-    public let usesShrinkSegments = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_SEGMENTS"] != "0"
+    /// The fewest segments of a decode-like plan whose LoRA shrinks stream through a fixed grid
+    /// (`loom_lora_shrink_segments`; `LOOM_LORA_SHRINK_SEGMENTS=N`, 0: off; default 32).
+    public let shrinkSegmentsFrom = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_SEGMENTS"].flatMap { Int($0) }.map { max(0, $0) } ?? 32
 
     /// LoRA shrinks split K until about this many blocks per multiprocessor have work
     /// (`LOOM_LORA_SHRINK_BLOCKS_PER_SM`, default 2).

@@ -29,11 +29,12 @@ enum LoRAShrinkKernel: String, Equatable, CaseIterable {
         var usesLargeTiles: Bool { LoRAKernelPlan.usesLargeTiles(rows: rows, capacity: capacity, maxSegmentLength: maxSegmentLength) }
     }
 
-    static func choose(_ s: Shape, segments segmentsOn: Bool = true) -> LoRAShrinkKernel {
+    /// - Parameter minCapacity: the fewest segments a plan needs for `segments` (0: never).
+    static func choose(_ s: Shape, segmentsFrom minCapacity: Int = 32) -> LoRAShrinkKernel {
         guard s.outIsF32 && s.k % 8 == 0 && s.isAligned16 else { return .general }
         if s.usesLargeTiles { return .mmaLarge }
         // Decode-like plans (segments averaging under 8 rows) of 32 segments or more.
-        if segmentsOn && s.capacity >= 32 && s.capacity <= maxSegmentsCapacity && s.maxSegmentLength <= 16 && s.rows < 8 * s.capacity
+        if minCapacity > 0 && s.capacity >= minCapacity && s.capacity <= maxSegmentsCapacity && s.maxSegmentLength <= 16 && s.rows < 8 * s.capacity
             && s.maxRank % 8 == 0 {
             return s.maxRank % 16 == 0 ? .segments : .segments8
         }

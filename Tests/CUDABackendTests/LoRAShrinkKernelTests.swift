@@ -21,13 +21,14 @@ import Testing
         #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64, rank: 8)) == .segments8)
         #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64, rank: 24)) == .segments8)
         // Switched off, or a rank off the 8-column grid: the MMA kernel.
-        #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64), segments: false) == .mmaSmall)
+        #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64), segmentsFrom: 0) == .mmaSmall)
         #expect(LoRAShrinkKernel.choose(shape(rows: 160, slots: 64, rank: 12)) == .mmaSmall)
     }
 
     @Test func fewAdaptersPrefillAndOddShapesKeepTheirKernels() {
-        // 32 decode rows over 8 adapters: a capacity of 10 segments.
+        // 32 decode rows over 8 adapters: a capacity of 10 segments, unless the threshold is lowered.
         #expect(LoRAShrinkKernel.choose(shape(rows: 32, slots: 8)) == .mmaSmall)
+        #expect(LoRAShrinkKernel.choose(shape(rows: 32, slots: 8), segmentsFrom: 8) == .segments)
         // A prefill in chunks of 16 (segments of 8 rows or more on average), and sgmv's long segments.
         #expect(LoRAShrinkKernel.choose(shape(rows: 2048, slots: 4)) == .mmaSmall)
         #expect(LoRAShrinkKernel.choose(shape(rows: 2048, slots: 4, kind: .sgmv)) == .mmaLarge)

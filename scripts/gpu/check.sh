@@ -15,8 +15,8 @@
 #   $BENCH_VARIANTS entry), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 2
 #   through NCCL), lora (loom bench lora-kernels, the issue's table for csgmv, sgmv and fused, and bench
 #   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only), lora-many (bench
-#   lora-kernels at 106 and 160 decode rows over 29 to 128 adapters, shrink segments on and off), slora (scripts/slora_recipe.sh at
-#   n = 128, alpha 0.3, the recipe's JSON under $OUT/slora). Default: hf check
+#   lora-kernels at 106 and 160 decode rows over 29 to 128 adapters, shrink segments on and off), slora (scripts/slora_recipe.sh
+#   at n = 8 with rank 16 and n = 128 with ranks 8-64, alpha 0.3, each under $OUT/slora-nN). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
 #   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
 #   gpu-check.log, bench.log, nvidia-smi.txt; with tp, gpu-check-tp2.json and
@@ -135,17 +135,22 @@ PY
         # stream off (LOOM_LORA_SHRINK_SEGMENTS=0).
         manyRows=decode:16:160:64,decode:32:160:64,decode:64:160:64,decode:32:160:128,decode:16:106:29,decode:64:106:29
         for variant in on off; do
-            timeout 300 env LOOM_LORA_SHRINK_SEGMENTS=$([ $variant = on ] && echo 1 || echo 0) /tmp/loom bench lora-kernels --lora-backend csgmv \
+            timeout 300 env LOOM_LORA_SHRINK_SEGMENTS=$([ $variant = on ] && echo 32 || echo 0) /tmp/loom bench lora-kernels --lora-backend csgmv \
                 --rows $manyRows --output "$OUT/bench-lora-kernels-many-$variant.json" > /dev/null 2> "$OUT/bench-lora-many-$variant.log"
             echo "lora-kernels (many adapters, shrink segments $variant): exit $?"; grep -E "^(decode|prefill) " "$OUT/bench-lora-many-$variant.log" | sort -u
         done
         ;;
     slora)
-        # The S-LoRA recipe at n = 128 (ranks 8-64, alpha 0.3) against the run without LoRA; about 2.5 minutes.
+        # The S-LoRA recipe's two goals, each against its own run without LoRA (about 2.5 minutes each):
+        # 8 rank-16 adapters, then 128 of ranks 8-64, both at alpha 0.3.
         xz -dc .device/loom.xz > .device/loom && chmod +x .device/loom
-        OUT="$OUT" RESULTS=/tmp/slora RATE=40 NUM_PROMPTS=400 SERVE_ARGS="--context-length 4096 --max-total-tokens 262144" DISTINCT_WEIGHTS=8 \
-            ALPHAS=0.3 NS=128 RANKS=8,16,32,64 MAX_LORAS_PER_BATCH=128 timeout 400 bash scripts/slora_recipe.sh > "$OUT/slora.log" 2>&1
-        echo "slora recipe: exit $?"; cat /tmp/slora/summary.md 2>/dev/null
+        common=(RATE=40 NUM_PROMPTS=400 SERVE_ARGS="--context-length 4096 --max-total-tokens 262144" DISTINCT_WEIGHTS=8 ALPHAS=0.3)
+        for goal in "8 16 32" "128 8,16,32,64 128"; do
+            read -r n ranks slots <<< "$goal"
+            env OUT="$OUT" RESULTS=/tmp/slora-n$n "${common[@]}" NS=$n RANKS=$ranks MAX_LORAS_PER_BATCH=$slots \
+                timeout 280 bash scripts/slora_recipe.sh > "$OUT/slora-n$n.log" 2>&1
+            echo "slora recipe n = $n: exit $?"; cat /tmp/slora-n$n/summary.md 2>/dev/null; cat /tmp/slora-n$n/*.steps.json 2>/dev/null
+        done
         ;;
     esac
 done
