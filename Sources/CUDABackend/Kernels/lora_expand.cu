@@ -14,6 +14,13 @@ __device__ __forceinline__ u32 load_pair(const bf16* row, int j, int rank) {
     return j + 1 < rank ? v : (v & 0xffffu);
 }
 
+// load_pair through the read-only cache (B before grid_wait).
+__device__ __forceinline__ u32 load_pair_nc(const bf16* row, int j, int rank) {
+    if (row == nullptr || j >= rank) return 0u;
+    const u32 v = __ldg((const unsigned int*)(row + j));
+    return j + 1 < rank ? v : (v & 0xffffu);
+}
+
 // Two consecutive f32 of `row` at j, j+1 rounded to bf16 and packed, zero where j or j+1 >= rank.
 __device__ __forceinline__ u32 load_pair(const float* row, int j, int rank) {
     if (row == nullptr || j >= rank) return 0u;
@@ -39,16 +46,37 @@ __device__ __forceinline__ void expand_mma(const float* __restrict__ shrunk, con
                                            const void* scalings, int scalingsIsF32, const int* permutation,
                                            const int* starts, const int* segmentSlots, const int* slotRanks,
                                            int totalOut, int R, int stack, int o1, int o2, int o3, int columnsPerBlock) {
-    grid_enter();
+    // Before grid_wait, only the plan and B are read (the host and the upload stream write them
+    // before the step's kernels, no kernel does): the block's first step of B is requested while
+    // the kernel before it (the shrink) finishes.
     const int g = blockIdx.x;
-    const int end = starts[g + 1];
-    const int p0 = starts[g] + blockIdx.y * 16 * MT;
+    const int end = __ldg(starts + g + 1);
+    const int p0 = __ldg(starts + g) + blockIdx.y * 16 * MT;
     if (p0 >= end) return;
-    const int slot = segmentSlots[g], rank = slotRanks[slot];
+    const int slot = __ldg(segmentSlots + g), rank = __ldg(slotRanks + slot);
     if (rank == 0) return;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
     const int width = stack * R;
     const int cBegin = blockIdx.z * columnsPerBlock, cEnd = min(totalOut, cBegin + columnsPerBlock);
+    // B's rows of the warp's 32 columns at cw (null past cEnd), and their words at k0 and k0 + 8.
+    auto b_rows = [&](int cw, const bf16* (&br)[4]) {
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+            const int c = cw + nt * 8;
+            br[nt] = c + gq < cEnd ? b + ((u64)slot * totalOut + c + gq) * R : nullptr;
+        }
+    };
+    u32 early0[4], early1[4];
+    {
+        const bf16* br[4];
+        b_rows(cBegin + warp * 32, br);
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+            early0[nt] = load_pair_nc(br[nt], 2 * t, rank);
+            early1[nt] = load_pair_nc(br[nt], 2 * t + 8, rank);
+        }
+    }
+    grid_enter();
 
     const float* yr[MT][2];
     int rows[MT][2];
@@ -64,11 +92,11 @@ __device__ __forceinline__ void expand_mma(const float* __restrict__ shrunk, con
     for (int cw = cBegin + warp * 32; cw < cEnd; cw += W * 32) {
         int module[4];
         const bf16* br[4];
+        b_rows(cw, br);
 #pragma unroll
         for (int nt = 0; nt < 4; ++nt) {
             const int c = cw + nt * 8;
             module[nt] = (stack > 1 && c >= o1) + (stack > 2 && c >= o2) + (stack > 3 && c >= o3);
-            br[nt] = c + gq < cEnd ? b + ((u64)slot * totalOut + c + gq) * R : nullptr;
         }
         const bool shared = module[0] == module[3];
         float acc[MT][4][4];
@@ -82,8 +110,12 @@ __device__ __forceinline__ void expand_mma(const float* __restrict__ shrunk, con
         for (int kb = 0; kb < rank; kb += 16) {
             const int k0 = kb + 2 * t, k1 = k0 + 8;
             u32 b0[4], b1[4];
+            const bool early = kb == 0 && cw == cBegin + warp * 32;
 #pragma unroll
-            for (int nt = 0; nt < 4; ++nt) { b0[nt] = load_pair(br[nt], k0, rank); b1[nt] = load_pair(br[nt], k1, rank); }
+            for (int nt = 0; nt < 4; ++nt) {
+                b0[nt] = early ? early0[nt] : load_pair(br[nt], k0, rank);
+                b1[nt] = early ? early1[nt] : load_pair(br[nt], k1, rank);
+            }
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
                 u32 a[4];
