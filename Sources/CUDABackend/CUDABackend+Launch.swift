@@ -104,7 +104,7 @@ extension CUDABackend {
             return false
         case .armed:
             activate()
-            must(driver.cuStreamBeginCapture(stream, CUAttribute.captureModeRelaxed), "cuStreamBeginCapture")
+            must(driver.cuStreamBeginCapture(mainStream, CUAttribute.captureModeRelaxed), "cuStreamBeginCapture")
             graphState = .capturing
             return true
         }
@@ -120,7 +120,7 @@ extension CUDABackend {
             graphState = .replaying
             defer { graphState = .eager }
             let result = try body()
-            must(driver.cuGraphLaunch(exec, stream), "cuGraphLaunch(\(key))")
+            must(driver.cuGraphLaunch(exec, mainStream), "cuGraphLaunch(\(key))")
             return result
         }
         graphState = .armed
@@ -130,7 +130,7 @@ extension CUDABackend {
         } catch {
             if graphState == .capturing {
                 var graph: OpaquePointer?
-                _ = driver.cuStreamEndCapture(stream, &graph)
+                _ = driver.cuStreamEndCapture(mainStream, &graph)
                 if let graph { _ = driver.cuGraphDestroy(graph) }
             }
             graphState = .eager
@@ -138,13 +138,13 @@ extension CUDABackend {
         }
         if graphState == .capturing {
             var graph: OpaquePointer?
-            must(driver.cuStreamEndCapture(stream, &graph), "cuStreamEndCapture(\(key))")
+            must(driver.cuStreamEndCapture(mainStream, &graph), "cuStreamEndCapture(\(key))")
             var exec: OpaquePointer?
             must(driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags(\(key))")
             _ = driver.cuGraphDestroy(graph)
             graphs[key] = exec!
             graphState = .eager
-            must(driver.cuGraphLaunch(exec, stream), "cuGraphLaunch(\(key))")
+            must(driver.cuGraphLaunch(exec, mainStream), "cuGraphLaunch(\(key))")
         }
         graphState = .eager
         return result

@@ -40,12 +40,33 @@ extension CUDABackend {
     }
 
     /// Makes `waiter` wait for the work queued on `producer` so far (an event, destroyed once queued:
-    /// the driver frees it when it completes).
-    private func wait(_ waiter: OpaquePointer?, for producer: OpaquePointer?) {
+    /// the driver frees it when it completes; in a graph capture, a dependency between the streams).
+    func wait(_ waiter: OpaquePointer?, for producer: OpaquePointer?) {
         var event: OpaquePointer?
         must(driver.cuEventCreate(&event, CUAttribute.eventDisableTiming), "cuEventCreate")
         must(driver.cuEventRecord(event, producer), "cuEventRecord")
         must(driver.cuStreamWaitEvent(waiter, event, 0), "cuStreamWaitEvent")
         _ = driver.cuEventDestroy(event)
+    }
+}
+
+extension CUDABackend {
+    public func forkSideStream(_ body: () -> Void) {
+        // Replaying a graph: the body's launches are skipped, and so are the events. A capture that is
+        // armed starts here, so that the side stream joins it.
+        guard usesSideStream, !onSideStream, beginLaunch() else { return body() }
+        activate()
+        wait(sideStream, for: mainStream)
+        onSideStream = true
+        defer { onSideStream = false }
+        body()
+        sideForked = true
+    }
+
+    public func joinSideStream() {
+        guard sideForked else { return }
+        sideForked = false
+        activate()
+        wait(mainStream, for: sideStream)
     }
 }

@@ -17,7 +17,14 @@ public final class CUDABackend: ComputeBackend {
     let driver: Driver
     let nvrtc: NVRTC
     let blas: CuBLASLt
-    let stream: OpaquePointer?
+    let mainStream: OpaquePointer?
+    /// `forkSideStream`'s stream: LoRA shrinks beside their base GEMMs.
+    let sideStream: OpaquePointer?
+    /// Whether launches go to the side stream (inside `forkSideStream`), and whether the side
+    /// stream has work the main stream has not joined yet.
+    var onSideStream = false, sideForked = false
+    /// Where launches, memsets and copies go now.
+    var stream: OpaquePointer? { onSideStream ? sideStream : mainStream }
     /// Adapter uploads (`uploadAsync`) run here, ordered against `stream` by events.
     let copyStream: OpaquePointer?
     /// Whether uploads were queued since the last `fenceUploads`, and the host buffers they read
@@ -86,6 +93,10 @@ public final class CUDABackend: ComputeBackend {
     /// segments per block (`loom_lora_expand_segments`; `LOOM_LORA_EXPAND_SEGMENTS=0`: off).
     public let usesExpandSegments = ProcessInfo.processInfo.environment["LOOM_LORA_EXPAND_SEGMENTS"] != "0"
 
+    /// Whether `forkSideStream` uses the side stream (`LOOM_SIDE_STREAM=0`: off, its work then
+    /// queues on the main stream in order).
+    public let usesSideStream = ProcessInfo.processInfo.environment["LOOM_SIDE_STREAM"] != "0"
+
     /// The fewest segments of a decode-like plan whose LoRA shrinks stream through a fixed grid
     /// (`loom_lora_shrink_segments`; `LOOM_LORA_SHRINK_SEGMENTS=N`, 0: off; default 32).
     public let shrinkSegmentsFrom = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_SEGMENTS"].flatMap { Int($0) }.map { max(0, $0) } ?? 32
@@ -140,7 +151,10 @@ public final class CUDABackend: ComputeBackend {
         totalMemory = total
         var s: OpaquePointer?
         try driver.check(driver.cuStreamCreate(&s, CUAttribute.streamNonBlocking), "cuStreamCreate")
-        stream = s
+        mainStream = s
+        var side: OpaquePointer?
+        try driver.check(driver.cuStreamCreate(&side, CUAttribute.streamNonBlocking), "cuStreamCreate(side)")
+        sideStream = side
         var c: OpaquePointer?
         try driver.check(driver.cuStreamCreate(&c, CUAttribute.streamNonBlocking), "cuStreamCreate(copy)")
         copyStream = c
@@ -149,7 +163,7 @@ public final class CUDABackend: ComputeBackend {
         kernels = try KernelLibrary(driver: driver, nvrtc: nvrtc, major: computeCapability.major, minor: computeCapability.minor)
         blasWorkspace = try CUDAStorage(driver: driver, byteCount: blas.workspaceBytes)
         loraTickets = try CUDAStorage(driver: driver, byteCount: 4 * Self.loraTicketCount)
-        try driver.check(driver.cuMemsetD8Async(loraTickets.pointer, 0, loraTickets.byteCount, stream), "cuMemsetD8Async(LoRA tickets)")
+        try driver.check(driver.cuMemsetD8Async(loraTickets.pointer, 0, loraTickets.byteCount, mainStream), "cuMemsetD8Async(LoRA tickets)")
     }
 
     public func memoryInfo() -> (free: Int, total: Int)? {
@@ -295,7 +309,8 @@ public final class CUDABackend: ComputeBackend {
 
     public func synchronize() {
         activate()
-        must(driver.cuStreamSynchronize(stream), "cuStreamSynchronize")
+        precondition(!onSideStream && !sideForked, "synchronize with side-stream work not joined")
+        must(driver.cuStreamSynchronize(mainStream), "cuStreamSynchronize")
         if !uploadsQueued { uploadSources.removeAll() }
     }
 }

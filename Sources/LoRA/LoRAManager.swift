@@ -337,9 +337,11 @@ public final class LoRAManager {
         return StepApplier(manager: self, plans: plans, rows: rowAdapters.count)
     }
 
-    fileprivate func apply(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor, plan: LoRAKernelPlan, rows: Int) {
+    /// Queues the group's shrink of `input` (and, for a row-parallel group, its all-reduce) and
+    /// returns its output, or nil for a group the pool does not adapt or folds into its GEMM.
+    fileprivate func shrink(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, plan: LoRAKernelPlan, rows: Int) -> DeviceTensor? {
         let rb = ranks[rank]
-        guard let buf = rb.layers[layer][group], let b = buf.b else { return }
+        guard let buf = rb.layers[layer][group], buf.b != nil else { return nil }
         let mods = Self.modules(of: group)
         let r = max(maxRank, 1)
         let y: DeviceTensor
@@ -347,12 +349,26 @@ public final class LoRAManager {
             let start = (layer * stackedModules + stackOffsets[group]!) * rows * r
             y = rb.stepShrunk.rows(start, rows * mods.count * r).reshaped(Shape(rows, mods.count * r))
         } else {
+            // One buffer for every group: the next group's shrink is queued after this expand.
             y = rb.shrunk.rows(rows * mods.count * r).reshaped(Shape(rows, mods.count * r))
         }
         rb.backend.loraShrink(input, a: buf.a, out: y, plan: plan, stack: mods.count)
         if Self.isRowParallel(mods[0]), let communicator = rb.communicator {
             communicator.allReduceSum(y)
         }
+        return y
+    }
+
+    /// Whether a group's shrink may go ahead on the side stream: an adapted, unfused group whose
+    /// result is not all-reduced (the communicator queues on the main stream).
+    fileprivate func shrinksAhead(rank: Int, layer: Int, group: ProjectionGroup) -> Bool {
+        let rb = ranks[rank]
+        return rb.layers[layer][group]?.b != nil && (rb.communicator == nil || !Self.isRowParallel(Self.modules(of: group)[0]))
+    }
+
+    fileprivate func expand(rank: Int, layer: Int, group: ProjectionGroup, shrunk y: DeviceTensor, output: DeviceTensor, plan: LoRAKernelPlan) {
+        let rb = ranks[rank]
+        guard let buf = rb.layers[layer][group], let b = buf.b else { return }
         rb.backend.loraExpand(y, b: b, out: output, plan: plan, scalings: buf.scalings, outOffsets: buf.outOffsets)
     }
 
@@ -375,10 +391,35 @@ final class StepApplier: LoRAApplier {
         self.manager = manager
         self.plans = plans
         self.rows = rows
+        ahead = plans.map { _ in Ahead() }
+    }
+
+    /// The shrink a rank queued ahead on the side stream and has not expanded yet; one box per
+    /// rank, as tensor-parallel ranks run on their own threads.
+    private final class Ahead {
+        var pending: (layer: Int, group: ProjectionGroup, shrunk: DeviceTensor)?
+    }
+    private let ahead: [Ahead]
+
+    func shrinkAhead(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) {
+        guard manager.shrinksAhead(rank: rank, layer: layer, group: group) else { return }
+        var y: DeviceTensor?
+        manager.ranks[rank].backend.forkSideStream {
+            y = manager.shrink(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows)
+        }
+        if let y { ahead[rank].pending = (layer, group, y) }
     }
 
     func apply(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor) {
-        manager.apply(rank: rank, layer: layer, group: group, input: input, output: output, plan: plans[rank], rows: rows)
+        let y: DeviceTensor?
+        if let a = ahead[rank].pending, a.layer == layer, a.group == group {
+            ahead[rank].pending = nil
+            manager.ranks[rank].backend.joinSideStream()
+            y = a.shrunk
+        } else {
+            y = manager.shrink(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows)
+        }
+        if let y { manager.expand(rank: rank, layer: layer, group: group, shrunk: y, output: output, plan: plans[rank]) }
     }
 
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {

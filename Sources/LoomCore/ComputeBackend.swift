@@ -152,6 +152,15 @@ public protocol ComputeBackend: AnyObject {
     /// Makes the kernels queued from now on wait for the uploads queued so far.
     func fenceUploads()
 
+    /// Queues `body`'s work on a second stream that starts after the work queued so far, so that it
+    /// may run beside the work queued next (a LoRA shrink beside its base GEMM, which reads the same
+    /// input); `joinSideStream` makes the work queued after it wait for `body`'s. Work on the side
+    /// stream must not write what the main stream's work between the two reads or writes. Where
+    /// there is one stream (the CPU) `body` simply runs.
+    func forkSideStream(_ body: () -> Void)
+    /// Makes the work queued from now on wait for the side stream's (nothing when none was forked).
+    func joinSideStream()
+
     /// Greedy sampling: `out[i] = argmax(logits[i])`, the first index among ties (`out` i32).
     func argmax(_ logits: DeviceTensor, out: DeviceTensor)
 
@@ -167,6 +176,10 @@ public protocol ComputeBackend: AnyObject {
 
 extension ComputeBackend {
     public func memoryInfo() -> (free: Int, total: Int)? { nil }
+
+    public func forkSideStream(_ body: () -> Void) { body() }
+
+    public func joinSideStream() {}
 
     /// `uploadAsync` into whole rows, from their first element.
     public func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, rows: Int, rowBytes: Int) {

@@ -71,6 +71,13 @@ public protocol LoRAApplier: AnyObject {
     /// weights carry the slots' B in extra columns) `input` with the scaled shrink results beside
     /// it, so that the GEMM itself adds the deltas and `apply` has nothing left to do.
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor
+    /// Called before the group's GEMM: may queue the group's shrink of `input` on the backend's side
+    /// stream, beside the GEMM, for the `apply` that follows to join and expand.
+    func shrinkAhead(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor)
+}
+
+extension LoRAApplier {
+    public func shrinkAhead(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) {}
 }
 
 /// The projection weights of a model, which a LoRA backend that folds B into the base GEMM widens.

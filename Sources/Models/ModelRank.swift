@@ -122,6 +122,7 @@ public final class ModelRank {
             } else {
                 b.addRMSNorm(residual: residual, projected, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
             }
+            lora?.shrinkAhead(rank: rank, layer: i, group: .qkv, input: normed)
             b.linear(gemmInput(.qkv, normed), weight: layer.qkv, bias: layer.qkvBias, out: qkv)
             lora?.apply(rank: rank, layer: i, group: .qkv, input: normed, output: qkv)
             b.ropeAndWriteKV(qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
@@ -129,12 +130,15 @@ public final class ModelRank {
                              headDim: c.headDim)
             b.attention(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
+            lora?.shrinkAhead(rank: rank, layer: i, group: .o, input: attention)
             rowParallelLinear(gemmInput(.o, attention), weight: layer.o, out: projected)
             lora?.apply(rank: rank, layer: i, group: .o, input: attention, output: projected)
             b.addRMSNorm(residual: residual, projected, weight: layer.postAttentionNorm, eps: c.rmsNormEps, out: normed)
+            lora?.shrinkAhead(rank: rank, layer: i, group: .gateUp, input: normed)
             b.linear(gemmInput(.gateUp, normed), weight: layer.gateUp, bias: nil, out: gateUp)
             lora?.apply(rank: rank, layer: i, group: .gateUp, input: normed, output: gateUp)
             b.siluMul(gateUp, out: activated)
+            lora?.shrinkAhead(rank: rank, layer: i, group: .down, input: activated)
             rowParallelLinear(gemmInput(.down, activated), weight: layer.down, out: projected)
             lora?.apply(rank: rank, layer: i, group: .down, input: activated, output: projected)
         }
