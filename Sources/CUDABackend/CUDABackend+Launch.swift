@@ -134,9 +134,12 @@ extension CUDABackend {
                 if let graph { _ = driver.cuGraphDestroy(graph) }
             }
             graphState = .eager
+            onSideStream = false
+            sideForked = false
             throw error
         }
         if graphState == .capturing {
+            joinSideStream()  // a capture ends with every stream it forked joined
             var graph: OpaquePointer?
             must(driver.cuStreamEndCapture(mainStream, &graph), "cuStreamEndCapture(\(key))")
             var exec: OpaquePointer?

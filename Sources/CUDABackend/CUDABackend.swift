@@ -309,7 +309,8 @@ public final class CUDABackend: ComputeBackend {
 
     public func synchronize() {
         activate()
-        precondition(!onSideStream && !sideForked, "synchronize with side-stream work not joined")
+        precondition(!onSideStream, "synchronize inside forkSideStream")
+        joinSideStream()
         must(driver.cuStreamSynchronize(mainStream), "cuStreamSynchronize")
         if !uploadsQueued { uploadSources.removeAll() }
     }
