@@ -34,6 +34,15 @@ public final class CPUBackend: ComputeBackend {
         values.withUnsafeBufferPointer { tensor.i32.update(from: $0.baseAddress!, count: values.count) }
     }
 
+    public func copyRows(_ values: [Int32], width: Int, to tensor: DeviceTensor) {
+        let pitch = tensor.shape.rowCount, rows = width > 0 ? values.count / width : 0
+        precondition(tensor.dtype == .i32 && width <= pitch && values.count == rows * width && rows <= tensor.shape[0],
+                     "copying \(values.count) ints in rows of \(width) into \(tensor.dtype) \(tensor.shape)")
+        values.withUnsafeBufferPointer { v in
+            for r in 0..<rows { (tensor.i32 + r * pitch).update(from: v.baseAddress! + r * width, count: width) }
+        }
+    }
+
     public func download(_ tensor: DeviceTensor) -> [Float] {
         if tensor.dtype == .i32 {
             return (0..<tensor.count).map { Float(tensor.i32[$0]) }

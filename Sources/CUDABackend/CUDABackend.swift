@@ -264,6 +264,20 @@ public final class CUDABackend: ComputeBackend {
         upload(values, to: tensor)
     }
 
+    public func copyRows(_ values: [Int32], width: Int, to tensor: DeviceTensor) {
+        let pitch = tensor.shape.rowCount, rows = width > 0 ? values.count / width : 0
+        precondition(tensor.dtype == .i32 && width <= pitch && values.count == rows * width && rows <= tensor.shape[0],
+                     "copying \(values.count) ints in rows of \(width) into \(tensor.dtype) \(tensor.shape)")
+        precondition(graphState != .capturing, "host copy inside a captured graph step: copies must come before the first kernel")
+        if rows == 0 { return }
+        activate()
+        values.withUnsafeBytes {
+            must(driver.memcpy2DAsync(from: .host($0.baseAddress!), sourcePitch: width * 4, toDevice: tensor.devicePointer,
+                                      destinationPitch: pitch * 4, widthBytes: width * 4, height: rows, stream: stream),
+                 "cuMemcpy2DAsync(host → device, \(width * 4) B × \(rows))")
+        }
+    }
+
     /// Queues a host-to-device copy on the stream. The driver stages pageable memory before it
     /// returns, so `values` may go away right after.
     private func upload<T>(_ values: [T], to tensor: DeviceTensor) {

@@ -121,20 +121,21 @@ extension InferenceEngine {
         host.withUnsafeBufferPointer { all in
             for item in decision.items where item.wantsLogits {
                 defer { row += 1 }
-                guard var stream = streams[item.sequenceID] else { continue }
+                guard let request = streams[item.sequenceID]?.request else { continue }
                 let sampled: SampledToken
                 if argmaxOnDevice {
                     sampled = SampledToken(token: Int(deviceTokens[row]))
                 } else {
                     let slice = UnsafeBufferPointer(rebasing: all[(row * vocab)..<((row + 1) * vocab)])
                     sampled = scheduler.sample(sampler, logits: slice, for: item.sequenceID,
-                                               returnLogprob: stream.request.returnLogprob, topLogprobsNum: stream.request.topLogprobsNum)
+                                               returnLogprob: request.returnLogprob, topLogprobsNum: request.topLogprobsNum)
                 }
                 var finished = scheduler.record(token: sampled.token, for: item.sequenceID)
-                if let stop = stream.push(sampled), finished == nil {
+                // Pushed in place: a copy taken out of the dictionary would copy the decoder's ids
+                // (the whole sequence) on every token.
+                if let stop = streams[item.sequenceID]!.push(sampled), finished == nil {
                     finished = scheduler.finish(item.sequenceID, reason: .stopString(stop))
                 }
-                streams[item.sequenceID] = stream
                 if let finished { close(finished) }
             }
         }

@@ -8,24 +8,24 @@ extension Scheduler {
     /// Stop strings need text, so the caller checks them and calls `finish(_:reason:)`.
     @discardableResult
     public mutating func record(token: Int, for id: SequenceID) -> Sequence? {
-        guard var seq = sequences[id], seq.status == .running else { return nil }
-        precondition(seq.numComputedTokens == seq.tokenCount, "sequence \(id) has no logits to sample from this step")
-        let limit = min(seq.params.maxNewTokens ?? .max, config.maxModelLength - seq.promptIds.count)
-        var reason: FinishReason?
-        if seq.outputIds.count >= limit {
-            reason = .length(seq.outputIds.count)
-        } else {
-            seq.outputIds.append(token)
-            if seq.outputIds.count >= limit {
-                reason = .length(seq.outputIds.count)
-            } else if seq.outputIds.count > seq.params.minNewTokens,
-                      seq.params.stopTokenIds.contains(token) || (!seq.params.ignoreEos && config.eosTokenIds.contains(token)) {
-                reason = .stopToken(token)
-            }
-        }
-        sequences[id] = seq
-        guard let reason else { return nil }
+        guard sequences[id]?.status == .running else { return nil }
+        // In place: a copy taken out of the dictionary would copy the output ids on every token.
+        guard let reason = Self.append(token, to: &sequences[id]!, config: config) else { return nil }
         return finish(id, reason: reason)
+    }
+
+    /// Appends a sampled token to a running sequence; returns why it ends, if it does.
+    private static func append(_ token: Int, to seq: inout Sequence, config: SchedulerConfig) -> FinishReason? {
+        precondition(seq.numComputedTokens == seq.tokenCount, "sequence \(seq.id) has no logits to sample from this step")
+        let limit = min(seq.params.maxNewTokens ?? .max, config.maxModelLength - seq.promptIds.count)
+        if seq.outputIds.count >= limit { return .length(seq.outputIds.count) }
+        seq.outputIds.append(token)
+        if seq.outputIds.count >= limit { return .length(seq.outputIds.count) }
+        if seq.outputIds.count > seq.params.minNewTokens,
+           seq.params.stopTokenIds.contains(token) || (!seq.params.ignoreEos && config.eosTokenIds.contains(token)) {
+            return .stopToken(token)
+        }
+        return nil
     }
 
     /// Ends a sequence now (a stop string matched, or any other reason), releasing its blocks.

@@ -86,6 +86,9 @@ public protocol ComputeBackend: AnyObject {
     func copy(_ values: [Float], to tensor: DeviceTensor)
     /// Copies host integers into an `i32` tensor.
     func copy(_ values: [Int32], to tensor: DeviceTensor)
+    /// Copies rows of `width` host integers into the first `width` columns of an `i32` tensor's
+    /// first `values.count / width` rows, in one copy (`tensor[r][0 ..< width] = values[r·width ..< (r + 1)·width]`).
+    func copyRows(_ values: [Int32], width: Int, to tensor: DeviceTensor)
     /// The tensor's elements as host floats.
     func download(_ tensor: DeviceTensor) -> [Float]
 

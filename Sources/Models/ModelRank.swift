@@ -23,6 +23,8 @@ public final class ModelRank {
     private let ws: Workspace
     private let maxBlocksPerSequence: Int
     private var localTokens: [Int32] = []
+    /// The step's block tables, packed for `copyRows`.
+    private var blockTableRows: [Int32] = []
 
     struct Workspace {
         var tokens, positions, slotMapping, logitsRows, queryStarts, contextLengths, blockTables: DeviceTensor
@@ -97,11 +99,18 @@ public final class ModelRank {
         b.copy(batch.logitsRows, to: ws.logitsRows)
         b.copy(batch.queryStarts, to: ws.queryStarts)
         b.copy(batch.contextLengths, to: ws.contextLengths)
+        // The block tables in one copy: rows as wide as the longest, zero-padded (attention reads
+        // a row only up to its context length). A copy per sequence cost the host and the copy
+        // engine one operation each per step.
+        let width = max(1, batch.blockTables.prefix(numSeqs).map(\.count).max() ?? 1)
+        blockTableRows.removeAll(keepingCapacity: true)
         var maxQuery = 0
         for s in 0..<numSeqs {
-            b.copy(batch.blockTables[s], to: ws.blockTables.rows(s, 1).reshaped(Shape(maxBlocksPerSequence)))
+            blockTableRows += batch.blockTables[s]
+            blockTableRows += repeatElement(0, count: width - batch.blockTables[s].count)
             maxQuery = max(maxQuery, Int(batch.queryStarts[s + 1] - batch.queryStarts[s]))
         }
+        b.copyRows(blockTableRows, width: width, to: ws.blockTables)
         let metadata = AttentionMetadata(
             queryStarts: ws.queryStarts.rows(numSeqs + 1), contextLengths: ws.contextLengths.rows(numSeqs),
             blockTables: ws.blockTables.rows(numSeqs), numSequences: numSeqs, maxQueryLength: maxQuery,

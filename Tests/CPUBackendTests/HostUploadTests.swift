@@ -4,7 +4,7 @@ import LoomCore
 import Testing
 
 /// `uploadAsync` as its doc comment states it: rows of `rowBytes` from `pitch`-spaced host rows into
-/// the destination's rows, the rest of each destination row untouched; `zero` and `argmax`.
+/// the destination's rows, the rest of each destination row untouched; `copyRows`, `zero` and `argmax`.
 @Suite struct HostUploadTests {
     let b = CPUBackend()
 
@@ -35,5 +35,13 @@ import Testing
         #expect(b.download(ids) == [1, 0, 0])
         b.zero(t.rows(1, 1))
         #expect(b.download(t) == [0, 5, 5, 1, 0, 0, 0, 0, -1, -3, -1, -7])
+    }
+
+    @Test func copyRowsFillsTheFirstColumnsOfEachRow() throws {
+        // 2 rows of 3 ints into a [4, 5] tensor: columns 3, 4 and rows 2, 3 keep what they held.
+        let t = try b.allocate(Shape(4, 5), dtype: .i32)
+        b.copy([Int32](repeating: -1, count: 20), to: t)
+        b.copyRows([1, 2, 3, 4, 5, 6], width: 3, to: t)
+        #expect(b.download(t) == [1, 2, 3, -1, -1, 4, 5, 6, -1, -1] + [Float](repeating: -1, count: 10))
     }
 }
