@@ -160,7 +160,7 @@ public protocol ComputeBackend: AnyObject {
     /// input); `joinSideStream` makes the work queued after it wait for `body`'s. Work on the side
     /// stream must not write what the main stream's work between the two reads or writes. Where
     /// there is one stream (the CPU), or where the fork would cost more than it gives (CUDA outside
-    /// graph capture), `body` simply runs in order.
+    /// graph capture, or without `LOOM_SIDE_STREAM=1`), `body` simply runs in order.
     func forkSideStream(_ body: () -> Void)
     /// Makes the work queued from now on wait for the side stream's (nothing when none was forked).
     func joinSideStream()
