@@ -28,11 +28,7 @@ public struct StepTotals: Sendable, Equatable {
     /// Adds the engine thread's time over one step that computed something.
     public mutating func record(_ step: StepSeconds, replayedGraph: Bool) {
         if replayedGraph { graphSteps += 1 }
-        seconds.schedule += step.schedule
-        seconds.prepare += step.prepare
-        seconds.launch += step.launch
-        seconds.wait += step.wait
-        seconds.output += step.output
+        seconds += step
     }
 }
 
@@ -56,5 +52,13 @@ public struct StepSeconds: Sendable, Equatable {
     /// The phases with their names, as `/metrics` labels them.
     public var phases: [(name: String, seconds: Double)] {
         [("schedule", schedule), ("prepare", prepare), ("launch", launch), ("wait", wait), ("output", output)]
+    }
+
+    public static func += (totals: inout StepSeconds, step: StepSeconds) {
+        totals.schedule += step.schedule
+        totals.prepare += step.prepare
+        totals.launch += step.launch
+        totals.wait += step.wait
+        totals.output += step.output
     }
 }

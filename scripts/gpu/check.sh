@@ -16,7 +16,8 @@
 #   through NCCL), lora (loom bench lora-kernels, the table for csgmv, sgmv and fused, and bench
 #   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only), lora-many (bench
 #   lora-kernels at 106 and 160 decode rows over 29 to 128 adapters, shrink segments on and off), slora (scripts/slora_recipe.sh
-#   at n = 8 with rank 16 and n = 128 with ranks 8-64, alpha 0.3, each under $OUT/slora-nN). Default: hf check
+#   at n = 8 with rank 16 and n = 128 with ranks 8-64, alpha 0.3, each under $OUT/slora-nN; LOOM_*
+#   settings in the environment reach its servers, e.g. LOOM_SIDE_STREAM=1). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
 #   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
 #   gpu-check.log, bench.log, nvidia-smi.txt; with tp, gpu-check-tp2.json and
