@@ -35,9 +35,7 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func copyRows(_ values: [Int32], width: Int, to tensor: DeviceTensor) {
-        let pitch = tensor.shape.rowCount, rows = width > 0 ? values.count / width : 0
-        precondition(tensor.dtype == .i32 && width <= pitch && values.count == rows * width && rows <= tensor.shape[0],
-                     "copying \(values.count) ints in rows of \(width) into \(tensor.dtype) \(tensor.shape)")
+        let pitch = tensor.shape.rowCount, rows = copyRowsCount(values, width: width, to: tensor)
         values.withUnsafeBufferPointer { v in
             for r in 0..<rows { (tensor.i32 + r * pitch).update(from: v.baseAddress! + r * width, count: width) }
         }

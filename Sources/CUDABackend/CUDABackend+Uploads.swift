@@ -55,15 +55,21 @@ extension CUDABackend {
     /// eager step queues the body on the main stream, because the events cost the host more than the
     /// overlap gives (S-LoRA's n = 8 run spent 0.38 ms more per step queueing its mostly eager
     /// prefill steps, and fell from 0.908 to 0.883 of the run without LoRA).
-    public func forkSideStream(_ body: () -> Void) {
-        // A capture that is armed starts here, so that the side stream joins it.
-        guard usesSideStream, !onSideStream, graphState != .eager, beginLaunch() else { return body() }
+    public func forkSideStream(_ body: () -> Void) -> Bool {
+        guard usesSideStream, !onSideStream, graphState != .eager else { return false }
+        // Replaying: the body's launches are skipped. A capture that is armed starts here, so that
+        // the side stream joins it.
+        guard beginLaunch() else {
+            body()
+            return true
+        }
         activate()
         wait(sideStream, for: mainStream)
         onSideStream = true
         defer { onSideStream = false }
         body()
         sideForked = true
+        return true
     }
 
     public func joinSideStream() {

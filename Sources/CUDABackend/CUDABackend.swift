@@ -267,9 +267,7 @@ public final class CUDABackend: ComputeBackend {
     }
 
     public func copyRows(_ values: [Int32], width: Int, to tensor: DeviceTensor) {
-        let pitch = tensor.shape.rowCount, rows = width > 0 ? values.count / width : 0
-        precondition(tensor.dtype == .i32 && width <= pitch && values.count == rows * width && rows <= tensor.shape[0],
-                     "copying \(values.count) ints in rows of \(width) into \(tensor.dtype) \(tensor.shape)")
+        let pitch = tensor.shape.rowCount, rows = copyRowsCount(values, width: width, to: tensor)
         precondition(graphState != .capturing, "host copy inside a captured graph step: copies must come before the first kernel")
         if rows == 0 { return }
         activate()

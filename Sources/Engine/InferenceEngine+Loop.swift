@@ -65,8 +65,7 @@ extension InferenceEngine {
         func lap() -> Double {
             let now = clock.now
             defer { mark = now }
-            let (whole, atto) = (now - mark).components
-            return Double(whole) + Double(atto) / 1e18
+            return (now - mark).seconds
         }
         let decision = scheduler.schedule()
         for seq in decision.finished { close(seq) }

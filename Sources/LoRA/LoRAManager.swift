@@ -404,10 +404,11 @@ final class StepApplier: LoRAApplier {
     func shrinkAhead(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) {
         guard manager.shrinksAhead(rank: rank, layer: layer, group: group) else { return }
         var y: DeviceTensor?
-        manager.ranks[rank].backend.forkSideStream {
+        let forked = manager.ranks[rank].backend.forkSideStream {
             y = manager.shrink(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows)
         }
-        if let y { ahead[rank].pending = (layer, group, y) }
+        // Not forked: `apply` shrinks in order, after the GEMM.
+        if forked, let y { ahead[rank].pending = (layer, group, y) }
     }
 
     func apply(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor) {

@@ -158,10 +158,11 @@ public protocol ComputeBackend: AnyObject {
     /// Queues `body`'s work on a second stream that starts after the work queued so far, so that it
     /// may run beside the work queued next (a LoRA shrink beside its base GEMM, which reads the same
     /// input); `joinSideStream` makes the work queued after it wait for `body`'s. Work on the side
-    /// stream must not write what the main stream's work between the two reads or writes. Where
-    /// there is one stream (the CPU), or where the fork would cost more than it gives (CUDA outside
-    /// graph capture, or without `LOOM_SIDE_STREAM=1`), `body` simply runs in order.
-    func forkSideStream(_ body: () -> Void)
+    /// stream must not write what the main stream's work between the two reads or writes. Returns
+    /// false, without running `body`, where there is one stream (the CPU) or where the fork would
+    /// cost more than it gives (CUDA outside graph capture, or without `LOOM_SIDE_STREAM=1`): the
+    /// caller then queues the work in its usual place.
+    func forkSideStream(_ body: () -> Void) -> Bool
     /// Makes the work queued from now on wait for the side stream's (nothing when none was forked).
     func joinSideStream()
 
@@ -181,9 +182,17 @@ public protocol ComputeBackend: AnyObject {
 extension ComputeBackend {
     public func memoryInfo() -> (free: Int, total: Int)? { nil }
 
-    public func forkSideStream(_ body: () -> Void) { body() }
+    public func forkSideStream(_ body: () -> Void) -> Bool { false }
 
     public func joinSideStream() {}
+
+    /// The rows `copyRows` copies, after checking its arguments.
+    public func copyRowsCount(_ values: [Int32], width: Int, to tensor: DeviceTensor) -> Int {
+        let rows = width > 0 ? values.count / width : 0
+        precondition(tensor.dtype == .i32 && width <= tensor.shape.rowCount && values.count == rows * width && rows <= tensor.shape[0],
+                     "copying \(values.count) ints in rows of \(width) into \(tensor.dtype) \(tensor.shape)")
+        return rows
+    }
 
     /// `uploadAsync` into whole rows, from their first element.
     public func uploadAsync(from source: HostBuffer, offset: Int, pitch: Int, to destination: DeviceTensor, rows: Int, rowBytes: Int) {

@@ -102,7 +102,7 @@ public final class ModelRank {
         // The block tables in one copy: rows as wide as the longest, zero-padded (attention reads
         // a row only up to its context length). A copy per sequence cost the host and the copy
         // engine one operation each per step.
-        let width = max(1, batch.blockTables.prefix(numSeqs).map(\.count).max() ?? 1)
+        let width = batch.blockTables.prefix(numSeqs).reduce(1) { max($0, $1.count) }
         blockTableRows.removeAll(keepingCapacity: true)
         var maxQuery = 0
         for s in 0..<numSeqs {

@@ -56,7 +56,7 @@ struct LoRAKernelCase: Equatable, CustomStringConvertible {
     func validate() throws {
         guard rank >= 1, tokens >= 1 else { throw LoomError.invalidArgument("--rows: '\(self)': rank and tokens must be positive") }
         guard (1...Self.maxAdapters).contains(adapters) else {
-            throw LoomError.invalidArgument("--rows: '\(self)': adapters must be between 1 and \(Self.maxAdapters) ")
+            throw LoomError.invalidArgument("--rows: '\(self)': adapters must be between 1 and \(Self.maxAdapters)")
         }
     }
 
