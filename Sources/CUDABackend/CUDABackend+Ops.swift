@@ -145,6 +145,14 @@ extension CUDABackend {
                [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(n), .int(width)])
     }
 
+    public func prefetch(_ weight: DeviceTensor, bytes: Int) {
+        let n = min(bytes, weight.count * weight.dtype.byteCount) & ~15
+        if n == 0 { return }
+        let chunks = (n + 65535) / 65536
+        launch("loom_prefetch_l2", grid: ((chunks + 31) / 32, 1, 1), block: 32,
+               [.pointer(weight.devicePointer), .u64(UInt64(n)), .int(prefetchEvictsLast ? 1 : 0)])
+    }
+
     public func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor) {
         bf16(x, "gatherRows"); bf16(out, "gatherRows"); i32(rows, "gatherRows")
         let m = rows.count, width = x.shape.rowCount
