@@ -146,10 +146,10 @@ extension CUDABackend {
     }
 
     public func prefetch(_ weight: DeviceTensor, bytes: Int) {
-        let n = min(bytes, weight.count * weight.dtype.byteCount) & ~15
+        let n = min(bytes, weight.count * weight.dtype.byteCount)
         if n == 0 { return }
-        let chunks = (n + 65535) / 65536
-        launch("loom_prefetch_l2", grid: ((chunks + 31) / 32, 1, 1), block: 32,
+        let lines = (n + 127) / 128
+        launch("loom_prefetch_l2", grid: (min((lines + 255) / 256, 2 * multiprocessorCount), 1, 1), block: 256,
                [.pointer(weight.devicePointer), .u64(UInt64(n)), .int(prefetchEvictsLast ? 1 : 0)])
     }
 

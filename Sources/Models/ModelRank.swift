@@ -127,7 +127,11 @@ public final class ModelRank {
         let prefetches = n <= weightPrefetch.maxRows ? weightPrefetch.groups : []
         /// Queued right after the GEMM before `group`'s: the kernels between the two move it.
         func prefetch(_ group: WeightPrefetch.Group, _ weight: DeviceTensor) {
-            if prefetches.contains(group) { b.prefetch(weight, bytes: weightPrefetch.maxBytes) }
+            guard prefetches.contains(group) else { return }
+            // Beside the main stream where there is a side stream (nothing then waits for it).
+            if !b.forkSideStream({ b.prefetch(weight, bytes: weightPrefetch.maxBytes) }) {
+                b.prefetch(weight, bytes: weightPrefetch.maxBytes)
+            }
         }
         for (i, layer) in weights.layers.enumerated() {
             // What a group's GEMM multiplies: x, or x beside its adapters' shrink results (fused LoRA).

@@ -35,10 +35,10 @@ public struct WeightPrefetch: Sendable, Equatable {
 
     public static let off = WeightPrefetch(groups: [])
 
-    /// From `LOOM_L2_PREFETCH` (groups separated by `,` or `+`, or `off`; default `o`) and
+    /// From `LOOM_L2_PREFETCH` (groups separated by `,` or `+`, or `off`, the default) and
     /// `LOOM_L2_PREFETCH_MB` (bytes per weight, default 32 MiB).
     public static func from(environment: [String: String]) throws -> WeightPrefetch {
-        var prefetch = WeightPrefetch(groups: [.o])
+        var prefetch = WeightPrefetch(groups: [])
         if let list = environment["LOOM_L2_PREFETCH"] {
             prefetch.groups = []
             for name in list.split(whereSeparator: { $0 == "," || $0 == "+" }).map({ $0.trimmingCharacters(in: .whitespaces) }) where !name.isEmpty && name != "off" {
