@@ -43,7 +43,6 @@ let package = Package(
                 .embedInCode("Kernels/add_bias.cu"),
                 .embedInCode("Kernels/argmax.cu"),
                 .embedInCode("Kernels/fill.cu"),
-                .embedInCode("Kernels/prefetch_l2.cu"),
                 .embedInCode("Kernels/lora_shrink.cu"),
                 .embedInCode("Kernels/lora_expand.cu"),
             ]

@@ -145,14 +145,6 @@ extension CUDABackend {
                [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(n), .int(width)])
     }
 
-    public func prefetch(_ weight: DeviceTensor, bytes: Int) {
-        let n = min(bytes, weight.count * weight.dtype.byteCount)
-        if n == 0 { return }
-        let lines = (n + 127) / 128
-        launch("loom_prefetch_l2", grid: (min((lines + 255) / 256, 2 * multiprocessorCount), 1, 1), block: 256,
-               [.pointer(weight.devicePointer), .u64(UInt64(n)), .int(prefetchEvictsLast ? 1 : 0)])
-    }
-
     public func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor) {
         bf16(x, "gatherRows"); bf16(out, "gatherRows"); i32(rows, "gatherRows")
         let m = rows.count, width = x.shape.rowCount

@@ -99,10 +99,6 @@ public final class CUDABackend: ComputeBackend {
     /// the serving workloads (the S-LoRA recipe) have not run with it in graphs only.
     public let usesSideStream = ProcessInfo.processInfo.environment["LOOM_SIDE_STREAM"] == "1"
 
-    /// Whether `prefetch` marks its lines evict-last in L2 (`LOOM_L2_PREFETCH_EVICT_LAST=1`), so the
-    /// KV rows decode attention streams meanwhile evict other lines first.
-    public let prefetchEvictsLast = ProcessInfo.processInfo.environment["LOOM_L2_PREFETCH_EVICT_LAST"] == "1"
-
     /// The fewest segments of a decode-like plan whose LoRA shrinks stream through a fixed grid
     /// (`loom_lora_shrink_segments`; `LOOM_LORA_SHRINK_SEGMENTS=N`, 0: off; default 32).
     public let shrinkSegmentsFrom = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_SEGMENTS"].flatMap { Int($0) }.map { max(0, $0) } ?? 32

@@ -166,11 +166,6 @@ public protocol ComputeBackend: AnyObject {
     /// Makes the work queued from now on wait for the side stream's (nothing when none was forked).
     func joinSideStream()
 
-    /// A hint that `weight` is read by a GEMM after the work queued next: a device with an L2 cache
-    /// starts moving up to `bytes` of it there now, so that work's time carries the transfer. Changes
-    /// no values; nothing on the CPU.
-    func prefetch(_ weight: DeviceTensor, bytes: Int)
-
     /// Greedy sampling: `out[i] = argmax(logits[i])`, the first index among ties (`out` i32).
     func argmax(_ logits: DeviceTensor, out: DeviceTensor)
 
@@ -190,8 +185,6 @@ extension ComputeBackend {
     public func forkSideStream(_ body: () -> Void) -> Bool { false }
 
     public func joinSideStream() {}
-
-    public func prefetch(_ weight: DeviceTensor, bytes: Int) {}
 
     /// The rows `copyRows` copies, after checking its arguments.
     public func copyRowsCount(_ values: [Int32], width: Int, to tensor: DeviceTensor) -> Int {

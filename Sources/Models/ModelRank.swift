@@ -25,8 +25,6 @@ public final class ModelRank {
     private var localTokens: [Int32] = []
     /// The step's block tables, packed for `copyRows`.
     private var blockTableRows: [Int32] = []
-    /// Which weights decode steps prefetch into L2 (`LOOM_L2_PREFETCH`, `LOOM_L2_PREFETCH_MB`).
-    public let weightPrefetch: WeightPrefetch
 
     struct Workspace {
         var tokens, positions, slotMapping, logitsRows, queryStarts, contextLengths, blockTables: DeviceTensor
@@ -45,7 +43,6 @@ public final class ModelRank {
         self.weights = weights
         self.communicator = communicator
         self.maxBlocksPerSequence = maxBlocksPerSequence
-        weightPrefetch = try WeightPrefetch.from(environment: ProcessInfo.processInfo.environment)
         let inv = config.ropeInverseFrequencies()
         inverseFrequencies = try backend.allocate(Shape(inv.count), dtype: .f32)
         backend.copy(inv, to: inverseFrequencies)
@@ -124,15 +121,6 @@ public final class ModelRank {
         let gateUp = ws.gateUp.rows(n), activated = ws.activated.rows(n)
         b.embed(tokens: ws.tokens.rows(n), table: weights.embedding, out: residual)
         communicator?.allReduceSum(residual)
-        let prefetches = n <= weightPrefetch.maxRows ? weightPrefetch.groups : []
-        /// Queued right after the GEMM before `group`'s: the kernels between the two move it.
-        func prefetch(_ group: WeightPrefetch.Group, _ weight: DeviceTensor) {
-            guard prefetches.contains(group) else { return }
-            // Beside the main stream where there is a side stream (nothing then waits for it).
-            if !b.forkSideStream({ b.prefetch(weight, bytes: weightPrefetch.maxBytes) }) {
-                b.prefetch(weight, bytes: weightPrefetch.maxBytes)
-            }
-        }
         for (i, layer) in weights.layers.enumerated() {
             // What a group's GEMM multiplies: x, or x beside its adapters' shrink results (fused LoRA).
             func gemmInput(_ group: ProjectionGroup, _ x: DeviceTensor) -> DeviceTensor {
@@ -146,7 +134,6 @@ public final class ModelRank {
             lora?.shrinkAhead(rank: rank, layer: i, group: .qkv, input: normed)
             b.linear(gemmInput(.qkv, normed), weight: layer.qkv, bias: layer.qkvBias, out: qkv)
             lora?.apply(rank: rank, layer: i, group: .qkv, input: normed, output: qkv)
-            prefetch(.o, layer.o)
             b.ropeAndWriteKV(qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
                              vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
                              headDim: c.headDim)
@@ -155,17 +142,14 @@ public final class ModelRank {
             lora?.shrinkAhead(rank: rank, layer: i, group: .o, input: attention)
             rowParallelLinear(gemmInput(.o, attention), weight: layer.o, out: projected)
             lora?.apply(rank: rank, layer: i, group: .o, input: attention, output: projected)
-            prefetch(.gateUp, layer.gateUp)
             b.addRMSNorm(residual: residual, projected, weight: layer.postAttentionNorm, eps: c.rmsNormEps, out: normed)
             lora?.shrinkAhead(rank: rank, layer: i, group: .gateUp, input: normed)
             b.linear(gemmInput(.gateUp, normed), weight: layer.gateUp, bias: nil, out: gateUp)
             lora?.apply(rank: rank, layer: i, group: .gateUp, input: normed, output: gateUp)
-            prefetch(.down, layer.down)
             b.siluMul(gateUp, out: activated)
             lora?.shrinkAhead(rank: rank, layer: i, group: .down, input: activated)
             rowParallelLinear(gemmInput(.down, activated), weight: layer.down, out: projected)
             lora?.apply(rank: rank, layer: i, group: .down, input: activated, output: projected)
-            prefetch(.qkv, i + 1 < weights.layers.count ? weights.layers[i + 1].qkv : weights.lmHead)
         }
         let m = batch.logitsRows.count
         b.gatherRows(residual, rows: ws.logitsRows.rows(m), out: ws.logitsInput.rows(m))
