@@ -252,6 +252,12 @@ def main():
         # 1.3 from its own f32 run: no check can pass against that.)
         name = "llama-3.1-8b-2layers-bf16"
         model.save_pretrained(out / name, safe_serialization=True)
+        # The reference runs the checkpoint as a user loads it. `.to(torch.bfloat16)` above also rounds
+        # the rotary inv_freq buffer to bf16 (from_pretrained computes it in f32): RoPE's angles then
+        # drift by up to 0.2 rad at position 127, which had put this reference 0.17 from f32
+        # (scripts/gpu/bf16_bisect.py traces it).
+        del model
+        model = AutoModelForCausalLM.from_pretrained(out / name, dtype=torch.bfloat16).to(DEVICE).eval()
         rng = random.Random(0)
         prompts = [[rng.randrange(config.vocab_size) for _ in range(n)] for n in (7, 33, 100, 128)]
         adapter_prompts = [[rng.randrange(config.vocab_size) for _ in range(n)] for n in (12, 40, 64, 25)]
