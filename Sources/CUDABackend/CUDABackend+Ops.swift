@@ -269,30 +269,6 @@ extension CUDABackend {
                 .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)])
     }
 
-    /// One kernel (`loom_norm_shrink*`) where a block holds a row in one vector a thread; otherwise
-    /// the two ops.
-    public func rmsNormShrinkFused(residual: DeviceTensor, _ x: DeviceTensor?, weight: DeviceTensor, eps: Float, normed: DeviceTensor,
-                                   a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
-                                   scratch: DeviceTensor) {
-        let op = "rmsNormShrinkFused", n = residual.shape[0], d = residual.shape.rowCount, slots = a.shape[0], slotWidth = a.shape[1]
-        let outStride = out.shape.rowCount, threads = (d / 8 + 31) / 32 * 32
-        guard usesNormShrink, d % 8 == 0, threads <= 1024, outStride % 8 == 0, slotWidth % stack == 0,
-              (residual.devicePointer | (x?.devicePointer ?? 0) | weight.devicePointer | out.devicePointer | a.devicePointer) % 16 == 0 else {
-            return normThenShrinkFused(residual: residual, x, weight: weight, eps: eps, normed: normed, a: a, scalings: scalings, out: out,
-                                       plan: plan, stack: stack, scratch: scratch)
-        }
-        bf16(residual, op); bf16(weight, op); bf16(out, op); bf16(a, op); i32(plan.permutation, op)
-        if let x { bf16(x, op) }
-        precondition(weight.count == d && a.shape[2] == d && out.shape[0] >= n && outStride >= d + slots * slotWidth && x.map { $0.shape == residual.shape } != false
-                     && scalings.dtype == .f32 && scalings.count >= slots * stack && plan.permutation.count == n,
-                     "\(op): residual \(residual.shape), A \(a.shape), out \(out.shape), plan rows \(plan.permutation.count)")
-        if n == 0 { return }
-        launch(threads <= 512 ? "loom_norm_shrink16" : "loom_norm_shrink8", grid: (n, 1, 1), block: max(32, threads),
-               [.pointer(residual.devicePointer), .pointer((x ?? residual).devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer),
-                .int(d), .float(eps), .int(x == nil ? 0 : 1), .int(outStride), .pointer(a.devicePointer), .pointer(scalings.devicePointer)]
-               + plan.kernelArguments + [.int(plan.segmentCapacity), .int(slotWidth / stack), .int(stack)])
-    }
-
     public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {
         let n = x.shape[0], e = x.dtype.byteCount, width = x.shape.rowCount, stride = out.shape.rowCount
         precondition(x.dtype == out.dtype && out.shape[0] >= n && column >= 0 && column + width <= stride,

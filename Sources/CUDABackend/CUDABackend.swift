@@ -99,10 +99,6 @@ public final class CUDABackend: ComputeBackend {
     /// the serving workloads (the S-LoRA recipe) have not run with it in graphs only.
     public let usesSideStream = ProcessInfo.processInfo.environment["LOOM_SIDE_STREAM"] == "1"
 
-    /// Whether a fused LoRA group's shrink runs inside the RMSNorm before its GEMM
-    /// (`loom_norm_shrink*`; `LOOM_NORM_SHRINK=0`: the norm, then `loom_lora_shrink_fused`).
-    public let usesNormShrink = ProcessInfo.processInfo.environment["LOOM_NORM_SHRINK"] != "0"
-
     /// The fewest segments of a decode-like plan whose LoRA shrinks stream through a fixed grid
     /// (`loom_lora_shrink_segments`; `LOOM_LORA_SHRINK_SEGMENTS=N`, 0: off; default 32).
     public let shrinkSegmentsFrom = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_SEGMENTS"].flatMap { Int($0) }.map { max(0, $0) } ?? 32

@@ -372,16 +372,6 @@ public final class LoRAManager {
         rb.backend.loraExpand(y, b: b, out: output, plan: plan, scalings: buf.scalings, outOffsets: buf.outOffsets)
     }
 
-    fileprivate func normedGEMMInput(rank: Int, layer: Int, group: ProjectionGroup, residual: DeviceTensor, x: DeviceTensor?, weight: DeviceTensor,
-                                     eps: Float, normed: DeviceTensor, plan: LoRAKernelPlan, rows: Int) -> DeviceTensor? {
-        let rb = ranks[rank]
-        guard let buf = rb.layers[layer][group], let wide = rb.fusedInputs[group], let scratch = rb.fusedScratch else { return nil }
-        let out = wide.rows(rows)
-        rb.backend.rmsNormShrinkFused(residual: residual, x, weight: weight, eps: eps, normed: normed, a: buf.a, scalings: buf.scalings,
-                                      out: out, plan: plan, stack: Self.modules(of: group).count, scratch: scratch)
-        return out
-    }
-
     fileprivate func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, plan: LoRAKernelPlan, rows: Int) -> DeviceTensor {
         let rb = ranks[rank]
         guard let buf = rb.layers[layer][group], let wide = rb.fusedInputs[group], let scratch = rb.fusedScratch else { return input }
@@ -435,11 +425,5 @@ final class StepApplier: LoRAApplier {
 
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {
         manager.gemmInput(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows)
-    }
-
-    func normedGEMMInput(rank: Int, layer: Int, group: ProjectionGroup, residual: DeviceTensor, x: DeviceTensor?, weight: DeviceTensor,
-                         eps: Float, normed: DeviceTensor) -> DeviceTensor? {
-        manager.normedGEMMInput(rank: rank, layer: layer, group: group, residual: residual, x: x, weight: weight, eps: eps, normed: normed,
-                                plan: plans[rank], rows: rows)
     }
 }

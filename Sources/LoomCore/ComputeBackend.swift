@@ -140,11 +140,6 @@ public protocol ComputeBackend: AnyObject {
     /// `scratch` (f32, `[n, stack·R]`) is zero before the call and left zero after it.
     func loraShrinkFused(_ x: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                          scratch: DeviceTensor)
-    /// The GEMM input of a fused LoRA group straight from the RMSNorm before it: `rmsNorm(residual)`
-    /// (`x` nil) or `addRMSNorm(residual:, x)` into `normed`, then `loraShrinkFused(normed, …, out:)`.
-    /// A device may write `out` without going through `normed`, whose contents are then unspecified.
-    func rmsNormShrinkFused(residual: DeviceTensor, _ x: DeviceTensor?, weight: DeviceTensor, eps: Float, normed: DeviceTensor,
-                            a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int, scratch: DeviceTensor)
     /// `out[i][column ..< column + x.features] = x[i]`: `x`'s rows into some columns of `out`'s rows.
     func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int)
 
@@ -190,25 +185,6 @@ extension ComputeBackend {
     public func forkSideStream(_ body: () -> Void) -> Bool { false }
 
     public func joinSideStream() {}
-
-    public func rmsNormShrinkFused(residual: DeviceTensor, _ x: DeviceTensor?, weight: DeviceTensor, eps: Float, normed: DeviceTensor,
-                                   a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
-                                   scratch: DeviceTensor) {
-        normThenShrinkFused(residual: residual, x, weight: weight, eps: eps, normed: normed, a: a, scalings: scalings, out: out,
-                            plan: plan, stack: stack, scratch: scratch)
-    }
-
-    /// `rmsNormShrinkFused` as its two ops.
-    public func normThenShrinkFused(residual: DeviceTensor, _ x: DeviceTensor?, weight: DeviceTensor, eps: Float, normed: DeviceTensor,
-                                    a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
-                                    scratch: DeviceTensor) {
-        if let x {
-            addRMSNorm(residual: residual, x, weight: weight, eps: eps, out: normed)
-        } else {
-            rmsNorm(residual, weight: weight, eps: eps, out: normed)
-        }
-        loraShrinkFused(normed, a: a, scalings: scalings, out: out, plan: plan, stack: stack, scratch: scratch)
-    }
 
     /// The rows `copyRows` copies, after checking its arguments.
     public func copyRowsCount(_ values: [Int32], width: Int, to tensor: DeviceTensor) -> Int {

@@ -71,12 +71,6 @@ public protocol LoRAApplier: AnyObject {
     /// weights carry the slots' B in extra columns) `input` with the scaled shrink results beside
     /// it, so that the GEMM itself adds the deltas and `apply` has nothing left to do.
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor
-    /// The GEMM input of a fused group (`--lora-backend fused`) built by the RMSNorm before its GEMM
-    /// (`ComputeBackend.rmsNormShrinkFused`: the norm of `residual`, after adding `x` when given, and
-    /// the shrink in one op); nil for any other group, whose caller then norms into `normed` and asks
-    /// `gemmInput`.
-    func normedGEMMInput(rank: Int, layer: Int, group: ProjectionGroup, residual: DeviceTensor, x: DeviceTensor?, weight: DeviceTensor,
-                         eps: Float, normed: DeviceTensor) -> DeviceTensor?
     /// Called before the group's GEMM: may queue the group's shrink of `input` on the backend's side
     /// stream, beside the GEMM, for the `apply` that follows to join and expand.
     func shrinkAhead(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor)

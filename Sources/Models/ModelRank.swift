@@ -126,23 +126,13 @@ public final class ModelRank {
             func gemmInput(_ group: ProjectionGroup, _ x: DeviceTensor) -> DeviceTensor {
                 lora?.gemmInput(rank: rank, layer: i, group: group, input: x) ?? x
             }
-            // The RMSNorm (after adding `x` into the residual) before a GEMM: a fused LoRA group's
-            // norm also writes its shrink beside the normed rows.
-            func normedInput(_ group: ProjectionGroup, adding x: DeviceTensor?, weight: DeviceTensor) -> DeviceTensor {
-                if let wide = lora?.normedGEMMInput(rank: rank, layer: i, group: group, residual: residual, x: x, weight: weight,
-                                                    eps: c.rmsNormEps, normed: normed) {
-                    return wide
-                }
-                if let x {
-                    b.addRMSNorm(residual: residual, x, weight: weight, eps: c.rmsNormEps, out: normed)
-                } else {
-                    b.rmsNorm(residual, weight: weight, eps: c.rmsNormEps, out: normed)
-                }
-                return gemmInput(group, normed)
+            if i == 0 {
+                b.rmsNorm(residual, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
+            } else {
+                b.addRMSNorm(residual: residual, projected, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
             }
-            let qkvInput = normedInput(.qkv, adding: i == 0 ? nil : projected, weight: layer.inputNorm)
             lora?.shrinkAhead(rank: rank, layer: i, group: .qkv, input: normed)
-            b.linear(qkvInput, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
+            b.linear(gemmInput(.qkv, normed), weight: layer.qkv, bias: layer.qkvBias, out: qkv)
             lora?.apply(rank: rank, layer: i, group: .qkv, input: normed, output: qkv)
             b.ropeAndWriteKV(qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
                              vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
@@ -152,9 +142,9 @@ public final class ModelRank {
             lora?.shrinkAhead(rank: rank, layer: i, group: .o, input: attention)
             rowParallelLinear(gemmInput(.o, attention), weight: layer.o, out: projected)
             lora?.apply(rank: rank, layer: i, group: .o, input: attention, output: projected)
-            let gateUpInput = normedInput(.gateUp, adding: projected, weight: layer.postAttentionNorm)
+            b.addRMSNorm(residual: residual, projected, weight: layer.postAttentionNorm, eps: c.rmsNormEps, out: normed)
             lora?.shrinkAhead(rank: rank, layer: i, group: .gateUp, input: normed)
-            b.linear(gateUpInput, weight: layer.gateUp, bias: nil, out: gateUp)
+            b.linear(gemmInput(.gateUp, normed), weight: layer.gateUp, bias: nil, out: gateUp)
             lora?.apply(rank: rank, layer: i, group: .gateUp, input: normed, output: gateUp)
             b.siluMul(gateUp, out: activated)
             lora?.shrinkAhead(rank: rank, layer: i, group: .down, input: activated)

@@ -24,6 +24,19 @@ template <int DPL> struct KVVec;
 template <> struct KVVec<2> { typedef u32 T; };
 template <> struct KVVec<4> { typedef uint2 T; };
 
+// One step of a recursive-halving warp reduction of 2·HALF values a lane: the lane keeps the half
+// whose index has bit HALF equal to its own lane's, summed with its partner's (lane ^ HALF).
+template <int HALF>
+__device__ __forceinline__ void halve(float* v, int lane) {
+    const bool upper = lane & HALF;
+#pragma unroll
+    for (int i = 0; i < HALF; ++i) {
+        const float send = upper ? v[i] : v[i + HALF];
+        const float keep = upper ? v[i + HALF] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, HALF);
+    }
+}
+
 template <int DPL, int G>
 __device__ __forceinline__ void attention_decode(
     const bf16* __restrict__ qkv, int qkvStride, const bf16* __restrict__ kCache, const bf16* __restrict__ vCache, int kvStride,

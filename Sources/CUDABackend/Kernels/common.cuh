@@ -74,19 +74,6 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
-// One step of a recursive-halving warp reduction of 2·HALF values a lane: the lane keeps the half
-// whose index has bit HALF equal to its own lane's, summed with its partner's (lane ^ HALF).
-template <int HALF>
-__device__ __forceinline__ void halve(float* v, int lane) {
-    const bool upper = lane & HALF;
-#pragma unroll
-    for (int i = 0; i < HALF; ++i) {
-        const float send = upper ? v[i] : v[i + HALF];
-        const float keep = upper ? v[i + HALF] : v[i];
-        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, HALF);
-    }
-}
-
 __device__ __forceinline__ float block_sum(float v) {
     __shared__ float partial[32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
