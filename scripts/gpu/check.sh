@@ -16,7 +16,7 @@
 #   through NCCL), lora (loom bench lora-kernels, the issue's table for csgmv, sgmv and fused, and bench
 #   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only), lora-many (bench
 #   lora-kernels at 106 and 160 decode rows over 29 to 128 adapters, shrink segments on and off), slora (scripts/slora_recipe.sh
-#   at n = 8 with rank 16 and n = 128 with ranks 8-64, alpha 0.3, each under $OUT/slora-nN; LOOM_*
+#   at n = 8 with rank 16 and n = 128 with ranks 8-64, alpha 0.3, each under $OUT/slora-nN, or $SLORA_GOALS; LOOM_*
 #   settings in the environment reach its servers, e.g. LOOM_SIDE_STREAM=1). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
 #   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
@@ -146,11 +146,15 @@ PY
         # 8 rank-16 adapters, then 128 of ranks 8-64, both at alpha 0.3.
         xz -dc .device/loom.xz > .device/loom && chmod +x .device/loom
         common=(RATE=40 NUM_PROMPTS=400 SERVE_ARGS="--context-length 4096 --max-total-tokens 262144" DISTINCT_WEIGHTS=8 ALPHAS=0.3)
-        for goal in "8 16 32" "128 8,16,32,64 128"; do
+        # SLORA_GOALS="N RANKS SLOTS;…" runs other goals (e.g. "8 16 32" for n = 8 only).
+        IFS=';' read -ra goals <<< "${SLORA_GOALS:-8 16 32;128 8,16,32,64 128}"
+        for goal in "${goals[@]}"; do
             read -r n ranks slots <<< "$goal"
+            rm -rf /tmp/slora-n$n
             env OUT="$OUT" RESULTS=/tmp/slora-n$n "${common[@]}" NS=$n RANKS=$ranks MAX_LORAS_PER_BATCH=$slots \
                 timeout 280 bash scripts/slora_recipe.sh > "$OUT/slora-n$n.log" 2>&1
             echo "slora recipe n = $n: exit $?"; cat /tmp/slora-n$n/summary.md 2>/dev/null; cat /tmp/slora-n$n/*.steps.json 2>/dev/null
+            cp -r /tmp/slora-n$n "$OUT/" 2>/dev/null
         done
         ;;
     esac
