@@ -287,10 +287,7 @@ extension CUDABackend {
     /// keeping at least two 32-element blocks per warp.
     func shrinkSplit(rows n: Int, capacity: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int) -> Int {
         let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
-        let split = max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / (64 * warps)))
-        guard let steps = loraShrinkStepsPerWarp else { return split }
-        // The fewest slices that keep each warp within `steps` 32-element steps of K.
-        return min(split, max(1, (k + 32 * warps * steps - 1) / (32 * warps * steps)))
+        return max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / (64 * warps)))
     }
 }
 

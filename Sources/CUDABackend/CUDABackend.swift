@@ -103,10 +103,6 @@ public final class CUDABackend: ComputeBackend {
     /// (`loom_lora_shrink_segments`; `LOOM_LORA_SHRINK_SEGMENTS=N`, 0: off; default 32).
     public let shrinkSegmentsFrom = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_SEGMENTS"].flatMap { Int($0) }.map { max(0, $0) } ?? 32
 
-    /// When set (`LOOM_LORA_SHRINK_STEPS_PER_WARP=S`), a tensor-core shrink splits K no further than
-    /// each warp keeping S steps of 32 elements: fewer slices, so fewer partial sums to add up.
-    public let loraShrinkStepsPerWarp = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_STEPS_PER_WARP"].flatMap { Int($0) }.map { max(1, $0) }
-
     /// LoRA shrinks split K until about this many blocks per multiprocessor have work
     /// (`LOOM_LORA_SHRINK_BLOCKS_PER_SM`, default 2).
     public let loraShrinkBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 2
