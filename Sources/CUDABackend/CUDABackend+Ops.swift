@@ -302,10 +302,6 @@ extension LoRAKernelPlan {
     /// Whether the tensor-core kernels take 64-row tiles: when segments may be long and average
     /// more than 16 rows (prefill; sgmv with few adapters per row). Decode batches spread over
     /// adapters keep 16-row tiles. Depends only on the row count and capacities (graph-safe).
-    var usesLargeTiles: Bool {
-        Self.usesLargeTiles(rows: permutation.shape[0], capacity: segmentCapacity, maxSegmentLength: maxSegmentLength)
-    }
-
     static func usesLargeTiles(rows: Int, capacity: Int, maxSegmentLength: Int) -> Bool {
         maxSegmentLength > 16 && rows > 16 * max(capacity, 1)
     }

@@ -43,7 +43,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+from hf_reference import llama_8b_shape
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BF = torch.bfloat16
@@ -310,14 +312,10 @@ def fresh_inv_freq(model):
 
 def build_8b(vocab):
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=2,
-                         num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
-                         rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
-                         rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
-    config.vocab_size = vocab
+    config = llama_8b_shape(vocab)
     with torch.device(DEVICE):
-        m16 = LlamaForCausalLM(config).to(BF).eval()  # as hf_reference.py: .to() casts the inv_freq buffer too
+        # As hf_reference.py built it until session 9: .to() casts the inv_freq buffer too.
+        m16 = LlamaForCausalLM(config).to(BF).eval()
     with torch.device(DEVICE):
         m32 = LlamaForCausalLM(config).float().eval()  # fresh f32 inv_freq, as from_pretrained(dtype=f32)
     m32.load_state_dict({n: t.float() for n, t in m16.state_dict().items()})
@@ -428,10 +426,9 @@ def study(name, m16, m32, cases, full, stored=None):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vocab", type=int, default=32000, help="vocabulary of the 8B-shaped model (128256 = real)")
-    found = [p / "Fixtures" for p in [Path.cwd(), *Path(__file__).resolve().parents, Path("/work/main")]
-             if (p / "Fixtures" / "models").is_dir()]
+    found = [p / "Fixtures" for p in [Path.cwd(), *Path(__file__).resolve().parents] if (p / "Fixtures" / "models").is_dir()]
     ap.add_argument("--fixtures", default=str(found[0]) if found else "Fixtures",
-                    help="Loom's Fixtures folder (default: ./Fixtures, else one above this script, else /work/main/Fixtures)")
+                    help="Loom's Fixtures folder (default: ./Fixtures, else the one above this script)")
     ap.add_argument("--skip-8b", action="store_true")
     ap.add_argument("--skip-fixtures", action="store_true")
     ap.add_argument("--quick", action="store_true", help="skip the one-flag-at-a-time rows")

@@ -194,6 +194,15 @@ def peft_cases(model, adapters: Path, cases):
     return out
 
 
+def llama_8b_shape(vocab=128256):
+    """Llama-3.1-8B's configuration with 2 layers (and optionally a smaller vocabulary)."""
+    return LlamaConfig(vocab_size=vocab, hidden_size=4096, intermediate_size=14336, num_hidden_layers=2,
+                       num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
+                       rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+                       rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/hfref")
@@ -239,12 +248,7 @@ def main():
             del model, peft
     if not args.skip_8b:
         torch.manual_seed(0)
-        config = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=2,
-                             num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=131072,
-                             rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
-                             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
-        config.vocab_size = args.vocab_8b
+        config = llama_8b_shape(args.vocab_8b)
         with torch.device(DEVICE):
             model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
         # transformers' own init (std 0.02): logits of std about 1.3, so bf16 rounding moves top-5
