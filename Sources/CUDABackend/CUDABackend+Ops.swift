@@ -170,8 +170,16 @@ extension CUDABackend {
         let n = logits.shape[0]
         precondition(out.count >= n)
         if n == 0 { return }
-        launch("loom_argmax", grid: (n, 1, 1), block: 1024,
-               [.pointer(logits.devicePointer), .int(logits.dtype == .f32 ? 1 : 0), .pointer(out.devicePointer), .int(logits.shape.rowCount)])
+        let vocab = logits.shape.rowCount, capacity = Self.argmaxRowCapacity
+        let tickets = argmaxScratch.pointer + UInt64(8 * capacity)
+        // Enough slices of a row for two blocks a multiprocessor, none under 2,048 logits.
+        let slices = max(1, min((2 * multiprocessorCount + n - 1) / n, (vocab + 2047) / 2048))
+        for start in stride(from: 0, to: n, by: capacity) {
+            let rows = min(capacity, n - start)
+            launch("loom_argmax", grid: (rows, slices, 1), block: 256,
+                   [.pointer(logits.devicePointer + UInt64(start * vocab * logits.dtype.byteCount)), .int(logits.dtype == .f32 ? 1 : 0),
+                    .pointer(out.devicePointer + UInt64(4 * start)), .int(vocab), .pointer(argmaxScratch.pointer), .pointer(tickets)])
+        }
     }
 
     public func loraShrink(_ x: DeviceTensor, a: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int) {

@@ -36,6 +36,9 @@ public final class CUDABackend: ComputeBackend {
     /// `loraShrinkFused`'s tickets (one i32 per tile of a K-split launch), zero between launches.
     let loraTickets: CUDAStorage
     static let loraTicketCount = 1 << 17
+    /// `argmax`'s per-row best keys (u64) and tickets (u32), zero between launches.
+    let argmaxScratch: CUDAStorage
+    static let argmaxRowCapacity = 1 << 14
     /// The device's primary context, made current on the calling thread by every entry point, so
     /// one thread may drive several backends (ranks of a tensor-parallel group) and each rank's
     /// thread drives its own.
@@ -66,7 +69,12 @@ public final class CUDABackend: ComputeBackend {
     /// `LOOM_PDL=0`: off): a kernel's blocks are scheduled while the previous kernel finishes and
     /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.
     public let usesProgrammaticLaunch: Bool
+    /// Whether captured graphs turn the edges into cuBLASLt's kernels programmatic (`GraphEdges`;
+    /// `LOOM_BLAS_PDL=1`, with programmatic launch on).
+    public let usesBLASProgrammaticEdges: Bool
     var graphs: [String: OpaquePointer] = [:]
+    /// Each captured graph's kernels and edges by key (`GraphEdges.summary`), for reports.
+    public internal(set) var graphSummaries: [String: [String: Any]] = [:]
     var graphState = GraphState.eager
     public internal(set) var profiler: KernelProfiler?
     /// Whether a GEMM shape met for the first time outside a graph capture tries cuBLASLt's top
@@ -148,6 +156,7 @@ public final class CUDABackend: ComputeBackend {
         _ = driver.cuDriverGetVersion(&driverVersion)
         usesProgrammaticLaunch = driver.cuLaunchKernelEx != nil && computeCapability.major >= 9 && driverVersion >= 12030
             && ProcessInfo.processInfo.environment["LOOM_PDL"] != "0"
+        usesBLASProgrammaticEdges = usesProgrammaticLaunch && ProcessInfo.processInfo.environment["LOOM_BLAS_PDL"] == "1"
         var free = 0, total = 0
         try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
         totalMemory = total
@@ -166,6 +175,8 @@ public final class CUDABackend: ComputeBackend {
         blasWorkspace = try CUDAStorage(driver: driver, byteCount: blas.workspaceBytes)
         loraTickets = try CUDAStorage(driver: driver, byteCount: 4 * Self.loraTicketCount)
         try driver.check(driver.cuMemsetD8Async(loraTickets.pointer, 0, loraTickets.byteCount, mainStream), "cuMemsetD8Async(LoRA tickets)")
+        argmaxScratch = try CUDAStorage(driver: driver, byteCount: 12 * Self.argmaxRowCapacity)
+        try driver.check(driver.cuMemsetD8Async(argmaxScratch.pointer, 0, argmaxScratch.byteCount, mainStream), "cuMemsetD8Async(argmax scratch)")
     }
 
     public func memoryInfo() -> (free: Int, total: Int)? {
@@ -182,7 +193,7 @@ public final class CUDABackend: ComputeBackend {
             "multiprocessors": "\(multiprocessorCount)", "memory_gib": String(format: "%.1f", Double(totalMemory) / 1_073_741_824),
             "nvrtc": nvrtc.version, "cublaslt": "\(blas.version)", "libcuda": driver.library.name,
             "libnvrtc": nvrtc.library.name, "libcublaslt": blas.library.name,
-            "programmatic_launch": "\(usesProgrammaticLaunch)",
+            "programmatic_launch": "\(usesProgrammaticLaunch)", "blas_programmatic_edges": "\(usesBLASProgrammaticEdges)",
         ]
         for (k, v) in kernels.report { d["kernel.\(k)"] = v }
         return d

@@ -189,6 +189,8 @@ struct DecodeRun {
         var rng = OpChecks.SplitMix(seed: UInt64(batch) &* 7919)
         let prompts = (0..<batch).map { _ in (0..<promptLength).map { _ in Int32(rng.int(c.vocabSize)) } }
         let ids = try gpu.allocate(Shape(batch), dtype: .i32)
+        // Runs with and without adapters launch different kernels: they never share a graph.
+        let graphKey = "decode-\(batch)-adapters-\(lora?.refs.count ?? 0)"
 
         // Prefill, as many whole prompts per step as the workspace holds.
         var next = [Int32](repeating: 0, count: batch)
@@ -235,16 +237,14 @@ struct DecodeRun {
                 let logits = model.forward(step, cache: cache, lora: applier)
                 gpu.argmax(logits, out: ids)
             }
-            // Runs with and without adapters launch different kernels: they never share a graph.
-            let key = "decode-\(batch)-adapters-\(lora?.refs.count ?? 0)"
             let ms = gpu.timeMilliseconds {
                 // Step 0 runs eagerly, so new GEMM shapes are tuned before the graph captures them.
                 if useGraphs && t > 0 {
                     if gpus.count == 1 {
-                        gpu.withGraph(key: key, body)
+                        gpu.withGraph(key: graphKey, body)
                     } else {
                         // One graph per rank, captured and replayed on the rank's own thread (NCCL calls included).
-                        let logits = model.forward(step, cache: cache, lora: applier, around: { r, rankStep in gpus[r].withGraph(key: key, rankStep) })
+                        let logits = model.forward(step, cache: cache, lora: applier, around: { r, rankStep in gpus[r].withGraph(key: graphKey, rankStep) })
                         gpu.argmax(logits, out: ids)
                     }
                 } else {
@@ -290,6 +290,7 @@ struct DecodeRun {
             "weight_bytes_per_step": weightBytes, "distinct_tokens_seq0": distinct, "eager_step_kernels": kernels,
             "adapter_bytes_per_step": adapterBytes,
         ]
+        if useGraphs, gpus.count == 1, let graph = gpu.graphSummaries[graphKey] { row["graph"] = graph }
         if let lora {
             row["lora_backend"] = lora.backend
             row["max_lora_chunk_size"] = lora.manager.options.maxChunkSize

@@ -195,18 +195,31 @@ struct OpChecks {
                                 "pass": mismatches == 0])
             }
         }
-        do {
-            let vocab = 128_256
-            let (_, lg, values) = pair(Shape(4, vocab), scale: 10)
-            let ids = try! gpu.allocate(Shape(4), dtype: .i32)
-            gpu.argmax(lg, out: ids)
-            let got = gpu.downloadInts(ids)
-            let want = (0..<4).map { r -> Int32 in
-                var best = 0
-                for j in 1..<vocab where values[r * vocab + j] > values[r * vocab + best] { best = j }
-                return Int32(best)
+        // argmax: rows split over blocks; bf16 and f32; rows not 16-byte aligned (odd vocab); planted
+        // ties (lowest index wins), NaNs (never win) and an all-NaN row (0); each case run twice, as
+        // the kernel's scratch must be left zero for the next launch.
+        for (rows, vocab, f32) in [(4, 128_256, false), (1, 128_256, true), (33, 1_001, false), (3, 32_000, true), (2, 7, false)] {
+            var values = (0..<rows * vocab).map { _ in HalfConversion.bf16ToFloat(HalfConversion.floatToBF16(rng.uniform() * 10)) }
+            if rows >= 3 {
+                let top = HalfConversion.bf16ToFloat(HalfConversion.floatToBF16(values.max()! + 1))
+                values[vocab + vocab - 1] = top; values[vocab + vocab / 3] = top  // row 1: a tie, the lower index wins
+                values[2 * vocab] = .nan; values[2 * vocab + 5] = .nan                // row 2: NaNs lose
             }
-            results.append(["op": "argmax", "detail": "4×\(vocab)", "pass": got == want, "got": got.map(Int.init), "expected": want.map(Int.init)])
+            if rows == 2 { for j in 0..<vocab { values[vocab + j] = .nan } }       // row 1: all NaN → 0
+            let lg = try! gpu.allocate(Shape(rows, vocab), dtype: f32 ? .f32 : .bf16)
+            gpu.copy(values, to: lg)
+            let want = (0..<rows).map { r -> Int32 in
+                var best = -1
+                for j in 0..<vocab where !values[r * vocab + j].isNaN && (best < 0 || values[r * vocab + j] > values[r * vocab + best]) { best = j }
+                return Int32(max(best, 0))
+            }
+            let ids = try! gpu.allocate(Shape(rows), dtype: .i32)
+            for run in 1...2 {
+                gpu.argmax(lg, out: ids)
+                let got = gpu.downloadInts(ids)
+                results.append(["op": "argmax", "detail": "\(rows)×\(vocab) \(f32 ? "f32" : "bf16"), run \(run)", "pass": got == want,
+                                "got": got.prefix(8).map(Int.init), "expected": want.prefix(8).map(Int.init)])
+            }
         }
         results += loraChecks()
         return results

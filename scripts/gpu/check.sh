@@ -15,7 +15,8 @@
 #   $BENCH_VARIANTS entry), tp (on nvidia-h200-x2: gpu-check --tp-size 2 and bench decode at tp 2
 #   through NCCL), lora (loom bench lora-kernels, the issue's table for csgmv, sgmv and fused, and bench
 #   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only), lora-many (bench
-#   lora-kernels at 106 and 160 decode rows over 29 to 128 adapters, shrink segments on and off), slora (scripts/slora_recipe.sh
+#   lora-kernels at 106 and 160 decode rows over 29 to 128 adapters, shrink segments on and off), ncu (Nsight Compute on
+#   batch-32 decode kernels: attention, argmax, cuBLASLt), slora (scripts/slora_recipe.sh
 #   at n = 8 with rank 16 and n = 128 with ranks 8-64, alpha 0.3, each under $OUT/slora-nN, or $SLORA_GOALS; LOOM_*
 #   settings in the environment reach its servers, e.g. LOOM_SIDE_STREAM=1). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
@@ -129,6 +130,22 @@ PY
                 --adapters 8 --rank 16 --lora-backend $backend --output "$OUT/bench-decode-llama-3.1-8b-lora8-r16-$backend.json" > /dev/null 2>> "$OUT/bench-lora.log"
             echo "bench decode --adapters 8 --lora-backend $backend: exit $?"; tail -4 "$OUT/bench-lora.log"
         done
+        ;;
+    ncu)
+        # Nsight Compute (--clock-control none) on eager batch-32 decode kernels of the 8B shape: the
+        # decode attention, the argmax and the cuBLASLt GEMMs (every non-Loom kernel after the prefill's),
+        # one CSV each under $OUT.
+        profile() {  # name, ncu filter arguments…
+            local name=$1; shift
+            timeout 240 ncu --clock-control none "$@" --section SpeedOfLight --section Occupancy --section LaunchStats \
+                --section WarpStateStats --section MemoryWorkloadAnalysis --csv \
+                /tmp/loom bench decode --random-weights llama-3.1-8b --batch 32 --prompt-len 128 --new-tokens 4 --eager-only \
+                > "$OUT/ncu-$name.csv" 2> "$OUT/ncu-$name.log"
+            echo "ncu $name: exit $? ($(wc -l < "$OUT/ncu-$name.csv") lines)"
+        }
+        profile attention --kernel-name regex:loom_attention_decode --launch-skip 40 --launch-count 2
+        profile argmax --kernel-name loom_argmax --launch-skip 2 --launch-count 1
+        profile blas --kernel-name 'regex:^(?!loom_)' --launch-skip ${NCU_BLAS_SKIP:-136} --launch-count 10
         ;;
     lora-many)
         # S-LoRA's decode: 160 rows over 64 or 128 adapters, and the recipe's mean step (106 rows over 29
