@@ -36,6 +36,7 @@ let package = Package(
                 .embedInCode("Kernels/rope.cu"),
                 .embedInCode("Kernels/attention.cu"),
                 .embedInCode("Kernels/attention_decode.cu"),
+                .embedInCode("Kernels/attention_decode_mma.cu"),
                 .embedInCode("Kernels/silu_mul.cu"),
                 .embedInCode("Kernels/gather_rows.cu"),
                 .embedInCode("Kernels/convert.cu"),

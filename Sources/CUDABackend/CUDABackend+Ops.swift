@@ -108,8 +108,20 @@ extension CUDABackend {
             let scratch = attentionScratch(bytes: 4 * entries * (headDim + 2))
             partial = (scratch, scratch + UInt64(4 * entries * headDim), scratch + UInt64(4 * entries * (headDim + 1)))
         }
-        let kernel = usesDecodeKernel ? "loom_attention_decode_d\(dimsPerLane)_g\(groupBound)" : "loom_attention_d\(dimsPerLane)_g\(groupBound)"
-        launch(kernel, grid: (n, numKVHeads, splits), block: chunk, sharedBytes: usesDecodeKernel ? 0 : 4 * max(group * (headDim + chunk), 4 * headDim),
+        let kernel: String, sharedBytes: Int
+        if usesDecodeKernel && usesDecodeAttentionMMA {
+            // Four warps, each a ring of three 16-token steps of K and V rows.
+            kernel = "loom_attention_decode_mma_d\(headDim)_g\(groupBound)"
+            sharedBytes = 4 * 3 * 2 * 16 * headDim * 2
+            raiseSharedLimit(kernel, bytes: sharedBytes)
+        } else if usesDecodeKernel {
+            kernel = "loom_attention_decode_d\(dimsPerLane)_g\(groupBound)"
+            sharedBytes = 0
+        } else {
+            kernel = "loom_attention_d\(dimsPerLane)_g\(groupBound)"
+            sharedBytes = 4 * max(group * (headDim + chunk), 4 * headDim)
+        }
+        launch(kernel, grid: (n, numKVHeads, splits), block: chunk, sharedBytes: sharedBytes,
                [.pointer(qkv.devicePointer), .int(qkv.shape.rowCount), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
                 .int(numKVHeads * headDim), .pointer(out.devicePointer), .int(out.shape.rowCount),
                 .pointer(metadata.queryStarts.devicePointer), .pointer(metadata.contextLengths.devicePointer),
@@ -121,6 +133,14 @@ extension CUDABackend {
                    [.pointer(partial.0), .pointer(partial.1), .pointer(partial.2), .pointer(out.devicePointer),
                     .int(out.shape.rowCount), .int(numHeads), .int(headDim), .int(splits)])
         }
+    }
+
+    /// Lets `function` launch with `bytes` of dynamic shared memory (above 48 KiB it must opt in).
+    func raiseSharedLimit(_ function: String, bytes: Int) {
+        guard bytes > 48 * 1024, !raisedSharedLimits.contains(function), let f = kernels.functions[function] else { return }
+        activate()
+        must(driver.cuFuncSetAttribute(f, CUAttribute.funcMaxDynamicSharedSizeBytes, Int32(bytes)), "cuFuncSetAttribute(\(function), \(bytes) shared bytes)")
+        raisedSharedLimits.insert(function)
     }
 
     /// A device buffer of at least `bytes` for split attention; grows by allocating a new one.

@@ -62,6 +62,11 @@ public final class CUDABackend: ComputeBackend {
     /// Whether decode steps (one query row per sequence, head_dim 64 or 128, 3 to 8 query heads per
     /// KV head) run `loom_attention_decode` rather than the general kernel (`LOOM_DECODE_ATTENTION=0`: off).
     public let usesDecodeAttention = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION"] != "0"
+    /// Whether that decode kernel is the tensor-core one (`loom_attention_decode_mma`) rather than
+    /// the scalar one (`LOOM_DECODE_ATTENTION_MMA=0`); settable so checks run both.
+    public var usesDecodeAttentionMMA = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION_MMA"] != "0"
+    /// Functions whose dynamic shared-memory limit was raised above the default 48 KiB.
+    var raisedSharedLimits: Set<String> = []
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4

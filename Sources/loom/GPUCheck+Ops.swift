@@ -153,13 +153,22 @@ struct OpChecks {
             // 64 × 8 (row, KV head) blocks fill the GPU: no splits, each block writes its rows itself.
             ("decode 64 seqs, one split", 32, 8, 128, (0..<64).map { (cached: $0 * 29 % 200, query: 1) }),
         ]
+        // Decode-only cases run twice: on loom_attention_decode_mma and on the scalar decode kernel.
+        let mma = gpu.usesDecodeAttentionMMA
         for (label, heads, kvHeads, headDim, seqs) in attentionCases {
-            results.append(attentionCheck(label, heads: heads, kvHeads: kvHeads, headDim: headDim, seqs: seqs))
+            for usesMMA in seqs.allSatisfy({ $0.query == 1 }) ? [true, false] : [mma] {
+                gpu.usesDecodeAttentionMMA = usesMMA
+                results.append(attentionCheck(label + (usesMMA ? "" : ", scalar decode kernel"), heads: heads, kvHeads: kvHeads, headDim: headDim, seqs: seqs))
+            }
         }
         // Inside a graph capture the splits are fixed by the block-table capacity and shared out by
         // each row's own context on the device (the engine's decode graphs).
-        results.append(attentionCheck("decode in a graph, capacity 4096", heads: 32, kvHeads: 8, headDim: 128,
-                                      seqs: [(3000, 1), (700, 1), (129, 1), (0, 1)], capacityBlocks: 256))
+        for usesMMA in [true, false] {
+            gpu.usesDecodeAttentionMMA = usesMMA
+            results.append(attentionCheck("decode in a graph, capacity 4096" + (usesMMA ? "" : ", scalar decode kernel"), heads: 32, kvHeads: 8, headDim: 128,
+                                          seqs: [(3000, 1), (700, 1), (129, 1), (0, 1)], capacityBlocks: 256))
+        }
+        gpu.usesDecodeAttentionMMA = mma
         do {
             let (gc, gg, _) = pair(Shape(3, 2 * 344), scale: 4)
             let (oc, og) = zeros(Shape(3, 344))
