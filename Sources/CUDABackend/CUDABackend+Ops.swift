@@ -135,9 +135,10 @@ extension CUDABackend {
         }
     }
 
-    /// Lets `function` launch with `bytes` of dynamic shared memory (above 48 KiB it must opt in).
+    /// Lets `function` launch with `bytes` of dynamic shared memory (static and dynamic together
+    /// above 48 KiB must opt in).
     func raiseSharedLimit(_ function: String, bytes: Int) {
-        guard bytes > 48 * 1024, !raisedSharedLimits.contains(function), let f = kernels.functions[function] else { return }
+        guard !raisedSharedLimits.contains(function), let f = kernels.functions[function] else { return }
         activate()
         must(driver.cuFuncSetAttribute(f, CUAttribute.funcMaxDynamicSharedSizeBytes, Int32(bytes)), "cuFuncSetAttribute(\(function), \(bytes) shared bytes)")
         raisedSharedLimits.insert(function)

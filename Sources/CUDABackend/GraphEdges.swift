@@ -1,11 +1,16 @@
 /// A captured graph's kernels and dependency edges, read before it is instantiated: what
-/// `bench decode` reports of a decode graph (`graphSummaries`), and the one edit Loom may make to
-/// it. cuBLASLt launches its GEMMs without programmatic stream serialization, so each one starts
-/// only after the kernel before it has finished; its Hopper kernels nevertheless wait for their
-/// producers with `griddepcontrol.wait` (the SASS `ACQBULK`) before they read. With
-/// `LOOM_BLAS_PDL=1` every default edge from a kernel into a cuBLASLt kernel becomes programmatic,
-/// as if it had been launched with the attribute.
+/// `bench decode` reports of a decode graph (`graphSummaries`), and the one edit Loom makes to it.
+/// cuBLASLt launches its GEMMs without programmatic stream serialization, so each one starts only
+/// after the kernel before it has finished, although its Hopper GEMM kernels (`nvjet_sm90_*`) wait
+/// for their producers with `griddepcontrol.wait` (SASS `ACQBULK`) before they read, and cuBLASLt
+/// itself launches its split-K reduction after them programmatically. So each default edge from a
+/// kernel into an `nvjet_sm90_*` kernel becomes programmatic, as if Loom had launched it
+/// (`LOOM_BLAS_PDL=0`: off). `scripts/gpu/check.sh device sass` shows the wait in the SASS of the
+/// GEMM kernels the decode graphs use.
 struct GraphEdges {
+    /// Kernels known to wait for their producers (see above); edges into others stay as captured.
+    static let waitingKernelPrefixes = ["nvjet_sm90_"]
+
     /// `CUgraphEdgeData` (8 bytes): from_port, to_port, type, five reserved bytes.
     static let defaultEdge: UInt64 = 0
     /// Type programmatic (1) from the programmatic port (1): the edge a programmatic launch captures.
@@ -66,13 +71,13 @@ struct GraphEdges {
         return ["edges": edges, "kernels": kernels, "converted_edges": converted]
     }
 
-    /// Turns every default edge from a kernel into a cuBLASLt kernel programmatic; returns how many.
+    /// Turns every default edge from a kernel into a waiting cuBLASLt kernel programmatic; returns how many.
     func makeBLASEdgesProgrammatic(graph: OpaquePointer?, driver: Driver) -> Int {
         guard let remove = driver.cuGraphRemoveDependencies, let add = driver.cuGraphAddDependencies else { return 0 }
         var converted = 0
         for i in from.indices where data[i] == Self.defaultEdge {
             guard Self.kernelName(from[i], driver: driver) != nil, let target = Self.kernelName(to[i], driver: driver),
-                  !target.hasPrefix("loom_") else { continue }
+                  Self.waitingKernelPrefixes.contains(where: { target.hasPrefix($0) }) else { continue }
             var f = from[i], t = to[i], old = Self.defaultEdge, new = Self.programmaticEdge
             guard remove(graph, &f, &t, &old, 1) == 0 else { continue }
             if add(graph, &f, &t, &new, 1) == 0 {

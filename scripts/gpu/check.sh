@@ -147,6 +147,37 @@ PY
         profile argmax --kernel-name loom_argmax --launch-skip 2 --launch-count 1
         profile blas --kernel-name 'regex:^(?!loom_)' --launch-skip ${NCU_BLAS_SKIP:-136} --launch-count 10
         ;;
+    sass)
+        # Whether the cuBLASLt GEMM kernels of the decode graphs wait for their producers (griddepcontrol.wait,
+        # SASS ACQBULK) before they read: GraphEdges makes the edges into them programmatic. Each nvjet kernel of
+        # a batch-32 decode step, without and with 8 fused rank-16 adapters, through Nsight Compute's SASS view.
+        sass() {  # name, bench arguments…
+            local name=$1; shift
+            rm -f /tmp/sass-$name.ncu-rep
+            timeout 240 ncu --clock-control none --kernel-name regex:nvjet --launch-skip ${SASS_SKIP:-129} --launch-count 5 \
+                --section SourceCounters -o /tmp/sass-$name /tmp/loom bench decode --random-weights llama-3.1-8b --batch 32 \
+                --prompt-len 128 --new-tokens 3 --eager-only "$@" > "$OUT/sass-$name.log" 2>&1
+            ncu -i /tmp/sass-$name.ncu-rep --page source --print-source sass --csv > "$OUT/sass-$name.csv" 2>> "$OUT/sass-$name.log"
+            echo "sass $name: $(wc -l < "$OUT/sass-$name.csv") lines, $(grep -c ACQBULK "$OUT/sass-$name.csv") with ACQBULK"
+            head -c 600 "$OUT/sass-$name.csv"; echo; grep -m4 -n -E "ACQBULK|nvjet" "$OUT/sass-$name.csv" | cut -c1-200
+            python3 - "$OUT/sass-$name.csv" <<'PY'
+import sys, re
+name, lines = None, {}
+for line in open(sys.argv[1], errors="replace"):
+    m = re.search(r"(nvjet_sm90_\w+)", line)
+    if m and "ACQBULK" not in line and "Address" not in line: name = m.group(1)
+    if name:
+        s = lines.setdefault(name, [0, 0, None])
+        s[0] += 1
+        if "ACQBULK" in line:
+            s[1] += 1
+            if s[2] is None: s[2] = s[0]
+for k, (n, acq, first) in lines.items(): print(f"  {k}: {n} lines, ACQBULK {acq}x, first at line {first}")
+PY
+        }
+        sass base
+        sass fused --adapters 8 --rank 16 --lora-backend fused
+        ;;
     lora-many)
         # S-LoRA's decode: 160 rows over 64 or 128 adapters, and the recipe's mean step (106 rows over 29
         # adapters, ranks up to 64) (csgmv), beside their byte floors; again with the shrink's segment

@@ -56,7 +56,6 @@ __device__ __forceinline__ void attention_decode_mma(
     __shared__ int slots[MMA_SLOTS];
     __shared__ float warpMax[MMA_WARPS][G], warpSum[MMA_WARPS][G];
 
-    grid_enter();
     const int row = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, numSplits = gridDim.z;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int group = numHeads / numKVHeads;
@@ -66,16 +65,21 @@ __device__ __forceinline__ void attention_decode_mma(
     const int end = min(visible, begin + perSplit);
     const int* table = blockTables + (u64)row * tableWidth;
 
-    // Q's A fragments: row g = head g of the group (zero past the group), k = dims.
+    // Q's A fragments: row g = head g of the group (zero past the group), k = dims; read once the
+    // kernel before (RoPE) has finished.
     u32 qa[KSTEPS][2];
-    {
+    bool waited = false;
+    auto wait = [&]() {
+        if (waited) return;
+        waited = true;
+        grid_enter();
         const bf16* q = qkv + (u64)row * qkvStride + (kvh * group + g) * D + 2 * t;
 #pragma unroll
         for (int s = 0; s < KSTEPS; ++s) {
             qa[s][0] = g < group ? *(const u32*)(q + 16 * s) : 0u;
             qa[s][1] = g < group ? *(const u32*)(q + 16 * s + 8) : 0u;
         }
-    }
+    };
     float acc[NTILES][4];
 #pragma unroll
     for (int n = 0; n < NTILES; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
@@ -95,6 +99,10 @@ __device__ __forceinline__ void attention_decode_mma(
             slots[i] = table[tok / blockSize] * blockSize + tok % blockSize;
         }
         __syncthreads();
+        // The step's metadata (context lengths, block tables) and the cache rows of earlier steps
+        // are written before the step's kernels start; only the newest token's K and V (RoPE's)
+        // and q need the wait. So the first chunk's slots and the warp's first steps of older tokens
+        // are fetched before it, while RoPE still runs.
         const int steps = (count + MMA_TILE - 1) / MMA_TILE;
         const int mine = steps > warp ? (steps - warp + MMA_WARPS - 1) / MMA_WARPS : 0;  // this warp's steps
         // Copies the warp's i-th step (tokens (warp + i·WARPS)·TILE …) into stage i % STAGES.
@@ -114,8 +122,12 @@ __device__ __forceinline__ void attention_decode_mma(
             }
             cp_async_commit();  // an empty group past the end keeps the count of groups uniform
         };
+        // Whether the warp's first steps all end before the newest token (visible - 1).
+        const bool early = c0 + (warp + (MMA_STAGES - 2) * MMA_WARPS + 1) * MMA_TILE <= visible - 1;
+        if (!early) wait();
 #pragma unroll
         for (int i = 0; i < MMA_STAGES - 1; ++i) load(i);
+        wait();
         for (int i = 0; i < mine; ++i) {
             load(i + MMA_STAGES - 1);
             cp_async_wait<MMA_STAGES - 1>();
@@ -173,6 +185,7 @@ __device__ __forceinline__ void attention_decode_mma(
         cp_async_wait<0>();
     }
 
+    wait();  // a split without tokens still waits before it writes
     // Head g's sum over its quad; then the four warps merge through shared memory (the ring, now idle).
     mySum += __shfl_xor_sync(0xffffffffu, mySum, 1);
     mySum += __shfl_xor_sync(0xffffffffu, mySum, 2);
