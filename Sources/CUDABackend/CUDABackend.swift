@@ -74,9 +74,6 @@ public final class CUDABackend: ComputeBackend {
     /// `LOOM_PDL=0`: off): a kernel's blocks are scheduled while the previous kernel finishes and
     /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.
     public let usesProgrammaticLaunch: Bool
-    /// Whether captured graphs turn the edges into cuBLASLt's GEMM kernels programmatic
-    /// (`GraphEdges`; with programmatic launch on; `LOOM_BLAS_PDL=0`: off).
-    public let usesBLASProgrammaticEdges: Bool
     var graphs: [String: OpaquePointer] = [:]
     /// Each captured graph's kernels and edges by key (`GraphEdges.summary`), for reports.
     public internal(set) var graphSummaries: [String: [String: Any]] = [:]
@@ -161,7 +158,6 @@ public final class CUDABackend: ComputeBackend {
         _ = driver.cuDriverGetVersion(&driverVersion)
         usesProgrammaticLaunch = driver.cuLaunchKernelEx != nil && computeCapability.major >= 9 && driverVersion >= 12030
             && ProcessInfo.processInfo.environment["LOOM_PDL"] != "0"
-        usesBLASProgrammaticEdges = usesProgrammaticLaunch && ProcessInfo.processInfo.environment["LOOM_BLAS_PDL"] != "0"
         var free = 0, total = 0
         try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
         totalMemory = total
@@ -198,7 +194,7 @@ public final class CUDABackend: ComputeBackend {
             "multiprocessors": "\(multiprocessorCount)", "memory_gib": String(format: "%.1f", Double(totalMemory) / 1_073_741_824),
             "nvrtc": nvrtc.version, "cublaslt": "\(blas.version)", "libcuda": driver.library.name,
             "libnvrtc": nvrtc.library.name, "libcublaslt": blas.library.name,
-            "programmatic_launch": "\(usesProgrammaticLaunch)", "blas_programmatic_edges": "\(usesBLASProgrammaticEdges)",
+            "programmatic_launch": "\(usesProgrammaticLaunch)",
         ]
         for (k, v) in kernels.report { d["kernel.\(k)"] = v }
         return d

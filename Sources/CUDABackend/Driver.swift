@@ -47,12 +47,10 @@ final class Driver: @unchecked Sendable {
     let cuGraphDestroy: @convention(c) (Handle) -> Int32
     let cuGraphExecDestroy: @convention(c) (Handle) -> Int32
     let cuGetErrorName: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
-    /// Graph editing (CUDA 12.3+; nil on older drivers): `GraphEdges` reads a captured graph's edges
-    /// and kernels, and may turn edges into programmatic ones.
+    /// Graph inspection (CUDA 12.3+; nil on older drivers): `GraphEdges` reads a captured graph's
+    /// edges and kernels.
     let cuGraphGetEdges: (@convention(c) (Handle, UnsafeMutablePointer<Handle>?, UnsafeMutablePointer<Handle>?,
                                           UnsafeMutablePointer<UInt64>?, UnsafeMutablePointer<Int>) -> Int32)?
-    let cuGraphRemoveDependencies: (@convention(c) (Handle, UnsafePointer<Handle>, UnsafePointer<Handle>, UnsafePointer<UInt64>?, Int) -> Int32)?
-    let cuGraphAddDependencies: (@convention(c) (Handle, UnsafePointer<Handle>, UnsafePointer<Handle>, UnsafePointer<UInt64>?, Int) -> Int32)?
     let cuGraphNodeGetType: (@convention(c) (Handle, UnsafeMutablePointer<Int32>) -> Int32)?
     let cuGraphKernelNodeGetParams: (@convention(c) (Handle, UnsafeMutableRawPointer) -> Int32)?
     let cuFuncGetName: (@convention(c) (UnsafeMutablePointer<UnsafePointer<CChar>?>, Handle) -> Int32)?
@@ -102,8 +100,6 @@ final class Driver: @unchecked Sendable {
         cuGraphExecDestroy = try lib.function("cuGraphExecDestroy")
         cuGetErrorName = try lib.function("cuGetErrorName")
         cuGraphGetEdges = try? lib.function("cuGraphGetEdges_v2")
-        cuGraphRemoveDependencies = try? lib.function("cuGraphRemoveDependencies_v2")
-        cuGraphAddDependencies = try? lib.function("cuGraphAddDependencies_v2")
         cuGraphNodeGetType = try? lib.function("cuGraphNodeGetType")
         cuGraphKernelNodeGetParams = try? lib.function("cuGraphKernelNodeGetParams_v2")
         cuFuncGetName = try? lib.function("cuFuncGetName")

@@ -1,23 +1,13 @@
 /// A captured graph's kernels and dependency edges, read before it is instantiated: what
-/// `bench decode` reports of a decode graph (`graphSummaries`), and the one edit Loom makes to it.
-/// cuBLASLt launches its GEMMs without programmatic stream serialization, so each one starts only
-/// after the kernel before it has finished, although its Hopper GEMM kernels (`nvjet_sm90_*`) wait
-/// for their producers with `griddepcontrol.wait` (SASS `ACQBULK`) before they read, and cuBLASLt
-/// itself launches its split-K reduction after them programmatically. So each default edge from a
-/// kernel into an `nvjet_sm90_*` kernel becomes programmatic, as if Loom had launched it
-/// (`LOOM_BLAS_PDL=0`: off). `scripts/gpu/check.sh device sass` shows the wait in the SASS of the
-/// GEMM kernels the decode graphs use.
+/// `bench decode` reports of a decode graph (`graphSummaries`: kernel launches by name, edges by
+/// kind and type). It showed that the edges into cuBLASLt's GEMMs (`nvjet_sm90_*` with cuBLAS 13.1)
+/// are default ones, so each GEMM starts only after the kernel before it has finished. Those
+/// kernels cannot be made programmatic: their SASS has no `griddepcontrol.wait` (ACQBULK;
+/// `scripts/gpu/check.sh device sass`), so they would read their input before it is written.
 struct GraphEdges {
-    /// Kernels known to wait for their producers (see above); edges into others stay as captured.
-    static let waitingKernelPrefixes = ["nvjet_sm90_"]
-
-    /// `CUgraphEdgeData` (8 bytes): from_port, to_port, type, five reserved bytes.
-    static let defaultEdge: UInt64 = 0
-    /// Type programmatic (1) from the programmatic port (1): the edge a programmatic launch captures.
-    static let programmaticEdge: UInt64 = 1 | 1 << 16
-
     let from: [OpaquePointer?]
     let to: [OpaquePointer?]
+    /// Each edge's `CUgraphEdgeData` (8 bytes: from_port, to_port, type, five reserved).
     let data: [UInt64]
 
     /// Nil where the driver lacks the graph-editing calls (before CUDA 12.3).
@@ -48,8 +38,8 @@ struct GraphEdges {
     }
 
     /// Kernel launches by name and edges by kind (`loom`, `blas` or `other` at each end, and the
-    /// edge's type), plus how many edges `makeBLASEdgesProgrammatic` turned.
-    func summary(driver: Driver, converted: Int) -> [String: Any] {
+    /// edge's type and port).
+    func summary(driver: Driver) -> [String: Any] {
         var names: [OpaquePointer?: String?] = [:]
         func name(_ node: OpaquePointer?) -> String? {
             if let known = names[node] { return known }
@@ -68,24 +58,6 @@ struct GraphEdges {
         }
         var kernels: [String: Int] = [:]
         for case let n? in names.values { kernels[n, default: 0] += 1 }
-        return ["edges": edges, "kernels": kernels, "converted_edges": converted]
-    }
-
-    /// Turns every default edge from a kernel into a waiting cuBLASLt kernel programmatic; returns how many.
-    func makeBLASEdgesProgrammatic(graph: OpaquePointer?, driver: Driver) -> Int {
-        guard let remove = driver.cuGraphRemoveDependencies, let add = driver.cuGraphAddDependencies else { return 0 }
-        var converted = 0
-        for i in from.indices where data[i] == Self.defaultEdge {
-            guard Self.kernelName(from[i], driver: driver) != nil, let target = Self.kernelName(to[i], driver: driver),
-                  Self.waitingKernelPrefixes.contains(where: { target.hasPrefix($0) }) else { continue }
-            var f = from[i], t = to[i], old = Self.defaultEdge, new = Self.programmaticEdge
-            guard remove(graph, &f, &t, &old, 1) == 0 else { continue }
-            if add(graph, &f, &t, &new, 1) == 0 {
-                converted += 1
-            } else {
-                _ = add(graph, &f, &t, &old, 1)  // refused: the edge stays as captured
-            }
-        }
-        return converted
+        return ["edges": edges, "kernels": kernels]
     }
 }

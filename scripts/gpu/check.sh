@@ -16,7 +16,7 @@
 #   through NCCL), lora (loom bench lora-kernels, the table for csgmv, sgmv and fused, and bench
 #   decode with 8 rank-16 adapters at batch 1 and 32), ops (gpu-check --ops-only), lora-many (bench
 #   lora-kernels at 106 and 160 decode rows over 29 to 128 adapters, shrink segments on and off), ncu (Nsight Compute on
-#   batch-32 decode kernels: attention, argmax, cuBLASLt), slora (scripts/slora_recipe.sh
+#   batch-32 decode kernels: attention, argmax, cuBLASLt), sass (whether cuBLASLt's GEMMs wait for the previous grid), slora (scripts/slora_recipe.sh
 #   at n = 8 with rank 16 and n = 128 with ranks 8-64, alpha 0.3, each under $OUT/slora-nN, or $SLORA_GOALS; LOOM_*
 #   settings in the environment reach its servers, e.g. LOOM_SIDE_STREAM=1). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
@@ -149,8 +149,9 @@ PY
         ;;
     sass)
         # Whether the cuBLASLt GEMM kernels of the decode graphs wait for their producers (griddepcontrol.wait,
-        # SASS ACQBULK) before they read: GraphEdges makes the edges into them programmatic. Each nvjet kernel of
-        # a batch-32 decode step, without and with 8 fused rank-16 adapters, through Nsight Compute's SASS view.
+        # SASS ACQBULK) before they read, which a programmatic edge into them would need (with cuBLAS 13.1 none
+        # does). Each nvjet kernel of a batch-32 decode step, without and with 8 fused rank-16 adapters, through
+        # Nsight Compute's SASS view.
         sass() {  # name, bench arguments…
             local name=$1; shift
             rm -f /tmp/sass-$name.ncu-rep
