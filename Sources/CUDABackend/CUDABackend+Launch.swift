@@ -142,7 +142,7 @@ extension CUDABackend {
             joinSideStream()  // a capture ends with every stream it forked joined
             var graph: OpaquePointer?
             must(driver.cuStreamEndCapture(mainStream, &graph), "cuStreamEndCapture(\(key))")
-            if let edges = GraphEdges(graph: graph, driver: driver) { graphSummaries[key] = edges.summary(driver: driver) }
+            if recordsGraphSummaries, let edges = GraphEdges(graph: graph, driver: driver) { graphSummaries[key] = edges.summary(driver: driver) }
             var exec: OpaquePointer?
             must(driver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags(\(key))")
             _ = driver.cuGraphDestroy(graph)

@@ -75,7 +75,9 @@ public final class CUDABackend: ComputeBackend {
     /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.
     public let usesProgrammaticLaunch: Bool
     var graphs: [String: OpaquePointer] = [:]
-    /// Each captured graph's kernels and edges by key (`GraphEdges.summary`), for reports.
+    /// With `recordsGraphSummaries` (benchmarks), each graph's kernels and edges by key, read at
+    /// capture (`GraphEdges.summary`).
+    public var recordsGraphSummaries = false
     public internal(set) var graphSummaries: [String: [String: Any]] = [:]
     var graphState = GraphState.eager
     public internal(set) var profiler: KernelProfiler?

@@ -87,7 +87,7 @@ struct BenchDecode: ParsableCommand {
         guard !batches.isEmpty, batches.allSatisfy({ $0 > 0 }) else { throw ValidationError("--batch: give positive integers") }
         let gpus = try (0..<tpSize).map { try CUDABackend(device: $0) }
         let gpu = gpus[0]
-        for g in gpus { g.tunesGEMMs = tuneGemms }
+        for g in gpus { g.tunesGEMMs = tuneGemms; g.recordsGraphSummaries = true }
         let communicators: [Communicator?] = tpSize == 1 ? [nil] : try NCCLCommunicator.group(backends: gpus)
         let ncclVersion = (communicators.first as? NCCLCommunicator)?.ncclVersion
         let bandwidth = try gpu.measureCopyBandwidth()

@@ -159,21 +159,18 @@ PY
                 --section SourceCounters -o /tmp/sass-$name /tmp/loom bench decode --random-weights llama-3.1-8b --batch 32 \
                 --prompt-len 128 --new-tokens 3 --eager-only "$@" > "$OUT/sass-$name.log" 2>&1
             ncu -i /tmp/sass-$name.ncu-rep --page source --print-source sass --csv > "$OUT/sass-$name.csv" 2>> "$OUT/sass-$name.log"
-            echo "sass $name: $(wc -l < "$OUT/sass-$name.csv") lines, $(grep -c ACQBULK "$OUT/sass-$name.csv") with ACQBULK"
-            head -c 600 "$OUT/sass-$name.csv"; echo; grep -m4 -n -E "ACQBULK|nvjet" "$OUT/sass-$name.csv" | cut -c1-200
+            # Per kernel ("Kernel Name" rows start each), its SASS lines and those that wait or trigger.
             python3 - "$OUT/sass-$name.csv" <<'PY'
-import sys, re
-name, lines = None, {}
+import re, sys
+stats, kernel = {}, None
 for line in open(sys.argv[1], errors="replace"):
-    m = re.search(r"(nvjet_sm90_\w+)", line)
-    if m and "ACQBULK" not in line and "Address" not in line: name = m.group(1)
-    if name:
-        s = lines.setdefault(name, [0, 0, None])
-        s[0] += 1
-        if "ACQBULK" in line:
-            s[1] += 1
-            if s[2] is None: s[2] = s[0]
-for k, (n, acq, first) in lines.items(): print(f"  {k}: {n} lines, ACQBULK {acq}x, first at line {first}")
+    m = re.match(r'"Kernel Name","([^"]+)"', line)
+    if m:
+        kernel = m.group(1); stats[kernel] = {"sass": 0, "ACQBULK": 0, "PREEXIT": 0}
+    elif kernel and line.startswith('"0x'):
+        stats[kernel]["sass"] += 1
+        for op in ("ACQBULK", "PREEXIT"): stats[kernel][op] += op in line
+for k, v in stats.items(): print(f"  sass: {k}: {v['sass']} instructions, ACQBULK {v['ACQBULK']}, PREEXIT {v['PREEXIT']}")
 PY
         }
         sass base
