@@ -50,13 +50,10 @@ extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS) loom_argmax(
         if ((((u64)p) & 15) == 0) {
             const int vecEnd = begin + ((max(end - begin, 0)) & ~7);
             for (int j = begin + 8 * threadIdx.x; j < vecEnd; j += 8 * ARGMAX_THREADS) {
-                const uint4 v = *(const uint4*)(p + j);
-                const u32 w[4] = {v.x, v.y, v.z, v.w};
+                float v[8];
+                unpack_bf16(*(const uint4*)(p + j), v);
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    argmax_fold(key, __uint_as_float(w[e] << 16), j + 2 * e);
-                    argmax_fold(key, __uint_as_float(w[e] & 0xffff0000u), j + 2 * e + 1);
-                }
+                for (int e = 0; e < 8; ++e) argmax_fold(key, v[e], j + e);
             }
             for (int j = vecEnd + threadIdx.x; j < end; j += ARGMAX_THREADS) argmax_fold(key, bf16_to_f32(p[j]), j);
         } else {

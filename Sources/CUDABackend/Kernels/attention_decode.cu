@@ -166,29 +166,8 @@ __device__ __forceinline__ void attention_decode(
 #pragma unroll
         for (int k = 0; k < DPL; ++k) warpAcc[warp][g][lane * DPL + k] = acc[g][k];
     __syncthreads();
-    for (int e = tid; e < group * headDim; e += blockDim.x) {
-        const int g = e / headDim, d = e - g * headDim;
-        float m = NEG_INF;
-#pragma unroll
-        for (int w = 0; w < WARPS; ++w) m = fmaxf(m, warpMax[w][g]);
-        float o = 0.f, l = 0.f;
-        if (m != NEG_INF) {
-#pragma unroll
-            for (int w = 0; w < WARPS; ++w) {
-                const float f = __expf(warpMax[w][g] - m);
-                o += warpAcc[w][g][d] * f;
-                l += warpSum[w][g] * f;
-            }
-        }
-        const int h = kvh * group + g;
-        if (numSplits == 1) {
-            out[(u64)row * outStride + h * headDim + d] = f32_to_bf16(l > 0.f ? o / l : 0.f);
-        } else {
-            const u64 idx = ((u64)row * numHeads + h) * numSplits + split;
-            partialAcc[idx * headDim + d] = o;
-            if (d == 0) { partialMax[idx] = m; partialSum[idx] = l; }
-        }
-    }
+    attention_decode_merge<WARPS, G>(warpMax, warpSum, &warpAcc[0][0][0], group, headDim, row, kvh, split, numSplits, numHeads,
+                                     out, outStride, partialAcc, partialMax, partialSum);
 }
 
 #define ATTENTION_DECODE_ENTRY(DPL, G)                                                                                 \

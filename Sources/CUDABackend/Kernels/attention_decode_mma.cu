@@ -186,13 +186,14 @@ __device__ __forceinline__ void attention_decode_mma(
     }
 
     wait();  // a split without tokens still waits before it writes
-    // Head g's sum over its quad; then the four warps merge through shared memory (the ring, now idle).
+    // Head g's sum over its quad; then the four warps merge through shared memory (the ring, now
+    // idle), the max in natural-log units as the scalar kernel keeps it.
     mySum += __shfl_xor_sync(0xffffffffu, mySum, 1);
     mySum += __shfl_xor_sync(0xffffffffu, mySum, 2);
     __syncthreads();
     float* warpAcc = (float*)ring;  // [warp][G][D]
     if (g < G) {
-        if (t == 0) { warpMax[warp][g] = myMax; warpSum[warp][g] = mySum; }
+        if (t == 0) { warpMax[warp][g] = myMax * 0.6931471805599453f; warpSum[warp][g] = mySum; }
 #pragma unroll
         for (int n = 0; n < NTILES; ++n) {
             warpAcc[(warp * G + g) * D + 8 * n + 2 * t] = acc[n][0];
@@ -200,30 +201,8 @@ __device__ __forceinline__ void attention_decode_mma(
         }
     }
     __syncthreads();
-    for (int e = tid; e < group * D; e += blockDim.x) {
-        const int h = e / D, d = e - h * D;
-        float m = NEG_INF;
-#pragma unroll
-        for (int w = 0; w < MMA_WARPS; ++w) m = fmaxf(m, warpMax[w][h]);
-        float o = 0.f, l = 0.f;
-        if (m != NEG_INF) {
-#pragma unroll
-            for (int w = 0; w < MMA_WARPS; ++w) {
-                const float f = exp2f(warpMax[w][h] - m);
-                o += warpAcc[(w * G + h) * D + d] * f;
-                l += warpSum[w][h] * f;
-            }
-        }
-        const int head = kvh * group + h;
-        if (numSplits == 1) {
-            out[(u64)row * outStride + head * D + d] = f32_to_bf16(l > 0.f ? o / l : 0.f);
-        } else {
-            // loom_attention_combine merges with natural exponents.
-            const u64 idx = ((u64)row * numHeads + head) * numSplits + split;
-            partialAcc[idx * D + d] = o;
-            if (d == 0) { partialMax[idx] = m == NEG_INF ? NEG_INF : m * 0.6931471805599453f; partialSum[idx] = l; }
-        }
-    }
+    attention_decode_merge<MMA_WARPS, G>(warpMax, warpSum, warpAcc, group, D, row, kvh, split, numSplits, numHeads, out, outStride,
+                                         partialAcc, partialMax, partialSum);
 }
 
 #define ATTENTION_DECODE_MMA_ENTRY(D, G)                                                                               \

@@ -73,6 +73,41 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// The end of a decode attention block (loom_attention_decode*): merges its WARPS warps' online-softmax
+// states for the group's heads (max in natural-log units and sum per [warp][head], accumulators
+// acc[(warp·G + head)·headDim + d]) and writes the block's rows of out (one split) or its partials
+// for loom_attention_combine. The caller has synchronized the block after writing the states.
+template <int WARPS, int G>
+__device__ __forceinline__ void attention_decode_merge(
+    const float (*warpMax)[G], const float (*warpSum)[G], const float* acc, int group, int headDim, int row, int kvh,
+    int split, int numSplits, int numHeads, bf16* __restrict__ out, int outStride, float* __restrict__ partialAcc,
+    float* __restrict__ partialMax, float* __restrict__ partialSum)
+{
+    for (int e = threadIdx.x; e < group * headDim; e += blockDim.x) {
+        const int g = e / headDim, d = e - g * headDim;
+        float m = NEG_INF;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) m = fmaxf(m, warpMax[w][g]);
+        float o = 0.f, l = 0.f;
+        if (m != NEG_INF) {
+#pragma unroll
+            for (int w = 0; w < WARPS; ++w) {
+                const float f = __expf(warpMax[w][g] - m);
+                o += acc[(w * G + g) * headDim + d] * f;
+                l += warpSum[w][g] * f;
+            }
+        }
+        const int h = kvh * group + g;
+        if (numSplits == 1) {
+            out[(u64)row * outStride + h * headDim + d] = f32_to_bf16(l > 0.f ? o / l : 0.f);
+        } else {
+            const u64 idx = ((u64)row * numHeads + h) * numSplits + split;
+            partialAcc[idx * headDim + d] = o;
+            if (d == 0) { partialMax[idx] = m; partialSum[idx] = l; }
+        }
+    }
+}
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
 __device__ __forceinline__ float block_sum(float v) {
     __shared__ float partial[32];
