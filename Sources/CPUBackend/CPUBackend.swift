@@ -8,6 +8,10 @@ public final class CPUBackend: ComputeBackend {
     public let weightDType = DType.f32
     public let activationDType = DType.f32
 
+    /// What `residualSliceCount` answers where it divides K: 1 (no slices) unless a test asks for
+    /// more, to run the model's sliced path on the reference backend.
+    public var residualSlices = 1
+
     public init() {}
 
     public func allocate(_ shape: Shape, dtype: DType) throws -> DeviceTensor {
@@ -101,6 +105,44 @@ public final class CPUBackend: ComputeBackend {
                 for i in 0..<n { for c in cols { o[i * outputs + c] += b[c] } }
             }
         }
+    }
+
+    public func linearSlices(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor) {
+        let n = x.shape[0], width = x.shape.rowCount, slices = out.shape[0], outputs = weight.shape[0]
+        precondition(out.shape.rank == 3 && out.shape[1] == n && out.shape[2] == outputs && width % slices == 0 && weight.shape[1] >= width,
+                     "linearSlices: x \(x.shape) · weightᵀ \(weight.shape) into \(out.shape)")
+        let k = width / slices
+        let slice = UnsafeMutablePointer<Float>.allocate(capacity: max(n * k, 1))
+        defer { slice.deallocate() }
+        for s in 0..<slices {
+            for i in 0..<n { (slice + i * k).update(from: x.f32 + i * width + s * k, count: k) }
+            let o = out.f32 + s * n * outputs, w = weight.f32 + s * k, wStride = weight.shape[1]
+            parallelFor((outputs + 3) / 4, work: n * k * outputs) { range in
+                let cols = (range.lowerBound * 4)..<min(outputs, range.upperBound * 4)
+                Kernels.gemmNT(x: slice, rows: n, w: w, outputs: cols, k: k, wStride: wStride, out: o, outStride: outputs)
+            }
+        }
+    }
+
+    public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
+        let count = slices.shape[0], n = residual.shape[0], d = residual.shape.rowCount
+        precondition(slices.shape.rank == 3 && slices.shape[1] == n && slices.shape[2] == d, "addRMSNorm: slices \(slices.shape) for \(residual.shape)")
+        let r = residual.f32, p = slices.f32, w = weight.f32, o = out.f32
+        parallelFor(n, work: n * d * (4 + count)) { rows in
+            let sum = UnsafeMutablePointer<Float>.allocate(capacity: d)
+            defer { sum.deallocate() }
+            for i in rows {
+                sum.update(from: p + i * d, count: d)
+                for s in 1..<max(count, 1) { Kernels.axpy(1, p + (s * n + i) * d, sum, d) }
+                let ri = r + i * d
+                Kernels.axpy(1, sum, ri, d)
+                Self.normRow(ri, w, eps, o + i * d, d)
+            }
+        }
+    }
+
+    public func residualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int {
+        inFeatures % residualSlices == 0 ? residualSlices : 1
     }
 
     public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,

@@ -56,13 +56,20 @@ extension CUDABackend {
             gemv(x, weight, out)
             return
         }
+        blasMatmul(x, weight, out, n: n, m: m, k: k, label: "cublasLt \(n)x\(m)x\(k)")
+    }
+
+    /// One cuBLASLt launch (`CuBLASLt.matmul`), tuned on first use in eager mode with `tunesGEMMs`.
+    func blasMatmul(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor, n: Int, m: Int, k: Int, ldInput: Int? = nil,
+                    batch: Int = 1, label: String) {
         guard beginLaunch() else { return }
         activate()
-        let probe = profiler?.begin("cublasLt \(n)x\(m)x\(k)", stream: stream)
+        let probe = profiler?.begin(label, stream: stream)
         defer { if let probe { profiler!.end(probe, stream: stream) } }
         let tunes = graphState == .eager && profiler == nil && tunesGEMMs
         do {
-            try blas.matmul(x: x.devicePointer, weight: weight.devicePointer, out: out.devicePointer, n: n, m: m, k: k, ldWeight: ldWeight,
+            try blas.matmul(x: x.devicePointer, weight: weight.devicePointer, out: out.devicePointer, n: n, m: m, k: k,
+                            ldWeight: weight.shape.rowCount, ldInput: ldInput, batch: batch,
                             outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
                             workspace: blasWorkspace.pointer, stream: stream,
                             time: tunes ? { run in self.evictL2(); return self.timeMilliseconds(run) } : nil)

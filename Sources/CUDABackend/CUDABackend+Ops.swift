@@ -32,7 +32,18 @@ extension CUDABackend {
         norm(residual: residual, x, weight: weight, eps: eps, out: out, add: true)
     }
 
-    private func norm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, add: Bool) {
+    public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
+        let n = residual.shape[0], d = residual.shape.rowCount
+        bf16(residual, "addRMSNorm"); bf16(weight, "addRMSNorm"); bf16(out, "addRMSNorm")
+        precondition(slices.dtype == .f32 && slices.shape.rank == 3 && slices.shape[1] == n && slices.shape[2] == d,
+                     "addRMSNorm: f32 slices [S, \(n), \(d)] expected, got \(slices.dtype) \(slices.shape)")
+        precondition(weight.count == d && out.shape.rowCount == d)
+        norm(residual: residual, residual, weight: weight, eps: eps, out: out, add: true, slices: slices)
+    }
+
+    /// `slices`: x is the sum of their rows (f32) instead of `x`.
+    private func norm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, add: Bool,
+                      slices: DeviceTensor? = nil) {
         let n = x.shape[0], d = x.shape.rowCount
         if n == 0 { return }
         // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
@@ -40,7 +51,28 @@ extension CUDABackend {
         let block = d % 8 == 0 && vectors <= 4 * 1024 ? min(1024, max(32, (vectors + 31) / 32 * 32)) : 256
         launch("loom_norm", grid: (n, 1, 1), block: block,
                [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
-                .pointer(out.devicePointer), .int(d), .float(eps), .int(add ? 1 : 0)])
+                .pointer(out.devicePointer), .int(d), .float(eps), .int(add ? 1 : 0),
+                .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * d))])
+    }
+
+    public func linearSlices(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor) {
+        let n = x.shape[0], width = x.shape.rowCount, count = out.shape[0], m = weight.shape[0], ldWeight = weight.shape.rowCount
+        precondition(x.dtype == .bf16 && weight.dtype == .bf16 && out.dtype == .f32, "linearSlices: bf16 · bf16 into f32 expected")
+        precondition(out.shape.rank == 3 && out.shape[1] == n && out.shape[2] == m && width % count == 0 && (width / count) % 8 == 0
+                     && ldWeight >= width && (ldWeight == width || ldWeight % 8 == 0),
+                     "linearSlices: x \(x.shape) · weightᵀ \(weight.shape) into \(out.shape)")
+        if n == 0 { return }
+        let k = width / count
+        blasMatmul(x, weight, out, n: n, m: m, k: k, ldInput: width, batch: count, label: "cublasLt \(count)x\(n)x\(m)x\(k)")
+    }
+
+    /// Rows above `maxGEMVRows` (GEMV reads W once however many rows) and up to 64, where a GEMM's
+    /// output tiles are too few for the multiprocessors: 4 slices, else 2, of at least 512 of K.
+    public func residualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int {
+        func fits(_ count: Int) -> Bool { inFeatures % count == 0 && (inFeatures / count) % 8 == 0 }
+        if let residualSlices { return fits(residualSlices) ? residualSlices : 1 }
+        guard rows > maxGEMVRows && rows <= 64 else { return 1 }
+        return [4, 2].first { fits($0) && inFeatures / $0 >= 512 } ?? 1
     }
 
     public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor) {

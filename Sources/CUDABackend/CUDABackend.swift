@@ -70,6 +70,9 @@ public final class CUDABackend: ComputeBackend {
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
+    /// Into how many K-slices o and down are cut at decode batches (`residualSliceCount`): nil
+    /// chooses, `LOOM_RESIDUAL_SLICES=n` fixes n (1: never cut); settable so checks run both paths.
+    public var residualSlices = ProcessInfo.processInfo.environment["LOOM_RESIDUAL_SLICES"].flatMap { Int($0) }.map { max(1, $0) }
     /// Whether kernels launch with programmatic dependent launch (sm_90+, a CUDA 12.3 driver;
     /// `LOOM_PDL=0`: off): a kernel's blocks are scheduled while the previous kernel finishes and
     /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.

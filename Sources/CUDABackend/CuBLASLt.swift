@@ -8,6 +8,7 @@ final class CuBLASLt: @unchecked Sendable {
     private let cublasLtMatmulDescCreate: @convention(c) (UnsafeMutablePointer<Handle>, Int32, Int32) -> Int32
     private let cublasLtMatmulDescSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Int32
     private let cublasLtMatrixLayoutCreate: @convention(c) (UnsafeMutablePointer<Handle>, Int32, UInt64, UInt64, Int64) -> Int32
+    private let cublasLtMatrixLayoutSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Int32
     private let cublasLtMatmulPreferenceCreate: @convention(c) (UnsafeMutablePointer<Handle>) -> Int32
     private let cublasLtMatmulPreferenceSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Int32
     private let cublasLtMatmulAlgoGetHeuristic: @convention(c) (Handle, Handle, Handle, Handle, Handle, Handle, Handle, Int32,
@@ -28,7 +29,7 @@ final class CuBLASLt: @unchecked Sendable {
         var desc: Handle, a: Handle, b: Handle, d: Handle
         var algo: [UInt64]
     }
-    private struct PlanKey: Hashable { var m, n, k, ldWeight: Int; var outType: Int32; var alignment: UInt64 }
+    private struct PlanKey: Hashable { var m, n, k, ldWeight, ldInput, batch: Int; var outType: Int32; var alignment: UInt64 }
     private var plans: [PlanKey: Plan] = [:]
     let workspaceBytes = 32 << 20
 
@@ -37,6 +38,8 @@ final class CuBLASLt: @unchecked Sendable {
     private static let compute32F: Int32 = 68
     private static let descTransA: Int32 = 3, descTransB: Int32 = 4
     private static let prefMaxWorkspace: Int32 = 1
+    /// CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT (int32), CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET (int64, elements).
+    private static let layoutBatchCount: Int32 = 5, layoutBatchStride: Int32 = 6
     /// CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES.
     private static let prefMinAlignment: [Int32] = [5, 6, 7, 8]
 
@@ -48,6 +51,7 @@ final class CuBLASLt: @unchecked Sendable {
         cublasLtMatmulDescCreate = try lib.function("cublasLtMatmulDescCreate")
         cublasLtMatmulDescSetAttribute = try lib.function("cublasLtMatmulDescSetAttribute")
         cublasLtMatrixLayoutCreate = try lib.function("cublasLtMatrixLayoutCreate")
+        cublasLtMatrixLayoutSetAttribute = try lib.function("cublasLtMatrixLayoutSetAttribute")
         cublasLtMatmulPreferenceCreate = try lib.function("cublasLtMatmulPreferenceCreate")
         cublasLtMatmulPreferenceSetAttribute = try lib.function("cublasLtMatmulPreferenceSetAttribute")
         cublasLtMatmulAlgoGetHeuristic = try lib.function("cublasLtMatmulAlgoGetHeuristic")
@@ -66,17 +70,21 @@ final class CuBLASLt: @unchecked Sendable {
     }
 
     /// `out[n, m] = x[n, k] · W[m, k]ᵀ` (row-major, bf16 operands, fp32 accumulation; `out` bf16 or
-    /// f32); W's rows are `ldWeight ≥ k` elements apart. In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
+    /// f32); W's rows are `ldWeight ≥ k` elements apart, x's `ldInput ≥ k` (k when nil). In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
+    /// `batch` > 1 runs that many such products in one launch, the b-th on columns `b·k ..< (b+1)·k`
+    /// of x and W into `out + b·n·m` (the K-slices of one product, `linearSlices`).
     /// `time`, when given (never during a graph capture), measures a closure's device milliseconds:
     /// a new shape then tries the heuristic's top candidates and their split-K variants on these operands and keeps the fastest,
     /// each timed alone (best of three; the CUDA backend's `time` first evicts the operands from L2,
     /// as a decode step meets every layer's weights: timed on L2-resident repeats, the choice does not carry over).
-    func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, ldWeight: Int, outType: Int32,
+    func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, ldWeight: Int, ldInput: Int? = nil, batch: Int = 1, outType: Int32,
                 workspace: UInt64, stream: OpaquePointer?, time: ((() -> Void) -> Double)? = nil) throws {
-        // The heuristic assumes 256-byte aligned operands unless told otherwise; views may be less aligned.
+        // The heuristic assumes 256-byte aligned operands unless told otherwise; views (and the
+        // batch's K-slices) may be less aligned.
         var alignment: UInt64 = 256
-        while alignment > 2 && (x | weight | out) % alignment != 0 { alignment /= 2 }
-        let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, outType: outType, alignment: alignment)
+        let sliceBytes = batch > 1 ? UInt64(2 * k) : 0
+        while alignment > 2 && (x | weight | out | sliceBytes) % alignment != 0 { alignment /= 2 }
+        let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, ldInput: ldInput ?? k, batch: batch, outType: outType, alignment: alignment)
         let plan: Plan
         if let p = plans[key] {
             plan = p
@@ -96,7 +104,7 @@ final class CuBLASLt: @unchecked Sendable {
                     timings.append((config(of: c), ms * 1000))
                     if ms < best.ms { best = (i, ms) }
                 }
-                tunings.append(Tuning(m: m, n: n, k: k, heuristic: config(of: candidates[0]), chosen: config(of: candidates[best.index]),
+                tunings.append(Tuning(m: m, n: n, k: k, batch: batch, heuristic: config(of: candidates[0]), chosen: config(of: candidates[best.index]),
                                       timings: timings))
                 candidates = [candidates[best.index]]
             }
@@ -114,7 +122,7 @@ final class CuBLASLt: @unchecked Sendable {
 
     /// A shape tuned on first use: the heuristic's first candidate, the fastest, and each candidate's device µs.
     struct Tuning {
-        var m, n, k: Int
+        var m, n, k, batch: Int
         var heuristic, chosen: AlgorithmConfig
         var timings: [(config: AlgorithmConfig, us: Double)]
     }
@@ -184,8 +192,16 @@ final class CuBLASLt: @unchecked Sendable {
         try check(cublasLtMatmulDescSetAttribute(desc, Self.descTransA, &transA, 4), "cublasLtMatmulDescSetAttribute(TRANSA)")
         try check(cublasLtMatmulDescSetAttribute(desc, Self.descTransB, &transB, 4), "cublasLtMatmulDescSetAttribute(TRANSB)")
         try check(cublasLtMatrixLayoutCreate(&a, Self.r16BF, UInt64(key.k), UInt64(key.m), Int64(key.ldWeight)), "cublasLtMatrixLayoutCreate(A)")
-        try check(cublasLtMatrixLayoutCreate(&b, Self.r16BF, UInt64(key.k), UInt64(key.n), Int64(key.k)), "cublasLtMatrixLayoutCreate(B)")
+        try check(cublasLtMatrixLayoutCreate(&b, Self.r16BF, UInt64(key.k), UInt64(key.n), Int64(key.ldInput)), "cublasLtMatrixLayoutCreate(B)")
         try check(cublasLtMatrixLayoutCreate(&d, key.outType, UInt64(key.m), UInt64(key.n), Int64(key.m)), "cublasLtMatrixLayoutCreate(D)")
+        if key.batch > 1 {
+            var count = Int32(key.batch)
+            for (layout, stride) in [(a, key.k), (b, key.k), (d, key.m * key.n)] {
+                var elements = Int64(stride)
+                try check(cublasLtMatrixLayoutSetAttribute(layout, Self.layoutBatchCount, &count, 4), "cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)")
+                try check(cublasLtMatrixLayoutSetAttribute(layout, Self.layoutBatchStride, &elements, 8), "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)")
+            }
+        }
         try check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate")
         var bytes = UInt64(workspaceBytes)
         try check(cublasLtMatmulPreferenceSetAttribute(pref, Self.prefMaxWorkspace, &bytes, 8), "cublasLtMatmulPreferenceSetAttribute")
@@ -217,7 +233,7 @@ extension CUDABackend {
         blas.tunings.map { t in
             let heuristicUS = t.timings.first { $0.config == t.heuristic }?.us
             let chosenUS = t.timings.first { $0.config == t.chosen }?.us
-            return ["m": t.m, "n": t.n, "k": t.k, "heuristic": t.heuristic.description, "chosen": t.chosen.description,
+            return ["m": t.m, "n": t.n, "k": t.k, "batch": t.batch, "heuristic": t.heuristic.description, "chosen": t.chosen.description,
                     "heuristic_us": heuristicUS ?? -1, "chosen_us": chosenUS ?? -1,
                     "candidates": t.timings.map { ["config": $0.config.description, "us": $0.us] as [String: Any] }]
         }

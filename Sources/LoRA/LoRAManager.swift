@@ -366,6 +366,11 @@ public final class LoRAManager {
         return rb.layers[layer][group]?.b != nil && (rb.communicator == nil || !Self.isRowParallel(Self.modules(of: group)[0]))
     }
 
+    /// Whether `expand` adds anything into the group's output: an adapted, unfused group.
+    fileprivate func expands(rank: Int, layer: Int, group: ProjectionGroup) -> Bool {
+        ranks[rank].layers[layer][group]?.b != nil
+    }
+
     fileprivate func expand(rank: Int, layer: Int, group: ProjectionGroup, shrunk y: DeviceTensor, output: DeviceTensor, plan: LoRAKernelPlan) {
         let rb = ranks[rank]
         guard let buf = rb.layers[layer][group], let b = buf.b else { return }
@@ -421,6 +426,10 @@ final class StepApplier: LoRAApplier {
             y = manager.shrink(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows)
         }
         if let y { manager.expand(rank: rank, layer: layer, group: group, shrunk: y, output: output, plan: plans[rank]) }
+    }
+
+    func addsToOutput(rank: Int, layer: Int, group: ProjectionGroup) -> Bool {
+        manager.expands(rank: rank, layer: layer, group: group)
     }
 
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {

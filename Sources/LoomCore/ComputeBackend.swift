@@ -102,6 +102,17 @@ public protocol ComputeBackend: AnyObject {
     /// `[outFeatures, k]` with `k > inFeatures` (a LoRA-extended weight, `loraShrinkFused`) is read in
     /// its first `inFeatures` columns.
     func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor)
+    /// `linear` (no bias) cut into `S = out.shape[0]` slices of K, left unsummed: with `k = K / S`
+    /// (K = x's width), `out[s][i] = x[i][s·k ..< (s+1)·k] · weight[·][s·k ..< (s+1)·k]ᵀ`, `out`
+    /// `[S, n, outFeatures]` f32. `addRMSNorm(residual:slices:…)` sums the slices: a device then
+    /// runs one GEMM over S·(output tiles) blocks instead of a split-K GEMM and its reduction kernel.
+    func linearSlices(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor)
+    /// `addRMSNorm` of `x = Σ_s slices[s]` (`slices` `[S, n, d]` f32, from `linearSlices`), the sum
+    /// rounded to the activation dtype first, as `linear` rounds its output.
+    func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
+    /// Into how many slices of K (`linearSlices`) this backend would rather cut a GEMM of `rows` rows,
+    /// `outFeatures` outputs and K = `inFeatures` whose output only goes into `addRMSNorm`; 1: `linear`.
+    func residualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int
     /// Rotates q `[n, heads·d]` and k `[n, kvHeads·d]` of the stacked projection output `qkv`
     /// `[n, (heads + 2·kvHeads)·d]` in place by `positions[i]·invFreq` (rotate-half layout, as
     /// transformers' Llama), then writes row i's rotated k and its v into the paged caches
@@ -181,6 +192,8 @@ public protocol ComputeBackend: AnyObject {
 
 extension ComputeBackend {
     public func memoryInfo() -> (free: Int, total: Int)? { nil }
+
+    public func residualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int { 1 }
 
     public func forkSideStream(_ body: () -> Void) -> Bool { false }
 

@@ -71,6 +71,9 @@ public protocol LoRAApplier: AnyObject {
     /// weights carry the slots' B in extra columns) `input` with the scaled shrink results beside
     /// it, so that the GEMM itself adds the deltas and `apply` has nothing left to do.
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor
+    /// Whether `apply` adds into the group's GEMM output: false where the group is not adapted or
+    /// its GEMM adds the deltas itself (fused), so that the model may leave that output unsummed.
+    func addsToOutput(rank: Int, layer: Int, group: ProjectionGroup) -> Bool
     /// Called before the group's GEMM: may queue the group's shrink of `input` on the backend's side
     /// stream, beside the GEMM, for the `apply` that follows to join and expand.
     func shrinkAhead(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor)

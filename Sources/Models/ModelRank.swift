@@ -32,7 +32,14 @@ public final class ModelRank {
         /// `[n, hidden]` f32: a row-parallel GEMM's partial sums, all-reduced (tp > 1 with activations
         /// narrower than f32 only).
         var reduced: DeviceTensor?
+        /// f32, room for `[S, n, hidden]`: o's or down's K-slices, left for the next `addRMSNorm` to
+        /// sum (tp = 1, at most `maxSlicedRows` rows, where the backend asks for slices).
+        var slices: DeviceTensor?
     }
+
+    /// Slices pay at decode batches, where a GEMM has too few output tiles for the multiprocessors;
+    /// beyond this their buffer would grow with the batch for nothing.
+    static let maxSlicedRows = 256
 
     init(config: ModelConfig, shard: TensorShard, weights: LlamaWeights, backend: ComputeBackend, communicator: Communicator?,
          maxTokens n: Int, maxSequences: Int, maxBlocksPerSequence: Int) throws {
@@ -54,6 +61,11 @@ public final class ModelRank {
         // Logits stay f32 on every backend: bf16 logits would cost ~0.1 in logprobs and flip near-ties.
         func floats(_ d: Int...) throws -> DeviceTensor { try backend.allocate(Shape(d), dtype: .f32) }
         let localLogits = try floats(n, lmRows)
+        let slicedRows = min(n, Self.maxSlicedRows)
+        let maxSlices = communicator != nil ? 1 : (1...slicedRows).map { rows in
+            max(backend.residualSliceCount(rows: rows, outFeatures: c.hiddenSize, inFeatures: c.qSize),
+                backend.residualSliceCount(rows: rows, outFeatures: c.hiddenSize, inFeatures: c.intermediateSize))
+        }.max()!
         ws = Workspace(
             tokens: try ints(n), positions: try ints(n), slotMapping: try ints(n), logitsRows: try ints(n),
             queryStarts: try ints(maxSequences + 1), contextLengths: try ints(maxSequences),
@@ -64,7 +76,18 @@ public final class ModelRank {
             logitsInput: try acts(n, c.hiddenSize), finalNormed: try acts(n, c.hiddenSize),
             localLogits: localLogits,
             logits: shard.size > 1 ? try floats(n, config.vocabSize) : localLogits,
-            reduced: shard.size > 1 && f != .f32 ? try floats(n, c.hiddenSize) : nil)
+            reduced: shard.size > 1 && f != .f32 ? try floats(n, c.hiddenSize) : nil,
+            slices: maxSlices > 1 ? try floats(maxSlices * slicedRows * c.hiddenSize) : nil)
+    }
+
+    /// Where a row-parallel GEMM of `x` by `weight` may leave its K-slices for the next
+    /// `addRMSNorm` to sum: a view `[S, n, hidden]` of the workspace, or nil for one `linear`.
+    private func sliceBuffer(_ x: DeviceTensor, weight: DeviceTensor) -> DeviceTensor? {
+        guard let buffer = ws.slices else { return nil }
+        let n = x.shape[0], width = weight.shape[0]
+        let count = backend.residualSliceCount(rows: n, outFeatures: width, inFeatures: x.shape.rowCount)
+        guard count > 1, count * n * width <= buffer.count else { return nil }
+        return buffer.rows(count * n * width).reshaped(Shape(count, n, width))
     }
 
     /// `out = x · weightᵀ` of a row-parallel module, summed over the ranks.
@@ -120,16 +143,39 @@ public final class ModelRank {
         let attention = ws.attention.rows(n), projected = ws.projected.rows(n)
         let gateUp = ws.gateUp.rows(n), activated = ws.activated.rows(n)
         b.embed(tokens: ws.tokens.rows(n), table: weights.embedding, out: residual)
+        var pendingSlices: DeviceTensor?
         communicator?.allReduceSum(residual)
         for (i, layer) in weights.layers.enumerated() {
             // What a group's GEMM multiplies: x, or x beside its adapters' shrink results (fused LoRA).
             func gemmInput(_ group: ProjectionGroup, _ x: DeviceTensor) -> DeviceTensor {
                 lora?.gemmInput(rank: rank, layer: i, group: group, input: x) ?? x
             }
+            // `residual += ` the last row-parallel output (from its slices where it left them), then the norm.
+            func addRMSNorm(_ weight: DeviceTensor) {
+                if let slices = pendingSlices {
+                    b.addRMSNorm(residual: residual, slices: slices, weight: weight, eps: c.rmsNormEps, out: normed)
+                    pendingSlices = nil
+                } else {
+                    b.addRMSNorm(residual: residual, projected, weight: weight, eps: c.rmsNormEps, out: normed)
+                }
+            }
+            // o or down: into `projected`, or K-slices left unsummed where nothing else adds into
+            // the output (no unfused adapter) and it is not the last layer's down (gathered below).
+            func rowParallel(_ group: ProjectionGroup, _ x: DeviceTensor, weight: DeviceTensor) {
+                let input = gemmInput(group, x)
+                if !(lora?.addsToOutput(rank: rank, layer: i, group: group) ?? false),
+                   group == .o || i + 1 < weights.layers.count, let slices = sliceBuffer(input, weight: weight) {
+                    b.linearSlices(input, weight: weight, out: slices)
+                    pendingSlices = slices
+                    return
+                }
+                rowParallelLinear(input, weight: weight, out: projected)
+                lora?.apply(rank: rank, layer: i, group: group, input: x, output: projected)
+            }
             if i == 0 {
                 b.rmsNorm(residual, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
             } else {
-                b.addRMSNorm(residual: residual, projected, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
+                addRMSNorm(layer.inputNorm)
             }
             lora?.shrinkAhead(rank: rank, layer: i, group: .qkv, input: normed)
             b.linear(gemmInput(.qkv, normed), weight: layer.qkv, bias: layer.qkvBias, out: qkv)
@@ -140,16 +186,14 @@ public final class ModelRank {
             b.attention(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
             lora?.shrinkAhead(rank: rank, layer: i, group: .o, input: attention)
-            rowParallelLinear(gemmInput(.o, attention), weight: layer.o, out: projected)
-            lora?.apply(rank: rank, layer: i, group: .o, input: attention, output: projected)
-            b.addRMSNorm(residual: residual, projected, weight: layer.postAttentionNorm, eps: c.rmsNormEps, out: normed)
+            rowParallel(.o, attention, weight: layer.o)
+            addRMSNorm(layer.postAttentionNorm)
             lora?.shrinkAhead(rank: rank, layer: i, group: .gateUp, input: normed)
             b.linear(gemmInput(.gateUp, normed), weight: layer.gateUp, bias: nil, out: gateUp)
             lora?.apply(rank: rank, layer: i, group: .gateUp, input: normed, output: gateUp)
             b.siluMul(gateUp, out: activated)
             lora?.shrinkAhead(rank: rank, layer: i, group: .down, input: activated)
-            rowParallelLinear(gemmInput(.down, activated), weight: layer.down, out: projected)
-            lora?.apply(rank: rank, layer: i, group: .down, input: activated, output: projected)
+            rowParallel(.down, activated, weight: layer.down)
         }
         let m = batch.logitsRows.count
         b.gatherRows(residual, rows: ws.logitsRows.rows(m), out: ws.logitsInput.rows(m))

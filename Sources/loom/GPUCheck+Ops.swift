@@ -119,6 +119,29 @@ struct OpChecks {
             results.append(compare("linear", oc, og, tolerance: f32 ? 1e-4 : 1e-2,
                                    detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(bias ? " + bias" : "")\(f32 ? " → f32" : ""), \(path)"))
         }
+        // K-slices of o and down (batched cuBLASLt into f32), one case on a weight wider than x (a
+        // LoRA-extended one), and their sum inside addRMSNorm (16-byte vectors, and d = 100's scalar loop).
+        for (n, k, m, count, extra) in [(32, 4096, 4096, 4, 0), (32, 14336, 4096, 4, 0), (7, 336, 200, 2, 0), (9, 4224, 512, 2, 64),
+                                         (64, 1032, 96, 3, 0)] {
+            let (xc, xg, _) = pair(Shape(n, k))
+            let (wc, wg, _) = pair(Shape(m, k + extra), scale: 0.05)
+            let (oc, og) = zeros(Shape(count, n, m), gpuDType: .f32)
+            cpu.linearSlices(xc, weight: wc, out: oc)
+            gpu.linearSlices(xg, weight: wg, out: og)
+            results.append(compare("linearSlices", oc, og, tolerance: 1e-4, detail: "\(count) slices of \(n)×\(k) · (\(m)×\(k + extra))ᵀ → f32"))
+        }
+        for (n, d, count) in [(32, 4096, 4), (5, 100, 3), (3, 96, 2)] {
+            let values = (0..<count * n * d).map { _ in rng.uniform() * 2 }
+            let (sc, sg) = floats32(values)
+            let (wc, wg, _) = pair(Shape(d))
+            let (rc, rg, _) = pair(Shape(n, d), scale: 2)
+            let (oc, og) = zeros(Shape(n, d))
+            let shape = Shape(count, n, d)
+            cpu.addRMSNorm(residual: rc, slices: sc.reshaped(shape), weight: wc, eps: 1e-5, out: oc)
+            gpu.addRMSNorm(residual: rg, slices: sg.reshaped(shape), weight: wg, eps: 1e-5, out: og)
+            results.append(compare("addRMSNorm(slices).residual", rc, rg, tolerance: 1e-2, detail: "\(count) slices of \(n)×\(d)"))
+            results.append(compare("addRMSNorm(slices).out", oc, og, tolerance: 1e-2, detail: "\(count) slices of \(n)×\(d)"))
+        }
         // RoPE (plain, and Llama 3.1's scaled frequencies) and the cache write: 9 rows, one without a
         // slot, positions below 5000.
         for (heads, kvHeads, headDim, scaled) in [(4, 2, 48, false), (4, 2, 48, true), (32, 8, 128, false), (32, 8, 128, true)] {

@@ -71,6 +71,30 @@ import Testing
         #expect(maxDiff(b.download(out), expected) < 1e-5)
     }
 
+    /// `linearSlices` cut from a weight wider than x: the slices sum to `linear`, and
+    /// `addRMSNorm(residual:slices:…)` on them equals `addRMSNorm` on that sum.
+    @Test func linearSlicesSumToLinearInsideAddRMSNorm() throws {
+        var rng = Rng(state: 5)
+        let n = 5, k = 12, m = 7, extra = 4, count = 3
+        let x = try tensor(rng.array(n * k), n, k), w = try tensor(rng.array(m * (k + extra)), m, k + extra)
+        let slices = try b.allocate(Shape(count, n, m), dtype: .f32), full = try b.allocate(Shape(n, m), dtype: .f32)
+        b.linearSlices(x, weight: w, out: slices)
+        b.linear(x, weight: w, bias: nil, out: full)
+        let parts = b.download(slices)
+        let summed = (0..<n * m).map { i in (0..<count).reduce(Float(0)) { $0 + parts[$1 * n * m + i] } }
+        #expect(maxDiff(summed, b.download(full)) < 1e-5)
+        // Each slice is its own third of K, not the whole product split evenly.
+        #expect(maxDiff(Array(parts[0..<n * m]), summed) > 1e-3)
+
+        let r = rng.array(n * m), g = rng.array(m)
+        let viaSlices = try tensor(r, n, m), viaSum = try tensor(r, n, m)
+        let out1 = try b.allocate(Shape(n, m), dtype: .f32), out2 = try b.allocate(Shape(n, m), dtype: .f32)
+        b.addRMSNorm(residual: viaSlices, slices: slices, weight: try tensor(g, m), eps: 1e-5, out: out1)
+        b.addRMSNorm(residual: viaSum, try tensor(summed, n, m), weight: try tensor(g, m), eps: 1e-5, out: out2)
+        #expect(maxDiff(b.download(viaSlices), b.download(viaSum)) == 0)
+        #expect(maxDiff(b.download(out1), b.download(out2)) == 0)
+    }
+
     /// Two sequences in paged KV with scattered blocks: one prefilling a chunk on top of cached
     /// tokens, one decoding; attention equals a dense causal softmax over each sequence's tokens.
     @Test func pagedAttentionMatchesDenseCausalAttention() throws {

@@ -19,10 +19,11 @@ import Testing
         var reference: [String: Any]
     }
 
-    func setup(_ name: String, kind: LoRABackendKind, slots: Int) throws -> Setup {
+    func setup(_ name: String, kind: LoRABackendKind, slots: Int, residualSlices: Int = 1) throws -> Setup {
         let reference = try loadJSON(fixture("models/\(name)/reference.json"))
         let modelDir = packageRoot.appendingPathComponent(reference["model_dir"] as! String).path
         let backend = CPUBackend()
+        backend.residualSlices = residualSlices
         let model = try LlamaModel(directory: modelDir, backend: backend, maxTokens: 1024, maxSequences: 32)
         let adapterDir = fixture("models/\(name)/adapters")
         let names = try FileManager.default.contentsOfDirectory(atPath: adapterDir).sorted()
@@ -64,6 +65,17 @@ import Testing
         try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
                   logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) },
                   label: "\(name) \(kind) cases")
+    }
+
+    /// o and down cut into 2 K-slices that the next RMSNorm sums, where no expand adds into their
+    /// output: every group under fused (its widened K sliced too), none under csgmv.
+    @Test(arguments: ["llama-tiny", "qwen2-tiny"], [LoRABackendKind.csgmv, .fused])
+    func slicedRowParallelGEMMsMatchPEFT(model name: String, kind: LoRABackendKind) throws {
+        let s = try setup(name, kind: kind, slots: 3, residualSlices: 2)
+        let cases = s.reference["cases"] as! [[String: Any]]
+        try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
+                  logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) },
+                  label: "\(name) \(kind) cases, 2 slices")
     }
 
     /// Steps of more than `LoRAManager.stepShrunkRows` rows use one shared shrink buffer, smaller ones

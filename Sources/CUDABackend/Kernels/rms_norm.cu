@@ -1,11 +1,13 @@
 // rms_norm / add_rms_norm: RMSNorm of each row, optionally after adding x into the residual stream.
 //   loom_rms_norm:     out[i] = w * bf16(x[i] / sqrt(mean(x[i]^2) + eps))
 //   loom_add_rms_norm: residual[i] = bf16(residual[i] + x[i]); out[i] = rmsNorm(residual[i])
+// With `slices` (a GEMM's K-slices, linearSlices), x[i] = bf16(sum over s of slices[s][i]) (f32).
 // The sum of squares is accumulated in fp32; roundings follow transformers' bf16 LlamaRMSNorm.
 // Decode runs one row per block, so the kernel is a latency chain: rows of d % 8 == 0 are read with
 // 16-byte loads, each thread keeping its (at most 4) vectors in registers between the two passes.
 // Launch: grid (n rows), block (min(1024, max(32, roundup32(d / 8)))) for the vector path (d <= 32768),
-// else 256. Arguments: residual/x/out [n, d] bf16 (rows contiguous), w [d] bf16, d, eps, add (0/1).
+// else 256. Arguments: residual/x/out [n, d] bf16 (rows contiguous), w [d] bf16, d, eps, add (0/1),
+// slices [count, n, d] f32 (`count` 0: none; slices `sliceStride` = n·d floats apart).
 #include "common.cuh"
 
 #define MAXV 4
@@ -18,11 +20,12 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
 }
 
 extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                     bf16* __restrict__ out, int d, float eps, int add) {
+                                     bf16* __restrict__ out, int d, float eps, int add,
+                                     const float* __restrict__ slices, int count, long long sliceStride) {
     grid_enter();
     const u64 base = (u64)blockIdx.x * d;
     const bool vectorized = (d & 7) == 0 && d / 8 <= MAXV * (int)blockDim.x
-        && (((u64)(residual + base) | (u64)(x + base) | (u64)w | (u64)(out + base)) & 15) == 0;
+        && (((u64)(residual + base) | (u64)(x + base) | (u64)w | (u64)(out + base) | (u64)slices) & 15) == 0;
     float s = 0.f;
     if (vectorized) {
         const int nv = d >> 3;
@@ -32,7 +35,19 @@ extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __
             const int i = threadIdx.x + k * blockDim.x;
             if (i < nv) {
                 float a[8];
-                unpack_bf16(((const uint4*)(x + base))[i], a);
+                if (count > 0) {
+                    const float4* p = (const float4*)(slices + base) + 2 * i;
+                    float4 lo = p[0], hi = p[1];
+                    for (int s = 1; s < count; ++s) {
+                        const float4 l = p[s * sliceStride / 4], h = p[s * sliceStride / 4 + 1];
+                        lo.x += l.x; lo.y += l.y; lo.z += l.z; lo.w += l.w;
+                        hi.x += h.x; hi.y += h.y; hi.z += h.z; hi.w += h.w;
+                    }
+                    a[0] = round_bf16(lo.x); a[1] = round_bf16(lo.y); a[2] = round_bf16(lo.z); a[3] = round_bf16(lo.w);
+                    a[4] = round_bf16(hi.x); a[5] = round_bf16(hi.y); a[6] = round_bf16(hi.z); a[7] = round_bf16(hi.w);
+                } else {
+                    unpack_bf16(((const uint4*)(x + base))[i], a);
+                }
                 if (add) {
                     float r[8];
                     unpack_bf16(((const uint4*)(residual + base))[i], r);
@@ -61,7 +76,14 @@ extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __
     // Any width: scalar loads; each thread re-reads only the elements it wrote.
     const bf16* src = add ? residual : x;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        float a = bf16_to_f32(x[base + j]);
+        float a;
+        if (count > 0) {
+            a = 0.f;
+            for (int s = 0; s < count; ++s) a += slices[s * sliceStride + base + j];
+            a = round_bf16(a);
+        } else {
+            a = bf16_to_f32(x[base + j]);
+        }
         if (add) {
             a = round_bf16(bf16_to_f32(residual[base + j]) + a);
             residual[base + j] = f32_to_bf16(a);
