@@ -56,28 +56,7 @@ extension CUDABackend {
             gemv(x, weight, out)
             return
         }
-        // The skinny kernel where it has blocks enough for the multiprocessors in one slice (gate/up,
-        // the LM head; not q/k/v).
-        if (m + 63) / 64 >= 2 * multiprocessorCount && skinnyGEMM(x, weight, out, slices: 1) { return }
         blasMatmul(x, weight, out, n: n, m: m, k: k, label: "cublasLt \(n)x\(m)x\(k)")
-    }
-
-    /// `loom_gemm_skinny` of x `[n, S·kSlice]` by W into `out` (`[n, m]` bf16 or f32 with one slice,
-    /// `[S, n, m]` f32) where it applies (`usesSkinnyGEMM`, 5 to 64 rows, 16-byte rows and slices);
-    /// false leaves the GEMM to the caller.
-    func skinnyGEMM(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor, slices: Int) -> Bool {
-        let n = x.shape[0], width = x.shape.rowCount, m = weight.shape[0], ldw = weight.shape.rowCount
-        guard usesSkinnyGEMM && n > maxGEMVRows && n <= 64 && width % slices == 0 && (width / slices) % 8 == 0
-                && (width | ldw) % 8 == 0 && (x.devicePointer | weight.devicePointer) % 16 == 0 else { return false }
-        let tiles = [2, 4, 8].first { 8 * $0 >= n }!
-        let sharedBytes = 4 * (64 + 8 * tiles) * 128
-        let kernel = "loom_gemm_skinny_t\(tiles)"
-        raiseSharedLimit(kernel, bytes: sharedBytes)
-        launch(kernel, grid: ((m + 63) / 64, slices, 1), block: 128, sharedBytes: sharedBytes,
-               label: "skinny \(slices)x\(n)x\(m)x\(width / slices)",
-               [.pointer(x.devicePointer), .int(width), .pointer(weight.devicePointer), .int(ldw), .pointer(out.devicePointer),
-                .int(out.dtype == .f32 ? 1 : 0), .int(n), .int(m), .int(width / slices)])
-        return true
     }
 
     /// One cuBLASLt launch (`CuBLASLt.matmul`), tuned on first use in eager mode with `tunesGEMMs`.

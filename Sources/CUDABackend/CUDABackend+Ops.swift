@@ -61,23 +61,18 @@ extension CUDABackend {
         precondition(out.shape.rank == 3 && out.shape[1] == n && out.shape[2] == m && width % count == 0 && (width / count) % 8 == 0
                      && ldWeight >= width && (ldWeight == width || ldWeight % 8 == 0),
                      "linearSlices: x \(x.shape) · weightᵀ \(weight.shape) into \(out.shape)")
-        if n == 0 || skinnyGEMM(x, weight, out, slices: count) { return }
+        if n == 0 { return }
         let k = width / count
         blasMatmul(x, weight, out, n: n, m: m, k: k, ldInput: width, batch: count, label: "cublasLt \(count)x\(n)x\(m)x\(k)")
     }
 
-    /// Rows above `maxGEMVRows` (GEMV reads W once however many rows) and up to 64, where one
-    /// GEMM's output tiles are too few for the multiprocessors: with the skinny kernel, the fewest
-    /// slices (of 1, 2, 4, 8) that give its 64-row blocks 1.5 waves; with cuBLASLt, 2.
+    /// Rows above `maxGEMVRows` (GEMV reads W once however many rows) and up to 64, where a GEMM's
+    /// output tiles are too few for the multiprocessors: 4 slices, else 2, of at least 512 of K.
     public func residualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int {
         func fits(_ count: Int) -> Bool { inFeatures % count == 0 && (inFeatures / count) % 8 == 0 }
         if let residualSlices { return fits(residualSlices) ? residualSlices : 1 }
         guard rows > maxGEMVRows && rows <= 64 else { return 1 }
-        if usesSkinnyGEMM {
-            let blocks = (outFeatures + 63) / 64
-            return [1, 2, 4, 8].first { fits($0) && 2 * blocks * $0 >= 3 * multiprocessorCount } ?? 1
-        }
-        return fits(2) ? 2 : 1
+        return [4, 2].first { fits($0) && inFeatures / $0 >= 512 } ?? 1
     }
 
     public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor) {

@@ -127,25 +127,8 @@ struct OpChecks {
             let (wc, wg, _) = pair(Shape(m, k + extra), scale: 0.05)
             let (oc, og) = zeros(Shape(count, n, m), gpuDType: .f32)
             cpu.linearSlices(xc, weight: wc, out: oc)
-            for skinny in [true, false] {
-                gpu.usesSkinnyGEMM = skinny
-                gpu.zero(og)
-                gpu.linearSlices(xg, weight: wg, out: og)
-                results.append(compare("linearSlices", oc, og, tolerance: 1e-4,
-                                       detail: "\(count) slices of \(n)×\(k) · (\(m)×\(k + extra))ᵀ → f32, \(skinny ? "loom_gemm_skinny" : "cuBLASLt")"))
-            }
-        }
-        gpu.usesSkinnyGEMM = true
-        // `linear` by the skinny kernel: 5 to 64 rows, outputs enough for two blocks a multiprocessor
-        // (m = 17001: a last block of 41 rows), k with a partial last step, bf16 or f32 out.
-        for (n, k, m, f32) in [(16, 4096, 28672, false), (33, 512, 20000, true), (64, 1000, 17000, true), (7, 344, 17001, false), (5, 4096, 128256, true)] {
-            let (xc, xg, _) = pair(Shape(n, k))
-            let (wc, wg, _) = pair(Shape(m, k), scale: 0.05)
-            let (oc, og) = zeros(Shape(n, m), gpuDType: f32 ? .f32 : .bf16)
-            cpu.linear(xc, weight: wc, bias: nil, out: oc)
-            gpu.linear(xg, weight: wg, bias: nil, out: og)
-            results.append(compare("linear", oc, og, tolerance: f32 ? 1e-4 : 1e-2,
-                                   detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(f32 ? " → f32" : ""), \(2 * gpu.multiprocessorCount <= (m + 63) / 64 ? "loom_gemm_skinny" : "cuBLASLt")"))
+            gpu.linearSlices(xg, weight: wg, out: og)
+            results.append(compare("linearSlices", oc, og, tolerance: 1e-4, detail: "\(count) slices of \(n)×\(k) · (\(m)×\(k + extra))ᵀ → f32"))
         }
         for (n, d, count) in [(32, 4096, 4), (5, 100, 3), (3, 96, 2)] {
             let values = (0..<count * n * d).map { _ in rng.uniform() * 2 }
