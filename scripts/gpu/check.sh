@@ -113,11 +113,11 @@ PY
     bench)
         # One run per variant NAME[:VAR=VALUE,…] of $BENCH_VARIANTS (environment settings of the CUDA
         # backend, e.g. "new old:LOOM_GEMV_ROWS=0,LOOM_DECODE_ATTENTION=0"); by default one run. $BENCH_ARGS
-        # is added to each (e.g. "--adapters 8 --rank 16 --lora-backend fused").
+        # is added to each (e.g. "--adapters 8 --rank 16 --lora-backend fused"), $BENCH_BATCHES replaces "1,32".
         for variant in ${BENCH_VARIANTS:-default}; do
             name=${variant%%:*}; settings=(); [ "$name" != "$variant" ] && IFS=, read -ra settings <<< "${variant#*:}"
             echo "== $variant ${BENCH_ARGS:-}" >> "$OUT/bench.log"
-            timeout 300 env "${settings[@]}" /tmp/loom bench decode --random-weights llama-3.1-8b --batch 1,32 --prompt-len 128 --new-tokens 128 ${BENCH_ARGS:-} \
+            timeout 300 env "${settings[@]}" /tmp/loom bench decode --random-weights llama-3.1-8b --batch ${BENCH_BATCHES:-1,32} --prompt-len 128 --new-tokens 128 ${BENCH_ARGS:-} \
                 --output "$OUT/bench-decode-llama-3.1-8b-$name.json" > /dev/null 2>> "$OUT/bench.log"
             echo "bench $variant: exit $?"
             python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  batch {x[\"batch\"]:3d} {x[\"tokens_per_s\"]:9.1f} tok/s floor {x[\"floor_tokens_per_s\"]:9.1f} ({x[\"fraction_of_floor\"]:.3f}) {x[\"ms_per_step\"]:.3f} ms/step distinct {x[\"distinct_tokens_seq0\"]}') for x in r['rows'] if 'tokens_per_s' in x]" "$OUT/bench-decode-llama-3.1-8b-$name.json"
