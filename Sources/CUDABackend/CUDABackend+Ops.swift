@@ -67,13 +67,13 @@ extension CUDABackend {
     }
 
     /// Rows above `maxGEMVRows` (GEMV reads W once however many rows) and up to 64, where one
-    /// GEMM's output tiles are too few for the multiprocessors: 2 slices (on the H200 at batch 32, 2
-    /// and 4 gave the same step time within noise, both 1.5 to 2.5% under cuBLASLt's split-K GEMM
-    /// and its reduction kernel).
+    /// GEMM's output tiles are too few for the multiprocessors, and K of at least 1024 (a small
+    /// model's GEMM is not bound by its weight): 2 slices. On the H200 at batch 32, 2 and 4 gave the
+    /// same step time within noise, both 1.5 to 2.5% under cuBLASLt's split-K GEMM and its reduction kernel.
     public func residualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int {
         func fits(_ count: Int) -> Bool { inFeatures % count == 0 && (inFeatures / count) % 8 == 0 }
         if let residualSlices { return fits(residualSlices) ? residualSlices : 1 }
-        return rows > maxGEMVRows && rows <= 64 && fits(2) ? 2 : 1
+        return rows > maxGEMVRows && rows <= 64 && inFeatures >= 1024 && fits(2) ? 2 : 1
     }
 
     public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor) {
