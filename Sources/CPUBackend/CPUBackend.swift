@@ -126,14 +126,15 @@ public final class CPUBackend: ComputeBackend {
 
     public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
         let count = slices.shape[0], n = residual.shape[0], d = residual.shape.rowCount
-        precondition(slices.shape.rank == 3 && slices.shape[1] == n && slices.shape[2] == d, "addRMSNorm: slices \(slices.shape) for \(residual.shape)")
+        precondition(slices.shape.rank == 3 && count >= 1 && slices.shape[1] == n && slices.shape[2] == d,
+                     "addRMSNorm: slices \(slices.shape) for \(residual.shape)")
         let r = residual.f32, p = slices.f32, w = weight.f32, o = out.f32
         parallelFor(n, work: n * d * (4 + count)) { rows in
             let sum = UnsafeMutablePointer<Float>.allocate(capacity: d)
             defer { sum.deallocate() }
             for i in rows {
                 sum.update(from: p + i * d, count: d)
-                for s in 1..<max(count, 1) { Kernels.axpy(1, p + (s * n + i) * d, sum, d) }
+                for s in 1..<count { Kernels.axpy(1, p + (s * n + i) * d, sum, d) }
                 let ri = r + i * d
                 Kernels.axpy(1, sum, ri, d)
                 Self.normRow(ri, w, eps, o + i * d, d)

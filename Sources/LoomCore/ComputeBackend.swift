@@ -193,8 +193,6 @@ public protocol ComputeBackend: AnyObject {
 extension ComputeBackend {
     public func memoryInfo() -> (free: Int, total: Int)? { nil }
 
-    public func residualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int { 1 }
-
     public func forkSideStream(_ body: () -> Void) -> Bool { false }
 
     public func joinSideStream() {}
