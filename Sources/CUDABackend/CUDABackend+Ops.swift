@@ -154,17 +154,14 @@ extension CUDABackend {
             kernel = "loom_attention_d\(dimsPerLane)_g\(groupBound)"
             sharedBytes = 4 * max(group * (headDim + chunk), 4 * headDim)
         }
-        // The decode kernels merge their splits themselves (the last split of a row, by ticket).
-        precondition(!usesDecodeKernel || splits == 1 || n * numKVHeads <= Self.attentionTicketCapacity)
         launch(kernel, grid: (n, numKVHeads, splits), block: chunk, sharedBytes: sharedBytes,
                [.pointer(qkv.devicePointer), .int(qkv.shape.rowCount), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
                 .int(numKVHeads * headDim), .pointer(out.devicePointer), .int(out.shape.rowCount),
                 .pointer(metadata.queryStarts.devicePointer), .pointer(metadata.contextLengths.devicePointer),
                 .pointer(metadata.blockTables.devicePointer), .int(metadata.blockTables.shape[1]), .int(metadata.numSequences),
                 .int(numHeads), .int(numKVHeads), .int(headDim), .int(metadata.blockSize), .float(1 / Float(headDim).squareRoot()),
-                .int(splitTokens), .pointer(partial.0), .pointer(partial.1), .pointer(partial.2)]
-                + (usesDecodeKernel ? [.pointer(attentionTickets.pointer)] : []))
-        if splits > 1 && !usesDecodeKernel {
+                .int(splitTokens), .pointer(partial.0), .pointer(partial.1), .pointer(partial.2)])
+        if splits > 1 {
             launch("loom_attention_combine", grid: (n, numHeads, 1), block: 128,
                    [.pointer(partial.0), .pointer(partial.1), .pointer(partial.2), .pointer(out.devicePointer),
                     .int(out.shape.rowCount), .int(numHeads), .int(headDim), .int(splits)])

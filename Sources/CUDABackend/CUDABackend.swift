@@ -39,11 +39,6 @@ public final class CUDABackend: ComputeBackend {
     /// `argmax`'s per-row best keys (u64) and tickets (u32), zero between launches.
     let argmaxScratch: CUDAStorage
     static let argmaxRowCapacity = 1 << 14
-    /// The decode attention's tickets (i32, one per (row, KV head)), zero between launches: a row's
-    /// last split merges the others' partials. Splits are cut only where (rows · KV heads) is under
-    /// the multiprocessor count, far below this capacity.
-    let attentionTickets: CUDAStorage
-    static let attentionTicketCapacity = 1 << 14
     /// The device's primary context, made current on the calling thread by every entry point, so
     /// one thread may drive several backends (ranks of a tensor-parallel group) and each rank's
     /// thread drives its own.
@@ -188,8 +183,6 @@ public final class CUDABackend: ComputeBackend {
         try driver.check(driver.cuMemsetD8Async(loraTickets.pointer, 0, loraTickets.byteCount, mainStream), "cuMemsetD8Async(LoRA tickets)")
         argmaxScratch = try CUDAStorage(driver: driver, byteCount: 12 * Self.argmaxRowCapacity)
         try driver.check(driver.cuMemsetD8Async(argmaxScratch.pointer, 0, argmaxScratch.byteCount, mainStream), "cuMemsetD8Async(argmax scratch)")
-        attentionTickets = try CUDAStorage(driver: driver, byteCount: 4 * Self.attentionTicketCapacity)
-        try driver.check(driver.cuMemsetD8Async(attentionTickets.pointer, 0, attentionTickets.byteCount, mainStream), "cuMemsetD8Async(attention tickets)")
     }
 
     public func memoryInfo() -> (free: Int, total: Int)? {

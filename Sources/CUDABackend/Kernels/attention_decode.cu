@@ -1,5 +1,6 @@
 // attention_decode: decode attention (one query row per sequence, headDim 32·DPL, group ≤ G ∈ {4, 8});
-// loom_attention_d* (attention.cu) serves every other batch.
+// loom_attention_d* (attention.cu) serves every other batch and merges this kernel's splits
+// (loom_attention_combine).
 #include "common.cuh"
 
 #define WARPS 4
@@ -12,11 +13,11 @@
 // sum of its head's scores (online softmax, fp32); the P·V step broadcasts each probability by
 // shuffle. The next two steps' K and V loads are in flight during this step's math (one step ahead
 // was 2% slower at batch 1 on the H200). The chunk's cache slots are looked up into shared memory
-// first. At the end the four warps merge through shared memory and write out (one split) or
-// partials, in loom_attention_d*'s format, which a row's last split merges (attention_decode_merge).
+// first. At the end the four warps merge through
+// shared memory and write out (one split) or partials for loom_attention_combine, in
+// loom_attention_d*'s format.
 // Entry points loom_attention_decode_d{2,4}_g{4,8}. Launch: grid (n rows, kvHeads, splits), block
-// (128). Arguments as loom_attention_d*, then tickets [n, kvHeads] i32 (zero, left zero); K and V
-// 16-byte aligned.
+// (128). Arguments as loom_attention_d*; K and V 16-byte aligned.
 #define DECODE_SLOTS 256
 
 template <int DPL> struct KVVec;
@@ -41,7 +42,7 @@ __device__ __forceinline__ void attention_decode(
     const bf16* __restrict__ qkv, int qkvStride, const bf16* __restrict__ kCache, const bf16* __restrict__ vCache, int kvStride,
     bf16* __restrict__ out, int outStride, const int* __restrict__ contextLengths, const int* __restrict__ blockTables,
     int tableWidth, int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens,
-    float* __restrict__ partialAcc, float* __restrict__ partialMax, float* __restrict__ partialSum, int* __restrict__ tickets)
+    float* __restrict__ partialAcc, float* __restrict__ partialMax, float* __restrict__ partialSum)
 {
     grid_enter();
     typedef typename KVVec<DPL>::T Vec;
@@ -166,7 +167,7 @@ __device__ __forceinline__ void attention_decode(
         for (int k = 0; k < DPL; ++k) warpAcc[warp][g][lane * DPL + k] = acc[g][k];
     __syncthreads();
     attention_decode_merge<WARPS, G>(warpMax, warpSum, &warpAcc[0][0][0], group, headDim, row, kvh, split, numSplits, numHeads,
-                                     out, outStride, partialAcc, partialMax, partialSum, tickets);
+                                     out, outStride, partialAcc, partialMax, partialSum);
 }
 
 #define ATTENTION_DECODE_ENTRY(DPL, G)                                                                                 \
@@ -174,9 +175,9 @@ __device__ __forceinline__ void attention_decode(
         const bf16* qkv, int qkvStride, const bf16* kCache, const bf16* vCache, int kvStride, bf16* out, int outStride, \
         const int* queryStarts, const int* contextLengths, const int* blockTables, int tableWidth, int numSeqs,         \
         int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens, float* partialAcc,     \
-        float* partialMax, float* partialSum, int* tickets) {                                                          \
+        float* partialMax, float* partialSum) {                                                                        \
         attention_decode<DPL, G>(qkv, qkvStride, kCache, vCache, kvStride, out, outStride, contextLengths, blockTables, \
                                  tableWidth, numHeads, numKVHeads, headDim, blockSize, scale, splitTokens, partialAcc,  \
-                                 partialMax, partialSum, tickets);                                                     \
+                                 partialMax, partialSum);                                                              \
     }
 ATTENTION_DECODE_ENTRY(2, 4) ATTENTION_DECODE_ENTRY(2, 8) ATTENTION_DECODE_ENTRY(4, 4) ATTENTION_DECODE_ENTRY(4, 8)

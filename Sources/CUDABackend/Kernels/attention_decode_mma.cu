@@ -1,7 +1,7 @@
 // attention_decode_mma: decode attention on tensor cores (one query row per sequence, head_dim D of
 // 64 or 128, a GQA group of at most G ∈ {4, 8} query heads per KV head). Same arguments, grid and
-// results as loom_attention_decode (attention_decode.cu), whose row's last split merges the partials;
-// block (128) and 64·D·STAGES·4 bytes of dynamic shared memory.
+// results as loom_attention_decode (attention_decode.cu), whose split partials loom_attention_combine
+// merges; block (128) and 64·D·STAGES·4 bytes of dynamic shared memory.
 //
 // The group's query heads are the rows of an m16n8k16 MMA (rows ≥ group are zero), so a warp takes 16
 // tokens a step with a few MMAs instead of scalar dots and shuffle reductions:
@@ -46,7 +46,7 @@ __device__ __forceinline__ void attention_decode_mma(
     const bf16* __restrict__ qkv, int qkvStride, const bf16* __restrict__ kCache, const bf16* __restrict__ vCache, int kvStride,
     bf16* __restrict__ out, int outStride, const int* __restrict__ contextLengths, const int* __restrict__ blockTables,
     int tableWidth, int numHeads, int numKVHeads, int blockSize, float scale, int splitTokens,
-    float* __restrict__ partialAcc, float* __restrict__ partialMax, float* __restrict__ partialSum, int* __restrict__ tickets)
+    float* __restrict__ partialAcc, float* __restrict__ partialMax, float* __restrict__ partialSum)
 {
     constexpr int CHUNKS = D / 8;                        // 16-byte chunks of a K or V row
     constexpr int TILE_BYTES = MMA_TILE * D * 2;         // one step's K (or V) rows
@@ -202,7 +202,7 @@ __device__ __forceinline__ void attention_decode_mma(
     }
     __syncthreads();
     attention_decode_merge<MMA_WARPS, G>(warpMax, warpSum, warpAcc, group, D, row, kvh, split, numSplits, numHeads, out, outStride,
-                                         partialAcc, partialMax, partialSum, tickets);
+                                         partialAcc, partialMax, partialSum);
 }
 
 #define ATTENTION_DECODE_MMA_ENTRY(D, G)                                                                               \
@@ -210,9 +210,9 @@ __device__ __forceinline__ void attention_decode_mma(
         const bf16* qkv, int qkvStride, const bf16* kCache, const bf16* vCache, int kvStride, bf16* out, int outStride, \
         const int* queryStarts, const int* contextLengths, const int* blockTables, int tableWidth, int numSeqs,         \
         int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens, float* partialAcc,     \
-        float* partialMax, float* partialSum, int* tickets) {                                                          \
+        float* partialMax, float* partialSum) {                                                                        \
         attention_decode_mma<D, G>(qkv, qkvStride, kCache, vCache, kvStride, out, outStride, contextLengths,           \
                                    blockTables, tableWidth, numHeads, numKVHeads, blockSize, scale, splitTokens,       \
-                                   partialAcc, partialMax, partialSum, tickets);                                       \
+                                   partialAcc, partialMax, partialSum);                                                \
     }
 ATTENTION_DECODE_MMA_ENTRY(64, 4) ATTENTION_DECODE_MMA_ENTRY(64, 8) ATTENTION_DECODE_MMA_ENTRY(128, 4) ATTENTION_DECODE_MMA_ENTRY(128, 8)

@@ -75,15 +75,13 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // The end of a decode attention block (loom_attention_decode*): merges its WARPS warps' online-softmax
 // states for the group's heads (max in natural-log units and sum per [warp][head], accumulators
-// acc[(warp·G + head)·headDim + d]) and writes the block's rows of out (one split) or its partials.
-// Of a row's splits, the last to finish (a ticket per (row, KV head), `tickets` [rows, kvHeads] i32,
-// zero before and left zero) merges every split's partials into out, as loom_attention_combine does
-// for the general kernel: no second launch. The caller has synchronized the block after writing the states.
+// acc[(warp·G + head)·headDim + d]) and writes the block's rows of out (one split) or its partials
+// for loom_attention_combine. The caller has synchronized the block after writing the states.
 template <int WARPS, int G>
 __device__ __forceinline__ void attention_decode_merge(
     const float (*warpMax)[G], const float (*warpSum)[G], const float* acc, int group, int headDim, int row, int kvh,
     int split, int numSplits, int numHeads, bf16* __restrict__ out, int outStride, float* __restrict__ partialAcc,
-    float* __restrict__ partialMax, float* __restrict__ partialSum, int* __restrict__ tickets)
+    float* __restrict__ partialMax, float* __restrict__ partialSum)
 {
     for (int e = threadIdx.x; e < group * headDim; e += blockDim.x) {
         const int g = e / headDim, d = e - g * headDim;
@@ -108,31 +106,6 @@ __device__ __forceinline__ void attention_decode_merge(
             if (d == 0) { partialMax[idx] = m; partialSum[idx] = l; }
         }
     }
-    if (numSplits == 1) return;
-    __shared__ bool isLast;
-    __threadfence();
-    __syncthreads();
-    int* ticket = tickets + (u64)row * gridDim.y + kvh;
-    if (threadIdx.x == 0) isLast = atomicAdd(ticket, 1) == numSplits - 1;
-    __syncthreads();
-    if (!isLast) return;
-    __threadfence();
-    for (int e = threadIdx.x; e < group * headDim; e += blockDim.x) {
-        const int g = e / headDim, d = e - g * headDim, h = kvh * group + g;
-        const u64 base = ((u64)row * numHeads + h) * numSplits;
-        float m = NEG_INF;
-        for (int s = 0; s < numSplits; ++s) m = fmaxf(m, __ldcg(partialMax + base + s));
-        float o = 0.f, l = 0.f;
-        if (m != NEG_INF) {
-            for (int s = 0; s < numSplits; ++s) {
-                const float f = __expf(__ldcg(partialMax + base + s) - m);
-                o += __ldcg(partialAcc + (base + s) * headDim + d) * f;
-                l += __ldcg(partialSum + base + s) * f;
-            }
-        }
-        out[(u64)row * outStride + h * headDim + d] = f32_to_bf16(l > 0.f ? o / l : 0.f);
-    }
-    if (threadIdx.x == 0) *ticket = 0;
 }
 
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
