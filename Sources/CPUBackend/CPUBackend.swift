@@ -94,17 +94,7 @@ public final class CPUBackend: ComputeBackend {
         let n = x.shape[0], k = x.shape.rowCount, outputs = weight.shape[0], wStride = weight.shape[1]
         precondition(wStride >= k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
         precondition(out.shape[0] == n && out.shape.rowCount == outputs, "linear: out \(out.shape) for \(n)×\(outputs)")
-        let xs = x.f32, w = weight.f32, o = out.f32
-        let b = bias?.f32
-        // Split by output blocks of 4 so every thread streams its own slice of the weight once.
-        let blocks = (outputs + 3) / 4
-        parallelFor(blocks, work: n * k * outputs) { range in
-            let cols = (range.lowerBound * 4)..<min(outputs, range.upperBound * 4)
-            Kernels.gemmNT(x: xs, rows: n, w: w, outputs: cols, k: k, wStride: wStride, out: o, outStride: outputs)
-            if let b {
-                for i in 0..<n { for c in cols { o[i * outputs + c] += b[c] } }
-            }
-        }
+        Self.gemm(x.f32, rows: n, k: k, weight.f32, wStride: wStride, outputs: outputs, out.f32, bias: bias?.f32)
     }
 
     public func linearSlices(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor) {
@@ -116,10 +106,20 @@ public final class CPUBackend: ComputeBackend {
         defer { slice.deallocate() }
         for s in 0..<slices {
             for i in 0..<n { (slice + i * k).update(from: x.f32 + i * width + s * k, count: k) }
-            let o = out.f32 + s * n * outputs, w = weight.f32 + s * k, wStride = weight.shape[1]
-            parallelFor((outputs + 3) / 4, work: n * k * outputs) { range in
-                let cols = (range.lowerBound * 4)..<min(outputs, range.upperBound * 4)
-                Kernels.gemmNT(x: slice, rows: n, w: w, outputs: cols, k: k, wStride: wStride, out: o, outStride: outputs)
+            Self.gemm(slice, rows: n, k: k, weight.f32 + s * k, wStride: weight.shape[1], outputs: outputs, out.f32 + s * n * outputs, bias: nil)
+        }
+    }
+
+    /// `out[i][c] = x[i] · w[c] (+ bias[c])` for `rows` rows of `k` and `outputs` rows of `w`, `wStride` apart.
+    private static func gemm(_ x: UnsafePointer<Float>, rows n: Int, k: Int, _ w: UnsafePointer<Float>, wStride: Int, outputs: Int,
+                             _ o: UnsafeMutablePointer<Float>, bias b: UnsafePointer<Float>?) {
+        // Split by output blocks of 4 so every thread streams its own slice of the weight once.
+        let blocks = (outputs + 3) / 4
+        parallelFor(blocks, work: n * k * outputs) { range in
+            let cols = (range.lowerBound * 4)..<min(outputs, range.upperBound * 4)
+            Kernels.gemmNT(x: x, rows: n, w: w, outputs: cols, k: k, wStride: wStride, out: o, outStride: outputs)
+            if let b {
+                for i in 0..<n { for c in cols { o[i * outputs + c] += b[c] } }
             }
         }
     }

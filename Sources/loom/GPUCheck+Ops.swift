@@ -165,31 +165,29 @@ struct OpChecks {
         }
         // attention: ragged prefill + decode in one batch, decode-only with long contexts (split), GQA groups 2/3/4/7
         // (decode-only batches of groups 3 to 8 and head_dim 64 or 128 run loom_attention_decode).
-        let attentionCases: [(String, Int, Int, Int, [(cached: Int, query: Int)])] = [
-            ("mixed prefill+decode", 8, 2, 64, [(0, 17), (40, 5), (300, 1), (0, 1)]),
-            ("prefill 2×128", 32, 8, 128, [(0, 128), (0, 128)]),
-            ("decode 3 seqs, long (split)", 32, 8, 128, [(3000, 1), (700, 1), (129, 1)]),
-            ("decode, group 7", 28, 4, 128, [(1000, 1), (5, 1)]),
-            ("tiny head_dim 16", 6, 2, 16, [(3, 4), (20, 1)]),
-            ("decode 32 seqs, head_dim 64", 32, 8, 64, (0..<32).map { (cached: $0 * 37 % 300, query: 1) }),
-            ("decode 32 seqs, group 3", 24, 8, 128, (0..<32).map { (cached: $0 * 53 % 500, query: 1) }),
+        // The last case runs inside a graph capture, where the splits are fixed by the block-table
+        // capacity (capacityBlocks) and shared out by each row's own context on the device (the
+        // engine's decode graphs).
+        let attentionCases: [(String, Int, Int, Int, [(cached: Int, query: Int)], capacityBlocks: Int?)] = [
+            ("mixed prefill+decode", 8, 2, 64, [(0, 17), (40, 5), (300, 1), (0, 1)], nil),
+            ("prefill 2×128", 32, 8, 128, [(0, 128), (0, 128)], nil),
+            ("decode 3 seqs, long (split)", 32, 8, 128, [(3000, 1), (700, 1), (129, 1)], nil),
+            ("decode, group 7", 28, 4, 128, [(1000, 1), (5, 1)], nil),
+            ("tiny head_dim 16", 6, 2, 16, [(3, 4), (20, 1)], nil),
+            ("decode 32 seqs, head_dim 64", 32, 8, 64, (0..<32).map { (cached: $0 * 37 % 300, query: 1) }, nil),
+            ("decode 32 seqs, group 3", 24, 8, 128, (0..<32).map { (cached: $0 * 53 % 500, query: 1) }, nil),
             // 64 × 8 (row, KV head) blocks fill the GPU: no splits, each block writes its rows itself.
-            ("decode 64 seqs, one split", 32, 8, 128, (0..<64).map { (cached: $0 * 29 % 200, query: 1) }),
+            ("decode 64 seqs, one split", 32, 8, 128, (0..<64).map { (cached: $0 * 29 % 200, query: 1) }, nil),
+            ("decode in a graph, capacity 4096", 32, 8, 128, [(3000, 1), (700, 1), (129, 1), (0, 1)], 256),
         ]
         // Decode-only cases run twice: on loom_attention_decode_mma and on the scalar decode kernel.
         let mma = gpu.usesDecodeAttentionMMA
-        for (label, heads, kvHeads, headDim, seqs) in attentionCases {
+        for (label, heads, kvHeads, headDim, seqs, capacityBlocks) in attentionCases {
             for usesMMA in seqs.allSatisfy({ $0.query == 1 }) ? [true, false] : [mma] {
                 gpu.usesDecodeAttentionMMA = usesMMA
-                results.append(attentionCheck(label + (usesMMA ? "" : ", scalar decode kernel"), heads: heads, kvHeads: kvHeads, headDim: headDim, seqs: seqs))
+                results.append(attentionCheck(label + (usesMMA ? "" : ", scalar decode kernel"), heads: heads, kvHeads: kvHeads, headDim: headDim,
+                                              seqs: seqs, capacityBlocks: capacityBlocks))
             }
-        }
-        // Inside a graph capture the splits are fixed by the block-table capacity and shared out by
-        // each row's own context on the device (the engine's decode graphs).
-        for usesMMA in [true, false] {
-            gpu.usesDecodeAttentionMMA = usesMMA
-            results.append(attentionCheck("decode in a graph, capacity 4096" + (usesMMA ? "" : ", scalar decode kernel"), heads: 32, kvHeads: 8, headDim: 128,
-                                          seqs: [(3000, 1), (700, 1), (129, 1), (0, 1)], capacityBlocks: 256))
         }
         gpu.usesDecodeAttentionMMA = mma
         do {
