@@ -83,3 +83,18 @@ extension CPUBackend {
         }
     }
 }
+
+extension LoRADelta {
+    /// Adds row `i`'s delta to `y[c]` for the base columns `c` in `columns`; `xa` is the row's
+    /// shrink results (the GEMM output's columns from `width` on).
+    func add(row i: Int, xa: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>, columns: Range<Int>) {
+        let slot = Int(rowSlots.i32[i]), r = Int(slotRanks.i32[slot]), stride = rank
+        guard r > 0 else { return }
+        for m in 0..<stack {
+            let lo = max(columns.lowerBound, outOffsets[m]), hi = min(columns.upperBound, outOffsets[m + 1])
+            guard lo < hi else { continue }
+            let scale = scalings.f32[slot * stack + m], v = xa + (slot * stack + m) * stride
+            for c in lo..<hi { y[c] += scale * Kernels.dot(v, b.f32 + (slot * width + c) * stride, r) }
+        }
+    }
+}

@@ -71,13 +71,18 @@ public final class CPUBackend: ComputeBackend {
         }
     }
 
-    public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
-        let n = x.shape[0], d = x.shape.rowCount
+    public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?) {
+        let n = x.shape[0], d = residual.shape.rowCount, stride = x.shape.rowCount
+        precondition(stride == d || (lora?.width == d && stride >= d), "addRMSNorm: x \(x.shape) for residual \(residual.shape)")
         let r = residual.f32, xs = x.f32, w = weight.f32, o = out.f32
         parallelFor(n, work: n * d * 5) { rows in
+            let row = UnsafeMutablePointer<Float>.allocate(capacity: d)
+            defer { row.deallocate() }
             for i in rows {
                 let ri = r + i * d
-                Kernels.axpy(1, xs + i * d, ri, d)
+                row.update(from: xs + i * stride, count: d)
+                lora?.add(row: i, xa: xs + i * stride + d, to: row, columns: 0..<d)
+                Kernels.axpy(1, row, ri, d)
                 Self.normRow(ri, w, eps, o + i * d, d)
             }
         }
@@ -94,7 +99,8 @@ public final class CPUBackend: ComputeBackend {
         let n = x.shape[0], k = x.shape.rowCount, outputs = weight.shape[0], wStride = weight.shape[1]
         precondition(wStride >= k, "linear: x \(x.shape) · weightᵀ \(weight.shape)")
         precondition(out.shape[0] == n && out.shape.rowCount == outputs, "linear: out \(out.shape) for \(n)×\(outputs)")
-        Self.gemm(x.f32, rows: n, k: k, weight.f32, wStride: wStride, outputs: outputs, out.f32, bias: bias?.f32)
+        precondition((bias?.count ?? 0) <= outputs, "linear: bias \(bias?.shape ?? Shape()) for out \(out.shape)")
+        Self.gemm(x.f32, rows: n, k: k, weight.f32, wStride: wStride, outputs: outputs, out.f32, bias: bias?.f32, biasCount: bias?.count ?? 0)
     }
 
     public func linearSlices(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor) {
@@ -106,35 +112,36 @@ public final class CPUBackend: ComputeBackend {
         defer { slice.deallocate() }
         for s in 0..<slices {
             for i in 0..<n { (slice + i * k).update(from: x.f32 + i * width + s * k, count: k) }
-            Self.gemm(slice, rows: n, k: k, weight.f32 + s * k, wStride: weight.shape[1], outputs: outputs, out.f32 + s * n * outputs, bias: nil)
+            Self.gemm(slice, rows: n, k: k, weight.f32 + s * k, wStride: weight.shape[1], outputs: outputs, out.f32 + s * n * outputs, bias: nil, biasCount: 0)
         }
     }
 
-    /// `out[i][c] = x[i] · w[c] (+ bias[c])` for `rows` rows of `k` and `outputs` rows of `w`, `wStride` apart.
+    /// `out[i][c] = x[i] · w[c] (+ bias[c] for c < biasCount)` for `rows` rows of `k` and `outputs` rows of `w`, `wStride` apart.
     private static func gemm(_ x: UnsafePointer<Float>, rows n: Int, k: Int, _ w: UnsafePointer<Float>, wStride: Int, outputs: Int,
-                             _ o: UnsafeMutablePointer<Float>, bias b: UnsafePointer<Float>?) {
+                             _ o: UnsafeMutablePointer<Float>, bias b: UnsafePointer<Float>?, biasCount: Int) {
         // Split by output blocks of 4 so every thread streams its own slice of the weight once.
         let blocks = (outputs + 3) / 4
         parallelFor(blocks, work: n * k * outputs) { range in
             let cols = (range.lowerBound * 4)..<min(outputs, range.upperBound * 4)
             Kernels.gemmNT(x: x, rows: n, w: w, outputs: cols, k: k, wStride: wStride, out: o, outStride: outputs)
             if let b {
-                for i in 0..<n { for c in cols { o[i * outputs + c] += b[c] } }
+                for i in 0..<n { for c in cols where c < biasCount { o[i * outputs + c] += b[c] } }
             }
         }
     }
 
-    public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
-        let count = slices.shape[0], n = residual.shape[0], d = residual.shape.rowCount
-        precondition(slices.shape.rank == 3 && count >= 1 && slices.shape[1] == n && slices.shape[2] == d,
+    public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?) {
+        let count = slices.shape[0], n = residual.shape[0], d = residual.shape.rowCount, width = slices.shape[2]
+        precondition(slices.shape.rank == 3 && count >= 1 && slices.shape[1] == n && (width == d || (lora?.width == d && width >= d)),
                      "addRMSNorm: slices \(slices.shape) for \(residual.shape)")
         let r = residual.f32, p = slices.f32, w = weight.f32, o = out.f32
         parallelFor(n, work: n * d * (4 + count)) { rows in
-            let sum = UnsafeMutablePointer<Float>.allocate(capacity: d)
+            let sum = UnsafeMutablePointer<Float>.allocate(capacity: width)
             defer { sum.deallocate() }
             for i in rows {
-                sum.update(from: p + i * d, count: d)
-                for s in 1..<count { Kernels.axpy(1, p + (s * n + i) * d, sum, d) }
+                sum.update(from: p + i * width, count: width)
+                for s in 1..<count { Kernels.axpy(1, p + (s * n + i) * width, sum, width) }
+                lora?.add(row: i, xa: sum + d, to: sum, columns: 0..<d)
                 let ri = r + i * d
                 Kernels.axpy(1, sum, ri, d)
                 Self.normRow(ri, w, eps, o + i * d, d)
@@ -147,7 +154,12 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-                               slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+                               slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int, lora: LoRADelta?) {
+        if let lora {
+            let stride = qkv.shape.rowCount, q = qkv.f32
+            precondition(lora.width == (numHeads + 2 * numKVHeads) * headDim && stride >= lora.width, "ropeAndWriteKV: qkv \(qkv.shape)")
+            for i in 0..<qkv.shape[0] { lora.add(row: i, xa: q + i * stride + lora.width, to: q + i * stride, columns: 0..<lora.width) }
+        }
         rope(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
         writeKV(qkv: qkv, kCache: kCache, vCache: vCache, slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
     }
@@ -240,13 +252,21 @@ public final class CPUBackend: ComputeBackend {
         }
     }
 
-    public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor) {
-        let n = gateUp.shape[0], width = out.shape.rowCount
-        precondition(gateUp.shape.rowCount == 2 * width)
+    public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor, lora: LoRADelta?) {
+        let n = gateUp.shape[0], width = out.shape.rowCount, stride = gateUp.shape.rowCount
+        precondition(stride == 2 * width || (lora?.width == 2 * width && stride >= 2 * width), "siluMul: \(gateUp.shape) into \(out.shape)")
         let g = gateUp.f32, o = out.f32
         parallelFor(n, work: n * width * 10) { rows in
+            let row = UnsafeMutablePointer<Float>.allocate(capacity: 2 * width)
+            defer { row.deallocate() }
             for i in rows {
-                let gi = g + i * 2 * width, oi = o + i * width
+                var gi = UnsafePointer(g + i * stride)
+                if let lora {
+                    row.update(from: gi, count: 2 * width)
+                    lora.add(row: i, xa: gi + 2 * width, to: row, columns: 0..<(2 * width))
+                    gi = UnsafePointer(row)
+                }
+                let oi = o + i * width
                 for j in 0..<width {
                     let x = gi[j]
                     oi[j] = (x / (1 + expf(-x))) * gi[width + j]

@@ -25,34 +25,50 @@ extension CUDABackend {
         norm(residual: x, x, weight: weight, eps: eps, out: out, add: false)
     }
 
-    public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
-        let d = x.shape.rowCount
+    public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?) {
+        let d = residual.shape.rowCount, stride = x.shape.rowCount
         bf16(residual, "addRMSNorm"); bf16(x, "addRMSNorm"); bf16(weight, "addRMSNorm"); bf16(out, "addRMSNorm")
-        precondition(weight.count == d && residual.shape.rowCount == d && out.shape.rowCount == d)
-        norm(residual: residual, x, weight: weight, eps: eps, out: out, add: true)
+        precondition(weight.count == d && out.shape.rowCount == d && (stride == d || (lora?.width == d && stride >= d)),
+                     "addRMSNorm: x \(x.shape) for residual \(residual.shape)")
+        norm(residual: residual, x, weight: weight, eps: eps, out: out, add: true, lora: lora)
     }
 
-    public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
+    public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?) {
         let n = residual.shape[0], d = residual.shape.rowCount
         bf16(residual, "addRMSNorm"); bf16(weight, "addRMSNorm"); bf16(out, "addRMSNorm")
-        precondition(slices.dtype == .f32 && slices.shape.rank == 3 && slices.shape[1] == n && slices.shape[2] == d,
+        precondition(slices.dtype == .f32 && slices.shape.rank == 3 && slices.shape[1] == n
+                     && (slices.shape[2] == d || (lora?.width == d && slices.shape[2] >= d)),
                      "addRMSNorm: f32 slices [S, \(n), \(d)] expected, got \(slices.dtype) \(slices.shape)")
         precondition(weight.count == d && out.shape.rowCount == d)
-        norm(residual: residual, residual, weight: weight, eps: eps, out: out, add: true, slices: slices)
+        norm(residual: residual, residual, weight: weight, eps: eps, out: out, add: true, slices: slices, lora: lora)
     }
 
-    /// `slices`: x is the sum of their rows (f32) instead of `x`.
+    /// `slices`: x is the sum of their rows (f32) instead of `x`. Rows of `x` (or of each slice) are
+    /// `x.shape.rowCount` (`slices.shape[2]`) apart; residual and out are `[n, d]`.
     private func norm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, add: Bool,
-                      slices: DeviceTensor? = nil) {
-        let n = x.shape[0], d = x.shape.rowCount
+                      slices: DeviceTensor? = nil, lora: LoRADelta? = nil) {
+        let n = residual.shape[0], d = residual.shape.rowCount, stride = slices?.shape[2] ?? x.shape.rowCount
         if n == 0 { return }
+        precondition(lora == nil || lora!.stack * lora!.rank <= 256, "addRMSNorm: a LoRA delta of \(lora!.stack) × rank \(lora!.rank) exceeds 256")
         // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
         let vectors = d / 8
         let block = d % 8 == 0 && vectors <= 4 * 1024 ? min(1024, max(32, (vectors + 31) / 32 * 32)) : 256
         launch("loom_norm", grid: (n, 1, 1), block: block,
                [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                 .pointer(out.devicePointer), .int(d), .float(eps), .int(add ? 1 : 0),
-                .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * d))])
+                .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride)]
+                + loraArguments(lora, "addRMSNorm"))
+    }
+
+    /// A LoRA delta as the consuming kernels take it (LORA_PARAMS); all zero for none.
+    private func loraArguments(_ lora: LoRADelta?, _ op: String) -> [KernelArgument] {
+        guard let lora else { return [.pointer(0), .pointer(0), .pointer(0), .pointer(0), .int(0), .int(0), .int(0), .int(0), .int(0)] }
+        bf16(lora.b, op); i32(lora.rowSlots, op); i32(lora.slotRanks, op)
+        precondition(lora.scalings.dtype == .f32 && (1...3).contains(lora.stack) && lora.b.shape.rank == 3 && lora.b.shape[1] == lora.width
+                     && lora.scalings.count >= lora.b.shape[0] * lora.stack, "\(op): LoRA delta B \(lora.b.shape), offsets \(lora.outOffsets)")
+        let o1 = lora.stack > 1 ? lora.outOffsets[1] : lora.width, o2 = lora.stack > 2 ? lora.outOffsets[2] : lora.width
+        return [.pointer(lora.b.devicePointer), .pointer(lora.scalings.devicePointer), .pointer(lora.rowSlots.devicePointer),
+                .pointer(lora.slotRanks.devicePointer), .int(lora.rank), .int(lora.stack), .int(o1), .int(o2), .int(lora.width)]
     }
 
     public func linearSlices(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor) {
@@ -80,27 +96,28 @@ extension CUDABackend {
         if x.shape[0] == 0 { return }
         gemm(x, weight, out)
         if let bias {
-            let n = out.shape[0], width = out.shape.rowCount
-            precondition(bias.count == width && bias.dtype == .bf16 && out.dtype == .bf16, "linear: bias \(bias.shape) for out \(out.shape)")
+            let n = out.shape[0], width = bias.count
+            precondition(width <= out.shape.rowCount && bias.dtype == .bf16 && out.dtype == .bf16, "linear: bias \(bias.shape) for out \(out.shape)")
             launch("loom_add_bias", grid: ((n * width + 255) / 256, 1, 1), block: 256,
-                   [.pointer(out.devicePointer), .pointer(bias.devicePointer), .int(n), .int(width)])
+                   [.pointer(out.devicePointer), .pointer(bias.devicePointer), .int(n), .int(width), .int(out.shape.rowCount)])
         }
     }
 
     public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-                               slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+                               slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int, lora: LoRADelta?) {
         let n = qkv.shape[0]
         let op = "ropeAndWriteKV", heads = numHeads + 2 * numKVHeads, kvSize = numKVHeads * headDim
         bf16(qkv, op); i32(positions, op); bf16(kCache, op); bf16(vCache, op); i32(slotMapping, op)
         precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
         precondition(qkv.shape.rowCount >= heads * headDim && headDim % 2 == 0, "\(op): qkv \(qkv.shape) for \(heads) heads of \(headDim)")
         precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "\(op): caches \(kCache.shape) for kvSize \(kvSize)")
+        precondition(lora == nil || lora!.width == heads * headDim, "\(op): a LoRA delta of width \(lora!.width) for \(heads) heads")
         if n == 0 { return }
         // A thread per rotated pair, whole warps.
         launch("loom_rope_write_kv", grid: (n, heads, 1), block: max(32, (headDim / 2 + 31) / 32 * 32),
                [.pointer(qkv.devicePointer), .pointer(positions.devicePointer), .pointer(inverseFrequencies.devicePointer),
                 .int(qkv.shape.rowCount), .int(headDim), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
-                .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)])
+                .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)] + loraArguments(lora, op))
     }
 
     public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
@@ -190,13 +207,13 @@ extension CUDABackend {
         }
     }
 
-    public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor) {
-        let n = gateUp.shape[0], width = out.shape.rowCount
+    public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor, lora: LoRADelta?) {
+        let n = gateUp.shape[0], width = out.shape.rowCount, stride = gateUp.shape.rowCount
         bf16(gateUp, "siluMul"); bf16(out, "siluMul")
-        precondition(gateUp.shape.rowCount == 2 * width)
+        precondition(stride == 2 * width || (lora?.width == 2 * width && stride >= 2 * width), "siluMul: \(gateUp.shape) into \(out.shape)")
         if n == 0 { return }
         launch("loom_silu_mul", grid: ((n * width + 255) / 256, 1, 1), block: 256,
-               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(n), .int(width)])
+               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(n), .int(width), .int(stride)] + loraArguments(lora, "siluMul"))
     }
 
     public func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor) {

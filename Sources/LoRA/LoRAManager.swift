@@ -36,9 +36,13 @@ public final class LoRAManager {
         var a: DeviceTensor, scalings: DeviceTensor, outOffsets: [Int]
         /// The slots' B `[slots, out, R]` (shrink then expand), or nil for a fused group.
         var b: DeviceTensor?
-        /// A fused group's widened base weight `[out, in + extension]` (the model's own): B of slot
-        /// `s`, module `m` at columns `in + (s·stack + m)·R ..< + rank`.
+        /// A fused group's widened base weight `[out (+ extension), in + extension]`, whose first
+        /// `out` rows are the model's own: B of slot `s`, module `m` at columns
+        /// `in + (s·stack + m)·R ..< + rank`; where decode steps expand in the consumer
+        /// (`consumerRows`), A of that slot and module at rows `out + (s·stack + m)·R ..< + rank`.
         var fusedWeight: DeviceTensor?
+        /// A fused group's B as `b` holds it, for the consumer's delta (`LoRADelta`).
+        var deltaB: DeviceTensor?
     }
 
     /// One tensor-parallel rank's slot buffers, S-LoRA style: for column-parallel groups (q/k/v,
@@ -55,6 +59,12 @@ public final class LoRAManager {
         /// zeroed once per step), and the shrink's zero f32 scratch.
         var fusedInputs: [ProjectionGroup: DeviceTensor]
         var fusedScratch: DeviceTensor?
+        /// Fused groups of a step of at most `consumerRows` rows: each group's GEMM output
+        /// `[consumerRows, out + extension]`, the K-slices of a row-parallel one (f32), and each
+        /// row's slot.
+        var consumerOutputs: [ProjectionGroup: DeviceTensor]
+        var consumerSlices: DeviceTensor?
+        var rowSlots: DeviceTensor
         /// Steps of at most `stepShrunkRows` rows: one shrink output per layer and group, all
         /// zeroed by one memset before the step (`LoRAKernelPlan.outputsZeroed`).
         var stepShrunk: DeviceTensor
@@ -98,6 +108,10 @@ public final class LoRAManager {
                 && Self.inputColumns(Self.modules(of: g)[0], base, TensorShard(rank: 0, size: backends.count)).count % 8 == 0
         })
         self.fusedGroups = fusedGroups
+        let r = max(maxRank, 1)
+        // The consumer adds a delta of rank ≤ LORA_MAX_RANK (the RMSNorm keeps a row's xa in shared memory).
+        let consumerRows = fusedGroups.isEmpty || backends.count > 1 || r > 256 ? 0 : min(maxTokens, options.fusedDecodeRows)
+        self.consumerRows = consumerRows
         // Shrink outputs only for the groups that shrink then expand (fused groups write beside x).
         var offsets: [ProjectionGroup: Int] = [:], stacked = 0
         for g in groups where !fusedGroups.contains(g) {
@@ -106,7 +120,7 @@ public final class LoRAManager {
         }
         stackOffsets = offsets
         stackedModules = stacked
-        let slots = options.maxLorasPerBatch, r = max(maxRank, 1)
+        let slots = options.maxLorasPerBatch
         ranks = try backends.indices.map { index in
             let backend = backends[index]
             let shard = TensorShard(rank: index, size: backends.count)
@@ -121,23 +135,34 @@ public final class LoRAManager {
                         a: try backend.allocate(Shape(slots, mods.count * r, inFeatures), dtype: backend.weightDType),
                         scalings: try backend.allocate(Shape(slots, mods.count), dtype: .f32),
                         outOffsets: offsets,
-                        b: fusedGroups.contains(g) ? nil : try backend.allocate(Shape(slots, offsets.last!, r), dtype: backend.weightDType))
+                        b: fusedGroups.contains(g) ? nil : try backend.allocate(Shape(slots, offsets.last!, r), dtype: backend.weightDType),
+                        deltaB: fusedGroups.contains(g) && consumerRows > 0
+                            ? try backend.allocate(Shape(slots, offsets.last!, r), dtype: backend.weightDType) : nil)
                 }
                 layers.append(layer)
             }
-            var fusedInputs: [ProjectionGroup: DeviceTensor] = [:]
+            var fusedInputs: [ProjectionGroup: DeviceTensor] = [:], consumerOutputs: [ProjectionGroup: DeviceTensor] = [:]
+            var sliceFloats = 0
             for g in fusedGroups {
                 let mods = Self.modules(of: g), inFeatures = Self.inputColumns(mods[0], base, shard).count
-                let width = inFeatures + Self.fusedExtension(slots: slots, stack: mods.count, rank: r)
+                let extra = Self.fusedExtension(slots: slots, stack: mods.count, rank: r), width = inFeatures + extra
+                let outFeatures = Self.offsets(of: g, base, shard).last!, tallRows = outFeatures + (consumerRows > 0 ? extra : 0)
                 fusedInputs[g] = try backend.allocate(Shape(maxTokens, width), dtype: backend.activationDType)
+                if consumerRows > 0 {
+                    consumerOutputs[g] = try backend.allocate(Shape(consumerRows, tallRows), dtype: backend.activationDType)
+                    if Self.isRowParallel(mods[0]) {
+                        let count = (1...consumerRows).map { backend.residualSliceCount(rows: $0, outFeatures: tallRows, inFeatures: inFeatures) }.max()!
+                        if count > 1 { sliceFloats = max(sliceFloats, count * consumerRows * tallRows) }
+                    }
+                }
                 // The model's weights, widened one layer at a time (each old one freed once copied).
                 for l in 0..<base.numLayers {
                     let old = weights!.projection(rank: index, layer: l, group: g)
-                    precondition(old.shape == Shape(Self.offsets(of: g, base, shard).last!, inFeatures), "fused: \(g) weight \(old.shape)")
-                    let wide = try backend.allocate(Shape(old.shape[0], width), dtype: old.dtype)
-                    backend.copyColumns(old, into: wide, column: 0)
+                    precondition(old.shape == Shape(outFeatures, inFeatures), "fused: \(g) weight \(old.shape)")
+                    let wide = try backend.allocate(Shape(tallRows, width), dtype: old.dtype)
+                    backend.copyColumns(old, into: wide.rows(outFeatures), column: 0)
                     backend.synchronize()
-                    weights!.replaceProjection(rank: index, layer: l, group: g, with: wide)
+                    weights!.replaceProjection(rank: index, layer: l, group: g, with: wide.rows(outFeatures))
                     layers[l][g]!.fusedWeight = wide
                 }
             }
@@ -151,6 +176,9 @@ public final class LoRAManager {
                 shrunk: try backend.allocate(Shape(maxTokens * 3 * r), dtype: .f32),
                 fusedInputs: fusedInputs,
                 fusedScratch: fusedGroups.isEmpty ? nil : try backend.allocate(Shape(maxTokens * 3 * r), dtype: .f32),
+                consumerOutputs: consumerOutputs,
+                consumerSlices: sliceFloats > 0 ? try backend.allocate(Shape(sliceFloats), dtype: .f32) : nil,
+                rowSlots: try backend.allocate(Shape(maxTokens), dtype: .i32),
                 stepShrunk: try backend.allocate(Shape(base.numLayers * stacked * min(maxTokens, Self.stepShrunkRows) * r), dtype: .f32))
         }
         for (spec, adapter) in loaded {
@@ -160,6 +188,9 @@ public final class LoRAManager {
 
     /// The groups whose expand runs inside the base GEMM (`--lora-backend fused`).
     let fusedGroups: Set<ProjectionGroup>
+    /// The most rows of a step whose fused groups shrink in the GEMM and expand in the consumer
+    /// (`LoRAOptions.fusedDecodeRows`; 0 under tensor parallelism, or above rank 256).
+    let consumerRows: Int
 
     /// What `--lora-backend fused` costs, for the startup log (nil for the other backends): each
     /// fused group's K growth and the extra weight bytes on rank 0, e.g.
@@ -170,8 +201,9 @@ public final class LoRAManager {
         for g in ProjectionGroup.allCases where fusedGroups.contains(g) {
             guard let wide = ranks[0].layers[0][g]?.fusedWeight else { continue }
             let inFeatures = ranks[0].layers[0][g]!.a.shape[2], extra = wide.shape[1] - inFeatures
+            let outFeatures = ranks[0].layers[0][g]!.outOffsets.last!
             parts.append(String(format: "%@ K +%.1f%%", "\(g)", 100 * Double(extra) / Double(inFeatures)))
-            bytes += base.numLayers * wide.shape[0] * extra * wide.dtype.byteCount
+            bytes += base.numLayers * (wide.count - outFeatures * inFeatures) * wide.dtype.byteCount
         }
         return parts.joined(separator: ", ") + String(format: "; %.2f GiB of widened weights per rank", Double(bytes) / 1_073_741_824)
     }
@@ -316,9 +348,15 @@ public final class LoRAManager {
         let capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: options.backend, chunkSize: options.maxChunkSize)
         let padded = plan.padded(toCapacity: capacity)
         let zeroed = n <= Self.stepShrunkRows
+        let consumes = n <= consumerRows
+        let rowSlots = rowAdapters.map { Int32(slots[$0?.uid ?? 0]!) }
         let plans = ranks.map { rb -> LoRAKernelPlan in
             if zeroed && stackedModules > 0 { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * stackedModules * n * max(maxRank, 1))) }
-            for input in rb.fusedInputs.values { rb.backend.zero(input.rows(n)) }
+            if consumes {
+                rb.backend.copy(rowSlots, to: rb.rowSlots)
+            } else {
+                for input in rb.fusedInputs.values { rb.backend.zero(input.rows(n)) }
+            }
             rb.backend.copy(plan.permutation, to: rb.permutation)
             rb.backend.copy(padded.starts, to: rb.segmentStarts)
             rb.backend.copy(padded.slots, to: rb.segmentSlots)
@@ -334,7 +372,7 @@ public final class LoRAManager {
                 maxSegmentLength: BatchPlan.maxSegmentLength(rows: n, kind: options.backend, chunkSize: options.maxChunkSize),
                 outputsZeroed: zeroed)
         }
-        return StepApplier(manager: self, plans: plans, rows: rowAdapters.count)
+        return StepApplier(manager: self, plans: plans, rows: n, consumes: consumes)
     }
 
     /// Queues the group's shrink of `input` (and, for a row-parallel group, its all-reduce) and
@@ -377,6 +415,21 @@ public final class LoRAManager {
         rb.backend.loraExpand(y, b: b, out: output, plan: plan, scalings: buf.scalings, outOffsets: buf.outOffsets)
     }
 
+    /// A fused group of a step of at most `consumerRows` rows: its tall weight, its output buffer
+    /// and K-slices, and the delta its consumer adds.
+    fileprivate func consumerLoRA(rank: Int, layer: Int, group: ProjectionGroup, rows n: Int) -> ConsumerLoRA? {
+        let rb = ranks[rank]
+        guard let buf = rb.layers[layer][group], let tall = buf.fusedWeight, let b = buf.deltaB, let out = rb.consumerOutputs[group] else { return nil }
+        let width = out.shape[1]
+        var slices: DeviceTensor?
+        if let buffer = rb.consumerSlices, Self.isRowParallel(Self.modules(of: group)[0]) {
+            let count = rb.backend.residualSliceCount(rows: n, outFeatures: width, inFeatures: buf.a.shape[2])
+            if count > 1 { slices = buffer.rows(count * n * width).reshaped(Shape(count, n, width)) }
+        }
+        return ConsumerLoRA(weight: tall, output: out.rows(n), slices: slices,
+                            delta: LoRADelta(b: b, scalings: buf.scalings, rowSlots: rb.rowSlots.rows(n), slotRanks: rb.slotRanks, outOffsets: buf.outOffsets))
+    }
+
     fileprivate func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, plan: LoRAKernelPlan, rows: Int) -> DeviceTensor {
         let rb = ranks[rank]
         guard let buf = rb.layers[layer][group], let wide = rb.fusedInputs[group], let scratch = rb.fusedScratch else { return input }
@@ -391,11 +444,14 @@ final class StepApplier: LoRAApplier {
     let manager: LoRAManager
     let plans: [LoRAKernelPlan]
     let rows: Int
+    /// Whether fused groups expand in their consumers this step (`consumerRows`).
+    let consumes: Bool
 
-    init(manager: LoRAManager, plans: [LoRAKernelPlan], rows: Int) {
+    init(manager: LoRAManager, plans: [LoRAKernelPlan], rows: Int, consumes: Bool) {
         self.manager = manager
         self.plans = plans
         self.rows = rows
+        self.consumes = consumes
         ahead = plans.map { _ in Ahead() }
     }
 
@@ -432,7 +488,13 @@ final class StepApplier: LoRAApplier {
         manager.expands(rank: rank, layer: layer, group: group)
     }
 
+    func consumerLoRA(rank: Int, layer: Int, group: ProjectionGroup) -> ConsumerLoRA? {
+        consumes ? manager.consumerLoRA(rank: rank, layer: layer, group: group, rows: rows) : nil
+    }
+
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {
-        manager.gemmInput(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows)
+        // This step's widened inputs were not zeroed: its fused groups go through `consumerLoRA`.
+        precondition(!consumes || !manager.fusedGroups.contains(group), "gemmInput of fused \(group) in a consumer-delta step")
+        return manager.gemmInput(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows)
     }
 }

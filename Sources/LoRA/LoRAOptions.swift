@@ -12,7 +12,10 @@ public enum LoRABackendKind: String, Sendable, CaseIterable {
     /// B (`[out, in + slots·stack·rank]`) and the shrink writes the scaled `x·Aᵀ` of each row beside
     /// `x`, so one GEMM adds base and delta; shrink segments are chunked as in `csgmv`. Groups
     /// whose input width is not a multiple of 8, and row-parallel groups under tensor parallelism,
-    /// keep csgmv's shrink and expand.
+    /// keep csgmv's shrink and expand. Steps of at most `LoRAOptions.fusedDecodeRows` rows without
+    /// tensor parallelism (decode) run no LoRA kernel at all: the weight also carries the slots' A
+    /// below its rows, so the GEMM's output holds every slot's `x·Aᵀ` beside the base columns, and
+    /// the op reading that output (RoPE, SiLU·mul, the next RMSNorm) adds the row's delta.
     case fused
 
     /// Accepts SGLang's names, `triton` being an alias of `sgmv`.
@@ -40,6 +43,9 @@ public struct LoRAOptions: Sendable {
     public var backend = LoRABackendKind.csgmv
     public var maxChunkSize = 16
     public var evictionPolicy = EvictionPolicy.lru
+    /// `fused`: the most rows of a step whose groups shrink inside the GEMM and expand in the op
+    /// that reads its output; larger steps (prefill) use the widened K. 0: never (tests run both).
+    public var fusedDecodeRows = 64
 
     public init() {}
 

@@ -26,6 +26,41 @@ public struct AttentionMetadata {
     }
 }
 
+/// A LoRA delta that the op reading a GEMM's output adds to it (`--lora-backend fused` at decode):
+/// that GEMM's weight carried every slot's A below its own `outOffsets.last!` rows, so each output
+/// row `i` holds, after those base columns, `xa[(s·stack + m)·R + j] = A[s][m·R + j] · x[i]` for
+/// every slot `s` (summed over the slices where the GEMM left K-slices). The consumer adds to base
+/// column `c` of module `m` (`outOffsets[m] ..< outOffsets[m + 1]`), for the row's slot
+/// `s = rowSlots[i]` of rank `r = slotRanks[s] > 0`,
+/// `scalings[s·stack + m] · Σ_{j < r} xa[(s·stack + m)·R + j] · B[s][c][j]`, each product rounded
+/// as PEFT's bf16 `lora_B(lora_A(x)) · scaling` rounds, before what the op does with the column.
+public struct LoRADelta {
+    /// `[slots, totalOut, R]`.
+    public var b: DeviceTensor
+    /// `[slots, stack]` f32.
+    public var scalings: DeviceTensor
+    /// `[≥ n]` i32: each row's slot (a slot of rank 0 adds nothing).
+    public var rowSlots: DeviceTensor
+    /// `[slots]` i32.
+    public var slotRanks: DeviceTensor
+    /// The first base column of each stacked module, then the base width.
+    public var outOffsets: [Int]
+
+    public init(b: DeviceTensor, scalings: DeviceTensor, rowSlots: DeviceTensor, slotRanks: DeviceTensor, outOffsets: [Int]) {
+        self.b = b
+        self.scalings = scalings
+        self.rowSlots = rowSlots
+        self.slotRanks = slotRanks
+        self.outOffsets = outOffsets
+    }
+
+    public var stack: Int { outOffsets.count - 1 }
+    /// The slots' rank stride R.
+    public var rank: Int { b.shape[2] }
+    /// The base columns; `xa` starts there.
+    public var width: Int { outOffsets.last! }
+}
+
 /// The per-step LoRA plan as the kernels see it: token rows permuted so that rows of one slot are
 /// contiguous, then cut into segments, each served by one slot of the device pool. Built by the
 /// `LoRA` target (`sgmv`: one segment per slot; `csgmv`: chunks of at most `--max-lora-chunk-size`).
@@ -97,10 +132,11 @@ public protocol ComputeBackend: AnyObject {
     /// `out[i] = x[i] / sqrt(mean(x[i]²) + eps) * weight`.
     func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
     /// `residual[i] += x[i]; out[i] = rmsNorm(residual[i])`.
-    func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
+    /// With `lora`, `x` `[n, ≥ d]` is a fused GEMM's output, its delta added to `x[i][0 ..< d]` first.
+    func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?)
     /// `out[i] = weight · x[i] + bias` with `weight` `[outFeatures, inFeatures]`, or wider: a weight
     /// `[outFeatures, k]` with `k > inFeatures` (a LoRA-extended weight, `loraShrinkFused`) is read in
-    /// its first `inFeatures` columns.
+    /// its first `inFeatures` columns. `bias` may cover only the first of `out`'s columns.
     func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor)
     /// `linear` (no bias) cut into `S = out.shape[0]` slices of K, left unsummed: with `k = K / S`
     /// (K = x's width), `out[s][i] = x[i][s·k ..< (s+1)·k] · weight[·][s·k ..< (s+1)·k]ᵀ`, `out`
@@ -108,8 +144,9 @@ public protocol ComputeBackend: AnyObject {
     /// runs one GEMM over S·(output tiles) blocks instead of a split-K GEMM and its reduction kernel.
     func linearSlices(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor)
     /// `addRMSNorm` of `x = Σ_s slices[s]` (`slices` `[S, n, d]` f32, from `linearSlices`), the sum
-    /// rounded to the activation dtype first, as `linear` rounds its output.
-    func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
+    /// rounded to the activation dtype first, as `linear` rounds its output. With `lora`, `slices` is
+    /// `[S, n, ≥ d]` (a fused GEMM's), its delta added to the sum's first `d` columns.
+    func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?)
     /// Into how many slices of K (`linearSlices`) this backend would rather cut a GEMM of `rows` rows,
     /// `outFeatures` outputs and K = `inFeatures` whose output only goes into `addRMSNorm`; 1: `linear`.
     func residualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int
@@ -117,13 +154,15 @@ public protocol ComputeBackend: AnyObject {
     /// `[n, (heads + 2·kvHeads)·d]` in place by `positions[i]·invFreq` (rotate-half layout, as
     /// transformers' Llama), then writes row i's rotated k and its v into the paged caches
     /// `[numBlocks·blockSize, kvHeads·d]` at `slotMapping[i]` (`block·blockSize + offset`); a negative
-    /// slot writes no cache row.
+    /// slot writes no cache row. With `lora`, `qkv` is a fused GEMM's output `[n, ≥ (heads + 2·kvHeads)·d]`
+    /// and its delta is added to q, k and v (in `qkv` too) first.
     func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-                        slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int)
+                        slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int, lora: LoRADelta?)
     /// Causal attention of each sequence's query rows (q from `qkv`) over its paged KV; `out` is `[n, heads·d]`.
     func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int)
-    /// `out[i][j] = silu(gateUp[i][j]) * gateUp[i][I + j]`, `gateUp` `[n, 2I]`.
-    func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor)
+    /// `out[i][j] = silu(gateUp[i][j]) * gateUp[i][I + j]`, `gateUp` `[n, 2I]`; with `lora`, a fused
+    /// GEMM's output `[n, ≥ 2I]` whose delta is added to gate and up first.
+    func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor, lora: LoRADelta?)
     /// `out[j] = x[rows[j]]`.
     func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor)
     /// `out[i] = x[i]` in `out`'s dtype (f32 or the activation dtype), rounded to nearest even.
@@ -192,6 +231,24 @@ public protocol ComputeBackend: AnyObject {
 
 extension ComputeBackend {
     public func memoryInfo() -> (free: Int, total: Int)? { nil }
+
+    public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
+        addRMSNorm(residual: residual, x, weight: weight, eps: eps, out: out, lora: nil)
+    }
+
+    public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
+        addRMSNorm(residual: residual, slices: slices, weight: weight, eps: eps, out: out, lora: nil)
+    }
+
+    public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+                               slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        ropeAndWriteKV(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
+                       slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim, lora: nil)
+    }
+
+    public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor) {
+        siluMul(gateUp, out: out, lora: nil)
+    }
 
     public func forkSideStream(_ body: () -> Void) -> Bool { false }
 

@@ -77,10 +77,32 @@ public protocol LoRAApplier: AnyObject {
     /// Called before the group's GEMM: may queue the group's shrink of `input` on the backend's side
     /// stream, beside the GEMM, for the `apply` that follows to join and expand.
     func shrinkAhead(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor)
+    /// How the group runs where its GEMM also shrinks and the op consuming its output adds the
+    /// delta (`--lora-backend fused` at decode), or nil where `gemmInput` and `apply` say how.
+    func consumerLoRA(rank: Int, layer: Int, group: ProjectionGroup) -> ConsumerLoRA?
 }
 
 extension LoRAApplier {
     public func shrinkAhead(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) {}
+    public func consumerLoRA(rank: Int, layer: Int, group: ProjectionGroup) -> ConsumerLoRA? { nil }
+}
+
+/// A group whose GEMM shrinks too: `weight` is its own rows, then every slot's A
+/// (`[out + extension, ≥ in]`, read in x's columns); `output` `[n, out + extension]` takes the
+/// GEMM's output and `slices` `[S, n, out + extension]` (f32, row-parallel groups only, where the
+/// backend cuts K) its K-slices instead; `delta` is what the consuming op adds (`LoRADelta`).
+public struct ConsumerLoRA {
+    public var weight: DeviceTensor
+    public var output: DeviceTensor
+    public var slices: DeviceTensor?
+    public var delta: LoRADelta
+
+    public init(weight: DeviceTensor, output: DeviceTensor, slices: DeviceTensor?, delta: LoRADelta) {
+        self.weight = weight
+        self.output = output
+        self.slices = slices
+        self.delta = delta
+    }
 }
 
 /// The projection weights of a model, which a LoRA backend that folds B into the base GEMM widens.

@@ -28,7 +28,7 @@ public final class ModelRank {
 
     struct Workspace {
         var tokens, positions, slotMapping, logitsRows, queryStarts, contextLengths, blockTables: DeviceTensor
-        var residual, normed, qkv, attention, projected, gateUp, activated, logitsInput, finalNormed, localLogits, logits: DeviceTensor
+        var residual, normed, qkv, attention, projected, gateUp, activated, finalNormed, localLogits, logits: DeviceTensor
         /// `[n, hidden]` f32: a row-parallel GEMM's partial sums, all-reduced (tp > 1 with activations
         /// narrower than f32 only).
         var reduced: DeviceTensor?
@@ -73,7 +73,7 @@ public final class ModelRank {
             residual: try acts(n, c.hiddenSize), normed: try acts(n, c.hiddenSize), qkv: try acts(n, c.qkvSize),
             attention: try acts(n, c.qSize), projected: try acts(n, c.hiddenSize),
             gateUp: try acts(n, 2 * c.intermediateSize), activated: try acts(n, c.intermediateSize),
-            logitsInput: try acts(n, c.hiddenSize), finalNormed: try acts(n, c.hiddenSize),
+            finalNormed: try acts(n, c.hiddenSize),
             localLogits: localLogits,
             logits: shard.size > 1 ? try floats(n, config.vocabSize) : localLogits,
             reduced: shard.size > 1 && f != .f32 ? try floats(n, c.hiddenSize) : nil,
@@ -143,28 +143,49 @@ public final class ModelRank {
         let attention = ws.attention.rows(n), projected = ws.projected.rows(n)
         let gateUp = ws.gateUp.rows(n), activated = ws.activated.rows(n)
         b.embed(tokens: ws.tokens.rows(n), table: weights.embedding, out: residual)
-        var pendingSlices: DeviceTensor?
+        // What the next `addRMSNorm` adds into the residual: the last row-parallel output (`projected`,
+        // or a fused group's wider output), or its K-slices; with the fused group's delta.
+        var pendingX = projected, pendingSlices: DeviceTensor?, pendingDelta: LoRADelta?
+        func addRMSNorm(_ weight: DeviceTensor) {
+            if let slices = pendingSlices {
+                b.addRMSNorm(residual: residual, slices: slices, weight: weight, eps: c.rmsNormEps, out: normed, lora: pendingDelta)
+            } else {
+                b.addRMSNorm(residual: residual, pendingX, weight: weight, eps: c.rmsNormEps, out: normed, lora: pendingDelta)
+            }
+            (pendingX, pendingSlices, pendingDelta) = (projected, nil, nil)
+        }
         communicator?.allReduceSum(residual)
         for (i, layer) in weights.layers.enumerated() {
-            // What a group's GEMM multiplies: x, or x beside its adapters' shrink results (fused LoRA).
-            func gemmInput(_ group: ProjectionGroup, _ x: DeviceTensor) -> DeviceTensor {
-                lora?.gemmInput(rank: rank, layer: i, group: group, input: x) ?? x
-            }
-            // `residual += ` the last row-parallel output (from its slices where it left them), then the norm.
-            func addRMSNorm(_ weight: DeviceTensor) {
-                if let slices = pendingSlices {
-                    b.addRMSNorm(residual: residual, slices: slices, weight: weight, eps: c.rmsNormEps, out: normed)
-                    pendingSlices = nil
-                } else {
-                    b.addRMSNorm(residual: residual, projected, weight: weight, eps: c.rmsNormEps, out: normed)
+            // A column-parallel group's GEMM of `x` into `out`; returns its output and the delta the
+            // op reading it adds (fused LoRA at decode), or `out` after the adapters' deltas.
+            func columnParallel(_ group: ProjectionGroup, _ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?,
+                                out: DeviceTensor) -> (DeviceTensor, LoRADelta?) {
+                if let f = lora?.consumerLoRA(rank: rank, layer: i, group: group) {
+                    b.linear(x, weight: f.weight, bias: bias, out: f.output)
+                    return (f.output, f.delta)
                 }
+                lora?.shrinkAhead(rank: rank, layer: i, group: group, input: x)
+                b.linear(lora?.gemmInput(rank: rank, layer: i, group: group, input: x) ?? x, weight: weight, bias: bias, out: out)
+                lora?.apply(rank: rank, layer: i, group: group, input: x, output: out)
+                return (out, nil)
             }
             // o or down: into `projected`, or K-slices left unsummed where nothing else adds into
-            // the output (no unfused adapter) and it is not the last layer's down (gathered below).
+            // the output (no unfused adapter), or a fused group's output for the norm to add its delta.
             func rowParallel(_ group: ProjectionGroup, _ x: DeviceTensor, weight: DeviceTensor) {
-                let input = gemmInput(group, x)
-                if !(lora?.addsToOutput(rank: rank, layer: i, group: group) ?? false),
-                   group == .o || i + 1 < weights.layers.count, let slices = sliceBuffer(input, weight: weight) {
+                if let f = lora?.consumerLoRA(rank: rank, layer: i, group: group) {
+                    if let slices = f.slices {
+                        b.linearSlices(x, weight: f.weight, out: slices)
+                        pendingSlices = slices
+                    } else {
+                        b.linear(x, weight: f.weight, bias: nil, out: f.output)
+                        pendingX = f.output
+                    }
+                    pendingDelta = f.delta
+                    return
+                }
+                lora?.shrinkAhead(rank: rank, layer: i, group: group, input: x)
+                let input = lora?.gemmInput(rank: rank, layer: i, group: group, input: x) ?? x
+                if !(lora?.addsToOutput(rank: rank, layer: i, group: group) ?? false), let slices = sliceBuffer(input, weight: weight) {
                     b.linearSlices(input, weight: weight, out: slices)
                     pendingSlices = slices
                     return
@@ -177,28 +198,22 @@ public final class ModelRank {
             } else {
                 addRMSNorm(layer.inputNorm)
             }
-            lora?.shrinkAhead(rank: rank, layer: i, group: .qkv, input: normed)
-            b.linear(gemmInput(.qkv, normed), weight: layer.qkv, bias: layer.qkvBias, out: qkv)
-            lora?.apply(rank: rank, layer: i, group: .qkv, input: normed, output: qkv)
-            b.ropeAndWriteKV(qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
+            let (qkvOut, qkvDelta) = columnParallel(.qkv, normed, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
+            b.ropeAndWriteKV(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
                              vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
-                             headDim: c.headDim)
-            b.attention(qkv: qkv, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
+                             headDim: c.headDim, lora: qkvDelta)
+            b.attention(qkv: qkvOut, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            lora?.shrinkAhead(rank: rank, layer: i, group: .o, input: attention)
             rowParallel(.o, attention, weight: layer.o)
             addRMSNorm(layer.postAttentionNorm)
-            lora?.shrinkAhead(rank: rank, layer: i, group: .gateUp, input: normed)
-            b.linear(gemmInput(.gateUp, normed), weight: layer.gateUp, bias: nil, out: gateUp)
-            lora?.apply(rank: rank, layer: i, group: .gateUp, input: normed, output: gateUp)
-            b.siluMul(gateUp, out: activated)
-            lora?.shrinkAhead(rank: rank, layer: i, group: .down, input: activated)
+            let (gateUpOut, gateUpDelta) = columnParallel(.gateUp, normed, weight: layer.gateUp, bias: nil, out: gateUp)
+            b.siluMul(gateUpOut, out: activated, lora: gateUpDelta)
             rowParallel(.down, activated, weight: layer.down)
         }
+        // The final norm over every row (the last down's delta and slices are per row), then the rows that want logits.
         let m = batch.logitsRows.count
-        b.gatherRows(residual, rows: ws.logitsRows.rows(m), out: ws.logitsInput.rows(m))
-        b.gatherRows(projected, rows: ws.logitsRows.rows(m), out: ws.normed.rows(m))
-        b.addRMSNorm(residual: ws.logitsInput.rows(m), ws.normed.rows(m), weight: weights.finalNorm, eps: c.rmsNormEps, out: ws.finalNormed.rows(m))
+        addRMSNorm(weights.finalNorm)
+        b.gatherRows(normed, rows: ws.logitsRows.rows(m), out: ws.finalNormed.rows(m))
         b.linear(ws.finalNormed.rows(m), weight: weights.lmHead, bias: nil, out: ws.localLogits.rows(m))
         if let communicator {
             communicator.allGather(ws.localLogits.rows(m), out: ws.logits.rows(m))

@@ -54,6 +54,9 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "Most tokens per segment with --lora-backend csgmv.")
     var maxLoraChunkSize = 16
 
+    @Option(help: "With --lora-backend fused: the most rows of a step whose deltas the ops reading the GEMMs add (0: the widened K for every step).")
+    var fusedDecodeRows = LoRAOptions().fusedDecodeRows
+
     @Flag(inversion: .prefixedNo, help: "Time cuBLASLt's top candidates for each GEMM shape (operands evicted from L2) and keep the fastest.")
     var tuneGemms = false
 
@@ -110,7 +113,7 @@ struct BenchDecode: ParsableCommand {
         if adapters > 0 {
             let loraStart = Date()
             lora = try DecodeLoRA.make(model: model, modelName: modelName, gpus: gpus, communicators: communicators, adapters: adapters,
-                                       rank: rank, backend: loraBackend, chunkSize: maxLoraChunkSize)
+                                       rank: rank, backend: loraBackend, chunkSize: maxLoraChunkSize, fusedDecodeRows: fusedDecodeRows)
             benchLog(String(format: "%d adapters of rank %d (%.1f MB each per step) resident in %.1f s", adapters, rank,
                             Double(lora!.bytesPerAdapter) / 1e6, Date().timeIntervalSince(loraStart)))
         }
@@ -293,6 +296,7 @@ struct DecodeRun {
         if useGraphs, gpus.count == 1, let graph = gpu.graphSummaries[graphKey] { row["graph"] = graph }
         if let lora {
             row["lora_backend"] = lora.backend
+            if lora.backend == "fused" { row["fused_decode_rows"] = lora.manager.options.fusedDecodeRows }
             row["max_lora_chunk_size"] = lora.manager.options.maxChunkSize
             row["distinct_adapters_per_step"] = lora.distinctAdapters(batch: batch)
         }

@@ -86,8 +86,12 @@ struct BenchLoRAKernels: ParsableCommand {
                 hostAdapters[rank] = try f.specs.map { try PEFTAdapter.load(path: $0.path, base: shape) }
             }
             // A fused pool widens its own copy of the layer's weights.
+            // Its decode steps take the widened K here too: this bench times LoRA kernels around the
+            // GEMM, and the consumer's deltas (the model's fused decode) show in `bench decode`.
             let fused = backend == "fused" ? try LoRAKernelLayer.FusedProjections(copying: layer) : nil
-            let m = try LoRAManager(options: try SyntheticAdapters.poolOptions(slots: slots, rank: rank, backend: backend, chunkSize: maxLoraChunkSize), base: shape, backends: [gpu], communicators: [nil],
+            var options = try SyntheticAdapters.poolOptions(slots: slots, rank: rank, backend: backend, chunkSize: maxLoraChunkSize)
+            options.fusedDecodeRows = 0
+            let m = try LoRAManager(options: options, base: shape, backends: [gpu], communicators: [nil],
                                     maxTokens: maxTokens, initial: files[rank]!.specs, weights: fused)
             pools["\(backend)-\(rank)"] = (m, fused)
             return (m, fused)

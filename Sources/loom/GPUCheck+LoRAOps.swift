@@ -148,3 +148,89 @@ extension OpChecks {
         return results
     }
 }
+
+/// The LoRA deltas that fused decode steps add where a GEMM output is read (`LoRADelta`): RMSNorm
+/// (x and K-slices, the vector and the scalar paths), RoPE with the cache write, SiLU·mul.
+extension OpChecks {
+    /// Random B, scalings and xa for `slotRanks` (rank stride `maxRank`) over modules `moduleOutputs`:
+    /// the CPU's and the GPU's delta, and the GEMM-output width (base columns, then every slot's xa).
+    mutating func loraDelta(moduleOutputs: [Int], maxRank: Int, slotRanks: [Int], rowSlots: [Int]) -> (LoRADelta, LoRADelta, width: Int) {
+        let slots = slotRanks.count, stack = moduleOutputs.count
+        let offsets = moduleOutputs.reduce(into: [0]) { $0.append($0.last! + $1) }
+        let (bc, bg, _) = pair(Shape(slots, offsets.last!, maxRank), scale: 0.1)
+        let (sc, sg) = floats32((0..<(slots * stack)).map { _ in 0.75 + rng.uniform() * 0.5 })
+        let (rc, rg) = ints(rowSlots.map(Int32.init))
+        let (kc, kg) = ints(slotRanks.map(Int32.init))
+        return (LoRADelta(b: bc, scalings: sc, rowSlots: rc, slotRanks: kc, outOffsets: offsets),
+                LoRADelta(b: bg, scalings: sg, rowSlots: rg, slotRanks: kg, outOffsets: offsets),
+                offsets.last! + LoRAManager.fusedExtension(slots: slots, stack: stack, rank: maxRank))
+    }
+
+    /// Columns `0 ..< width` of each row of `t` (rows `t.shape.rowCount` apart), from either backend.
+    func baseColumns(_ t: DeviceTensor, _ width: Int, on backend: ComputeBackend) -> [Float] {
+        let values = backend.download(t), stride = t.shape.rowCount
+        return (0..<t.shape[0]).flatMap { values[($0 * stride)..<($0 * stride + width)] }
+    }
+
+    mutating func loraDeltaChecks() -> [[String: Any]] {
+        var results: [[String: Any]] = []
+        // Ranks 16 and 64 pools with ranks ending inside a 16-byte word of B, base rows, an unused slot.
+        for (maxRank, slotRanks) in [(16, [0, 16, 7, 16, 12]), (64, [0, 64, 8, 33])] {
+            let ranksLabel = "ranks \(slotRanks) of \(maxRank)"
+            // RMSNorm of a fused o/down output: bf16 x (n = 5: vector path, d = 100: scalar) and f32 K-slices.
+            for (n, d, count) in [(5, 4096, 0), (3, 100, 0), (32, 4096, 2), (7, 100, 3)] {
+                let rows = (0..<n).map { $0 % slotRanks.count }
+                let (lc, lg, width) = loraDelta(moduleOutputs: [d], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rows)
+                let (wc, wg, _) = pair(Shape(d))
+                let (rc, rg, _) = pair(Shape(n, d), scale: 2)
+                let (oc, og) = zeros(Shape(n, d))
+                let label = "\(n)×\(d)\(count > 0 ? " in \(count) slices" : ""), \(ranksLabel)"
+                if count == 0 {
+                    let (xc, xg, _) = pair(Shape(n, width))
+                    cpu.addRMSNorm(residual: rc, xc, weight: wc, eps: 1e-5, out: oc, lora: lc)
+                    gpu.addRMSNorm(residual: rg, xg, weight: wg, eps: 1e-5, out: og, lora: lg)
+                } else {
+                    let (sc, sg) = floats32((0..<count * n * width).map { _ in rng.uniform() })
+                    cpu.addRMSNorm(residual: rc, slices: sc.reshaped(Shape(count, n, width)), weight: wc, eps: 1e-5, out: oc, lora: lc)
+                    gpu.addRMSNorm(residual: rg, slices: sg.reshaped(Shape(count, n, width)), weight: wg, eps: 1e-5, out: og, lora: lg)
+                }
+                results.append(compare("addRMSNorm+delta.residual", rc, rg, tolerance: 1e-2, detail: label))
+                results.append(compare("addRMSNorm+delta.out", oc, og, tolerance: 1e-2, detail: label))
+            }
+            // RoPE of a fused q/k/v output: q, k and v (in qkv and the caches) gain their deltas.
+            do {
+                let n = 9, heads = 32, kvHeads = 8, headDim = 128
+                let rows = (0..<n).map { $0 % slotRanks.count }
+                let (lc, lg, width) = loraDelta(moduleOutputs: [heads * headDim, kvHeads * headDim, kvHeads * headDim], maxRank: maxRank,
+                                                slotRanks: slotRanks, rowSlots: rows)
+                let (qc, qg, _) = pair(Shape(n, width))
+                let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })
+                let config = ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
+                                         numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000, ropeScaling: nil)
+                let (fc, fg) = floats32(config.ropeInverseFrequencies())
+                let (kc, kg) = zeros(Shape(64, kvHeads * headDim)), (vc, vg) = zeros(Shape(64, kvHeads * headDim))
+                let (sc, sg) = ints([5, 63, -1, 0, 17, 40, 1, 2, 62])
+                cpu.ropeAndWriteKV(qkv: qc, positions: pc, inverseFrequencies: fc, kCache: kc, vCache: vc, slotMapping: sc,
+                                   numHeads: heads, numKVHeads: kvHeads, headDim: headDim, lora: lc)
+                gpu.ropeAndWriteKV(qkv: qg, positions: pg, inverseFrequencies: fg, kCache: kg, vCache: vg, slotMapping: sg,
+                                   numHeads: heads, numKVHeads: kvHeads, headDim: headDim, lora: lg)
+                let label = "\(n) rows (one skipped), \(heads)+\(kvHeads) heads × \(headDim), \(ranksLabel)"
+                results.append(compare("ropeAndWriteKV+delta.qkv", baseColumns(qc, lc.width, on: cpu), baseColumns(qg, lg.width, on: gpu),
+                                       tolerance: 1e-2, detail: label))
+                results.append(compare("ropeAndWriteKV+delta.k", kc, kg, tolerance: 1e-2, detail: label))
+                results.append(compare("ropeAndWriteKV+delta.v", vc, vg, tolerance: 1e-2, detail: label))
+            }
+            // SiLU·mul of a fused gate/up output.
+            for (n, inter) in [(3, 344), (32, 14336)] {
+                let rows = (0..<n).map { $0 % slotRanks.count }
+                let (lc, lg, width) = loraDelta(moduleOutputs: [inter, inter], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rows)
+                let (gc, gg, _) = pair(Shape(n, width), scale: 4)
+                let (oc, og) = zeros(Shape(n, inter))
+                cpu.siluMul(gc, out: oc, lora: lc)
+                gpu.siluMul(gg, out: og, lora: lg)
+                results.append(compare("siluMul+delta", oc, og, tolerance: 1e-2, detail: "\(n)×\(inter), \(ranksLabel)"))
+            }
+        }
+        return results
+    }
+}

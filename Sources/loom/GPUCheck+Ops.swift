@@ -252,6 +252,7 @@ struct OpChecks {
             }
         }
         results += loraChecks()
+        results += loraDeltaChecks()
         return results
     }
 

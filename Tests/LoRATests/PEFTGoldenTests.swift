@@ -19,7 +19,7 @@ import Testing
         var reference: [String: Any]
     }
 
-    func setup(_ name: String, kind: LoRABackendKind, slots: Int, residualSlices: Int = 1) throws -> Setup {
+    func setup(_ name: String, kind: LoRABackendKind, slots: Int, residualSlices: Int = 1, fusedDecodeRows: Int = LoRAOptions().fusedDecodeRows) throws -> Setup {
         let reference = try loadJSON(fixture("models/\(name)/reference.json"))
         let modelDir = packageRoot.appendingPathComponent(reference["model_dir"] as! String).path
         let backend = CPUBackend()
@@ -33,6 +33,7 @@ import Testing
         options.maxLoadedLoras = slots
         options.backend = kind
         options.maxChunkSize = 4
+        options.fusedDecodeRows = fusedDecodeRows
         let specs = names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") }
         let manager = try LoRAManager(options: options, model: model, maxTokens: 1024, initial: specs)
         return Setup(model: model, manager: manager, reference: reference)
@@ -76,6 +77,23 @@ import Testing
         try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
                   logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) },
                   label: "\(name) \(kind) cases, 2 slices")
+    }
+
+    /// The fused backend's two ways, each for every step: the widened K (shrink kernel, expand in
+    /// the GEMM) and the consumer's delta (shrink in the GEMM, expand in RoPE, SiLU·mul and the
+    /// RMSNorm), the latter with o and down in 2 K-slices too. By default decode steps take the second.
+    @Test(arguments: ["llama-tiny", "qwen2-tiny"], [(0, 1), (1024, 1), (1024, 2)])
+    func bothFusedPathsMatchPEFT(model name: String, path: (rows: Int, slices: Int)) throws {
+        let s = try setup(name, kind: .fused, slots: 3, residualSlices: path.slices, fusedDecodeRows: path.rows)
+        let cases = s.reference["cases"] as! [[String: Any]]
+        try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
+                  logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) },
+                  label: "\(name) fused, consumer rows \(path.rows), \(path.slices) slices")
+        for (b, batch) in (s.reference["mixed_batches"] as! [[String: Any]]).enumerated() {
+            try check(s, adapters: (batch["adapters"] as! [Any]).map { $0 as? String }, prompts: (batch["prompt_ids"] as! [Any]).map(ints),
+                      logits: (batch["last_logits"] as! [Any]).map(floats), greedy: (batch["greedy_ids"] as! [Any]).map(ints),
+                      label: "\(name) fused batch \(b), consumer rows \(path.rows), \(path.slices) slices")
+        }
     }
 
     /// Steps of more than `LoRAManager.stepShrunkRows` rows use one shared shrink buffer, smaller ones

@@ -160,3 +160,48 @@ __device__ __forceinline__ void mma_bf16_16816(float* d, u32 a0, u32 a1, u32 a2,
 __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
     return (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
 }
+
+// A LoRA delta that the kernel consuming a fused GEMM's output adds (LoRADelta in ComputeBackend):
+// B [slots, width, R] bf16, scalings [slots, stack] f32, rowSlots [n] and slotRanks [slots] i32;
+// module m of a base column c is 0 below o1, 1 below o2, else 2; each output row holds its xa after
+// its `width` base columns. A kernel takes LORA_PARAMS (b null: no delta) and builds one with LORA_ARGS.
+#define LORA_MAX_RANK 256
+#define LORA_PARAMS const bf16* __restrict__ loraB, const float* __restrict__ loraScalings, const int* __restrict__ loraRowSlots, \
+    const int* __restrict__ loraSlotRanks, int loraR, int loraStack, int loraO1, int loraO2, int loraWidth
+#define LORA_ARGS {loraB, loraScalings, loraRowSlots, loraSlotRanks, loraR, loraStack, loraO1, loraO2, loraWidth}
+struct LoraDelta {
+    const bf16* b;
+    const float* scalings;
+    const int* rowSlots;
+    const int* slotRanks;
+    int R, stack, o1, o2, width;
+    __device__ __forceinline__ int module(int c) const { return c >= o2 ? 2 : c >= o1 ? 1 : 0; }
+    // The row's slot and its rank (0: the row adds nothing).
+    __device__ __forceinline__ int2 slot(int row) const {
+        if (b == nullptr) return make_int2(0, 0);
+        const int s = rowSlots[row];
+        return make_int2(s, slotRanks[s]);
+    }
+    // Σ_{j<r} xa[m·R + j] · B[s][c][j] rounded as PEFT's bf16 lora_B output, times the module's
+    // scaling, rounded again: what column c of module m gains. `xa` is the slot's xa (bf16 from a
+    // GEMM output, or f32 sums).
+    template <typename T>
+    __device__ __forceinline__ float term(int s, int r, int c, const T* xa) const {
+        const int m = module(c);
+        const bf16* bc = b + ((u64)s * width + c) * R;
+        xa += m * R;
+        float acc = 0.f;
+        int j = 0;
+        if ((((u64)bc) & 15) == 0)
+            for (; j + 8 <= r; j += 8) {
+                float f[8];
+                unpack_bf16(*(const uint4*)(bc + j), f);
+#pragma unroll
+                for (int e = 0; e < 8; ++e) acc += f[e] * load(xa, j + e);
+            }
+        for (; j < r; ++j) acc += bf16_to_f32(bc[j]) * load(xa, j);
+        return round_bf16(round_bf16(acc) * scalings[s * stack + m]);
+    }
+    __device__ __forceinline__ static float load(const bf16* p, int i) { return bf16_to_f32(p[i]); }
+    __device__ __forceinline__ static float load(const float* p, int i) { return p[i]; }
+};

@@ -5,9 +5,12 @@
 // The sum of squares is accumulated in fp32; roundings follow transformers' bf16 LlamaRMSNorm.
 // Decode runs one row per block, so the kernel is a latency chain: rows of d % 8 == 0 are read with
 // 16-byte loads, each thread keeping its (at most 4) vectors in registers between the two passes.
+// With a LoRA delta (LORA_PARAMS, `--lora-backend fused` decode: x or the slices are a fused GEMM's
+// output, xa after the first d columns), x[i] first gains it, rounded as PEFT's bf16 sum.
 // Launch: grid (n rows), block (min(1024, max(32, roundup32(d / 8)))) for the vector path (d <= 32768),
-// else 256. Arguments: residual/x/out [n, d] bf16 (rows contiguous), w [d] bf16, d, eps, add (0/1),
-// slices [count, n, d] f32 (`count` 0: none; slices `sliceStride` = n·d floats apart).
+// else 256. Arguments: residual/out [n, d] bf16 (rows contiguous), x [n, xStride] bf16, w [d] bf16, d,
+// eps, add (0/1), slices [count, n, xStride] f32 (`count` 0: none; slices `sliceStride` = n·xStride
+// floats apart), xStride, LORA_PARAMS (a stack of 1, stack·R ≤ LORA_MAX_RANK).
 #include "common.cuh"
 
 #define MAXV 4
@@ -21,11 +24,29 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
 
 extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
                                      bf16* __restrict__ out, int d, float eps, int add,
-                                     const float* __restrict__ slices, int count, long long sliceStride) {
+                                     const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS) {
     grid_enter();
-    const u64 base = (u64)blockIdx.x * d;
+    const u64 base = (u64)blockIdx.x * d, xBase = (u64)blockIdx.x * xStride;
     const bool vectorized = (d & 7) == 0 && d / 8 <= MAXV * (int)blockDim.x
-        && (((u64)(residual + base) | (u64)(x + base) | (u64)w | (u64)(out + base) | (u64)slices) & 15) == 0;
+        && (((u64)(residual + base) | (u64)(x + xBase) | (u64)w | (u64)(out + base) | (u64)(slices + xBase)) & 15) == 0;
+    // The row's xa (its slot's), summed over the slices and rounded as the GEMM rounds its output.
+    __shared__ float xa[LORA_MAX_RANK];
+    const LoraDelta lora = LORA_ARGS;
+    const int2 sr = lora.slot(blockIdx.x);
+    if (sr.y > 0) {
+        for (int t = threadIdx.x; t < lora.stack * lora.R; t += blockDim.x) {
+            if (t % lora.R >= sr.y) continue;
+            const u64 at = xBase + d + (u64)sr.x * lora.stack * lora.R + t;
+            float v = 0.f;
+            if (count > 0) {
+                for (int k = 0; k < count; ++k) v += slices[k * sliceStride + at];
+            } else {
+                v = bf16_to_f32(x[at]);
+            }
+            xa[t] = round_bf16(v);
+        }
+        __syncthreads();
+    }
     float s = 0.f;
     if (vectorized) {
         const int nv = d >> 3;
@@ -36,7 +57,7 @@ extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __
             if (i < nv) {
                 float a[8];
                 if (count > 0) {
-                    const float4* p = (const float4*)(slices + base) + 2 * i;
+                    const float4* p = (const float4*)(slices + xBase) + 2 * i;
                     float4 lo = p[0], hi = p[1];
                     for (int s = 1; s < count; ++s) {
                         const float4 l = p[s * sliceStride / 4], h = p[s * sliceStride / 4 + 1];
@@ -46,8 +67,11 @@ extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __
                     a[0] = round_bf16(lo.x); a[1] = round_bf16(lo.y); a[2] = round_bf16(lo.z); a[3] = round_bf16(lo.w);
                     a[4] = round_bf16(hi.x); a[5] = round_bf16(hi.y); a[6] = round_bf16(hi.z); a[7] = round_bf16(hi.w);
                 } else {
-                    unpack_bf16(((const uint4*)(x + base))[i], a);
+                    unpack_bf16(((const uint4*)(x + xBase))[i], a);
                 }
+                if (sr.y > 0)
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) a[e] = round_bf16(a[e] + lora.term(sr.x, sr.y, 8 * i + e, xa));
                 if (add) {
                     float r[8];
                     unpack_bf16(((const uint4*)(residual + base))[i], r);
@@ -79,11 +103,12 @@ extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __
         float a;
         if (count > 0) {
             a = 0.f;
-            for (int s = 0; s < count; ++s) a += slices[s * sliceStride + base + j];
+            for (int s = 0; s < count; ++s) a += slices[s * sliceStride + xBase + j];
             a = round_bf16(a);
         } else {
-            a = bf16_to_f32(x[base + j]);
+            a = bf16_to_f32(x[xBase + j]);
         }
+        if (sr.y > 0) a = round_bf16(a + lora.term(sr.x, sr.y, j, xa));
         if (add) {
             a = round_bf16(bf16_to_f32(residual[base + j]) + a);
             residual[base + j] = f32_to_bf16(a);

@@ -7,14 +7,16 @@
 // One thread per (row, head, j): a short latency chain for decode. Blocks y < heads + kvHeads
 // rotate; a K head's block also stores its rotated head at cache slot slotMapping[row]; blocks
 // y >= heads + kvHeads copy a V head into the cache. A negative slot writes no cache row.
+// With a LoRA delta (LORA_PARAMS, `--lora-backend fused` decode), q, k and v first gain theirs
+// (v in qkv too), rounded as PEFT's bf16 sum.
 // Launch: grid (n rows, heads + 2 * kvHeads), block (max(32, roundup32(headDim / 2))). Arguments:
 // qkv [n, stride] bf16, positions [n] i32, invFreq [d/2] f32, stride (elements per row), headDim,
-// kCache/vCache [slots, kvHeads * headDim] bf16, slotMapping [n] i32, numHeads, numKVHeads.
+// kCache/vCache [slots, kvHeads * headDim] bf16, slotMapping [n] i32, numHeads, numKVHeads, LORA_PARAMS.
 #include "common.cuh"
 
 extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
                                               int stride, int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
-                                              const int* __restrict__ slotMapping, int numHeads, int numKVHeads) {
+                                              const int* __restrict__ slotMapping, int numHeads, int numKVHeads, LORA_PARAMS) {
     grid_enter();
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
     const int half = headDim >> 1;
@@ -22,14 +24,25 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
     bf16* v = qkv + (u64)row * stride + h * headDim;
     const int slot = h >= numHeads ? slotMapping[row] : -1;
     const u64 cacheRow = (u64)slot * numKVHeads * headDim;
+    float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
+    const LoraDelta lora = LORA_ARGS;
+    const int2 sr = lora.slot(row);
+    if (sr.y > 0) {
+        const bf16* xa = qkv + (u64)row * stride + lora.width + sr.x * lora.stack * lora.R;
+        x1 = round_bf16(x1 + lora.term(sr.x, sr.y, h * headDim + j, xa));
+        x2 = round_bf16(x2 + lora.term(sr.x, sr.y, h * headDim + j + half, xa));
+    }
     if (h >= numHeads + numKVHeads) {  // a V head: copy
+        if (sr.y > 0) {
+            v[j] = f32_to_bf16(x1);
+            v[j + half] = f32_to_bf16(x2);
+        }
         if (slot < 0) return;
         bf16* dst = vCache + cacheRow + (h - numHeads - numKVHeads) * headDim;
-        dst[j] = v[j];
-        dst[j + half] = v[j + half];
+        dst[j] = f32_to_bf16(x1);
+        dst[j + half] = f32_to_bf16(x2);
         return;
     }
-    const float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
     float s, c;
     sincosf((float)positions[row] * invFreq[j], &s, &c);
     c = round_bf16(c);
