@@ -53,7 +53,10 @@ extension CUDABackend {
         // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
         let vectors = d / 8
         let block = d % 8 == 0 && vectors <= 4 * 1024 ? min(1024, max(32, (vectors + 31) / 32 * 32)) : 256
-        launch("loom_norm", grid: (n, 1, 1), block: block,
+        // A delta's columns are staged in shared memory (d floats).
+        let sharedBytes = lora == nil ? 0 : 4 * d
+        if sharedBytes > 48 * 1024 { raiseSharedLimit("loom_norm", bytes: sharedBytes) }
+        launch("loom_norm", grid: (n, 1, 1), block: block, sharedBytes: sharedBytes,
                [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                 .pointer(out.devicePointer), .int(d), .float(eps), .int(add ? 1 : 0),
                 .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride)]
@@ -212,7 +215,7 @@ extension CUDABackend {
         bf16(gateUp, "siluMul"); bf16(out, "siluMul")
         precondition(stride == 2 * width || (lora?.width == 2 * width && stride >= 2 * width), "siluMul: \(gateUp.shape) into \(out.shape)")
         if n == 0 { return }
-        launch("loom_silu_mul", grid: ((n * width + 255) / 256, 1, 1), block: 256,
+        launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,
                [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(n), .int(width), .int(stride)] + loraArguments(lora, "siluMul"))
     }
 

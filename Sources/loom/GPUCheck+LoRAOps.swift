@@ -174,8 +174,9 @@ extension OpChecks {
 
     mutating func loraDeltaChecks() -> [[String: Any]] {
         var results: [[String: Any]] = []
-        // Ranks 16 and 64 pools with ranks ending inside a 16-byte word of B, base rows, an unused slot.
-        for (maxRank, slotRanks) in [(16, [0, 16, 7, 16, 12]), (64, [0, 64, 8, 33])] {
+        // Ranks 16 and 64 pools with ranks ending inside a 16-byte word of B, base rows, an unused
+        // slot; a pool of rank 12, whose rows of B are not 16-byte aligned (the scalar loop).
+        for (maxRank, slotRanks) in [(16, [0, 16, 7, 16, 12]), (64, [0, 64, 8, 33]), (12, [0, 12, 5])] {
             let ranksLabel = "ranks \(slotRanks) of \(maxRank)"
             // RMSNorm of a fused o/down output: bf16 x (n = 5: vector path, d = 100: scalar) and f32 K-slices.
             for (n, d, count) in [(5, 4096, 0), (3, 100, 0), (32, 4096, 2), (7, 100, 3)] {

@@ -165,6 +165,9 @@ __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
 // B [slots, width, R] bf16, scalings [slots, stack] f32, rowSlots [n] and slotRanks [slots] i32;
 // module m of a base column c is 0 below o1, 1 below o2, else 2; each output row holds its xa after
 // its `width` base columns. A kernel takes LORA_PARAMS (b null: no delta) and builds one with LORA_ARGS.
+// The consuming kernels follow cuBLASLt GEMMs, which do not let them start early, so everything
+// here is on the critical path: a block stages its row's xa in shared memory once, and each thread
+// keeps the B loads of all its columns in flight together.
 #define LORA_MAX_RANK 256
 #define LORA_PARAMS const bf16* __restrict__ loraB, const float* __restrict__ loraScalings, const int* __restrict__ loraRowSlots, \
     const int* __restrict__ loraSlotRanks, int loraR, int loraStack, int loraO1, int loraO2, int loraWidth
@@ -176,32 +179,58 @@ struct LoraDelta {
     const int* slotRanks;
     int R, stack, o1, o2, width;
     __device__ __forceinline__ int module(int c) const { return c >= o2 ? 2 : c >= o1 ? 1 : 0; }
-    // The row's slot and its rank (0: the row adds nothing).
+    // The row's slot and its rank (0: the row adds nothing; the same for every thread of a block).
     __device__ __forceinline__ int2 slot(int row) const {
         if (b == nullptr) return make_int2(0, 0);
         const int s = rowSlots[row];
         return make_int2(s, slotRanks[s]);
     }
-    // Σ_{j<r} xa[m·R + j] · B[s][c][j] rounded as PEFT's bf16 lora_B output, times the module's
-    // scaling, rounded again: what column c of module m gains. `xa` is the slot's xa (bf16 from a
-    // GEMM output, or f32 sums).
-    template <typename T>
-    __device__ __forceinline__ float term(int s, int r, int c, const T* xa) const {
-        const int m = module(c);
-        const bf16* bc = b + ((u64)s * width + c) * R;
-        xa += m * R;
-        float acc = 0.f;
-        int j = 0;
-        if ((((u64)bc) & 15) == 0)
-            for (; j + 8 <= r; j += 8) {
-                float f[8];
-                unpack_bf16(*(const uint4*)(bc + j), f);
-#pragma unroll
-                for (int e = 0; e < 8; ++e) acc += f[e] * load(xa, j + e);
-            }
-        for (; j < r; ++j) acc += bf16_to_f32(bc[j]) * load(xa, j);
-        return round_bf16(round_bf16(acc) * scalings[s * stack + m]);
+    // Stages the slot's xa of every module (stack·R floats; j >= rank left unset) from the row of a
+    // bf16 GEMM output into shared `xa`, and syncs; call from every thread of a block of one row.
+    __device__ __forceinline__ int2 stage(int row, const bf16* outputRow, float* xa) const {
+        const int2 sr = slot(row);
+        if (sr.y > 0) {
+            const bf16* src = outputRow + width + (u64)sr.x * stack * R;
+            for (int t = threadIdx.x; t < stack * R; t += blockDim.x)
+                if (t % R < sr.y) xa[t] = bf16_to_f32(src[t]);
+            __syncthreads();
+        }
+        return sr;
     }
-    __device__ __forceinline__ static float load(const bf16* p, int i) { return bf16_to_f32(p[i]); }
-    __device__ __forceinline__ static float load(const float* p, int i) { return p[i]; }
+    // What N base columns c[i] gain for slot s of rank r: Σ_{j<r} xa[m·R + j] · B[s][c][j] rounded as
+    // PEFT's bf16 lora_B output, times the module's scaling, rounded again. `xa` is the staged slot's.
+    template <int N>
+    __device__ __forceinline__ void terms(int s, int r, const int (&c)[N], const float* xa, float (&out)[N]) const {
+        const bf16* bc[N];
+        const float* x[N];
+        float acc[N];
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+            bc[i] = b + ((u64)s * width + c[i]) * R;
+            x[i] = xa + module(c[i]) * R;
+            acc[i] = 0.f;
+        }
+        if ((R & 7) == 0) {  // 16-byte rows of B: a vector per column and 8 ranks, all columns' in flight
+#pragma unroll 2
+            for (int j = 0; j < r; j += 8) {
+                uint4 v[N];
+#pragma unroll
+                for (int i = 0; i < N; ++i) v[i] = *(const uint4*)(bc[i] + j);
+#pragma unroll
+                for (int i = 0; i < N; ++i) {
+                    float f[8];
+                    unpack_bf16(v[i], f);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e)
+                        if (j + e < r) acc[i] += f[e] * x[i][j + e];
+                }
+            }
+        } else {
+            for (int j = 0; j < r; ++j)
+#pragma unroll
+                for (int i = 0; i < N; ++i) acc[i] += bf16_to_f32(bc[i][j]) * x[i][j];
+        }
+#pragma unroll
+        for (int i = 0; i < N; ++i) out[i] = round_bf16(round_bf16(acc[i]) * scalings[s * stack + module(c[i])]);
+    }
 };

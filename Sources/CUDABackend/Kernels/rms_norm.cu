@@ -10,7 +10,8 @@
 // Launch: grid (n rows), block (min(1024, max(32, roundup32(d / 8)))) for the vector path (d <= 32768),
 // else 256. Arguments: residual/out [n, d] bf16 (rows contiguous), x [n, xStride] bf16, w [d] bf16, d,
 // eps, add (0/1), slices [count, n, xStride] f32 (`count` 0: none; slices `sliceStride` = n·xStride
-// floats apart), xStride, LORA_PARAMS (a stack of 1, stack·R ≤ LORA_MAX_RANK).
+// floats apart), xStride, LORA_PARAMS (a stack of 1, stack·R ≤ LORA_MAX_RANK); with a delta, d floats
+// of dynamic shared memory.
 #include "common.cuh"
 
 #define MAXV 4
@@ -22,15 +23,18 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
     return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
+extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
                                      bf16* __restrict__ out, int d, float eps, int add,
                                      const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS) {
     grid_enter();
     const u64 base = (u64)blockIdx.x * d, xBase = (u64)blockIdx.x * xStride;
     const bool vectorized = (d & 7) == 0 && d / 8 <= MAXV * (int)blockDim.x
         && (((u64)(residual + base) | (u64)(x + xBase) | (u64)w | (u64)(out + base) | (u64)(slices + xBase)) & 15) == 0;
-    // The row's xa (its slot's), summed over the slices and rounded as the GEMM rounds its output.
+    // The row's delta: its slot's xa (summed over the slices and rounded as the GEMM rounds its
+    // output) staged in shared memory, then every column's delta into `deltas` (dynamic shared
+    // memory, d floats), the block's threads streaming the slot's B a column each.
     __shared__ float xa[LORA_MAX_RANK];
+    extern __shared__ float deltas[];
     const LoraDelta lora = LORA_ARGS;
     const int2 sr = lora.slot(blockIdx.x);
     if (sr.y > 0) {
@@ -44,6 +48,18 @@ extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __
                 v = bf16_to_f32(x[at]);
             }
             xa[t] = round_bf16(v);
+        }
+        __syncthreads();
+        const int step = blockDim.x;
+        for (int c0 = threadIdx.x; c0 < d; c0 += 2 * step) {
+            int c[2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) c[i] = min(c0 + i * step, d - 1);
+            float o[2];
+            lora.terms<2>(sr.x, sr.y, c, xa, o);
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+                if (c0 + i * step < d) deltas[c0 + i * step] = o[i];
         }
         __syncthreads();
     }
@@ -71,7 +87,7 @@ extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __
                 }
                 if (sr.y > 0)
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) a[e] = round_bf16(a[e] + lora.term(sr.x, sr.y, 8 * i + e, xa));
+                    for (int e = 0; e < 8; ++e) a[e] = round_bf16(a[e] + deltas[8 * i + e]);
                 if (add) {
                     float r[8];
                     unpack_bf16(((const uint4*)(residual + base))[i], r);
@@ -108,7 +124,7 @@ extern "C" __global__ void loom_norm(bf16* __restrict__ residual, const bf16* __
         } else {
             a = bf16_to_f32(x[xBase + j]);
         }
-        if (sr.y > 0) a = round_bf16(a + lora.term(sr.x, sr.y, j, xa));
+        if (sr.y > 0) a = round_bf16(a + deltas[j]);
         if (add) {
             a = round_bf16(bf16_to_f32(residual[base + j]) + a);
             residual[base + j] = f32_to_bf16(a);

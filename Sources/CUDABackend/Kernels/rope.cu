@@ -17,20 +17,23 @@
 extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
                                               int stride, int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
                                               const int* __restrict__ slotMapping, int numHeads, int numKVHeads, LORA_PARAMS) {
+    __shared__ float xa[3 * LORA_MAX_RANK];
     grid_enter();
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
     const int half = headDim >> 1;
+    const LoraDelta lora = LORA_ARGS;
+    const int2 sr = lora.stage(row, qkv + (u64)row * stride, xa);
     if (j >= half) return;
     bf16* v = qkv + (u64)row * stride + h * headDim;
     const int slot = h >= numHeads ? slotMapping[row] : -1;
     const u64 cacheRow = (u64)slot * numKVHeads * headDim;
     float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
-    const LoraDelta lora = LORA_ARGS;
-    const int2 sr = lora.slot(row);
     if (sr.y > 0) {
-        const bf16* xa = qkv + (u64)row * stride + lora.width + sr.x * lora.stack * lora.R;
-        x1 = round_bf16(x1 + lora.term(sr.x, sr.y, h * headDim + j, xa));
-        x2 = round_bf16(x2 + lora.term(sr.x, sr.y, h * headDim + j + half, xa));
+        const int c[2] = {h * headDim + j, h * headDim + j + half};
+        float d[2];
+        lora.terms<2>(sr.x, sr.y, c, xa, d);
+        x1 = round_bf16(x1 + d[0]);
+        x2 = round_bf16(x2 + d[1]);
     }
     if (h >= numHeads + numKVHeads) {  // a V head: copy
         if (sr.y > 0) {
