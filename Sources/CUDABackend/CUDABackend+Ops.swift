@@ -52,7 +52,8 @@ extension CUDABackend {
         precondition(lora == nil || lora!.stack * lora!.rank <= 256, "addRMSNorm: a LoRA delta of \(lora!.stack) × rank \(lora!.rank) exceeds 256")
         // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
         let vectors = d / 8
-        let block = d % 8 == 0 && vectors <= 4 * 1024 ? min(1024, max(32, (vectors + 31) / 32 * 32)) : 256
+        // With a delta, twice the threads (at most 1024) share the streaming of B before the norm.
+        let block = min(1024, (lora == nil ? 1 : 2) * (d % 8 == 0 && vectors <= 4 * 1024 ? max(32, (vectors + 31) / 32 * 32) : 256))
         // A delta's columns are staged in shared memory (d floats).
         let sharedBytes = lora == nil ? 0 : 4 * d
         if sharedBytes > 48 * 1024 { raiseSharedLimit("loom_norm", bytes: sharedBytes) }

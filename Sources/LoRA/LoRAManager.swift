@@ -112,6 +112,11 @@ public final class LoRAManager {
         // The consumer adds a delta of rank ≤ LORA_MAX_RANK (the RMSNorm keeps a row's xa in shared memory).
         let consumerRows = fusedGroups.isEmpty || backends.count > 1 || r > 256 ? 0 : min(maxTokens, options.fusedDecodeRows)
         self.consumerRows = consumerRows
+        // LOOM_FUSED_DECODE_GROUPS (e.g. "qkv,gateUp"): the fused groups that decode with consumer
+        // deltas; the others keep the widened K (for A/B runs on a device).
+        let named = ProcessInfo.processInfo.environment["LOOM_FUSED_DECODE_GROUPS"].map { Set($0.split(separator: ",").map(String.init)) }
+        let consumerGroups: Set<ProjectionGroup> = consumerRows == 0 ? [] : fusedGroups.filter { named?.contains("\($0)") ?? true }
+        self.consumerGroups = consumerGroups
         // Shrink outputs only for the groups that shrink then expand (fused groups write beside x).
         var offsets: [ProjectionGroup: Int] = [:], stacked = 0
         for g in groups where !fusedGroups.contains(g) {
@@ -136,7 +141,7 @@ public final class LoRAManager {
                         scalings: try backend.allocate(Shape(slots, mods.count), dtype: .f32),
                         outOffsets: offsets,
                         b: fusedGroups.contains(g) ? nil : try backend.allocate(Shape(slots, offsets.last!, r), dtype: backend.weightDType),
-                        deltaB: fusedGroups.contains(g) && consumerRows > 0
+                        deltaB: consumerGroups.contains(g)
                             ? try backend.allocate(Shape(slots, offsets.last!, r), dtype: backend.weightDType) : nil)
                 }
                 layers.append(layer)
@@ -146,9 +151,9 @@ public final class LoRAManager {
             for g in fusedGroups {
                 let mods = Self.modules(of: g), inFeatures = Self.inputColumns(mods[0], base, shard).count
                 let extra = Self.fusedExtension(slots: slots, stack: mods.count, rank: r), width = inFeatures + extra
-                let outFeatures = Self.offsets(of: g, base, shard).last!, tallRows = outFeatures + (consumerRows > 0 ? extra : 0)
+                let outFeatures = Self.offsets(of: g, base, shard).last!, tallRows = outFeatures + (consumerGroups.contains(g) ? extra : 0)
                 fusedInputs[g] = try backend.allocate(Shape(maxTokens, width), dtype: backend.activationDType)
-                if consumerRows > 0 {
+                if consumerGroups.contains(g) {
                     consumerOutputs[g] = try backend.allocate(Shape(consumerRows, tallRows), dtype: backend.activationDType)
                     if Self.isRowParallel(mods[0]) {
                         let count = (1...consumerRows).map { backend.residualSliceCount(rows: $0, outFeatures: tallRows, inFeatures: inFeatures) }.max()!
@@ -191,6 +196,7 @@ public final class LoRAManager {
     /// The most rows of a step whose fused groups shrink in the GEMM and expand in the consumer
     /// (`LoRAOptions.fusedDecodeRows`; 0 under tensor parallelism, or above rank 256).
     let consumerRows: Int
+    let consumerGroups: Set<ProjectionGroup>
 
     /// What `--lora-backend fused` costs, for the startup log (nil for the other backends): each
     /// fused group's K growth and the extra weight bytes on rank 0, e.g.
@@ -352,11 +358,8 @@ public final class LoRAManager {
         let rowSlots = rowAdapters.map { Int32(slots[$0?.uid ?? 0]!) }
         let plans = ranks.map { rb -> LoRAKernelPlan in
             if zeroed && stackedModules > 0 { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * stackedModules * n * max(maxRank, 1))) }
-            if consumes {
-                rb.backend.copy(rowSlots, to: rb.rowSlots)
-            } else {
-                for input in rb.fusedInputs.values { rb.backend.zero(input.rows(n)) }
-            }
+            if consumes { rb.backend.copy(rowSlots, to: rb.rowSlots) }
+            for (g, input) in rb.fusedInputs where !consumes || !consumerGroups.contains(g) { rb.backend.zero(input.rows(n)) }
             rb.backend.copy(plan.permutation, to: rb.permutation)
             rb.backend.copy(padded.starts, to: rb.segmentStarts)
             rb.backend.copy(padded.slots, to: rb.segmentSlots)
@@ -494,7 +497,7 @@ final class StepApplier: LoRAApplier {
 
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {
         // This step's widened inputs were not zeroed: its fused groups go through `consumerLoRA`.
-        precondition(!consumes || !manager.fusedGroups.contains(group), "gemmInput of fused \(group) in a consumer-delta step")
+        precondition(!consumes || !manager.consumerGroups.contains(group), "gemmInput of fused \(group) in a consumer-delta step")
         return manager.gemmInput(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows)
     }
 }
