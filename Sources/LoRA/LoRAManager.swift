@@ -112,9 +112,9 @@ public final class LoRAManager {
         // The consumer adds a delta of rank ≤ LORA_MAX_RANK (the RMSNorm keeps a row's xa in shared memory).
         let consumerRows = fusedGroups.isEmpty || backends.count > 1 || r > 256 ? 0 : min(maxTokens, options.fusedDecodeRows)
         self.consumerRows = consumerRows
-        // LOOM_FUSED_DECODE_GROUPS (e.g. "qkv,gateUp"): the fused groups that decode with consumer
+        // LOOM_FUSED_DECODE_GROUPS (e.g. "qkv+gateUp"): the fused groups that decode with consumer
         // deltas; the others keep the widened K (for A/B runs on a device).
-        let named = ProcessInfo.processInfo.environment["LOOM_FUSED_DECODE_GROUPS"].map { Set($0.split(separator: ",").map(String.init)) }
+        let named = ProcessInfo.processInfo.environment["LOOM_FUSED_DECODE_GROUPS"].map { Set($0.split(separator: "+").map(String.init)) }
         let consumerGroups: Set<ProjectionGroup> = consumerRows == 0 ? [] : fusedGroups.filter { named?.contains("\($0)") ?? true }
         self.consumerGroups = consumerGroups
         // Shrink outputs only for the groups that shrink then expand (fused groups write beside x).
