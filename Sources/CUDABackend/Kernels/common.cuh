@@ -182,34 +182,25 @@ struct LoraDelta {
     // The row's slot and its rank (0: the row adds nothing; the same for every thread of a block).
     __device__ __forceinline__ int2 slot(int row) const {
         if (b == nullptr) return make_int2(0, 0);
-        const int s = __ldg(rowSlots + row);
-        return make_int2(s, __ldg(slotRanks + s));
+        const int s = rowSlots[row];
+        return make_int2(s, slotRanks[s]);
     }
-    // Stages slot sr.x's xa of every module (stack·R floats; j >= rank left unset) from the row of a
+    // Stages the slot's xa of every module (stack·R floats; j >= rank left unset) from the row of a
     // bf16 GEMM output into shared `xa`, and syncs; call from every thread of a block of one row.
-    __device__ __forceinline__ void stage(int2 sr, const bf16* outputRow, float* xa) const {
-        if (sr.y <= 0) return;
-        const bf16* src = outputRow + width + (u64)sr.x * stack * R;
-        for (int t = threadIdx.x; t < stack * R; t += blockDim.x)
-            if (t % R < sr.y) xa[t] = bf16_to_f32(src[t]);
-        __syncthreads();
-    }
-    // The first 16 ranks of B for N columns (rows of B 16-byte aligned; else nothing): B and the
-    // slots are written before the step's kernels, so a kernel may load them before grid_wait.
-    template <int N>
-    __device__ __forceinline__ void prefetch(int s, int r, const int (&c)[N], uint4 (&pre)[N][2]) const {
-#pragma unroll
-        for (int i = 0; i < N; ++i)
-#pragma unroll
-            for (int k = 0; k < 2; ++k)
-                pre[i][k] = (R & 7) == 0 && 8 * k < r ? __ldg((const uint4*)(b + ((u64)s * width + c[i]) * R + 8 * k)) : make_uint4(0, 0, 0, 0);
+    __device__ __forceinline__ int2 stage(int row, const bf16* outputRow, float* xa) const {
+        const int2 sr = slot(row);
+        if (sr.y > 0) {
+            const bf16* src = outputRow + width + (u64)sr.x * stack * R;
+            for (int t = threadIdx.x; t < stack * R; t += blockDim.x)
+                if (t % R < sr.y) xa[t] = bf16_to_f32(src[t]);
+            __syncthreads();
+        }
+        return sr;
     }
     // What N base columns c[i] gain for slot s of rank r: Σ_{j<r} xa[m·R + j] · B[s][c][j] rounded as
-    // PEFT's bf16 lora_B output, times the module's scaling, rounded again. `xa` is the staged slot's,
-    // `pre` what `prefetch` loaded for the same columns.
+    // PEFT's bf16 lora_B output, times the module's scaling, rounded again. `xa` is the staged slot's.
     template <int N>
-    __device__ __forceinline__ void terms(int s, int r, const int (&c)[N], const float* xa, const uint4 (&pre)[N][2],
-                                          float (&out)[N]) const {
+    __device__ __forceinline__ void terms(int s, int r, const int (&c)[N], const float* xa, float (&out)[N]) const {
         const bf16* bc[N];
         const float* x[N];
         float acc[N];
@@ -219,27 +210,20 @@ struct LoraDelta {
             x[i] = xa + module(c[i]) * R;
             acc[i] = 0.f;
         }
-        // One vector of 8 ranks of column i from rank j on.
-        auto add = [&](int i, int j, uint4 v) {
-            float f[8];
-            unpack_bf16(v, f);
-#pragma unroll
-            for (int e = 0; e < 8; ++e)
-                if (j + e < r) acc[i] += f[e] * x[i][j + e];
-        };
-        if ((R & 7) == 0) {  // 16-byte rows of B: 16 ranks prefetched, then all columns' vectors in flight together
-#pragma unroll
-            for (int i = 0; i < N; ++i) {
-                add(i, 0, pre[i][0]);
-                add(i, 8, pre[i][1]);
-            }
+        if ((R & 7) == 0) {  // 16-byte rows of B: a vector per column and 8 ranks, all columns' in flight
 #pragma unroll 2
-            for (int j = 16; j < r; j += 8) {
+            for (int j = 0; j < r; j += 8) {
                 uint4 v[N];
 #pragma unroll
                 for (int i = 0; i < N; ++i) v[i] = *(const uint4*)(bc[i] + j);
 #pragma unroll
-                for (int i = 0; i < N; ++i) add(i, j, v[i]);
+                for (int i = 0; i < N; ++i) {
+                    float f[8];
+                    unpack_bf16(v[i], f);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e)
+                        if (j + e < r) acc[i] += f[e] * x[i][j + e];
+                }
             }
         } else {
             for (int j = 0; j < r; ++j)

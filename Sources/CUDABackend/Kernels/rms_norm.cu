@@ -26,9 +26,6 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
 extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
                                      bf16* __restrict__ out, int d, float eps, int add,
                                      const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS) {
-    // The row's slot: written by the host before the step, so read before grid_wait.
-    const LoraDelta lora = LORA_ARGS;
-    const int2 sr = lora.slot(blockIdx.x);
     grid_enter();
     const u64 base = (u64)blockIdx.x * d, xBase = (u64)blockIdx.x * xStride;
     const bool vectorized = (d & 7) == 0 && d / 8 <= MAXV * (int)blockDim.x
@@ -38,6 +35,8 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
     // memory, d floats), the block's threads streaming the slot's B a column each.
     __shared__ float xa[LORA_MAX_RANK];
     extern __shared__ float deltas[];
+    const LoraDelta lora = LORA_ARGS;
+    const int2 sr = lora.slot(blockIdx.x);
     if (sr.y > 0) {
         for (int t = threadIdx.x; t < lora.stack * lora.R; t += blockDim.x) {
             if (t % lora.R >= sr.y) continue;
@@ -56,10 +55,8 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
             int c[2];
 #pragma unroll
             for (int i = 0; i < 2; ++i) c[i] = min(c0 + i * step, d - 1);
-            uint4 pre[2][2];
-            lora.prefetch<2>(sr.x, sr.y, c, pre);
             float o[2];
-            lora.terms<2>(sr.x, sr.y, c, xa, pre, o);
+            lora.terms<2>(sr.x, sr.y, c, xa, o);
 #pragma unroll
             for (int i = 0; i < 2; ++i)
                 if (c0 + i * step < d) deltas[c0 + i * step] = o[i];

@@ -18,24 +18,20 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
                                               int stride, int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
                                               const int* __restrict__ slotMapping, int numHeads, int numKVHeads, LORA_PARAMS) {
     __shared__ float xa[3 * LORA_MAX_RANK];
+    grid_enter();
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
     const int half = headDim >> 1;
-    // The row's slot and the first ranks of B for this pair, before the GEMM's output is ready.
     const LoraDelta lora = LORA_ARGS;
-    const int2 sr = lora.slot(row);
-    const int cols[2] = {h * headDim + min(j, half - 1), h * headDim + min(j, half - 1) + half};
-    uint4 pre[2][2];
-    if (sr.y > 0) lora.prefetch<2>(sr.x, sr.y, cols, pre);
-    grid_enter();
-    lora.stage(sr, qkv + (u64)row * stride, xa);
+    const int2 sr = lora.stage(row, qkv + (u64)row * stride, xa);
     if (j >= half) return;
     bf16* v = qkv + (u64)row * stride + h * headDim;
     const int slot = h >= numHeads ? slotMapping[row] : -1;
     const u64 cacheRow = (u64)slot * numKVHeads * headDim;
     float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
     if (sr.y > 0) {
+        const int c[2] = {h * headDim + j, h * headDim + j + half};
         float d[2];
-        lora.terms<2>(sr.x, sr.y, cols, xa, pre, d);
+        lora.terms<2>(sr.x, sr.y, c, xa, d);
         x1 = round_bf16(x1 + d[0]);
         x2 = round_bf16(x2 + d[1]);
     }

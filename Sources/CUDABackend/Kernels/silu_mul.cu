@@ -7,21 +7,17 @@
 
 extern "C" __global__ void __launch_bounds__(256) loom_silu_mul(const bf16* gateUp, bf16* out, int n, int width, int stride, LORA_PARAMS) {
     __shared__ float xa[2 * LORA_MAX_RANK];
-    const int row = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
-    // The row's slot and the first ranks of B for gate and up, before the GEMM's output is ready.
-    const LoraDelta lora = LORA_ARGS;
-    const int2 sr = lora.slot(row);
-    const int c[2] = {min(j, width - 1), width + min(j, width - 1)};
-    uint4 pre[2][2];
-    if (sr.y > 0) lora.prefetch<2>(sr.x, sr.y, c, pre);
     grid_enter();
+    const int row = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
     const bf16* x = gateUp + (u64)row * stride;
-    lora.stage(sr, x, xa);
+    const LoraDelta lora = LORA_ARGS;
+    const int2 sr = lora.stage(row, x, xa);
     if (j >= width) return;
     float g = bf16_to_f32(x[j]), u = bf16_to_f32(x[width + j]);
     if (sr.y > 0) {
+        const int c[2] = {j, width + j};
         float d[2];
-        lora.terms<2>(sr.x, sr.y, c, xa, pre, d);
+        lora.terms<2>(sr.x, sr.y, c, xa, d);
         g = round_bf16(g + d[0]);
         u = round_bf16(u + d[1]);
     }
