@@ -76,13 +76,10 @@ public final class CPUBackend: ComputeBackend {
         precondition(stride == d || (lora?.width == d && stride >= d), "addRMSNorm: x \(x.shape) for residual \(residual.shape)")
         let r = residual.f32, xs = x.f32, w = weight.f32, o = out.f32
         parallelFor(n, work: n * d * 5) { rows in
-            let row = UnsafeMutablePointer<Float>.allocate(capacity: d)
-            defer { row.deallocate() }
             for i in rows {
                 let ri = r + i * d
-                row.update(from: xs + i * stride, count: d)
-                lora?.add(row: i, xa: xs + i * stride + d, to: row, columns: 0..<d)
-                Kernels.axpy(1, row, ri, d)
+                Kernels.axpy(1, xs + i * stride, ri, d)
+                lora?.add(row: i, xa: xs + i * stride + d, to: ri, columns: 0..<d)
                 Self.normRow(ri, w, eps, o + i * d, d)
             }
         }
