@@ -254,11 +254,12 @@ public final class CPUBackend: ComputeBackend {
         precondition(stride == 2 * width || (lora?.width == 2 * width && stride >= 2 * width), "siluMul: \(gateUp.shape) into \(out.shape)")
         let g = gateUp.f32, o = out.f32
         parallelFor(n, work: n * width * 10) { rows in
-            let row = UnsafeMutablePointer<Float>.allocate(capacity: 2 * width)
-            defer { row.deallocate() }
+            // The row with its delta added (gateUp itself stays as it is).
+            let row = lora == nil ? nil : UnsafeMutablePointer<Float>.allocate(capacity: 2 * width)
+            defer { row?.deallocate() }
             for i in rows {
                 var gi = UnsafePointer(g + i * stride)
-                if let lora {
+                if let lora, let row {
                     row.update(from: gi, count: 2 * width)
                     lora.add(row: i, xa: gi + 2 * width, to: row, columns: 0..<(2 * width))
                     gi = UnsafePointer(row)

@@ -217,7 +217,7 @@ extension CUDABackend {
         precondition(stride == 2 * width || (lora?.width == 2 * width && stride >= 2 * width), "siluMul: \(gateUp.shape) into \(out.shape)")
         if n == 0 { return }
         launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,
-               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(n), .int(width), .int(stride)] + loraArguments(lora, "siluMul"))
+               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride)] + loraArguments(lora, "siluMul"))
     }
 
     public func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor) {

@@ -349,16 +349,16 @@ public final class LoRAManager {
         }
         var slotRanks = [Int32](repeating: 0, count: options.maxLorasPerBatch)
         for (uid, slot) in slots { slotRanks[slot] = Int32(refs[uid]?.maxRank ?? 0) }
-        let plan = BatchPlan(rowSlots: rowAdapters.map { slots[$0?.uid ?? 0]! }, kind: options.backend, chunkSize: options.maxChunkSize)
+        let rowSlots = rowAdapters.map { slots[$0?.uid ?? 0]! }
+        let plan = BatchPlan(rowSlots: rowSlots, kind: options.backend, chunkSize: options.maxChunkSize)
         let n = rowAdapters.count
         let capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: options.backend, chunkSize: options.maxChunkSize)
         let padded = plan.padded(toCapacity: capacity)
         let zeroed = n <= Self.stepShrunkRows
         let consumes = n <= consumerRows
-        let rowSlots = rowAdapters.map { Int32(slots[$0?.uid ?? 0]!) }
         let plans = ranks.map { rb -> LoRAKernelPlan in
             if zeroed && stackedModules > 0 { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * stackedModules * n * max(maxRank, 1))) }
-            if consumes { rb.backend.copy(rowSlots, to: rb.rowSlots) }
+            if consumes { rb.backend.copy(rowSlots.map(Int32.init), to: rb.rowSlots) }
             for (g, input) in rb.fusedInputs where !consumes || !consumerGroups.contains(g) { rb.backend.zero(input.rows(n)) }
             rb.backend.copy(plan.permutation, to: rb.permutation)
             rb.backend.copy(padded.starts, to: rb.segmentStarts)

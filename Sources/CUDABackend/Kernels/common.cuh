@@ -185,17 +185,16 @@ struct LoraDelta {
         const int s = rowSlots[row];
         return make_int2(s, slotRanks[s]);
     }
-    // Stages the slot's xa of every module (stack·R floats; j >= rank left unset) from the row of a
-    // bf16 GEMM output into shared `xa`, and syncs; call from every thread of a block of one row.
-    __device__ __forceinline__ int2 stage(int row, const bf16* outputRow, float* xa) const {
-        const int2 sr = slot(row);
-        if (sr.y > 0) {
-            const bf16* src = outputRow + width + (u64)sr.x * stack * R;
-            for (int t = threadIdx.x; t < stack * R; t += blockDim.x)
-                if (t % R < sr.y) xa[t] = bf16_to_f32(src[t]);
-            __syncthreads();
-        }
-        return sr;
+    // Stages slot sr.x's xa of every module (stack·R floats; j >= rank left unset) into shared `xa`
+    // and syncs; call from every thread of a block of one row. `load(i)` gives the row's xa element i
+    // (the GEMM output's column width + i, or the sum of its K-slices there).
+    template <typename Load>
+    __device__ __forceinline__ void stage(int2 sr, float* xa, Load load) const {
+        if (sr.y <= 0) return;
+        const u64 first = (u64)sr.x * stack * R;
+        for (int t = threadIdx.x; t < stack * R; t += blockDim.x)
+            if (t % R < sr.y) xa[t] = load(first + t);
+        __syncthreads();
     }
     // What N base columns c[i] gain for slot s of rank r: Σ_{j<r} xa[m·R + j] · B[s][c][j] rounded as
     // PEFT's bf16 lora_B output, times the module's scaling, rounded again. `xa` is the staged slot's.

@@ -38,18 +38,16 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
     const LoraDelta lora = LORA_ARGS;
     const int2 sr = lora.slot(blockIdx.x);
     if (sr.y > 0) {
-        for (int t = threadIdx.x; t < lora.stack * lora.R; t += blockDim.x) {
-            if (t % lora.R >= sr.y) continue;
-            const u64 at = xBase + d + (u64)sr.x * lora.stack * lora.R + t;
+        lora.stage(sr, xa, [&](u64 i) {
+            const u64 at = xBase + d + i;
             float v = 0.f;
             if (count > 0) {
                 for (int k = 0; k < count; ++k) v += slices[k * sliceStride + at];
             } else {
                 v = bf16_to_f32(x[at]);
             }
-            xa[t] = round_bf16(v);
-        }
-        __syncthreads();
+            return round_bf16(v);
+        });
         const int step = blockDim.x;
         for (int c0 = threadIdx.x; c0 < d; c0 += 2 * step) {
             int c[2];

@@ -22,7 +22,9 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
     const int half = headDim >> 1;
     const LoraDelta lora = LORA_ARGS;
-    const int2 sr = lora.stage(row, qkv + (u64)row * stride, xa);
+    const int2 sr = lora.slot(row);
+    const bf16* xaRow = qkv + (u64)row * stride + lora.width;
+    lora.stage(sr, xa, [&](u64 i) { return bf16_to_f32(xaRow[i]); });
     if (j >= half) return;
     bf16* v = qkv + (u64)row * stride + h * headDim;
     const int slot = h >= numHeads ? slotMapping[row] : -1;

@@ -2,16 +2,17 @@
 // (the two roundings of transformers' bf16 `act_fn(gate) * up`). With a LoRA delta (LORA_PARAMS,
 // `--lora-backend fused` decode), gate and up first gain theirs, rounded as PEFT's bf16 sum.
 // Launch: grid (n, ceil(I / 256)), block (256), one element per thread. Arguments: gateUp [n, stride] bf16
-// (stride ≥ 2I), out [n, I] bf16, n, I, stride, LORA_PARAMS.
+// (stride ≥ 2I), out [n, I] bf16, I, stride, LORA_PARAMS.
 #include "common.cuh"
 
-extern "C" __global__ void __launch_bounds__(256) loom_silu_mul(const bf16* gateUp, bf16* out, int n, int width, int stride, LORA_PARAMS) {
+extern "C" __global__ void __launch_bounds__(256) loom_silu_mul(const bf16* gateUp, bf16* out, int width, int stride, LORA_PARAMS) {
     __shared__ float xa[2 * LORA_MAX_RANK];
     grid_enter();
     const int row = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
     const bf16* x = gateUp + (u64)row * stride;
     const LoraDelta lora = LORA_ARGS;
-    const int2 sr = lora.stage(row, x, xa);
+    const int2 sr = lora.slot(row);
+    lora.stage(sr, xa, [&](u64 i) { return bf16_to_f32(x[lora.width + i]); });
     if (j >= width) return;
     float g = bf16_to_f32(x[j]), u = bf16_to_f32(x[width + j]);
     if (sr.y > 0) {
