@@ -190,13 +190,6 @@ public final class CUDABackend: ComputeBackend {
         nvrtc = try NVRTC()
         blas = try CuBLASLt()
         kernels = try KernelLibrary(driver: driver, nvrtc: nvrtc, major: computeCapability.major, minor: computeCapability.minor)
-        // `LOOM_SMEM_CARVEOUT=p`: every Loom kernel prefers p% of the unified L1 as shared memory, so
-        // a multiprocessor need not change its split (and drain) between kernels that differ (A/B runs).
-        if let carveout = environment["LOOM_SMEM_CARVEOUT"].flatMap({ Int32($0) }) {
-            for (name, f) in kernels.functions {
-                try driver.check(driver.cuFuncSetAttribute(f, CUAttribute.funcPreferredSharedMemoryCarveout, carveout), "cuFuncSetAttribute(\(name), carveout)")
-            }
-        }
         blasWorkspace = try CUDAStorage(driver: driver, byteCount: blas.workspaceBytes)
         loraTickets = try CUDAStorage(driver: driver, byteCount: 4 * Self.loraTicketCount)
         try driver.check(driver.cuMemsetD8Async(loraTickets.pointer, 0, loraTickets.byteCount, mainStream), "cuMemsetD8Async(LoRA tickets)")

@@ -207,7 +207,6 @@ enum CUAttribute {
     static let maxSharedMemoryPerBlockOptin: Int32 = 97
     static let l2CacheSize: Int32 = 38
     static let funcMaxDynamicSharedSizeBytes: Int32 = 8
-    static let funcPreferredSharedMemoryCarveout: Int32 = 9
     static let streamNonBlocking: UInt32 = 1
     static let captureModeRelaxed: Int32 = 2
     static let eventDefault: UInt32 = 0
