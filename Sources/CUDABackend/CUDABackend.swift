@@ -41,10 +41,8 @@ public final class CUDABackend: ComputeBackend {
     /// `loom_gemm_tma`'s parts of tiles cut between blocks (`tmaGEMMBlocks` slots of 4 warps × 8
     /// n8-tiles × 128 floats), then a flag per block and warp, zero between launches.
     let tmaGEMMScratch: CUDAStorage
-    /// `loom_gemm_tma`'s grid: two blocks a multiprocessor (`LOOM_TMA_GEMM_BLOCKS_PER_SM`: 1 or 2), or
-    /// one per k step if fewer.
-    var tmaGEMMBlocks: Int { tmaGEMMBlocksPerSM * multiprocessorCount }
-    let tmaGEMMBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_TMA_GEMM_BLOCKS_PER_SM"].flatMap { Int($0) }.map { min(2, max(1, $0)) } ?? 2
+    /// `loom_gemm_tma`'s grid: two blocks a multiprocessor (or one per k step, if fewer).
+    var tmaGEMMBlocks: Int { 2 * multiprocessorCount }
     static let argmaxRowCapacity = 1 << 14
     /// The device's primary context, made current on the calling thread by every entry point, so
     /// one thread may drive several backends (ranks of a tensor-parallel group) and each rank's
