@@ -8,7 +8,7 @@
 //   outF32 = 0: out[i][j] rounded to bf16 (S must be 1).
 // Decode reads W once and x (a few KB) from L2, so the kernel is a W stream, split evenly over the
 // grid whatever the shape (stream-K): the tiles' 64-wide k steps, tile after tile, are cut into
-// gridDim.x equal runs, one a block, which takes its tiles from the last down. A block's four consumer warps own 16 rows of a tile each, as the
+// gridDim.x equal runs, one a block. A block's four consumer warps own 16 rows of a tile each, as the
 // rows of m16n8k16 MMAs whose columns are x's rows; a fifth warp's first lane is the producer: one
 // TMA copy of W and one of x fill a stage of a ring of STAGES, and an mbarrier per stage counts their
 // bytes in (full) and the consumer warps out (empty). W is constant, so the producer requests the
@@ -55,22 +55,6 @@ __device__ __forceinline__ void tma_load(u32 dst, const TensorMap* map, u32 bar,
 }
 #endif
 
-// Walks a block's run of steps [begin, end) in the order it takes them: its tiles from the last down
-// (the part of a tile it shares with the next block first, the part it finishes last), k ascending.
-struct RunCursor {
-    int tile, k, kEnd, begin, steps;
-    __device__ RunCursor(int begin, int end, int steps) : tile((end - 1) / steps), begin(begin), steps(steps) {
-        k = max(begin, tile * steps) - tile * steps;
-        kEnd = min(end, (tile + 1) * steps) - tile * steps;
-    }
-    __device__ void next() {
-        if (++k < kEnd) return;
-        --tile;
-        k = max(begin, tile * steps) - tile * steps;
-        kEnd = steps;
-    }
-};
-
 template <int T, int STAGES>
 __device__ __forceinline__ void gemm_tma(const TensorMap* wMap, const TensorMap* xMap, void* __restrict__ out, int outF32,
                                          int n, int m, int kSlice, int mTiles, int tiles, float* __restrict__ partials, int* flags) {
@@ -98,26 +82,26 @@ __device__ __forceinline__ void gemm_tma(const TensorMap* wMap, const TensorMap*
 
     if (warp == 4) {
         if (lane == 0) {
-            // The run's steps in the consumers' order; the ring's first steps of W before grid_wait.
-            auto load = [&](const RunCursor& c, int st, bool w, bool x) {
-                const int k = (c.tile / mTiles) * kSlice + c.k * TG_BK, row = (c.tile % mTiles) * TG_ROWS;
-                if (w) tma_load(base + st * STAGE_BYTES, wMap, full + 8 * st, k, row);
-                if (x) tma_load(base + st * STAGE_BYTES + W_BYTES, xMap, full + 8 * st, k, 0);
-            };
-            const int count = end - begin, first = min(STAGES, count);
-            RunCursor c(begin, end, steps);
-            for (int s = 0; s < first; ++s, c.next()) {
-                mbar_expect(full + 8 * s, STAGE_BYTES);
-                load(c, s, true, false);
+            // Step `it` of the run: tile it / steps (slice, 64 rows), k step it % steps.
+            auto k = [&](int it) { return (it / steps / mTiles) * kSlice + (it % steps) * TG_BK; };
+            auto row = [&](int it) { return (it / steps % mTiles) * TG_ROWS; };
+            const int first = min(begin + STAGES, end);
+            for (int it = begin; it < first; ++it) {
+                const int st = it - begin;
+                mbar_expect(full + 8 * st, STAGE_BYTES);
+                tma_load(base + st * STAGE_BYTES, wMap, full + 8 * st, k(it), row(it));
             }
             grid_enter();
-            RunCursor cx(begin, end, steps);
-            for (int s = 0; s < first; ++s, cx.next()) load(cx, s, false, true);
-            for (int s = first; s < count; ++s, c.next()) {
-                const int st = s % STAGES;
+            for (int it = begin; it < first; ++it) {
+                const int st = it - begin;
+                tma_load(base + st * STAGE_BYTES + W_BYTES, xMap, full + 8 * st, k(it), 0);
+            }
+            for (int it = first; it < end; ++it) {
+                const int s = it - begin, st = s % STAGES;
                 mbar_wait(empty + 8 * st, ((s / STAGES) - 1) & 1);
                 mbar_expect(full + 8 * st, STAGE_BYTES);
-                load(c, st, true, true);
+                tma_load(base + st * STAGE_BYTES, wMap, full + 8 * st, k(it), row(it));
+                tma_load(base + st * STAGE_BYTES + W_BYTES, xMap, full + 8 * st, k(it), 0);
             }
         } else {
             grid_enter();
@@ -132,8 +116,8 @@ __device__ __forceinline__ void gemm_tma(const TensorMap* wMap, const TensorMap*
     // This warp's part of a tile in a block's slot: [j][e][lane], lanes adjacent.
     auto part = [&](int block) { return partials + ((u64)block * 4 + warp) * (T * 4 * 32) + lane; };
     int s = 0;  // steps consumed: the ring's position
-    for (int tile = (end - 1) / steps; tile >= begin / steps; --tile) {
-        const int kBegin = max(begin, tile * steps) - tile * steps, kEnd = min(end, (tile + 1) * steps) - tile * steps;
+    for (int it = begin; it < end;) {
+        const int tile = it / steps, kBegin = it % steps, kEnd = min(steps, kBegin + end - it);
         float acc[T][4];
 #pragma unroll
         for (int j = 0; j < T; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
@@ -158,11 +142,11 @@ __device__ __forceinline__ void gemm_tma(const TensorMap* wMap, const TensorMap*
             __syncwarp();
             if (lane == 0) mbar_arrive(empty + 8 * st);
         }
+        it += kEnd - kBegin;
 
         int* flag = flags + b * 4 + warp;
         if (kEnd < steps) {
-            // The tile goes on in the next block: leave this part for the block that finishes it
-            // (this block's first tile to go, so the next block does not wait long).
+            // The tile goes on in the next block: leave this part for the block that finishes it.
             float* p = part(b);
 #pragma unroll
             for (int j = 0; j < T; ++j)
@@ -174,8 +158,7 @@ __device__ __forceinline__ void gemm_tma(const TensorMap* wMap, const TensorMap*
             continue;
         }
         if (kBegin > 0) {
-            // The tile began in earlier blocks (this block's last tile to go; their first): add
-            // their parts, nearest first.
+            // The tile began in earlier blocks: add their parts, nearest first.
             const int tileStart = tile * steps;
             const int firstBlock = (int)(((long long)(tileStart + 1) * blocks - 1) / total);
             for (int other = b - 1; other >= firstBlock; --other) {
