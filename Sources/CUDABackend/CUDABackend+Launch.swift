@@ -69,23 +69,24 @@ extension CUDABackend {
 
     /// `loom_gemm_tma` of x `[n, S·kSlice]` by W into `out` (`[n, m]` bf16 or f32 with one slice,
     /// `[S, n, m]` f32) where it applies: `usesTMAGEMM`, 5 to 64 rows, slices a multiple of 64 wide,
-    /// 16-byte aligned operands and rows. False leaves the GEMM to the caller.
+    /// 16-byte aligned operands and rows, at least `tmaGEMMMinBlocks` blocks. False leaves the GEMM
+    /// to the caller.
     func tmaGEMM(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor, slices: Int) -> Bool {
         let n = x.shape[0], width = x.shape.rowCount, m = weight.shape[0], ldw = weight.shape.rowCount
         guard usesTMAGEMM && n > maxGEMVRows && n <= 64 && width % slices == 0 && (slices == 1 || (width / slices) % 64 == 0)
-                && (width | ldw) % 8 == 0 && (x.devicePointer | weight.devicePointer) % 16 == 0 else { return false }
+                && (width | ldw) % 8 == 0 && (x.devicePointer | weight.devicePointer) % 16 == 0
+                && (m + 63) / 64 * slices >= tmaGEMMMinBlocks else { return false }
         let tiles = [2, 4, 8].first { 8 * $0 >= n }!, stages = tiles == 8 ? 6 : 8
         let sharedBytes = stages * (8 + tiles) * 1024 + 1024
-        let kernel = "loom_gemm_tma_t\(tiles)", kSlice = width / slices, mTiles = (m + 63) / 64
-        let blocks = min(tmaGEMMBlocks, mTiles * slices * ((kSlice + 63) / 64))
+        let kernel = "loom_gemm_tma_t\(tiles)"
         do {
             let wMap = try driver.bf16TensorMap(weight.devicePointer, columns: width, rows: m, rowStride: ldw, boxColumns: 64, boxRows: 64)
             let xMap = try driver.bf16TensorMap(x.devicePointer, columns: width, rows: n, rowStride: width, boxColumns: 64, boxRows: 8 * tiles)
             raiseSharedLimit(kernel, bytes: sharedBytes)
-            let flags = tmaGEMMScratch.pointer + UInt64(tmaGEMMBlocks * 4 * 8 * 128 * 4)
-            launch(kernel, grid: (blocks, 1, 1), block: 160, sharedBytes: sharedBytes, label: "tma \(slices)x\(n)x\(m)x\(kSlice)",
-                   [.words(wMap), .words(xMap), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0), .int(n), .int(m), .int(kSlice),
-                    .int(mTiles), .int(mTiles * slices), .pointer(tmaGEMMScratch.pointer), .pointer(flags)])
+            launch(kernel, grid: ((m + 63) / 64, slices, 1), block: 160, sharedBytes: sharedBytes,
+                   label: "tma \(slices)x\(n)x\(m)x\(width / slices)",
+                   [.words(wMap), .words(xMap), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0), .int(n), .int(m),
+                    .int(width / slices)])
         } catch {
             fail(error)
         }

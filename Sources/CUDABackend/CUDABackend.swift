@@ -38,11 +38,6 @@ public final class CUDABackend: ComputeBackend {
     static let loraTicketCount = 1 << 17
     /// `argmax`'s per-row best keys (u64) and tickets (u32), zero between launches.
     let argmaxScratch: CUDAStorage
-    /// `loom_gemm_tma`'s parts of tiles cut between blocks (`tmaGEMMBlocks` slots of 4 warps × 8
-    /// n8-tiles × 128 floats), then a flag per block and warp, zero between launches.
-    let tmaGEMMScratch: CUDAStorage
-    /// `loom_gemm_tma`'s grid: two blocks a multiprocessor (or one per k step, if fewer).
-    var tmaGEMMBlocks: Int { 2 * multiprocessorCount }
     static let argmaxRowCapacity = 1 << 14
     /// The device's primary context, made current on the calling thread by every entry point, so
     /// one thread may drive several backends (ranks of a tensor-parallel group) and each rank's
@@ -76,8 +71,12 @@ public final class CUDABackend: ComputeBackend {
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
     /// Whether GEMMs of 5 to 64 rows of x run `loom_gemm_tma` (sm_90+, a CUDA 12 driver) where it
-    /// applies, rather than cuBLASLt (`LOOM_TMA_GEMM=0`: off); settable so checks run both.
+    /// applies and has at least `tmaGEMMMinBlocks` blocks, rather than cuBLASLt (`LOOM_TMA_GEMM=0`:
+    /// off); settable so checks run both.
     public var usesTMAGEMM: Bool
+    /// The fewest blocks (64 rows of W by a K-slice) for which a GEMM goes to `loom_gemm_tma`
+    /// (`LOOM_TMA_GEMM_MIN_BLOCKS`; default, the multiprocessor count).
+    public var tmaGEMMMinBlocks: Int
     /// Into how many K-slices o and down are cut at decode batches (`residualSliceCount`): nil
     /// chooses, `LOOM_RESIDUAL_SLICES=n` fixes n (1: never cut); settable so checks run both paths.
     public var residualSlices = ProcessInfo.processInfo.environment["LOOM_RESIDUAL_SLICES"].flatMap { Int($0) }.map { max(1, $0) }
@@ -173,6 +172,7 @@ public final class CUDABackend: ComputeBackend {
             && ProcessInfo.processInfo.environment["LOOM_PDL"] != "0"
         let environment = ProcessInfo.processInfo.environment
         usesTMAGEMM = computeCapability.major >= 9 && driver.cuTensorMapEncodeTiled != nil && environment["LOOM_TMA_GEMM"] != "0"
+        tmaGEMMMinBlocks = environment["LOOM_TMA_GEMM_MIN_BLOCKS"].flatMap { Int($0) } ?? multiprocessorCount
         var free = 0, total = 0
         try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
         totalMemory = total
@@ -192,8 +192,6 @@ public final class CUDABackend: ComputeBackend {
         loraTickets = try CUDAStorage(driver: driver, byteCount: 4 * Self.loraTicketCount)
         try driver.check(driver.cuMemsetD8Async(loraTickets.pointer, 0, loraTickets.byteCount, mainStream), "cuMemsetD8Async(LoRA tickets)")
         argmaxScratch = try CUDAStorage(driver: driver, byteCount: 12 * Self.argmaxRowCapacity)
-        tmaGEMMScratch = try CUDAStorage(driver: driver, byteCount: 2 * multiprocessorCount * 4 * (8 * 128 * 4 + 4))
-        try driver.check(driver.cuMemsetD8Async(tmaGEMMScratch.pointer, 0, tmaGEMMScratch.byteCount, mainStream), "cuMemsetD8Async(GEMM scratch)")
         try driver.check(driver.cuMemsetD8Async(argmaxScratch.pointer, 0, argmaxScratch.byteCount, mainStream), "cuMemsetD8Async(argmax scratch)")
     }
 

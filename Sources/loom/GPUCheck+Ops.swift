@@ -105,10 +105,10 @@ struct OpChecks {
             results.append(compare("addRMSNorm.out", oc2, og2, tolerance: 1e-2, detail: "5×\(d)"))
         }
         // Up to 4 rows run loom_gemv (k a multiple of 8: 16-byte loads; else a plain loop), the rest
-        // cuBLASLt, and 5 to 64 rows loom_gemm_tma too: partial last tiles of rows (m = 17001) and of k
-        // (k = 1000), 5, 17, 33 and 64 rows, tiles cut between blocks and whole in one (7×344: one
-        // step a block; 17001 rows: 266 tiles of 16 steps).
-        let tmaSupported = gpu.usesTMAGEMM
+        // cuBLASLt, and 5 to 64 rows loom_gemm_tma too (every case here, whatever its block count):
+        // partial last blocks of rows (m = 17001) and of k (k = 1000), 5, 17, 33 and 64 rows.
+        let tmaSupported = gpu.usesTMAGEMM, tmaMinBlocks = gpu.tmaGEMMMinBlocks
+        gpu.tmaGEMMMinBlocks = 1
         func paths(_ n: Int) -> [Bool] { tmaSupported && n > gpu.maxGEMVRows && n <= 64 ? [true, false] : [false] }
         for (n, k, m, bias, f32) in [(1, 4096, 6144, false, false), (7, 344, 128, false, false), (33, 128, 512, false, false),
                                      (128, 96, 224, true, false), (32, 4096, 14336, false, false), (4, 4096, 4097, false, false),
@@ -146,6 +146,7 @@ struct OpChecks {
             }
         }
         gpu.usesTMAGEMM = tmaSupported
+        gpu.tmaGEMMMinBlocks = tmaMinBlocks
         for (n, d, count) in [(32, 4096, 4), (5, 100, 3), (3, 96, 2)] {
             let values = (0..<count * n * d).map { _ in rng.uniform() * 2 }
             let (sc, sg) = floats32(values)
