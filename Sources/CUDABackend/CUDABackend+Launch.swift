@@ -1,21 +1,18 @@
 import LoomCore
 
-/// A kernel argument, widened to whole 8-byte words (the driver reads each parameter's own size).
+/// A kernel argument, widened to an 8-byte slot (the driver reads each parameter's own size).
 enum KernelArgument {
     case pointer(UInt64)
     case int(Int)
     case float(Float)
     case u64(UInt64)
-    /// A struct passed by value, such as a tensor map (`Driver.bf16TensorMap`).
-    case words([UInt64])
 
-    var words: [UInt64] {
+    var bits: UInt64 {
         switch self {
-        case .pointer(let p): [p]
-        case .int(let v): [UInt64(UInt32(bitPattern: Int32(truncatingIfNeeded: v)))]
-        case .float(let f): [UInt64(f.bitPattern)]
-        case .u64(let v): [v]
-        case .words(let words): words
+        case .pointer(let p): p
+        case .int(let v): UInt64(UInt32(bitPattern: Int32(truncatingIfNeeded: v)))
+        case .float(let f): UInt64(f.bitPattern)
+        case .u64(let v): v
         }
     }
 }
@@ -32,13 +29,9 @@ extension CUDABackend {
         precondition(grid.0 > 0 && grid.1 > 0 && grid.2 > 0, "\(function): empty grid \(grid)")
         let probe = profiler?.begin(label() ?? function, stream: stream)
         defer { if let probe { profiler!.end(probe, stream: stream) } }
-        var slots: [UInt64] = [], offsets: [Int] = []
-        for argument in arguments {
-            offsets.append(slots.count)
-            slots += argument.words
-        }
+        var slots = arguments.map(\.bits)
         slots.withUnsafeMutableBufferPointer { buffer in
-            var pointers: [UnsafeMutableRawPointer?] = offsets.map { UnsafeMutableRawPointer(buffer.baseAddress! + $0) }
+            var pointers: [UnsafeMutableRawPointer?] = (0..<buffer.count).map { UnsafeMutableRawPointer(buffer.baseAddress! + $0) }
             let status = pointers.withUnsafeMutableBufferPointer {
                 usesProgrammaticLaunch
                     ? driver.launchProgrammatic(f, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)), block: UInt32(block),
@@ -63,34 +56,7 @@ extension CUDABackend {
             gemv(x, weight, out)
             return
         }
-        if tmaGEMM(x, weight, out, slices: 1) { return }
         blasMatmul(x, weight, out, n: n, m: m, k: k, label: "cublasLt \(n)x\(m)x\(k)")
-    }
-
-    /// `loom_gemm_tma` of x `[n, S·kSlice]` by W into `out` (`[n, m]` bf16 or f32 with one slice,
-    /// `[S, n, m]` f32) where it applies: `usesTMAGEMM`, 5 to 64 rows, slices a multiple of 64 wide,
-    /// 16-byte aligned operands and rows, at least `tmaGEMMMinBlocks` blocks. False leaves the GEMM
-    /// to the caller.
-    func tmaGEMM(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor, slices: Int) -> Bool {
-        let n = x.shape[0], width = x.shape.rowCount, m = weight.shape[0], ldw = weight.shape.rowCount
-        guard usesTMAGEMM && n > maxGEMVRows && n <= 64 && width % slices == 0 && (slices == 1 || (width / slices) % 64 == 0)
-                && (width | ldw) % 8 == 0 && (x.devicePointer | weight.devicePointer) % 16 == 0
-                && (m + 63) / 64 * slices >= tmaGEMMMinBlocks else { return false }
-        let tiles = [2, 4, 8].first { 8 * $0 >= n }!, stages = tiles == 8 ? 6 : 8
-        let sharedBytes = stages * (8 + tiles) * 1024 + 1024
-        let kernel = "loom_gemm_tma_t\(tiles)"
-        do {
-            let wMap = try driver.bf16TensorMap(weight.devicePointer, columns: width, rows: m, rowStride: ldw, boxColumns: 64, boxRows: 64)
-            let xMap = try driver.bf16TensorMap(x.devicePointer, columns: width, rows: n, rowStride: width, boxColumns: 64, boxRows: 8 * tiles)
-            raiseSharedLimit(kernel, bytes: sharedBytes)
-            launch(kernel, grid: ((m + 63) / 64, slices, 1), block: 160, sharedBytes: sharedBytes,
-                   label: "tma \(slices)x\(n)x\(m)x\(width / slices)",
-                   [.words(wMap), .words(xMap), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0), .int(n), .int(m),
-                    .int(width / slices)])
-        } catch {
-            fail(error)
-        }
-        return true
     }
 
     /// One cuBLASLt launch (`CuBLASLt.matmul`), tuned on first use in eager mode with `tunesGEMMs`.

@@ -81,7 +81,7 @@ extension CUDABackend {
         precondition(out.shape.rank == 3 && out.shape[1] == n && out.shape[2] == m && width % count == 0 && (width / count) % 8 == 0
                      && ldWeight >= width && (ldWeight == width || ldWeight % 8 == 0),
                      "linearSlices: x \(x.shape) · weightᵀ \(weight.shape) into \(out.shape)")
-        if n == 0 || tmaGEMM(x, weight, out, slices: count) { return }
+        if n == 0 { return }
         let k = width / count
         blasMatmul(x, weight, out, n: n, m: m, k: k, ldInput: width, batch: count, label: "cublasLt \(count)x\(n)x\(m)x\(k)")
     }
@@ -90,18 +90,10 @@ extension CUDABackend {
     /// GEMM's output tiles are too few for the multiprocessors, and K of at least 1024 (a small
     /// model's GEMM is not bound by its weight): 2 slices. On the H200 at batch 32, 2 and 4 gave the
     /// same step time within noise, both 1.5 to 2.5% under cuBLASLt's split-K GEMM and its reduction kernel.
-    /// With `loom_gemm_tma`, the fewest slices (2, 4 or 8, each a multiple of 64 wide) that give its
-    /// 64-row blocks two a multiprocessor.
     public func residualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int {
         func fits(_ count: Int) -> Bool { inFeatures % count == 0 && (inFeatures / count) % 8 == 0 }
         if let residualSlices { return fits(residualSlices) ? residualSlices : 1 }
-        guard rows > maxGEMVRows && rows <= 64 && inFeatures >= 1024 else { return 1 }
-        if usesTMAGEMM, let count = [2, 4, 8].first(where: {
-            inFeatures % $0 == 0 && (inFeatures / $0) % 64 == 0 && (outFeatures + 63) / 64 * $0 >= 2 * multiprocessorCount
-        }) {
-            return count
-        }
-        return fits(2) ? 2 : 1
+        return rows > maxGEMVRows && rows <= 64 && inFeatures >= 1024 && fits(2) ? 2 : 1
     }
 
     public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor) {

@@ -70,13 +70,6 @@ public final class CUDABackend: ComputeBackend {
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
-    /// Whether GEMMs of 5 to 64 rows of x run `loom_gemm_tma` (sm_90+, a CUDA 12 driver) where it
-    /// applies and has at least `tmaGEMMMinBlocks` blocks, rather than cuBLASLt (`LOOM_TMA_GEMM=0`:
-    /// off); settable so checks run both.
-    public var usesTMAGEMM: Bool
-    /// The fewest blocks (64 rows of W by a K-slice) for which a GEMM goes to `loom_gemm_tma`
-    /// (`LOOM_TMA_GEMM_MIN_BLOCKS`; default, the multiprocessor count).
-    public var tmaGEMMMinBlocks: Int
     /// Into how many K-slices o and down are cut at decode batches (`residualSliceCount`): nil
     /// chooses, `LOOM_RESIDUAL_SLICES=n` fixes n (1: never cut); settable so checks run both paths.
     public var residualSlices = ProcessInfo.processInfo.environment["LOOM_RESIDUAL_SLICES"].flatMap { Int($0) }.map { max(1, $0) }
@@ -170,9 +163,6 @@ public final class CUDABackend: ComputeBackend {
         _ = driver.cuDriverGetVersion(&driverVersion)
         usesProgrammaticLaunch = driver.cuLaunchKernelEx != nil && computeCapability.major >= 9 && driverVersion >= 12030
             && ProcessInfo.processInfo.environment["LOOM_PDL"] != "0"
-        let environment = ProcessInfo.processInfo.environment
-        usesTMAGEMM = computeCapability.major >= 9 && driver.cuTensorMapEncodeTiled != nil && environment["LOOM_TMA_GEMM"] != "0"
-        tmaGEMMMinBlocks = environment["LOOM_TMA_GEMM_MIN_BLOCKS"].flatMap { Int($0) } ?? multiprocessorCount
         var free = 0, total = 0
         try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
         totalMemory = total

@@ -56,12 +56,6 @@ final class Driver: @unchecked Sendable {
     let cuFuncGetName: (@convention(c) (UnsafeMutablePointer<UnsafePointer<CChar>?>, Handle) -> Int32)?
     let cuKernelGetName: (@convention(c) (UnsafeMutablePointer<UnsafePointer<CChar>?>, Handle) -> Int32)?
     let cuGetErrorString: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
-    /// Tensor maps for the Tensor Memory Accelerator (CUDA 12+; nil on older drivers): tensor map,
-    /// data type, rank, address, sizes, byte strides, box, element strides, interleave, swizzle, L2
-    /// promotion, out-of-bounds fill.
-    let cuTensorMapEncodeTiled: (@convention(c) (UnsafeMutableRawPointer, Int32, UInt32, UnsafeMutableRawPointer?, UnsafePointer<UInt64>,
-                                                 UnsafePointer<UInt64>, UnsafePointer<UInt32>, UnsafePointer<UInt32>, Int32, Int32, Int32,
-                                                 Int32) -> Int32)?
 
     init() throws {
         let lib = try DynamicLibrary("libcuda", candidates: ["libcuda.so.1", "libcuda.so", "/usr/local/nvidia/lib64/libcuda.so.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"], override: "LOOM_LIBCUDA")
@@ -111,7 +105,6 @@ final class Driver: @unchecked Sendable {
         cuFuncGetName = try? lib.function("cuFuncGetName")
         cuKernelGetName = try? lib.function("cuKernelGetName")
         cuGetErrorString = try lib.function("cuGetErrorString")
-        cuTensorMapEncodeTiled = try? lib.function("cuTensorMapEncodeTiled")
     }
 
     /// Throws `CUDAError.driver` naming `call` unless `status` is `CUDA_SUCCESS`.
@@ -181,24 +174,6 @@ extension Driver {
     }
 }
 
-extension Driver {
-    /// The 128 bytes of a 2-D tensor map (`cuTensorMapEncodeTiled`) of a bf16 matrix: `rows` rows of
-    /// `columns` elements, `rowStride` elements apart, copied in boxes of `boxColumns` × `boxRows`
-    /// with the 128-byte swizzle and zeros past the ends. For a kernel argument, by value.
-    func bf16TensorMap(_ address: DevicePointer, columns: Int, rows: Int, rowStride: Int, boxColumns: Int, boxRows: Int) throws -> [UInt64] {
-        guard let encode = cuTensorMapEncodeTiled else { throw CUDAError.symbolNotFound(library: "libcuda", symbol: "cuTensorMapEncodeTiled") }
-        let map = UnsafeMutableRawPointer.allocate(byteCount: 128, alignment: 64)
-        defer { map.deallocate() }
-        map.initializeMemory(as: UInt8.self, repeating: 0, count: 128)
-        let sizes: [UInt64] = [UInt64(columns), UInt64(rows)], strides: [UInt64] = [UInt64(rowStride * 2)]
-        let box: [UInt32] = [UInt32(boxColumns), UInt32(boxRows)], elementStrides: [UInt32] = [1, 1]
-        try check(encode(map, CUAttribute.tensorMapBFloat16, 2, UnsafeMutableRawPointer(bitPattern: UInt(address)), sizes, strides, box,
-                         elementStrides, 0, CUAttribute.tensorMapSwizzle128B, CUAttribute.tensorMapL2Promotion256B, 0),
-                  "cuTensorMapEncodeTiled(\(rows)×\(columns), stride \(rowStride), box \(boxRows)×\(boxColumns))")
-        return Array(UnsafeBufferPointer(start: map.assumingMemoryBound(to: UInt64.self), count: 16))
-    }
-}
-
 /// Driver enum values used here (cuda.h).
 enum CUAttribute {
     static let multiprocessorCount: Int32 = 16
@@ -212,7 +187,4 @@ enum CUAttribute {
     static let eventDefault: UInt32 = 0
     static let eventDisableTiming: UInt32 = 2
     static let launchProgrammaticStreamSerialization: Int32 = 6
-    static let tensorMapBFloat16: Int32 = 9
-    static let tensorMapSwizzle128B: Int32 = 3
-    static let tensorMapL2Promotion256B: Int32 = 3
 }

@@ -25,7 +25,6 @@ final class KernelLibrary {
         Module(name: "silu_mul", source: PackageResources.silu_mul_cu, functions: ["loom_silu_mul"]),
         Module(name: "gather_rows", source: PackageResources.gather_rows_cu, functions: ["loom_gather_rows"]),
         Module(name: "gemv", source: PackageResources.gemv_cu, functions: (1...4).map { "loom_gemv_n\($0)" }),
-        Module(name: "gemm_tma", source: PackageResources.gemm_tma_cu, functions: [2, 4, 8].map { "loom_gemm_tma_t\($0)" }),
         Module(name: "convert", source: PackageResources.convert_cu, functions: ["loom_convert"]),
         Module(name: "add_bias", source: PackageResources.add_bias_cu, functions: ["loom_add_bias"]),
         Module(name: "argmax", source: PackageResources.argmax_cu, functions: ["loom_argmax"]),
