@@ -156,7 +156,7 @@ public final class LoRAManager {
                 if consumerGroups.contains(g) {
                     consumerOutputs[g] = try backend.allocate(Shape(consumerRows, tallRows), dtype: backend.activationDType)
                     if Self.isRowParallel(mods[0]) {
-                        let count = (1...consumerRows).map { backend.residualSliceCount(rows: $0, outFeatures: tallRows, inFeatures: inFeatures) }.max()!
+                        let count = backend.maxResidualSliceCount(rows: consumerRows, outFeatures: tallRows, inFeatures: inFeatures)
                         if count > 1 { sliceFloats = max(sliceFloats, count * consumerRows * tallRows) }
                     }
                 }
@@ -423,12 +423,8 @@ public final class LoRAManager {
     fileprivate func consumerLoRA(rank: Int, layer: Int, group: ProjectionGroup, rows n: Int) -> ConsumerLoRA? {
         let rb = ranks[rank]
         guard let buf = rb.layers[layer][group], let tall = buf.fusedWeight, let b = buf.deltaB, let out = rb.consumerOutputs[group] else { return nil }
-        let width = out.shape[1]
-        var slices: DeviceTensor?
-        if let buffer = rb.consumerSlices, Self.isRowParallel(Self.modules(of: group)[0]) {
-            let count = rb.backend.residualSliceCount(rows: n, outFeatures: width, inFeatures: buf.a.shape[2])
-            if count > 1 { slices = buffer.rows(count * n * width).reshaped(Shape(count, n, width)) }
-        }
+        let slices = rb.backend.residualSlices(in: Self.isRowParallel(Self.modules(of: group)[0]) ? rb.consumerSlices : nil, rows: n,
+                                               outFeatures: out.shape[1], inFeatures: buf.a.shape[2])
         return ConsumerLoRA(weight: tall, output: out.rows(n), slices: slices,
                             delta: LoRADelta(b: b, scalings: buf.scalings, rowSlots: rb.rowSlots.rows(n), slotRanks: rb.slotRanks, outOffsets: buf.outOffsets))
     }

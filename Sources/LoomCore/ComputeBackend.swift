@@ -250,6 +250,22 @@ extension ComputeBackend {
         siluMul(gateUp, out: out, lora: nil)
     }
 
+    /// The most K-slices `residualSliceCount` asks for over steps of 1 ... `rows` rows: a buffer for
+    /// them holds that many `[rows, outFeatures]` f32 slices.
+    public func maxResidualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int {
+        (1...max(rows, 1)).map { residualSliceCount(rows: $0, outFeatures: outFeatures, inFeatures: inFeatures) }.max()!
+    }
+
+    /// A view `[S, n, outFeatures]` of the f32 `buffer` for the K-slices of a GEMM of `n` rows
+    /// (`linearSlices`), where this backend cuts K (`residualSliceCount` > 1) and `buffer` has room;
+    /// nil: one `linear`.
+    public func residualSlices(in buffer: DeviceTensor?, rows n: Int, outFeatures: Int, inFeatures: Int) -> DeviceTensor? {
+        guard let buffer else { return nil }
+        let count = residualSliceCount(rows: n, outFeatures: outFeatures, inFeatures: inFeatures)
+        guard count > 1, count * n * outFeatures <= buffer.count else { return nil }
+        return buffer.rows(count * n * outFeatures).reshaped(Shape(count, n, outFeatures))
+    }
+
     public func forkSideStream(_ body: () -> Void) -> Bool { false }
 
     public func joinSideStream() {}

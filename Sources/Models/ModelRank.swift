@@ -62,9 +62,8 @@ public final class ModelRank {
         func floats(_ d: Int...) throws -> DeviceTensor { try backend.allocate(Shape(d), dtype: .f32) }
         let localLogits = try floats(n, lmRows)
         let slicedRows = min(n, Self.maxSlicedRows)
-        let maxSlices = communicator != nil ? 1 : (1...slicedRows).map { rows in
-            max(backend.residualSliceCount(rows: rows, outFeatures: c.hiddenSize, inFeatures: c.qSize),
-                backend.residualSliceCount(rows: rows, outFeatures: c.hiddenSize, inFeatures: c.intermediateSize))
+        let maxSlices = communicator != nil ? 1 : [c.qSize, c.intermediateSize].map {
+            backend.maxResidualSliceCount(rows: slicedRows, outFeatures: c.hiddenSize, inFeatures: $0)
         }.max()!
         ws = Workspace(
             tokens: try ints(n), positions: try ints(n), slotMapping: try ints(n), logitsRows: try ints(n),
@@ -78,16 +77,6 @@ public final class ModelRank {
             logits: shard.size > 1 ? try floats(n, config.vocabSize) : localLogits,
             reduced: shard.size > 1 && f != .f32 ? try floats(n, c.hiddenSize) : nil,
             slices: maxSlices > 1 ? try floats(maxSlices * slicedRows * c.hiddenSize) : nil)
-    }
-
-    /// Where a row-parallel GEMM of `x` by `weight` may leave its K-slices for the next
-    /// `addRMSNorm` to sum: a view `[S, n, hidden]` of the workspace, or nil for one `linear`.
-    private func sliceBuffer(_ x: DeviceTensor, weight: DeviceTensor) -> DeviceTensor? {
-        guard let buffer = ws.slices else { return nil }
-        let n = x.shape[0], width = weight.shape[0]
-        let count = backend.residualSliceCount(rows: n, outFeatures: width, inFeatures: x.shape.rowCount)
-        guard count > 1, count * n * width <= buffer.count else { return nil }
-        return buffer.rows(count * n * width).reshaped(Shape(count, n, width))
     }
 
     /// `out = x · weightᵀ` of a row-parallel module, summed over the ranks.
@@ -185,7 +174,8 @@ public final class ModelRank {
                 }
                 lora?.shrinkAhead(rank: rank, layer: i, group: group, input: x)
                 let input = lora?.gemmInput(rank: rank, layer: i, group: group, input: x) ?? x
-                if !(lora?.addsToOutput(rank: rank, layer: i, group: group) ?? false), let slices = sliceBuffer(input, weight: weight) {
+                let adds = lora?.addsToOutput(rank: rank, layer: i, group: group) ?? false
+                if !adds, let slices = b.residualSlices(in: ws.slices, rows: n, outFeatures: weight.shape[0], inFeatures: input.shape.rowCount) {
                     b.linearSlices(input, weight: weight, out: slices)
                     pendingSlices = slices
                     return
