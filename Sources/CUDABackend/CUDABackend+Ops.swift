@@ -50,8 +50,19 @@ extension CUDABackend {
         let n = residual.shape[0], d = residual.shape.rowCount, stride = slices?.shape[2] ?? x.shape.rowCount
         if n == 0 { return }
         precondition(lora == nil || lora!.stack * lora!.rank <= 256, "addRMSNorm: a LoRA delta of \(lora!.stack) × rank \(lora!.rank) exceeds 256")
-        // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
         let vectors = d / 8
+        let aligned = [residual.devicePointer, x.devicePointer, weight.devicePointer, out.devicePointer, slices?.devicePointer ?? 0]
+            .allSatisfy { $0 % 16 == 0 } && stride % 8 == 0
+        if let lora, add, d % 8 == 0, vectors <= 512, aligned {
+            // A thread a vector, its columns' B in registers (loom_norm_lora).
+            launch("loom_norm_lora", grid: (n, 1, 1), block: max(32, (vectors + 31) / 32 * 32),
+                   [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
+                    .pointer(out.devicePointer), .int(d), .float(eps),
+                    .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride)]
+                    + loraArguments(lora, "addRMSNorm"))
+            return
+        }
+        // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
         // With a delta, twice the threads (at most 1024) share the streaming of B before the norm.
         let block = min(1024, (lora == nil ? 1 : 2) * (d % 8 == 0 && vectors <= 4 * 1024 ? max(32, (vectors + 31) / 32 * 32) : 256))
         // A delta's columns are staged in shared memory (d floats).
@@ -216,8 +227,17 @@ extension CUDABackend {
         bf16(gateUp, "siluMul"); bf16(out, "siluMul")
         precondition(stride == 2 * width || (lora?.width == 2 * width && stride >= 2 * width), "siluMul: \(gateUp.shape) into \(out.shape)")
         if n == 0 { return }
-        launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,
-               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride)] + loraArguments(lora, "siluMul"))
+        guard let lora else {
+            launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,
+                   [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride)])
+            return
+        }
+        // Blocks of 4 rows in slot order, each reading a slot's B once for its rows.
+        i32(lora.order, "siluMul")
+        precondition(lora.order.count >= n && 2 * lora.rank <= 256, "siluMul: order \(lora.order.shape) for \(n) rows, rank \(lora.rank)")
+        launch("loom_silu_mul_lora", grid: ((width + 255) / 256, (n + 3) / 4, 1), block: 256,
+               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(n),
+                .pointer(lora.order.devicePointer)] + loraArguments(lora, "siluMul"))
     }
 
     public func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor) {

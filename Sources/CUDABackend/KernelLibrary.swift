@@ -15,14 +15,14 @@ final class KernelLibrary {
     static let header = String(decoding: PackageResources.common_cuh, as: UTF8.self)
     static let modules: [Module] = [
         Module(name: "embed", source: PackageResources.embed_cu, functions: ["loom_embed"]),
-        Module(name: "rms_norm", source: PackageResources.rms_norm_cu, functions: ["loom_norm"]),
+        Module(name: "rms_norm", source: PackageResources.rms_norm_cu, functions: ["loom_norm", "loom_norm_lora"]),
         Module(name: "rope", source: PackageResources.rope_cu, functions: ["loom_rope_write_kv"]),
         Module(name: "attention", source: PackageResources.attention_cu, functions: [1, 2, 4, 8].flatMap { d in [1, 2, 4, 8].map { "loom_attention_d\(d)_g\($0)" } } + ["loom_attention_combine"]),
         Module(name: "attention_decode", source: PackageResources.attention_decode_cu,
                functions: [2, 4].flatMap { d in [4, 8].map { "loom_attention_decode_d\(d)_g\($0)" } }),
         Module(name: "attention_decode_mma", source: PackageResources.attention_decode_mma_cu,
                functions: [64, 128].flatMap { d in [4, 8].map { "loom_attention_decode_mma_d\(d)_g\($0)" } }),
-        Module(name: "silu_mul", source: PackageResources.silu_mul_cu, functions: ["loom_silu_mul"]),
+        Module(name: "silu_mul", source: PackageResources.silu_mul_cu, functions: ["loom_silu_mul", "loom_silu_mul_lora"]),
         Module(name: "gather_rows", source: PackageResources.gather_rows_cu, functions: ["loom_gather_rows"]),
         Module(name: "gemv", source: PackageResources.gemv_cu, functions: (1...4).map { "loom_gemv_n\($0)" }),
         Module(name: "convert", source: PackageResources.convert_cu, functions: ["loom_convert"]),

@@ -161,8 +161,9 @@ extension OpChecks {
         let (sc, sg) = floats32((0..<(slots * stack)).map { _ in 0.75 + rng.uniform() * 0.5 })
         let (rc, rg) = ints(rowSlots.map(Int32.init))
         let (kc, kg) = ints(slotRanks.map(Int32.init))
-        return (LoRADelta(b: bc, scalings: sc, rowSlots: rc, slotRanks: kc, outOffsets: offsets),
-                LoRADelta(b: bg, scalings: sg, rowSlots: rg, slotRanks: kg, outOffsets: offsets),
+        let (pc, pg) = ints(BatchPlan(rowSlots: rowSlots, kind: .fused, chunkSize: 16).permutation)
+        return (LoRADelta(b: bc, scalings: sc, rowSlots: rc, slotRanks: kc, order: pc, outOffsets: offsets),
+                LoRADelta(b: bg, scalings: sg, rowSlots: rg, slotRanks: kg, order: pg, outOffsets: offsets),
                 offsets.last! + LoRAManager.fusedExtension(slots: slots, stack: stack, rank: maxRank))
     }
 
@@ -221,15 +222,16 @@ extension OpChecks {
                 results.append(compare("ropeAndWriteKV+delta.k", kc, kg, tolerance: 1e-2, detail: label))
                 results.append(compare("ropeAndWriteKV+delta.v", vc, vg, tolerance: 1e-2, detail: label))
             }
-            // SiLU·mul of a fused gate/up output.
-            for (n, inter) in [(3, 344), (32, 14336)] {
-                let rows = (0..<n).map { $0 % slotRanks.count }
+            // SiLU·mul of a fused gate/up output (blocks of 4 rows in slot order): rows spread over the
+            // slots, and skewed (most in one slot, blocks mixing it with base rows).
+            for (n, inter, skewed) in [(3, 344, false), (32, 14336, false), (13, 14336, true)] {
+                let rows = (0..<n).map { skewed ? ($0 % 5 == 2 ? 0 : 1) : $0 % slotRanks.count }
                 let (lc, lg, width) = loraDelta(moduleOutputs: [inter, inter], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rows)
                 let (gc, gg, _) = pair(Shape(n, width), scale: 4)
                 let (oc, og) = zeros(Shape(n, inter))
                 cpu.siluMul(gc, out: oc, lora: lc)
                 gpu.siluMul(gg, out: og, lora: lg)
-                results.append(compare("siluMul+delta", oc, og, tolerance: 1e-2, detail: "\(n)×\(inter), \(ranksLabel)"))
+                results.append(compare("siluMul+delta", oc, og, tolerance: 1e-2, detail: "\(n)×\(inter)\(skewed ? " skewed" : ""), \(ranksLabel)"))
             }
         }
         return results

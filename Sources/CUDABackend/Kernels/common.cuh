@@ -166,8 +166,9 @@ __device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
 // module m of a base column c is 0 below o1, 1 below o2, else 2; each output row holds its xa after
 // its `width` base columns. A kernel takes LORA_PARAMS (b null: no delta) and builds one with LORA_ARGS.
 // The consuming kernels follow cuBLASLt GEMMs, which do not let them start early, so everything
-// here is on the critical path: a block stages its row's xa in shared memory once, and each thread
-// keeps the B loads of all its columns in flight together.
+// here is on the critical path, and counted in round trips to L2: the row's slot, its rank and the
+// first ranks of B (constant during a step) go before grid_wait; after it, the row's xa (staged in
+// shared memory once a block), the op's own inputs and any later ranks of B go out together.
 #define LORA_MAX_RANK 256
 #define LORA_PARAMS const bf16* __restrict__ loraB, const float* __restrict__ loraScalings, const int* __restrict__ loraRowSlots, \
     const int* __restrict__ loraSlotRanks, int loraR, int loraStack, int loraO1, int loraO2, int loraWidth
@@ -196,25 +197,55 @@ struct LoraDelta {
             if (t % R < sr.y) xa[t] = load(first + t);
         __syncthreads();
     }
-    // What N base columns c[i] gain for slot s of rank r: Σ_{j<r} xa[m·R + j] · B[s][c][j] rounded as
-    // PEFT's bf16 lora_B output, times the module's scaling, rounded again. `xa` is the staged slot's.
+    // The B rows of N base columns of slot s, their first 16 ranks loaded ahead into registers (rows
+    // of B 16-byte aligned: R % 8 == 0), so the loads can go out together with the kernel's others
+    // (B is constant during a step: they may go before grid_wait).
     template <int N>
-    __device__ __forceinline__ void terms(int s, int r, const int (&c)[N], const float* xa, float (&out)[N]) const {
-        const bf16* bc[N];
+    struct Cols {
+        const bf16* at[N];
+        uint4 v[N][2];
+    };
+    template <int N>
+    __device__ __forceinline__ void fetch(int s, const int (&c)[N], Cols<N>& cols) const {
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+            cols.at[i] = b + ((u64)s * width + c[i]) * R;
+            if ((R & 7) == 0) {
+                cols.v[i][0] = *(const uint4*)cols.at[i];
+                if (R > 8) cols.v[i][1] = *(const uint4*)(cols.at[i] + 8);
+            }
+        }
+    }
+    // What the N base columns c[i] (fetched for slot s) gain at rank r: Σ_{j<r} xa[m·R + j] · B[s][c][j]
+    // rounded as PEFT's bf16 lora_B output, times the module's scaling, rounded again. `xa` is the
+    // staged slot's (the row's).
+    template <int N>
+    __device__ __forceinline__ void sum(int s, int r, const int (&c)[N], const Cols<N>& cols, const float* xa, float (&out)[N]) const {
         const float* x[N];
         float acc[N];
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-            bc[i] = b + ((u64)s * width + c[i]) * R;
             x[i] = xa + module(c[i]) * R;
             acc[i] = 0.f;
         }
-        if ((R & 7) == 0) {  // 16-byte rows of B: a vector per column and 8 ranks, all columns' in flight
+        if ((R & 7) == 0) {  // a vector per column and 8 ranks; past the first 16, all columns' in flight
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                if (8 * h >= r) break;
+#pragma unroll
+                for (int i = 0; i < N; ++i) {
+                    float f[8];
+                    unpack_bf16(cols.v[i][h], f);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e)
+                        if (8 * h + e < r) acc[i] += f[e] * x[i][8 * h + e];
+                }
+            }
 #pragma unroll 2
-            for (int j = 0; j < r; j += 8) {
+            for (int j = 16; j < r; j += 8) {
                 uint4 v[N];
 #pragma unroll
-                for (int i = 0; i < N; ++i) v[i] = *(const uint4*)(bc[i] + j);
+                for (int i = 0; i < N; ++i) v[i] = *(const uint4*)(cols.at[i] + j);
 #pragma unroll
                 for (int i = 0; i < N; ++i) {
                     float f[8];
@@ -227,9 +258,15 @@ struct LoraDelta {
         } else {
             for (int j = 0; j < r; ++j)
 #pragma unroll
-                for (int i = 0; i < N; ++i) acc[i] += bf16_to_f32(bc[i][j]) * x[i][j];
+                for (int i = 0; i < N; ++i) acc[i] += bf16_to_f32(cols.at[i][j]) * x[i][j];
         }
 #pragma unroll
         for (int i = 0; i < N; ++i) out[i] = round_bf16(round_bf16(acc[i]) * scalings[s * stack + module(c[i])]);
+    }
+    template <int N>
+    __device__ __forceinline__ void terms(int s, int r, const int (&c)[N], const float* xa, float (&out)[N]) const {
+        Cols<N> cols;
+        fetch(s, c, cols);
+        sum(s, r, c, cols, xa, out);
     }
 };

@@ -18,22 +18,28 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
                                               int stride, int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
                                               const int* __restrict__ slotMapping, int numHeads, int numKVHeads, LORA_PARAMS) {
     __shared__ float xa[3 * LORA_MAX_RANK];
-    grid_enter();
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
-    const int half = headDim >> 1;
+    const int half = headDim >> 1, jc = min(j, half - 1);
     const LoraDelta lora = LORA_ARGS;
+    // The row's slot and its B rows: step metadata and weights, before the wait.
     const int2 sr = lora.slot(row);
+    const int col[2] = {h * headDim + jc, h * headDim + jc + half};
+    LoraDelta::Cols<2> cols;
+    if (sr.y > 0) lora.fetch(sr.x, col, cols);
+    // The cache slot and the angle: step metadata too.
+    const int slot = h >= numHeads ? slotMapping[row] : -1;
+    float s, c;
+    sincosf((float)positions[row] * invFreq[jc], &s, &c);
+    grid_enter();
+    bf16* v = qkv + (u64)row * stride + h * headDim;
+    float x1 = bf16_to_f32(v[jc]), x2 = bf16_to_f32(v[jc + half]);
     const bf16* xaRow = qkv + (u64)row * stride + lora.width;
     lora.stage(sr, xa, [&](u64 i) { return bf16_to_f32(xaRow[i]); });
     if (j >= half) return;
-    bf16* v = qkv + (u64)row * stride + h * headDim;
-    const int slot = h >= numHeads ? slotMapping[row] : -1;
     const u64 cacheRow = (u64)slot * numKVHeads * headDim;
-    float x1 = bf16_to_f32(v[j]), x2 = bf16_to_f32(v[j + half]);
     if (sr.y > 0) {
-        const int c[2] = {h * headDim + j, h * headDim + j + half};
         float d[2];
-        lora.terms<2>(sr.x, sr.y, c, xa, d);
+        lora.sum<2>(sr.x, sr.y, col, cols, xa, d);
         x1 = round_bf16(x1 + d[0]);
         x2 = round_bf16(x2 + d[1]);
     }
@@ -48,8 +54,6 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
         dst[j + half] = f32_to_bf16(x2);
         return;
     }
-    float s, c;
-    sincosf((float)positions[row] * invFreq[j], &s, &c);
     c = round_bf16(c);
     s = round_bf16(s);
     const bf16 o1 = f32_to_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
