@@ -50,12 +50,10 @@ extension CUDABackend {
         let n = residual.shape[0], d = residual.shape.rowCount, stride = slices?.shape[2] ?? x.shape.rowCount
         if n == 0 { return }
         precondition(lora == nil || lora!.stack * lora!.rank <= 256, "addRMSNorm: a LoRA delta of \(lora!.stack) × rank \(lora!.rank) exceeds 256")
-        let vectors = d / 8
-        let aligned = [residual.devicePointer, x.devicePointer, weight.devicePointer, out.devicePointer, slices?.devicePointer ?? 0]
-            .allSatisfy { $0 % 16 == 0 } && stride % 8 == 0
-        if let lora, add, d % 8 == 0, vectors <= 512, aligned {
-            // A thread a vector, its columns' B in registers (loom_norm_lora).
-            launch("loom_norm_lora", grid: (n, 1, 1), block: max(32, (vectors + 31) / 32 * 32),
+        if let lora, add, d % 4 == 0, d <= 4096, stride % 4 == 0, slices.map({ $0.devicePointer % 16 == 0 }) ?? true,
+           [residual.devicePointer, x.devicePointer, weight.devicePointer, out.devicePointer].allSatisfy({ $0 % 8 == 0 }) {
+            // A thread for each 4 columns, its columns' B in registers (loom_norm_lora).
+            launch("loom_norm_lora", grid: (n, 1, 1), block: max(32, (d / 4 + 31) / 32 * 32), sharedBytes: 4 * d,
                    [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                     .pointer(out.devicePointer), .int(d), .float(eps),
                     .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride)]
@@ -63,6 +61,7 @@ extension CUDABackend {
             return
         }
         // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
+        let vectors = d / 8
         // With a delta, twice the threads (at most 1024) share the streaming of B before the norm.
         let block = min(1024, (lora == nil ? 1 : 2) * (d % 8 == 0 && vectors <= 4 * 1024 ? max(32, (vectors + 31) / 32 * 32) : 256))
         // A delta's columns are staged in shared memory (d floats).
@@ -232,12 +231,11 @@ extension CUDABackend {
                    [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride)])
             return
         }
-        // Blocks of 4 rows in slot order, each reading a slot's B once for its rows.
-        i32(lora.order, "siluMul")
-        precondition(lora.order.count >= n && 2 * lora.rank <= 256, "siluMul: order \(lora.order.shape) for \(n) rows, rank \(lora.rank)")
-        launch("loom_silu_mul_lora", grid: ((width + 255) / 256, (n + 3) / 4, 1), block: 256,
-               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(n),
-                .pointer(lora.order.devicePointer)] + loraArguments(lora, "siluMul"))
+        // A block per slot and 256 columns, reading the slot's B once for its rows.
+        precondition(n <= 1024 && 2 * lora.rank <= 256, "siluMul: a LoRA delta over \(n) rows (at most 1024) of rank \(lora.rank)")
+        launch("loom_silu_mul_lora", grid: ((width + 255) / 256, lora.b.shape[0], 1), block: 256,
+               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(n)]
+                + loraArguments(lora, "siluMul"))
     }
 
     public func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor) {

@@ -426,8 +426,7 @@ public final class LoRAManager {
         let slices = rb.backend.residualSlices(in: Self.isRowParallel(Self.modules(of: group)[0]) ? rb.consumerSlices : nil, rows: n,
                                                outFeatures: out.shape[1], inFeatures: buf.a.shape[2])
         return ConsumerLoRA(weight: tall, output: out.rows(n), slices: slices,
-                            delta: LoRADelta(b: b, scalings: buf.scalings, rowSlots: rb.rowSlots.rows(n), slotRanks: rb.slotRanks,
-                                             order: rb.permutation.rows(n), outOffsets: buf.outOffsets))
+                            delta: LoRADelta(b: b, scalings: buf.scalings, rowSlots: rb.rowSlots.rows(n), slotRanks: rb.slotRanks, outOffsets: buf.outOffsets))
     }
 
     fileprivate func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, plan: LoRAKernelPlan, rows: Int) -> DeviceTensor {

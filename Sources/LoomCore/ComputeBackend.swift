@@ -43,18 +43,14 @@ public struct LoRADelta {
     public var rowSlots: DeviceTensor
     /// `[slots]` i32.
     public var slotRanks: DeviceTensor
-    /// `[≥ n]` i32: the rows ordered by slot (the step plan's permutation), for a consumer that reads
-    /// each slot's B once for all its rows.
-    public var order: DeviceTensor
     /// The first base column of each stacked module, then the base width.
     public var outOffsets: [Int]
 
-    public init(b: DeviceTensor, scalings: DeviceTensor, rowSlots: DeviceTensor, slotRanks: DeviceTensor, order: DeviceTensor, outOffsets: [Int]) {
+    public init(b: DeviceTensor, scalings: DeviceTensor, rowSlots: DeviceTensor, slotRanks: DeviceTensor, outOffsets: [Int]) {
         self.b = b
         self.scalings = scalings
         self.rowSlots = rowSlots
         self.slotRanks = slotRanks
-        self.order = order
         self.outOffsets = outOffsets
     }
 

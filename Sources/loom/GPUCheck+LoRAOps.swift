@@ -161,9 +161,8 @@ extension OpChecks {
         let (sc, sg) = floats32((0..<(slots * stack)).map { _ in 0.75 + rng.uniform() * 0.5 })
         let (rc, rg) = ints(rowSlots.map(Int32.init))
         let (kc, kg) = ints(slotRanks.map(Int32.init))
-        let (pc, pg) = ints(BatchPlan(rowSlots: rowSlots, kind: .fused, chunkSize: 16).permutation)
-        return (LoRADelta(b: bc, scalings: sc, rowSlots: rc, slotRanks: kc, order: pc, outOffsets: offsets),
-                LoRADelta(b: bg, scalings: sg, rowSlots: rg, slotRanks: kg, order: pg, outOffsets: offsets),
+        return (LoRADelta(b: bc, scalings: sc, rowSlots: rc, slotRanks: kc, outOffsets: offsets),
+                LoRADelta(b: bg, scalings: sg, rowSlots: rg, slotRanks: kg, outOffsets: offsets),
                 offsets.last! + LoRAManager.fusedExtension(slots: slots, stack: stack, rank: maxRank))
     }
 
@@ -179,8 +178,9 @@ extension OpChecks {
         // slot; a pool of rank 12, whose rows of B are not 16-byte aligned (the scalar loop).
         for (maxRank, slotRanks) in [(16, [0, 16, 7, 16, 12]), (64, [0, 64, 8, 33]), (12, [0, 12, 5])] {
             let ranksLabel = "ranks \(slotRanks) of \(maxRank)"
-            // RMSNorm of a fused o/down output: bf16 x (n = 5: vector path, d = 100: scalar) and f32 K-slices.
-            for (n, d, count) in [(5, 4096, 0), (3, 100, 0), (32, 4096, 2), (7, 100, 3)] {
+            // RMSNorm of a fused o/down output, bf16 x and f32 K-slices: loom_norm_lora (d ≤ 4096, d % 4 == 0),
+            // loom_norm's vector path (d = 5120) and its scalar one (d = 98).
+            for (n, d, count) in [(5, 4096, 0), (3, 100, 0), (32, 4096, 2), (7, 100, 3), (4, 5120, 2), (3, 98, 0)] {
                 let rows = (0..<n).map { $0 % slotRanks.count }
                 let (lc, lg, width) = loraDelta(moduleOutputs: [d], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rows)
                 let (wc, wg, _) = pair(Shape(d))
@@ -222,8 +222,8 @@ extension OpChecks {
                 results.append(compare("ropeAndWriteKV+delta.k", kc, kg, tolerance: 1e-2, detail: label))
                 results.append(compare("ropeAndWriteKV+delta.v", vc, vg, tolerance: 1e-2, detail: label))
             }
-            // SiLU·mul of a fused gate/up output (blocks of 4 rows in slot order): rows spread over the
-            // slots, and skewed (most in one slot, blocks mixing it with base rows).
+            // SiLU·mul of a fused gate/up output (a block per slot): rows spread over the slots, and
+            // skewed (most in one slot, more than the 4 rows a block takes at a time).
             for (n, inter, skewed) in [(3, 344, false), (32, 14336, false), (13, 14336, true)] {
                 let rows = (0..<n).map { skewed ? ($0 % 5 == 2 ? 0 : 1) : $0 % slotRanks.count }
                 let (lc, lg, width) = loraDelta(moduleOutputs: [inter, inter], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rows)

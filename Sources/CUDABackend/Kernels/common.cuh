@@ -180,21 +180,18 @@ struct LoraDelta {
     const int* slotRanks;
     int R, stack, o1, o2, width;
     __device__ __forceinline__ int module(int c) const { return c >= o2 ? 2 : c >= o1 ? 1 : 0; }
-    // The row's slot and its rank (0: the row adds nothing; the same for every thread of a block).
-    __device__ __forceinline__ int2 slot(int row) const {
-        if (b == nullptr) return make_int2(0, 0);
-        const int s = rowSlots[row];
-        return make_int2(s, slotRanks[s]);
-    }
-    // Stages slot sr.x's xa of every module (stack·R floats; j >= rank left unset) into shared `xa`
-    // and syncs; call from every thread of a block of one row. `load(i)` gives the row's xa element i
-    // (the GEMM output's column width + i, or the sum of its K-slices there).
+    // The row's slot (0 without a delta), and a slot's rank (0: its rows add nothing). A block's
+    // threads share a row, so both are the same for all of them. The slot alone addresses B and xa,
+    // so those loads need not wait for the rank.
+    __device__ __forceinline__ int row_slot(int row) const { return b == nullptr ? 0 : rowSlots[row]; }
+    __device__ __forceinline__ int rank(int s) const { return b == nullptr ? 0 : slotRanks[s]; }
+    // Stages slot s's xa of every module (stack·R floats, ranks past the slot's too: sum() masks
+    // them) into shared `xa` and syncs; call from every thread of the block, with a delta. `load(i)`
+    // gives the row's xa element i (the GEMM output's column width + i, or the sum of its K-slices).
     template <typename Load>
-    __device__ __forceinline__ void stage(int2 sr, float* xa, Load load) const {
-        if (sr.y <= 0) return;
-        const u64 first = (u64)sr.x * stack * R;
-        for (int t = threadIdx.x; t < stack * R; t += blockDim.x)
-            if (t % R < sr.y) xa[t] = load(first + t);
+    __device__ __forceinline__ void stage(int s, float* xa, Load load) const {
+        const u64 first = (u64)s * stack * R;
+        for (int t = threadIdx.x; t < stack * R; t += blockDim.x) xa[t] = load(first + t);
         __syncthreads();
     }
     // The B rows of N base columns of slot s, their first 16 ranks loaded ahead into registers (rows
@@ -202,18 +199,17 @@ struct LoraDelta {
     // (B is constant during a step: they may go before grid_wait).
     template <int N>
     struct Cols {
-        const bf16* at[N];
         uint4 v[N][2];
     };
+    __device__ __forceinline__ const bf16* row_of(int s, int c) const { return b + ((u64)s * width + c) * R; }
     template <int N>
     __device__ __forceinline__ void fetch(int s, const int (&c)[N], Cols<N>& cols) const {
+        if ((R & 7) != 0) return;
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-            cols.at[i] = b + ((u64)s * width + c[i]) * R;
-            if ((R & 7) == 0) {
-                cols.v[i][0] = *(const uint4*)cols.at[i];
-                if (R > 8) cols.v[i][1] = *(const uint4*)(cols.at[i] + 8);
-            }
+            const bf16* at = row_of(s, c[i]);
+            cols.v[i][0] = *(const uint4*)at;
+            if (R > 8) cols.v[i][1] = *(const uint4*)(at + 8);
         }
     }
     // What the N base columns c[i] (fetched for slot s) gain at rank r: Σ_{j<r} xa[m·R + j] · B[s][c][j]
@@ -245,7 +241,7 @@ struct LoraDelta {
             for (int j = 16; j < r; j += 8) {
                 uint4 v[N];
 #pragma unroll
-                for (int i = 0; i < N; ++i) v[i] = *(const uint4*)(cols.at[i] + j);
+                for (int i = 0; i < N; ++i) v[i] = *(const uint4*)(row_of(s, c[i]) + j);
 #pragma unroll
                 for (int i = 0; i < N; ++i) {
                     float f[8];
@@ -258,7 +254,7 @@ struct LoraDelta {
         } else {
             for (int j = 0; j < r; ++j)
 #pragma unroll
-                for (int i = 0; i < N; ++i) acc[i] += bf16_to_f32(cols.at[i][j]) * x[i][j];
+                for (int i = 0; i < N; ++i) acc[i] += bf16_to_f32(row_of(s, c[i])[j]) * x[i][j];
         }
 #pragma unroll
         for (int i = 0; i < N; ++i) out[i] = round_bf16(round_bf16(acc[i]) * scalings[s * stack + module(c[i])]);

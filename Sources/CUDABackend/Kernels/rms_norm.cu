@@ -7,7 +7,7 @@
 // 16-byte loads, each thread keeping its (at most 4) vectors in registers between the two passes.
 // With a LoRA delta (LORA_PARAMS, `--lora-backend fused` decode: x or the slices are a fused GEMM's
 // output, xa after the first d columns), x[i] first gains it, rounded as PEFT's bf16 sum: in
-// loom_norm_lora (below) where a row is at most 512 16-byte vectors, else in loom_norm.
+// loom_norm_lora (below) where a row has at most 4096 columns, else in loom_norm.
 // Launch: grid (n rows), block (min(1024, max(32, roundup32(d / 8)))) for the vector path (d <= 32768),
 // else 256. Arguments: residual/out [n, d] bf16 (rows contiguous), x [n, xStride] bf16, w [d] bf16, d,
 // eps, add (0/1), slices [count, n, xStride] f32 (`count` 0: none; slices `sliceStride` = n·xStride
@@ -37,9 +37,9 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
     __shared__ float xa[LORA_MAX_RANK];
     extern __shared__ float deltas[];
     const LoraDelta lora = LORA_ARGS;
-    const int2 sr = lora.slot(blockIdx.x);
-    if (sr.y > 0) {
-        lora.stage(sr, xa, [&](u64 i) {
+    const int slot = lora.row_slot(blockIdx.x), rank = lora.rank(slot);
+    if (rank > 0) {
+        lora.stage(slot, xa, [&](u64 i) {
             const u64 at = xBase + d + i;
             float v = 0.f;
             if (count > 0) {
@@ -55,7 +55,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
 #pragma unroll
             for (int i = 0; i < 2; ++i) c[i] = min(c0 + i * step, d - 1);
             float o[2];
-            lora.terms<2>(sr.x, sr.y, c, xa, o);
+            lora.terms<2>(slot, rank, c, xa, o);
 #pragma unroll
             for (int i = 0; i < 2; ++i)
                 if (c0 + i * step < d) deltas[c0 + i * step] = o[i];
@@ -84,7 +84,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
                 } else {
                     unpack_bf16(((const uint4*)(x + xBase))[i], a);
                 }
-                if (sr.y > 0)
+                if (rank > 0)
 #pragma unroll
                     for (int e = 0; e < 8; ++e) a[e] = round_bf16(a[e] + deltas[8 * i + e]);
                 if (add) {
@@ -123,7 +123,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
         } else {
             a = bf16_to_f32(x[xBase + j]);
         }
-        if (sr.y > 0) a = round_bf16(a + deltas[j]);
+        if (rank > 0) a = round_bf16(a + deltas[j]);
         if (add) {
             a = round_bf16(bf16_to_f32(residual[base + j]) + a);
             residual[base + j] = f32_to_bf16(a);
@@ -136,46 +136,49 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
     }
 }
 
-// loom_norm_lora: loom_norm's vector path with add and a LoRA delta, for rows of d % 8 == 0 and at
-// most 512 vectors, every row (residual, out, x or the slices, w) 16-byte aligned. Each thread owns
-// one vector: it computes its 8 columns' deltas itself from B rows loaded before the wait (8
-// columns × the first 16 ranks in registers, hence 512 threads at most), and its x, residual and
-// the row's xa go out together after it: one round trip where loom_norm's delta takes five.
-// Launch: grid (n rows), block (max(32, roundup32(d / 8))); arguments as loom_norm's, less `add`.
-extern "C" __global__ void __launch_bounds__(512) loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                                                 bf16* __restrict__ out, int d, float eps, const float* __restrict__ slices, int count,
-                                                                 long long sliceStride, int xStride, LORA_PARAMS) {
+// loom_norm_lora: loom_norm with add and a LoRA delta, for rows of d % 4 == 0 and d ≤ 4096, every
+// row (residual, out, x, w) 8-byte aligned and the slices 16-byte: one thread for each 4 columns.
+// The row's slot goes before the wait and its B rows right after it (the first 16 ranks of 4
+// columns a thread, adjacent threads on adjacent columns so a warp's loads stay together); after
+// the wait the row's x, residual and xa go out too, so the delta costs two round trips where
+// loom_norm's takes five. The columns' deltas meet their owners in shared memory.
+// Launch: grid (n rows), block (max(32, roundup32(d / 4))), d floats of dynamic shared memory;
+// arguments as loom_norm's, less `add`.
+#define NORM_LORA_COLUMNS 4
+extern "C" __global__ void __launch_bounds__(1024) loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                                                  bf16* __restrict__ out, int d, float eps, const float* __restrict__ slices, int count,
+                                                                  long long sliceStride, int xStride, LORA_PARAMS) {
     __shared__ float xa[LORA_MAX_RANK];
+    extern __shared__ float deltas[];
     const LoraDelta lora = LORA_ARGS;
-    const int i = threadIdx.x, nv = d >> 3;
+    const int i = threadIdx.x, step = blockDim.x;
     const u64 base = (u64)blockIdx.x * d, xBase = (u64)blockIdx.x * xStride;
-    const bool mine = i < nv;
-    const int2 sr = lora.slot(blockIdx.x);
-    int c[8];
+    const bool mine = 4 * i < d;
+    const int slot = lora.row_slot(blockIdx.x);
+    int c[NORM_LORA_COLUMNS];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) c[e] = mine ? 8 * i + e : 0;
-    LoraDelta::Cols<8> cols;
-    if (sr.y > 0 && mine) lora.fetch(sr.x, c, cols);
+    for (int e = 0; e < NORM_LORA_COLUMNS; ++e) c[e] = min(i + e * step, d - 1);
+    LoraDelta::Cols<NORM_LORA_COLUMNS> cols;
+    lora.fetch(slot, c, cols);
+    const int rank = lora.rank(slot);
     grid_enter();
-    float a[8], r[8];
+    float a[4], r[4];
     if (mine) {
         if (count > 0) {
-            const float4* p = (const float4*)(slices + xBase) + 2 * i;
-            float4 lo = p[0], hi = p[1];
+            const float4* p = (const float4*)(slices + xBase) + i;
+            float4 v = p[0];
             for (int s = 1; s < count; ++s) {
-                const float4 l = p[s * sliceStride / 4], h = p[s * sliceStride / 4 + 1];
-                lo.x += l.x; lo.y += l.y; lo.z += l.z; lo.w += l.w;
-                hi.x += h.x; hi.y += h.y; hi.z += h.z; hi.w += h.w;
+                const float4 t = p[s * sliceStride / 4];
+                v.x += t.x; v.y += t.y; v.z += t.z; v.w += t.w;
             }
-            a[0] = round_bf16(lo.x); a[1] = round_bf16(lo.y); a[2] = round_bf16(lo.z); a[3] = round_bf16(lo.w);
-            a[4] = round_bf16(hi.x); a[5] = round_bf16(hi.y); a[6] = round_bf16(hi.z); a[7] = round_bf16(hi.w);
+            a[0] = round_bf16(v.x); a[1] = round_bf16(v.y); a[2] = round_bf16(v.z); a[3] = round_bf16(v.w);
         } else {
-            unpack_bf16(((const uint4*)(x + xBase))[i], a);
+            unpack_bf16(((const uint2*)(x + xBase))[i], a);
         }
-        unpack_bf16(((const uint4*)(residual + base))[i], r);
+        unpack_bf16(((const uint2*)(residual + base))[i], r);
     }
     // The row's xa (summed over the slices and rounded as the GEMM rounds its output).
-    lora.stage(sr, xa, [&](u64 k) {
+    lora.stage(slot, xa, [&](u64 k) {
         const u64 at = xBase + d + k;
         float v = 0.f;
         if (count > 0) {
@@ -185,27 +188,29 @@ extern "C" __global__ void __launch_bounds__(512) loom_norm_lora(bf16* __restric
         }
         return round_bf16(v);
     });
+    if (rank > 0) {
+        float dl[NORM_LORA_COLUMNS];
+        lora.sum<NORM_LORA_COLUMNS>(slot, rank, c, cols, xa, dl);
+#pragma unroll
+        for (int e = 0; e < NORM_LORA_COLUMNS; ++e)
+            if (i + e * step < d) deltas[i + e * step] = dl[e];
+        __syncthreads();
+    }
     float sq = 0.f;
     if (mine) {
-        if (sr.y > 0) {
-            float dl[8];
-            lora.sum<8>(sr.x, sr.y, c, cols, xa, dl);
 #pragma unroll
-            for (int e = 0; e < 8; ++e) a[e] = round_bf16(a[e] + dl[e]);
-        }
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
+        for (int e = 0; e < 4; ++e) {
+            if (rank > 0) a[e] = round_bf16(a[e] + deltas[4 * i + e]);
             a[e] = round_bf16(r[e] + a[e]);
             sq += a[e] * a[e];
         }
-        ((uint4*)(residual + base))[i] = pack8(a);
+        ((uint2*)(residual + base))[i] = make_uint2(pack_bf16x2(a[0], a[1]), pack_bf16x2(a[2], a[3]));
     }
     const float scale = rsqrtf(block_sum(sq) / (float)d + eps);
     if (mine) {
-        float g[8], o[8];
-        unpack_bf16(((const uint4*)w)[i], g);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) o[e] = g[e] * round_bf16(a[e] * scale);
-        ((uint4*)(out + base))[i] = pack8(o);
+        float g[4];
+        unpack_bf16(((const uint2*)w)[i], g);
+        ((uint2*)(out + base))[i] = make_uint2(pack_bf16x2(g[0] * round_bf16(a[0] * scale), g[1] * round_bf16(a[1] * scale)),
+                                               pack_bf16x2(g[2] * round_bf16(a[2] * scale), g[3] * round_bf16(a[3] * scale)));
     }
 }

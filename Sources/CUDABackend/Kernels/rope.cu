@@ -21,30 +21,35 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
     const int half = headDim >> 1, jc = min(j, half - 1);
     const LoraDelta lora = LORA_ARGS;
-    // The row's slot and its B rows: step metadata and weights, before the wait.
-    const int2 sr = lora.slot(row);
+    // The row's slot and its B rows: step metadata and weights, before the wait; so are the cache
+    // slot and the angle.
+    const int lslot = lora.row_slot(row);
     const int col[2] = {h * headDim + jc, h * headDim + jc + half};
     LoraDelta::Cols<2> cols;
-    if (sr.y > 0) lora.fetch(sr.x, col, cols);
-    // The cache slot and the angle: step metadata too.
+    if (lora.b != nullptr) lora.fetch(lslot, col, cols);
+    const int rank = lora.rank(lslot);
     const int slot = h >= numHeads ? slotMapping[row] : -1;
-    float s, c;
-    sincosf((float)positions[row] * invFreq[jc], &s, &c);
+    const int position = positions[row];
+    const float frequency = invFreq[jc];
     grid_enter();
     bf16* v = qkv + (u64)row * stride + h * headDim;
     float x1 = bf16_to_f32(v[jc]), x2 = bf16_to_f32(v[jc + half]);
-    const bf16* xaRow = qkv + (u64)row * stride + lora.width;
-    lora.stage(sr, xa, [&](u64 i) { return bf16_to_f32(xaRow[i]); });
+    float s, c;
+    sincosf((float)position * frequency, &s, &c);
+    if (lora.b != nullptr) {
+        const bf16* xaRow = qkv + (u64)row * stride + lora.width;
+        lora.stage(lslot, xa, [&](u64 i) { return bf16_to_f32(xaRow[i]); });
+    }
     if (j >= half) return;
     const u64 cacheRow = (u64)slot * numKVHeads * headDim;
-    if (sr.y > 0) {
+    if (rank > 0) {
         float d[2];
-        lora.sum<2>(sr.x, sr.y, col, cols, xa, d);
+        lora.sum<2>(lslot, rank, col, cols, xa, d);
         x1 = round_bf16(x1 + d[0]);
         x2 = round_bf16(x2 + d[1]);
     }
     if (h >= numHeads + numKVHeads) {  // a V head: copy
-        if (sr.y > 0) {
+        if (rank > 0) {
             v[j] = f32_to_bf16(x1);
             v[j + half] = f32_to_bf16(x2);
         }
