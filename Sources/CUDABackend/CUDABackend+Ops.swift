@@ -231,9 +231,9 @@ extension CUDABackend {
                    [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride)])
             return
         }
-        // A block per slot and 256 columns, reading the slot's B once for its rows.
+        // A block per slot and 512 columns, reading the slot's B once for its rows.
         precondition(n <= 1024 && 2 * lora.rank <= 256, "siluMul: a LoRA delta over \(n) rows (at most 1024) of rank \(lora.rank)")
-        launch("loom_silu_mul_lora", grid: ((width + 255) / 256, lora.b.shape[0], 1), block: 256,
+        launch("loom_silu_mul_lora", grid: ((width + 511) / 512, lora.b.shape[0], 1), block: 256,
                [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(n)]
                 + loraArguments(lora, "siluMul"))
     }

@@ -188,6 +188,7 @@ struct LoraDelta {
     // Stages slot s's xa of every module (stack·R floats, ranks past the slot's too: sum() masks
     // them) into shared `xa` and syncs; call from every thread of the block, with a delta. `load(i)`
     // gives the row's xa element i (the GEMM output's column width + i, or the sum of its K-slices).
+    // `xa` must be 16-byte aligned (sum() reads it 4 floats at a time).
     template <typename Load>
     __device__ __forceinline__ void stage(int s, float* xa, Load load) const {
         const u64 first = (u64)s * stack * R;
@@ -224,7 +225,20 @@ struct LoraDelta {
             x[i] = xa + module(c[i]) * R;
             acc[i] = 0.f;
         }
-        if ((R & 7) == 0) {  // a vector per column and 8 ranks; past the first 16, all columns' in flight
+        if ((R == 8 || R == 16) && r == R) {  // the whole stride in registers, no rank to mask: 8 FMAs a vector
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                if (8 * h >= R) break;
+#pragma unroll
+                for (int i = 0; i < N; ++i) {
+                    float f[8];
+                    unpack_bf16(cols.v[i][h], f);
+                    const float4 lo = *(const float4*)(x[i] + 8 * h), hi = *(const float4*)(x[i] + 8 * h + 4);
+                    acc[i] += f[0] * lo.x; acc[i] += f[1] * lo.y; acc[i] += f[2] * lo.z; acc[i] += f[3] * lo.w;
+                    acc[i] += f[4] * hi.x; acc[i] += f[5] * hi.y; acc[i] += f[6] * hi.z; acc[i] += f[7] * hi.w;
+                }
+            }
+        } else if ((R & 7) == 0) {  // a vector per column and 8 ranks; past the first 16, all columns' in flight
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 if (8 * h >= r) break;

@@ -34,7 +34,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
     // The row's delta: its slot's xa (summed over the slices and rounded as the GEMM rounds its
     // output) staged in shared memory, then every column's delta into `deltas` (dynamic shared
     // memory, d floats), the block's threads streaming the slot's B a column each.
-    __shared__ float xa[LORA_MAX_RANK];
+    __shared__ __align__(16) float xa[LORA_MAX_RANK];
     extern __shared__ float deltas[];
     const LoraDelta lora = LORA_ARGS;
     const int slot = lora.row_slot(blockIdx.x), rank = lora.rank(slot);
@@ -148,7 +148,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
 extern "C" __global__ void __launch_bounds__(1024) loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
                                                                   bf16* __restrict__ out, int d, float eps, const float* __restrict__ slices, int count,
                                                                   long long sliceStride, int xStride, LORA_PARAMS) {
-    __shared__ float xa[LORA_MAX_RANK];
+    __shared__ __align__(16) float xa[LORA_MAX_RANK];
     extern __shared__ float deltas[];
     const LoraDelta lora = LORA_ARGS;
     const int i = threadIdx.x, step = blockDim.x;

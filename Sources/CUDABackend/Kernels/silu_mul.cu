@@ -6,10 +6,10 @@
 // silu_mul_lora (`--lora-backend fused` decode): gate and up first gain their LoRA delta (LORA_PARAMS),
 // rounded as PEFT's bf16 sum. A row reading its slot's B for gate and up (2·I·R bf16) would make
 // 29 MB of L2 reads a launch at 32 rows of 8 rank-16 slots, so a block serves one slot's rows
-// (blockIdx.y; rowSlots scanned into shared memory) for 256 columns: the slot's rank and B rows
+// (blockIdx.y; rowSlots scanned into shared memory) for 512 columns: the slot's rank and B rows
 // need no lookup and go before the wait, and the rows' gate, up and xa go out together after it,
 // SILU_ROWS at a time. Blocks of a slot without rows in the step return at once.
-// Launch: grid (ceil(I / 256), slots), block (256). Arguments: as silu_mul, then n, LORA_PARAMS (a
+// Launch: grid (ceil(I / 512), slots), block (256). Arguments: as silu_mul, then n, LORA_PARAMS (a
 // stack of 2, 2R ≤ LORA_MAX_RANK).
 #include "common.cuh"
 
@@ -26,33 +26,33 @@ extern "C" __global__ void __launch_bounds__(256) loom_silu_mul(const bf16* gate
     out[(u64)row * width + j] = f32_to_bf16(silu_times(bf16_to_f32(x[j]), bf16_to_f32(x[width + j])));
 }
 
-extern "C" __global__ void __launch_bounds__(256) loom_silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, LORA_PARAMS) {
-    __shared__ float xa[SILU_ROWS][LORA_MAX_RANK];
-    __shared__ int rows[SILU_MAX_ROWS];
-    __shared__ int count;
-    const LoraDelta lora = LORA_ARGS;
-    const int slot = blockIdx.y, span = lora.stack * lora.R;
-    const int j = blockIdx.x * blockDim.x + threadIdx.x, jc = min(j, width - 1);
-    const int c[2] = {jc, width + jc};
-    LoraDelta::Cols<2> cols;
-    lora.fetch(slot, c, cols);
-    const int rank = lora.rank(slot);
-    if (threadIdx.x == 0) count = 0;
-    __syncthreads();
-    for (int i = threadIdx.x; i < n; i += blockDim.x)
-        if (lora.rowSlots[i] == slot) rows[atomicAdd(&count, 1)] = i;
-    __syncthreads();
-    const int found = count;
-    if (found == 0) return;  // no dependent waits on this block's writes: it has none
-    grid_enter();
-    for (int k0 = 0; k0 < found; k0 += SILU_ROWS) {
-        const int m = min(SILU_ROWS, found - k0);
-        float g[SILU_ROWS], u[SILU_ROWS];
+// The rows' gate and up (4 columns each: j, j + 256 of gate, then of up) with their deltas, SILU_ROWS at a
+// time from `rows` (one for RB = 0), written out. RB > 0: the pool's rank stride RB (8 or 16) is the slot's rank, so B
+// is unpacked into registers once for all rows and nothing is masked; RB = 0: LoraDelta::sum per row.
+template <int RB>
+__device__ __forceinline__ void silu_rows(const LoraDelta& lora, const bf16* gateUp, bf16* out, int width, int stride, int slot, int rank,
+                                          const int* rows, int found, const int (&j)[2], const int (&c)[4],
+                                          const LoraDelta::Cols<4>& cols, float (*xa)[LORA_MAX_RANK]) {
+    constexpr int ROWS = RB > 0 ? SILU_ROWS : 1;  // one at a time where sum() holds more registers
+    const int span = lora.stack * lora.R;
+    float b[RB > 0 ? 4 : 1][RB > 0 ? RB : 1];
+    float scale[2] = {0.f, 0.f};
+    if (RB > 0) {
 #pragma unroll
-        for (int k = 0; k < SILU_ROWS; ++k) {
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int h = 0; h < RB / 8; ++h) unpack_bf16(cols.v[i][h], &b[i][8 * h]);
+        scale[0] = lora.scalings[slot * lora.stack];
+        scale[1] = lora.scalings[slot * lora.stack + 1];
+    }
+    for (int k0 = 0; k0 < found; k0 += ROWS) {
+        const int m = min(ROWS, found - k0);
+        float gu[ROWS][4];
+#pragma unroll
+        for (int k = 0; k < ROWS; ++k) {
             const bf16* x = gateUp + (u64)rows[k0 + min(k, m - 1)] * stride;
-            g[k] = bf16_to_f32(x[jc]);
-            u[k] = bf16_to_f32(x[width + jc]);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) gu[k][e] = bf16_to_f32(x[c[e]]);
         }
         if (rank > 0) {
             if (k0 > 0) __syncthreads();  // the previous rows' xa are read
@@ -63,16 +63,65 @@ extern "C" __global__ void __launch_bounds__(256) loom_silu_mul_lora(const bf16*
             __syncthreads();
         }
 #pragma unroll
-        for (int k = 0; k < SILU_ROWS; ++k) {
+        for (int k = 0; k < ROWS; ++k) {
             if (k >= m) break;
-            float gk = g[k], uk = u[k];
             if (rank > 0) {
-                float d[2];
-                lora.sum<2>(slot, rank, c, cols, xa[k], d);
-                gk = round_bf16(gk + d[0]);
-                uk = round_bf16(uk + d[1]);
+                float d[4];
+                if (RB > 0) {
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const float* x = xa[k] + (i >> 1) * RB;  // gate's xa, then up's
+                        float acc = 0.f;
+#pragma unroll
+                        for (int q = 0; q < RB; q += 4) {
+                            const float4 v = *(const float4*)(x + q);
+                            acc += b[i][q] * v.x; acc += b[i][q + 1] * v.y; acc += b[i][q + 2] * v.z; acc += b[i][q + 3] * v.w;
+                        }
+                        d[i] = round_bf16(round_bf16(acc) * scale[i >> 1]);
+                    }
+                } else {
+                    lora.sum<4>(slot, rank, c, cols, xa[k], d);
+                }
+#pragma unroll
+                for (int e = 0; e < 4; ++e) gu[k][e] = round_bf16(gu[k][e] + d[e]);
             }
-            if (j < width) out[(u64)rows[k0 + k] * width + j] = f32_to_bf16(silu_times(gk, uk));
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+                if (j[h] < width) out[(u64)rows[k0 + k] * width + j[h]] = f32_to_bf16(silu_times(gu[k][h], gu[k][2 + h]));
         }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, LORA_PARAMS) {
+    __shared__ __align__(16) float xa[SILU_ROWS][LORA_MAX_RANK];
+    __shared__ int rows[SILU_MAX_ROWS];
+    __shared__ int count;
+    const LoraDelta lora = LORA_ARGS;
+    const int slot = blockIdx.y;
+    // Columns j and j + 256 of gate and of up.
+    int j[2], c[4];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        j[h] = blockIdx.x * 512 + h * 256 + threadIdx.x;
+        c[h] = min(j[h], width - 1);
+        c[2 + h] = width + c[h];
+    }
+    LoraDelta::Cols<4> cols;
+    lora.fetch(slot, c, cols);
+    const int rank = lora.rank(slot);
+    if (threadIdx.x == 0) count = 0;
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x)
+        if (lora.rowSlots[i] == slot) rows[atomicAdd(&count, 1)] = i;
+    __syncthreads();
+    const int found = count;
+    if (found == 0) return;  // no dependent waits on this block's writes: it has none
+    grid_enter();
+    if (lora.R == 16 && rank == 16) {
+        silu_rows<16>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
+    } else if (lora.R == 8 && rank == 8) {
+        silu_rows<8>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
+    } else {
+        silu_rows<0>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
     }
 }
