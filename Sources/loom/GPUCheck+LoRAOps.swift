@@ -178,9 +178,9 @@ extension OpChecks {
         // slot; a pool of rank 12, whose rows of B are not 16-byte aligned (the scalar loop).
         for (maxRank, slotRanks) in [(16, [0, 16, 7, 16, 12]), (64, [0, 64, 8, 33]), (12, [0, 12, 5])] {
             let ranksLabel = "ranks \(slotRanks) of \(maxRank)"
-            // RMSNorm of a fused o/down output, bf16 x and f32 K-slices: loom_norm_lora (d ≤ 4096, d % 4 == 0),
-            // loom_norm's vector path (d = 5120) and its scalar one (d = 98).
-            for (n, d, count) in [(5, 4096, 0), (3, 100, 0), (32, 4096, 2), (7, 100, 3), (4, 5120, 2), (3, 98, 0)] {
+            // RMSNorm of a fused o/down output, bf16 x and f32 K-slices: loom_norm_lora (d % 16 == 0, d ≤ 8192),
+            // loom_norm's vector path (d = 9216) and its scalar one (d = 100, 98).
+            for (n, d, count) in [(5, 4096, 0), (3, 100, 0), (32, 4096, 2), (7, 100, 3), (4, 5120, 2), (3, 96, 0), (2, 9216, 0), (3, 98, 0)] {
                 let rows = (0..<n).map { $0 % slotRanks.count }
                 let (lc, lg, width) = loraDelta(moduleOutputs: [d], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rows)
                 let (wc, wg, _) = pair(Shape(d))

@@ -7,7 +7,7 @@
 // 16-byte loads, each thread keeping its (at most 4) vectors in registers between the two passes.
 // With a LoRA delta (LORA_PARAMS, `--lora-backend fused` decode: x or the slices are a fused GEMM's
 // output, xa after the first d columns), x[i] first gains it, rounded as PEFT's bf16 sum: in
-// loom_norm_lora (below) where a row has at most 4096 columns, else in loom_norm.
+// loom_norm_lora (below) where d % 16 == 0 and d ≤ 8192, else in loom_norm.
 // Launch: grid (n rows), block (min(1024, max(32, roundup32(d / 8)))) for the vector path (d <= 32768),
 // else 256. Arguments: residual/out [n, d] bf16 (rows contiguous), x [n, xStride] bf16, w [d] bf16, d,
 // eps, add (0/1), slices [count, n, xStride] f32 (`count` 0: none; slices `sliceStride` = n·xStride
@@ -136,36 +136,54 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
     }
 }
 
-// loom_norm_lora: loom_norm with add and a LoRA delta, for rows of d % 4 == 0 and d ≤ 4096, every
-// row (residual, out, x, w) 8-byte aligned and the slices 16-byte: one thread for each 4 columns.
-// The row's slot goes before the wait and its B rows right after it (the first 16 ranks of 4
-// columns a thread, adjacent threads on adjacent columns so a warp's loads stay together); after
-// the wait the row's x, residual and xa go out too, so the delta costs two round trips where
-// loom_norm's takes five. The columns' deltas meet their owners in shared memory.
-// Launch: grid (n rows), block (max(32, roundup32(d / 4))), d floats of dynamic shared memory;
-// arguments as loom_norm's, less `add`.
-#define NORM_LORA_COLUMNS 4
-extern "C" __global__ void __launch_bounds__(1024) loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                                                  bf16* __restrict__ out, int d, float eps, const float* __restrict__ slices, int count,
-                                                                  long long sliceStride, int xStride, LORA_PARAMS) {
+// loom_norm_lora: loom_norm with add and a LoRA delta, for rows of d % 16 == 0 and d ≤ 8192, every
+// row (residual, out, x, w) 8-byte aligned and the slices 16-byte. One row alone on one multiprocessor
+// would stream its slot's B (d·R bf16) and compute every column's delta there, so a cluster of
+// NORM_CLUSTER blocks takes a row (a quarter of its columns each, one thread for each 4) and the
+// blocks add their sums of squares through distributed shared memory. The row's slot goes before the
+// wait and its B rows right after it (the first 16 ranks of 4 columns a thread, adjacent threads on
+// adjacent columns); after the wait the row's x, residual and xa go out too, so the delta costs two
+// round trips. The columns' deltas meet their owners in shared memory.
+// Launch: grid (NORM_CLUSTER, n rows), block (max(32, roundup32(d / 16))), d / NORM_CLUSTER floats of
+// dynamic shared memory; arguments as loom_norm's, less `add`.
+#define NORM_CLUSTER 4
+
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+// `p` (shared memory) in the cluster's block `rank`.
+__device__ __forceinline__ float cluster_load(const float* p, u32 rank) {
+    const u32 local = (u32)__cvta_generic_to_shared(p);
+    u32 remote;
+    float v;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+    return v;
+}
+
+extern "C" __global__ void __cluster_dims__(NORM_CLUSTER, 1, 1) __launch_bounds__(512)
+loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, int d, float eps,
+               const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS) {
     __shared__ __align__(16) float xa[LORA_MAX_RANK];
+    __shared__ float squares;
     extern __shared__ float deltas[];
     const LoraDelta lora = LORA_ARGS;
+    const int row = blockIdx.y, q = d / NORM_CLUSTER, first = blockIdx.x * q;  // the cluster is the row's blocks
     const int i = threadIdx.x, step = blockDim.x;
-    const u64 base = (u64)blockIdx.x * d, xBase = (u64)blockIdx.x * xStride;
-    const bool mine = 4 * i < d;
-    const int slot = lora.row_slot(blockIdx.x);
-    int c[NORM_LORA_COLUMNS];
+    const u64 base = (u64)row * d + first, xBase = (u64)row * xStride;
+    const bool mine = 4 * i < q;
+    const int slot = lora.row_slot(row);
+    int c[4];
 #pragma unroll
-    for (int e = 0; e < NORM_LORA_COLUMNS; ++e) c[e] = min(i + e * step, d - 1);
-    LoraDelta::Cols<NORM_LORA_COLUMNS> cols;
+    for (int e = 0; e < 4; ++e) c[e] = first + min(i + e * step, q - 1);
+    LoraDelta::Cols<4> cols;
     lora.fetch(slot, c, cols);
     const int rank = lora.rank(slot);
     grid_enter();
     float a[4], r[4];
     if (mine) {
         if (count > 0) {
-            const float4* p = (const float4*)(slices + xBase) + i;
+            const float4* p = (const float4*)(slices + xBase + first) + i;
             float4 v = p[0];
             for (int s = 1; s < count; ++s) {
                 const float4 t = p[s * sliceStride / 4];
@@ -173,7 +191,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm_lora(bf16* __restri
             }
             a[0] = round_bf16(v.x); a[1] = round_bf16(v.y); a[2] = round_bf16(v.z); a[3] = round_bf16(v.w);
         } else {
-            unpack_bf16(((const uint2*)(x + xBase))[i], a);
+            unpack_bf16(((const uint2*)(x + xBase + first))[i], a);
         }
         unpack_bf16(((const uint2*)(residual + base))[i], r);
     }
@@ -189,11 +207,11 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm_lora(bf16* __restri
         return round_bf16(v);
     });
     if (rank > 0) {
-        float dl[NORM_LORA_COLUMNS];
-        lora.sum<NORM_LORA_COLUMNS>(slot, rank, c, cols, xa, dl);
+        float dl[4];
+        lora.sum<4>(slot, rank, c, cols, xa, dl);
 #pragma unroll
-        for (int e = 0; e < NORM_LORA_COLUMNS; ++e)
-            if (i + e * step < d) deltas[i + e * step] = dl[e];
+        for (int e = 0; e < 4; ++e)
+            if (i + e * step < q) deltas[i + e * step] = dl[e];
         __syncthreads();
     }
     float sq = 0.f;
@@ -206,11 +224,18 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm_lora(bf16* __restri
         }
         ((uint2*)(residual + base))[i] = make_uint2(pack_bf16x2(a[0], a[1]), pack_bf16x2(a[2], a[3]));
     }
-    const float scale = rsqrtf(block_sum(sq) / (float)d + eps);
+    sq = block_sum(sq);
+    if (threadIdx.x == 0) squares = sq;
+    cluster_sync();
+    float total = 0.f;
+#pragma unroll
+    for (int b = 0; b < NORM_CLUSTER; ++b) total += cluster_load(&squares, b);
+    const float scale = rsqrtf(total / (float)d + eps);
     if (mine) {
         float g[4];
-        unpack_bf16(((const uint2*)w)[i], g);
+        unpack_bf16(((const uint2*)(w + first))[i], g);
         ((uint2*)(out + base))[i] = make_uint2(pack_bf16x2(g[0] * round_bf16(a[0] * scale), g[1] * round_bf16(a[1] * scale)),
                                                pack_bf16x2(g[2] * round_bf16(a[2] * scale), g[3] * round_bf16(a[3] * scale)));
     }
+    cluster_sync();  // no block leaves while another may still read its `squares`
 }
