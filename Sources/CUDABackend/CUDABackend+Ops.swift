@@ -51,7 +51,7 @@ extension CUDABackend {
         if n == 0 { return }
         precondition(lora == nil || lora!.stack * lora!.rank <= 256, "addRMSNorm: a LoRA delta of \(lora!.stack) × rank \(lora!.rank) exceeds 256")
         if let lora, add, d % 16 == 0, d <= 8192, stride % 4 == 0, slices.map({ $0.devicePointer % 16 == 0 }) ?? true,
-           [residual.devicePointer, x.devicePointer, weight.devicePointer, out.devicePointer].allSatisfy({ $0 % 8 == 0 }) {
+           (residual.devicePointer | x.devicePointer | weight.devicePointer | out.devicePointer) % 8 == 0 {
             // A cluster of 4 blocks a row, a thread for each 4 columns (loom_norm_lora).
             launch("loom_norm_lora", grid: (4, n, 1), block: max(32, (d / 16 + 31) / 32 * 32), sharedBytes: d,
                    [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),

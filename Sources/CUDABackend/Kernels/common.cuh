@@ -233,9 +233,7 @@ struct LoraDelta {
                 for (int i = 0; i < N; ++i) {
                     float f[8];
                     unpack_bf16(cols.v[i][h], f);
-                    const float4 lo = *(const float4*)(x[i] + 8 * h), hi = *(const float4*)(x[i] + 8 * h + 4);
-                    acc[i] += f[0] * lo.x; acc[i] += f[1] * lo.y; acc[i] += f[2] * lo.z; acc[i] += f[3] * lo.w;
-                    acc[i] += f[4] * hi.x; acc[i] += f[5] * hi.y; acc[i] += f[6] * hi.z; acc[i] += f[7] * hi.w;
+                    dot8(acc[i], f, x[i] + 8 * h);
                 }
             }
         } else if ((R & 7) == 0) {  // a vector per column and 8 ranks; past the first 16, all columns' in flight
@@ -271,8 +269,16 @@ struct LoraDelta {
                 for (int i = 0; i < N; ++i) acc[i] += bf16_to_f32(row_of(s, c[i])[j]) * x[i][j];
         }
 #pragma unroll
-        for (int i = 0; i < N; ++i) out[i] = round_bf16(round_bf16(acc[i]) * scalings[s * stack + module(c[i])]);
+        for (int i = 0; i < N; ++i) out[i] = rounded(acc[i], scalings[s * stack + module(c[i])]);
     }
+    // acc += Σ_{e<8} f[e] · x[e], in order; x 16-byte aligned (a staged xa).
+    static __device__ __forceinline__ void dot8(float& acc, const float* f, const float* x) {
+        const float4 lo = *(const float4*)x, hi = *(const float4*)(x + 4);
+        acc += f[0] * lo.x; acc += f[1] * lo.y; acc += f[2] * lo.z; acc += f[3] * lo.w;
+        acc += f[4] * hi.x; acc += f[5] * hi.y; acc += f[6] * hi.z; acc += f[7] * hi.w;
+    }
+    // A column's delta from its sum: rounded as PEFT's bf16 lora_B output, times the scaling, rounded again.
+    static __device__ __forceinline__ float rounded(float acc, float scale) { return round_bf16(round_bf16(acc) * scale); }
     template <int N>
     __device__ __forceinline__ void terms(int s, int r, const int (&c)[N], const float* xa, float (&out)[N]) const {
         Cols<N> cols;

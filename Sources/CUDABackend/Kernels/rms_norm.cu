@@ -17,6 +17,15 @@
 
 #define MAXV 4
 
+// Element `at` of the GEMM output the norm adds: x's, or the sum of the `count` K-slices rounded as
+// the GEMM rounds its output.
+__device__ __forceinline__ float output_at(const bf16* x, const float* slices, int count, long long sliceStride, u64 at) {
+    if (count == 0) return bf16_to_f32(x[at]);
+    float v = 0.f;
+    for (int s = 0; s < count; ++s) v += slices[s * sliceStride + at];
+    return round_bf16(v);
+}
+
 __device__ __forceinline__ uint4 pack8(const float* f) {
     u32 w[4];
 #pragma unroll
@@ -39,16 +48,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
     const LoraDelta lora = LORA_ARGS;
     const int slot = lora.row_slot(blockIdx.x), rank = lora.rank(slot);
     if (rank > 0) {
-        lora.stage(slot, xa, [&](u64 i) {
-            const u64 at = xBase + d + i;
-            float v = 0.f;
-            if (count > 0) {
-                for (int k = 0; k < count; ++k) v += slices[k * sliceStride + at];
-            } else {
-                v = bf16_to_f32(x[at]);
-            }
-            return round_bf16(v);
-        });
+        lora.stage(slot, xa, [&](u64 i) { return output_at(x, slices, count, sliceStride, xBase + d + i); });
         const int step = blockDim.x;
         for (int c0 = threadIdx.x; c0 < d; c0 += 2 * step) {
             int c[2];
@@ -196,16 +196,7 @@ loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf
         unpack_bf16(((const uint2*)(residual + base))[i], r);
     }
     // The row's xa (summed over the slices and rounded as the GEMM rounds its output).
-    lora.stage(slot, xa, [&](u64 k) {
-        const u64 at = xBase + d + k;
-        float v = 0.f;
-        if (count > 0) {
-            for (int s = 0; s < count; ++s) v += slices[s * sliceStride + at];
-        } else {
-            v = bf16_to_f32(x[at]);
-        }
-        return round_bf16(v);
-    });
+    lora.stage(slot, xa, [&](u64 k) { return output_at(x, slices, count, sliceStride, xBase + d + k); });
     if (rank > 0) {
         float dl[4];
         lora.sum<4>(slot, rank, c, cols, xa, dl);

@@ -73,11 +73,8 @@ __device__ __forceinline__ void silu_rows(const LoraDelta& lora, const bf16* gat
                         const float* x = xa[k] + (i >> 1) * RB;  // gate's xa, then up's
                         float acc = 0.f;
 #pragma unroll
-                        for (int q = 0; q < RB; q += 4) {
-                            const float4 v = *(const float4*)(x + q);
-                            acc += b[i][q] * v.x; acc += b[i][q + 1] * v.y; acc += b[i][q + 2] * v.z; acc += b[i][q + 3] * v.w;
-                        }
-                        d[i] = round_bf16(round_bf16(acc) * scale[i >> 1]);
+                        for (int q = 0; q < RB; q += 8) LoraDelta::dot8(acc, &b[i][q], x + q);
+                        d[i] = LoraDelta::rounded(acc, scale[i >> 1]);
                     }
                 } else {
                     lora.sum<4>(slot, rank, c, cols, xa[k], d);
