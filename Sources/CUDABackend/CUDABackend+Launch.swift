@@ -59,20 +59,18 @@ extension CUDABackend {
         blasMatmul(x, weight, out, n: n, m: m, k: k, label: "cublasLt \(n)x\(m)x\(k)")
     }
 
-    /// One cuBLASLt launch (`CuBLASLt.matmul`), tuned on first use in eager mode with `tunesGEMMs`.
+    /// One cuBLASLt launch (`CuBLASLt.matmul`), with the algorithm `tuneGEMMs` chose for the shape, if any.
     func blasMatmul(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor, n: Int, m: Int, k: Int, ldInput: Int? = nil,
                     batch: Int = 1, label: String) {
         guard beginLaunch() else { return }
         activate()
         let probe = profiler?.begin(label, stream: stream)
         defer { if let probe { profiler!.end(probe, stream: stream) } }
-        let tunes = graphState == .eager && profiler == nil && tunesGEMMs
         do {
             try blas.matmul(x: x.devicePointer, weight: weight.devicePointer, out: out.devicePointer, n: n, m: m, k: k,
                             ldWeight: weight.shape.rowCount, ldInput: ldInput, batch: batch,
                             outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
-                            workspace: blasWorkspace.pointer, stream: stream,
-                            time: tunes ? { run in self.evictL2(); return self.timeMilliseconds(run) } : nil)
+                            workspace: blasWorkspace.pointer, stream: stream)
         } catch {
             fail(error)
         }
@@ -84,15 +82,6 @@ extension CUDABackend {
         launch("loom_gemv_n\(n)", grid: ((m + 3) / 4, 1, 1), block: 128, label: "gemv \(n)x\(m)x\(k)",
                [.pointer(x.devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
                 .int(m), .int(k), .int(weight.shape.rowCount)])
-    }
-
-    /// Overwrites a 256 MiB scratch buffer (five times the H200's L2) on the stream, so that what
-    /// runs next reads its operands from HBM. Allocated on first use, for GEMM tuning.
-    func evictL2() {
-        if l2Scratch == nil { l2Scratch = try? CUDAStorage(driver: driver, byteCount: 256 << 20) }
-        guard let scratch = l2Scratch else { return }
-        must(driver.cuMemsetD8Async(scratch.pointer, UInt8(truncatingIfNeeded: l2Evictions), scratch.byteCount, stream), "cuMemsetD8Async(L2 eviction)")
-        l2Evictions += 1
     }
 
     /// Zeroes a tensor on the stream (a memset node in a captured graph).
@@ -170,6 +159,14 @@ extension CUDABackend {
         synchronize()
         for (_, exec) in graphs { _ = driver.cuGraphExecDestroy(exec) }
         graphs.removeAll()
+    }
+
+    /// Destroys the graph of `key`, if captured (after the stream drains).
+    public func releaseGraph(_ key: String) {
+        precondition(graphState == .eager, "releaseGraph inside a graph step")
+        guard let exec = graphs.removeValue(forKey: key) else { return }
+        synchronize()
+        _ = driver.cuGraphExecDestroy(exec)
     }
 
     /// Whether the current launches go into a graph (their arguments must not depend on per-step values).

@@ -84,15 +84,8 @@ public final class CUDABackend: ComputeBackend {
     public internal(set) var graphSummaries: [String: [String: Any]] = [:]
     var graphState = GraphState.eager
     public internal(set) var profiler: KernelProfiler?
-    /// Whether a GEMM shape met for the first time outside a graph capture tries cuBLASLt's top
-    /// candidates and their split-K variants on its operands and keeps the fastest (a graph captures
-    /// the choice made before it). Each candidate is timed on operands evicted from L2 (`evictL2`);
-    /// `gemmTunings` lists the timings. Off: on the H200 it found nothing meaningfully faster than
-    /// the heuristic's first candidate for Llama-3.1-8B decode (2026-11-29, and with split-K 2026-11-30).
-    public var tunesGEMMs = false
-    /// `evictL2`'s scratch buffer and the byte it last wrote.
-    var l2Scratch: CUDAStorage?
-    var l2Evictions = 0
+    /// Every `tuneGEMMs` so far, in order.
+    var gemmTuningRecords: [GEMMTuning] = []
     /// Decode attention splits a sequence until about this many blocks per multiprocessor run
     /// (when fewer than half as many (row, KV head) blocks exist): 2 for `loom_attention_decode`
     /// (on the H200 at batch 32, 6,253 tok/s against 6,017 with 4 and 5,895 with 8), 4 for the

@@ -13,24 +13,27 @@ final class CuBLASLt: @unchecked Sendable {
     private let cublasLtMatmulPreferenceSetAttribute: @convention(c) (Handle, Int32, UnsafeRawPointer, Int) -> Int32
     private let cublasLtMatmulAlgoGetHeuristic: @convention(c) (Handle, Handle, Handle, Handle, Handle, Handle, Handle, Int32,
                                                                 UnsafeMutableRawPointer, UnsafeMutablePointer<Int32>) -> Int32
-    private let cublasLtMatmulAlgoCheck: @convention(c) (Handle, Handle, Handle, Handle, Handle, Handle, UnsafeRawPointer,
-                                                         UnsafeMutableRawPointer) -> Int32
-    private let cublasLtMatmulAlgoConfigSetAttribute: @convention(c) (UnsafeMutableRawPointer, Int32, UnsafeRawPointer, Int) -> Int32
     private let cublasLtMatmulAlgoConfigGetAttribute: @convention(c) (UnsafeRawPointer, Int32, UnsafeMutableRawPointer, Int,
                                                                       UnsafeMutablePointer<Int>?) -> Int32
-    private let cublasLtMatmulAlgoCapGetAttribute: @convention(c) (UnsafeRawPointer, Int32, UnsafeMutableRawPointer, Int,
-                                                                   UnsafeMutablePointer<Int>?) -> Int32
     private let cublasLtMatmul: @convention(c) (Handle, Handle, UnsafeRawPointer, UInt64, Handle, UInt64, Handle, UnsafeRawPointer,
                                                 UInt64, Handle, UInt64, Handle, UnsafeRawPointer?, UInt64, Int, Handle) -> Int32
 
     private var handle: Handle = nil
-    /// One plan per GEMM shape: descriptors and the heuristic's first algorithm (its 64-byte struct).
+    /// The descriptors of one GEMM shape and one algorithm for it (its 64-byte struct).
     private struct Plan {
         var desc: Handle, a: Handle, b: Handle, d: Handle
         var algo: [UInt64]
     }
-    private struct PlanKey: Hashable { var m, n, k, ldWeight, ldInput, batch: Int; var outType: Int32; var alignment: UInt64 }
-    private var plans: [PlanKey: Plan] = [:]
+    /// A GEMM shape as cuBLASLt plans it.
+    struct PlanKey: Hashable { var m, n, k, ldWeight, ldInput, batch: Int; var outType: Int32; var alignment: UInt64 }
+    /// One shape's candidates from the heuristic (best first, distinct configurations) and the one launched.
+    private struct ShapePlans {
+        var candidates: [Plan]
+        var chosen = 0
+    }
+    private var shapes: [PlanKey: ShapePlans] = [:]
+    /// The shapes launched since `launchedShapes` was last emptied (`CUDABackend.tuneGEMMs`).
+    var launchedShapes: Set<PlanKey> = []
     let workspaceBytes = 32 << 20
 
     // cudaDataType / cublasComputeType_t / attribute values (library_types.h, cublasLt.h).
@@ -55,10 +58,7 @@ final class CuBLASLt: @unchecked Sendable {
         cublasLtMatmulPreferenceCreate = try lib.function("cublasLtMatmulPreferenceCreate")
         cublasLtMatmulPreferenceSetAttribute = try lib.function("cublasLtMatmulPreferenceSetAttribute")
         cublasLtMatmulAlgoGetHeuristic = try lib.function("cublasLtMatmulAlgoGetHeuristic")
-        cublasLtMatmulAlgoCheck = try lib.function("cublasLtMatmulAlgoCheck")
-        cublasLtMatmulAlgoConfigSetAttribute = try lib.function("cublasLtMatmulAlgoConfigSetAttribute")
         cublasLtMatmulAlgoConfigGetAttribute = try lib.function("cublasLtMatmulAlgoConfigGetAttribute")
-        cublasLtMatmulAlgoCapGetAttribute = try lib.function("cublasLtMatmulAlgoCapGetAttribute")
         cublasLtMatmul = try lib.function("cublasLtMatmul")
         try check(cublasLtCreate(&handle), "cublasLtCreate")
     }
@@ -73,46 +73,36 @@ final class CuBLASLt: @unchecked Sendable {
     /// f32); W's rows are `ldWeight ≥ k` elements apart, x's `ldInput ≥ k` (k when nil). In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
     /// `batch` > 1 runs that many such products in one launch, the b-th on columns `b·k ..< (b+1)·k`
     /// of x and W into `out + b·n·m` (the K-slices of one product, `linearSlices`).
-    /// `time`, when given (never during a graph capture), measures a closure's device milliseconds:
-    /// a new shape then tries the heuristic's top candidates and their split-K variants on these operands and keeps the fastest,
-    /// each timed alone (best of three; the CUDA backend's `time` first evicts the operands from L2,
-    /// as a decode step meets every layer's weights: timed on L2-resident repeats, the choice does not carry over).
+    /// A shape launches the heuristic's first candidate until `choose` picks another.
     func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, ldWeight: Int, ldInput: Int? = nil, batch: Int = 1, outType: Int32,
-                workspace: UInt64, stream: OpaquePointer?, time: ((() -> Void) -> Double)? = nil) throws {
+                workspace: UInt64, stream: OpaquePointer?) throws {
         // The heuristic assumes 256-byte aligned operands unless told otherwise; views (and the
         // batch's K-slices) may be less aligned.
         var alignment: UInt64 = 256
         let sliceBytes = batch > 1 ? UInt64(2 * k) : 0
         while alignment > 2 && (x | weight | out | sliceBytes) % alignment != 0 { alignment /= 2 }
         let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, ldInput: ldInput ?? k, batch: batch, outType: outType, alignment: alignment)
-        let plan: Plan
-        if let p = plans[key] {
-            plan = p
-        } else {
-            var candidates = try makePlans(key)
-            if let time {
-                candidates += splitKVariants(of: candidates, key: key)
-                var timings: [(config: AlgorithmConfig, us: Double)] = []
-                var best = (index: 0, ms: Double.infinity)
-                for (i, c) in candidates.enumerated() {
-                    var ok = true
-                    let run = { ok = ok && self.launch(c, x: x, weight: weight, out: out, workspace: workspace, stream: stream) == 0 }
-                    run()
-                    var ms = Double.infinity
-                    for _ in 0..<3 { ms = min(ms, time { run() }) }
-                    guard ok else { continue }
-                    timings.append((config(of: c), ms * 1000))
-                    if ms < best.ms { best = (i, ms) }
-                }
-                tunings.append(Tuning(m: m, n: n, k: k, batch: batch, heuristic: config(of: candidates[0]), chosen: config(of: candidates[best.index]),
-                                      timings: timings))
-                candidates = [candidates[best.index]]
-            }
-            plan = candidates[0]
-            plans[key] = plan
+        if shapes[key] == nil {
+            var seen = Set<AlgorithmConfig>()
+            shapes[key] = ShapePlans(candidates: try makePlans(key).filter { seen.insert(config(of: $0)).inserted })
         }
+        launchedShapes.insert(key)
+        let plan = shapes[key]!.candidates[shapes[key]!.chosen]
         try check(launch(plan, x: x, weight: weight, out: out, workspace: workspace, stream: stream), "cublasLtMatmul(m: \(m), n: \(n), k: \(k))")
     }
+
+    /// A shape's candidates, best first by the heuristic.
+    func candidates(of key: PlanKey) -> [AlgorithmConfig] {
+        shapes[key]?.candidates.map(config(of:)) ?? []
+    }
+
+    /// The candidate that `key`'s launches use from now on (graphs captured before keep theirs).
+    func choose(_ index: Int, for key: PlanKey) {
+        precondition(shapes[key]?.candidates.indices.contains(index) == true, "no candidate \(index) for \(key)")
+        shapes[key]!.chosen = index
+    }
+
+    func chosen(for key: PlanKey) -> Int { shapes[key]?.chosen ?? 0 }
 
     /// A candidate as cuBLASLt numbers it: algorithm, tile, stages, split-K count and reduction scheme.
     struct AlgorithmConfig: Hashable, CustomStringConvertible {
@@ -120,20 +110,8 @@ final class CuBLASLt: @unchecked Sendable {
         var description: String { "algo \(id) tile \(tile) stages \(stages) split-k \(splitK)" + (splitK > 1 ? " reduction \(reduction)" : "") }
     }
 
-    /// A shape tuned on first use: the heuristic's first candidate, the fastest, and each candidate's device µs.
-    struct Tuning {
-        var m, n, k, batch: Int
-        var heuristic, chosen: AlgorithmConfig
-        var timings: [(config: AlgorithmConfig, us: Double)]
-    }
-    /// Every tuning so far, in order.
-    private(set) var tunings: [Tuning] = []
-
-    // cublasLtMatmulAlgoConfigAttributes_t, cublasLtMatmulAlgoCapAttributes_t, cublasLtReductionScheme_t.
+    // cublasLtMatmulAlgoConfigAttributes_t.
     private static let configID: Int32 = 0, configTile: Int32 = 1, configSplitK: Int32 = 2, configReduction: Int32 = 3, configStages: Int32 = 6
-    private static let capSplitKSupport: Int32 = 0, capReductionMask: Int32 = 1
-    /// Partial sums in f32 in the workspace, then one reduction (deterministic; in-place would add bf16 parts).
-    private static let reductionComputeType: UInt32 = 2
 
     private func config(of plan: Plan) -> AlgorithmConfig {
         func read(_ attribute: Int32) -> Int {
@@ -143,37 +121,6 @@ final class CuBLASLt: @unchecked Sendable {
         }
         return AlgorithmConfig(id: read(Self.configID), tile: read(Self.configTile), stages: read(Self.configStages),
                                splitK: max(1, read(Self.configSplitK)), reduction: read(Self.configReduction))
-    }
-
-    /// The candidates again with K split 2 to 16 ways (at least 256 of K a part), where the algorithm
-    /// supports it and cuBLASLt accepts the variant within the workspace. (On the H200 the heuristic
-    /// already splits where it pays, o and down at 32 rows; no variant beat its choice by more than
-    /// 1.6 µs for Llama-3.1-8B decode.)
-    private func splitKVariants(of candidates: [Plan], key: PlanKey) -> [Plan] {
-        var seen = Set(candidates.map(config(of:)))
-        var variants: [Plan] = []
-        for c in candidates {
-            var support: Int32 = 0, mask: UInt32 = 0
-            _ = c.algo.withUnsafeBytes { cublasLtMatmulAlgoCapGetAttribute($0.baseAddress!, Self.capSplitKSupport, &support, 4, nil) }
-            _ = c.algo.withUnsafeBytes { cublasLtMatmulAlgoCapGetAttribute($0.baseAddress!, Self.capReductionMask, &mask, 4, nil) }
-            guard support != 0, mask & Self.reductionComputeType != 0 else { continue }
-            for parts in [2, 3, 4, 6, 8, 12, 16] where key.k / parts >= 256 {
-                var v = c
-                var splits = UInt32(parts), scheme = Self.reductionComputeType
-                var result = [UInt8](repeating: 0, count: 96)
-                let status = v.algo.withUnsafeMutableBytes { algo -> Int32 in
-                    guard cublasLtMatmulAlgoConfigSetAttribute(algo.baseAddress!, Self.configSplitK, &splits, 4) == 0,
-                          cublasLtMatmulAlgoConfigSetAttribute(algo.baseAddress!, Self.configReduction, &scheme, 4) == 0 else { return -1 }
-                    return result.withUnsafeMutableBytes {
-                        cublasLtMatmulAlgoCheck(handle, c.desc, c.a, c.b, c.d, c.d, algo.baseAddress!, $0.baseAddress!)
-                    }
-                }
-                let workspace = result.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 64, as: Int.self) }
-                guard status == 0, workspace <= workspaceBytes, seen.insert(config(of: v)).inserted else { continue }
-                variants.append(v)
-            }
-        }
-        return variants
     }
 
     private func launch(_ plan: Plan, x: UInt64, weight: UInt64, out: UInt64, workspace: UInt64, stream: OpaquePointer?) -> Int32 {
@@ -222,20 +169,6 @@ final class CuBLASLt: @unchecked Sendable {
         return (0..<Int(returned)).map { r in
             let algo = results.withUnsafeBytes { raw in (0..<8).map { raw.loadUnaligned(fromByteOffset: r * 96 + $0 * 8, as: UInt64.self) } }
             return Plan(desc: desc, a: a, b: b, d: d, algo: algo)
-        }
-    }
-}
-
-extension CUDABackend {
-    /// The GEMM shapes tuned so far (`tunesGEMMs`), as JSON rows: the heuristic's first candidate,
-    /// the fastest, and every candidate's device µs on operands evicted from L2.
-    public var gemmTunings: [[String: Any]] {
-        blas.tunings.map { t in
-            let heuristicUS = t.timings.first { $0.config == t.heuristic }?.us
-            let chosenUS = t.timings.first { $0.config == t.chosen }?.us
-            return ["m": t.m, "n": t.n, "k": t.k, "batch": t.batch, "heuristic": t.heuristic.description, "chosen": t.chosen.description,
-                    "heuristic_us": heuristicUS ?? -1, "chosen_us": chosenUS ?? -1,
-                    "candidates": t.timings.map { ["config": $0.config.description, "us": $0.us] as [String: Any] }]
         }
     }
 }

@@ -40,7 +40,7 @@ public struct DecodeGraphs: Sendable {
     }
 
     /// Whether a step of `key` runs from its graph, recording the step: the first of each key runs
-    /// eagerly, so cuBLASLt tunes the step's GEMM shapes before a capture fixes its algorithms.
+    /// eagerly, so the step's buffers and cuBLASLt's plans are made outside a capture.
     public mutating func shouldUseGraph(_ key: String) -> Bool {
         !warmKeys.insert(key).inserted
     }

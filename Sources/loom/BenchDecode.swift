@@ -57,7 +57,7 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "With --lora-backend fused: the most rows of a step whose deltas the ops reading the GEMMs add (0: the widened K for every step).")
     var fusedDecodeRows = LoRAOptions().fusedDecodeRows
 
-    @Flag(inversion: .prefixedNo, help: "Time cuBLASLt's top candidates for each GEMM shape (operands evicted from L2) and keep the fastest.")
+    @Flag(inversion: .prefixedNo, help: "Before timing each batch in graphs: try every cuBLASLt candidate of each GEMM shape in whole graph steps and keep the fastest (one GPU).")
     var tuneGemms = false
 
     @Flag(help: "Time each projection of layer 0 alone (cuBLASLt) at every batch size.")
@@ -90,7 +90,7 @@ struct BenchDecode: ParsableCommand {
         guard !batches.isEmpty, batches.allSatisfy({ $0 > 0 }) else { throw ValidationError("--batch: give positive integers") }
         let gpus = try (0..<tpSize).map { try CUDABackend(device: $0) }
         let gpu = gpus[0]
-        for g in gpus { g.tunesGEMMs = tuneGemms; g.recordsGraphSummaries = true }
+        for g in gpus { g.recordsGraphSummaries = true }
         let communicators: [Communicator?] = tpSize == 1 ? [nil] : try NCCLCommunicator.group(backends: gpus)
         let ncclVersion = (communicators.first as? NCCLCommunicator)?.ncclVersion
         let bandwidth = try gpu.measureCopyBandwidth()
@@ -122,7 +122,7 @@ struct BenchDecode: ParsableCommand {
         for b in batches {
             for graphs in eagerOnly ? [false] : eagerToo ? [true, false] : [true] {
                 var row = try DecodeRun(model: model, gpus: gpus, batch: b, promptLength: promptLen, newTokens: newTokens,
-                                        blockSize: blockSize, useGraphs: graphs, bandwidth: bandwidth, lora: lora).run()
+                                        blockSize: blockSize, useGraphs: graphs, tunesGEMMs: tuneGemms, bandwidth: bandwidth, lora: lora).run()
                 row["model"] = modelName
                 row["tp_size"] = tpSize
                 rows.append(row)
@@ -168,8 +168,8 @@ func benchLog(_ message: String) {
 }
 
 /// One offline batch: `batch` random prompts prefilled in one step (or a few), then greedy decode
-/// steps sampled on the device, so only token ids come back. The first two decode steps (GEMM tuning,
-/// graph capture) are not timed.
+/// steps sampled on the device, so only token ids come back. The first two decode steps (eager, then
+/// the graph capture, after the GEMM tuning when asked) are not timed.
 struct DecodeRun {
     let model: LlamaModel
     /// One backend per rank; rank 0's runs the sampling and the timing.
@@ -180,6 +180,8 @@ struct DecodeRun {
     let newTokens: Int
     let blockSize: Int
     let useGraphs: Bool
+    /// Whether cuBLASLt's algorithms are chosen in whole graph steps (`CUDABackend.tuneGEMMs`) before the timed steps.
+    let tunesGEMMs: Bool
     let bandwidth: Double
     /// The adapters, or nil for a run without LoRA.
     let lora: DecodeLoRA?
@@ -240,8 +242,9 @@ struct DecodeRun {
                 let logits = model.forward(step, cache: cache, lora: applier)
                 gpu.argmax(logits, out: ids)
             }
+            if useGraphs && t == 1 && tunesGEMMs && gpus.count == 1 { gpu.tuneGEMMs(graphKey: graphKey, step: body) }
             let ms = gpu.timeMilliseconds {
-                // Step 0 runs eagerly, so new GEMM shapes are tuned before the graph captures them.
+                // Step 0 runs eagerly (every buffer the step needs is allocated before a capture).
                 if useGraphs && t > 0 {
                     if gpus.count == 1 {
                         gpu.withGraph(key: graphKey, body)
@@ -286,7 +289,7 @@ struct DecodeRun {
         let distinct = Set(outputs[0]).count
         var row: [String: Any] = [
             "batch": batch, "context": promptLength + newTokens, "prompt_len": promptLength, "new_tokens": newTokens,
-            "adapters": lora?.refs.count ?? 0, "rank": lora?.rank ?? 0, "cuda_graphs": useGraphs, "tp_size": gpus.count, "tuned_gemms": gpus[0].tunesGEMMs,
+            "adapters": lora?.refs.count ?? 0, "rank": lora?.rank ?? 0, "cuda_graphs": useGraphs, "tp_size": gpus.count, "tuned_gemms": tunesGEMMs && useGraphs && gpus.count == 1,
             "tokens_per_s": tokensPerSecond, "floor_tokens_per_s": floor, "fraction_of_floor": tokensPerSecond / floor,
             "ms_per_step": decodeSeconds * 1000 / Double(timed), "device_ms_per_step": deviceMilliseconds / Double(timed), "floor_ms_per_step": floorSeconds * 1000 / Double(timed),
             "timed_steps": timed, "prefill_tokens_per_s": Double(batch * promptLength) / prefillSeconds,
