@@ -18,7 +18,8 @@
 #   lora-kernels at 106 and 160 decode rows over 29 to 128 adapters, shrink segments on and off), ncu (Nsight Compute on
 #   batch-32 decode kernels: attention, argmax, cuBLASLt), sass (whether cuBLASLt's GEMMs wait for the previous grid), slora (scripts/slora_recipe.sh
 #   at n = 8 with rank 16 and n = 128 with ranks 8-64, alpha 0.3, each under $OUT/slora-nN, or $SLORA_GOALS; LOOM_*
-#   settings in the environment reach its servers, e.g. LOOM_SIDE_STREAM=1). Default: hf check
+#   settings in the environment reach its servers, e.g. LOOM_SIDE_STREAM=1), tune (bench decode at batch 32 with
+#   --tune-gemms and without, with no adapters and with 8 fused rank-16 adapters). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
 #   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
 #   gpu-check.log, bench.log, nvidia-smi.txt; with tp, gpu-check-tp2.json and
@@ -121,6 +122,22 @@ PY
                 --output "$OUT/bench-decode-llama-3.1-8b-$name.json" > /dev/null 2>> "$OUT/bench.log"
             echo "bench $variant: exit $?"
             python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  batch {x[\"batch\"]:3d} {x[\"tokens_per_s\"]:9.1f} tok/s floor {x[\"floor_tokens_per_s\"]:9.1f} ({x[\"fraction_of_floor\"]:.3f}) {x[\"ms_per_step\"]:.3f} ms/step distinct {x[\"distinct_tokens_seq0\"]}') for x in r['rows'] if 'tokens_per_s' in x]" "$OUT/bench-decode-llama-3.1-8b-$name.json"
+        done
+        ;;
+    tune)
+        # cuBLASLt's algorithms chosen in whole graph steps (--tune-gemms) and the heuristic's, at batch
+        # ${BENCH_BATCHES:-32}, without adapters and with $TUNE_LORA_ARGS (8 fused rank-16 adapters), one
+        # run each, tuned and untuned alternated: bench-decode-tune-{base,lora}-{tuned,heuristic}.json.
+        for lora in base lora; do
+            extra=(); [ $lora = lora ] && read -ra extra <<< "${TUNE_LORA_ARGS:---adapters 8 --rank 16 --lora-backend fused}"
+            for tune in tuned heuristic; do
+                flag=--tune-gemms; [ $tune = heuristic ] && flag=--no-tune-gemms
+                file="$OUT/bench-decode-tune-$lora-$tune.json"
+                timeout 300 /tmp/loom bench decode --random-weights llama-3.1-8b --batch ${BENCH_BATCHES:-32} --prompt-len 128 --new-tokens 128 \
+                    "${extra[@]}" $flag --output "$file" > /dev/null 2>> "$OUT/bench.log"
+                echo "tune $lora $tune: exit $?"
+                python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  batch {x[\"batch\"]:3d} {x[\"tokens_per_s\"]:9.1f} tok/s ({x[\"fraction_of_floor\"]:.3f}) device {x[\"device_ms_per_step\"]:.3f} ms/step') for x in r['rows'] if 'tokens_per_s' in x]; [print(f'  {t[\"graph\"]}: heuristic {t[\"heuristic_step_ms\"]} tuned {t[\"tuned_step_ms\"]} kept {t[\"kept_tuned\"]}; ' + '; '.join(f'{s[\"m\"]}x{s[\"k\"]}x{s[\"batch\"]} {s[\"chosen\"]}' for s in t['shapes'])) for t in r.get('gemm_tunings', [])]" "$file"
+            done
         done
         ;;
     lora)
