@@ -172,6 +172,8 @@ extension CUDABackend {
     /// Whether the current launches go into a graph (their arguments must not depend on per-step values).
     var isRecordingGraph: Bool { graphState != .eager }
 
+    public var isReplayingGraph: Bool { graphState == .replaying }
+
     /// Milliseconds of device time that `body`'s work takes, from events around it on the stream.
     public func timeMilliseconds(_ body: () -> Void) -> Double {
         activate()

@@ -227,10 +227,16 @@ public protocol ComputeBackend: AnyObject {
 
     /// The device's free and total memory in bytes, or nil for host memory (the CPU backend).
     func memoryInfo() -> (free: Int, total: Int)?
+
+    /// Whether the calling step replays a captured graph: its launches are skipped (only its host
+    /// copies, which come first, do anything), so a model step may return once they are queued.
+    var isReplayingGraph: Bool { get }
 }
 
 extension ComputeBackend {
     public func memoryInfo() -> (free: Int, total: Int)? { nil }
+
+    public var isReplayingGraph: Bool { false }
 
     public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
         addRMSNorm(residual: residual, x, weight: weight, eps: eps, out: out, lora: nil)

@@ -123,6 +123,9 @@ public final class ModelRank {
             maxQuery = max(maxQuery, Int(batch.queryStarts[s + 1] - batch.queryStarts[s]))
         }
         b.copyRows(blockTableRows, width: width, to: ws.blockTables)
+        // A replayed graph step needs only the copies above: walking the layers would build every
+        // launch's arguments on the host, with the device idle (about 330 launches a step).
+        if b.isReplayingGraph { return ws.logits.rows(batch.logitsRows.count) }
         let metadata = AttentionMetadata(
             queryStarts: ws.queryStarts.rows(numSeqs + 1), contextLengths: ws.contextLengths.rows(numSeqs),
             blockTables: ws.blockTables.rows(numSeqs), numSequences: numSeqs, maxQueryLength: maxQuery,

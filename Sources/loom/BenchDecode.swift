@@ -226,6 +226,8 @@ struct DecodeRun {
         var timed = 0
         var floorSeconds = 0.0
         var deviceMilliseconds = 0.0
+        // Host time from the step's first copy to its graph launch (or last kernel launch), the device idle before it.
+        var hostMilliseconds = 0.0
         var start = DispatchTime.now()
         var outputs = [[Int32]](repeating: [], count: batch)
         for t in 0..<(newTokens - 1) {
@@ -243,7 +245,10 @@ struct DecodeRun {
                 gpu.argmax(logits, out: ids)
             }
             if useGraphs && t == 1 && tunesGEMMs && gpus.count == 1 { gpu.tuneGEMMs(graphKey: graphKey, step: body) }
+            var hostSeconds = 0.0
             let ms = gpu.timeMilliseconds {
+                let hostStart = DispatchTime.now()
+                defer { hostSeconds = seconds(since: hostStart) }
                 // Step 0 runs eagerly (every buffer the step needs is allocated before a capture).
                 if useGraphs && t > 0 {
                     if gpus.count == 1 {
@@ -258,7 +263,7 @@ struct DecodeRun {
                 }
             }
             next = gpu.downloadInts(ids)
-            if t >= 2 { deviceMilliseconds += ms }
+            if t >= 2 { deviceMilliseconds += ms; hostMilliseconds += hostSeconds * 1000 }
             if t >= 2 {
                 timed += 1
                 let context = Double(promptLength + t + 1)
@@ -291,7 +296,8 @@ struct DecodeRun {
             "batch": batch, "context": promptLength + newTokens, "prompt_len": promptLength, "new_tokens": newTokens,
             "adapters": lora?.refs.count ?? 0, "rank": lora?.rank ?? 0, "cuda_graphs": useGraphs, "tp_size": gpus.count, "tuned_gemms": tunesGEMMs && useGraphs && gpus.count == 1,
             "tokens_per_s": tokensPerSecond, "floor_tokens_per_s": floor, "fraction_of_floor": tokensPerSecond / floor,
-            "ms_per_step": decodeSeconds * 1000 / Double(timed), "device_ms_per_step": deviceMilliseconds / Double(timed), "floor_ms_per_step": floorSeconds * 1000 / Double(timed),
+            "ms_per_step": decodeSeconds * 1000 / Double(timed), "device_ms_per_step": deviceMilliseconds / Double(timed),
+            "host_ms_per_step": hostMilliseconds / Double(timed), "floor_ms_per_step": floorSeconds * 1000 / Double(timed),
             "timed_steps": timed, "prefill_tokens_per_s": Double(batch * promptLength) / prefillSeconds,
             "weight_bytes_per_step": weightBytes, "distinct_tokens_seq0": distinct, "eager_step_kernels": kernels,
             "adapter_bytes_per_step": adapterBytes,
