@@ -24,7 +24,10 @@ extension CUDABackend {
     /// choices and the tuned ones alternate `confirmations` times, and the tuned ones stay only when
     /// their mean step is shorter. `step` runs one graph step (`withGraph` replays it with the same
     /// arguments); the graph of `graphKey` is captured anew for each timing and released at the end.
-    public func tuneGEMMs(graphKey: String, replays: Int = 12, confirmations: Int = 3, step: () -> Void) {
+    /// Returns the mean step of each set in the alternation and whether the tuned set stayed.
+    @discardableResult
+    public func tuneGEMMs(graphKey: String, replays: Int = 12, confirmations: Int = 3,
+                          step: () -> Void) -> (heuristicMilliseconds: Double, tunedMilliseconds: Double, keptTuned: Bool) {
         func stepMilliseconds() -> Double {
             releaseGraph(graphKey)
             withGraph(key: graphKey, step)  // the capture and its first launch
@@ -54,10 +57,12 @@ extension CUDABackend {
             for s in shapes { blas.choose(s.chosen, for: s.key) }
             tuned.append(stepMilliseconds())
         }
-        let kept = tuned.reduce(0, +) < heuristic.reduce(0, +)
+        let heuristicMean = heuristic.reduce(0, +) / Double(max(1, confirmations)), tunedMean = tuned.reduce(0, +) / Double(max(1, confirmations))
+        let kept = tunedMean < heuristicMean
         if !kept { for s in shapes { blas.choose(0, for: s.key) } }
         releaseGraph(graphKey)
         gemmTuningRecords.append(GEMMTuning(graphKey: graphKey, shapes: shapes, heuristicMilliseconds: heuristic, tunedMilliseconds: tuned, kept: kept))
+        return (heuristicMean, tunedMean, kept)
     }
 
     /// Every `tuneGEMMs` so far as JSON: per shape (m, n, k, K-slices) each candidate's step time,

@@ -90,6 +90,9 @@ struct Serve: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "The batch sizes decode steps are padded to for CUDA graphs (default: 1 2 4 8 16 24 … up to --cuda-graph-max-bs).")
     var cudaGraphBs: [Int] = []
 
+    @Flag(help: "Before a decode batch size's graph is first captured, time every cuBLASLt candidate of its GEMM shapes in whole replayed steps and keep the fastest (a few seconds, once per batch size; --device cuda, --tp-size 1).")
+    var tuneGemms = false
+
     @Option(help: "Seed of the sampler for requests without sampling_seed.")
     var randomSeed: Int?
 
@@ -133,6 +136,11 @@ struct Serve: ParsableCommand {
         if let n = maxTotalTokens, n < 1 { throw fail("--max-total-tokens must be positive, got \(n).") }
         if let n = chunkedPrefillSize, n == 0 || n < -1 { throw fail("--chunked-prefill-size must be positive or -1 (disabled), got \(n).") }
         if let f = memFractionStatic, !(f > 0 && f < 1) { throw fail("--mem-fraction-static must be in (0, 1), got \(f).") }
+        if tuneGemms {
+            guard try resolveDevice(device) == .cuda, tpSize == 1, !disableCudaGraph else {
+                throw fail("--tune-gemms times decode steps in CUDA graphs on one GPU: it needs --device cuda, --tp-size 1 and CUDA graphs.")
+            }
+        }
         guard cudaGraphMaxBs >= 1 else { throw fail("--cuda-graph-max-bs must be positive, got \(cudaGraphMaxBs).") }
         if let bad = cudaGraphBs.first(where: { $0 < 1 }) { throw fail("--cuda-graph-bs must be positive batch sizes, got \(bad).") }
         guard shutdownGracePeriod >= 0 else { throw fail("--shutdown-grace-period must be at least 0.") }
@@ -259,7 +267,8 @@ struct Serve: ParsableCommand {
             contextLength: contextLength, maxRunningRequests: maxRunningRequests, maxQueuedRequests: maxQueuedRequests,
             chunkedPrefillSize: chunkedPrefillSize,
             maxTotalTokens: maxTotalTokens, memFractionStatic: memFractionStatic, randomSeed: randomSeed, tpSize: tpSize,
-            cudaGraphs: !disableCudaGraph, cudaGraphMaxBatchSize: cudaGraphMaxBs, cudaGraphBatchSizes: cudaGraphBs.isEmpty ? nil : cudaGraphBs)
+            cudaGraphs: !disableCudaGraph, cudaGraphMaxBatchSize: cudaGraphMaxBs, cudaGraphBatchSizes: cudaGraphBs.isEmpty ? nil : cudaGraphBs,
+            tunesGEMMs: tuneGemms)
     }
 
     /// The folder of a `--random-weights` shape: its config, a sparse weights file and the
@@ -289,7 +298,7 @@ struct Serve: ParsableCommand {
             "chunked_prefill_size": JSON(chunkedPrefillSize), "max_total_tokens": JSON(maxTotalTokens),
             "mem_fraction_static": JSON(memFractionStatic), "random_seed": JSON(randomSeed),
             "disable_cuda_graph": .bool(disableCudaGraph), "cuda_graph_max_bs": .int(cudaGraphMaxBs),
-            "cuda_graph_bs": cudaGraphBs.isEmpty ? .null : JSON(cudaGraphBs),
+            "cuda_graph_bs": cudaGraphBs.isEmpty ? .null : JSON(cudaGraphBs), "tune_gemms": .bool(tuneGemms),
             "enable_lora": .bool(isLoRAEnabled),
             "lora_paths": .array(s.loraPaths.map { ["lora_name": .string($0.name), "lora_path": .string($0.path), "pinned": .bool($0.pinned)] }),
             "max_loras_per_batch": .int(l.maxLorasPerBatch), "max_loaded_loras": JSON(l.maxLoadedLoras),
@@ -334,6 +343,8 @@ struct EngineSettings: Sendable {
     var cudaGraphs = true
     var cudaGraphMaxBatchSize = 160
     var cudaGraphBatchSizes: [Int]?
+    /// cuBLASLt's algorithms chosen in whole graph steps (`CUDABackend.tuneGEMMs`) before each decode graph's first capture.
+    var tunesGEMMs = false
 }
 
 /// `--device`: explicit cpu or cuda; by default cuda when a GPU can be opened, else cpu.
@@ -379,7 +390,7 @@ func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any Infere
         communicators = settings.tpSize == 1 ? [nil] : try NCCLCommunicator.group(backends: gpus)
         o.memFractionStatic = settings.memFractionStatic ?? 0.85
         if settings.cudaGraphs {
-            let runner = CUDAGraphRunner(gpus: gpus)
+            let runner = CUDAGraphRunner(gpus: gpus, tunesGEMMs: settings.tunesGEMMs)
             o.graphRunner = { rank, key, body in runner.run(rank: rank, key: key, body) }
         }
     }
@@ -414,12 +425,30 @@ func makeEngine(_ settings: EngineSettings, logger: Logger) throws -> any Infere
 
 /// The engine's graph runner on CUDA: rank `r`'s share of a decode step is captured into, then
 /// replayed from, a graph of GPU `r`, on the rank's own thread (NCCL collectives included).
+/// With `tunesGEMMs` (one GPU), a key's first capture is preceded by `CUDABackend.tuneGEMMs` on that
+/// step: replaying it rewrites the same KV slots with the same values, and sampling runs after the graph.
 private final class CUDAGraphRunner: @unchecked Sendable {
     let gpus: [CUDABackend]
+    let tunesGEMMs: Bool
+    private var tunedKeys: Set<String> = []
+    private let logger = Logger(label: "loom.cuda-graphs")
 
-    init(gpus: [CUDABackend]) { self.gpus = gpus }
+    init(gpus: [CUDABackend], tunesGEMMs: Bool) {
+        precondition(!tunesGEMMs || gpus.count == 1, "--tune-gemms needs one GPU")
+        self.gpus = gpus
+        self.tunesGEMMs = tunesGEMMs
+    }
 
     func run(rank: Int, key: String, _ body: () -> Void) {
+        if tunesGEMMs && tunedKeys.insert(key).inserted {
+            let start = Date()
+            let t = gpus[rank].tuneGEMMs(graphKey: key, step: body)
+            logger.info("GEMM algorithms tuned", metadata: [
+                "graph": .string(key), "seconds": .string(String(format: "%.1f", Date().timeIntervalSince(start))),
+                "heuristic_step_ms": .string(String(format: "%.3f", t.heuristicMilliseconds)),
+                "tuned_step_ms": .string(String(format: "%.3f", t.tunedMilliseconds)), "kept_tuned": .stringConvertible(t.keptTuned),
+            ])
+        }
         gpus[rank].withGraph(key: key, body)
     }
 }

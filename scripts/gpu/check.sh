@@ -70,11 +70,12 @@ print("pass:", r["pass"])
 PY
         ;;
     serve)
-        # loom serve on the GPU with mixed adapters, checked through HTTP against PEFT's references.
+        # loom serve on the GPU with mixed adapters, checked through HTTP against PEFT's references
+        # ($SERVE_LORA_BACKEND, default csgmv; $SERVE_ARGS added, e.g. --tune-gemms).
         for m in llama-tiny qwen2-tiny; do
             adapters=$(ls Fixtures/models/$m/adapters | sed "s|.*|&=Fixtures/models/$m/adapters/&|" | tr '\n' ' ')
             /tmp/loom serve --device cuda --tp-size "${SERVE_TP:-1}" --lora-backend "${SERVE_LORA_BACKEND:-csgmv}" --model-path Fixtures/models/$m --lora-paths $adapters \
-                --max-loras-per-batch 4 --port 30000 > "$OUT/serve-$m.log" 2>&1 &
+                --max-loras-per-batch 4 --port 30000 ${SERVE_ARGS:-} > "$OUT/serve-$m.log" 2>&1 &
             pid=$!
             for _ in $(seq 120); do curl -sf localhost:30000/health > /dev/null && break; sleep 0.5; done
             timeout 120 python3 scripts/gpu/serve_check.py --model Fixtures/models/$m > "$OUT/serve-check-$m-tp${SERVE_TP:-1}.json"
