@@ -25,6 +25,8 @@ public final class LoRAManager {
     private let stackOffsets: [ProjectionGroup: Int]
     private let stackedModules: Int
     let ranks: [RankBuffers]
+    /// Each rank's copies of the step plan into its buffers, skipped where a buffer already holds the values.
+    private var uploads: [UploadCache]
     private let maxTokens: Int
     /// Staged host images of adapters (by uid) for asynchronous slot loads: packed when the adapter
     /// is registered (on the registering thread), or by `prepare` for one whose weights the host
@@ -186,6 +188,7 @@ public final class LoRAManager {
                 rowSlots: try backend.allocate(Shape(maxTokens), dtype: .i32),
                 stepShrunk: try backend.allocate(Shape(base.numLayers * stacked * min(maxTokens, Self.stepShrunkRows) * r), dtype: .f32))
         }
+        uploads = Array(repeating: UploadCache(), count: backends.count)
         for (spec, adapter) in loaded {
             try register(spec, adapter)
         }
@@ -354,16 +357,19 @@ public final class LoRAManager {
         let n = rowAdapters.count
         let capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: options.backend, chunkSize: options.maxChunkSize)
         let padded = plan.padded(toCapacity: capacity)
-        let zeroed = n <= Self.stepShrunkRows
         let consumes = n <= consumerRows
-        let plans = ranks.map { rb -> LoRAKernelPlan in
+        // A step whose every group adds its delta in the consumer runs no shrink kernel.
+        let shrinks = !consumes || groups.contains { !consumerGroups.contains($0) }
+        let zeroed = shrinks && n <= Self.stepShrunkRows
+        let plans = ranks.indices.map { r -> LoRAKernelPlan in
+            let rb = ranks[r]
             if zeroed && stackedModules > 0 { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * stackedModules * n * max(maxRank, 1))) }
-            if consumes { rb.backend.copy(rowSlots.map(Int32.init), to: rb.rowSlots) }
+            if consumes { uploads[r].copy(rowSlots.map(Int32.init), to: rb.rowSlots, on: rb.backend) }
             for (g, input) in rb.fusedInputs where !consumes || !consumerGroups.contains(g) { rb.backend.zero(input.rows(n)) }
-            rb.backend.copy(plan.permutation, to: rb.permutation)
-            rb.backend.copy(padded.starts, to: rb.segmentStarts)
-            rb.backend.copy(padded.slots, to: rb.segmentSlots)
-            rb.backend.copy(slotRanks, to: rb.slotRanks)
+            uploads[r].copy(plan.permutation, to: rb.permutation, on: rb.backend)
+            uploads[r].copy(padded.starts, to: rb.segmentStarts, on: rb.backend)
+            uploads[r].copy(padded.slots, to: rb.segmentSlots, on: rb.backend)
+            uploads[r].copy(slotRanks, to: rb.slotRanks, on: rb.backend)
             return LoRAKernelPlan(
                 permutation: rb.permutation.rows(n),
                 segmentStarts: rb.segmentStarts.rows(capacity + 1),

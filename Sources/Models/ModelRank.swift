@@ -25,6 +25,8 @@ public final class ModelRank {
     private var localTokens: [Int32] = []
     /// The step's block tables, packed for `copyRows`.
     private var blockTableRows: [Int32] = []
+    /// The step metadata's copies into `ws`, skipped where a buffer already holds the values.
+    private var uploads = UploadCache()
 
     struct Workspace {
         var tokens, positions, slotMapping, logitsRows, queryStarts, contextLengths, blockTables: DeviceTensor
@@ -102,15 +104,15 @@ public final class ModelRank {
             for t in batch.tokens {
                 localTokens.append(vocab.contains(Int(t)) ? t - Int32(vocab.lowerBound) : zeroRow)
             }
-            b.copy(localTokens, to: ws.tokens)
+            uploads.copy(localTokens, to: ws.tokens, on: b)
         } else {
-            b.copy(batch.tokens, to: ws.tokens)
+            uploads.copy(batch.tokens, to: ws.tokens, on: b)
         }
-        b.copy(batch.positions, to: ws.positions)
-        b.copy(batch.slotMapping, to: ws.slotMapping)
-        b.copy(batch.logitsRows, to: ws.logitsRows)
-        b.copy(batch.queryStarts, to: ws.queryStarts)
-        b.copy(batch.contextLengths, to: ws.contextLengths)
+        uploads.copy(batch.positions, to: ws.positions, on: b)
+        uploads.copy(batch.slotMapping, to: ws.slotMapping, on: b)
+        uploads.copy(batch.logitsRows, to: ws.logitsRows, on: b)
+        uploads.copy(batch.queryStarts, to: ws.queryStarts, on: b)
+        uploads.copy(batch.contextLengths, to: ws.contextLengths, on: b)
         // The block tables in one copy: rows as wide as the longest, zero-padded (attention reads
         // a row only up to its context length). A copy per sequence cost the host and the copy
         // engine one operation each per step.
@@ -122,7 +124,7 @@ public final class ModelRank {
             blockTableRows += repeatElement(0, count: width - batch.blockTables[s].count)
             maxQuery = max(maxQuery, Int(batch.queryStarts[s + 1] - batch.queryStarts[s]))
         }
-        b.copyRows(blockTableRows, width: width, to: ws.blockTables)
+        uploads.copyRows(blockTableRows, width: width, to: ws.blockTables, on: b)
         // A replayed graph step needs only the copies above: walking the layers would build every
         // launch's arguments on the host, with the device idle (about 330 launches a step).
         if b.isReplayingGraph { return ws.logits.rows(batch.logitsRows.count) }

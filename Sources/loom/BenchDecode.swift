@@ -228,6 +228,8 @@ struct DecodeRun {
         var deviceMilliseconds = 0.0
         // Host time from the step's first copy to its graph launch (or last kernel launch), the device idle before it.
         var hostMilliseconds = 0.0
+        // Host time of the LoRA manager's step plan (slots, segments, their copies) before the step.
+        var prepareMilliseconds = 0.0
         var start = DispatchTime.now()
         var outputs = [[Int32]](repeating: [], count: batch)
         for t in 0..<(newTokens - 1) {
@@ -239,7 +241,9 @@ struct DecodeRun {
             }
             // The plan goes into the manager's persistent buffers before the graph body: a replay
             // skips the body's launches, and a capture may not contain host copies.
+            let prepareStart = DispatchTime.now()
             let applier = try lora?.prepare(sequences: 0..<batch, rowsPerSequence: 1)
+            if t >= 2 { prepareMilliseconds += seconds(since: prepareStart) * 1000 }
             let body = {
                 let logits = model.forward(step, cache: cache, lora: applier)
                 gpu.argmax(logits, out: ids)
@@ -297,7 +301,7 @@ struct DecodeRun {
             "adapters": lora?.refs.count ?? 0, "rank": lora?.rank ?? 0, "cuda_graphs": useGraphs, "tp_size": gpus.count, "tuned_gemms": tunesGEMMs && useGraphs && gpus.count == 1,
             "tokens_per_s": tokensPerSecond, "floor_tokens_per_s": floor, "fraction_of_floor": tokensPerSecond / floor,
             "ms_per_step": decodeSeconds * 1000 / Double(timed), "device_ms_per_step": deviceMilliseconds / Double(timed),
-            "host_ms_per_step": hostMilliseconds / Double(timed), "floor_ms_per_step": floorSeconds * 1000 / Double(timed),
+            "host_ms_per_step": hostMilliseconds / Double(timed), "lora_prepare_ms_per_step": prepareMilliseconds / Double(timed), "floor_ms_per_step": floorSeconds * 1000 / Double(timed),
             "timed_steps": timed, "prefill_tokens_per_s": Double(batch * promptLength) / prefillSeconds,
             "weight_bytes_per_step": weightBytes, "distinct_tokens_seq0": distinct, "eager_step_kernels": kernels,
             "adapter_bytes_per_step": adapterBytes,
