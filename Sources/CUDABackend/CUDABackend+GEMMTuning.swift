@@ -28,6 +28,7 @@ extension CUDABackend {
     @discardableResult
     public func tuneGEMMs(graphKey: String, replays: Int = 12, confirmations: Int = 3,
                           step: () -> Void) -> (heuristicMilliseconds: Double, tunedMilliseconds: Double, keptTuned: Bool) {
+        precondition(replays >= 1 && confirmations >= 1, "tuneGEMMs: replays and confirmations must be at least 1")
         func stepMilliseconds() -> Double {
             releaseGraph(graphKey)
             withGraph(key: graphKey, step)  // the capture and its first launch
@@ -57,7 +58,7 @@ extension CUDABackend {
             for s in shapes { blas.choose(s.chosen, for: s.key) }
             tuned.append(stepMilliseconds())
         }
-        let heuristicMean = heuristic.reduce(0, +) / Double(max(1, confirmations)), tunedMean = tuned.reduce(0, +) / Double(max(1, confirmations))
+        let heuristicMean = heuristic.reduce(0, +) / Double(confirmations), tunedMean = tuned.reduce(0, +) / Double(confirmations)
         let kept = tunedMean < heuristicMean
         if !kept { for s in shapes { blas.choose(0, for: s.key) } }
         releaseGraph(graphKey)

@@ -102,8 +102,6 @@ final class CuBLASLt: @unchecked Sendable {
         shapes[key]!.chosen = index
     }
 
-    func chosen(for key: PlanKey) -> Int { shapes[key]?.chosen ?? 0 }
-
     /// A candidate as cuBLASLt numbers it: algorithm, tile, stages, split-K count and reduction scheme.
     struct AlgorithmConfig: Hashable, CustomStringConvertible {
         var id, tile, stages, splitK, reduction: Int

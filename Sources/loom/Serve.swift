@@ -90,7 +90,7 @@ struct Serve: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "The batch sizes decode steps are padded to for CUDA graphs (default: 1 2 4 8 16 24 … up to --cuda-graph-max-bs).")
     var cudaGraphBs: [Int] = []
 
-    @Flag(help: "Before a decode batch size's graph is first captured, time every cuBLASLt candidate of its GEMM shapes in whole replayed steps and keep the fastest (a few seconds, once per batch size; --device cuda, --tp-size 1).")
+    @Flag(help: "Before a decode batch size's graph is first captured, time every cuBLASLt candidate of its GEMM shapes in whole replayed steps and keep the fastest (once per batch size, while that step's requests wait: at the Llama-3.1-8B shape, 47 captures of the step, each run 13 times; --device cuda, --tp-size 1).")
     var tuneGemms = false
 
     @Option(help: "Seed of the sampler for requests without sampling_seed.")
