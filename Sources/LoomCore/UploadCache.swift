@@ -8,7 +8,14 @@ public struct UploadCache {
         let storage: ObjectIdentifier
         let offset: Int
     }
-    private var last: [Key: (values: [Int32], width: Int)] = [:]
+    /// What a buffer was last given. The storage is held weakly and compared: a buffer freed and
+    /// another allocated at its address (the same `ObjectIdentifier`) is a new buffer.
+    private struct Held {
+        weak var storage: AnyObject?
+        var values: [Int32]
+        var width: Int
+    }
+    private var last: [Key: Held] = [:]
 
     public init() {}
 
@@ -27,8 +34,8 @@ public struct UploadCache {
     /// Whether the copy is needed; records the values as the buffer's.
     private mutating func record(_ values: [Int32], width: Int, _ tensor: DeviceTensor) -> Bool {
         let key = Key(storage: ObjectIdentifier(tensor.storage), offset: tensor.offset)
-        if let held = last[key], held.width == width, held.values == values { return false }
-        last[key] = (values, width)
+        if let held = last[key], held.storage === tensor.storage, held.width == width, held.values == values { return false }
+        last[key] = Held(storage: tensor.storage, values: values, width: width)
         return true
     }
 }

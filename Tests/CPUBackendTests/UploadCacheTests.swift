@@ -37,6 +37,17 @@ import Testing
         #expect(ints(u) == [7, 7, 0, 0])
     }
 
+    /// A buffer allocated where a freed one was (the allocator tends to hand the address back) is a
+    /// new buffer: its first copy runs even with the freed buffer's values.
+    @Test func aBufferInAFreedOnesPlaceIsCopied() throws {
+        var cache = UploadCache()
+        for round in 0..<8 {
+            let t = try b.allocate(Shape(4), dtype: .i32)
+            cache.copy([3, 1, 4, 1], to: t, on: b)
+            #expect(ints(t) == [3, 1, 4, 1], "round \(round)")
+        }
+    }
+
     @Test func rowsOfAnotherWidthAreCopied() throws {
         let t = try b.allocate(Shape(2, 3), dtype: .i32)
         var cache = UploadCache()
