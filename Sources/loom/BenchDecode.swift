@@ -76,6 +76,9 @@ struct BenchDecode: ParsableCommand {
         }
         if promptLen < 1 || newTokens < 2 { throw ValidationError("--prompt-len ≥ 1 and --new-tokens ≥ 2") }
         if tpSize < 1 { throw ValidationError("--tp-size must be at least 1") }
+        if tuneGemms && (tpSize > 1 || eagerOnly) {
+            throw ValidationError("--tune-gemms times graph steps on one GPU: it needs --tp-size 1 and CUDA graphs (not --eager-only)")
+        }
         if adapters < 0 { throw ValidationError("--adapters must be at least 0") }
         if rank < 1 { throw ValidationError("--rank must be at least 1") }
         do {
@@ -248,7 +251,7 @@ struct DecodeRun {
                 let logits = model.forward(step, cache: cache, lora: applier)
                 gpu.argmax(logits, out: ids)
             }
-            if useGraphs && t == 1 && tunesGEMMs && gpus.count == 1 { gpu.tuneGEMMs(graphKey: graphKey, step: body) }
+            if useGraphs && t == 1 && tunesGEMMs { gpu.tuneGEMMs(graphKey: graphKey, step: body) }
             var hostSeconds = 0.0
             let ms = gpu.timeMilliseconds {
                 let hostStart = DispatchTime.now()
@@ -298,7 +301,7 @@ struct DecodeRun {
         let distinct = Set(outputs[0]).count
         var row: [String: Any] = [
             "batch": batch, "context": promptLength + newTokens, "prompt_len": promptLength, "new_tokens": newTokens,
-            "adapters": lora?.refs.count ?? 0, "rank": lora?.rank ?? 0, "cuda_graphs": useGraphs, "tp_size": gpus.count, "tuned_gemms": tunesGEMMs && useGraphs && gpus.count == 1,
+            "adapters": lora?.refs.count ?? 0, "rank": lora?.rank ?? 0, "cuda_graphs": useGraphs, "tp_size": gpus.count, "tuned_gemms": tunesGEMMs,
             "tokens_per_s": tokensPerSecond, "floor_tokens_per_s": floor, "fraction_of_floor": tokensPerSecond / floor,
             "ms_per_step": decodeSeconds * 1000 / Double(timed), "device_ms_per_step": deviceMilliseconds / Double(timed),
             "host_ms_per_step": hostMilliseconds / Double(timed), "lora_prepare_ms_per_step": prepareMilliseconds / Double(timed), "floor_ms_per_step": floorSeconds * 1000 / Double(timed),

@@ -86,6 +86,14 @@ import Testing
             == header.distance(from: header.startIndex, to: header.range(of: "meets")!.lowerBound), "\(header)\n\(line)")
     }
 
+    @Test func gemmTuningNeedsOneGPUAndGraphs() throws {
+        _ = try BenchDecode.parse(["--random-weights", "llama-3.1-8b", "--tune-gemms"])
+        for flags in [["--tp-size", "2"], ["--eager-only"]] {
+            #expect(throws: (any Error).self, "\(flags)") { try BenchDecode.parse(["--random-weights", "llama-3.1-8b", "--tune-gemms"] + flags) }
+            _ = try BenchDecode.parse(["--random-weights", "llama-3.1-8b"] + flags)
+        }
+    }
+
     @Test func allBackendsMeansCSGMVSGMVAndFused() throws {
         var bench = try BenchLoRAKernels.parse([])
         #expect(try bench.backends() == ["csgmv", "sgmv", "fused"])
