@@ -37,7 +37,9 @@ extension CUDABackend {
         releaseGraph(graphKey)
         blas.launchedShapes = []
         withGraph(key: graphKey, step)
-        let keys = blas.launchedShapes.sorted { ($0.m * $0.k * $0.batch, $0.n) > ($1.m * $1.k * $1.batch, $1.n) }
+        let launched = blas.launchedShapes ?? []
+        blas.launchedShapes = nil
+        let keys = launched.sorted { ($0.m * $0.k * $0.batch, $0.n) > ($1.m * $1.k * $1.batch, $1.n) }
         var shapes: [GEMMTuning.Shape] = []
         for key in keys {
             let candidates = blas.candidates(of: key)

@@ -32,8 +32,8 @@ final class CuBLASLt: @unchecked Sendable {
         var chosen = 0
     }
     private var shapes: [PlanKey: ShapePlans] = [:]
-    /// The shapes launched since `launchedShapes` was last emptied (`CUDABackend.tuneGEMMs`).
-    var launchedShapes: Set<PlanKey> = []
+    /// While not nil, every shape launched is added (`CUDABackend.tuneGEMMs` collects a step's shapes).
+    var launchedShapes: Set<PlanKey>?
     let workspaceBytes = 32 << 20
 
     // cudaDataType / cublasComputeType_t / attribute values (library_types.h, cublasLt.h).
@@ -82,12 +82,16 @@ final class CuBLASLt: @unchecked Sendable {
         let sliceBytes = batch > 1 ? UInt64(2 * k) : 0
         while alignment > 2 && (x | weight | out | sliceBytes) % alignment != 0 { alignment /= 2 }
         let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, ldInput: ldInput ?? k, batch: batch, outType: outType, alignment: alignment)
-        if shapes[key] == nil {
+        let planned: ShapePlans
+        if let known = shapes[key] {
+            planned = known
+        } else {
             var seen = Set<AlgorithmConfig>()
-            shapes[key] = ShapePlans(candidates: try makePlans(key).filter { seen.insert(config(of: $0)).inserted })
+            planned = ShapePlans(candidates: try makePlans(key).filter { seen.insert(config(of: $0)).inserted })
+            shapes[key] = planned
         }
-        launchedShapes.insert(key)
-        let plan = shapes[key]!.candidates[shapes[key]!.chosen]
+        launchedShapes?.insert(key)
+        let plan = planned.candidates[planned.chosen]
         try check(launch(plan, x: x, weight: weight, out: out, workspace: workspace, stream: stream), "cublasLtMatmul(m: \(m), n: \(n), k: \(k))")
     }
 
