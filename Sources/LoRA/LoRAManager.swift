@@ -112,7 +112,7 @@ public final class LoRAManager {
         self.fusedGroups = fusedGroups
         let r = max(maxRank, 1)
         // The consumer adds a delta of rank ≤ LORA_MAX_RANK (the RMSNorm keeps a row's xa in shared memory).
-        let consumerRows = fusedGroups.isEmpty || backends.count > 1 || r > 256 ? 0 : min(maxTokens, options.fusedDecodeRows)
+        let consumerRows = fusedGroups.isEmpty || backends.count > 1 || r > Self.maxConsumerRank ? 0 : min(maxTokens, options.fusedDecodeRows)
         self.consumerRows = consumerRows
         // LOOM_FUSED_DECODE_GROUPS (e.g. "qkv+gateUp"): the fused groups that decode with consumer
         // deltas; the others keep the widened K (for A/B runs on a device).
@@ -193,6 +193,9 @@ public final class LoRAManager {
             try register(spec, adapter)
         }
     }
+
+    /// The largest rank whose deltas the consumers add (`LORA_MAX_RANK` of the kernels).
+    public static let maxConsumerRank = 256
 
     /// The groups whose expand runs inside the base GEMM (`--lora-backend fused`).
     let fusedGroups: Set<ProjectionGroup>

@@ -13,6 +13,11 @@ import Models
 /// Each side is captured once in a CUDA graph and replayed (SGLang's method): the figures are
 /// device time per replay, without launch overhead. Replays read the same adapters again, so a
 /// step whose adapters fit in L2 can beat the HBM floor.
+///
+/// Fused decode rows of at most `--fused-decode-rows` tokens run no LoRA kernel of their own in
+/// the model (the GEMM shrinks, the op reading its output expands): their LoRA time is what the
+/// adapters add to whole decode steps (`FusedDecodeSteps`). The other fused rows, like the model,
+/// time the GEMM on the widened weight and input, less the base GEMM.
 struct BenchLoRAKernels: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora-kernels",
@@ -26,6 +31,9 @@ struct BenchLoRAKernels: ParsableCommand {
 
     @Option(help: "Rows phase:rank:tokens:adapters, comma-separated, e.g. decode:16:32:8,prefill:64:2048:4 (default: the issue's table).")
     var rows: String?
+
+    @Option(help: "Fused decode rows of at most this many tokens are timed as the model runs them: deltas added by the ops reading the GEMMs, in whole decode steps (0: every row on the widened weights).")
+    var fusedDecodeRows = LoRAOptions().fusedDecodeRows
 
     @Option(help: "Timed replays of each graph.")
     var repeats = 100
@@ -48,6 +56,7 @@ struct BenchLoRAKernels: ParsableCommand {
             throw ValidationError(e.description)
         }
         if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
+        if fusedDecodeRows < 0 { throw ValidationError("--fused-decode-rows must be at least 0") }
     }
 
     /// `--lora-backend`, `all` spelled out (triton is sgmv's alias: it would time the same kernels).
@@ -72,6 +81,17 @@ struct BenchLoRAKernels: ParsableCommand {
         let slots = LoRAKernelCase.poolSlots(cases)
         let layer = try LoRAKernelLayer(gpu: gpu, config: shape, maxTokens: maxTokens)
 
+        // Fused decode rows the model runs with the consumers' deltas, rank by rank (a model pair at a time).
+        var fusedDecode: [LoRAKernelCase: FusedDecodeSteps.Timing] = [:]
+        if backends.contains("fused") {
+            let stepCases = Self.fusedDecodeStepCases(cases, fusedDecodeRows: fusedDecodeRows)
+            for rank in Set(stepCases.map(\.rank)).sorted() {
+                let timings = try FusedDecodeSteps.time(stepCases.filter { $0.rank == rank }, rank: rank, slots: slots, fusedDecodeRows: fusedDecodeRows,
+                                                        gpu: gpu, shape: shape, repeats: repeats)
+                fusedDecode.merge(timings) { $1 }
+            }
+        }
+
         // Per adapter rank: `slots` adapters on disk and in host memory (the CPU check); per backend and rank: a
         // pool. Pools live to the end, as captured graphs point at their buffers.
         var files: [Int: SyntheticAdapters] = [:]
@@ -85,9 +105,9 @@ struct BenchLoRAKernels: ParsableCommand {
                 files[rank] = f
                 hostAdapters[rank] = try f.specs.map { try PEFTAdapter.load(path: $0.path, base: shape) }
             }
-            // A fused pool widens its own copy of the layer's weights.
-            // Its decode steps take the widened K here too: this bench times LoRA kernels around the
-            // GEMM, and the consumer's deltas (the model's fused decode) show in `bench decode`.
+            // A fused pool widens its own copy of the layer's weights, and every step takes the widened
+            // K: the rows it times are those the model runs that way (prefill, and decode rows of more
+            // than --fused-decode-rows tokens).
             let fused = backend == "fused" ? try LoRAKernelLayer.FusedProjections(copying: layer) : nil
             var options = try SyntheticAdapters.poolOptions(slots: slots, rank: rank, backend: backend, chunkSize: maxLoraChunkSize)
             options.fusedDecodeRows = 0
@@ -100,6 +120,19 @@ struct BenchLoRAKernels: ParsableCommand {
         var results: [[String: Any]] = []
         for c in cases {
             for backend in backends {
+                let baseMicroseconds = gpu.replayMicroseconds(key: "lora-kernels-base-t\(c.tokens)", repeats: repeats) { layer.base(tokens: c.tokens) }
+                if backend == "fused", let t = fusedDecode[c] {
+                    var row = Self.row(c, backend: backend, baseMicroseconds: baseMicroseconds, loraMicroseconds: t.loraMicroseconds,
+                                       adapterBytes: c.adapterBytes(shape), bandwidth: bandwidth, check: nil)
+                    row["lora_timing"] = "decode steps of \(FusedDecodeSteps.layers) layers with and without the adapters, per layer"
+                    row["base_step_us"] = t.baseStepMicroseconds
+                    row["lora_step_us"] = t.loraStepMicroseconds
+                    row["eager_kernels_us"] = t.eagerLoRAKernels
+                    row["eager_base_kernels_us"] = t.eagerBaseKernels
+                    results.append(row)
+                    benchLog(Self.tableLine(row))
+                    continue
+                }
                 let (manager, fused) = try pool(backend, rank: c.rank)
                 let refs = try manager.registry.resolve(files[c.rank]!.specs.map(\.name)).map { $0! }
                 let rowAdapters = c.rowAdapters
@@ -110,12 +143,12 @@ struct BenchLoRAKernels: ParsableCommand {
                 }
                 let check = layer.check(applier, rowAdapters: rowAdapters, adapters: hostAdapters[c.rank]!, fused: fused)
                 let loraKey = "lora-kernels-\(backend)-\(c.phase.rawValue)-r\(c.rank)-t\(c.tokens)-a\(c.adapters)-chunk\(maxLoraChunkSize)"
-                let loraReplay = layer.replayMicroseconds(key: loraKey, repeats: repeats) { layer.lora(applier, tokens: c.tokens, fused: fused) }
-                let baseMicroseconds = layer.replayMicroseconds(key: "lora-kernels-base-t\(c.tokens)", repeats: repeats) { layer.base(tokens: c.tokens) }
+                let loraReplay = gpu.replayMicroseconds(key: loraKey, repeats: repeats) { layer.lora(applier, tokens: c.tokens, fused: fused) }
                 // Fused: the replay ran the widened GEMMs, base included; LoRA's share is what they add.
                 let loraMicroseconds = fused == nil ? loraReplay : loraReplay - baseMicroseconds
                 var row = Self.row(c, backend: backend, baseMicroseconds: baseMicroseconds, loraMicroseconds: loraMicroseconds,
                                    adapterBytes: c.adapterBytes(shape), bandwidth: bandwidth, check: check)
+                row["lora_timing"] = fused == nil ? "the LoRA kernels of one layer" : "one layer's GEMMs on the widened weights, less the base GEMMs"
                 // Where the LoRA time goes: each group's launches run eagerly, each timed alone (a
                 // second run, warm; eager launches cost a few µs more than graph replays).
                 var kernels: [String: Double] = [:]
@@ -138,12 +171,18 @@ struct BenchLoRAKernels: ParsableCommand {
         let result: [String: Any] = [
             "bench": "lora-kernels", "command": CommandLine.arguments.joined(separator: " "), "commit": commit, "gpu": gpu.deviceName,
             "date": ISO8601DateFormatter().string(from: Date()), "hbm_copy_bandwidth_gb_s": bandwidth / 1e9, "environment": gpu.environment,
-            "shape": Self.shapeName, "max_lora_chunk_size": maxLoraChunkSize, "repeats": repeats, "rows": results,
+            "shape": Self.shapeName, "max_lora_chunk_size": maxLoraChunkSize, "fused_decode_rows": fusedDecodeRows, "repeats": repeats, "rows": results,
         ]
         benchLog("\n" + Self.tableHeader + "\n" + results.map(Self.tableLine).joined(separator: "\n"))
         let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
         if let output { try data.write(to: URL(fileURLWithPath: output)) }
         print(String(decoding: data, as: UTF8.self))
+    }
+
+    /// The rows whose fused decode the model runs with the consumers' deltas (`FusedDecodeSteps`):
+    /// decode steps of at most `fusedDecodeRows` tokens, of a rank the consumers take.
+    static func fusedDecodeStepCases(_ cases: [LoRAKernelCase], fusedDecodeRows: Int) -> [LoRAKernelCase] {
+        cases.filter { $0.phase == .decode && $0.tokens <= fusedDecodeRows && $0.rank <= LoRAManager.maxConsumerRank }
     }
 
     /// A result row: the measurement, its floor (`adapterBytes` over `bandwidth` bytes/s), and

@@ -93,20 +93,6 @@ final class LoRAKernelLayer {
         func replaceProjection(rank: Int, layer: Int, group: ProjectionGroup, with weight: DeviceTensor) { weights[group] = weight }
     }
 
-    /// Microseconds per replay of `body` captured once in a CUDA graph: one eager run first (GEMM
-    /// algorithms are chosen outside a capture), the capture, `warmups` replays, then `repeats`
-    /// replays between two events.
-    func replayMicroseconds(key: String, repeats: Int, warmups: Int = 10, _ body: () -> Void) -> Double {
-        body()
-        gpu.synchronize()
-        for _ in 0...warmups { gpu.withGraph(key: key, body) }
-        gpu.synchronize()
-        let ms = gpu.timeMilliseconds {
-            for _ in 0..<repeats { gpu.withGraph(key: key, body) }
-        }
-        return ms * 1000 / Double(repeats)
-    }
-
     /// The largest difference between the GPU's LoRA delta and a CPU reference on a few rows
     /// (the first row of each adapter and the last row), over the four groups, beside the largest
     /// reference value. Outputs are zeroed first, so the output is the delta alone.

@@ -45,8 +45,12 @@ enum RandomModel {
     /// Writes `config.json` and a sparse F32 `model.safetensors` (no data blocks) of a named shape
     /// under the temporary folder.
     static func write(_ name: String) throws -> String {
-        let c = try ModelConfig.named(name)
-        let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("loom-random-\(name)")
+        try write(ModelConfig.named(name), folder: name)
+    }
+
+    /// The same for the shape `c`, in the temporary folder `loom-random-<folder>`.
+    static func write(_ c: ModelConfig, folder: String) throws -> String {
+        let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("loom-random-\(folder)")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var config: [String: Any] = [
             "architectures": [c.architecture.rawValue], "vocab_size": c.vocabSize, "hidden_size": c.hiddenSize,

@@ -108,6 +108,29 @@ import Testing
         #expect(o.maxLorasPerBatch == 4 && o.maxLoraRank == 16 && o.backend == .sgmv && o.targetModules == Set(TargetModule.allCases))
     }
 
+    @Test func fusedDecodeRowsOfAtMostTheLimitAreTimedInDecodeSteps() throws {
+        let m = LoRAKernelCase.issueMatrix
+        #expect(try BenchLoRAKernels.parse([]).fusedDecodeRows == 64)
+        #expect(BenchLoRAKernels.fusedDecodeStepCases(m, fusedDecodeRows: 64).map(\.description) == ["decode r16 t1 a1", "decode r16 t32 a8", "decode r64 t32 a8"])
+        #expect(BenchLoRAKernels.fusedDecodeStepCases(m, fusedDecodeRows: 0).isEmpty)
+        #expect(BenchLoRAKernels.fusedDecodeStepCases(m, fusedDecodeRows: 256).count == 5, "prefill rows never")
+        // Above the consumers' largest rank the model widens K at every step.
+        let big = try LoRAKernelCase.parse("decode:512:32:8,decode:256:32:8")
+        #expect(BenchLoRAKernels.fusedDecodeStepCases(big, fusedDecodeRows: 64).map(\.rank) == [256])
+        #expect(throws: (any Error).self) { try BenchLoRAKernels.parse(["--fused-decode-rows", "-1"]) }
+    }
+
+    @Test func randomModelOfAnEditedShapeReadsBackAsThatShape() throws {
+        var shape = try ModelConfig.named("llama-3.1-8b")
+        shape.numLayers = FusedDecodeSteps.layers
+        shape.vocabSize = FusedDecodeSteps.vocabSize
+        let directory = try RandomModel.write(shape, folder: "test-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let read = try ModelConfig.load(directory: directory)
+        #expect(read.numLayers == 8 && read.vocabSize == 2048 && read.hiddenSize == 4096 && read.intermediateSize == 14336)
+        #expect(read.ropeScaling == shape.ropeScaling && read.numKVHeads == 8)
+    }
+
     @Test func syntheticAdaptersLoadWithEveryProjection() throws {
         var shape = try ModelConfig.named("llama-3.2-1b")
         shape.numLayers = 2
