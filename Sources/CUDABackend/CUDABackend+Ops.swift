@@ -125,7 +125,7 @@ extension CUDABackend {
         precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
         precondition(qkv.shape.rowCount >= heads * headDim && headDim % 2 == 0, "\(op): qkv \(qkv.shape) for \(heads) heads of \(headDim)")
         precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "\(op): caches \(kCache.shape) for kvSize \(kvSize)")
-        precondition(lora == nil || lora!.width == heads * headDim, "\(op): a LoRA delta of width \(lora!.width) for \(heads) heads")
+        precondition(lora == nil || (lora!.width == heads * headDim && headDim <= 256), "\(op): a LoRA delta of width \(lora!.width) for \(heads) heads of \(headDim)")
         if n == 0 { return }
         // A thread per rotated pair, whole warps.
         launch("loom_rope_write_kv", grid: (n, heads, 1), block: max(32, (headDim / 2 + 31) / 32 * 32),

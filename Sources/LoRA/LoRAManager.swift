@@ -194,8 +194,9 @@ public final class LoRAManager {
         }
     }
 
-    /// The largest rank whose deltas the consumers add (`LORA_MAX_RANK` of the kernels).
-    public static let maxConsumerRank = 256
+    /// The largest rank whose deltas the consumers add: SiLU·mul stages gate's and up's xa of a row,
+    /// 2·R floats, in `LORA_MAX_RANK` (256).
+    public static let maxConsumerRank = 128
 
     /// The groups whose expand runs inside the base GEMM (`--lora-backend fused`).
     let fusedGroups: Set<ProjectionGroup>

@@ -115,8 +115,8 @@ import Testing
         #expect(BenchLoRAKernels.fusedDecodeStepCases(m, fusedDecodeRows: 0).isEmpty)
         #expect(BenchLoRAKernels.fusedDecodeStepCases(m, fusedDecodeRows: 256).count == 5, "prefill rows never")
         // Above the consumers' largest rank the model widens K at every step.
-        let big = try LoRAKernelCase.parse("decode:512:32:8,decode:256:32:8")
-        #expect(BenchLoRAKernels.fusedDecodeStepCases(big, fusedDecodeRows: 64).map(\.rank) == [256])
+        let big = try LoRAKernelCase.parse("decode:256:32:8,decode:128:32:8")
+        #expect(BenchLoRAKernels.fusedDecodeStepCases(big, fusedDecodeRows: 64).map(\.rank) == [128])
         #expect(throws: (any Error).self) { try BenchLoRAKernels.parse(["--fused-decode-rows", "-1"]) }
     }
 
