@@ -233,7 +233,9 @@ extension CUDABackend {
         }
         // A block per slot and 512 columns, reading the slot's B once for its rows.
         precondition(n <= 1024 && 2 * lora.rank <= 256, "siluMul: a LoRA delta over \(n) rows (at most 1024) of rank \(lora.rank)")
-        launch("loom_silu_mul_lora", grid: ((width + 511) / 512, lora.b.shape[0], 1), block: 256,
+        // Pool ranks above 16 (R % 8 == 0): the block computes its rows' deltas together first.
+        let wide = lora.rank > 16 && lora.rank % 8 == 0
+        launch(wide ? "loom_silu_mul_lora_wide" : "loom_silu_mul_lora", grid: ((width + 511) / 512, lora.b.shape[0], 1), block: 256,
                [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(n)]
                 + loraArguments(lora, "siluMul"))
     }

@@ -209,8 +209,8 @@ struct LoraDelta {
 #pragma unroll
         for (int i = 0; i < N; ++i) {
             const bf16* at = row_of(s, c[i]);
-            cols.v[i][0] = *(const uint4*)at;
-            if (R > 8) cols.v[i][1] = *(const uint4*)(at + 8);
+            cols.v[i][0] = __ldg((const uint4*)at);
+            if (R > 8) cols.v[i][1] = __ldg((const uint4*)(at + 8));
         }
     }
     // What the N base columns c[i] (fetched for slot s) gain at rank r: Σ_{j<r} xa[m·R + j] · B[s][c][j]
@@ -290,41 +290,51 @@ struct LoraDelta {
     template <int ROWS>
     __device__ __forceinline__ void wide_deltas(int s, int r, int first, int count, const float* xa, int xaStride, float* deltas,
                                                 int dStride) const {
+        constexpr int BATCH = 8;  // pieces of B in flight a thread: the deltas' shared stores would otherwise hold back the next loads
         const int pieces = R >> 3;
         int lanes = 1;
         while (lanes < pieces) lanes <<= 1;
         const int lane = threadIdx.x & 31, piece = lane & (lanes - 1);
         const int perPass = (32 / lanes) * (blockDim.x >> 5), mine = (threadIdx.x >> 5) * (32 / lanes) + lane / lanes;
-        const bool active = piece < pieces;
+        const bool loads = piece < pieces && 8 * piece < r;
         const int valid = min(8, max(0, r - 8 * piece));  // the piece's ranks below r
-#pragma unroll 4
-        for (int p = 0; p < count; p += perPass) {  // the same trip count for every lane: the shuffles need them all
-            const int k = p + mine, c = first + min(k, count - 1), m = module(c);
-            float acc[ROWS];
+        for (int p0 = 0; p0 < count; p0 += BATCH * perPass) {  // the same trip counts for every lane: the shuffles need them all
+            uint4 v[BATCH];
 #pragma unroll
-            for (int row = 0; row < ROWS; ++row) acc[row] = 0.f;
-            if (active && valid > 0) {
-                float f[8];
-                unpack_bf16(*(const uint4*)(row_of(s, c) + 8 * piece), f);
-#pragma unroll
-                for (int row = 0; row < ROWS; ++row) {
-                    const float* x = xa + row * xaStride + m * R + 8 * piece;
-                    if (valid == 8) {
-                        dot8(acc[row], f, x);
-                    } else {
-#pragma unroll
-                        for (int e = 0; e < 8; ++e)
-                            if (e < valid) acc[row] += f[e] * x[e];
-                    }
-                }
+            for (int u = 0; u < BATCH; ++u) {
+                const int c = first + min(p0 + u * perPass + mine, count - 1);
+                v[u] = loads && p0 + u * perPass < count ? __ldg((const uint4*)(row_of(s, c) + 8 * piece)) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
-            for (int row = 0; row < ROWS; ++row)
-                for (int o = lanes >> 1; o > 0; o >>= 1) acc[row] += __shfl_xor_sync(0xffffffffu, acc[row], o);
-            if (piece == 0 && k < count) {
-                const float scale = scalings[s * stack + m];
+            for (int u = 0; u < BATCH; ++u) {
+                if (p0 + u * perPass >= count) break;
+                const int k = p0 + u * perPass + mine, c = first + min(k, count - 1), m = module(c);
+                float acc[ROWS];
 #pragma unroll
-                for (int row = 0; row < ROWS; ++row) deltas[row * dStride + k] = rounded(acc[row], scale);
+                for (int row = 0; row < ROWS; ++row) acc[row] = 0.f;
+                if (loads) {
+                    float f[8];
+                    unpack_bf16(v[u], f);
+#pragma unroll
+                    for (int row = 0; row < ROWS; ++row) {
+                        const float* x = xa + row * xaStride + m * R + 8 * piece;
+                        if (valid == 8) {
+                            dot8(acc[row], f, x);
+                        } else {
+#pragma unroll
+                            for (int e = 0; e < 8; ++e)
+                                if (e < valid) acc[row] += f[e] * x[e];
+                        }
+                    }
+                }
+#pragma unroll
+                for (int row = 0; row < ROWS; ++row)
+                    for (int o = lanes >> 1; o > 0; o >>= 1) acc[row] += __shfl_xor_sync(0xffffffffu, acc[row], o);
+                if (piece == 0 && k < count) {
+                    const float scale = scalings[s * stack + m];
+#pragma unroll
+                    for (int row = 0; row < ROWS; ++row) deltas[row * dStride + k] = rounded(acc[row], scale);
+                }
             }
         }
     }

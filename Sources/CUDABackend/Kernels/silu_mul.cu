@@ -10,7 +10,7 @@
 // need no lookup and go before the wait, and the rows' gate, up and xa go out together after it,
 // SILU_ROWS at a time. Blocks of a slot without rows in the step return at once.
 // Launch: grid (ceil(I / 512), slots), block (256). Arguments: as silu_mul, then n, LORA_PARAMS (a
-// stack of 2, 2R ≤ LORA_MAX_RANK).
+// stack of 2, 2R ≤ LORA_MAX_RANK). loom_silu_mul_lora_wide for pool ranks R % 8 == 0 above 16.
 #include "common.cuh"
 
 #define SILU_ROWS 4
@@ -129,11 +129,12 @@ __device__ __forceinline__ void silu_rows_wide(const LoraDelta& lora, const bf16
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, LORA_PARAMS) {
+// The LoRA kernels' common body: the slot's rows, then silu_rows (or silu_rows_wide, WIDE).
+template <bool WIDE>
+__device__ __forceinline__ void silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, const LoraDelta& lora) {
     __shared__ __align__(16) float xa[SILU_ROWS][LORA_MAX_RANK];
     __shared__ int rows[SILU_MAX_ROWS];
     __shared__ int count;
-    const LoraDelta lora = LORA_ARGS;
     const int slot = blockIdx.y;
     // Columns j and j + 256 of gate and of up.
     int j[2], c[4];
@@ -144,8 +145,7 @@ extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf
         c[2 + h] = width + c[h];
     }
     LoraDelta::Cols<4> cols;
-    const bool wide = lora.wide();
-    if (!wide) lora.fetch(slot, c, cols);
+    if (!WIDE) lora.fetch(slot, c, cols);
     const int rank = lora.rank(slot);
     if (threadIdx.x == 0) count = 0;
     __syncthreads();
@@ -155,8 +155,8 @@ extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf
     const int found = count;
     if (found == 0) return;  // no dependent waits on this block's writes: it has none
     grid_enter();
-    if (wide) {
-        __shared__ float deltas[SILU_ROWS][1024];
+    if (WIDE) {
+        __shared__ __align__(16) float deltas[SILU_ROWS][1024];
         silu_rows_wide(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, xa, deltas);
     } else if (lora.R == 16 && rank == 16) {
         silu_rows<16>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
@@ -165,4 +165,14 @@ extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf
     } else {
         silu_rows<0>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, LORA_PARAMS) {
+    silu_mul_lora<false>(gateUp, out, width, stride, n, LORA_ARGS);
+}
+
+// Wide strides (LoraDelta::wide(): R % 8 == 0, R > 16), in a kernel of its own: its deltas' shared
+// memory (16 KB) does not weigh on the narrow kernel's occupancy.
+extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora_wide(const bf16* gateUp, bf16* out, int width, int stride, int n, LORA_PARAMS) {
+    silu_mul_lora<true>(gateUp, out, width, stride, n, LORA_ARGS);
 }
