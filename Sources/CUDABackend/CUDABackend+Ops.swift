@@ -125,7 +125,7 @@ extension CUDABackend {
         precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
         precondition(qkv.shape.rowCount >= heads * headDim && headDim % 2 == 0, "\(op): qkv \(qkv.shape) for \(heads) heads of \(headDim)")
         precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "\(op): caches \(kCache.shape) for kvSize \(kvSize)")
-        precondition(lora == nil || (lora!.width == heads * headDim && headDim <= 256), "\(op): a LoRA delta of width \(lora!.width) for \(heads) heads of \(headDim)")
+        precondition(lora == nil || lora!.width == heads * headDim, "\(op): a LoRA delta of width \(lora!.width) for \(heads) heads")
         if n == 0 { return }
         // A thread per rotated pair, whole warps.
         launch("loom_rope_write_kv", grid: (n, heads, 1), block: max(32, (headDim / 2 + 31) / 32 * 32),
@@ -233,9 +233,7 @@ extension CUDABackend {
         }
         // A block per slot and 512 columns, reading the slot's B once for its rows.
         precondition(n <= 1024 && 2 * lora.rank <= 256, "siluMul: a LoRA delta over \(n) rows (at most 1024) of rank \(lora.rank)")
-        // Pool ranks above 16 (R % 8 == 0): the block computes its rows' deltas together first.
-        let wide = lora.rank > 16 && lora.rank % 8 == 0
-        launch(wide ? "loom_silu_mul_lora_wide" : "loom_silu_mul_lora", grid: ((width + 511) / 512, lora.b.shape[0], 1), block: 256,
+        launch("loom_silu_mul_lora", grid: ((width + 511) / 512, lora.b.shape[0], 1), block: 256,
                [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(n)]
                 + loraArguments(lora, "siluMul"))
     }

@@ -111,8 +111,9 @@ public final class LoRAManager {
         })
         self.fusedGroups = fusedGroups
         let r = max(maxRank, 1)
-        // The consumer adds a delta of rank ≤ LORA_MAX_RANK (the RMSNorm keeps a row's xa in shared memory).
-        let consumerRows = fusedGroups.isEmpty || backends.count > 1 || r > Self.maxConsumerRank ? 0 : min(maxTokens, options.fusedDecodeRows)
+        // The consumers add deltas up to `fusedConsumerMaxRank` (at most `maxConsumerRank`).
+        let consumes = !fusedGroups.isEmpty && backends.count == 1 && r <= min(options.fusedConsumerMaxRank, Self.maxConsumerRank)
+        let consumerRows = consumes ? min(maxTokens, options.fusedDecodeRows) : 0
         self.consumerRows = consumerRows
         // LOOM_FUSED_DECODE_GROUPS (e.g. "qkv+gateUp"): the fused groups that decode with consumer
         // deltas; the others keep the widened K (for A/B runs on a device).
@@ -194,15 +195,15 @@ public final class LoRAManager {
         }
     }
 
-    /// The largest rank whose deltas the consumers add: SiLU·mul stages gate's and up's xa of a row,
-    /// 2·R floats, in `LORA_MAX_RANK` (256).
+    /// The largest rank whose deltas the consumer kernels can add: SiLU·mul stages gate's and up's
+    /// xa of a row, 2·R floats, in `LORA_MAX_RANK` (256).
     public static let maxConsumerRank = 128
 
     /// The groups whose expand runs inside the base GEMM (`--lora-backend fused`).
     let fusedGroups: Set<ProjectionGroup>
     /// The most rows of a step whose fused groups shrink in the GEMM and expand in the consumer
-    /// (`LoRAOptions.fusedDecodeRows`; 0 under tensor parallelism, or above rank 256).
-    let consumerRows: Int
+    /// (`LoRAOptions.fusedDecodeRows`; 0 under tensor parallelism, or above `LoRAOptions.fusedConsumerMaxRank`).
+    public let consumerRows: Int
     let consumerGroups: Set<ProjectionGroup>
 
     /// What `--lora-backend fused` costs, for the startup log (nil for the other backends): each

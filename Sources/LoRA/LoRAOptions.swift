@@ -46,6 +46,11 @@ public struct LoRAOptions: Sendable {
     /// `fused`: the most rows of a step whose groups shrink inside the GEMM and expand in the op
     /// that reads its output; larger steps (prefill) use the widened K. 0: never (tests run both).
     public var fusedDecodeRows = 64
+    /// `fused`: the largest pool rank (`--max-lora-rank`, or the largest adapter's) whose decode steps
+    /// expand in the ops reading the GEMMs; above it they take the widened K too. Those ops read each
+    /// row's slot B themselves, rows of one slot again from L2, which past rank 16 costs more than the
+    /// widened GEMM (`loom bench lora-kernels`). At most `LoRAManager.maxConsumerRank`.
+    public var fusedConsumerMaxRank = 16
 
     public init() {}
 
@@ -55,6 +60,9 @@ public struct LoRAOptions: Sendable {
             throw LoomError.invalidArgument("--max-loaded-loras (\(loaded)) must be at least --max-loras-per-batch (\(maxLorasPerBatch))")
         }
         if let rank = maxLoraRank, rank < 1 { throw LoomError.invalidArgument("--max-lora-rank must be at least 1") }
+        if fusedDecodeRows < 0 || fusedConsumerMaxRank < 0 {
+            throw LoomError.invalidArgument("the fused decode rows and consumer rank must be at least 0")
+        }
         guard [16, 32, 64, 128].contains(maxChunkSize) || (maxChunkSize >= 1 && maxChunkSize <= 128) else {
             throw LoomError.invalidArgument("--max-lora-chunk-size must be between 1 and 128")
         }

@@ -19,11 +19,12 @@ struct DecodeLoRA {
     /// Writes the adapters for `model`'s shape, loads them on every rank and makes them all resident,
     /// so that no timed step copies adapter weights.
     static func make(model: LlamaModel, modelName: String, gpus: [CUDABackend], communicators: [Communicator?], adapters: Int, rank: Int,
-                     backend: String, chunkSize: Int, fusedDecodeRows: Int) throws -> DecodeLoRA {
+                     backend: String, chunkSize: Int, fusedDecodeRows: Int, fusedConsumerMaxRank: Int) throws -> DecodeLoRA {
         let files = try SyntheticAdapters.write(base: model.config, baseName: modelName, count: adapters, rank: rank)
         do {
             var options = try SyntheticAdapters.poolOptions(slots: adapters, rank: rank, backend: backend, chunkSize: chunkSize)
             options.fusedDecodeRows = fusedDecodeRows
+            options.fusedConsumerMaxRank = fusedConsumerMaxRank
             let manager = try LoRAManager(options: options, model: model, maxTokens: model.maxTokens, initial: files.specs)
             let refs = try manager.registry.resolve(files.specs.map(\.name)).map { $0! }
             let lora = DecodeLoRA(manager: manager, refs: refs, rank: rank, backend: backend,

@@ -57,6 +57,9 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "With --lora-backend fused: the most rows of a step whose deltas the ops reading the GEMMs add (0: the widened K for every step).")
     var fusedDecodeRows = LoRAOptions().fusedDecodeRows
 
+    @Option(help: "With --lora-backend fused: the largest pool rank whose decode steps add the deltas in the ops reading the GEMMs (at most \(LoRAManager.maxConsumerRank)).")
+    var fusedConsumerMaxRank = LoRAOptions().fusedConsumerMaxRank
+
     @Flag(inversion: .prefixedNo, help: "Before timing each batch in graphs: try every cuBLASLt candidate of each GEMM shape in whole graph steps and keep the fastest (one GPU).")
     var tuneGemms = false
 
@@ -80,6 +83,9 @@ struct BenchDecode: ParsableCommand {
             throw ValidationError("--tune-gemms times graph steps on one GPU: it needs --tp-size 1 and CUDA graphs (not --eager-only)")
         }
         if adapters < 0 { throw ValidationError("--adapters must be at least 0") }
+        if !(0...LoRAManager.maxConsumerRank).contains(fusedConsumerMaxRank) {
+            throw ValidationError("--fused-consumer-max-rank must be between 0 and \(LoRAManager.maxConsumerRank)")
+        }
         if rank < 1 { throw ValidationError("--rank must be at least 1") }
         do {
             _ = try SyntheticAdapters.poolOptions(slots: max(adapters, 1), rank: rank, backend: loraBackend, chunkSize: maxLoraChunkSize)
@@ -116,7 +122,8 @@ struct BenchDecode: ParsableCommand {
         if adapters > 0 {
             let loraStart = Date()
             lora = try DecodeLoRA.make(model: model, modelName: modelName, gpus: gpus, communicators: communicators, adapters: adapters,
-                                       rank: rank, backend: loraBackend, chunkSize: maxLoraChunkSize, fusedDecodeRows: fusedDecodeRows)
+                                       rank: rank, backend: loraBackend, chunkSize: maxLoraChunkSize, fusedDecodeRows: fusedDecodeRows,
+                                       fusedConsumerMaxRank: fusedConsumerMaxRank)
             benchLog(String(format: "%d adapters of rank %d (%.1f MB each per step) resident in %.1f s", adapters, rank,
                             Double(lora!.bytesPerAdapter) / 1e6, Date().timeIntervalSince(loraStart)))
         }
@@ -312,7 +319,10 @@ struct DecodeRun {
         if useGraphs, gpus.count == 1, let graph = gpu.graphSummaries[graphKey] { row["graph"] = graph }
         if let lora {
             row["lora_backend"] = lora.backend
-            if lora.backend == "fused" { row["fused_decode_rows"] = lora.manager.options.fusedDecodeRows }
+            if lora.backend == "fused" {
+                row["fused_decode_rows"] = lora.manager.options.fusedDecodeRows
+                row["fused_consumer_rows"] = lora.manager.consumerRows
+            }
             row["max_lora_chunk_size"] = lora.manager.options.maxChunkSize
             row["distinct_adapters_per_step"] = lora.distinctAdapters(batch: batch)
         }

@@ -14,10 +14,10 @@ import Models
 /// device time per replay, without launch overhead. Replays read the same adapters again, so a
 /// step whose adapters fit in L2 can beat the HBM floor.
 ///
-/// Fused decode rows of at most `--fused-decode-rows` tokens run no LoRA kernel of their own in
-/// the model (the GEMM shrinks, the op reading its output expands): their LoRA time is what the
-/// adapters add to whole decode steps (`FusedDecodeSteps`). The other fused rows, like the model,
-/// time the GEMM on the widened weight and input, less the base GEMM.
+/// Fused LoRA has no kernel of its own at decode in the model (the GEMM shrinks and the op reading
+/// its output expands, or the GEMM expands on the widened K beside a shrink), so a fused decode
+/// row's LoRA time is what the adapters add to whole decode steps (`FusedDecodeSteps`). Fused
+/// prefill rows time the GEMM on the widened weight and input, less the base GEMM.
 struct BenchLoRAKernels: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lora-kernels",
@@ -32,8 +32,11 @@ struct BenchLoRAKernels: ParsableCommand {
     @Option(help: "Rows phase:rank:tokens:adapters, comma-separated, e.g. decode:16:32:8,prefill:64:2048:4 (default: the issue's table).")
     var rows: String?
 
-    @Option(help: "Fused decode rows of at most this many tokens are timed as the model runs them: deltas added by the ops reading the GEMMs, in whole decode steps (0: every row on the widened weights).")
+    @Option(help: "With fused: decode steps of at most this many tokens add the deltas in the ops reading the GEMMs (0: every step takes the widened K).")
     var fusedDecodeRows = LoRAOptions().fusedDecodeRows
+
+    @Option(help: "With fused: the largest pool rank whose decode steps add the deltas in the ops reading the GEMMs (at most \(LoRAManager.maxConsumerRank)).")
+    var fusedConsumerMaxRank = LoRAOptions().fusedConsumerMaxRank
 
     @Option(help: "Timed replays of each graph.")
     var repeats = 100
@@ -57,6 +60,9 @@ struct BenchLoRAKernels: ParsableCommand {
         }
         if repeats < 1 { throw ValidationError("--repeats must be at least 1") }
         if fusedDecodeRows < 0 { throw ValidationError("--fused-decode-rows must be at least 0") }
+        if !(0...LoRAManager.maxConsumerRank).contains(fusedConsumerMaxRank) {
+            throw ValidationError("--fused-consumer-max-rank must be between 0 and \(LoRAManager.maxConsumerRank)")
+        }
     }
 
     /// `--lora-backend`, `all` spelled out (triton is sgmv's alias: it would time the same kernels).
@@ -81,13 +87,13 @@ struct BenchLoRAKernels: ParsableCommand {
         let slots = LoRAKernelCase.poolSlots(cases)
         let layer = try LoRAKernelLayer(gpu: gpu, config: shape, maxTokens: maxTokens)
 
-        // Fused decode rows the model runs with the consumers' deltas, rank by rank (a model pair at a time).
+        // Fused decode rows in whole decode steps, rank by rank (a model pair at a time).
         var fusedDecode: [LoRAKernelCase: FusedDecodeSteps.Timing] = [:]
         if backends.contains("fused") {
-            let stepCases = Self.fusedDecodeStepCases(cases, fusedDecodeRows: fusedDecodeRows)
+            let stepCases = cases.filter { $0.phase == .decode }
             for rank in Set(stepCases.map(\.rank)).sorted() {
                 let timings = try FusedDecodeSteps.time(stepCases.filter { $0.rank == rank }, rank: rank, slots: slots, fusedDecodeRows: fusedDecodeRows,
-                                                        gpu: gpu, shape: shape, repeats: repeats)
+                                                        consumerMaxRank: fusedConsumerMaxRank, gpu: gpu, shape: shape, repeats: repeats)
                 fusedDecode.merge(timings) { $1 }
             }
         }
@@ -106,8 +112,7 @@ struct BenchLoRAKernels: ParsableCommand {
                 hostAdapters[rank] = try f.specs.map { try PEFTAdapter.load(path: $0.path, base: shape) }
             }
             // A fused pool widens its own copy of the layer's weights, and every step takes the widened
-            // K: the rows it times are those the model runs that way (prefill, and decode rows of more
-            // than --fused-decode-rows tokens).
+            // K, as the model's prefill steps do (the only fused rows timed here).
             let fused = backend == "fused" ? try LoRAKernelLayer.FusedProjections(copying: layer) : nil
             var options = try SyntheticAdapters.poolOptions(slots: slots, rank: rank, backend: backend, chunkSize: maxLoraChunkSize)
             options.fusedDecodeRows = 0
@@ -124,7 +129,8 @@ struct BenchLoRAKernels: ParsableCommand {
                 if backend == "fused", let t = fusedDecode[c] {
                     var row = Self.row(c, backend: backend, baseMicroseconds: baseMicroseconds, loraMicroseconds: t.loraMicroseconds,
                                        adapterBytes: c.adapterBytes(shape), bandwidth: bandwidth, check: nil)
-                    row["lora_timing"] = "decode steps of \(FusedDecodeSteps.layers) layers with and without the adapters, per layer"
+                    row["lora_timing"] = "decode steps of \(FusedDecodeSteps.layers) layers with and without the adapters, per layer ("
+                        + (t.consumerDeltas ? "deltas added by the ops reading the GEMMs)" : "GEMMs on the widened K)")
                     row["base_step_us"] = t.baseStepMicroseconds
                     row["lora_step_us"] = t.loraStepMicroseconds
                     row["eager_kernels_us"] = t.eagerLoRAKernels
@@ -171,18 +177,12 @@ struct BenchLoRAKernels: ParsableCommand {
         let result: [String: Any] = [
             "bench": "lora-kernels", "command": CommandLine.arguments.joined(separator: " "), "commit": commit, "gpu": gpu.deviceName,
             "date": ISO8601DateFormatter().string(from: Date()), "hbm_copy_bandwidth_gb_s": bandwidth / 1e9, "environment": gpu.environment,
-            "shape": Self.shapeName, "max_lora_chunk_size": maxLoraChunkSize, "fused_decode_rows": fusedDecodeRows, "repeats": repeats, "rows": results,
+            "shape": Self.shapeName, "max_lora_chunk_size": maxLoraChunkSize, "fused_decode_rows": fusedDecodeRows, "fused_consumer_max_rank": fusedConsumerMaxRank, "repeats": repeats, "rows": results,
         ]
         benchLog("\n" + Self.tableHeader + "\n" + results.map(Self.tableLine).joined(separator: "\n"))
         let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
         if let output { try data.write(to: URL(fileURLWithPath: output)) }
         print(String(decoding: data, as: UTF8.self))
-    }
-
-    /// The rows whose fused decode the model runs with the consumers' deltas (`FusedDecodeSteps`):
-    /// decode steps of at most `fusedDecodeRows` tokens, of a rank the consumers take.
-    static func fusedDecodeStepCases(_ cases: [LoRAKernelCase], fusedDecodeRows: Int) -> [LoRAKernelCase] {
-        cases.filter { $0.phase == .decode && $0.tokens <= fusedDecodeRows && $0.rank <= LoRAManager.maxConsumerRank }
     }
 
     /// A result row: the measurement, its floor (`adapterBytes` over `bandwidth` bytes/s), and

@@ -5,12 +5,13 @@ import LoRA
 import ModelFormats
 import Models
 
-/// The fused rows of `loom bench lora-kernels` at decode steps of at most `--fused-decode-rows`
-/// tokens, timed on the path the model runs there. Each group's GEMM computes the slots' A·x in
-/// extra output rows of a tall weight, and the op that reads the output (RoPE with the KV write,
-/// SiLU·mul, the residual RMSNorm) adds the delta: no kernel is LoRA's alone. LoRA's time is what
-/// the adapters add to a decode step of `layers` Llama-3.1-8B layers, per layer: the same step of
-/// two models with the same random weights, one without adapters and one with the fused pool,
+/// The fused decode rows of `loom bench lora-kernels`, timed on the path the model runs. Up to
+/// `--fused-decode-rows` tokens and `--fused-consumer-max-rank`, each group's GEMM computes the
+/// slots' A·x in extra output rows of a tall weight and the op that reads the output (RoPE with the
+/// KV write, SiLU·mul, the residual RMSNorm) adds the delta; otherwise the GEMM takes the widened K
+/// beside a shrink kernel. Either way LoRA's work is inside the model's own kernels, so its time is
+/// what the adapters add to a decode step of `layers` Llama-3.1-8B layers, per layer: the same step
+/// of two models with the same random weights, one without adapters and one with the fused pool,
 /// each captured in a CUDA graph, replayed in turn.
 enum FusedDecodeSteps {
     /// Layers of each model: the adapters a step reads (8 of rank 16: 21 MB a layer) do not stay
@@ -29,16 +30,18 @@ enum FusedDecodeSteps {
         /// Whole steps, the medians, µs.
         var baseStepMicroseconds: Double
         var loraStepMicroseconds: Double
+        /// Whether the ops reading the GEMMs added the deltas (else the widened K).
+        var consumerDeltas: Bool
         /// One eager step of each, every kernel timed: µs per layer by kernel name.
         var eagerBaseKernels: [String: Double]
         var eagerLoRAKernels: [String: Double]
     }
 
     /// Times the decode rows `cases` (one adapter rank) with `slots` adapters of that rank in a
-    /// fused pool (`--fused-decode-rows` as given), `repeats` replays a figure.
-    static func time(_ cases: [LoRAKernelCase], rank: Int, slots: Int, fusedDecodeRows: Int, gpu: CUDABackend, shape: ModelConfig,
-                     repeats: Int) throws -> [LoRAKernelCase: Timing] {
-        precondition(cases.allSatisfy { $0.phase == .decode && $0.rank == rank && $0.tokens <= fusedDecodeRows })
+    /// fused pool (`fusedDecodeRows` and `consumerMaxRank` as the pool's options), `repeats` replays a figure.
+    static func time(_ cases: [LoRAKernelCase], rank: Int, slots: Int, fusedDecodeRows: Int, consumerMaxRank: Int, gpu: CUDABackend,
+                     shape: ModelConfig, repeats: Int) throws -> [LoRAKernelCase: Timing] {
+        precondition(cases.allSatisfy { $0.phase == .decode && $0.rank == rank })
         var c = shape
         c.numLayers = layers
         c.vocabSize = vocabSize
@@ -57,6 +60,7 @@ enum FusedDecodeSteps {
         defer { files.remove() }
         var options = try SyntheticAdapters.poolOptions(slots: slots, rank: rank, backend: "fused", chunkSize: 16)
         options.fusedDecodeRows = fusedDecodeRows
+        options.fusedConsumerMaxRank = consumerMaxRank
         let manager = try LoRAManager(options: options, model: fused, maxTokens: maxTokens, initial: files.specs)
         let refs = try manager.registry.resolve(files.specs.map(\.name)).map { $0! }
         let ids = try gpu.allocate(Shape(maxTokens), dtype: .i32)
@@ -74,10 +78,10 @@ enum FusedDecodeSteps {
             guard let applier = try manager.prepare(rowAdapters: kernelCase.rowAdapters.map { refs[$0] }) else {
                 preconditionFailure("every row names an adapter")
             }
-            precondition(applier.consumerLoRA(rank: 0, layer: 0, group: .qkv) != nil, "a decode step of \(n) rows adds its deltas in the consumers")
+            let consumerDeltas = applier.consumerLoRA(rank: 0, layer: 0, group: .qkv) != nil
             let baseBody = { gpu.argmax(base.forward(step, cache: cache, lora: nil), out: ids.rows(n)) }
             let loraBody = { gpu.argmax(fused.forward(step, cache: cache, lora: applier), out: ids.rows(n)) }
-            let key = "lora-kernels-fused-decode-r\(rank)-t\(n)-a\(kernelCase.adapters)-rows\(fusedDecodeRows)"
+            let key = "lora-kernels-fused-decode-r\(rank)-t\(n)-a\(kernelCase.adapters)-\(consumerDeltas ? "consumers" : "widened")"
             var baseSteps: [Double] = [], loraSteps: [Double] = [], differences: [Double] = []
             for _ in 0..<rounds {
                 let b = gpu.replayMicroseconds(key: key + "-base", repeats: repeats, baseBody)
@@ -88,7 +92,7 @@ enum FusedDecodeSteps {
             }
             timings[kernelCase] = Timing(
                 loraMicroseconds: median(differences) / Double(layers), baseStepMicroseconds: median(baseSteps),
-                loraStepMicroseconds: median(loraSteps), eagerBaseKernels: eagerKernels(gpu, baseBody), eagerLoRAKernels: eagerKernels(gpu, loraBody))
+                loraStepMicroseconds: median(loraSteps), consumerDeltas: consumerDeltas, eagerBaseKernels: eagerKernels(gpu, baseBody), eagerLoRAKernels: eagerKernels(gpu, loraBody))
         }
         gpu.synchronize()
         return timings

@@ -175,10 +175,8 @@ extension OpChecks {
     mutating func loraDeltaChecks() -> [[String: Any]] {
         var results: [[String: Any]] = []
         // Ranks 16 and 64 pools with ranks ending inside a 16-byte word of B, base rows, an unused
-        // slot; a pool of rank 12, whose rows of B are not 16-byte aligned (the scalar loop). Pools
-        // above 16 take the block's deltas (wide_deltas): 64; 24, three pieces of B a column on four
-        // lanes; 128, sixteen lanes a column.
-        for (maxRank, slotRanks) in [(16, [0, 16, 7, 16, 12]), (64, [0, 64, 8, 33]), (12, [0, 12, 5]), (24, [0, 24, 20, 9]), (128, [0, 128, 40])] {
+        // slot; a pool of rank 12, whose rows of B are not 16-byte aligned (the scalar loop).
+        for (maxRank, slotRanks) in [(16, [0, 16, 7, 16, 12]), (64, [0, 64, 8, 33]), (12, [0, 12, 5])] {
             let ranksLabel = "ranks \(slotRanks) of \(maxRank)"
             // RMSNorm of a fused o/down output, bf16 x and f32 K-slices: loom_norm_lora (d % 16 == 0, d ≤ 8192),
             // loom_norm's vector path (d = 9216) and its scalar one (d = 100, 98).

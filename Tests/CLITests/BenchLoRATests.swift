@@ -108,16 +108,15 @@ import Testing
         #expect(o.maxLorasPerBatch == 4 && o.maxLoraRank == 16 && o.backend == .sgmv && o.targetModules == Set(TargetModule.allCases))
     }
 
-    @Test func fusedDecodeRowsOfAtMostTheLimitAreTimedInDecodeSteps() throws {
-        let m = LoRAKernelCase.issueMatrix
-        #expect(try BenchLoRAKernels.parse([]).fusedDecodeRows == 64)
-        #expect(BenchLoRAKernels.fusedDecodeStepCases(m, fusedDecodeRows: 64).map(\.description) == ["decode r16 t1 a1", "decode r16 t32 a8", "decode r64 t32 a8"])
-        #expect(BenchLoRAKernels.fusedDecodeStepCases(m, fusedDecodeRows: 0).isEmpty)
-        #expect(BenchLoRAKernels.fusedDecodeStepCases(m, fusedDecodeRows: 256).count == 5, "prefill rows never")
-        // Above the consumers' largest rank the model widens K at every step.
-        let big = try LoRAKernelCase.parse("decode:256:32:8,decode:128:32:8")
-        #expect(BenchLoRAKernels.fusedDecodeStepCases(big, fusedDecodeRows: 64).map(\.rank) == [128])
-        #expect(throws: (any Error).self) { try BenchLoRAKernels.parse(["--fused-decode-rows", "-1"]) }
+    @Test func fusedPathOptionsDefaultToTheServersAndAreChecked() throws {
+        let bench = try BenchLoRAKernels.parse([])
+        #expect(bench.fusedDecodeRows == 64 && bench.fusedConsumerMaxRank == 16)
+        for bad in [["--fused-decode-rows", "-1"], ["--fused-consumer-max-rank", "129"], ["--fused-consumer-max-rank", "-1"]] {
+            #expect(throws: (any Error).self, "\(bad)") { try BenchLoRAKernels.parse(bad) }
+        }
+        let decode = try BenchDecode.parse(["--random-weights", "llama-3.1-8b", "--fused-consumer-max-rank", "64"])
+        #expect(decode.fusedConsumerMaxRank == 64)
+        #expect(throws: (any Error).self) { try BenchDecode.parse(["--random-weights", "llama-3.1-8b", "--fused-consumer-max-rank", "256"]) }
     }
 
     @Test func randomModelOfAnEditedShapeReadsBackAsThatShape() throws {

@@ -80,9 +80,9 @@ import Testing
                 }
                 let touching = early.filter { i in
                     ["st.", "atom.", "red.", "ld.global", "ld.shared", "cp.", "ldmatrix", "prefetch"].contains { i.hasPrefix($0) }
-                        && !(["loom_gemv", "loom_lora_shrink", "loom_lora_expand_mma", "loom_rope_write_kv", "loom_norm_lora", "loom_silu_mul_lora", "loom_silu_mul_lora_wide"]
+                        && !(["loom_gemv", "loom_lora_shrink", "loom_lora_expand_mma", "loom_rope_write_kv", "loom_norm_lora", "loom_silu_mul_lora"]
                                 .contains { name.hasPrefix($0) } && i.hasPrefix("ld.global.nc"))
-                        && !(name.hasPrefix("loom_silu_mul_lora") && ["st.shared", "ld.shared", "atom.shared"].contains { i.hasPrefix($0) })
+                        && !(name == "loom_silu_mul_lora" && ["st.shared", "ld.shared", "atom.shared"].contains { i.hasPrefix($0) })
                         && !(name.hasPrefix("loom_attention_decode_mma")
                              && ["ld.global", "ld.shared", "st.shared", "cp.async"].contains { i.hasPrefix($0) })
                 }

@@ -34,6 +34,8 @@ import Testing
         options.backend = kind
         options.maxChunkSize = 4
         options.fusedDecodeRows = fusedDecodeRows
+        // The fixtures' pools are of rank 64: let the consumers take them, so both fused paths run.
+        options.fusedConsumerMaxRank = LoRAManager.maxConsumerRank
         let specs = names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") }
         let manager = try LoRAManager(options: options, model: model, maxTokens: 1024, initial: specs)
         return Setup(model: model, manager: manager, reference: reference)
@@ -94,6 +96,26 @@ import Testing
                       logits: (batch["last_logits"] as! [Any]).map(floats), greedy: (batch["greedy_ids"] as! [Any]).map(ints),
                       label: "\(name) fused batch \(b), consumer rows \(path.rows), \(path.slices) slices")
         }
+    }
+
+    /// Decode steps expand in the consumers only up to `fusedConsumerMaxRank` (by default 16): the
+    /// fixtures' pools of rank 64 take the widened K, unless the limit is raised.
+    @Test func consumersTakeDecodeStepsOnlyUpToTheirRank() throws {
+        let adapters = fixture("models/llama-tiny/adapters")
+        for (limit, rows) in [(nil, 0), (64, 64), (63, 0), (LoRAManager.maxConsumerRank, 64)] as [(Int?, Int)] {
+            // A fused pool widens its model's weights: a model each.
+            let model = try LlamaModel(directory: fixture("models/llama-tiny"), backend: CPUBackend(), maxTokens: 256, maxSequences: 8)
+            var options = LoRAOptions()
+            options.backend = .fused
+            options.maxLorasPerBatch = 2
+            if let limit { options.fusedConsumerMaxRank = limit }
+            let manager = try LoRAManager(options: options, model: model, maxTokens: 256,
+                                          initial: ["r64-pattern", "r8-all"].map { LoRAPathSpec(name: $0, path: "\(adapters)/\($0)") })
+            #expect(manager.maxRank == 64 && manager.consumerRows == rows, "limit \(limit.map(String.init) ?? "default")")
+        }
+        var bad = LoRAOptions()
+        bad.fusedConsumerMaxRank = -1
+        #expect(throws: LoomError.self) { try bad.validate() }
     }
 
     /// Steps of more than `LoRAManager.stepShrunkRows` rows use one shared shrink buffer, smaller ones

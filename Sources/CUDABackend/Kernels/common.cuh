@@ -209,8 +209,8 @@ struct LoraDelta {
 #pragma unroll
         for (int i = 0; i < N; ++i) {
             const bf16* at = row_of(s, c[i]);
-            cols.v[i][0] = __ldg((const uint4*)at);
-            if (R > 8) cols.v[i][1] = __ldg((const uint4*)(at + 8));
+            cols.v[i][0] = *(const uint4*)at;
+            if (R > 8) cols.v[i][1] = *(const uint4*)(at + 8);
         }
     }
     // What the N base columns c[i] (fetched for slot s) gain at rank r: Σ_{j<r} xa[m·R + j] · B[s][c][j]
@@ -276,67 +276,6 @@ struct LoraDelta {
         const float4 lo = *(const float4*)x, hi = *(const float4*)(x + 4);
         acc += f[0] * lo.x; acc += f[1] * lo.y; acc += f[2] * lo.z; acc += f[3] * lo.w;
         acc += f[4] * hi.x; acc += f[5] * hi.y; acc += f[6] * hi.z; acc += f[7] * hi.w;
-    }
-    // Wide strides (R % 8 == 0, R > 16): a thread's columns would each stream R·2 bytes of B, one 16-byte
-    // piece per load and 32 rows of B a warp load, so the consumers compute the deltas first, the block
-    // together (wide_deltas), into shared memory.
-    __device__ __forceinline__ bool wide() const { return b != nullptr && (R & 7) == 0 && R > 16; }
-    // The deltas of the `count` adjacent base columns from `first`, for ROWS rows of slot s at rank r
-    // (row k's staged xa at xa + k·xaStride, 16-byte aligned), into deltas[k·dStride + c - first], each
-    // rounded as sum() rounds it. A column's R / 8 pieces of 16 bytes go to as many lanes (rounded up
-    // to a power of two), so a warp load reads 32 / lanes whole adjacent rows of B, contiguous, and each
-    // piece serves all ROWS rows; the lanes' sums meet by shuffles. Call from every thread of the block
-    // (whole warps), with wide(); sync before reading `deltas`.
-    template <int ROWS>
-    __device__ __forceinline__ void wide_deltas(int s, int r, int first, int count, const float* xa, int xaStride, float* deltas,
-                                                int dStride) const {
-        constexpr int BATCH = 8;  // pieces of B in flight a thread: the deltas' shared stores would otherwise hold back the next loads
-        const int pieces = R >> 3;
-        int lanes = 1;
-        while (lanes < pieces) lanes <<= 1;
-        const int lane = threadIdx.x & 31, piece = lane & (lanes - 1);
-        const int perPass = (32 / lanes) * (blockDim.x >> 5), mine = (threadIdx.x >> 5) * (32 / lanes) + lane / lanes;
-        const bool loads = piece < pieces && 8 * piece < r;
-        const int valid = min(8, max(0, r - 8 * piece));  // the piece's ranks below r
-        for (int p0 = 0; p0 < count; p0 += BATCH * perPass) {  // the same trip counts for every lane: the shuffles need them all
-            uint4 v[BATCH];
-#pragma unroll
-            for (int u = 0; u < BATCH; ++u) {
-                const int c = first + min(p0 + u * perPass + mine, count - 1);
-                v[u] = loads && p0 + u * perPass < count ? __ldg((const uint4*)(row_of(s, c) + 8 * piece)) : make_uint4(0, 0, 0, 0);
-            }
-#pragma unroll
-            for (int u = 0; u < BATCH; ++u) {
-                if (p0 + u * perPass >= count) break;
-                const int k = p0 + u * perPass + mine, c = first + min(k, count - 1), m = module(c);
-                float acc[ROWS];
-#pragma unroll
-                for (int row = 0; row < ROWS; ++row) acc[row] = 0.f;
-                if (loads) {
-                    float f[8];
-                    unpack_bf16(v[u], f);
-#pragma unroll
-                    for (int row = 0; row < ROWS; ++row) {
-                        const float* x = xa + row * xaStride + m * R + 8 * piece;
-                        if (valid == 8) {
-                            dot8(acc[row], f, x);
-                        } else {
-#pragma unroll
-                            for (int e = 0; e < 8; ++e)
-                                if (e < valid) acc[row] += f[e] * x[e];
-                        }
-                    }
-                }
-#pragma unroll
-                for (int row = 0; row < ROWS; ++row)
-                    for (int o = lanes >> 1; o > 0; o >>= 1) acc[row] += __shfl_xor_sync(0xffffffffu, acc[row], o);
-                if (piece == 0 && k < count) {
-                    const float scale = scalings[s * stack + m];
-#pragma unroll
-                    for (int row = 0; row < ROWS; ++row) deltas[row * dStride + k] = rounded(acc[row], scale);
-                }
-            }
-        }
     }
     // A column's delta from its sum: rounded as PEFT's bf16 lora_B output, times the scaling, rounded again.
     static __device__ __forceinline__ float rounded(float acc, float scale) { return round_bf16(round_bf16(acc) * scale); }

@@ -143,8 +143,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
 // blocks add their sums of squares through distributed shared memory. The row's slot goes before the
 // wait and its B rows right after it (the first 16 ranks of 4 columns a thread, adjacent threads on
 // adjacent columns); after the wait the row's x, residual and xa go out too, so the delta costs two
-// round trips. The columns' deltas meet their owners in shared memory. Wide strides (R > 16) compute
-// the deltas by the whole block (LoraDelta::wide_deltas) after the wait instead.
+// round trips. The columns' deltas meet their owners in shared memory.
 // Launch: grid (NORM_CLUSTER, n rows), block (max(32, roundup32(d / 16))), d / NORM_CLUSTER floats of
 // dynamic shared memory; arguments as loom_norm's, less `add`.
 #define NORM_CLUSTER 4
@@ -178,8 +177,7 @@ loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf
 #pragma unroll
     for (int e = 0; e < 4; ++e) c[e] = first + min(i + e * step, q - 1);
     LoraDelta::Cols<4> cols;
-    const bool wide = lora.wide();
-    if (!wide) lora.fetch(slot, c, cols);
+    lora.fetch(slot, c, cols);
     const int rank = lora.rank(slot);
     grid_enter();
     float a[4], r[4];
@@ -200,15 +198,11 @@ loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf
     // The row's xa (summed over the slices and rounded as the GEMM rounds its output).
     lora.stage(slot, xa, [&](u64 k) { return output_at(x, slices, count, sliceStride, xBase + d + k); });
     if (rank > 0) {
-        if (wide) {
-            lora.wide_deltas<1>(slot, rank, first, q, xa, 0, deltas, 0);
-        } else {
-            float dl[4];
-            lora.sum<4>(slot, rank, c, cols, xa, dl);
+        float dl[4];
+        lora.sum<4>(slot, rank, c, cols, xa, dl);
 #pragma unroll
-            for (int e = 0; e < 4; ++e)
-                if (i + e * step < q) deltas[i + e * step] = dl[e];
-        }
+        for (int e = 0; e < 4; ++e)
+            if (i + e * step < q) deltas[i + e * step] = dl[e];
         __syncthreads();
     }
     float sq = 0.f;

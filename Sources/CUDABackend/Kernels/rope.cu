@@ -8,20 +8,16 @@
 // rotate; a K head's block also stores its rotated head at cache slot slotMapping[row]; blocks
 // y >= heads + kvHeads copy a V head into the cache. A negative slot writes no cache row.
 // With a LoRA delta (LORA_PARAMS, `--lora-backend fused` decode), q, k and v first gain theirs
-// (v in qkv too), rounded as PEFT's bf16 sum; with a wide stride (R > 16) the block computes its
-// head's deltas together first (LoraDelta::wide_deltas; headDim ≤ ROPE_MAX_HEAD_DIM).
+// (v in qkv too), rounded as PEFT's bf16 sum.
 // Launch: grid (n rows, heads + 2 * kvHeads), block (max(32, roundup32(headDim / 2))). Arguments:
 // qkv [n, stride] bf16, positions [n] i32, invFreq [d/2] f32, stride (elements per row), headDim,
 // kCache/vCache [slots, kvHeads * headDim] bf16, slotMapping [n] i32, numHeads, numKVHeads, LORA_PARAMS.
 #include "common.cuh"
 
-#define ROPE_MAX_HEAD_DIM 256
-
 extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
                                               int stride, int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
                                               const int* __restrict__ slotMapping, int numHeads, int numKVHeads, LORA_PARAMS) {
     __shared__ __align__(16) float xa[3 * LORA_MAX_RANK];
-    __shared__ float deltas[ROPE_MAX_HEAD_DIM];
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
     const int half = headDim >> 1, jc = min(j, half - 1);
     const LoraDelta lora = LORA_ARGS;
@@ -30,8 +26,7 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
     const int lslot = lora.row_slot(row);
     const int col[2] = {h * headDim + jc, h * headDim + jc + half};
     LoraDelta::Cols<2> cols;
-    const bool wide = lora.wide();
-    if (lora.b != nullptr && !wide) lora.fetch(lslot, col, cols);
+    if (lora.b != nullptr) lora.fetch(lslot, col, cols);
     const int rank = lora.rank(lslot);
     const int slot = h >= numHeads ? slotMapping[row] : -1;
     const int position = positions[row];
@@ -45,20 +40,11 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
         const bf16* xaRow = qkv + (u64)row * stride + lora.width;
         lora.stage(lslot, xa, [&](u64 i) { return bf16_to_f32(xaRow[i]); });
     }
-    if (wide && rank > 0) {  // the head's columns by the whole block
-        lora.wide_deltas<1>(lslot, rank, h * headDim, headDim, xa, 0, deltas, 0);
-        __syncthreads();
-    }
     if (j >= half) return;
     const u64 cacheRow = (u64)slot * numKVHeads * headDim;
     if (rank > 0) {
         float d[2];
-        if (wide) {
-            d[0] = deltas[jc];
-            d[1] = deltas[jc + half];
-        } else {
-            lora.sum<2>(lslot, rank, col, cols, xa, d);
-        }
+        lora.sum<2>(lslot, rank, col, cols, xa, d);
         x1 = round_bf16(x1 + d[0]);
         x2 = round_bf16(x2 + d[1]);
     }

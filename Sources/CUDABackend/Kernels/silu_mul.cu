@@ -10,7 +10,7 @@
 // need no lookup and go before the wait, and the rows' gate, up and xa go out together after it,
 // SILU_ROWS at a time. Blocks of a slot without rows in the step return at once.
 // Launch: grid (ceil(I / 512), slots), block (256). Arguments: as silu_mul, then n, LORA_PARAMS (a
-// stack of 2, 2R ≤ LORA_MAX_RANK). loom_silu_mul_lora_wide for pool ranks R % 8 == 0 above 16.
+// stack of 2, 2R ≤ LORA_MAX_RANK).
 #include "common.cuh"
 
 #define SILU_ROWS 4
@@ -89,52 +89,11 @@ __device__ __forceinline__ void silu_rows(const LoraDelta& lora, const bf16* gat
     }
 }
 
-// Wide strides (R > 16): the same, SILU_ROWS rows at a time, but the block first computes the rows'
-// deltas of its 512 gate and 512 up columns together (LoraDelta::wide_deltas: each 16-byte piece of
-// B serves every row) into `deltas`, where each thread then finds its own.
-__device__ __forceinline__ void silu_rows_wide(const LoraDelta& lora, const bf16* gateUp, bf16* out, int width, int stride, int slot, int rank,
-                                               const int* rows, int found, const int (&j)[2], const int (&c)[4], float (*xa)[LORA_MAX_RANK],
-                                               float (*deltas)[1024]) {
-    const int span = lora.stack * lora.R, first = blockIdx.x * 512, count = min(512, width - first);
-    for (int k0 = 0; k0 < found; k0 += SILU_ROWS) {
-        const int m = min(SILU_ROWS, found - k0);
-        float gu[SILU_ROWS][4];
-#pragma unroll
-        for (int k = 0; k < SILU_ROWS; ++k) {
-            const bf16* x = gateUp + (u64)rows[k0 + min(k, m - 1)] * stride;
-#pragma unroll
-            for (int e = 0; e < 4; ++e) gu[k][e] = bf16_to_f32(x[c[e]]);
-        }
-        if (rank > 0) {
-            if (k0 > 0) __syncthreads();  // the previous rows' xa and deltas are read
-            for (int t = threadIdx.x; t < m * span; t += blockDim.x) {
-                const int k = t / span, e = t - k * span;
-                xa[k][e] = bf16_to_f32(gateUp[(u64)rows[k0 + k] * stride + lora.width + (u64)slot * span + e]);
-            }
-            __syncthreads();
-            lora.wide_deltas<SILU_ROWS>(slot, rank, first, count, xa[0], LORA_MAX_RANK, deltas[0], 1024);
-            lora.wide_deltas<SILU_ROWS>(slot, rank, width + first, count, xa[0], LORA_MAX_RANK, deltas[0] + 512, 1024);
-            __syncthreads();
-        }
-#pragma unroll
-        for (int k = 0; k < SILU_ROWS; ++k) {
-            if (k >= m) break;
-            if (rank > 0)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) gu[k][e] = round_bf16(gu[k][e] + deltas[k][(e >> 1) * 512 + c[e & 1] - first]);
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-                if (j[h] < width) out[(u64)rows[k0 + k] * width + j[h]] = f32_to_bf16(silu_times(gu[k][h], gu[k][2 + h]));
-        }
-    }
-}
-
-// The LoRA kernels' common body: the slot's rows, then silu_rows (or silu_rows_wide, WIDE).
-template <bool WIDE>
-__device__ __forceinline__ void silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, const LoraDelta& lora) {
+extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, LORA_PARAMS) {
     __shared__ __align__(16) float xa[SILU_ROWS][LORA_MAX_RANK];
     __shared__ int rows[SILU_MAX_ROWS];
     __shared__ int count;
+    const LoraDelta lora = LORA_ARGS;
     const int slot = blockIdx.y;
     // Columns j and j + 256 of gate and of up.
     int j[2], c[4];
@@ -145,7 +104,7 @@ __device__ __forceinline__ void silu_mul_lora(const bf16* gateUp, bf16* out, int
         c[2 + h] = width + c[h];
     }
     LoraDelta::Cols<4> cols;
-    if (!WIDE) lora.fetch(slot, c, cols);
+    lora.fetch(slot, c, cols);
     const int rank = lora.rank(slot);
     if (threadIdx.x == 0) count = 0;
     __syncthreads();
@@ -155,24 +114,11 @@ __device__ __forceinline__ void silu_mul_lora(const bf16* gateUp, bf16* out, int
     const int found = count;
     if (found == 0) return;  // no dependent waits on this block's writes: it has none
     grid_enter();
-    if (WIDE) {
-        __shared__ __align__(16) float deltas[SILU_ROWS][1024];
-        silu_rows_wide(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, xa, deltas);
-    } else if (lora.R == 16 && rank == 16) {
+    if (lora.R == 16 && rank == 16) {
         silu_rows<16>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
     } else if (lora.R == 8 && rank == 8) {
         silu_rows<8>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
     } else {
         silu_rows<0>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
     }
-}
-
-extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, LORA_PARAMS) {
-    silu_mul_lora<false>(gateUp, out, width, stride, n, LORA_ARGS);
-}
-
-// Wide strides (LoraDelta::wide(): R % 8 == 0, R > 16), in a kernel of its own: its deltas' shared
-// memory (16 KB) does not weigh on the narrow kernel's occupancy.
-extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora_wide(const bf16* gateUp, bf16* out, int width, int stride, int n, LORA_PARAMS) {
-    silu_mul_lora<true>(gateUp, out, width, stride, n, LORA_ARGS);
 }
