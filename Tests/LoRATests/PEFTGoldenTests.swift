@@ -113,6 +113,15 @@ import Testing
                                           initial: ["r64-pattern", "r8-all"].map { LoRAPathSpec(name: $0, path: "\(adapters)/\($0)") })
             #expect(manager.maxRank == 64 && manager.consumerRows == rows, "limit \(limit.map(String.init) ?? "default")")
         }
+        // A pool of rank 256 never: SiLU·mul's consumer stages 2R floats of xa in 256.
+        var wide = LoRAOptions()
+        wide.backend = .fused
+        wide.maxLorasPerBatch = 2
+        wide.maxLoraRank = 256
+        wide.fusedConsumerMaxRank = 256
+        let model = try LlamaModel(directory: fixture("models/llama-tiny"), backend: CPUBackend(), maxTokens: 256, maxSequences: 8)
+        let manager = try LoRAManager(options: wide, model: model, maxTokens: 256, initial: [LoRAPathSpec(name: "r8-all", path: "\(adapters)/r8-all")])
+        #expect(manager.maxRank == 256 && manager.consumerRows == 0)
         var bad = LoRAOptions()
         bad.fusedConsumerMaxRank = -1
         #expect(throws: LoomError.self) { try bad.validate() }
