@@ -130,7 +130,7 @@ struct BenchLoRAKernels: ParsableCommand {
                     var row = Self.row(c, backend: backend, baseMicroseconds: baseMicroseconds, loraMicroseconds: t.loraMicroseconds,
                                        adapterBytes: c.adapterBytes(shape), bandwidth: bandwidth, check: nil)
                     row["lora_timing"] = "decode steps of \(FusedDecodeSteps.layers) layers with and without the adapters, per layer ("
-                        + (t.consumerDeltas ? "deltas added by the ops reading the GEMMs)" : "GEMMs on the widened K)")
+                        + (t.expandsInConsumers ? "deltas added by the ops reading the GEMMs)" : "GEMMs on the widened K)")
                     row["base_step_us"] = t.baseStepMicroseconds
                     row["lora_step_us"] = t.loraStepMicroseconds
                     row["eager_kernels_us"] = t.eagerLoRAKernels
@@ -177,7 +177,8 @@ struct BenchLoRAKernels: ParsableCommand {
         let result: [String: Any] = [
             "bench": "lora-kernels", "command": CommandLine.arguments.joined(separator: " "), "commit": commit, "gpu": gpu.deviceName,
             "date": ISO8601DateFormatter().string(from: Date()), "hbm_copy_bandwidth_gb_s": bandwidth / 1e9, "environment": gpu.environment,
-            "shape": Self.shapeName, "max_lora_chunk_size": maxLoraChunkSize, "fused_decode_rows": fusedDecodeRows, "fused_consumer_max_rank": fusedConsumerMaxRank, "repeats": repeats, "rows": results,
+            "shape": Self.shapeName, "max_lora_chunk_size": maxLoraChunkSize, "fused_decode_rows": fusedDecodeRows,
+            "fused_consumer_max_rank": fusedConsumerMaxRank, "repeats": repeats, "rows": results,
         ]
         benchLog("\n" + Self.tableHeader + "\n" + results.map(Self.tableLine).joined(separator: "\n"))
         let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])

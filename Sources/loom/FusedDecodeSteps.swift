@@ -31,7 +31,7 @@ enum FusedDecodeSteps {
         var baseStepMicroseconds: Double
         var loraStepMicroseconds: Double
         /// Whether the ops reading the GEMMs added the deltas (else the widened K).
-        var consumerDeltas: Bool
+        var expandsInConsumers: Bool
         /// One eager step of each, every kernel timed: µs per layer by kernel name.
         var eagerBaseKernels: [String: Double]
         var eagerLoRAKernels: [String: Double]
@@ -78,10 +78,10 @@ enum FusedDecodeSteps {
             guard let applier = try manager.prepare(rowAdapters: kernelCase.rowAdapters.map { refs[$0] }) else {
                 preconditionFailure("every row names an adapter")
             }
-            let consumerDeltas = applier.consumerLoRA(rank: 0, layer: 0, group: .qkv) != nil
+            let expandsInConsumers = applier.consumerLoRA(rank: 0, layer: 0, group: .qkv) != nil
             let baseBody = { gpu.argmax(base.forward(step, cache: cache, lora: nil), out: ids.rows(n)) }
             let loraBody = { gpu.argmax(fused.forward(step, cache: cache, lora: applier), out: ids.rows(n)) }
-            let key = "lora-kernels-fused-decode-r\(rank)-t\(n)-a\(kernelCase.adapters)-\(consumerDeltas ? "consumers" : "widened")"
+            let key = "lora-kernels-fused-decode-r\(rank)-t\(n)-a\(kernelCase.adapters)-\(expandsInConsumers ? "consumers" : "widened")"
             var baseSteps: [Double] = [], loraSteps: [Double] = [], differences: [Double] = []
             for _ in 0..<rounds {
                 let b = gpu.replayMicroseconds(key: key + "-base", repeats: repeats, baseBody)
@@ -92,7 +92,8 @@ enum FusedDecodeSteps {
             }
             timings[kernelCase] = Timing(
                 loraMicroseconds: median(differences) / Double(layers), baseStepMicroseconds: median(baseSteps),
-                loraStepMicroseconds: median(loraSteps), consumerDeltas: consumerDeltas, eagerBaseKernels: eagerKernels(gpu, baseBody), eagerLoRAKernels: eagerKernels(gpu, loraBody))
+                loraStepMicroseconds: median(loraSteps), expandsInConsumers: expandsInConsumers,
+                eagerBaseKernels: eagerKernels(gpu, baseBody), eagerLoRAKernels: eagerKernels(gpu, loraBody))
         }
         gpu.synchronize()
         return timings
