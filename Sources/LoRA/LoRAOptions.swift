@@ -45,7 +45,9 @@ public struct LoRAOptions: Sendable {
     public var evictionPolicy = EvictionPolicy.lru
     /// `fused`: the most rows of a step whose groups shrink inside the GEMM and expand in the op
     /// that reads its output; larger steps (prefill) use the widened K. 0: never (tests run both).
-    public var fusedDecodeRows = 64
+    /// On the H200 with 8 rank-16 slots the consumers win up to 128 rows (96: 25.1 against 40.6 µs a
+    /// layer) and tie at 256 (`loom bench lora-kernels`, session 16).
+    public var fusedDecodeRows = 128
     /// `fused`: the largest pool rank (`--max-lora-rank`, or the largest adapter's) whose decode steps
     /// expand in the ops reading the GEMMs; above it they take the widened K too. Those ops read each
     /// row's slot B themselves, rows of one slot again from L2, which past rank 16 costs more than the

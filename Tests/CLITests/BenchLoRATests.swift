@@ -110,7 +110,7 @@ import Testing
 
     @Test func fusedPathOptionsDefaultToTheServersAndAreChecked() throws {
         let bench = try BenchLoRAKernels.parse([])
-        #expect(bench.fusedDecodeRows == 64 && bench.fusedConsumerMaxRank == 16)
+        #expect(bench.fusedDecodeRows == 128 && bench.fusedConsumerMaxRank == 16)
         for bad in [["--fused-decode-rows", "-1"], ["--fused-consumer-max-rank", "129"], ["--fused-consumer-max-rank", "-1"]] {
             #expect(throws: (any Error).self, "\(bad)") { try BenchLoRAKernels.parse(bad) }
         }

@@ -102,7 +102,7 @@ import Testing
     /// fixtures' pools of rank 64 take the widened K, unless the limit is raised.
     @Test func consumersTakeDecodeStepsOnlyUpToTheirRank() throws {
         let adapters = fixture("models/llama-tiny/adapters")
-        for (limit, rows) in [(nil, 0), (64, 64), (63, 0), (LoRAManager.maxConsumerRank, 64)] as [(Int?, Int)] {
+        for (limit, rows) in [(nil, 0), (64, 128), (63, 0), (LoRAManager.maxConsumerRank, 128)] as [(Int?, Int)] {
             // A fused pool widens its model's weights: a model each.
             let model = try LlamaModel(directory: fixture("models/llama-tiny"), backend: CPUBackend(), maxTokens: 256, maxSequences: 8)
             var options = LoRAOptions()
