@@ -179,8 +179,10 @@ extension OpChecks {
         for (maxRank, slotRanks) in [(16, [0, 16, 7, 16, 12]), (64, [0, 64, 8, 33]), (12, [0, 12, 5])] {
             let ranksLabel = "ranks \(slotRanks) of \(maxRank)"
             // RMSNorm of a fused o/down output, bf16 x and f32 K-slices: loom_norm_lora (d % 16 == 0, d ≤ 8192),
-            // loom_norm's vector path (d = 9216) and its scalar one (d = 100, 98).
-            for (n, d, count) in [(5, 4096, 0), (3, 100, 0), (32, 4096, 2), (7, 100, 3), (4, 5120, 2), (3, 96, 0), (2, 9216, 0), (3, 98, 0)] {
+            // loom_norm's vector path (d = 9216) and its scalar one (d = 100, 98); 128 rows, a decode step's most
+            // (`LoRAOptions.fusedDecodeRows`).
+            for (n, d, count) in [(5, 4096, 0), (3, 100, 0), (32, 4096, 2), (7, 100, 3), (4, 5120, 2), (3, 96, 0), (2, 9216, 0), (3, 98, 0),
+                                  (128, 4096, 0)] {
                 let rows = (0..<n).map { $0 % slotRanks.count }
                 let (lc, lg, width) = loraDelta(moduleOutputs: [d], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rows)
                 let (wc, wg, _) = pair(Shape(d))
@@ -224,7 +226,7 @@ extension OpChecks {
             }
             // SiLU·mul of a fused gate/up output (a block per slot): rows spread over the slots, and
             // skewed (most in one slot, more than the 4 rows a block takes at a time).
-            for (n, inter, skewed) in [(3, 344, false), (32, 14336, false), (13, 14336, true)] {
+            for (n, inter, skewed) in [(3, 344, false), (32, 14336, false), (13, 14336, true), (128, 14336, false)] {
                 let rows = (0..<n).map { skewed ? ($0 % 5 == 2 ? 0 : 1) : $0 % slotRanks.count }
                 let (lc, lg, width) = loraDelta(moduleOutputs: [inter, inter], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rows)
                 let (gc, gg, _) = pair(Shape(n, width), scale: 4)
