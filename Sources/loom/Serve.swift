@@ -441,6 +441,7 @@ private final class CUDAGraphRunner: @unchecked Sendable {
 
     func run(rank: Int, key: String, _ body: () -> Void) {
         if tunesGEMMs && tunedKeys.insert(key).inserted {
+            logger.info("Tuning GEMM algorithms before the graph's first capture", metadata: ["graph": .string(key)])
             let start = Date()
             let t = gpus[rank].tuneGEMMs(graphKey: key, step: body)
             logger.info("GEMM algorithms tuned", metadata: [

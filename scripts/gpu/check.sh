@@ -19,7 +19,8 @@
 #   batch-32 decode kernels: attention, argmax, cuBLASLt), sass (whether cuBLASLt's GEMMs wait for the previous grid), slora (scripts/slora_recipe.sh
 #   at n = 8 with rank 16 and n = 128 with ranks 8-64, alpha 0.3, each under $OUT/slora-nN, or $SLORA_GOALS; LOOM_*
 #   settings in the environment reach its servers, e.g. LOOM_SIDE_STREAM=1), tune (bench decode at batch 32 with
-#   --tune-gemms and without, with no adapters and with 8 fused rank-16 adapters). Default: hf check
+#   --tune-gemms and without, with no adapters and with 8 fused rank-16 adapters), serve-8b (loom serve on
+#   random Llama-3.1-8B weights with $SERVE_ARGS, waves of 1, 8 and 32 requests, the log in $OUT). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
 #   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
 #   gpu-check.log, bench.log, nvidia-smi.txt; with tp, gpu-check-tp2.json and
@@ -205,6 +206,28 @@ PY
                 --rows $manyRows --output "$OUT/bench-lora-kernels-many-$variant.json" > /dev/null 2> "$OUT/bench-lora-many-$variant.log"
             echo "lora-kernels (many adapters, shrink segments $variant): exit $?"; grep -E "^(decode|prefill) " "$OUT/bench-lora-many-$variant.log" | sort -u
         done
+        ;;
+    serve-8b)
+        # loom serve on random Llama-3.1-8B weights with $SERVE_ARGS (e.g. --tune-gemms), the log written
+        # to $OUT/serve-8b.log as it runs; waves of 1, 8 and 32 concurrent /generate requests (64 new
+        # tokens, each request at most 60 s), each wave twice: the first of a size may capture (and
+        # tune) its graph, the second replays. Prints each wave's seconds and the server's graph log lines.
+        /tmp/loom serve --random-weights llama-3.1-8b --device cuda --port 30000 ${SERVE_ARGS:-} > "$OUT/serve-8b.log" 2>&1 &
+        pid=$!
+        for _ in $(seq 240); do curl -sf localhost:30000/health > /dev/null && break; sleep 0.5; done
+        for c in 1 1 8 8 32 32; do
+            t0=$(date +%s.%N); pids=()
+            for i in $(seq "$c"); do
+                curl -s --max-time 60 localhost:30000/generate -H 'Content-Type: application/json' -o "$OUT/serve-8b-last.json" \
+                    -d "{\"input_ids\":[1,$((100 + i)),200,300,400,500,600,700],\"sampling_params\":{\"max_new_tokens\":64,\"temperature\":0,\"ignore_eos\":true}}" &
+                pids+=($!)
+            done
+            wait "${pids[@]}"  # the requests only: a bare wait would wait for the server too
+            echo "serve-8b wave of $c: $(python3 -c "print(round($(date +%s.%N) - $t0, 2))") s"
+        done
+        head -c 200 "$OUT/serve-8b-last.json"; echo
+        grep -E "GEMM|graph|error|Fatal" "$OUT/serve-8b.log" | cut -c1-300 | head -40
+        kill -TERM $pid; wait $pid; echo "serve exit after SIGTERM: $?"
         ;;
     slora)
         # The S-LoRA recipe's two goals, each against its own run without LoRA (about 2.5 minutes each):
