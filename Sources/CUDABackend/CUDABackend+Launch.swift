@@ -273,4 +273,12 @@ extension CUDABackend {
     public func setProfiling(_ on: Bool) {
         profiler = on ? (profiler ?? KernelProfiler(driver: driver)) : nil
     }
+
+    /// Every launch of `body`, timed: per kernel name, launches and total milliseconds. Profiling is off afterwards.
+    public func profileLaunches(_ body: () throws -> Void) rethrows -> [String: (count: Int, milliseconds: Double)] {
+        setProfiling(true)
+        defer { setProfiling(false) }
+        try body()
+        return profiler!.report()
+    }
 }

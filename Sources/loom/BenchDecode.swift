@@ -293,14 +293,10 @@ struct DecodeRun {
                 step.append(tokens: [next[s]], startPosition: promptLength + newTokens - 1, blockTable: tables[s], blockSize: blockSize)
             }
             let applier = try lora?.prepare(sequences: 0..<batch, rowsPerSequence: 1)
-            gpu.setProfiling(true)
-            let logits = model.forward(step, cache: cache, lora: applier)
-            gpu.argmax(logits, out: ids)
-            gpu.synchronize()
-            for (name, t) in gpu.profiler!.report() {
+            let launches = gpu.profileLaunches { gpu.argmax(model.forward(step, cache: cache, lora: applier), out: ids) }
+            for (name, t) in launches {
                 kernels[name] = ["launches": t.count, "us": (t.milliseconds * 1000).rounded()]
             }
-            gpu.setProfiling(false)
         }
         let tokensPerSecond = Double(batch * timed) / decodeSeconds
         let floor = Double(batch * timed) / floorSeconds

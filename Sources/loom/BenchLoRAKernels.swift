@@ -112,7 +112,8 @@ struct BenchLoRAKernels: ParsableCommand {
                 hostAdapters[rank] = try f.specs.map { try PEFTAdapter.load(path: $0.path, base: shape) }
             }
             // A fused pool widens its own copy of the layer's weights, and every step takes the widened
-            // K, as the model's prefill steps do (the only fused rows timed here).
+            // K, as the model does for steps of more than --fused-decode-rows rows (the prefill
+            // rows, the only fused rows timed here).
             let fused = backend == "fused" ? try LoRAKernelLayer.FusedProjections(copying: layer) : nil
             var options = try SyntheticAdapters.poolOptions(slots: slots, rank: rank, backend: backend, chunkSize: maxLoraChunkSize)
             options.fusedDecodeRows = 0
@@ -160,10 +161,9 @@ struct BenchLoRAKernels: ParsableCommand {
                 var kernels: [String: Double] = [:]
                 for g in ProjectionGroup.allCases {
                     layer.lora(applier, group: g, tokens: c.tokens, fused: fused)
-                    gpu.setProfiling(true)
-                    layer.lora(applier, group: g, tokens: c.tokens, fused: fused)
-                    for (name, t) in gpu.profiler!.report() { kernels["\(g) \(name)"] = (t.milliseconds * 1000).rounded() }
-                    gpu.setProfiling(false)
+                    for (name, t) in gpu.profileLaunches({ layer.lora(applier, group: g, tokens: c.tokens, fused: fused) }) {
+                        kernels["\(g) \(name)"] = (t.milliseconds * 1000).rounded()
+                    }
                 }
                 row["eager_kernels_us"] = kernels
                 benchLog("\(c.phase.rawValue) r\(c.rank) t\(c.tokens) a\(c.adapters) \(backend): " + kernels.sorted { $0.key < $1.key }.map { "\($0.key) \(Int($0.value))" }.joined(separator: ", "))

@@ -104,13 +104,7 @@ enum FusedDecodeSteps {
     /// One eager run of `body` with every launch timed: µs per layer by kernel name.
     static func eagerKernels(_ gpu: CUDABackend, _ body: () -> Void) -> [String: Double] {
         body()
-        gpu.setProfiling(true)
-        body()
-        gpu.synchronize()
-        var kernels: [String: Double] = [:]
-        for (name, t) in gpu.profiler!.report() { kernels[name] = (t.milliseconds * 1000 / Double(layers) * 10).rounded() / 10 }
-        gpu.setProfiling(false)
-        return kernels
+        return gpu.profileLaunches(body).mapValues { ($0.milliseconds * 1000 / Double(layers) * 10).rounded() / 10 }
     }
 }
 
