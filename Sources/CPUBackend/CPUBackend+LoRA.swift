@@ -64,12 +64,13 @@ extension CPUBackend {
     public func loraShrinkFused(_ x: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                                 scratch: DeviceTensor) {
         let n = x.shape[0], k = x.shape.rowCount, slotWidth = a.shape[1], maxRank = slotWidth / stack, outStride = out.shape.rowCount
-        precondition(a.shape[2] == k && out.shape[0] >= n && outStride >= k + a.shape[0] * slotWidth,
+        precondition(a.shape[2] == k && out.shape[0] >= n && outStride >= k + slotWidth,
                      "loraShrinkFused: x \(x.shape), A \(a.shape), out \(out.shape)")
         copyColumns(x, into: out.rows(n), column: 0)
         let o = out.f32, scale = scalings.f32
         shrink(x, a: a, plan: plan, stack: stack) { _, row, slot, m in
-            (o + row * outStride + k + slot * slotWidth + m * maxRank, scale[slot * stack + m])
+            precondition(k + (slot + 1) * slotWidth <= outStride, "loraShrinkFused: slot \(slot)'s columns past out \(out.shape)")
+            return (o + row * outStride + k + slot * slotWidth + m * maxRank, scale[slot * stack + m])
         }
     }
 

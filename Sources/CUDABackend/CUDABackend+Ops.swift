@@ -353,18 +353,24 @@ extension CUDABackend {
                                 scratch: DeviceTensor) {
         let op = "loraShrinkFused", n = x.shape[0], k = x.shape.rowCount, slots = a.shape[0], slotWidth = a.shape[1], outStride = out.shape.rowCount
         bf16(x, op); bf16(a, op); bf16(out, op); i32(plan.permutation, op)
-        precondition(a.shape[2] == k && slotWidth % stack == 0 && out.shape[0] >= n && outStride >= k + slots * slotWidth
+        // The plan's adapted slots must fit in out's columns (a step may cut them after its last one).
+        precondition(a.shape[2] == k && slotWidth % stack == 0 && out.shape[0] >= n && outStride >= k + slotWidth
                      && scalings.dtype == .f32 && scalings.count >= slots * stack && scratch.dtype == .f32 && scratch.count >= n * slotWidth,
                      "\(op): x \(x.shape), A \(a.shape), out \(out.shape), scratch \(scratch.shape)")
         precondition(k % 8 == 0 && outStride % 8 == 0 && (x.devicePointer | out.devicePointer | a.devicePointer) % 16 == 0,
                      "\(op): needs rows of a multiple of 8 elements, 16-byte aligned (x \(x.shape), out \(out.shape))")
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
-        // loraShrink's decode tiles: 16 rows × 16 columns, 8 warps.
-        let rowTiles = (plan.maxSegmentLength + 15) / 16, columnTiles = (slotWidth + 15) / 16
-        let kSplit = shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: 16, columnTiles: columnTiles, k: k, warps: 8)
-        precondition(capacity * rowTiles * columnTiles <= Self.loraTicketCount, "\(op): \(capacity * rowTiles * columnTiles) tiles exceed the tickets")
-        launch("loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 256,
+        // loraShrink's tiles: 64 rows × 32 columns and 4 warps for long segments (prefill), else
+        // 16 rows × 16 columns and 8 warps.
+        let large = LoRAKernelPlan.usesLargeTiles(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength)
+        let (rowsPerBlock, columnsPerBlock, warps) = large ? (64, 32, 4) : (16, 16, 8)
+        let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock, columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
+        // A K split needs a ticket per tile; past the tickets, each block takes the whole K.
+        let tiles = capacity * rowTiles * columnTiles
+        let kSplit = tiles > Self.loraTicketCount ? 1
+            : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
+        launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
                [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
                 .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)])

@@ -86,7 +86,7 @@ extension InferenceEngine {
         phases.schedule = lap()
         let applier: LoRAApplier?
         do {
-            applier = try lora?.prepare(rowAdapters: rowAdapterKeys.map { $0 == 0 ? nil : refs[$0] })
+            applier = try lora?.prepare(rowAdapters: rowAdapterKeys.map { $0 == 0 ? nil : refs[$0] }, forGraph: graphBatchSize != nil)
         } catch {
             // An adapter could not be made resident (its files vanished since it was loaded):
             // fail that step's adapter requests, keep serving the rest from the next step on.

@@ -336,8 +336,12 @@ public final class LoRAManager {
 
     /// Makes the adapters of a step resident and returns the applier for the model, or nil when
     /// every row is a base row (the step then costs nothing extra).
-    /// - Parameter rowAdapters: the adapter of each token row (nil: base).
-    public func prepare(rowAdapters: [AdapterRef?]) throws -> LoRAApplier? {
+    /// - Parameters:
+    ///   - rowAdapters: the adapter of each token row (nil: base).
+    ///   - forGraph: whether the step's launches may be captured in a graph and replayed with other
+    ///     adapters. A fused step that is not (prefill) gives its GEMMs on the widened K only the
+    ///     columns up to its last adapted slot.
+    public func prepare(rowAdapters: [AdapterRef?], forGraph: Bool = true) throws -> LoRAApplier? {
         precondition(rowAdapters.count <= maxTokens, "a step of \(rowAdapters.count) rows exceeds \(maxTokens)")
         for uid in pendingRemovals.withLock({ () -> [UInt64] in defer { removedUIDs.removeAll() }; return removedUIDs }) {
             pool.remove(uid)
@@ -358,11 +362,15 @@ public final class LoRAManager {
         var slotRanks = [Int32](repeating: 0, count: options.maxLorasPerBatch)
         for (uid, slot) in slots { slotRanks[slot] = Int32(refs[uid]?.maxRank ?? 0) }
         let rowSlots = rowAdapters.map { slots[$0?.uid ?? 0]! }
-        let plan = BatchPlan(rowSlots: rowSlots, kind: options.backend, chunkSize: options.maxChunkSize)
         let n = rowAdapters.count
-        let capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: options.backend, chunkSize: options.maxChunkSize)
-        let padded = plan.padded(toCapacity: capacity)
         let consumes = n <= consumerRows
+        // A fused step on the widened K (prefill) cuts its rows into one segment per slot, so the
+        // fused shrink reads each slot's A once per 64 rows rather than once per chunk.
+        let kind: LoRABackendKind = options.backend == .fused && !consumes ? .sgmv : options.backend
+        let plan = BatchPlan(rowSlots: rowSlots, kind: kind, chunkSize: options.maxChunkSize)
+        let capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: kind, chunkSize: options.maxChunkSize)
+        let padded = plan.padded(toCapacity: capacity)
+        let usedSlots = forGraph ? options.maxLorasPerBatch : (rowSlots.filter { slotRanks[$0] > 0 }.max() ?? 0) + 1
         // A step whose every group adds its delta in the consumer runs no shrink kernel.
         let shrinks = !consumes || groups.contains { !consumerGroups.contains($0) }
         let zeroed = shrinks && n <= Self.stepShrunkRows
@@ -370,7 +378,9 @@ public final class LoRAManager {
             let rb = ranks[r]
             if zeroed && stackedModules > 0 { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * stackedModules * n * max(maxRank, 1))) }
             if consumes { uploads[r].copy(rowSlots.map(Int32.init), to: rb.rowSlots, on: rb.backend) }
-            for (g, input) in rb.fusedInputs where !consumes || !consumerGroups.contains(g) { rb.backend.zero(input.rows(n)) }
+            for g in rb.fusedInputs.keys where !consumes || !consumerGroups.contains(g) {
+                rb.backend.zero(fusedInput(rank: r, group: g, rows: n, usedSlots: usedSlots)!)
+            }
             uploads[r].copy(plan.permutation, to: rb.permutation, on: rb.backend)
             uploads[r].copy(padded.starts, to: rb.segmentStarts, on: rb.backend)
             uploads[r].copy(padded.slots, to: rb.segmentSlots, on: rb.backend)
@@ -383,10 +393,20 @@ public final class LoRAManager {
                 numSegments: plan.segmentCount,
                 maxRank: Int(slotRanks.max() ?? 0),
                 segmentCapacity: capacity,
-                maxSegmentLength: BatchPlan.maxSegmentLength(rows: n, kind: options.backend, chunkSize: options.maxChunkSize),
+                maxSegmentLength: BatchPlan.maxSegmentLength(rows: n, kind: kind, chunkSize: options.maxChunkSize),
                 outputsZeroed: zeroed)
         }
-        return StepApplier(manager: self, plans: plans, rows: n, consumes: consumes)
+        return StepApplier(manager: self, plans: plans, rows: n, consumes: consumes, usedSlots: usedSlots)
+    }
+
+    /// Rows `0 ..< n` of a fused group's GEMM input `[n, in + extension]`, its extension cut after
+    /// the first `usedSlots` slots (the buffer's first elements, rows packed at that width).
+    fileprivate func fusedInput(rank: Int, group: ProjectionGroup, rows n: Int, usedSlots: Int) -> DeviceTensor? {
+        guard let wide = ranks[rank].fusedInputs[group] else { return nil }
+        let stack = Self.modules(of: group).count, r = max(maxRank, 1)
+        let inFeatures = wide.shape.rowCount - Self.fusedExtension(slots: options.maxLorasPerBatch, stack: stack, rank: r)
+        let width = inFeatures + Self.fusedExtension(slots: usedSlots, stack: stack, rank: r)
+        return wide.reshaped(Shape(wide.count)).rows(n * width).reshaped(Shape(n, width))
     }
 
     /// Queues the group's shrink of `input` (and, for a row-parallel group, its all-reduce) and
@@ -440,10 +460,11 @@ public final class LoRAManager {
                             delta: LoRADelta(b: b, scalings: buf.scalings, rowSlots: rb.rowSlots.rows(n), slotRanks: rb.slotRanks, outOffsets: buf.outOffsets))
     }
 
-    fileprivate func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, plan: LoRAKernelPlan, rows: Int) -> DeviceTensor {
+    fileprivate func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, plan: LoRAKernelPlan, rows: Int,
+                               usedSlots: Int) -> DeviceTensor {
         let rb = ranks[rank]
-        guard let buf = rb.layers[layer][group], let wide = rb.fusedInputs[group], let scratch = rb.fusedScratch else { return input }
-        let out = wide.rows(rows)
+        guard let buf = rb.layers[layer][group], let out = fusedInput(rank: rank, group: group, rows: rows, usedSlots: usedSlots),
+              let scratch = rb.fusedScratch else { return input }
         rb.backend.loraShrinkFused(input, a: buf.a, scalings: buf.scalings, out: out, plan: plan, stack: Self.modules(of: group).count, scratch: scratch)
         return out
     }
@@ -456,12 +477,15 @@ final class StepApplier: LoRAApplier {
     let rows: Int
     /// Whether fused groups expand in their consumers this step (`consumerRows`).
     let consumes: Bool
+    /// The slots whose columns the widened GEMMs take: every slot, or up to the last adapted one.
+    let usedSlots: Int
 
-    init(manager: LoRAManager, plans: [LoRAKernelPlan], rows: Int, consumes: Bool) {
+    init(manager: LoRAManager, plans: [LoRAKernelPlan], rows: Int, consumes: Bool, usedSlots: Int) {
         self.manager = manager
         self.plans = plans
         self.rows = rows
         self.consumes = consumes
+        self.usedSlots = usedSlots
         ahead = plans.map { _ in Ahead() }
     }
 
@@ -505,6 +529,6 @@ final class StepApplier: LoRAApplier {
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {
         // This step's widened inputs were not zeroed: its fused groups go through `consumerLoRA`.
         precondition(!consumes || !manager.consumerGroups.contains(group), "gemmInput of fused \(group) in a consumer-delta step")
-        return manager.gemmInput(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows)
+        return manager.gemmInput(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows, usedSlots: usedSlots)
     }
 }

@@ -57,7 +57,7 @@ public struct SlotPool: Sendable {
             }
         }
         for uid in batch.sorted() where slots[uid] == nil {
-            let s = try victim(protecting: batch)
+            let s = try victim(protecting: batch, base: uid == 0)
             entries[s] = Entry(uid: uid, pinned: pinned.contains(uid), loadedAt: clock, lastUsed: clock)
             slots[uid] = s
             if uid != 0 { loads.append(Load(uid: uid, slot: s)) }
@@ -70,8 +70,11 @@ public struct SlotPool: Sendable {
         if let s = slot(of: uid) { entries[s] = nil }
     }
 
-    private func victim(protecting batch: Set<UInt64>) throws -> Int {
-        if let empty = entries.firstIndex(where: { $0 == nil }) { return empty }
+    /// The base takes the last empty slot and adapters the first ones, so that a step's adapters sit
+    /// in the lowest slots: a fused step that no graph replays reads the widened weights' columns
+    /// only up to its last adapted slot.
+    private func victim(protecting batch: Set<UInt64>, base: Bool) throws -> Int {
+        if let empty = base ? entries.lastIndex(where: { $0 == nil }) : entries.firstIndex(where: { $0 == nil }) { return empty }
         let candidates = entries.indices.filter { i in
             let e = entries[i]!
             return !e.pinned && !batch.contains(e.uid)

@@ -182,7 +182,8 @@ public protocol ComputeBackend: AnyObject {
 
     /// Fused LoRA shrink: builds the input of a GEMM whose weight carries the slots' B in extra
     /// columns, so that the GEMM adds every row's LoRA delta. `x` `[n, K]`, `A` `[slots, stack·R, K]`,
-    /// `scalings` `[slots, stack]` f32, `out` `[n, ≥ K + slots·stack·R]`: `out[i][0 ..< K] = x[i]` for
+    /// `scalings` `[slots, stack]` f32, `out` `[n, ≥ K + (s + 1)·stack·R]` for every adapted slot `s` of
+    /// the plan (a step may cut the columns after its last one): `out[i][0 ..< K] = x[i]` for
     /// every row, and for each segment with slot `s` of rank `r > 0`, stacked module `m`, `j < r` and
     /// plan position `p` of the segment:
     /// `out[permutation[p]][K + (s·stack + m)·R + j] = scalings[s·stack + m] · A[s][m·R + j] · x[permutation[p]]`,

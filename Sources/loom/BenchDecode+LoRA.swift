@@ -55,9 +55,9 @@ struct DecodeLoRA {
 
     /// Copies the step's plan into the manager's device buffers and returns the step's applier.
     /// Call it outside a graph body: a replay skips the body's launches, a capture may not copy.
-    func prepare(sequences: Range<Int>, rowsPerSequence: Int) throws -> LoRAApplier {
+    func prepare(sequences: Range<Int>, rowsPerSequence: Int, forGraph: Bool) throws -> LoRAApplier {
         let rows = Self.rowAdapters(sequences: sequences, rowsPerSequence: rowsPerSequence, adapters: refs.count).map { refs[$0] }
-        guard let applier = try manager.prepare(rowAdapters: rows) else {
+        guard let applier = try manager.prepare(rowAdapters: rows, forGraph: forGraph) else {
             preconditionFailure("every row names an adapter, so the step has an applier")
         }
         return applier

@@ -219,7 +219,7 @@ struct DecodeRun {
                 s += 1
             }
             precondition(s > s0, "a prompt of \(promptLength) tokens exceeds the \(model.maxTokens)-token step")
-            let applier = try lora?.prepare(sequences: s0..<s, rowsPerSequence: promptLength)
+            let applier = try lora?.prepare(sequences: s0..<s, rowsPerSequence: promptLength, forGraph: false)
             let logits = model.forward(step, cache: cache, lora: applier)
             gpu.argmax(logits, out: ids.rows(s - s0))
             let got = gpu.downloadInts(ids.rows(s - s0))
@@ -252,7 +252,7 @@ struct DecodeRun {
             // The plan goes into the manager's persistent buffers before the graph body: a replay
             // skips the body's launches, and a capture may not contain host copies.
             let prepareStart = DispatchTime.now()
-            let applier = try lora?.prepare(sequences: 0..<batch, rowsPerSequence: 1)
+            let applier = try lora?.prepare(sequences: 0..<batch, rowsPerSequence: 1, forGraph: true)
             if t >= 2 { prepareMilliseconds += seconds(since: prepareStart) * 1000 }
             let body = {
                 let logits = model.forward(step, cache: cache, lora: applier)
@@ -292,7 +292,7 @@ struct DecodeRun {
             for s in 0..<batch {
                 step.append(tokens: [next[s]], startPosition: promptLength + newTokens - 1, blockTable: tables[s], blockSize: blockSize)
             }
-            let applier = try lora?.prepare(sequences: 0..<batch, rowsPerSequence: 1)
+            let applier = try lora?.prepare(sequences: 0..<batch, rowsPerSequence: 1, forGraph: true)
             let launches = gpu.profileLaunches { gpu.argmax(model.forward(step, cache: cache, lora: applier), out: ids) }
             for (name, t) in launches {
                 kernels[name] = ["launches": t.count, "us": (t.milliseconds * 1000).rounded()]

@@ -144,8 +144,9 @@ struct BenchLoRAKernels: ParsableCommand {
                 let refs = try manager.registry.resolve(files[c.rank]!.specs.map(\.name)).map { $0! }
                 let rowAdapters = c.rowAdapters
                 // Outside any graph: the plan goes into the pool's persistent buffers, the first use
-                // of an adapter copies its weights into a slot.
-                guard let applier = try manager.prepare(rowAdapters: rowAdapters.map { refs[$0] }) else {
+                // of an adapter copies its weights into a slot. A prefill row's graph replays its own
+                // plan only, so its widened GEMMs stop after the last adapted slot, as the engine's do.
+                guard let applier = try manager.prepare(rowAdapters: rowAdapters.map { refs[$0] }, forGraph: c.phase == .decode) else {
                     preconditionFailure("every row names an adapter")
                 }
                 let check = layer.check(applier, rowAdapters: rowAdapters, adapters: hostAdapters[c.rank]!, fused: fused)

@@ -60,7 +60,7 @@ enum LoRAModelCheck {
             maxAdaptersPerStep: slots,
             stepHook: { rows in
                 if firstStepSequences == nil { firstStepSequences = Set(rows).count }
-                return try manager.prepare(rowAdapters: rows.map { refs[$0] })
+                return try manager.prepare(rowAdapters: rows.map { refs[$0] }, forGraph: false)
             },
             onLogits: onLogits)
         return (tokens, firstStepSequences ?? 0)

@@ -58,8 +58,9 @@ extension OpChecks {
         cpu.copy(yValues, to: yc)
         gpu.copy(yValues, to: yg)
         let (oc, og, _) = pair(Shape(n, totalOut))
-        // The fused shrink (its own plan kind only, where its K fits): x and the scaled x·Aᵀ side by side.
-        let fused = kind == .fused && k % 8 == 0
+        // The fused shrink, where its K fits: x and the scaled x·Aᵀ side by side. Fused steps on the
+        // widened K (prefill) plan one segment per slot, as sgmv does, so sgmv's cases run it too.
+        let fused = (kind == .fused || kind == .sgmv) && k % 8 == 0
         let fusedWidth = k + LoRAManager.fusedExtension(slots: slots, stack: stack, rank: maxRank)
         let (fc, fg) = zeros(Shape(n, fused ? fusedWidth : 8))
         let (scratchC, scratchG) = zeros(Shape(n * stack * maxRank), gpuDType: .f32)

@@ -77,7 +77,7 @@ struct Generate: ParsableCommand {
         let start = DispatchTime.now()
         let outputs = try Generator(model: model).generate(
             requests, maxAdaptersPerStep: manager?.options.maxLorasPerBatch ?? .max,
-            stepHook: manager.map { m in { rows in try m.prepare(rowAdapters: rows.map { refs[$0] }) } })
+            stepHook: manager.map { m in { rows in try m.prepare(rowAdapters: rows.map { refs[$0] }, forGraph: false) } })
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
         for (request, output) in zip(requests, outputs) {
             let text = tokenizer.decode(output)

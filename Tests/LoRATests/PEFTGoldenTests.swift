@@ -42,7 +42,10 @@ import Testing
     }
 
     /// Runs `prompts` (adapter names, nil for base) as one generation and compares with the reference.
-    func check(_ s: Setup, adapters: [String?], prompts: [[Int]], logits: [[Float]], greedy: [[Int]], label: String) throws {
+    /// `forGraph`: whether each step prepares as for a graph (the widened K over every slot) or cuts
+    /// the widened K after its last adapted slot, as the engine's eager steps do.
+    func check(_ s: Setup, adapters: [String?], prompts: [[Int]], logits: [[Float]], greedy: [[Int]], label: String,
+               forGraph: Bool = false) throws {
         let refs = try s.manager.registry.resolve(adapters)
         let requests = zip(prompts, refs).map { prompt, ref in
             GenerationRequest(promptIds: prompt, maxNewTokens: 32, adapterKey: ref?.uid ?? 0)
@@ -50,7 +53,7 @@ import Testing
         var first = [[Float]](repeating: [], count: prompts.count)
         let outputs = try Generator(model: s.model).generate(
             requests, maxAdaptersPerStep: s.manager.options.maxLorasPerBatch,
-            stepHook: { rows in try s.manager.prepare(rowAdapters: rows.map { refs[$0] }) },
+            stepHook: { rows in try s.manager.prepare(rowAdapters: rows.map { refs[$0] }, forGraph: forGraph) },
             onLogits: { seq, step, l in if step == 0 { first[seq] = l } })
         for i in prompts.indices {
             let diff = maxAbsDifference(first[i], logits[i])
@@ -84,17 +87,20 @@ import Testing
     /// The fused backend's two ways, each for every step: the widened K (shrink kernel, expand in
     /// the GEMM) and the consumer's delta (shrink in the GEMM, expand in RoPE, SiLU·mul and the
     /// RMSNorm), the latter with o and down in 2 K-slices too. By default decode steps take the second.
-    @Test(arguments: ["llama-tiny", "qwen2-tiny"], [(0, 1), (1024, 1), (1024, 2)])
-    func bothFusedPathsMatchPEFT(model name: String, path: (rows: Int, slices: Int)) throws {
+    /// The widened K runs both as graph steps prepare it (every slot's columns) and as eager steps
+    /// do (cut after the step's last adapted slot).
+    @Test(arguments: ["llama-tiny", "qwen2-tiny"], [(0, 1, false), (0, 1, true), (1024, 1, false), (1024, 2, false)])
+    func bothFusedPathsMatchPEFT(model name: String, path: (rows: Int, slices: Int, forGraph: Bool)) throws {
         let s = try setup(name, kind: .fused, slots: 3, residualSlices: path.slices, fusedDecodeRows: path.rows)
         let cases = s.reference["cases"] as! [[String: Any]]
         try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
                   logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) },
-                  label: "\(name) fused, consumer rows \(path.rows), \(path.slices) slices")
+                  label: "\(name) fused, consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph)", forGraph: path.forGraph)
         for (b, batch) in (s.reference["mixed_batches"] as! [[String: Any]]).enumerated() {
             try check(s, adapters: (batch["adapters"] as! [Any]).map { $0 as? String }, prompts: (batch["prompt_ids"] as! [Any]).map(ints),
                       logits: (batch["last_logits"] as! [Any]).map(floats), greedy: (batch["greedy_ids"] as! [Any]).map(ints),
-                      label: "\(name) fused batch \(b), consumer rows \(path.rows), \(path.slices) slices")
+                      label: "\(name) fused batch \(b), consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph)",
+                      forGraph: path.forGraph)
         }
     }
 
@@ -138,14 +144,14 @@ import Testing
         var decodeLogits: [[Float]] = []
         let generated = try Generator(model: s.model).generate(
             [GenerationRequest(promptIds: prompt, maxNewTokens: 100, adapterKey: ref?.uid ?? 0)], maxAdaptersPerStep: 3,
-            stepHook: { rows in try s.manager.prepare(rowAdapters: rows.map { _ in ref }) },
+            stepHook: { rows in try s.manager.prepare(rowAdapters: rows.map { _ in ref }, forGraph: false) },
             onLogits: { _, _, l in decodeLogits.append(l) })[0]
         var prefillLogits: [Float] = []
         let long = prompt + generated.prefix(99)
         #expect(long.count > LoRAManager.stepShrunkRows)
         let next = try Generator(model: s.model).generate(
             [GenerationRequest(promptIds: long, maxNewTokens: 1, adapterKey: ref?.uid ?? 0)], maxAdaptersPerStep: 3,
-            stepHook: { rows in try s.manager.prepare(rowAdapters: rows.map { _ in ref }) },
+            stepHook: { rows in try s.manager.prepare(rowAdapters: rows.map { _ in ref }, forGraph: false) },
             onLogits: { _, _, l in prefillLogits = l })[0]
         let diff = maxAbsDifference(prefillLogits, decodeLogits[99])
         #expect(diff < 1e-4, "\(kind): the 299-row step's logits differ from decode's by \(diff)")
@@ -164,6 +170,21 @@ import Testing
         let plain = try setup("stories260k", kind: .csgmv, slots: 3)
         #expect(plain.manager.fusedSummary == nil)
         #expect(plain.model.weights.layers[0].qkv.shape == Shape(config.qkvSize, config.hiddenSize))
+    }
+
+    /// A fused step on the widened K that no graph replays gives its GEMMs the columns up to its last
+    /// adapted slot; a graph step keeps every slot's (the goldens above check both give PEFT's logits).
+    @Test func eagerFusedStepsCutTheWidenedKAfterTheirLastSlot() throws {
+        let s = try setup("stories260k", kind: .fused, slots: 3, fusedDecodeRows: 0)
+        let r = s.manager.maxRank, hidden = s.model.config.hiddenSize
+        // The adapter takes slot 0, the base rows the last slot.
+        let refs = try s.manager.registry.resolve(["r8-all", nil, "r8-all"])
+        let x = try s.model.backend.allocate(Shape(refs.count, hidden), dtype: s.model.backend.activationDType)
+        for (forGraph, slots) in [(false, 1), (true, 3), (false, 1)] {
+            let applier = try #require(try s.manager.prepare(rowAdapters: refs, forGraph: forGraph))
+            let input = applier.gemmInput(rank: 0, layer: 0, group: .qkv, input: x)
+            #expect(input.shape == Shape(refs.count, hidden + LoRAManager.fusedExtension(slots: slots, stack: 3, rank: r)), "forGraph \(forGraph)")
+        }
     }
 
     @Test(arguments: models, kinds)

@@ -9,12 +9,21 @@ import Testing
         #expect(loads.count == 2 && Set(slots.values) == [0, 1])
         (_, loads) = try pool.assign([0])          // the base takes a slot, with nothing to copy
         #expect(loads.isEmpty)
+        #expect(pool.slot(of: 0) == 2)
         #expect(pool.occupants.compactMap { $0 }.sorted() == [0, 1, 2])
         _ = try pool.assign([1])                   // 1 is now more recent than 2
         (slots, loads) = try pool.assign([3])
         #expect(loads == [SlotPool.Load(uid: 3, slot: slots[3]!)])
         #expect(pool.slot(of: 2) == nil, "2 was the least recently used")
         #expect(pool.slot(of: 1) != nil && pool.slot(of: 0) != nil)
+    }
+
+    /// Adapters fill the lowest empty slots, the base the highest.
+    @Test func baseTakesTheLastEmptySlot() throws {
+        var pool = SlotPool(slotCount: 8, policy: .lru)
+        let (slots, loads) = try pool.assign([0, 5, 9])
+        #expect(slots == [0: 7, 5: 0, 9: 1])
+        #expect(loads == [SlotPool.Load(uid: 5, slot: 0), SlotPool.Load(uid: 9, slot: 1)])
     }
 
     @Test func fifoEvictsTheOldestLoadedEvenIfUsedRecently() throws {

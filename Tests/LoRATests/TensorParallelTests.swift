@@ -35,7 +35,7 @@ import Testing
         var first = [[Float]](repeating: [], count: prompts.count)
         let tokens = try Generator(model: model).generate(
             zip(prompts, refs).map { GenerationRequest(promptIds: $0, maxNewTokens: 32, adapterKey: $1?.uid ?? 0) },
-            stepHook: { rows in try manager.prepare(rowAdapters: rows.map { refs[$0] }) },
+            stepHook: { rows in try manager.prepare(rowAdapters: rows.map { refs[$0] }, forGraph: false) },
             onLogits: { s, step, l in if step == 0 { first[s] = l } })
         return (first, tokens, batch)
     }

@@ -76,17 +76,40 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
             early[s][nt] = computes && k < kEnd && ar[nt] ? __ldg((const uint4*)(ar[nt] + k)) : zero;
         }
     grid_enter();
-    if (FUSED && kBegin < kEnd) {
-        // The copy of x is spread over the segment's blocks: each its slice of K, its share of the rows.
+    // The copy of x into xOut: a computing segment's first column tile stores the x it loads for
+    // its MMAs (every element of its rows and K slice, once); a base segment's blocks (rank 0)
+    // copy their K slice of every tiles-th row, eight 16-byte vectors in flight a thread.
+    const bool copiesInLoop = FUSED && computes && tile == 0;
+    if (FUSED && rank <= 0 && kBegin < kEnd) {
         const int vectors = (kEnd - kBegin) >> 3, rows = min(16 * MT, end - p0);
-        for (int r = tile; r < rows; r += tiles) {
-            const u64 row = __ldg(permutation + p0 + r);
-            const uint4* src = (const uint4*)(x + row * K + kBegin);
-            uint4* dst = (uint4*)(xOut + row * outStride + kBegin);
-            for (int v = threadIdx.x; v < vectors; v += W * 32) dst[v] = src[v];
+        const int mine = (rows - tile + tiles - 1) / tiles, total = max(0, mine) * vectors;
+        constexpr int U = 8;
+        for (int i0 = threadIdx.x; i0 < total; i0 += W * 32 * U) {
+            uint4 v[U];
+            u64 to[U];
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                const int i = i0 + u * W * 32;
+                if (i >= total) continue;
+                const u64 row = __ldg(permutation + p0 + tile + (i / vectors) * tiles);
+                const int k = kBegin + (i % vectors) * 8;
+                v[u] = *(const uint4*)(x + row * K + k);
+                to[u] = row * outStride + k;
+            }
+#pragma unroll
+            for (int u = 0; u < U; ++u)
+                if (i0 + u * W * 32 < total) *(uint4*)(xOut + to[u]) = v[u];
         }
     }
     if (!computes) return;
+    bf16* xo[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int p = p0 + mt * 16 + h * 8 + gq;
+            xo[mt][h] = copiesInLoop && p < end ? xOut + (u64)__ldg(permutation + p) * outStride : nullptr;
+        }
 
     float acc[MT][NT][4];
 #pragma unroll
@@ -104,6 +127,13 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
             for (int h = 0; h < 2; ++h) xv[mt][h] = inside && xr[mt][h] ? *(const uint4*)(xr[mt][h] + k) : zero;
+        if (copiesInLoop && inside) {
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int h = 0; h < 2; ++h)
+                    if (xo[mt][h]) *(uint4*)(xo[mt][h] + k) = xv[mt][h];
+        }
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -182,6 +212,15 @@ extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
     const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
     const int* slotRanks, int K, int R, int stack, int kSplit) {
     shrink_mma<4, 4, 4, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit);
+}
+
+// The fused shrink of long segments (loraShrinkFused on a plan of one segment per slot: prefill):
+// 64 rows × 32 columns per block, 4 warps along K, so each slot's A is read once per 64 rows.
+extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_fused_large(
+    const bf16* x, const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
+    shrink_mma<4, 4, 4, true>(x, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
+                              scalings, counters);
 }
 
 // The fused shrink (loraShrinkFused): decode tiles (16 rows × 16 columns, 8 warps along K); `out`
