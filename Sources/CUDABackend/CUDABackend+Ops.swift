@@ -363,13 +363,14 @@ extension CUDABackend {
         if n == 0 || capacity == 0 { return }
         // loraShrink's tiles: 64 rows × 32 columns and 4 warps for long segments (prefill), else
         // 16 rows × 16 columns and 8 warps.
-        let large = LoRAKernelPlan.usesLargeTiles(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength)
+        let large = fusedShrinkLargeTiles && LoRAKernelPlan.usesLargeTiles(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength)
         let (rowsPerBlock, columnsPerBlock, warps) = large ? (64, 32, 4) : (16, 16, 8)
         let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock, columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
         // A K split needs a ticket per tile; past the tickets, each block takes the whole K.
         let tiles = capacity * rowTiles * columnTiles
         let kSplit = tiles > Self.loraTicketCount ? 1
-            : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
+            : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps,
+                          blocksPerSM: loraShrinkBlocksPerSM * 8 / warps)
         launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
                [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
@@ -390,11 +391,11 @@ extension CUDABackend {
 
 extension CUDABackend {
     /// The K split of a tensor-core shrink: blocks with work are about one per row tile of the
-    /// batch and column tile; split K until `loraShrinkBlocksPerSM` per multiprocessor have work,
-    /// keeping at least two 32-element blocks per warp.
-    func shrinkSplit(rows n: Int, capacity: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int) -> Int {
+    /// batch and column tile; split K until `blocksPerSM` (default `loraShrinkBlocksPerSM`) per
+    /// multiprocessor have work, keeping at least two 32-element blocks per warp.
+    func shrinkSplit(rows n: Int, capacity: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int, blocksPerSM: Int? = nil) -> Int {
         let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
-        return max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / (64 * warps)))
+        return max(1, min(((blocksPerSM ?? loraShrinkBlocksPerSM) * multiprocessorCount + working - 1) / working, k / (64 * warps)))
     }
 }
 

@@ -364,9 +364,9 @@ public final class LoRAManager {
         let rowSlots = rowAdapters.map { slots[$0?.uid ?? 0]! }
         let n = rowAdapters.count
         let consumes = n <= consumerRows
-        // A fused step on the widened K (prefill) cuts its rows into one segment per slot, so the
-        // fused shrink reads each slot's A once per 64 rows rather than once per chunk.
-        let kind: LoRABackendKind = options.backend == .fused && !consumes ? .sgmv : options.backend
+        // A fused step on the widened K outside graphs (prefill) cuts its rows into one segment per
+        // slot, so the fused shrink reads each slot's A once per 64 rows rather than once per chunk.
+        let kind: LoRABackendKind = options.backend == .fused && !consumes && !forGraph ? .sgmv : options.backend
         let plan = BatchPlan(rowSlots: rowSlots, kind: kind, chunkSize: options.maxChunkSize)
         let capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: kind, chunkSize: options.maxChunkSize)
         let padded = plan.padded(toCapacity: capacity)

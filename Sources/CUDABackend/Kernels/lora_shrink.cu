@@ -76,11 +76,12 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
             early[s][nt] = computes && k < kEnd && ar[nt] ? __ldg((const uint4*)(ar[nt] + k)) : zero;
         }
     grid_enter();
-    // The copy of x into xOut: a computing segment's first column tile stores the x it loads for
-    // its MMAs (every element of its rows and K slice, once); a base segment's blocks (rank 0)
-    // copy their K slice of every tiles-th row, eight 16-byte vectors in flight a thread.
-    const bool copiesInLoop = FUSED && computes && tile == 0;
-    if (FUSED && rank <= 0 && kBegin < kEnd) {
+    // The copy of x into xOut. With the large tiles (prefill), a computing segment's first column
+    // tile stores the x it loads for its MMAs (every element of its rows and K slice, once). Else
+    // (decode, where a block's few loads are its latency, and base segments of rank 0) each block
+    // copies its K slice of every tiles-th row, eight 16-byte vectors in flight a thread.
+    const bool copiesInLoop = FUSED && MT > 1 && computes && tile == 0;
+    if (FUSED && (MT == 1 || rank <= 0) && kBegin < kEnd) {
         const int vectors = (kEnd - kBegin) >> 3, rows = min(16 * MT, end - p0);
         const int mine = (rows - tile + tiles - 1) / tiles, total = max(0, mine) * vectors;
         constexpr int U = 8;
