@@ -14,7 +14,8 @@ extension CPUBackend {
     /// into the r floats at `pointer`, where `(pointer, scale) = destination(p, row, slot, m)`.
     private func shrink(_ x: DeviceTensor, a: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                         destination: @escaping (_ p: Int, _ row: Int, _ slot: Int, _ m: Int) -> (UnsafeMutablePointer<Float>, Float)) {
-        let k = x.shape.rowCount, slotWidth = a.shape[1], maxRank = slotWidth / stack
+        // x's rows are its width apart, of which the first K = A's in-columns are read.
+        let k = a.shape[2], xStride = x.shape.rowCount, slotWidth = a.shape[1], maxRank = slotWidth / stack
         let xs = x.f32, aw = a.f32, perm = plan.permutation.i32
         let starts = plan.segmentStarts.i32, slots = plan.segmentSlots.i32, ranks = plan.slotRanks.i32
         parallelFor(plan.numSegments, work: Int(starts[plan.numSegments]) * k * plan.maxRank * stack) { segments in
@@ -25,7 +26,7 @@ extension CPUBackend {
                     let row = Int(perm[p])
                     for m in 0..<stack {
                         let w = aw + (slot * slotWidth + m * maxRank) * k, (dst, scale) = destination(p, row, slot, m)
-                        Kernels.gemmNT(x: xs + row * k, rows: 1, w: w, outputs: 0..<rank, k: k, out: dst, outStride: rank)
+                        Kernels.gemmNT(x: xs + row * xStride, rows: 1, w: w, outputs: 0..<rank, k: k, out: dst, outStride: rank)
                         if scale != 1 { for j in 0..<rank { dst[j] *= scale } }
                     }
                 }
@@ -63,10 +64,12 @@ extension CPUBackend {
 
     public func loraShrinkFused(_ x: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                                 scratch: DeviceTensor) {
-        let n = x.shape[0], k = x.shape.rowCount, slotWidth = a.shape[1], maxRank = slotWidth / stack, outStride = out.shape.rowCount
-        precondition(a.shape[2] == k && out.shape[0] >= n && outStride >= k + slotWidth,
+        let n = x.shape[0], k = a.shape[2], slotWidth = a.shape[1], maxRank = slotWidth / stack, outStride = out.shape.rowCount
+        // x is [n, K], or out itself (x already in its first K columns).
+        let inPlace = x.storage === out.storage && x.offset == out.offset && x.shape == out.shape
+        precondition((inPlace || x.shape.rowCount == k) && out.shape[0] >= n && outStride >= k + slotWidth,
                      "loraShrinkFused: x \(x.shape), A \(a.shape), out \(out.shape)")
-        copyColumns(x, into: out.rows(n), column: 0)
+        if !inPlace { copyColumns(x, into: out.rows(n), column: 0) }
         let o = out.f32, scale = scalings.f32
         shrink(x, a: a, plan: plan, stack: stack) { _, row, slot, m in
             precondition(k + (slot + 1) * slotWidth <= outStride, "loraShrinkFused: slot \(slot)'s columns past out \(out.shape)")

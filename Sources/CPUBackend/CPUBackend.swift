@@ -64,23 +64,24 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
-        let n = x.shape[0], d = x.shape.rowCount
+        let n = x.shape[0], d = x.shape.rowCount, oStride = out.shape.rowCount
+        precondition(oStride >= d, "rmsNorm: \(x.shape) into \(out.shape)")
         let xs = x.f32, w = weight.f32, o = out.f32
         parallelFor(n, work: n * d * 4) { rows in
-            for i in rows { Self.normRow(xs + i * d, w, eps, o + i * d, d) }
+            for i in rows { Self.normRow(xs + i * d, w, eps, o + i * oStride, d) }
         }
     }
 
     public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?) {
-        let n = x.shape[0], d = residual.shape.rowCount, stride = x.shape.rowCount
-        precondition(stride == d || (lora?.width == d && stride >= d), "addRMSNorm: x \(x.shape) for residual \(residual.shape)")
+        let n = x.shape[0], d = residual.shape.rowCount, stride = x.shape.rowCount, oStride = out.shape.rowCount
+        precondition((stride == d || (lora?.width == d && stride >= d)) && oStride >= d, "addRMSNorm: x \(x.shape) for residual \(residual.shape)")
         let r = residual.f32, xs = x.f32, w = weight.f32, o = out.f32
         parallelFor(n, work: n * d * 5) { rows in
             for i in rows {
                 let ri = r + i * d
                 Kernels.axpy(1, xs + i * stride, ri, d)
                 lora?.add(row: i, xa: xs + i * stride + d, to: ri, columns: 0..<d)
-                Self.normRow(ri, w, eps, o + i * d, d)
+                Self.normRow(ri, w, eps, o + i * oStride, d)
             }
         }
     }
@@ -128,8 +129,8 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?) {
-        let count = slices.shape[0], n = residual.shape[0], d = residual.shape.rowCount, width = slices.shape[2]
-        precondition(slices.shape.rank == 3 && count >= 1 && slices.shape[1] == n && (width == d || (lora?.width == d && width >= d)),
+        let count = slices.shape[0], n = residual.shape[0], d = residual.shape.rowCount, width = slices.shape[2], oStride = out.shape.rowCount
+        precondition(slices.shape.rank == 3 && count >= 1 && slices.shape[1] == n && (width == d || (lora?.width == d && width >= d)) && oStride >= d,
                      "addRMSNorm: slices \(slices.shape) for \(residual.shape)")
         let r = residual.f32, p = slices.f32, w = weight.f32, o = out.f32
         parallelFor(n, work: n * d * (4 + count)) { rows in
@@ -141,7 +142,7 @@ public final class CPUBackend: ComputeBackend {
                 lora?.add(row: i, xa: sum + d, to: sum, columns: 0..<d)
                 let ri = r + i * d
                 Kernels.axpy(1, sum, ri, d)
-                Self.normRow(ri, w, eps, o + i * d, d)
+                Self.normRow(ri, w, eps, o + i * oStride, d)
             }
         }
     }
@@ -250,8 +251,8 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor, lora: LoRADelta?) {
-        let n = gateUp.shape[0], width = out.shape.rowCount, stride = gateUp.shape.rowCount
-        precondition(stride == 2 * width || (lora?.width == 2 * width && stride >= 2 * width), "siluMul: \(gateUp.shape) into \(out.shape)")
+        let n = gateUp.shape[0], stride = gateUp.shape.rowCount, width = (lora?.width ?? stride) / 2, oStride = out.shape.rowCount
+        precondition(stride >= 2 * width && (oStride == width || (lora == nil && oStride > width)), "siluMul: \(gateUp.shape) into \(out.shape)")
         let g = gateUp.f32, o = out.f32
         parallelFor(n, work: n * width * 10) { rows in
             // The row with its delta added (gateUp itself stays as it is).
@@ -264,7 +265,7 @@ public final class CPUBackend: ComputeBackend {
                     lora.add(row: i, xa: gi + 2 * width, to: row, columns: 0..<(2 * width))
                     gi = UnsafePointer(row)
                 }
-                let oi = o + i * width
+                let oi = o + i * oStride
                 for j in 0..<width {
                     let x = gi[j]
                     oi[j] = (x / (1 + expf(-x))) * gi[width + j]

@@ -21,14 +21,14 @@ extension CUDABackend {
     public func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
         let n = x.shape[0], d = x.shape.rowCount
         bf16(x, "rmsNorm"); bf16(weight, "rmsNorm"); bf16(out, "rmsNorm")
-        precondition(weight.count == d && out.shape.rowCount == d && out.shape[0] >= n)
+        precondition(weight.count == d && out.shape.rowCount >= d && out.shape[0] >= n)
         norm(residual: x, x, weight: weight, eps: eps, out: out, add: false)
     }
 
     public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?) {
         let d = residual.shape.rowCount, stride = x.shape.rowCount
         bf16(residual, "addRMSNorm"); bf16(x, "addRMSNorm"); bf16(weight, "addRMSNorm"); bf16(out, "addRMSNorm")
-        precondition(weight.count == d && out.shape.rowCount == d && (stride == d || (lora?.width == d && stride >= d)),
+        precondition(weight.count == d && out.shape.rowCount >= d && (stride == d || (lora?.width == d && stride >= d)),
                      "addRMSNorm: x \(x.shape) for residual \(residual.shape)")
         norm(residual: residual, x, weight: weight, eps: eps, out: out, add: true, lora: lora)
     }
@@ -39,18 +39,18 @@ extension CUDABackend {
         precondition(slices.dtype == .f32 && slices.shape.rank == 3 && slices.shape[1] == n
                      && (slices.shape[2] == d || (lora?.width == d && slices.shape[2] >= d)),
                      "addRMSNorm: f32 slices [S, \(n), \(d)] expected, got \(slices.dtype) \(slices.shape)")
-        precondition(weight.count == d && out.shape.rowCount == d)
+        precondition(weight.count == d && out.shape.rowCount >= d)
         norm(residual: residual, residual, weight: weight, eps: eps, out: out, add: true, slices: slices, lora: lora)
     }
 
     /// `slices`: x is the sum of their rows (f32) instead of `x`. Rows of `x` (or of each slice) are
-    /// `x.shape.rowCount` (`slices.shape[2]`) apart; residual and out are `[n, d]`.
+    /// `x.shape.rowCount` (`slices.shape[2]`) apart; residual is `[n, d]`, out `[n, ≥ d]` (its first d columns).
     private func norm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, add: Bool,
                       slices: DeviceTensor? = nil, lora: LoRADelta? = nil) {
         let n = residual.shape[0], d = residual.shape.rowCount, stride = slices?.shape[2] ?? x.shape.rowCount
         if n == 0 { return }
         precondition(lora == nil || lora!.stack * lora!.rank <= 256, "addRMSNorm: a LoRA delta of \(lora!.stack) × rank \(lora!.rank) exceeds 256")
-        if let lora, add, d % 16 == 0, d <= 8192, stride % 4 == 0, slices.map({ $0.devicePointer % 16 == 0 }) ?? true,
+        if let lora, add, d % 16 == 0, d <= 8192, stride % 4 == 0, out.shape.rowCount == d, slices.map({ $0.devicePointer % 16 == 0 }) ?? true,
            (residual.devicePointer | x.devicePointer | weight.devicePointer | out.devicePointer) % 8 == 0 {
             // A cluster of 4 blocks a row, a thread for each 4 columns (loom_norm_lora).
             launch("loom_norm_lora", grid: (4, n, 1), block: max(32, (d / 16 + 31) / 32 * 32), sharedBytes: d,
@@ -70,8 +70,8 @@ extension CUDABackend {
         launch("loom_norm", grid: (n, 1, 1), block: block, sharedBytes: sharedBytes,
                [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                 .pointer(out.devicePointer), .int(d), .float(eps), .int(add ? 1 : 0),
-                .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride)]
-                + loraArguments(lora, "addRMSNorm"))
+                .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride),
+                .int(out.shape.rowCount)] + loraArguments(lora, "addRMSNorm"))
     }
 
     /// A LoRA delta as the consuming kernels take it (LORA_PARAMS); all zero for none.
@@ -222,13 +222,14 @@ extension CUDABackend {
     }
 
     public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor, lora: LoRADelta?) {
-        let n = gateUp.shape[0], width = out.shape.rowCount, stride = gateUp.shape.rowCount
+        let n = gateUp.shape[0], stride = gateUp.shape.rowCount, width = (lora?.width ?? stride) / 2
         bf16(gateUp, "siluMul"); bf16(out, "siluMul")
-        precondition(stride == 2 * width || (lora?.width == 2 * width && stride >= 2 * width), "siluMul: \(gateUp.shape) into \(out.shape)")
+        precondition(stride >= 2 * width && (out.shape.rowCount == width || (lora == nil && out.shape.rowCount > width)),
+                     "siluMul: \(gateUp.shape) into \(out.shape)")
         if n == 0 { return }
         guard let lora else {
             launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,
-                   [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride)])
+                   [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(out.shape.rowCount)])
             return
         }
         // A block per slot and 512 columns, reading the slot's B once for its rows.
@@ -351,30 +352,35 @@ extension CUDABackend {
 extension CUDABackend {
     public func loraShrinkFused(_ x: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                                 scratch: DeviceTensor) {
-        let op = "loraShrinkFused", n = x.shape[0], k = x.shape.rowCount, slots = a.shape[0], slotWidth = a.shape[1], outStride = out.shape.rowCount
+        let op = "loraShrinkFused", n = x.shape[0], k = a.shape[2], slots = a.shape[0], slotWidth = a.shape[1], outStride = out.shape.rowCount
         bf16(x, op); bf16(a, op); bf16(out, op); i32(plan.permutation, op)
+        // x is [n, K], or out itself (x already in its first K columns).
+        let inPlace = x.storage === out.storage && x.offset == out.offset && x.shape == out.shape
         // The plan's adapted slots must fit in out's columns (a step may cut them after its last one).
-        precondition(a.shape[2] == k && slotWidth % stack == 0 && out.shape[0] >= n && outStride >= k + slotWidth
+        precondition((inPlace || x.shape.rowCount == k) && slotWidth % stack == 0 && out.shape[0] >= n && outStride >= k + slotWidth
                      && scalings.dtype == .f32 && scalings.count >= slots * stack && scratch.dtype == .f32 && scratch.count >= n * slotWidth,
                      "\(op): x \(x.shape), A \(a.shape), out \(out.shape), scratch \(scratch.shape)")
         precondition(k % 8 == 0 && outStride % 8 == 0 && (x.devicePointer | out.devicePointer | a.devicePointer) % 16 == 0,
                      "\(op): needs rows of a multiple of 8 elements, 16-byte aligned (x \(x.shape), out \(out.shape))")
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
-        // loraShrink's tiles: 64 rows × 32 columns and 4 warps for long segments (prefill), else
-        // 16 rows × 16 columns and 8 warps.
-        let large = fusedShrinkLargeTiles && LoRAKernelPlan.usesLargeTiles(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength)
+        // loraShrink's tiles: 64 rows × 32 columns and 4 warps for long segments (prefill) of slots
+        // 64 columns wide or more, else 16 rows × 16 columns and 8 warps. On the H200 at prefill
+        // (2048 rows, 4 adapters) the large tiles took rank 64 from 289 to 243 µs a layer and rank
+        // 16 from 87 to 132: a slot of 16 to 48 columns is one to three 16-column tiles, whose blocks
+        // take the whole K, where the large tiles split K over blocks that add their sums atomically.
+        let large = fusedShrinkLargeTiles && slotWidth >= 64
+            && LoRAKernelPlan.usesLargeTiles(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength)
         let (rowsPerBlock, columnsPerBlock, warps) = large ? (64, 32, 4) : (16, 16, 8)
         let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock, columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
         // A K split needs a ticket per tile; past the tickets, each block takes the whole K.
         let tiles = capacity * rowTiles * columnTiles
         let kSplit = tiles > Self.loraTicketCount ? 1
-            : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps,
-                          blocksPerSM: loraShrinkBlocksPerSM * 8 / warps)
+            : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
         launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
                [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
-                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)])
+                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer), .int(x.shape.rowCount)])
     }
 
     public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {
@@ -391,11 +397,11 @@ extension CUDABackend {
 
 extension CUDABackend {
     /// The K split of a tensor-core shrink: blocks with work are about one per row tile of the
-    /// batch and column tile; split K until `blocksPerSM` (default `loraShrinkBlocksPerSM`) per
-    /// multiprocessor have work, keeping at least two 32-element blocks per warp.
-    func shrinkSplit(rows n: Int, capacity: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int, blocksPerSM: Int? = nil) -> Int {
+    /// batch and column tile; split K until `loraShrinkBlocksPerSM` per multiprocessor have work,
+    /// keeping at least two 32-element blocks per warp.
+    func shrinkSplit(rows n: Int, capacity: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int) -> Int {
         let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
-        return max(1, min(((blocksPerSM ?? loraShrinkBlocksPerSM) * multiprocessorCount + working - 1) / working, k / (64 * warps)))
+        return max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / (64 * warps)))
     }
 }
 

@@ -115,8 +115,8 @@ public final class CUDABackend: ComputeBackend {
     /// (`LOOM_LORA_SHRINK_BLOCKS_PER_SM`, default 2).
     public let loraShrinkBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 2
 
-    /// The fused shrink takes 64-row tiles for long segments (prefill; `LOOM_FUSED_SHRINK_LARGE=0`:
-    /// 16-row tiles throughout, for A/B runs).
+    /// The fused shrink takes 64-row tiles for long segments of wide slots (prefill;
+    /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).
     public let fusedShrinkLargeTiles = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LARGE"] != "0"
 
     enum GraphState {

@@ -526,6 +526,11 @@ final class StepApplier: LoRAApplier {
         consumes ? manager.consumerLoRA(rank: rank, layer: layer, group: group, rows: rows) : nil
     }
 
+    func inputBuffer(rank: Int, layer: Int, group: ProjectionGroup) -> DeviceTensor? {
+        if consumes && manager.consumerGroups.contains(group) { return nil }
+        return manager.fusedInput(rank: rank, group: group, rows: rows, usedSlots: usedSlots)
+    }
+
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {
         // This step's widened inputs were not zeroed: its fused groups go through `consumerLoRA`.
         precondition(!consumes || !manager.consumerGroups.contains(group), "gemmInput of fused \(group) in a consumer-delta step")

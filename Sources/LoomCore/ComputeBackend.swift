@@ -129,7 +129,9 @@ public protocol ComputeBackend: AnyObject {
 
     /// `out[i] = table[tokens[i]]`.
     func embed(tokens: DeviceTensor, table: DeviceTensor, out: DeviceTensor)
-    /// `out[i] = x[i] / sqrt(mean(x[i]²) + eps) * weight`.
+    /// `out[i] = x[i] / sqrt(mean(x[i]²) + eps) * weight`. `out` may be wider than x (`[n, ≥ d]`):
+    /// its rows' first d columns are written (a fused GEMM's wide input, `LoRAApplier.inputBuffer`);
+    /// so for `addRMSNorm`'s and, without a LoRA delta, `siluMul`'s.
     func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
     /// `residual[i] += x[i]; out[i] = rmsNorm(residual[i])`.
     /// With `lora`, `x` `[n, ≥ d]` is a fused GEMM's output, its delta added to `x[i][0 ..< d]` first.
@@ -181,8 +183,9 @@ public protocol ComputeBackend: AnyObject {
     func loraExpand(_ shrunk: DeviceTensor, b: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, scalings: DeviceTensor, outOffsets: [Int])
 
     /// Fused LoRA shrink: builds the input of a GEMM whose weight carries the slots' B in extra
-    /// columns, so that the GEMM adds every row's LoRA delta. `x` `[n, K]`, `A` `[slots, stack·R, K]`,
-    /// `scalings` `[slots, stack]` f32, `out` `[n, ≥ K + (s + 1)·stack·R]` for every adapted slot `s` of
+    /// columns, so that the GEMM adds every row's LoRA delta. `x` `[n, K]` (or `out` itself, x already
+    /// in its first K columns, written there by the op that made it: then nothing is copied),
+    /// `A` `[slots, stack·R, K]`, `scalings` `[slots, stack]` f32, `out` `[n, ≥ K + (s + 1)·stack·R]` for every adapted slot `s` of
     /// the plan (a step may cut the columns after its last one): `out[i][0 ..< K] = x[i]` for
     /// every row, and for each segment with slot `s` of rank `r > 0`, stacked module `m`, `j < r` and
     /// plan position `p` of the segment:

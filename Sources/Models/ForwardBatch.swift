@@ -71,6 +71,10 @@ public protocol LoRAApplier: AnyObject {
     /// weights carry the slots' B in extra columns) `input` with the scaled shrink results beside
     /// it, so that the GEMM itself adds the deltas and `apply` has nothing left to do.
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor
+    /// Where the op making the group's input should write it, or nil for anywhere: with
+    /// `--lora-backend fused` on the widened K, the first columns of the GEMM's wide input, so that
+    /// `gemmInput` (given that tensor back) adds the shrink results beside it and copies nothing.
+    func inputBuffer(rank: Int, layer: Int, group: ProjectionGroup) -> DeviceTensor?
     /// Whether `apply` adds into the group's GEMM output: false where the group is not adapted or
     /// its GEMM adds the deltas itself (fused), so that the model may leave that output unsummed.
     func addsToOutput(rank: Int, layer: Int, group: ProjectionGroup) -> Bool
@@ -85,6 +89,7 @@ public protocol LoRAApplier: AnyObject {
 extension LoRAApplier {
     public func shrinkAhead(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) {}
     public func consumerLoRA(rank: Int, layer: Int, group: ProjectionGroup) -> ConsumerLoRA? { nil }
+    public func inputBuffer(rank: Int, layer: Int, group: ProjectionGroup) -> DeviceTensor? { nil }
 }
 
 /// A group whose GEMM shrinks too: `weight` is its own rows, then every slot's A

@@ -140,11 +140,11 @@ public final class ModelRank {
         // What the next `addRMSNorm` adds into the residual: the last row-parallel output (`projected`,
         // or a fused group's wider output), or its K-slices; with the fused group's delta.
         var pendingX = projected, pendingSlices: DeviceTensor?, pendingDelta: LoRADelta?
-        func addRMSNorm(_ weight: DeviceTensor) {
+        func addRMSNorm(_ weight: DeviceTensor, out: DeviceTensor) {
             if let slices = pendingSlices {
-                b.addRMSNorm(residual: residual, slices: slices, weight: weight, eps: c.rmsNormEps, out: normed, lora: pendingDelta)
+                b.addRMSNorm(residual: residual, slices: slices, weight: weight, eps: c.rmsNormEps, out: out, lora: pendingDelta)
             } else {
-                b.addRMSNorm(residual: residual, pendingX, weight: weight, eps: c.rmsNormEps, out: normed, lora: pendingDelta)
+                b.addRMSNorm(residual: residual, pendingX, weight: weight, eps: c.rmsNormEps, out: out, lora: pendingDelta)
             }
             (pendingX, pendingSlices, pendingDelta) = (projected, nil, nil)
         }
@@ -188,26 +188,33 @@ public final class ModelRank {
                 rowParallelLinear(input, weight: weight, out: projected)
                 lora?.apply(rank: rank, layer: i, group: group, input: x, output: projected)
             }
-            if i == 0 {
-                b.rmsNorm(residual, weight: layer.inputNorm, eps: c.rmsNormEps, out: normed)
-            } else {
-                addRMSNorm(layer.inputNorm)
+            // Each group's input where its GEMM reads it: a fused group's wide input, or the usual buffer.
+            func input(_ group: ProjectionGroup, _ buffer: DeviceTensor) -> DeviceTensor {
+                lora?.inputBuffer(rank: rank, layer: i, group: group) ?? buffer
             }
-            let (qkvOut, qkvDelta) = columnParallel(.qkv, normed, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
+            let qkvInput = input(.qkv, normed)
+            if i == 0 {
+                b.rmsNorm(residual, weight: layer.inputNorm, eps: c.rmsNormEps, out: qkvInput)
+            } else {
+                addRMSNorm(layer.inputNorm, out: qkvInput)
+            }
+            let (qkvOut, qkvDelta) = columnParallel(.qkv, qkvInput, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
             b.ropeAndWriteKV(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
                              vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
                              headDim: c.headDim, lora: qkvDelta)
             b.attention(qkv: qkvOut, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
             rowParallel(.o, attention, weight: layer.o)
-            addRMSNorm(layer.postAttentionNorm)
-            let (gateUpOut, gateUpDelta) = columnParallel(.gateUp, normed, weight: layer.gateUp, bias: nil, out: gateUp)
-            b.siluMul(gateUpOut, out: activated, lora: gateUpDelta)
-            rowParallel(.down, activated, weight: layer.down)
+            let gateUpInput = input(.gateUp, normed)
+            addRMSNorm(layer.postAttentionNorm, out: gateUpInput)
+            let (gateUpOut, gateUpDelta) = columnParallel(.gateUp, gateUpInput, weight: layer.gateUp, bias: nil, out: gateUp)
+            let downInput = input(.down, activated)
+            b.siluMul(gateUpOut, out: downInput, lora: gateUpDelta)
+            rowParallel(.down, downInput, weight: layer.down)
         }
         // The final norm over every row (the last down's delta and slices are per row), then the rows that want logits.
         let m = batch.logitsRows.count
-        addRMSNorm(weights.finalNorm)
+        addRMSNorm(weights.finalNorm, out: normed)
         b.gatherRows(normed, rows: ws.logitsRows.rows(m), out: ws.finalNormed.rows(m))
         b.linear(ws.finalNormed.rows(m), weight: weights.lmHead, bias: nil, out: ws.localLogits.rows(m))
         if let communicator {

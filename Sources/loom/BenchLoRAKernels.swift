@@ -149,6 +149,7 @@ struct BenchLoRAKernels: ParsableCommand {
                 guard let applier = try manager.prepare(rowAdapters: rowAdapters.map { refs[$0] }, forGraph: c.phase == .decode) else {
                     preconditionFailure("every row names an adapter")
                 }
+                if fused != nil { layer.placeInputs(applier, tokens: c.tokens) }
                 let check = layer.check(applier, rowAdapters: rowAdapters, adapters: hostAdapters[c.rank]!, fused: fused)
                 let loraKey = "lora-kernels-\(backend)-\(c.phase.rawValue)-r\(c.rank)-t\(c.tokens)-a\(c.adapters)-chunk\(maxLoraChunkSize)"
                 let loraReplay = gpu.replayMicroseconds(key: loraKey, repeats: repeats) { layer.lora(applier, tokens: c.tokens, fused: fused) }

@@ -92,6 +92,16 @@ extension OpChecks {
             results += compareFused(fc, fg, k: k, detail: detail)
             // The K split's scratch is left zero for the next launch.
             results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail))
+            // In place: x already in the wide input's first K columns (the model's ops write it there).
+            if captureRowSlots == nil {
+                let (wc, wg) = zeros(Shape(n, fusedWidth))
+                gpu.zero(wg)
+                cpu.copyColumns(xc, into: wc, column: 0)
+                gpu.copyColumns(xg, into: wg, column: 0)
+                cpu.loraShrinkFused(wc, a: ac, scalings: scaleC, out: wc, plan: planC, stack: stack, scratch: scratchC)
+                gpu.loraShrinkFused(wg, a: ag, scalings: scaleG, out: wg, plan: planG, stack: stack, scratch: scratchG)
+                results += compareFused(wc, wg, k: k, detail: detail + ", in place")
+            }
         }
         return results
     }

@@ -90,19 +90,23 @@ struct OpChecks {
             gpu.embed(tokens: ig, table: tg, out: og)
             results.append(compare("embed", oc, og, tolerance: 0, detail: "7 of 1000×136"))
         }
-        for d in [4096, 96] {
+        // Outputs of d columns, and wider ones (a fused GEMM's wide input: the first d columns written).
+        for (d, outWidth) in [(4096, 4096), (4096, 4136), (96, 96), (96, 136)] {
+            let detail = "5×\(d)" + (outWidth > d ? " into rows of \(outWidth)" : "")
             let (xc, xg, _) = pair(Shape(5, d), scale: 3)
             let (wc, wg, _) = pair(Shape(d))
-            let (oc, og) = zeros(Shape(5, d))
+            let (oc, og) = zeros(Shape(5, outWidth))
+            gpu.zero(og)
             cpu.rmsNorm(xc, weight: wc, eps: 1e-5, out: oc)
             gpu.rmsNorm(xg, weight: wg, eps: 1e-5, out: og)
-            results.append(compare("rmsNorm", oc, og, tolerance: 1e-2, detail: "5×\(d)"))
+            results.append(compare("rmsNorm", oc, og, tolerance: 1e-2, detail: detail))
             let (rc, rg, _) = pair(Shape(5, d), scale: 2)
-            let (oc2, og2) = zeros(Shape(5, d))
+            let (oc2, og2) = zeros(Shape(5, outWidth))
+            gpu.zero(og2)
             cpu.addRMSNorm(residual: rc, xc, weight: wc, eps: 1e-5, out: oc2)
             gpu.addRMSNorm(residual: rg, xg, weight: wg, eps: 1e-5, out: og2)
-            results.append(compare("addRMSNorm.residual", rc, rg, tolerance: 1e-2, detail: "5×\(d)"))
-            results.append(compare("addRMSNorm.out", oc2, og2, tolerance: 1e-2, detail: "5×\(d)"))
+            results.append(compare("addRMSNorm.residual", rc, rg, tolerance: 1e-2, detail: detail))
+            results.append(compare("addRMSNorm.out", oc2, og2, tolerance: 1e-2, detail: detail))
         }
         // Up to 4 rows run loom_gemv (k a multiple of 8: 16-byte loads; else a plain loop), the rest cuBLASLt.
         for (n, k, m, bias, f32) in [(1, 4096, 6144, false, false), (7, 344, 128, false, false), (33, 128, 512, false, false),
@@ -190,12 +194,13 @@ struct OpChecks {
             }
         }
         gpu.usesDecodeAttentionMMA = mma
-        do {
+        for outWidth in [344, 368] {
             let (gc, gg, _) = pair(Shape(3, 2 * 344), scale: 4)
-            let (oc, og) = zeros(Shape(3, 344))
+            let (oc, og) = zeros(Shape(3, outWidth))
+            gpu.zero(og)
             cpu.siluMul(gc, out: oc)
             gpu.siluMul(gg, out: og)
-            results.append(compare("siluMul", oc, og, tolerance: 1e-2, detail: "3×344"))
+            results.append(compare("siluMul", oc, og, tolerance: 1e-2, detail: "3×344" + (outWidth > 344 ? " into rows of \(outWidth)" : "")))
         }
         do {
             let (xc, xg, _) = pair(Shape(10, 72))

@@ -70,9 +70,23 @@ final class LoRAKernelLayer {
     func lora(_ applier: LoRAApplier, group g: ProjectionGroup, tokens: Int, fused: FusedProjections?) {
         let x = operands(g, tokens: tokens)
         if let fused {
-            gpu.linear(applier.gemmInput(rank: 0, layer: 0, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: x.output)
+            gpu.linear(gemmInput(applier, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: x.output)
         }
         applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
+    }
+
+    /// Each group's input at `tokens` rows copied into the wide buffer its fused GEMM reads, where
+    /// the step has one: the model's ops write their outputs there, so the copy is not LoRA's cost.
+    /// Once after `prepare` (which zeroes those buffers).
+    func placeInputs(_ applier: LoRAApplier, tokens: Int) {
+        for g in ProjectionGroup.allCases {
+            if let buffer = applier.inputBuffer(rank: 0, layer: 0, group: g) { gpu.copyColumns(operands(g, tokens: tokens).input, into: buffer, column: 0) }
+        }
+    }
+
+    /// The group's fused GEMM input, as the model gets it: from its wide buffer (`placeInputs`) where it has one.
+    private func gemmInput(_ applier: LoRAApplier, group g: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {
+        applier.gemmInput(rank: 0, layer: 0, group: g, input: applier.inputBuffer(rank: 0, layer: 0, group: g) ?? input)
     }
 
     /// A copy of the layer's four projections for one fused pool, which widens them.
@@ -108,7 +122,7 @@ final class LoRAKernelLayer {
             if let fused {
                 let out = x.output.shape, base = try! gpu.allocate(out, dtype: .f32), with = try! gpu.allocate(out, dtype: .f32)
                 gpu.linear(x.input, weight: x.weight, bias: nil, out: base)
-                gpu.linear(applier.gemmInput(rank: 0, layer: 0, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: with)
+                gpu.linear(gemmInput(applier, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: with)
                 delta = zip(gpu.download(with), gpu.download(base)).map { $0 - $1 }
             } else {
                 gpu.fill(x.output, value: 0)

@@ -7,8 +7,9 @@
 // permutation [n], segmentStarts [capacity + 1], segmentSlots [capacity], slotRanks [slots] (i32).
 // loom_lora_shrink_fused (loraShrinkFused) also takes xOut [rows, outStride] bf16 (the GEMM input:
 // x in columns 0 ..< K, scalings[s·stack + m] · A[s][m·R + j] · x at K + (s·stack + m)·R + j),
-// scalings [slots, stack] f32, the f32 scratch [n, stack*R] as `out` (zero before and after) and
-// counters (i32 tickets, zero before and after). Launch of the tensor-core kernels: grid (segment
+// scalings [slots, stack] f32, the f32 scratch [n, stack*R] as `out` (zero before and after),
+// counters (i32 tickets, zero before and after) and x's row stride (x may be xOut itself, x already
+// in its first K columns: then nothing is copied). Launch of the tensor-core kernels: grid (segment
 // capacity, row tiles, column tiles · kSplit), block 32 · W.
 #include "common.cuh"
 
@@ -31,8 +32,8 @@ template <int MT, int NT, int W, bool FUSED>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
                                            const int* slotRanks, int K, int R, int stack, int kSplit,
-                                           bf16* __restrict__ xOut = nullptr, int outStride = 0, const float* scalings = nullptr,
-                                           int* counters = nullptr) {
+                                           bf16* xOut = nullptr, int outStride = 0, const float* scalings = nullptr,
+                                           int* counters = nullptr, int xStride = 0) {
     __shared__ float partial[W][16 * MT][8 * NT];
     // Before grid_wait, only the plan and A are read: the host and the upload stream write them
     // before the step's kernels, no kernel does. A block's first PRE steps of A are requested there.
@@ -51,13 +52,14 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     if (!FUSED && !computes) return;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
+    if (xStride == 0) xStride = K;
     const bf16* xr[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int p = p0 + mt * 16 + h * 8 + gq;
-            xr[mt][h] = p < end ? x + (u64)__ldg(permutation + p) * K : nullptr;
+            xr[mt][h] = p < end ? x + (u64)__ldg(permutation + p) * xStride : nullptr;
         }
     const bf16* ar[NT];
 #pragma unroll
@@ -80,8 +82,9 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     // tile stores the x it loads for its MMAs (every element of its rows and K slice, once). Else
     // (decode, where a block's few loads are its latency, and base segments of rank 0) each block
     // copies its K slice of every tiles-th row, eight 16-byte vectors in flight a thread.
-    const bool copiesInLoop = FUSED && MT > 1 && computes && tile == 0;
-    if (FUSED && (MT == 1 || rank <= 0) && kBegin < kEnd) {
+    const bool copies = FUSED && x != xOut;
+    const bool copiesInLoop = copies && MT > 1 && computes && tile == 0;
+    if (copies && (MT == 1 || rank <= 0) && kBegin < kEnd) {
         const int vectors = (kEnd - kBegin) >> 3, rows = min(16 * MT, end - p0);
         const int mine = (rows - tile + tiles - 1) / tiles, total = max(0, mine) * vectors;
         constexpr int U = 8;
@@ -94,7 +97,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
                 if (i >= total) continue;
                 const u64 row = __ldg(permutation + p0 + tile + (i / vectors) * tiles);
                 const int k = kBegin + (i % vectors) * 8;
-                v[u] = *(const uint4*)(x + row * K + k);
+                v[u] = *(const uint4*)(x + row * xStride + k);
                 to[u] = row * outStride + k;
             }
 #pragma unroll
@@ -219,18 +222,20 @@ extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
 // 64 rows × 32 columns per block, 4 warps along K, so each slot's A is read once per 64 rows.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_fused_large(
     const bf16* x, const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
+    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
+    int xStride) {
     shrink_mma<4, 4, 4, true>(x, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
-                              scalings, counters);
+                              scalings, counters, xStride);
 }
 
 // The fused shrink (loraShrinkFused): decode tiles (16 rows × 16 columns, 8 warps along K); `out`
 // is the f32 scratch of a K split. Needs K % 8 == 0, 16-byte aligned rows of x and xOut.
 extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
     const bf16* x, const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
+    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
+    int xStride) {
     shrink_mma<1, 2, 8, true>(x, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
-                              scalings, counters);
+                              scalings, counters, xStride);
 }
 
 // The general kernel for any K and an f32 or bf16 out: one block per plan position and module, one

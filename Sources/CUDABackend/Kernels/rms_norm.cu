@@ -9,10 +9,11 @@
 // output, xa after the first d columns), x[i] first gains it, rounded as PEFT's bf16 sum: in
 // loom_norm_lora (below) where d % 16 == 0 and d ≤ 8192, else in loom_norm.
 // Launch: grid (n rows), block (min(1024, max(32, roundup32(d / 8)))) for the vector path (d <= 32768),
-// else 256. Arguments: residual/out [n, d] bf16 (rows contiguous), x [n, xStride] bf16, w [d] bf16, d,
-// eps, add (0/1), slices [count, n, xStride] f32 (`count` 0: none; slices `sliceStride` = n·xStride
-// floats apart), xStride, LORA_PARAMS (a stack of 1, stack·R ≤ LORA_MAX_RANK); with a delta, d floats
-// of dynamic shared memory.
+// else 256. Arguments: residual [n, d] bf16 (rows contiguous), x [n, xStride] bf16, w [d] bf16, out
+// [n, outStride] bf16 (the first d columns written: a fused GEMM's wide input takes x beside its
+// shrink results), d, eps, add (0/1), slices [count, n, xStride] f32 (`count` 0: none; slices
+// `sliceStride` = n·xStride floats apart), xStride, outStride (loom_norm only), LORA_PARAMS (a stack
+// of 1, stack·R ≤ LORA_MAX_RANK); with a delta, d floats of dynamic shared memory.
 #include "common.cuh"
 
 #define MAXV 4
@@ -35,11 +36,12 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
 
 extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
                                      bf16* __restrict__ out, int d, float eps, int add,
-                                     const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS) {
+                                     const float* __restrict__ slices, int count, long long sliceStride, int xStride, int outStride,
+                                     LORA_PARAMS) {
     grid_enter();
-    const u64 base = (u64)blockIdx.x * d, xBase = (u64)blockIdx.x * xStride;
+    const u64 base = (u64)blockIdx.x * d, xBase = (u64)blockIdx.x * xStride, outBase = (u64)blockIdx.x * outStride;
     const bool vectorized = (d & 7) == 0 && d / 8 <= MAXV * (int)blockDim.x
-        && (((u64)(residual + base) | (u64)(x + xBase) | (u64)w | (u64)(out + base) | (u64)(slices + xBase)) & 15) == 0;
+        && (((u64)(residual + base) | (u64)(x + xBase) | (u64)w | (u64)(out + outBase) | (u64)(slices + xBase)) & 15) == 0;
     // The row's delta: its slot's xa (summed over the slices and rounded as the GEMM rounds its
     // output) staged in shared memory, then every column's delta into `deltas` (dynamic shared
     // memory, d floats), the block's threads streaming the slot's B a column each.
@@ -107,7 +109,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
                 unpack_bf16(((const uint4*)w)[i], g);
 #pragma unroll
                 for (int e = 0; e < 8; ++e) o[e] = g[e] * round_bf16(v[k][e] * scale);
-                ((uint4*)(out + base))[i] = pack8(o);
+                ((uint4*)(out + outBase))[i] = pack8(o);
             }
         }
         return;
@@ -132,7 +134,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
     }
     const float scale = rsqrtf(block_sum(s) / (float)d + eps);
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        out[base + j] = f32_to_bf16(bf16_to_f32(w[j]) * round_bf16(bf16_to_f32(src[base + j]) * scale));
+        out[outBase + j] = f32_to_bf16(bf16_to_f32(w[j]) * round_bf16(bf16_to_f32(src[base + j]) * scale));
     }
 }
 

@@ -1,7 +1,8 @@
 // silu_mul: out[i][j] = bf16(bf16(silu(gateUp[i][j])) * gateUp[i][I + j]), silu(g) = g / (1 + e^-g) in fp32
 // (the two roundings of transformers' bf16 `act_fn(gate) * up`).
 // Launch: grid (n, ceil(I / 256)), block (256), one element per thread. Arguments: gateUp [n, stride] bf16
-// (stride ≥ 2I), out [n, I] bf16, I, stride.
+// (stride ≥ 2I), out [n, outStride] bf16 (the first I columns written: a fused GEMM's wide input takes x
+// beside its shrink results), I, stride, outStride.
 //
 // silu_mul_lora (`--lora-backend fused` decode): gate and up first gain their LoRA delta (LORA_PARAMS),
 // rounded as PEFT's bf16 sum. A row reading its slot's B for gate and up (2·I·R bf16) would make
@@ -9,7 +10,7 @@
 // (blockIdx.y; rowSlots scanned into shared memory) for 512 columns: the slot's rank and B rows
 // need no lookup and go before the wait, and the rows' gate, up and xa go out together after it,
 // SILU_ROWS at a time. Blocks of a slot without rows in the step return at once.
-// Launch: grid (ceil(I / 512), slots), block (256). Arguments: as silu_mul, then n, LORA_PARAMS (a
+// Launch: grid (ceil(I / 512), slots), block (256). Arguments: as silu_mul (out [n, I], no outStride), then n, LORA_PARAMS (a
 // stack of 2, 2R ≤ LORA_MAX_RANK).
 #include "common.cuh"
 
@@ -18,12 +19,12 @@
 
 __device__ __forceinline__ float silu_times(float g, float u) { return round_bf16(g / (1.f + __expf(-g))) * u; }
 
-extern "C" __global__ void __launch_bounds__(256) loom_silu_mul(const bf16* gateUp, bf16* out, int width, int stride) {
+extern "C" __global__ void __launch_bounds__(256) loom_silu_mul(const bf16* gateUp, bf16* out, int width, int stride, int outStride) {
     grid_enter();
     const int row = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
     if (j >= width) return;
     const bf16* x = gateUp + (u64)row * stride;
-    out[(u64)row * width + j] = f32_to_bf16(silu_times(bf16_to_f32(x[j]), bf16_to_f32(x[width + j])));
+    out[(u64)row * outStride + j] = f32_to_bf16(silu_times(bf16_to_f32(x[j]), bf16_to_f32(x[width + j])));
 }
 
 // The rows' gate and up (4 columns each: j, j + 256 of gate, then of up) with their deltas, SILU_ROWS at a
