@@ -200,7 +200,8 @@ public final class CPUBackend: ComputeBackend {
     }
 
     public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
-        let stride = qkv.shape.rowCount, kvSize = numKVHeads * headDim
+        let stride = qkv.shape.rowCount, kvSize = numKVHeads * headDim, oStride = out.shape.rowCount
+        precondition(oStride >= numHeads * headDim, "attention: out \(out.shape) for \(numHeads) heads of \(headDim)")
         let group = numHeads / numKVHeads
         let q = qkv.f32, kc = kCache.f32, vc = vCache.f32, o = out.f32
         let starts = metadata.queryStarts.i32, lengths = metadata.contextLengths.i32
@@ -239,7 +240,7 @@ public final class CPUBackend: ComputeBackend {
                     scores[t] = e
                     sum += e
                 }
-                let ov = o + row * numHeads * headDim + h * headDim
+                let ov = o + row * oStride + h * headDim
                 ov.update(repeating: 0, count: headDim)
                 let inv = 1 / sum
                 for t in 0..<visible {

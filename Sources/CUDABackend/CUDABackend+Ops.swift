@@ -140,7 +140,7 @@ extension CUDABackend {
         let n = qkv.shape[0], group = numHeads / numKVHeads
         precondition(group * numKVHeads == numHeads && group <= 8, "attention: \(numHeads) heads over \(numKVHeads) KV heads (at most 8 per KV head)")
         precondition(headDim <= 256, "attention: head_dim \(headDim) > 256 is not supported")
-        precondition(out.shape.rowCount == numHeads * headDim && out.shape[0] >= n)
+        precondition(out.shape.rowCount >= numHeads * headDim && out.shape[0] >= n)
         if n == 0 || metadata.numSequences == 0 { return }
         let chunk = 128
         let blocks = n * numKVHeads

@@ -131,7 +131,7 @@ public protocol ComputeBackend: AnyObject {
     func embed(tokens: DeviceTensor, table: DeviceTensor, out: DeviceTensor)
     /// `out[i] = x[i] / sqrt(mean(x[i]²) + eps) * weight`. `out` may be wider than x (`[n, ≥ d]`):
     /// its rows' first d columns are written (a fused GEMM's wide input, `LoRAApplier.inputBuffer`);
-    /// so for `addRMSNorm`'s and, without a LoRA delta, `siluMul`'s.
+    /// so for `addRMSNorm`'s, `attention`'s and, without a LoRA delta, `siluMul`'s.
     func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
     /// `residual[i] += x[i]; out[i] = rmsNorm(residual[i])`.
     /// With `lora`, `x` `[n, ≥ d]` is a fused GEMM's output, its delta added to `x[i][0 ..< d]` first.
@@ -160,7 +160,8 @@ public protocol ComputeBackend: AnyObject {
     /// and its delta is added to q, k and v (in `qkv` too) first.
     func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
                         slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int, lora: LoRADelta?)
-    /// Causal attention of each sequence's query rows (q from `qkv`) over its paged KV; `out` is `[n, heads·d]`.
+    /// Causal attention of each sequence's query rows (q from `qkv`) over its paged KV; `out` is `[n, ≥ heads·d]`
+    /// (its rows' first heads·d columns: a fused GEMM's wide input may take them).
     func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int)
     /// `out[i][j] = silu(gateUp[i][j]) * gateUp[i][I + j]`, `gateUp` `[n, 2I]`; with `lora`, a fused
     /// GEMM's output `[n, ≥ 2I]` whose delta is added to gate and up first.

@@ -202,9 +202,10 @@ public final class ModelRank {
             b.ropeAndWriteKV(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
                              vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
                              headDim: c.headDim, lora: qkvDelta)
-            b.attention(qkv: qkvOut, kCache: cache.keys[i], vCache: cache.values[i], out: attention, metadata: metadata,
+            let oInput = input(.o, attention)
+            b.attention(qkv: qkvOut, kCache: cache.keys[i], vCache: cache.values[i], out: oInput, metadata: metadata,
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            rowParallel(.o, attention, weight: layer.o)
+            rowParallel(.o, oInput, weight: layer.o)
             let gateUpInput = input(.gateUp, normed)
             addRMSNorm(layer.postAttentionNorm, out: gateUpInput)
             let (gateUpOut, gateUpDelta) = columnParallel(.gateUp, gateUpInput, weight: layer.gateUp, bias: nil, out: gateUp)

@@ -193,6 +193,11 @@ struct OpChecks {
                                               seqs: seqs, capacityBlocks: capacityBlocks))
             }
         }
+        // Into rows wider than heads·d (a fused GEMM's wide input): prefill, decode split and not.
+        for (label, seqs) in [("prefill 2×128", [(0, 128), (0, 128)]), ("decode 3 seqs, long (split)", [(3000, 1), (700, 1), (129, 1)]),
+                              ("decode 64 seqs, one split", (0..<64).map { ($0 * 29 % 200, 1) })] as [(String, [(cached: Int, query: Int)])] {
+            results.append(attentionCheck(label + ", into rows of 4096 + 200", heads: 32, kvHeads: 8, headDim: 128, seqs: seqs, outPadding: 200))
+        }
         gpu.usesDecodeAttentionMMA = mma
         for outWidth in [344, 368] {
             let (gc, gg, _) = pair(Shape(3, 2 * 344), scale: 4)
@@ -261,8 +266,9 @@ struct OpChecks {
         return results
     }
 
+    /// `outPadding`: out's rows that many columns wider than heads·d (left zero).
     mutating func attentionCheck(_ label: String, heads: Int, kvHeads: Int, headDim: Int, seqs: [(cached: Int, query: Int)],
-                                 capacityBlocks: Int? = nil) -> [String: Any] {
+                                 capacityBlocks: Int? = nil, outPadding: Int = 0) -> [String: Any] {
         let blockSize = 16
         let n = seqs.reduce(0) { $0 + $1.query }
         let blocksPer = seqs.map { ($0.cached + $0.query + blockSize - 1) / blockSize }
@@ -290,7 +296,8 @@ struct OpChecks {
                               numSequences: seqs.count, maxQueryLength: seqs.map(\.query).max()!,
                               maxContextLength: Int(lengths.max()!), blockSize: blockSize)
         }
-        let (oc, og) = zeros(Shape(n, heads * headDim))
+        let (oc, og) = zeros(Shape(n, heads * headDim + outPadding))
+        gpu.zero(og)
         cpu.attention(qkv: qc, kCache: kc, vCache: vc, out: oc, metadata: meta(tc, sc, lc), numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
         if capacityBlocks != nil {
             let gpu = self.gpu, metadata = meta(tg, sg, lg)
