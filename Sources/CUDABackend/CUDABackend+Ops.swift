@@ -366,9 +366,10 @@ extension CUDABackend {
         if n == 0 || capacity == 0 { return }
         // loraShrink's tiles: 64 rows × 32 columns and 4 warps for long segments (prefill) of slots
         // 64 columns wide or more, else 16 rows × 16 columns and 8 warps. On the H200 at prefill
-        // (2048 rows, 4 adapters) the large tiles took rank 64 from 289 to 243 µs a layer and rank
-        // 16 from 87 to 132: a slot of 16 to 48 columns is one to three 16-column tiles, whose blocks
-        // take the whole K, where the large tiles split K over blocks that add their sums atomically.
+        // (2048 rows, 4 adapters, `bench lora-kernels`) the large tiles took rank 64 from 240 to
+        // 203 µs a layer, and rank 16 from 87 to 182 with a deeper K split: a slot of 16 to 48
+        // columns is one to three 16-column tiles, whose blocks take the whole K, where the large
+        // tiles split K over blocks that add their sums atomically.
         let large = fusedShrinkLargeTiles && slotWidth >= 64
             && LoRAKernelPlan.usesLargeTiles(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength)
         let (rowsPerBlock, columnsPerBlock, warps) = large ? (64, 32, 4) : (16, 16, 8)
