@@ -66,7 +66,7 @@ extension CPUBackend {
                                 scratch: DeviceTensor) {
         let n = x.shape[0], k = a.shape[2], slotWidth = a.shape[1], maxRank = slotWidth / stack, outStride = out.shape.rowCount
         // x is [n, K], or out itself (x already in its first K columns).
-        let inPlace = x.storage === out.storage && x.offset == out.offset && x.shape == out.shape
+        let inPlace = x.isSameView(as: out)
         precondition((inPlace || x.shape.rowCount == k) && out.shape[0] >= n && outStride >= k + slotWidth,
                      "loraShrinkFused: x \(x.shape), A \(a.shape), out \(out.shape)")
         if !inPlace { copyColumns(x, into: out.rows(n), column: 0) }

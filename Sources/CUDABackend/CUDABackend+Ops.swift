@@ -355,7 +355,7 @@ extension CUDABackend {
         let op = "loraShrinkFused", n = x.shape[0], k = a.shape[2], slots = a.shape[0], slotWidth = a.shape[1], outStride = out.shape.rowCount
         bf16(x, op); bf16(a, op); bf16(out, op); i32(plan.permutation, op)
         // x is [n, K], or out itself (x already in its first K columns).
-        let inPlace = x.storage === out.storage && x.offset == out.offset && x.shape == out.shape
+        let inPlace = x.isSameView(as: out)
         // The plan's adapted slots must fit in out's columns (a step may cut them after its last one).
         precondition((inPlace || x.shape.rowCount == k) && slotWidth % stack == 0 && out.shape[0] >= n && outStride >= k + slotWidth
                      && scalings.dtype == .f32 && scalings.count >= slots * stack && scratch.dtype == .f32 && scratch.count >= n * slotWidth,

@@ -69,4 +69,9 @@ public struct DeviceTensor: @unchecked Sendable {
         precondition(newShape.count == count, "cannot reshape \(shape) to \(newShape)")
         return DeviceTensor(storage: storage, offset: offset, shape: newShape, dtype: dtype)
     }
+
+    /// Whether both are the same elements seen the same way: one storage, offset and shape.
+    public func isSameView(as other: DeviceTensor) -> Bool {
+        storage === other.storage && offset == other.offset && shape == other.shape && dtype == other.dtype
+    }
 }
