@@ -62,16 +62,12 @@ extension CPUBackend {
         }
     }
 
-    public func loraShrinkFused(_ x: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
+    public func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                                 scratch: DeviceTensor) {
-        let n = x.shape[0], k = a.shape[2], slotWidth = a.shape[1], maxRank = slotWidth / stack, outStride = out.shape.rowCount
-        // x is [n, K], or out itself (x already in its first K columns).
-        let inPlace = x.isSameView(as: out)
-        precondition((inPlace || x.shape.rowCount == k) && out.shape[0] >= n && outStride >= k + slotWidth,
-                     "loraShrinkFused: x \(x.shape), A \(a.shape), out \(out.shape)")
-        if !inPlace { copyColumns(x, into: out.rows(n), column: 0) }
+        let k = a.shape[2], slotWidth = a.shape[1], maxRank = slotWidth / stack, outStride = out.shape.rowCount
+        precondition(outStride >= k + slotWidth, "loraShrinkFused: A \(a.shape), out \(out.shape)")
         let o = out.f32, scale = scalings.f32
-        shrink(x, a: a, plan: plan, stack: stack) { _, row, slot, m in
+        shrink(out, a: a, plan: plan, stack: stack) { _, row, slot, m in
             precondition(k + (slot + 1) * slotWidth <= outStride, "loraShrinkFused: slot \(slot)'s columns past out \(out.shape)")
             return (o + row * outStride + k + slot * slotWidth + m * maxRank, scale[slot * stack + m])
         }

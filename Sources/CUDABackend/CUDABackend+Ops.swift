@@ -350,18 +350,16 @@ extension CUDABackend {
 }
 
 extension CUDABackend {
-    public func loraShrinkFused(_ x: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
+    public func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                                 scratch: DeviceTensor) {
-        let op = "loraShrinkFused", n = x.shape[0], k = a.shape[2], slots = a.shape[0], slotWidth = a.shape[1], outStride = out.shape.rowCount
-        bf16(x, op); bf16(a, op); bf16(out, op); i32(plan.permutation, op)
-        // x is [n, K], or out itself (x already in its first K columns).
-        let inPlace = x.isSameView(as: out)
+        let op = "loraShrinkFused", n = out.shape[0], k = a.shape[2], slots = a.shape[0], slotWidth = a.shape[1], outStride = out.shape.rowCount
+        bf16(a, op); bf16(out, op); i32(plan.permutation, op)
         // The plan's adapted slots must fit in out's columns (a step may cut them after its last one).
-        precondition((inPlace || x.shape.rowCount == k) && slotWidth % stack == 0 && out.shape[0] >= n && outStride >= k + slotWidth
+        precondition(slotWidth % stack == 0 && outStride >= k + slotWidth
                      && scalings.dtype == .f32 && scalings.count >= slots * stack && scratch.dtype == .f32 && scratch.count >= n * slotWidth,
-                     "\(op): x \(x.shape), A \(a.shape), out \(out.shape), scratch \(scratch.shape)")
-        precondition(k % 8 == 0 && outStride % 8 == 0 && (x.devicePointer | out.devicePointer | a.devicePointer) % 16 == 0,
-                     "\(op): needs rows of a multiple of 8 elements, 16-byte aligned (x \(x.shape), out \(out.shape))")
+                     "\(op): A \(a.shape), out \(out.shape), scratch \(scratch.shape)")
+        precondition(k % 8 == 0 && outStride % 8 == 0 && (out.devicePointer | a.devicePointer) % 16 == 0,
+                     "\(op): needs rows of a multiple of 8 elements, 16-byte aligned (out \(out.shape))")
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
         // loraShrink's tiles: 64 rows × 32 columns and 4 warps for long segments (prefill) of slots
@@ -379,9 +377,9 @@ extension CUDABackend {
         let kSplit = tiles > Self.loraTicketCount ? 1
             : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
         launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
-               [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
+               [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
-                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer), .int(x.shape.rowCount)])
+                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)])
     }
 
     public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {

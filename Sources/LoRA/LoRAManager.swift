@@ -465,7 +465,9 @@ public final class LoRAManager {
         let rb = ranks[rank]
         guard let buf = rb.layers[layer][group], let out = fusedInput(rank: rank, group: group, rows: rows, usedSlots: usedSlots),
               let scratch = rb.fusedScratch else { return input }
-        rb.backend.loraShrinkFused(input, a: buf.a, scalings: buf.scalings, out: out, plan: plan, stack: Self.modules(of: group).count, scratch: scratch)
+        // The model's ops write x there already (`inputBuffer`); any other input is copied in.
+        if !input.isSameView(as: out) { rb.backend.copyColumns(input, into: out, column: 0) }
+        rb.backend.loraShrinkFused(out, a: buf.a, scalings: buf.scalings, plan: plan, stack: Self.modules(of: group).count, scratch: scratch)
         return out
     }
 }
@@ -526,14 +528,17 @@ final class StepApplier: LoRAApplier {
         consumes ? manager.consumerLoRA(rank: rank, layer: layer, group: group, rows: rows) : nil
     }
 
+    /// Whether the group adds its delta in the consumer this step (its wide input was not zeroed).
+    private func expandsInConsumer(_ group: ProjectionGroup) -> Bool {
+        consumes && manager.consumerGroups.contains(group)
+    }
+
     func inputBuffer(rank: Int, layer: Int, group: ProjectionGroup) -> DeviceTensor? {
-        if consumes && manager.consumerGroups.contains(group) { return nil }
-        return manager.fusedInput(rank: rank, group: group, rows: rows, usedSlots: usedSlots)
+        expandsInConsumer(group) ? nil : manager.fusedInput(rank: rank, group: group, rows: rows, usedSlots: usedSlots)
     }
 
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {
-        // This step's widened inputs were not zeroed: its fused groups go through `consumerLoRA`.
-        precondition(!consumes || !manager.consumerGroups.contains(group), "gemmInput of fused \(group) in a consumer-delta step")
+        precondition(!expandsInConsumer(group), "gemmInput of fused \(group) in a consumer-delta step")
         return manager.gemmInput(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows, usedSlots: usedSlots)
     }
 }

@@ -183,17 +183,16 @@ public protocol ComputeBackend: AnyObject {
     /// `B` `[slots, totalOut, R]`, `scalings` `[slots, stack]` f32.
     func loraExpand(_ shrunk: DeviceTensor, b: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, scalings: DeviceTensor, outOffsets: [Int])
 
-    /// Fused LoRA shrink: builds the input of a GEMM whose weight carries the slots' B in extra
-    /// columns, so that the GEMM adds every row's LoRA delta. `x` `[n, K]` (or `out` itself, x already
-    /// in its first K columns, written there by the op that made it: then nothing is copied),
-    /// `A` `[slots, stack·R, K]`, `scalings` `[slots, stack]` f32, `out` `[n, ≥ K + (s + 1)·stack·R]` for every adapted slot `s` of
-    /// the plan (a step may cut the columns after its last one): `out[i][0 ..< K] = x[i]` for
-    /// every row, and for each segment with slot `s` of rank `r > 0`, stacked module `m`, `j < r` and
-    /// plan position `p` of the segment:
+    /// Fused LoRA shrink: completes the input of a GEMM whose weight carries the slots' B in extra
+    /// columns, so that the GEMM adds every row's LoRA delta. `out` `[n, ≥ K + (s + 1)·stack·R]` for
+    /// every adapted slot `s` of the plan (a step may cut the columns after its last one) holds x in
+    /// its first K columns (written there by the op that made it), `A` `[slots, stack·R, K]`,
+    /// `scalings` `[slots, stack]` f32; for each segment with slot `s` of rank `r > 0`, stacked module
+    /// `m`, `j < r` and plan position `p` of the segment:
     /// `out[permutation[p]][K + (s·stack + m)·R + j] = scalings[s·stack + m] · A[s][m·R + j] · x[permutation[p]]`,
     /// rounded to `out`'s dtype. Other columns past K are left as they are (zeroed once per step).
     /// `scratch` (f32, `[n, stack·R]`) is zero before the call and left zero after it.
-    func loraShrinkFused(_ x: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
+    func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                          scratch: DeviceTensor)
     /// `out[i][column ..< column + x.features] = x[i]`: `x`'s rows into some columns of `out`'s rows.
     func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int)

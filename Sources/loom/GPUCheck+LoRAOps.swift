@@ -58,16 +58,23 @@ extension OpChecks {
         cpu.copy(yValues, to: yc)
         gpu.copy(yValues, to: yg)
         let (oc, og, _) = pair(Shape(n, totalOut))
-        // The fused shrink, where its K fits: x and the scaled x·Aᵀ side by side. Fused steps on the
-        // widened K (prefill) plan one segment per slot, as sgmv does, so sgmv's cases run it too.
+        // The fused shrink, where its K fits: x in the wide input's first K columns (the model's ops
+        // write it there), the scaled x·Aᵀ beside it. Fused steps on the widened K (prefill) plan one
+        // segment per slot, as sgmv does, so sgmv's cases run it too.
         let fused = (kind == .fused || kind == .sgmv) && k % 8 == 0
         let fusedWidth = k + LoRAManager.fusedExtension(slots: slots, stack: stack, rank: maxRank)
         let (fc, fg) = zeros(Shape(n, fused ? fusedWidth : 8))
+        func placeX() {
+            gpu.zero(fg)
+            if fused { gpu.copyColumns(xg, into: fg, column: 0) }
+        }
+        placeX()
+        if fused { cpu.copyColumns(xc, into: fc, column: 0) }
         let (scratchC, scratchG) = zeros(Shape(n * stack * maxRank), gpuDType: .f32)
         let gpuOps = {
             gpu.loraShrink(xg, a: ag, out: sg, plan: planG, stack: stack)
             gpu.loraExpand(yg, b: bg, out: og, plan: planG, scalings: scaleG, outOffsets: outs)
-            if fused { gpu.loraShrinkFused(xg, a: ag, scalings: scaleG, out: fg, plan: planG, stack: stack, scratch: scratchG) }
+            if fused { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) }
         }
         if let captureRowSlots {
             // Capture (and run) on the other plan, restore the outputs, reload this plan, replay.
@@ -76,7 +83,7 @@ extension OpChecks {
             gpu.withGraph(key: "lora-check-\(label)-\(kind)", gpuOps)
             gpu.copy(original, to: og)
             gpu.copy([Float](repeating: 0, count: sg.count), to: sg)
-            gpu.zero(fg)
+            placeX()
             _ = load(rowSlots)
             gpu.withGraph(key: "lora-check-\(label)-\(kind)", gpuOps)
         } else {
@@ -88,25 +95,15 @@ extension OpChecks {
             + (captureRowSlots.map { " (graph captured on \(BatchPlan(rowSlots: $0, kind: kind, chunkSize: chunk).segmentCount) segments)" } ?? "")
         var results = [compare("loraShrink", sc, sg, tolerance: 1e-2, detail: detail), compare("loraExpand", oc, og, tolerance: 1e-2, detail: detail)]
         if fused {
-            cpu.loraShrinkFused(xc, a: ac, scalings: scaleC, out: fc, plan: planC, stack: stack, scratch: scratchC)
+            cpu.loraShrinkFused(fc, a: ac, scalings: scaleC, plan: planC, stack: stack, scratch: scratchC)
             results += compareFused(fc, fg, k: k, detail: detail)
             // The K split's scratch is left zero for the next launch.
             results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail))
-            // In place: x already in the wide input's first K columns (the model's ops write it there).
-            if captureRowSlots == nil {
-                let (wc, wg) = zeros(Shape(n, fusedWidth))
-                gpu.zero(wg)
-                cpu.copyColumns(xc, into: wc, column: 0)
-                gpu.copyColumns(xg, into: wg, column: 0)
-                cpu.loraShrinkFused(wc, a: ac, scalings: scaleC, out: wc, plan: planC, stack: stack, scratch: scratchC)
-                gpu.loraShrinkFused(wg, a: ag, scalings: scaleG, out: wg, plan: planG, stack: stack, scratch: scratchG)
-                results += compareFused(wc, wg, k: k, detail: detail + ", in place")
-            }
         }
         return results
     }
 
-    /// The fused shrink's output in two parts: the copy of x (exact) and the scaled shrink columns
+    /// The fused shrink's output in two parts: x, left as it was (exact), and the scaled shrink columns
     /// (bf16 rounding: 1e-2 relative L2), each against the CPU.
     func compareFused(_ c: DeviceTensor, _ g: DeviceTensor, k: Int, detail: String) -> [[String: Any]] {
         let width = c.shape.rowCount, rows = c.shape[0], a = cpu.download(c), b = gpu.download(g)

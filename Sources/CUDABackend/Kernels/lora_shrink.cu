@@ -5,11 +5,11 @@
 // CUDA graph with any mix of adapters.
 // Shapes: x [rows, K] bf16, A [slots, stack*R, K] bf16, out [n, stack*R] in plan order (f32; bf16 for the general kernel),
 // permutation [n], segmentStarts [capacity + 1], segmentSlots [capacity], slotRanks [slots] (i32).
-// loom_lora_shrink_fused (loraShrinkFused) also takes xOut [rows, outStride] bf16 (the GEMM input:
-// x in columns 0 ..< K, scalings[s·stack + m] · A[s][m·R + j] · x at K + (s·stack + m)·R + j),
-// scalings [slots, stack] f32, the f32 scratch [n, stack*R] as `out` (zero before and after),
-// counters (i32 tickets, zero before and after) and x's row stride (x may be xOut itself, x already
-// in its first K columns: then nothing is copied). Launch of the tensor-core kernels: grid (segment
+// loom_lora_shrink_fused (loraShrinkFused) takes instead of x the GEMM input xOut [rows, outStride] bf16
+// (x in columns 0 ..< K, written there by the op that made it; the kernel writes
+// scalings[s·stack + m] · A[s][m·R + j] · x at K + (s·stack + m)·R + j), scalings [slots, stack] f32,
+// the f32 scratch [n, stack*R] as `out` (zero before and after) and counters (i32 tickets, zero
+// before and after). Launch of the tensor-core kernels: grid (segment
 // capacity, row tiles, column tiles · kSplit), block 32 · W.
 #include "common.cuh"
 
@@ -22,10 +22,9 @@
 // them to two MMAs as their k = 2t.., 2t+8.. pairs: the same permutation of k for both operands,
 // which a dot product does not see. Needs K % 8 == 0 and 16-byte aligned rows.
 //
-// The fused form (FUSED, loom_lora_shrink_fused) builds the input of a GEMM whose weight carries the
-// slots' B in extra columns: the blocks of a segment copy its rows of x into xOut [rows, outStride]
-// (columns 0 ..< K; each block its K slice of every tiles-th row), and each sum, times its module's scaling, goes as
-// bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
+// The fused form (FUSED, loom_lora_shrink_fused) completes the input of a GEMM whose weight carries
+// the slots' B in extra columns: x is read from that input's first K columns (xStride = its row
+// width), and each sum, times its module's scaling, goes as bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
 // in plan order, zero before the launch) and the last slice of a tile to finish (a ticket in
 // `counters`) writes the tile and leaves the scratch and its ticket zero again.
 template <int MT, int NT, int W, bool FUSED>
@@ -49,7 +48,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     bool any = false;
     for (int c = c0; c < c0 + 8 * NT && c < width; ++c) any |= (c % R) < rank;
     const bool computes = rank > 0 && any && kBegin < kEnd;
-    if (!FUSED && !computes) return;
+    if (!computes) return;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
     if (xStride == 0) xStride = K;
@@ -78,43 +77,6 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
             early[s][nt] = computes && k < kEnd && ar[nt] ? __ldg((const uint4*)(ar[nt] + k)) : zero;
         }
     grid_enter();
-    // The copy of x into xOut. With the large tiles (prefill), a computing segment's first column
-    // tile stores the x it loads for its MMAs (every element of its rows and K slice, once). Else
-    // (decode, where a block's few loads are its latency, and base segments of rank 0) each block
-    // copies its K slice of every tiles-th row, eight 16-byte vectors in flight a thread.
-    const bool copies = FUSED && x != xOut;
-    const bool copiesInLoop = copies && MT > 1 && computes && tile == 0;
-    if (copies && (MT == 1 || rank <= 0) && kBegin < kEnd) {
-        const int vectors = (kEnd - kBegin) >> 3, rows = min(16 * MT, end - p0);
-        const int mine = (rows - tile + tiles - 1) / tiles, total = max(0, mine) * vectors;
-        constexpr int U = 8;
-        for (int i0 = threadIdx.x; i0 < total; i0 += W * 32 * U) {
-            uint4 v[U];
-            u64 to[U];
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-                const int i = i0 + u * W * 32;
-                if (i >= total) continue;
-                const u64 row = __ldg(permutation + p0 + tile + (i / vectors) * tiles);
-                const int k = kBegin + (i % vectors) * 8;
-                v[u] = *(const uint4*)(x + row * xStride + k);
-                to[u] = row * outStride + k;
-            }
-#pragma unroll
-            for (int u = 0; u < U; ++u)
-                if (i0 + u * W * 32 < total) *(uint4*)(xOut + to[u]) = v[u];
-        }
-    }
-    if (!computes) return;
-    bf16* xo[MT][2];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int p = p0 + mt * 16 + h * 8 + gq;
-            xo[mt][h] = copiesInLoop && p < end ? xOut + (u64)__ldg(permutation + p) * outStride : nullptr;
-        }
-
     float acc[MT][NT][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -131,13 +93,6 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
             for (int h = 0; h < 2; ++h) xv[mt][h] = inside && xr[mt][h] ? *(const uint4*)(xr[mt][h] + k) : zero;
-        if (copiesInLoop && inside) {
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-                for (int h = 0; h < 2; ++h)
-                    if (xo[mt][h]) *(uint4*)(xo[mt][h] + k) = xv[mt][h];
-        }
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -221,21 +176,19 @@ extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
 // The fused shrink of long segments (loraShrinkFused on a plan of one segment per slot: prefill):
 // 64 rows × 32 columns per block, 4 warps along K, so each slot's A is read once per 64 rows.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_fused_large(
-    const bf16* x, const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
-    int xStride) {
-    shrink_mma<4, 4, 4, true>(x, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
-                              scalings, counters, xStride);
+    const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
+    shrink_mma<4, 4, 4, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
+                              scalings, counters, outStride);
 }
 
 // The fused shrink (loraShrinkFused): decode tiles (16 rows × 16 columns, 8 warps along K); `out`
-// is the f32 scratch of a K split. Needs K % 8 == 0, 16-byte aligned rows of x and xOut.
+// is the f32 scratch of a K split. Needs K % 8 == 0, 16-byte aligned rows of xOut.
 extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
-    const bf16* x, const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
-    int xStride) {
-    shrink_mma<1, 2, 8, true>(x, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
-                              scalings, counters, xStride);
+    const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
+    shrink_mma<1, 2, 8, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
+                              scalings, counters, outStride);
 }
 
 // The general kernel for any K and an f32 or bf16 out: one block per plan position and module, one
