@@ -362,6 +362,17 @@ extension CUDABackend {
                      "\(op): needs rows of a multiple of 8 elements, 16-byte aligned (out \(out.shape))")
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
+        // Long steps: x · Aᵀ for every slot in out's columns by one GEMM (the extra FLOPs are cheap
+        // beside reading x), then each row keeps its own slot's columns, scaled, and zeroes the rest.
+        let extensionWidth = outStride - k
+        if n >= fusedShrinkDenseRows && extensionWidth % slotWidth == 0 && extensionWidth <= slots * slotWidth {
+            blasMatmul(out, a.reshaped(Shape(slots * slotWidth, k)).rows(extensionWidth), out, n: n, m: extensionWidth, k: k,
+                       ldInput: outStride, outColumn: k, label: "cublasLt fused shrink \(n)x\(extensionWidth)x\(k)")
+            launch("loom_lora_shrink_fused_mask", grid: (capacity, (plan.maxSegmentLength + 7) / 8, 1), block: 256,
+                   plan.kernelArguments + [.int(k), .int(slotWidth / stack), .int(stack), .int(extensionWidth), .pointer(out.devicePointer),
+                                           .int(outStride), .pointer(scalings.devicePointer)])
+            return
+        }
         // loraShrink's tiles: 64 rows × 32 columns and 4 warps for long segments (prefill) of slots
         // 64 columns wide or more, else 16 rows × 16 columns and 8 warps. On the H200 at prefill
         // (2048 rows, 4 adapters, `bench lora-kernels`) the large tiles took rank 64 from 240 to

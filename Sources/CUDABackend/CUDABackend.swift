@@ -119,6 +119,11 @@ public final class CUDABackend: ComputeBackend {
     /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).
     public let fusedShrinkLargeTiles = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LARGE"] != "0"
 
+    /// The fused shrink of steps of at least this many rows runs as one cuBLASLt GEMM of x against
+    /// every slot's A, then a kernel that keeps each row's own slot (`LOOM_FUSED_SHRINK_DENSE_ROWS=N`;
+    /// 0: always where it applies; unset: 128). The op checks set it to run both forms.
+    public var fusedShrinkDenseRows = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_DENSE_ROWS"].flatMap { Int($0) }.map { max(0, $0) } ?? 128
+
     enum GraphState {
         case eager
         /// Inside `withGraph` for a new key: the first launch starts the capture.

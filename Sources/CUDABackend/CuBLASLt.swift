@@ -25,7 +25,7 @@ final class CuBLASLt: @unchecked Sendable {
         var algo: [UInt64]
     }
     /// A GEMM shape as cuBLASLt plans it.
-    struct PlanKey: Hashable { var m, n, k, ldWeight, ldInput, batch: Int; var outType: Int32; var alignment: UInt64 }
+    struct PlanKey: Hashable { var m, n, k, ldWeight, ldInput, ldOutput, batch: Int; var outType: Int32; var alignment: UInt64 }
     /// One shape's candidates from the heuristic (best first, distinct configurations) and the one launched.
     private struct ShapePlans {
         var candidates: [Plan]
@@ -70,18 +70,21 @@ final class CuBLASLt: @unchecked Sendable {
     }
 
     /// `out[n, m] = x[n, k] · W[m, k]ᵀ` (row-major, bf16 operands, fp32 accumulation; `out` bf16 or
-    /// f32); W's rows are `ldWeight ≥ k` elements apart, x's `ldInput ≥ k` (k when nil). In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
+    /// f32); W's rows are `ldWeight ≥ k` elements apart, x's `ldInput ≥ k` (k when nil), out's
+    /// `ldOutput ≥ m` (m when nil). In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
     /// `batch` > 1 runs that many such products in one launch, the b-th on columns `b·k ..< (b+1)·k`
     /// of x and W into `out + b·n·m` (the K-slices of one product, `linearSlices`).
     /// A shape launches the heuristic's first candidate until `choose` picks another.
-    func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, ldWeight: Int, ldInput: Int? = nil, batch: Int = 1, outType: Int32,
-                workspace: UInt64, stream: OpaquePointer?) throws {
+    func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, ldWeight: Int, ldInput: Int? = nil, ldOutput: Int? = nil,
+                batch: Int = 1, outType: Int32, workspace: UInt64, stream: OpaquePointer?) throws {
         // The heuristic assumes 256-byte aligned operands unless told otherwise; views (and the
         // batch's K-slices) may be less aligned.
         var alignment: UInt64 = 256
         let sliceBytes = batch > 1 ? UInt64(2 * k) : 0
         while alignment > 2 && (x | weight | out | sliceBytes) % alignment != 0 { alignment /= 2 }
-        let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, ldInput: ldInput ?? k, batch: batch, outType: outType, alignment: alignment)
+        precondition(batch == 1 || ldOutput == nil, "cuBLASLt: a batch of K-slices writes packed outputs")
+        let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, ldInput: ldInput ?? k, ldOutput: ldOutput ?? m, batch: batch, outType: outType,
+                          alignment: alignment)
         let planned: ShapePlans
         if let known = shapes[key] {
             planned = known
@@ -142,7 +145,7 @@ final class CuBLASLt: @unchecked Sendable {
         try check(cublasLtMatmulDescSetAttribute(desc, Self.descTransB, &transB, 4), "cublasLtMatmulDescSetAttribute(TRANSB)")
         try check(cublasLtMatrixLayoutCreate(&a, Self.r16BF, UInt64(key.k), UInt64(key.m), Int64(key.ldWeight)), "cublasLtMatrixLayoutCreate(A)")
         try check(cublasLtMatrixLayoutCreate(&b, Self.r16BF, UInt64(key.k), UInt64(key.n), Int64(key.ldInput)), "cublasLtMatrixLayoutCreate(B)")
-        try check(cublasLtMatrixLayoutCreate(&d, key.outType, UInt64(key.m), UInt64(key.n), Int64(key.m)), "cublasLtMatrixLayoutCreate(D)")
+        try check(cublasLtMatrixLayoutCreate(&d, key.outType, UInt64(key.m), UInt64(key.n), Int64(key.ldOutput)), "cublasLtMatrixLayoutCreate(D)")
         if key.batch > 1 {
             var count = Int32(key.batch)
             for (layout, stride) in [(a, key.k), (b, key.k), (d, key.m * key.n)] {

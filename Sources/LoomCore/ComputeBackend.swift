@@ -190,7 +190,8 @@ public protocol ComputeBackend: AnyObject {
     /// `scalings` `[slots, stack]` f32; for each segment with slot `s` of rank `r > 0`, stacked module
     /// `m`, `j < r` and plan position `p` of the segment:
     /// `out[permutation[p]][K + (s·stack + m)·R + j] = scalings[s·stack + m] · A[s][m·R + j] · x[permutation[p]]`,
-    /// rounded to `out`'s dtype. Other columns past K are left as they are (zeroed once per step).
+    /// rounded to `out`'s dtype. Other columns past K are zero before the call (zeroed once per step)
+    /// and after it: a backend may compute every slot's columns and zero those of other slots.
     /// `scratch` (f32, `[n, stack·R]`) is zero before the call and left zero after it.
     func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                          scratch: DeviceTensor)

@@ -96,9 +96,27 @@ extension OpChecks {
         var results = [compare("loraShrink", sc, sg, tolerance: 1e-2, detail: detail), compare("loraExpand", oc, og, tolerance: 1e-2, detail: detail)]
         if fused {
             cpu.loraShrinkFused(fc, a: ac, scalings: scaleC, plan: planC, stack: stack, scratch: scratchC)
-            results += compareFused(fc, fg, k: k, detail: detail)
+            let denseRows = gpu.fusedShrinkDenseRows
+            let form = { n >= gpu.fusedShrinkDenseRows ? "dense GEMM and mask" : "shrink kernel" }
+            results += compareFused(fc, fg, k: k, detail: detail + ", \(form())")
             // The K split's scratch is left zero for the next launch.
             results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail))
+            // The other form on the same plan (and graph replay): the dense GEMM and its mask, or the kernel.
+            gpu.fusedShrinkDenseRows = n >= denseRows ? Int.max : 0
+            let fusedOnly = { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) }
+            placeX()
+            if let captureRowSlots {
+                _ = load(captureRowSlots)
+                gpu.withGraph(key: "lora-check-\(label)-\(kind)-other-form", fusedOnly)
+                placeX()
+                _ = load(rowSlots)
+                gpu.withGraph(key: "lora-check-\(label)-\(kind)-other-form", fusedOnly)
+            } else {
+                fusedOnly()
+            }
+            results += compareFused(fc, fg, k: k, detail: detail + ", \(form())")
+            results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", \(form())"))
+            gpu.fusedShrinkDenseRows = denseRows
         }
         return results
     }

@@ -191,6 +191,27 @@ extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
                               scalings, counters, outStride);
 }
 
+// The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of every slot's
+// stack·R rows of A into xOut[row][K ..< K + extension] (bf16, extension a whole number of slots).
+// Each row keeps its own slot's columns c with c % R < rank, times their module's scaling (rounded
+// to bf16 again), and the other columns become zero, so that the widened GEMM adds only the row's
+// own adapter. Launch: grid (segment capacity, row tiles of 8), block 256.
+extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused_mask(
+    const int* permutation, const int* starts, const int* segmentSlots, const int* slotRanks, int K, int R, int stack,
+    int extension, bf16* xOut, int outStride, const float* scalings) {
+    const int g = blockIdx.x, end = __ldg(starts + g + 1), p0 = __ldg(starts + g) + blockIdx.y * 8;
+    if (p0 >= end) return;
+    const int rows = min(8, end - p0), slot = __ldg(segmentSlots + g), rank = __ldg(slotRanks + slot), width = stack * R;
+    grid_enter();
+    for (int i = threadIdx.x; i < rows * extension; i += blockDim.x) {
+        const int r = i / extension, c = i % extension;
+        bf16* v = xOut + (u64)__ldg(permutation + p0 + r) * outStride + K + c;
+        float value = 0.f;
+        if (c / width == slot && c % R < rank) value = bf16_to_f32(*v) * __ldg(scalings + slot * stack + (c % width) / R);
+        *v = f32_to_bf16(value);
+    }
+}
+
 // The general kernel for any K and an f32 or bf16 out: one block per plan position and module, one
 // warp per output j, lanes along K. Launch: grid (n, stack), block 128.
 extern "C" __global__ void loom_lora_shrink(const bf16* x, const bf16* a, void* out, int outIsF32, const int* permutation,
