@@ -62,44 +62,19 @@ extension CUDABackend {
     /// One cuBLASLt launch (`CuBLASLt.matmul`), with the algorithm `tuneGEMMs` chose for the shape, if any.
     /// With `outColumn`, the product goes into `out`'s columns `outColumn ..< outColumn + m` (rows
     /// `out.shape.rowCount` apart) rather than filling `out`.
-    /// With `tune`, an eager launch of a shape not seen before first times each of the heuristic's
-    /// candidates on these operands and keeps the fastest (`shrinkTunings`).
     func blasMatmul(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor, n: Int, m: Int, k: Int, ldInput: Int? = nil,
-                    batch: Int = 1, outColumn: Int? = nil, tune: Bool = false, label: String) {
+                    batch: Int = 1, outColumn: Int? = nil, label: String) {
         precondition(outColumn.map { $0 >= 0 && $0 + m <= out.shape.rowCount && batch == 1 } ?? true, "\(label): columns past \(out.shape)")
         guard beginLaunch() else { return }
         activate()
         let probe = profiler?.begin(label, stream: stream)
         defer { if let probe { profiler!.end(probe, stream: stream) } }
-        let run = {
-            try self.blas.matmul(x: x.devicePointer, weight: weight.devicePointer,
-                                 out: out.devicePointer + UInt64((outColumn ?? 0) * out.dtype.byteCount), n: n, m: m, k: k,
-                                 ldWeight: weight.shape.rowCount, ldInput: ldInput, ldOutput: outColumn.map { _ in out.shape.rowCount }, batch: batch,
-                                 outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
-                                 workspace: self.blasWorkspace.pointer, stream: self.stream)
-        }
         do {
-            let key = try run()
-            if tune && graphState == .eager && tunedShapes.insert(key).inserted {
-                let candidates = blas.candidates(of: key)
-                guard candidates.count > 1 else { return }
-                var microseconds: [Double] = []
-                for i in candidates.indices {
-                    blas.choose(i, for: key)
-                    _ = try run()
-                    var failure: Error?
-                    let ms = timeMilliseconds { for _ in 0..<3 { do { _ = try run() } catch { failure = error } } }
-                    if let failure { throw failure }
-                    microseconds.append(ms * 1000 / 3)
-                }
-                let best = microseconds.indices.min { microseconds[$0] < microseconds[$1] }!
-                blas.choose(best, for: key)
-                _ = try run()
-                shrinkTunings.append([
-                    "label": label, "m": m, "n": n, "k": k, "heuristic": candidates[0].description, "chosen": candidates[best].description,
-                    "candidates_us": zip(candidates, microseconds).map { ["config": $0.description, "us": ($1 * 10).rounded() / 10] as [String: Any] },
-                ])
-            }
+            try blas.matmul(x: x.devicePointer, weight: weight.devicePointer,
+                            out: out.devicePointer + UInt64((outColumn ?? 0) * out.dtype.byteCount), n: n, m: m, k: k,
+                            ldWeight: weight.shape.rowCount, ldInput: ldInput, ldOutput: outColumn.map { _ in out.shape.rowCount }, batch: batch,
+                            outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
+                            workspace: blasWorkspace.pointer, stream: stream)
         } catch {
             fail(error)
         }

@@ -367,7 +367,7 @@ extension CUDABackend {
         let extensionWidth = outStride - k
         if n >= fusedShrinkDenseRows && extensionWidth % slotWidth == 0 && extensionWidth <= slots * slotWidth {
             blasMatmul(out, a.reshaped(Shape(slots * slotWidth, k)).rows(extensionWidth), out, n: n, m: extensionWidth, k: k,
-                       ldInput: outStride, outColumn: k, tune: tunesFusedShrink, label: "cublasLt fused shrink \(n)x\(extensionWidth)x\(k)")
+                       ldInput: outStride, outColumn: k, label: "cublasLt fused shrink \(n)x\(extensionWidth)x\(k)")
             launch("loom_lora_shrink_fused_mask", grid: (capacity, (plan.maxSegmentLength + 15) / 16, 1), block: 256,
                    plan.kernelArguments + [.int(k), .int(slotWidth / stack), .int(stack), .int(extensionWidth), .pointer(out.devicePointer),
                                            .int(outStride), .pointer(scalings.devicePointer)])

@@ -122,17 +122,12 @@ public final class CUDABackend: ComputeBackend {
     /// The fused shrink of steps of at least this many rows runs as one cuBLASLt GEMM of x against
     /// every slot's A, then a kernel that keeps each row's own slot (`LOOM_FUSED_SHRINK_DENSE_ROWS=N`;
     /// 0: always where it applies; unset: 512). The op checks set it to run both forms. On the H200
-    /// (`bench lora-kernels --lora-backend fused`, session 18) the dense form took prefill of 2048
-    /// rows over 4 adapters from 108 / 102 to 97 / 91 µs a layer at rank 16 and from 269 / 297 to
-    /// 223 / 234 at rank 64, but lost at 256 decode rows over every slot of a graph step (r16 37 → 51
-    /// µs, r64 80 → 103).
+    /// (`bench lora-kernels --lora-backend fused`, session 18, forms alternated on one machine) it
+    /// took prefill of 2048 rows over 4 adapters from 126 / 114 to 104 / 101 µs a layer at rank 16
+    /// and from 270 / 270 to 212 / 214 at rank 64, but lost at 256 decode rows over every slot of a
+    /// graph step (r16 37 → 51 µs, r64 80 → 103). Timing cuBLASLt's candidates for these shapes at
+    /// first use chose the heuristic's or gained nothing, so it was dropped.
     public var fusedShrinkDenseRows = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_DENSE_ROWS"].flatMap { Int($0) }.map { max(0, $0) } ?? 512
-    /// The dense fused shrink's GEMM shapes: each times the heuristic's candidates at its first eager
-    /// launch and keeps the fastest (`LOOM_TUNE_FUSED_SHRINK=0`: the heuristic's first).
-    public let tunesFusedShrink = ProcessInfo.processInfo.environment["LOOM_TUNE_FUSED_SHRINK"] != "0"
-    /// Shapes `blasMatmul(tune: true)` has tuned, and what it measured for each.
-    var tunedShapes: Set<CuBLASLt.PlanKey> = []
-    public internal(set) var shrinkTunings: [[String: Any]] = []
 
     enum GraphState {
         case eager

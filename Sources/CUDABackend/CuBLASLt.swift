@@ -75,10 +75,8 @@ final class CuBLASLt: @unchecked Sendable {
     /// `batch` > 1 runs that many such products in one launch, the b-th on columns `b·k ..< (b+1)·k`
     /// of x and W into `out + b·n·m` (the K-slices of one product, `linearSlices`).
     /// A shape launches the heuristic's first candidate until `choose` picks another.
-    /// Returns the shape's key (`choose`, `candidates`).
-    @discardableResult
     func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, ldWeight: Int, ldInput: Int? = nil, ldOutput: Int? = nil,
-                batch: Int = 1, outType: Int32, workspace: UInt64, stream: OpaquePointer?) throws -> PlanKey {
+                batch: Int = 1, outType: Int32, workspace: UInt64, stream: OpaquePointer?) throws {
         // The heuristic assumes 256-byte aligned operands unless told otherwise; views (and the
         // batch's K-slices) may be less aligned.
         var alignment: UInt64 = 256
@@ -98,7 +96,6 @@ final class CuBLASLt: @unchecked Sendable {
         launchedShapes?.insert(key)
         let plan = planned.candidates[planned.chosen]
         try check(launch(plan, x: x, weight: weight, out: out, workspace: workspace, stream: stream), "cublasLtMatmul(m: \(m), n: \(n), k: \(k))")
-        return key
     }
 
     /// A shape's candidates, best first by the heuristic.

@@ -195,7 +195,6 @@ struct BenchLoRAKernels: ParsableCommand {
             "date": ISO8601DateFormatter().string(from: Date()), "hbm_copy_bandwidth_gb_s": bandwidth / 1e9, "environment": gpu.environment,
             "shape": Self.shapeName, "max_lora_chunk_size": maxLoraChunkSize, "fused_decode_rows": fusedDecodeRows,
             "fused_consumer_max_rank": fusedConsumerMaxRank, "repeats": repeats, "rows": results,
-            "fused_shrink_tunings": gpu.shrinkTunings,
         ]
         benchLog("\n" + Self.tableHeader + "\n" + results.map(Self.tableLine).joined(separator: "\n"))
         let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
