@@ -364,13 +364,16 @@ extension CUDABackend {
         if n == 0 || capacity == 0 { return }
         // Long steps: x · Aᵀ for every slot in out's columns by one GEMM (the extra FLOPs are cheap
         // beside reading x), then each row keeps its own slot's columns, scaled, and zeroes the rest.
+        // Columns of slots below the plan's first adapted one are skipped (zero).
         let extensionWidth = outStride - k
         if n >= fusedShrinkDenseRows && extensionWidth % slotWidth == 0 && extensionWidth <= slots * slotWidth {
-            blasMatmul(out, a.reshaped(Shape(slots * slotWidth, k)).rows(extensionWidth), out, n: n, m: extensionWidth, k: k,
-                       ldInput: outStride, outColumn: k, label: "cublasLt fused shrink \(n)x\(extensionWidth)x\(k)")
+            let first = min(plan.firstAdaptedSlot, extensionWidth / slotWidth) * slotWidth, m = extensionWidth - first
+            if m == 0 { return }
+            blasMatmul(out, a.reshaped(Shape(slots * slotWidth, k)).rows(first, m), out, n: n, m: m, k: k,
+                       ldInput: outStride, outColumn: k + first, label: "cublasLt fused shrink \(n)x\(m)x\(k)")
             launch("loom_lora_shrink_fused_mask", grid: (capacity, (plan.maxSegmentLength + 15) / 16, 1), block: 256,
-                   plan.kernelArguments + [.int(k), .int(slotWidth / stack), .int(stack), .int(extensionWidth), .pointer(out.devicePointer),
-                                           .int(outStride), .pointer(scalings.devicePointer)])
+                   plan.kernelArguments + [.int(k), .int(slotWidth / stack), .int(stack), .int(first), .int(extensionWidth),
+                                           .pointer(out.devicePointer), .int(outStride), .pointer(scalings.devicePointer)])
             return
         }
         // loraShrink's tiles: 64 rows × 32 columns and 4 warps for long segments (prefill) of slots

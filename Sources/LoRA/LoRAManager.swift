@@ -370,7 +370,8 @@ public final class LoRAManager {
         let plan = BatchPlan(rowSlots: rowSlots, kind: kind, chunkSize: options.maxChunkSize)
         let capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: kind, chunkSize: options.maxChunkSize)
         let padded = plan.padded(toCapacity: capacity)
-        let usedSlots = forGraph ? options.maxLorasPerBatch : (rowSlots.filter { slotRanks[$0] > 0 }.max() ?? 0) + 1
+        let adaptedSlots = rowSlots.filter { slotRanks[$0] > 0 }
+        let usedSlots = forGraph ? options.maxLorasPerBatch : (adaptedSlots.max() ?? 0) + 1
         // A step whose every group adds its delta in the consumer runs no shrink kernel.
         let shrinks = !consumes || groups.contains { !consumerGroups.contains($0) }
         let zeroed = shrinks && n <= Self.stepShrunkRows
@@ -385,7 +386,7 @@ public final class LoRAManager {
             uploads[r].copy(padded.starts, to: rb.segmentStarts, on: rb.backend)
             uploads[r].copy(padded.slots, to: rb.segmentSlots, on: rb.backend)
             uploads[r].copy(slotRanks, to: rb.slotRanks, on: rb.backend)
-            return LoRAKernelPlan(
+            var kernelPlan = LoRAKernelPlan(
                 permutation: rb.permutation.rows(n),
                 segmentStarts: rb.segmentStarts.rows(capacity + 1),
                 segmentSlots: rb.segmentSlots.rows(capacity),
@@ -395,6 +396,8 @@ public final class LoRAManager {
                 segmentCapacity: capacity,
                 maxSegmentLength: BatchPlan.maxSegmentLength(rows: n, kind: kind, chunkSize: options.maxChunkSize),
                 outputsZeroed: zeroed)
+            kernelPlan.firstAdaptedSlot = forGraph ? 0 : adaptedSlots.min() ?? 0
+            return kernelPlan
         }
         return StepApplier(manager: self, plans: plans, rows: n, consumes: consumes, usedSlots: usedSlots)
     }

@@ -87,6 +87,10 @@ public struct LoRAKernelPlan {
     /// Whether every shrink output of this step was zeroed before the step (one buffer per layer
     /// and group), so a device adding slices of K into them need not zero each first.
     public var outputsZeroed = false
+    /// A slot below which no segment of this step is adapted (0 where the host does not bound it:
+    /// graph steps replay with other plans). A fused shrink may leave the columns of lower slots as
+    /// they are (zero).
+    public var firstAdaptedSlot = 0
 
     public init(permutation: DeviceTensor, segmentStarts: DeviceTensor, segmentSlots: DeviceTensor, slotRanks: DeviceTensor,
                 numSegments: Int, maxRank: Int, segmentCapacity: Int? = nil, maxSegmentLength: Int? = nil, outputsZeroed: Bool = false) {

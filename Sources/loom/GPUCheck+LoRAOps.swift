@@ -41,7 +41,10 @@ extension OpChecks {
             }
             return (make(permC, startC, slotC, rc), make(permG, startG, slotG, rg), plan)
         }
-        let (planC, planG, plan) = load(rowSlots)
+        let (planC, loadedG, plan) = load(rowSlots)
+        var planG = loadedG
+        // An eager step's plan bounds its adapted slots from below (the dense fused shrink skips lower slots).
+        if captureRowSlots == nil { planG.firstAdaptedSlot = rowSlots.filter { slotRanks[$0] > 0 }.min() ?? 0 }
         // Shrink outputs start at zero on both; entries at j >= rank stay untouched on both.
         let (sc, sg) = zeros(Shape(n, stack * maxRank), gpuDType: shrunkDType)
         // Expand input: the same bf16 values on both, NaN where a row's slot rank ends.

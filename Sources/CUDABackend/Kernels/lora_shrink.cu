@@ -191,22 +191,24 @@ extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
                               scalings, counters, outStride);
 }
 
-// The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of every slot's
-// stack·R rows of A into xOut[row][K ..< K + extension] (bf16, extension a whole number of slots).
+// The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of the stack·R
+// rows of A of every slot from the step's first adapted one into xOut[row][K + first ..< K + extension]
+// (bf16; first and extension whole numbers of slots).
 // Each row keeps its own slot's columns c with c % R < rank, times their module's scaling (rounded
-// to bf16 again), and the other columns become zero, so that the widened GEMM adds only the row's
-// own adapter. With R % 8 == 0 a thread takes 8 columns (16 bytes) of one module at a time.
+// to bf16 again), and the other columns from `first` on become zero (those before it, the slots
+// below the step's first adapted one, the GEMM left zero), so that the widened GEMM adds only the
+// row's own adapter. With R % 8 == 0 a thread takes 8 columns (16 bytes) of one module at a time.
 // Launch: grid (segment capacity, row tiles of 16), block 256.
 extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused_mask(
     const int* permutation, const int* starts, const int* segmentSlots, const int* slotRanks, int K, int R, int stack,
-    int extension, bf16* xOut, int outStride, const float* scalings) {
+    int first, int extension, bf16* xOut, int outStride, const float* scalings) {
     const int g = blockIdx.x, end = __ldg(starts + g + 1), p0 = __ldg(starts + g) + blockIdx.y * 16;
     if (p0 >= end) return;
     const int rows = min(16, end - p0), slot = __ldg(segmentSlots + g), rank = __ldg(slotRanks + slot), width = stack * R;
-    const int vector = R % 8 == 0 ? 8 : 1, pieces = extension / vector;
+    const int vector = R % 8 == 0 ? 8 : 1, pieces = (extension - first) / vector;
     grid_enter();
     for (int i = threadIdx.x; i < rows * pieces; i += blockDim.x) {
-        const int r = i / pieces, c = (i - r * pieces) * vector;
+        const int r = i / pieces, c = first + (i - r * pieces) * vector;
         bf16* v = xOut + (u64)__ldg(permutation + p0 + r) * outStride + K + c;
         const int j = c % R;
         const bool own = c / width == slot && j < rank;
