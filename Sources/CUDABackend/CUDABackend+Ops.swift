@@ -362,11 +362,29 @@ extension CUDABackend {
                      "\(op): needs rows of a multiple of 8 elements, 16-byte aligned (out \(out.shape))")
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
-        // Long steps: x · Aᵀ for every slot in out's columns by one GEMM (the extra FLOPs are cheap
-        // beside reading x), then each row keeps its own slot's columns, scaled, and zeroes the rest.
-        // Columns of slots below the plan's first adapted one are skipped (zero).
+        let long = LoRAKernelPlan.usesLargeTiles(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength)
+        let arguments: [KernelArgument] = [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
+            .int(k), .int(slotWidth / stack), .int(stack)]
+        let outArguments: [KernelArgument] = [.pointer(out.devicePointer), .int(outStride), .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)]
+        // Long segments (prefill), tiled: each row's own slot, 64 rows and 16 to 64 columns a block.
+        if long && fusedShrinkLong == .tiled {
+            let columns = slotWidth <= 16 ? 16 : slotWidth <= 32 ? 32 : 64, function = "loom_lora_shrink_fused_tiled_n\(columns)"
+            let rowTiles = (plan.maxSegmentLength + 63) / 64, columnTiles = (slotWidth + columns - 1) / columns
+            // Split K until about two blocks a multiprocessor have work, each slice at least 4 steps of 64.
+            let working = ((n + 63) / 64 + min(capacity, 8)) * columnTiles
+            let kSplit = capacity * rowTiles * columnTiles > Self.loraTicketCount ? 1
+                : max(1, min((2 * multiprocessorCount + working - 1) / working, k / 256))
+            let shared = 4 * (64 + columns) * 128
+            raiseSharedLimit(function, bytes: shared)
+            launch(function, grid: (capacity, rowTiles, columnTiles * kSplit), block: 128, sharedBytes: shared,
+                   arguments + [.int(kSplit)] + outArguments)
+            return
+        }
+        // Long segments, dense: x · Aᵀ for every slot in out's columns by one cuBLASLt GEMM, then each
+        // row keeps its own slot's columns, scaled, and zeroes the rest. Columns of slots below the
+        // plan's first adapted one are skipped (zero).
         let extensionWidth = outStride - k
-        if n >= fusedShrinkDenseRows && extensionWidth % slotWidth == 0 && extensionWidth <= slots * slotWidth {
+        if long && fusedShrinkLong == .dense && extensionWidth % slotWidth == 0 && extensionWidth <= slots * slotWidth {
             let first = min(plan.firstAdaptedSlot, extensionWidth / slotWidth) * slotWidth, m = extensionWidth - first
             if m == 0 { return }
             blasMatmul(out, a.reshaped(Shape(slots * slotWidth, k)).rows(first, m), out, n: n, m: m, k: k,
@@ -382,8 +400,7 @@ extension CUDABackend {
         // 203 µs a layer, and rank 16 from 87 to 182 with a deeper K split: a slot of 16 to 48
         // columns is one to three 16-column tiles, whose blocks take the whole K, where the large
         // tiles split K over blocks that add their sums atomically.
-        let large = fusedShrinkLargeTiles && slotWidth >= 64
-            && LoRAKernelPlan.usesLargeTiles(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength)
+        let large = fusedShrinkLargeTiles && slotWidth >= 64 && long
         let (rowsPerBlock, columnsPerBlock, warps) = large ? (64, 32, 4) : (16, 16, 8)
         let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock, columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
         // A K split needs a ticket per tile; past the tickets, each block takes the whole K.
@@ -391,9 +408,7 @@ extension CUDABackend {
         let kSplit = tiles > Self.loraTicketCount ? 1
             : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
         launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
-               [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
-                .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
-                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)])
+               arguments + [.int(kSplit)] + outArguments)
     }
 
     public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {

@@ -119,15 +119,12 @@ public final class CUDABackend: ComputeBackend {
     /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).
     public let fusedShrinkLargeTiles = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LARGE"] != "0"
 
-    /// The fused shrink of steps of at least this many rows runs as one cuBLASLt GEMM of x against
-    /// every slot's A, then a kernel that keeps each row's own slot (`LOOM_FUSED_SHRINK_DENSE_ROWS=N`;
-    /// 0: always where it applies; unset: 512). The op checks set it to run both forms. On the H200
-    /// (`bench lora-kernels --lora-backend fused`, session 18, forms alternated on one machine) it
-    /// took prefill of 2048 rows over 4 adapters from 126 / 114 to 104 / 101 µs a layer at rank 16
-    /// and from 270 / 270 to 212 / 214 at rank 64, but lost at 256 decode rows over every slot of a
-    /// graph step (r16 37 → 51 µs, r64 80 → 103). Timing cuBLASLt's candidates for these shapes at
-    /// first use chose the heuristic's or gained nothing, so it was dropped.
-    public var fusedShrinkDenseRows = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_DENSE_ROWS"].flatMap { Int($0) }.map { max(0, $0) } ?? 512
+    /// How the fused shrink runs on long segments (prefill plans; `LOOM_FUSED_SHRINK_LONG`): `tiled`
+    /// (`loom_lora_shrink_fused_tiled_n*`: each row's own slot, x and A through a shared-memory
+    /// ring), `dense` (one cuBLASLt GEMM of x against every slot's A, then a kernel that keeps each
+    /// row's own slot), or `kernels` (the register-tiled shrink kernels). The op checks run each.
+    public enum FusedShrinkForm: String, CaseIterable, Sendable { case tiled, dense, kernels }
+    public var fusedShrinkLong = FusedShrinkForm(rawValue: ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LONG"] ?? "") ?? .tiled
 
     enum GraphState {
         case eager

@@ -99,27 +99,28 @@ extension OpChecks {
         var results = [compare("loraShrink", sc, sg, tolerance: 1e-2, detail: detail), compare("loraExpand", oc, og, tolerance: 1e-2, detail: detail)]
         if fused {
             cpu.loraShrinkFused(fc, a: ac, scalings: scaleC, plan: planC, stack: stack, scratch: scratchC)
-            let denseRows = gpu.fusedShrinkDenseRows
-            let form = { n >= gpu.fusedShrinkDenseRows ? "dense GEMM and mask" : "shrink kernel" }
-            results += compareFused(fc, fg, k: k, detail: detail + ", \(form())")
+            let chosen = gpu.fusedShrinkLong
+            results += compareFused(fc, fg, k: k, detail: detail + ", long segments \(chosen)")
             // The K split's scratch is left zero for the next launch.
             results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail))
-            // The other form on the same plan (and graph replay): the dense GEMM and its mask, or the kernel.
-            gpu.fusedShrinkDenseRows = n >= denseRows ? Int.max : 0
-            let fusedOnly = { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) }
-            placeX()
-            if let captureRowSlots {
-                _ = load(captureRowSlots)
-                gpu.withGraph(key: "lora-check-\(label)-\(kind)-other-form", fusedOnly)
+            // The other forms for long segments on the same plan (and graph replay).
+            for form in CUDABackend.FusedShrinkForm.allCases where form != chosen {
+                gpu.fusedShrinkLong = form
+                let fusedOnly = { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) }
                 placeX()
-                _ = load(rowSlots)
-                gpu.withGraph(key: "lora-check-\(label)-\(kind)-other-form", fusedOnly)
-            } else {
-                fusedOnly()
+                if let captureRowSlots {
+                    _ = load(captureRowSlots)
+                    gpu.withGraph(key: "lora-check-\(label)-\(kind)-\(form)", fusedOnly)
+                    placeX()
+                    _ = load(rowSlots)
+                    gpu.withGraph(key: "lora-check-\(label)-\(kind)-\(form)", fusedOnly)
+                } else {
+                    fusedOnly()
+                }
+                results += compareFused(fc, fg, k: k, detail: detail + ", long segments \(form)")
+                results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", long segments \(form)"))
             }
-            results += compareFused(fc, fg, k: k, detail: detail + ", \(form())")
-            results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", \(form())"))
-            gpu.fusedShrinkDenseRows = denseRows
+            gpu.fusedShrinkLong = chosen
         }
         return results
     }
@@ -158,6 +159,9 @@ extension OpChecks {
             results += loraCase("odd", k: 172, moduleOutputs: [172, 36, 36], maxRank: 8, slotRanks: [0, 5, 8, 3], rowSlots: (0..<21).map { $0 % 4 }, kind: kind)
             results += loraCase("odd-bf16", k: 128, moduleOutputs: [128, 64], maxRank: 6, slotRanks: [0, 5, 6], rowSlots: (0..<9).map { $0 % 3 }, kind: kind, shrunkDType: .bf16)
             // Tiny-model widths on the tensor-core path (K % 8 == 0, offsets % 8 == 0), odd rank in an even pool.
+            // Long segments (sgmv) over a K that is not a multiple of the tiled shrink's 64-wide steps, unsplit.
+            results += loraCase("long-odd-k", k: 344, moduleOutputs: [192, 96, 96], maxRank: 16, slotRanks: [0, 7, 16],
+                                rowSlots: (0..<300).map { $0 % 3 }, kind: kind)
             results += loraCase("tiny", k: 344, moduleOutputs: [192, 96, 96], maxRank: 16, slotRanks: [0, 7, 16], rowSlots: (0..<19).map { $0 % 3 }, kind: kind)
             // Many adapters at decode (the S-LoRA workload): 64 slots of ranks 8 to 32 and base rows, 160 rows in random order.
             let manyRanks = [0] + (0..<64).map { [8, 16, 32, 12][$0 % 4] }

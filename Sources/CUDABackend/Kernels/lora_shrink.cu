@@ -191,6 +191,160 @@ extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
                               scalings, counters, outStride);
 }
 
+// The fused shrink of long segments as a tiled GEMM (loraShrinkFused on prefill plans: one segment
+// per slot). A block computes 64 plan positions of segment blockIdx.x (rows through the permutation)
+// against BN of its slot's stack·R columns, over one of kSplit slices of K (blockIdx.z = column tile
+// + tiles · slice): x and A come in 64-wide k steps by cp.async into a 4-stage ring in shared memory
+// (16-byte chunks XOR-swizzled by row, so ldmatrix reads without bank conflicts), and 4 warps run
+// m16n8k16 MMAs on their part of the tile. Only the row's own slot is computed, x is read once per
+// column tile. The sums, times the module's scaling, go as bf16 to xOut[row][K + slot·stack·R + c]
+// (c % R < rank); with a K split they are added into the f32 scratch first and the tile's last slice
+// (a ticket) writes them and leaves the scratch and ticket zero. Needs K % 8 == 0, 16-byte aligned
+// rows. Launch: grid (segment capacity, row tiles of 64, column tiles · kSplit), block 128, dynamic
+// shared memory 4 · (64 + BN) · 128 bytes.
+#define TILED_STAGES 4
+template <int BN>
+__device__ __forceinline__ void shrink_fused_tiled(const bf16* __restrict__ a, float* __restrict__ scratch, const int* permutation,
+                                                   const int* starts, const int* segmentSlots, const int* slotRanks, int K, int R,
+                                                   int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
+    constexpr int WN = BN >= 64 ? 2 : 1, WM = 4 / WN;          // warps over columns and rows
+    constexpr int MT = 64 / WM / 16, NT = BN / WN / 8;          // 16-row and 8-column MMA tiles a warp
+    constexpr int X_BYTES = 64 * 128, STAGE_BYTES = X_BYTES + BN * 128;
+    extern __shared__ __align__(128) unsigned char ring[];
+    const int g = blockIdx.x;
+    const int end = __ldg(starts + g + 1);
+    const int p0 = __ldg(starts + g) + blockIdx.y * 64;
+    if (p0 >= end) return;
+    const int width = stack * R, tiles = (width + BN - 1) / BN;
+    const int tile = blockIdx.z % tiles, c0 = tile * BN, slice = blockIdx.z / tiles;
+    const int sliceLength = ((K + kSplit - 1) / kSplit + 63) & ~63;
+    const int kBegin = slice * sliceLength, kEnd = min(K, kBegin + sliceLength);
+    const int slot = __ldg(segmentSlots + g), rank = __ldg(slotRanks + slot);
+    bool any = false;
+    for (int c = c0; c < c0 + BN && c < width; ++c) any |= (c % R) < rank;
+    if (rank == 0 || !any || kBegin >= kEnd) return;
+
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gq = lane >> 2, t = lane & 3;
+    const int wm = warp / WN, wn = warp % WN;
+    // This thread's copies: chunk tid % 8 of x rows tid / 8 + 16i and of A rows (columns) tid / 8 + 16j.
+    const int chunk = tid & 7;
+    const bf16* xRow[4];
+    bool xValid[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int p = p0 + (tid >> 3) + 16 * i;
+        xValid[i] = p < end;
+        xRow[i] = xOut + (xValid[i] ? (u64)__ldg(permutation + p) * outStride : 0);
+    }
+    constexpr int A_COPIES = BN / 16;
+    const bf16* aRow[A_COPIES];
+    bool aValid[A_COPIES];
+#pragma unroll
+    for (int j = 0; j < A_COPIES; ++j) {
+        const int c = c0 + (tid >> 3) + 16 * j;
+        aValid[j] = c < width;
+        aRow[j] = a + ((u64)slot * width + (aValid[j] ? c : 0)) * K;
+    }
+    const u32 ringBase = shared_address(ring);
+    auto load = [&](int step) {
+        const int k = kBegin + step * 64 + chunk * 8;
+        const bool inside = k < kEnd;
+        const u32 stage = ringBase + (step % TILED_STAGES) * STAGE_BYTES;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int r = (tid >> 3) + 16 * i;
+            const bool v = inside && xValid[i];
+            cp_async16(stage + r * 128 + ((chunk ^ (r & 7)) << 4), v ? xRow[i] + k : xOut, v ? 16 : 0);
+        }
+#pragma unroll
+        for (int j = 0; j < A_COPIES; ++j) {
+            const int r = (tid >> 3) + 16 * j;
+            const bool v = inside && aValid[j];
+            cp_async16(stage + X_BYTES + r * 128 + ((chunk ^ (r & 7)) << 4), v ? aRow[j] + k : a, v ? 16 : 0);
+        }
+    };
+    grid_enter();
+    const int steps = (kEnd - kBegin + 63) / 64;
+#pragma unroll
+    for (int s = 0; s < TILED_STAGES - 1; ++s) {
+        if (s < steps) load(s);
+        cp_async_commit();
+    }
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) acc[mt][nt][0] = acc[mt][nt][1] = acc[mt][nt][2] = acc[mt][nt][3] = 0.f;
+    for (int step = 0; step < steps; ++step) {
+        cp_async_wait<TILED_STAGES - 2>();
+        __syncthreads();
+        const u32 xs = ringBase + (step % TILED_STAGES) * STAGE_BYTES, as = xs + X_BYTES;
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) {
+            u32 af[MT][4], bfr[NT][2];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const int r = wm * MT * 16 + mt * 16 + (lane & 15), ch = 2 * ks + (lane >> 4);
+                ldmatrix_x4(xs + r * 128 + ((ch ^ (r & 7)) << 4), af[mt][0], af[mt][1], af[mt][2], af[mt][3]);
+            }
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                const int c = wn * NT * 8 + np * 16 + (lane & 7) + (lane >> 4) * 8, ch = 2 * ks + ((lane >> 3) & 1);
+                ldmatrix_x4(as + c * 128 + ((ch ^ (c & 7)) << 4), bfr[2 * np][0], bfr[2 * np][1], bfr[2 * np + 1][0], bfr[2 * np + 1][1]);
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt)
+                    mma_bf16_16816(acc[mt][nt], af[mt][0], af[mt][1], af[mt][2], af[mt][3], bfr[nt][0], bfr[nt][1]);
+        }
+        if (step + TILED_STAGES - 1 < steps) load(step + TILED_STAGES - 1);
+        cp_async_commit();
+    }
+    cp_async_wait<0>();
+    auto fused_write = [&](int p, int c, float v) {
+        xOut[(u64)__ldg(permutation + p) * outStride + K + (u64)slot * width + c] = f32_to_bf16(v * __ldg(scalings + slot * stack + c / R));
+    };
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int p = p0 + wm * MT * 16 + mt * 16 + gq + (e >> 1) * 8, c = c0 + wn * NT * 8 + nt * 8 + 2 * t + (e & 1);
+                if (p >= end || c >= width || (c % R) >= rank) continue;
+                if (kSplit == 1) fused_write(p, c, acc[mt][nt][e]);
+                else atomicAdd(scratch + (u64)p * width + c, acc[mt][nt][e]);
+            }
+    if (kSplit == 1) return;
+    __shared__ bool isLast;
+    __threadfence();
+    __syncthreads();
+    int* ticket = counters + ((u64)g * gridDim.y + blockIdx.y) * tiles + tile;
+    if (tid == 0) isLast = atomicAdd(ticket, 1) == (K + sliceLength - 1) / sliceLength - 1;
+    __syncthreads();
+    if (!isLast) return;
+    __threadfence();
+    for (int i = tid; i < 64 * BN; i += 128) {
+        const int p = p0 + i / BN, c = c0 + i % BN;
+        if (p >= end || c >= width || (c % R) >= rank) continue;
+        float* sum = scratch + (u64)p * width + c;
+        fused_write(p, c, __ldcg(sum));
+        *sum = 0.f;
+    }
+    if (tid == 0) *ticket = 0;
+}
+
+#define SHRINK_FUSED_TILED_ENTRY(BN)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_fused_tiled_n##BN(                              \
+        const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,             \
+        const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings,   \
+        int* counters) {                                                                                                \
+        shrink_fused_tiled<BN>(a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut,      \
+                               outStride, scalings, counters);                                                          \
+    }
+SHRINK_FUSED_TILED_ENTRY(16) SHRINK_FUSED_TILED_ENTRY(32) SHRINK_FUSED_TILED_ENTRY(64)
+
 // The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of the stack·R
 // rows of A of every slot from the step's first adapted one into xOut[row][K + first ..< K + extension]
 // (bf16; first and extension whole numbers of slots).
