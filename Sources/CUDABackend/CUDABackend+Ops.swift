@@ -373,7 +373,7 @@ extension CUDABackend {
             // Split K until about two blocks a multiprocessor have work, each slice at least 4 steps of 64.
             let working = ((n + 63) / 64 + min(capacity, 8)) * columnTiles
             let kSplit = capacity * rowTiles * columnTiles > Self.loraTicketCount ? 1
-                : max(1, min((2 * multiprocessorCount + working - 1) / working, k / 256))
+                : tiledShrinkSplit.map { max(1, min($0, k / 64)) } ?? max(1, min((2 * multiprocessorCount + working - 1) / working, k / 256))
             let shared = 4 * (64 + columns) * 128
             raiseSharedLimit(function, bytes: shared)
             launch(function, grid: (capacity, rowTiles, columnTiles * kSplit), block: 128, sharedBytes: shared,

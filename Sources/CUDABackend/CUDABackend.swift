@@ -124,6 +124,8 @@ public final class CUDABackend: ComputeBackend {
     /// ring), `dense` (one cuBLASLt GEMM of x against every slot's A, then a kernel that keeps each
     /// row's own slot), or `kernels` (the register-tiled shrink kernels). The op checks run each.
     public enum FusedShrinkForm: String, CaseIterable, Sendable { case tiled, dense, kernels }
+    /// The tiled shrink's K split (`LOOM_TILED_SHRINK_SPLIT`; unset: about two working blocks a multiprocessor).
+    public let tiledShrinkSplit = ProcessInfo.processInfo.environment["LOOM_TILED_SHRINK_SPLIT"].flatMap { Int($0) }
     public var fusedShrinkLong = FusedShrinkForm(rawValue: ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LONG"] ?? "") ?? .tiled
 
     enum GraphState {
