@@ -369,15 +369,16 @@ extension CUDABackend {
         // Long segments (prefill), tiled: each row's own slot, 64 rows and 16 to 64 columns a block.
         if long && fusedShrinkLong == .tiled {
             let columns = slotWidth <= 16 ? 16 : slotWidth <= 32 ? 32 : 64, function = "loom_lora_shrink_fused_tiled_n\(columns)"
-            let rowTiles = (plan.maxSegmentLength + 63) / 64, columnTiles = (slotWidth + columns - 1) / columns
+            // The plan's tiles of 64 rows, counted over its segments (at most rows / 64 + one a segment).
+            let rowTiles = (n + 63) / 64 + capacity, columnTiles = (slotWidth + columns - 1) / columns
             // Split K until about two blocks a multiprocessor have work, each slice at least 4 steps of 64.
             let working = ((n + 63) / 64 + min(capacity, 8)) * columnTiles
-            let kSplit = capacity * rowTiles * columnTiles > Self.loraTicketCount ? 1
+            let kSplit = rowTiles * columnTiles > Self.loraTicketCount ? 1
                 : tiledShrinkSplit.map { max(1, min($0, k / 64)) } ?? max(1, min((2 * multiprocessorCount + working - 1) / working, k / 256))
             let shared = 4 * (64 + columns) * 128
             raiseSharedLimit(function, bytes: shared)
-            launch(function, grid: (capacity, rowTiles, columnTiles * kSplit), block: 128, sharedBytes: shared,
-                   arguments + [.int(kSplit)] + outArguments)
+            launch(function, grid: (rowTiles, columnTiles * kSplit, 1), block: 128, sharedBytes: shared,
+                   arguments + [.int(kSplit)] + outArguments + [.int(capacity)])
             return
         }
         // Long segments, dense: x · Aᵀ for every slot in out's columns by one cuBLASLt GEMM, then each

@@ -192,31 +192,38 @@ extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
 }
 
 // The fused shrink of long segments as a tiled GEMM (loraShrinkFused on prefill plans: one segment
-// per slot). A block computes 64 plan positions of segment blockIdx.x (rows through the permutation)
-// against BN of its slot's stack·R columns, over one of kSplit slices of K (blockIdx.z = column tile
-// + tiles · slice): x and A come in 64-wide k steps by cp.async into a 4-stage ring in shared memory
+// per slot). Block blockIdx.x takes the blockIdx.x-th tile of 64 plan positions, counting each
+// segment's tiles in turn (rows through the permutation), against BN of its slot's stack·R columns,
+// over one of kSplit slices of K (blockIdx.y = column tile + tiles · slice): x and A come in 64-wide k steps by cp.async into a 4-stage ring in shared memory
 // (16-byte chunks XOR-swizzled by row, so ldmatrix reads without bank conflicts), and 4 warps run
 // m16n8k16 MMAs on their part of the tile. Only the row's own slot is computed, x is read once per
 // column tile. The sums, times the module's scaling, go as bf16 to xOut[row][K + slot·stack·R + c]
 // (c % R < rank); with a K split they are added into the f32 scratch first and the tile's last slice
 // (a ticket) writes them and leaves the scratch and ticket zero. Needs K % 8 == 0, 16-byte aligned
-// rows. Launch: grid (segment capacity, row tiles of 64, column tiles · kSplit), block 128, dynamic
-// shared memory 4 · (64 + BN) · 128 bytes.
+// rows. Launch: grid (at least the plan's tiles: rows / 64 + segment capacity, column tiles · kSplit),
+// block 128, dynamic shared memory 4 · (64 + BN) · 128 bytes.
 #define TILED_STAGES 4
 template <int BN>
 __device__ __forceinline__ void shrink_fused_tiled(const bf16* __restrict__ a, float* __restrict__ scratch, const int* permutation,
                                                    const int* starts, const int* segmentSlots, const int* slotRanks, int K, int R,
-                                                   int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
+                                                   int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
+                                                   int capacity) {
     constexpr int WN = BN >= 64 ? 2 : 1, WM = 4 / WN;          // warps over columns and rows
     constexpr int MT = 64 / WM / 16, NT = BN / WN / 8;          // 16-row and 8-column MMA tiles a warp
     constexpr int X_BYTES = 64 * 128, STAGE_BYTES = X_BYTES + BN * 128;
     extern __shared__ __align__(128) unsigned char ring[];
-    const int g = blockIdx.x;
-    const int end = __ldg(starts + g + 1);
-    const int p0 = __ldg(starts + g) + blockIdx.y * 64;
-    if (p0 >= end) return;
+    int g = -1, p0 = 0, end = 0;
+    for (int s = 0, index = blockIdx.x; s < capacity; ++s) {
+        const int b = __ldg(starts + s), e = __ldg(starts + s + 1), count = (e - b + 63) / 64;
+        if (index < count) {
+            g = s, p0 = b + index * 64, end = e;
+            break;
+        }
+        index -= count;
+    }
+    if (g < 0) return;
     const int width = stack * R, tiles = (width + BN - 1) / BN;
-    const int tile = blockIdx.z % tiles, c0 = tile * BN, slice = blockIdx.z / tiles;
+    const int tile = blockIdx.y % tiles, c0 = tile * BN, slice = blockIdx.y / tiles;
     const int sliceLength = ((K + kSplit - 1) / kSplit + 63) & ~63;
     const int kBegin = slice * sliceLength, kEnd = min(K, kBegin + sliceLength);
     const int slot = __ldg(segmentSlots + g), rank = __ldg(slotRanks + slot);
@@ -320,7 +327,7 @@ __device__ __forceinline__ void shrink_fused_tiled(const bf16* __restrict__ a, f
     __shared__ bool isLast;
     __threadfence();
     __syncthreads();
-    int* ticket = counters + ((u64)g * gridDim.y + blockIdx.y) * tiles + tile;
+    int* ticket = counters + (u64)blockIdx.x * tiles + tile;
     if (tid == 0) isLast = atomicAdd(ticket, 1) == (K + sliceLength - 1) / sliceLength - 1;
     __syncthreads();
     if (!isLast) return;
@@ -339,9 +346,9 @@ __device__ __forceinline__ void shrink_fused_tiled(const bf16* __restrict__ a, f
     extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_fused_tiled_n##BN(                              \
         const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,             \
         const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings,   \
-        int* counters) {                                                                                                \
+        int* counters, int capacity) {                                                                                  \
         shrink_fused_tiled<BN>(a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut,      \
-                               outStride, scalings, counters);                                                          \
+                               outStride, scalings, counters, capacity);                                                \
     }
 SHRINK_FUSED_TILED_ENTRY(16) SHRINK_FUSED_TILED_ENTRY(32) SHRINK_FUSED_TILED_ENTRY(64)
 
