@@ -332,12 +332,23 @@ __device__ __forceinline__ void shrink_fused_tiled(const bf16* __restrict__ a, f
     __syncthreads();
     if (!isLast) return;
     __threadfence();
-    for (int i = tid; i < 64 * BN; i += 128) {
-        const int p = p0 + i / BN, c = c0 + i % BN;
-        if (p >= end || c >= width || (c % R) >= rank) continue;
-        float* sum = scratch + (u64)p * width + c;
-        fused_write(p, c, __ldcg(sum));
-        *sum = 0.f;
+    // Thread tid holds column c0 + tid % BN of rows tid / BN + (128 / BN)·j: every sum is loaded
+    // before any is written, so the loads overlap rather than follow each other.
+    constexpr int PER = 64 * BN / 128, ROWS_APART = 128 / BN;
+    const int c = c0 + tid % BN;
+    const bool column = c < width && (c % R) < rank;
+    float v[PER];
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+        const int p = p0 + tid / BN + ROWS_APART * j;
+        v[j] = column && p < end ? __ldcg(scratch + (u64)p * width + c) : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < PER; ++j) {
+        const int p = p0 + tid / BN + ROWS_APART * j;
+        if (!column || p >= end) continue;
+        fused_write(p, c, v[j]);
+        scratch[(u64)p * width + c] = 0.f;
     }
     if (tid == 0) *ticket = 0;
 }
