@@ -363,24 +363,6 @@ extension CUDABackend {
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
         let long = LoRAKernelPlan.usesLargeTiles(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength)
-        let arguments: [KernelArgument] = [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
-            .int(k), .int(slotWidth / stack), .int(stack)]
-        let outArguments: [KernelArgument] = [.pointer(out.devicePointer), .int(outStride), .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)]
-        // Long segments (prefill), tiled: each row's own slot, 64 rows and 16 to 64 columns a block.
-        if long && fusedShrinkLong == .tiled {
-            let columns = slotWidth <= 16 ? 16 : slotWidth <= 32 ? 32 : 64, function = "loom_lora_shrink_fused_tiled_n\(columns)"
-            // The plan's tiles of 64 rows, counted over its segments (at most rows / 64 + one a segment).
-            let rowTiles = (n + 63) / 64 + capacity, columnTiles = (slotWidth + columns - 1) / columns
-            // Split K until about two blocks a multiprocessor have work, each slice at least 4 steps of 64.
-            let working = ((n + 63) / 64 + min(capacity, 8)) * columnTiles
-            let kSplit = rowTiles * columnTiles > Self.loraTicketCount ? 1
-                : tiledShrinkSplit.map { max(1, min($0, k / 64)) } ?? max(1, min((2 * multiprocessorCount + working - 1) / working, k / 256))
-            let shared = 4 * (64 + columns) * 128
-            raiseSharedLimit(function, bytes: shared)
-            launch(function, grid: (rowTiles, columnTiles * kSplit, 1), block: 128, sharedBytes: shared,
-                   arguments + [.int(kSplit)] + outArguments + [.int(capacity)])
-            return
-        }
         // Long segments, dense: x · Aᵀ for every slot in out's columns by one cuBLASLt GEMM, then each
         // row keeps its own slot's columns, scaled, and zeroes the rest. Columns of slots below the
         // plan's first adapted one are skipped (zero).
@@ -409,7 +391,9 @@ extension CUDABackend {
         let kSplit = tiles > Self.loraTicketCount ? 1
             : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
         launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
-               arguments + [.int(kSplit)] + outArguments)
+               [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
+                .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
+                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)])
     }
 
     public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {

@@ -119,14 +119,18 @@ public final class CUDABackend: ComputeBackend {
     /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).
     public let fusedShrinkLargeTiles = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LARGE"] != "0"
 
-    /// How the fused shrink runs on long segments (prefill plans; `LOOM_FUSED_SHRINK_LONG`): `tiled`
-    /// (`loom_lora_shrink_fused_tiled_n*`: each row's own slot, x and A through a shared-memory
-    /// ring), `dense` (one cuBLASLt GEMM of x against every slot's A, then a kernel that keeps each
-    /// row's own slot), or `kernels` (the register-tiled shrink kernels). The op checks run each.
-    public enum FusedShrinkForm: String, CaseIterable, Sendable { case tiled, dense, kernels }
-    /// The tiled shrink's K split (`LOOM_TILED_SHRINK_SPLIT`; unset: about two working blocks a multiprocessor).
-    public let tiledShrinkSplit = ProcessInfo.processInfo.environment["LOOM_TILED_SHRINK_SPLIT"].flatMap { Int($0) }
-    public var fusedShrinkLong = FusedShrinkForm(rawValue: ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LONG"] ?? "") ?? .tiled
+    /// How the fused shrink runs on long segments (prefill plans; `LOOM_FUSED_SHRINK_LONG`): `dense`,
+    /// one cuBLASLt GEMM of x against the A of every slot from the step's first adapted one, then
+    /// `loom_lora_shrink_fused_mask` keeps each row's own slot, scaled; or `kernels`, the register-tiled
+    /// shrink kernels over each segment. The op checks run both. On the H200 (`bench lora-kernels
+    /// --lora-backend fused`, session 18, the forms alternated on one machine in four runs) prefill of
+    /// 2048 rows over 4 adapters took 96–114 µs a layer dense against 102–126 with the kernels at
+    /// rank 16, and 197–234 against 242–297 at rank 64; at 256 decode rows over every slot of a graph
+    /// step the dense form lost (r16 37 → 51 µs, r64 80 → 103), so short segments keep the kernels.
+    /// A tiled GEMM of each row's own slot through a shared-memory ring (1afa928) lost to the dense
+    /// form too (r16 126–131 µs, r64 250–267).
+    public enum FusedShrinkForm: String, CaseIterable, Sendable { case dense, kernels }
+    public var fusedShrinkLong = FusedShrinkForm(rawValue: ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LONG"] ?? "") ?? .dense
 
     enum GraphState {
         case eager
