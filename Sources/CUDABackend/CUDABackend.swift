@@ -124,7 +124,7 @@ public final class CUDABackend: ComputeBackend {
     /// `loom_lora_shrink_fused_mask` keeps each row's own slot, scaled; or `kernels`, the register-tiled
     /// shrink kernels over each segment. The op checks run both. On the H200 (`bench lora-kernels
     /// --lora-backend fused`, session 18, the forms alternated on one machine in four runs) prefill of
-    /// 2048 rows over 4 adapters took 96–114 µs a layer dense against 102–126 with the kernels at
+    /// 2048 rows over 4 adapters took 90–114 µs a layer dense against 102–126 with the kernels at
     /// rank 16, and 197–234 against 242–297 at rank 64; at 256 decode rows over every slot of a graph
     /// step the dense form lost (r16 37 → 51 µs, r64 80 → 103), so short segments keep the kernels.
     /// A tiled GEMM of each row's own slot through a shared-memory ring (1afa928) lost to the dense
