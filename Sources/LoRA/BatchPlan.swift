@@ -31,6 +31,9 @@ public struct BatchPlan: Equatable, Sendable {
 
     public var segmentCount: Int { segmentSlots.count }
 
+    /// The rows of the plan's longest segment (0 for an empty plan).
+    public var longestSegment: Int { zip(segmentStarts.dropFirst(), segmentStarts).map { Int($0 - $1) }.max() ?? 0 }
+
     /// A bound on the segment count of any plan of `rows` rows over `slots` slots: every segment
     /// but the last of a slot is full, so `csgmv` has at most `rows / chunkSize + slots` of them.
     public static func segmentCapacity(rows: Int, slots: Int, kind: LoRABackendKind, chunkSize: Int) -> Int {

@@ -368,7 +368,12 @@ public final class LoRAManager {
         // slot, so the fused shrink reads each slot's A once per 64 rows rather than once per chunk.
         let kind: LoRABackendKind = options.backend == .fused && !consumes && !forGraph ? .sgmv : options.backend
         let plan = BatchPlan(rowSlots: rowSlots, kind: kind, chunkSize: options.maxChunkSize)
-        let capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: kind, chunkSize: options.maxChunkSize)
+        // A graph step's launches are sized by bounds that hold for any mix of adapters; a step that
+        // no graph replays launches for its own segments and longest one (a prefill of 4 adapters
+        // in 8 slots: 4 segments of 512 rows rather than 8 of up to 2048, 7 of 8 blocks idle).
+        let capacity = forGraph ? BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: kind, chunkSize: options.maxChunkSize)
+            : plan.segmentCount
+        let maxSegmentLength = forGraph ? BatchPlan.maxSegmentLength(rows: n, kind: kind, chunkSize: options.maxChunkSize) : plan.longestSegment
         let padded = plan.padded(toCapacity: capacity)
         let adaptedSlots = rowSlots.filter { slotRanks[$0] > 0 }
         let usedSlots = forGraph ? options.maxLorasPerBatch : (adaptedSlots.max() ?? 0) + 1
@@ -394,7 +399,7 @@ public final class LoRAManager {
                 numSegments: plan.segmentCount,
                 maxRank: Int(slotRanks.max() ?? 0),
                 segmentCapacity: capacity,
-                maxSegmentLength: BatchPlan.maxSegmentLength(rows: n, kind: kind, chunkSize: options.maxChunkSize),
+                maxSegmentLength: maxSegmentLength,
                 outputsZeroed: zeroed)
             kernelPlan.firstAdaptedSlot = forGraph ? 0 : adaptedSlots.min() ?? 0
             return kernelPlan

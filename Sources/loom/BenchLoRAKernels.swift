@@ -211,6 +211,7 @@ struct BenchLoRAKernels: ParsableCommand {
         let reference = c.reference
         var row: [String: Any] = [
             "phase": c.phase.rawValue, "rank": c.rank, "tokens": c.tokens, "adapters": c.adapters, "backend": backend,
+            "sequence_length": c.phase == .prefill ? c.sequenceLength as Any : NSNull(),
             "base_us": baseMicroseconds, "lora_us": loraMicroseconds, "ratio": ratio,
             "floor_us": floorMicroseconds, "floor_ratio": floorMicroseconds / baseMicroseconds, "adapter_bytes": adapterBytes,
             "goal_ratio": reference.map { $0.goalRatio as Any } ?? NSNull(),

@@ -7,7 +7,7 @@ struct LoRAKernelCase: Equatable, CustomStringConvertible {
     enum Phase: String, CaseIterable {
         /// One token per sequence; token i uses adapter i mod `adapters`.
         case decode
-        /// Contiguous sequences of `prefillSequenceLength` rows; sequence j uses adapter j mod `adapters`.
+        /// Contiguous sequences of `sequenceLength` rows; sequence j uses adapter j mod `adapters`.
         case prefill
     }
 
@@ -15,11 +15,14 @@ struct LoRAKernelCase: Equatable, CustomStringConvertible {
     var rank: Int
     var tokens: Int
     var adapters: Int
+    /// Rows per prefill sequence (512 in the issue's table: 4 sequences × 512).
+    var sequenceLength = LoRAKernelCase.prefillSequenceLength
 
-    /// Rows per prefill sequence, as in the issue's table (4 sequences × 512).
     static let prefillSequenceLength = 512
 
-    var description: String { "\(phase.rawValue) r\(rank) t\(tokens) a\(adapters)" }
+    var description: String {
+        "\(phase.rawValue) r\(rank) t\(tokens) a\(adapters)" + (phase == .prefill && sequenceLength != Self.prefillSequenceLength ? " s\(sequenceLength)" : "")
+    }
 
     /// The issue's table, in its order.
     static let issueMatrix: [LoRAKernelCase] = [
@@ -32,18 +35,21 @@ struct LoRAKernelCase: Equatable, CustomStringConvertible {
         .init(phase: .prefill, rank: 64, tokens: 2048, adapters: 4),
     ]
 
-    /// Parses `--rows`: `phase:rank:tokens:adapters`, comma-separated (`decode:16:32:8,prefill:64:2048:4`).
+    /// Parses `--rows`: `phase:rank:tokens:adapters`, comma-separated (`decode:16:32:8,prefill:64:2048:4`);
+    /// a prefill row may add its sequence length (`prefill:16:512:4:128`: 4 sequences of 128 rows).
     static func parse(_ text: String) throws -> [LoRAKernelCase] {
         let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         guard !items.isEmpty else { throw LoomError.invalidArgument("--rows: give phase:rank:tokens:adapters, comma-separated") }
         return try items.map { item in
             let parts = item.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-            guard parts.count == 4, let phase = Phase(rawValue: parts[0]), let rank = Int(parts[1]), let tokens = Int(parts[2]),
-                  let adapters = Int(parts[3])
+            guard parts.count == 4 || (parts.count == 5 && parts[0] == Phase.prefill.rawValue), let phase = Phase(rawValue: parts[0]),
+                  let rank = Int(parts[1]), let tokens = Int(parts[2]), let adapters = Int(parts[3]),
+                  let sequenceLength = parts.count == 5 ? Int(parts[4]) : Self.prefillSequenceLength
             else {
-                throw LoomError.invalidArgument("--rows: '\(item)' is not phase:rank:tokens:adapters (phase decode or prefill), e.g. decode:16:32:8")
+                throw LoomError.invalidArgument(
+                    "--rows: '\(item)' is not phase:rank:tokens:adapters (phase decode or prefill; prefill may add :sequence_length), e.g. decode:16:32:8")
             }
-            let c = LoRAKernelCase(phase: phase, rank: rank, tokens: tokens, adapters: adapters)
+            let c = LoRAKernelCase(phase: phase, rank: rank, tokens: tokens, adapters: adapters, sequenceLength: sequenceLength)
             try c.validate()
             return c
         }
@@ -54,7 +60,9 @@ struct LoRAKernelCase: Equatable, CustomStringConvertible {
     static func poolSlots(_ cases: [LoRAKernelCase]) -> Int { max(8, cases.map(\.adapters).max() ?? 8) }
 
     func validate() throws {
-        guard rank >= 1, tokens >= 1 else { throw LoomError.invalidArgument("--rows: '\(self)': rank and tokens must be positive") }
+        guard rank >= 1, tokens >= 1, sequenceLength >= 1 else {
+            throw LoomError.invalidArgument("--rows: '\(self)': rank, tokens and sequence length must be positive")
+        }
         guard (1...Self.maxAdapters).contains(adapters) else {
             throw LoomError.invalidArgument("--rows: '\(self)': adapters must be between 1 and \(Self.maxAdapters)")
         }
@@ -64,7 +72,7 @@ struct LoRAKernelCase: Equatable, CustomStringConvertible {
     var rowAdapters: [Int] {
         switch phase {
         case .decode: return (0..<tokens).map { $0 % adapters }
-        case .prefill: return (0..<tokens).map { ($0 / Self.prefillSequenceLength) % adapters }
+        case .prefill: return (0..<tokens).map { ($0 / sequenceLength) % adapters }
         }
     }
 

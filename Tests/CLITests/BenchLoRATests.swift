@@ -28,7 +28,13 @@ import Testing
             LoRAKernelCase(phase: .decode, rank: 8, tokens: 7, adapters: 3),
         ])
         #expect(rows[0].reference != nil && rows[2].reference == nil)
-        for bad in ["", "decode:16:32", "verify:16:32:8", "decode:16:x:8", "decode:0:32:8", "decode:16:32:257", "decode:16:32:0"] {
+        // A prefill row may name its sequence length; the rows keep 512 (and their reference).
+        let short = try LoRAKernelCase.parse("prefill:16:512:4:128")
+        #expect(short == [LoRAKernelCase(phase: .prefill, rank: 16, tokens: 512, adapters: 4, sequenceLength: 128)])
+        #expect(short[0].rowAdapters == (0..<4).flatMap { Array(repeating: $0, count: 128) })
+        #expect(try LoRAKernelCase.parse("prefill:16:2048:4:512")[0].reference != nil)
+        for bad in ["", "decode:16:32", "verify:16:32:8", "decode:16:x:8", "decode:0:32:8", "decode:16:32:257", "decode:16:32:0",
+                    "decode:16:32:8:4", "prefill:16:512:4:0", "prefill:16:512:4:x"] {
             #expect(throws: LoomError.self, "\(bad)") { try LoRAKernelCase.parse(bad) }
         }
         // The pool has as many slots as the largest row asks, at least the 8.
