@@ -363,11 +363,15 @@ extension CUDABackend {
         let capacity = plan.segmentCapacity
         if n == 0 || capacity == 0 { return }
         let long = LoRAKernelPlan.usesLargeTiles(rows: n, capacity: capacity, maxSegmentLength: plan.maxSegmentLength)
-        // Long segments, dense: x · Aᵀ for every slot in out's columns by one cuBLASLt GEMM, then each
-        // row keeps its own slot's columns, scaled, and zeroes the rest. Columns of slots below the
-        // plan's first adapted one are skipped (zero).
+        // Long segments of wide slots (64 columns or more) or of 256 rows or more on average, where the
+        // pool's rank is a multiple of 8 (each module's columns whole 16-byte pieces), dense:
+        // x · Aᵀ for every slot in out's columns by one cuBLASLt GEMM, then each row keeps its own
+        // slot's columns, scaled, and zeroes the rest. Columns of slots below the plan's first adapted
+        // one are skipped (zero). Narrower slots over shorter segments keep the kernels, which
+        // multiply only each row's own slot.
         let extensionWidth = outStride - k
-        if long && fusedShrinkLong == .dense && extensionWidth % slotWidth == 0 && extensionWidth <= slots * slotWidth {
+        let dense = long && fusedShrinkLong == .dense && (slotWidth / stack) % 8 == 0 && (slotWidth >= 64 || n >= 256 * max(plan.numSegments, 1))
+        if dense && extensionWidth % slotWidth == 0 && extensionWidth <= slots * slotWidth {
             let first = min(plan.firstAdaptedSlot, extensionWidth / slotWidth) * slotWidth, m = extensionWidth - first
             if m == 0 { return }
             blasMatmul(out, a.reshaped(Shape(slots * slotWidth, k)).rows(first, m), out, n: n, m: m, k: k,

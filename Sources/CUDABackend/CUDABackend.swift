@@ -119,16 +119,19 @@ public final class CUDABackend: ComputeBackend {
     /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).
     public let fusedShrinkLargeTiles = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LARGE"] != "0"
 
-    /// How the fused shrink runs on long segments (prefill plans; `LOOM_FUSED_SHRINK_LONG`): `dense`,
-    /// one cuBLASLt GEMM of x against the A of every slot from the step's first adapted one, then
-    /// `loom_lora_shrink_fused_mask` keeps each row's own slot, scaled; or `kernels`, the register-tiled
-    /// shrink kernels over each segment. The op checks run both. On the H200 (`bench lora-kernels
-    /// --lora-backend fused`, session 18, the forms alternated on one machine in four runs) prefill of
-    /// 2048 rows over 4 adapters took 90–114 µs a layer dense against 102–126 with the kernels at
-    /// rank 16, and 197–234 against 242–297 at rank 64; at 256 decode rows over every slot of a graph
-    /// step the dense form lost (r16 37 → 51 µs, r64 80 → 103), so short segments keep the kernels.
+    /// How the fused shrink runs on long segments (plans of steps no graph replays, such as prefill;
+    /// `LOOM_FUSED_SHRINK_LONG`): `dense`, one cuBLASLt GEMM of x against the A of every slot from the
+    /// step's first adapted one, then `loom_lora_shrink_fused_mask` keeps each row's own slot, scaled,
+    /// where slots are 64 columns wide or more or segments average 256 rows or more; or `kernels`, the
+    /// register-tiled shrink kernels over each segment throughout. The op checks run both. On the H200
+    /// (`bench lora-kernels --lora-backend fused`, session 18, the forms alternated on one machine,
+    /// µs a layer dense / kernels): 2048 rows over 4 adapters at rank 16 104, 97 / 104, 116 and at
+    /// rank 64 223, 207 / 280, 269; 512 rows over 4 at rank 64 108, 103 / 142, 150; 256 rows over 8 at
+    /// rank 64 106, 98 / 111, 116; but at rank 16 over segments of 32 to 128 rows the kernels win or
+    /// tie (256 rows over 8: 56, 53 / 49, 48). At 256 decode rows of a graph step (every slot's
+    /// columns) the dense form lost (r16 37 → 51 µs, r64 80 → 103); graph steps keep the kernels.
     /// A tiled GEMM of each row's own slot through a shared-memory ring (1afa928) lost to the dense
-    /// form too (r16 126–131 µs, r64 250–267).
+    /// form (r16 126–131 µs, r64 250–267).
     public enum FusedShrinkForm: String, CaseIterable, Sendable { case dense, kernels }
     public var fusedShrinkLong = FusedShrinkForm(rawValue: ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LONG"] ?? "") ?? .dense
 

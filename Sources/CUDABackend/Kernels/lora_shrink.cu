@@ -193,42 +193,37 @@ extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
 
 // The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of the stack·R
 // rows of A of every slot from the step's first adapted one into xOut[row][K + first ..< K + extension]
-// (bf16; first and extension whole numbers of slots).
-// Each row keeps its own slot's columns c with c % R < rank, times their module's scaling (rounded
-// to bf16 again), and the other columns from `first` on become zero (those before it, the slots
-// below the step's first adapted one, the GEMM left zero), so that the widened GEMM adds only the
-// row's own adapter. With R % 8 == 0 a thread takes 8 columns (16 bytes) of one module at a time.
-// Launch: grid (segment capacity, row tiles of 16), block 256.
+// (bf16; first and extension whole numbers of slots). Each row keeps its own slot's columns c with
+// c % R < rank, times their module's scaling (rounded to bf16 again), and the other columns from
+// `first` on become zero (those before it, the slots below the step's first adapted one, the GEMM
+// left zero), so that the widened GEMM adds only the row's own adapter. A thread takes 8 columns
+// (16 bytes) of one module at a time: needs R % 8 == 0. Launch: grid (segment capacity, row tiles
+// of 16), block 256.
 extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused_mask(
     const int* permutation, const int* starts, const int* segmentSlots, const int* slotRanks, int K, int R, int stack,
     int first, int extension, bf16* xOut, int outStride, const float* scalings) {
     const int g = blockIdx.x, end = __ldg(starts + g + 1), p0 = __ldg(starts + g) + blockIdx.y * 16;
     if (p0 >= end) return;
     const int rows = min(16, end - p0), slot = __ldg(segmentSlots + g), rank = __ldg(slotRanks + slot), width = stack * R;
-    const int vector = R % 8 == 0 ? 8 : 1, pieces = (extension - first) / vector;
+    const int pieces = (extension - first) / 8;
     grid_enter();
     for (int i = threadIdx.x; i < rows * pieces; i += blockDim.x) {
-        const int r = i / pieces, c = first + (i - r * pieces) * vector;
-        bf16* v = xOut + (u64)__ldg(permutation + p0 + r) * outStride + K + c;
+        const int r = i / pieces, c = first + (i - r * pieces) * 8;
+        uint4* v = (uint4*)(xOut + (u64)__ldg(permutation + p0 + r) * outStride + K + c);
         const int j = c % R;
-        const bool own = c / width == slot && j < rank;
-        const float scale = own ? __ldg(scalings + slot * stack + (c % width) / R) : 0.f;
-        if (vector == 8) {
-            uint4 w = make_uint4(0, 0, 0, 0);
-            if (own) {
-                w = *(const uint4*)v;
-                u32* h = (u32*)&w;
+        uint4 w = make_uint4(0, 0, 0, 0);
+        if (c / width == slot && j < rank) {
+            const float scale = __ldg(scalings + slot * stack + (c % width) / R);
+            w = *v;
+            u32* h = (u32*)&w;
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const float lo = j + 2 * e < rank ? bf16_to_f32((bf16)(h[e] & 0xffff)) * scale : 0.f;
-                    const float hi = j + 2 * e + 1 < rank ? bf16_to_f32((bf16)(h[e] >> 16)) * scale : 0.f;
-                    h[e] = (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
-                }
+            for (int e = 0; e < 4; ++e) {
+                const float lo = j + 2 * e < rank ? bf16_to_f32((bf16)(h[e] & 0xffff)) * scale : 0.f;
+                const float hi = j + 2 * e + 1 < rank ? bf16_to_f32((bf16)(h[e] >> 16)) * scale : 0.f;
+                h[e] = (u32)f32_to_bf16(lo) | ((u32)f32_to_bf16(hi) << 16);
             }
-            *(uint4*)v = w;
-        } else {
-            *v = f32_to_bf16(own ? bf16_to_f32(*v) * scale : 0.f);
         }
+        *v = w;
     }
 }
 
