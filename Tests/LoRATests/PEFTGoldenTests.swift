@@ -1,7 +1,7 @@
 import CPUBackend
 import Foundation
 import LoomCore
-import LoRA
+@testable import LoRA
 import ModelFormats
 import Models
 import Testing
@@ -184,6 +184,12 @@ import Testing
             let applier = try #require(try s.manager.prepare(rowAdapters: refs, forGraph: forGraph))
             let input = applier.gemmInput(rank: 0, layer: 0, group: .qkv, input: x)
             #expect(input.shape == Shape(refs.count, hidden + LoRAManager.fusedExtension(slots: slots, stack: 3, rank: r)), "forGraph \(forGraph)")
+            // Its launches: the graph bounds (3 rows over 3 slots, one segment per slot), or its own
+            // two segments (the adapter's 2 rows, the base's 1) and the first adapted slot.
+            let plan = try #require((applier as? StepApplier)?.plans.first)
+            #expect(plan.numSegments == 2)
+            #expect(plan.segmentCapacity == (forGraph ? 3 : 2) && plan.maxSegmentLength == (forGraph ? 3 : 2), "forGraph \(forGraph)")
+            #expect(plan.firstAdaptedSlot == 0)
         }
     }
 

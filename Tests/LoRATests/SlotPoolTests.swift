@@ -105,7 +105,7 @@ import Testing
                         let plan = BatchPlan(rowSlots: rowSlots, kind: kind, chunkSize: chunk)
                         #expect(plan.segmentCount <= capacity, "rows \(rows) slots \(slots) chunk \(chunk)")
                         let lengths = zip(plan.segmentStarts.dropFirst(), plan.segmentStarts).map { Int($0 - $1) }
-                        #expect(lengths.allSatisfy { $0 <= longest })
+                        #expect(lengths.allSatisfy { $0 <= longest } && plan.longestSegment == lengths.max() ?? 0)
                         let padded = plan.padded(toCapacity: capacity)
                         #expect(padded.starts.count == capacity + 1 && padded.slots.count == capacity)
                         #expect(padded.starts.dropFirst(plan.segmentCount).allSatisfy { $0 == Int32(rows) })
