@@ -368,15 +368,22 @@ public final class LoRAManager {
         // slot, so the fused shrink reads each slot's A once per 64 rows rather than once per chunk.
         let kind: LoRABackendKind = options.backend == .fused && !consumes && !forGraph ? .sgmv : options.backend
         let plan = BatchPlan(rowSlots: rowSlots, kind: kind, chunkSize: options.maxChunkSize)
-        // A graph step's launches are sized by bounds that hold for any mix of adapters; a step that
-        // no graph replays launches for its own segments and longest one (a prefill of 4 adapters
-        // in 8 slots: 4 segments of 512 rows rather than 8 of up to 2048, 7 of 8 blocks idle).
-        let capacity = forGraph ? BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: kind, chunkSize: options.maxChunkSize)
-            : plan.segmentCount
-        let maxSegmentLength = forGraph ? BatchPlan.maxSegmentLength(rows: n, kind: kind, chunkSize: options.maxChunkSize) : plan.longestSegment
+        // A graph step's launches are sized by bounds that hold for any mix of adapters, and its
+        // widened GEMMs take every slot's columns. A step that no graph replays launches for its own
+        // segments and longest one (a prefill of 4 adapters in 8 slots: 4 segments of 512 rows rather
+        // than 8 of up to 2048, 7 of 8 blocks idle) and takes the slots from its first adapted one
+        // to its last.
+        let capacity: Int, maxSegmentLength: Int, firstAdaptedSlot: Int, usedSlots: Int
+        if forGraph {
+            capacity = BatchPlan.segmentCapacity(rows: n, slots: options.maxLorasPerBatch, kind: kind, chunkSize: options.maxChunkSize)
+            maxSegmentLength = BatchPlan.maxSegmentLength(rows: n, kind: kind, chunkSize: options.maxChunkSize)
+            (firstAdaptedSlot, usedSlots) = (0, options.maxLorasPerBatch)
+        } else {
+            let adaptedSlots = plan.segmentSlots.map(Int.init).filter { slotRanks[$0] > 0 }
+            (capacity, maxSegmentLength) = (plan.segmentCount, plan.longestSegment)
+            (firstAdaptedSlot, usedSlots) = (adaptedSlots.min() ?? 0, (adaptedSlots.max() ?? 0) + 1)
+        }
         let padded = plan.padded(toCapacity: capacity)
-        let adaptedSlots = rowSlots.filter { slotRanks[$0] > 0 }
-        let usedSlots = forGraph ? options.maxLorasPerBatch : (adaptedSlots.max() ?? 0) + 1
         // A step whose every group adds its delta in the consumer runs no shrink kernel.
         let shrinks = !consumes || groups.contains { !consumerGroups.contains($0) }
         let zeroed = shrinks && n <= Self.stepShrunkRows
@@ -391,7 +398,7 @@ public final class LoRAManager {
             uploads[r].copy(padded.starts, to: rb.segmentStarts, on: rb.backend)
             uploads[r].copy(padded.slots, to: rb.segmentSlots, on: rb.backend)
             uploads[r].copy(slotRanks, to: rb.slotRanks, on: rb.backend)
-            var kernelPlan = LoRAKernelPlan(
+            return LoRAKernelPlan(
                 permutation: rb.permutation.rows(n),
                 segmentStarts: rb.segmentStarts.rows(capacity + 1),
                 segmentSlots: rb.segmentSlots.rows(capacity),
@@ -400,9 +407,8 @@ public final class LoRAManager {
                 maxRank: Int(slotRanks.max() ?? 0),
                 segmentCapacity: capacity,
                 maxSegmentLength: maxSegmentLength,
-                outputsZeroed: zeroed)
-            kernelPlan.firstAdaptedSlot = forGraph ? 0 : adaptedSlots.min() ?? 0
-            return kernelPlan
+                outputsZeroed: zeroed,
+                firstAdaptedSlot: firstAdaptedSlot)
         }
         return StepApplier(manager: self, plans: plans, rows: n, consumes: consumes, usedSlots: usedSlots)
     }

@@ -93,7 +93,8 @@ public struct LoRAKernelPlan {
     public var firstAdaptedSlot = 0
 
     public init(permutation: DeviceTensor, segmentStarts: DeviceTensor, segmentSlots: DeviceTensor, slotRanks: DeviceTensor,
-                numSegments: Int, maxRank: Int, segmentCapacity: Int? = nil, maxSegmentLength: Int? = nil, outputsZeroed: Bool = false) {
+                numSegments: Int, maxRank: Int, segmentCapacity: Int? = nil, maxSegmentLength: Int? = nil, outputsZeroed: Bool = false,
+                firstAdaptedSlot: Int = 0) {
         self.permutation = permutation
         self.segmentStarts = segmentStarts
         self.segmentSlots = segmentSlots
@@ -103,6 +104,7 @@ public struct LoRAKernelPlan {
         self.segmentCapacity = segmentCapacity ?? numSegments
         self.maxSegmentLength = maxSegmentLength ?? permutation.shape[0]
         self.outputsZeroed = outputsZeroed
+        self.firstAdaptedSlot = firstAdaptedSlot
     }
 }
 

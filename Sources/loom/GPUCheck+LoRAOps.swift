@@ -79,18 +79,21 @@ extension OpChecks {
             gpu.loraExpand(yg, b: bg, out: og, plan: planG, scalings: scaleG, outOffsets: outs)
             if fused { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) }
         }
-        if let captureRowSlots {
-            // Capture (and run) on the other plan, restore the outputs, reload this plan, replay.
-            let original = gpu.download(og)
+        // `ops` on this plan: eagerly, or captured (and run) on the other plan, then with `reset`
+        // restoring the outputs and this plan reloaded, replayed.
+        func runGPU(_ key: String, _ ops: @escaping () -> Void, reset: () -> Void) {
+            guard let captureRowSlots else { return ops() }
             _ = load(captureRowSlots)
-            gpu.withGraph(key: "lora-check-\(label)-\(kind)", gpuOps)
+            gpu.withGraph(key: key, ops)
+            reset()
+            _ = load(rowSlots)
+            gpu.withGraph(key: key, ops)
+        }
+        let original = captureRowSlots == nil ? [] : gpu.download(og)
+        runGPU("lora-check-\(label)-\(kind)", gpuOps) {
             gpu.copy(original, to: og)
             gpu.copy([Float](repeating: 0, count: sg.count), to: sg)
             placeX()
-            _ = load(rowSlots)
-            gpu.withGraph(key: "lora-check-\(label)-\(kind)", gpuOps)
-        } else {
-            gpuOps()
         }
         cpu.loraShrink(xc, a: ac, out: sc, plan: planC, stack: stack)
         cpu.loraExpand(yc, b: bc, out: oc, plan: planC, scalings: scaleC, outOffsets: outs)
@@ -106,17 +109,9 @@ extension OpChecks {
             // The other forms for long segments on the same plan (and graph replay).
             for form in CUDABackend.FusedShrinkForm.allCases where form != chosen {
                 gpu.fusedShrinkLong = form
-                let fusedOnly = { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) }
                 placeX()
-                if let captureRowSlots {
-                    _ = load(captureRowSlots)
-                    gpu.withGraph(key: "lora-check-\(label)-\(kind)-\(form)", fusedOnly)
-                    placeX()
-                    _ = load(rowSlots)
-                    gpu.withGraph(key: "lora-check-\(label)-\(kind)-\(form)", fusedOnly)
-                } else {
-                    fusedOnly()
-                }
+                runGPU("lora-check-\(label)-\(kind)-\(form)", { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) },
+                       reset: placeX)
                 results += compareFused(fc, fg, k: k, detail: detail + ", long segments \(form)")
                 results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", long segments \(form)"))
             }
