@@ -4,6 +4,9 @@ import Foundation
 /// The kernel sources embedded in the binary, compiled with NVRTC for the device's compute
 /// capability on first use and cached on disk under `~/.cache/loom/kernels` (or `$LOOM_KERNEL_CACHE`),
 /// keyed by a hash of the source, the shared header, the options and the capability.
+/// `$LOOM_KERNEL_SOURCES` names a folder whose `<module>.cu` (and `common.cuh`) replace the embedded
+/// ones, so that a kernel variant runs on a GPU machine without rebuilding the binary (A/B runs);
+/// the kernels' report names each file taken from there.
 final class KernelLibrary {
     /// One `.cu` file: its name and the kernel functions it defines.
     struct Module {
@@ -73,6 +76,8 @@ final class KernelLibrary {
         let options = Self.options(architecture: arch)
         let cacheDirectory = Self.cacheDirectory()
         try? FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
+        let overrides = Self.sourceOverrides()
+        let header = overrides["common.cuh"].map { String(decoding: $0, as: UTF8.self) } ?? Self.header
         let modules = Self.modules
         var cubins = [[UInt8]?](repeating: nil, count: modules.count)
         var errors = [Error?](repeating: nil, count: modules.count)
@@ -80,29 +85,41 @@ final class KernelLibrary {
         let lock = NSLock()
         DispatchQueue.concurrentPerform(iterations: modules.count) { i in
             let module = modules[i]
-            let source = String(decoding: module.source, as: UTF8.self)
-            let key = Self.hash([source, Self.header, options.joined(separator: " "), arch, nvrtc.version])
+            let replaced = overrides["\(module.name).cu"]
+            let source = String(decoding: replaced ?? module.source, as: UTF8.self)
+            let origin = replaced != nil || overrides["common.cuh"] != nil ? "from $LOOM_KERNEL_SOURCES, " : ""
+            let key = Self.hash([source, header, options.joined(separator: " "), arch, nvrtc.version])
             let path = "\(cacheDirectory)/\(module.name)-\(arch)-\(key).cubin"
             if let data = FileManager.default.contents(atPath: path), !data.isEmpty {
-                lock.withLock { cubins[i] = [UInt8](data); notes[i] = "cache" }
+                lock.withLock { cubins[i] = [UInt8](data); notes[i] = origin + "cache" }
                 return
             }
             let start = DispatchTime.now()
             do {
-                let cubin = try nvrtc.compile(name: "\(module.name).cu", source: source, headers: ["common.cuh": Self.header], options: options)
+                let cubin = try nvrtc.compile(name: "\(module.name).cu", source: source, headers: ["common.cuh": header], options: options)
                 // Write to a temporary name, then rename, so a concurrent reader never sees half a file.
                 let temporary = path + ".\(getpid()).\(i).tmp"
                 if FileManager.default.createFile(atPath: temporary, contents: Data(cubin)) {
                     _ = rename(temporary, path)
                 }
                 let seconds = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9
-                lock.withLock { cubins[i] = cubin; notes[i] = String(format: "compiled in %.2f s", seconds) }
+                lock.withLock { cubins[i] = cubin; notes[i] = origin + String(format: "compiled in %.2f s", seconds) }
             } catch {
                 lock.withLock { errors[i] = error }
             }
         }
         if let error = errors.compactMap({ $0 }).first { throw error }
         return modules.indices.map { (modules[$0], cubins[$0]!, notes[$0]) }
+    }
+
+    /// The files of `$LOOM_KERNEL_SOURCES` that replace embedded sources, by file name.
+    static func sourceOverrides() -> [String: [UInt8]] {
+        guard let dir = ProcessInfo.processInfo.environment["LOOM_KERNEL_SOURCES"], !dir.isEmpty else { return [:] }
+        var files: [String: [UInt8]] = [:]
+        for name in modules.map({ "\($0.name).cu" }) + ["common.cuh"] {
+            if let data = FileManager.default.contents(atPath: "\(dir)/\(name)") { files[name] = [UInt8](data) }
+        }
+        return files
     }
 
     static func cacheDirectory() -> String {
