@@ -301,12 +301,13 @@ extension CUDABackend {
         case .mmaSmall, .mmaLarge:
             let large = kernel == .mmaLarge
             let rowsPerBlock = large ? 64 : 16, columnsPerBlock = large ? 32 : 16, warps = large ? 4 : 8
-            let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock
+            let rowTiles = plan.compactRowTiles(rows: n, tileRows: rowsPerBlock)
             let columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
             let kSplit = shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
             if kSplit > 1 && !plan.outputsZeroed { zero(out) }
-            launch(kernel.rawValue, grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
-                   [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer)] + common + shape + [.int(kSplit)])
+            launch(kernel.rawValue, grid: (rowTiles, 1, columnTiles * kSplit), block: 32 * warps,
+                   [.pointer(x.devicePointer), .pointer(a.devicePointer), .pointer(out.devicePointer)] + common + shape
+                   + [.int(kSplit), .int(capacity)])
         }
     }
 
@@ -389,15 +390,15 @@ extension CUDABackend {
         // tiles split K over blocks that add their sums atomically.
         let large = fusedShrinkLargeTiles && slotWidth >= 64 && long
         let (rowsPerBlock, columnsPerBlock, warps) = large ? (64, 32, 4) : (16, 16, 8)
-        let rowTiles = (plan.maxSegmentLength + rowsPerBlock - 1) / rowsPerBlock, columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
+        let rowTiles = plan.compactRowTiles(rows: n, tileRows: rowsPerBlock), columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
         // A K split needs a ticket per tile; past the tickets, each block takes the whole K.
-        let tiles = capacity * rowTiles * columnTiles
+        let tiles = rowTiles * columnTiles
         let kSplit = tiles > Self.loraTicketCount ? 1
             : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
-        launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (capacity, rowTiles, columnTiles * kSplit), block: 32 * warps,
+        launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (rowTiles, 1, columnTiles * kSplit), block: 32 * warps,
                [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
-                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer)])
+                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer), .int(capacity)])
     }
 
     public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {
@@ -428,6 +429,20 @@ extension LoRAKernelPlan {
     var kernelArguments: [KernelArgument] {
         [.pointer(permutation.devicePointer), .pointer(segmentStarts.devicePointer), .pointer(segmentSlots.devicePointer),
          .pointer(slotRanks.devicePointer)]
+    }
+
+    /// The row tiles of `tileRows` rows a shrink launch for this plan's `rows` takes, compact
+    /// (`find_row_tile` in lora_shrink.cu: tiles of the segments in order, none for the empty ends of
+    /// short segments): a segment of l rows has ⌈l / tileRows⌉, so `rows` in at most `segmentCapacity`
+    /// segments have at most ⌈rows / tileRows⌉ + capacity − 1, and no segment has more than its
+    /// bound's share. Depends only on the capacities and the row count (graph-safe). A graph decode
+    /// step of 256 rows over 8 slots bounded at 256 rows a segment launches 23 row tiles of 16, not 128.
+    func compactRowTiles(rows: Int, tileRows: Int) -> Int {
+        Self.compactRowTiles(rows: rows, capacity: segmentCapacity, maxSegmentLength: maxSegmentLength, tileRows: tileRows)
+    }
+
+    static func compactRowTiles(rows: Int, capacity: Int, maxSegmentLength: Int, tileRows: Int) -> Int {
+        max(1, min(capacity * ((maxSegmentLength + tileRows - 1) / tileRows), (rows + tileRows - 1) / tileRows + capacity - 1))
     }
 
     /// Whether the tensor-core kernels take 64-row tiles: when segments may be long and average

@@ -40,4 +40,33 @@ import Testing
         bf16Out.outIsF32 = false
         #expect(LoRAShrinkKernel.choose(bf16Out) == .general)
     }
+
+    /// The tensor-core shrinks launch one block per compact row tile (`find_row_tile`): the count
+    /// must cover every plan the bounds allow, or rows would go unshrunk.
+    @Test func compactRowTilesCoverEveryPlanOfTheBounds() {
+        func count(_ rows: Int, _ capacity: Int, _ longest: Int, _ tile: Int) -> Int {
+            LoRAKernelPlan.compactRowTiles(rows: rows, capacity: capacity, maxSegmentLength: longest, tileRows: tile)
+        }
+        // A graph decode step of 256 rows over 8 slots, segments bounded at 256 rows: 23 tiles of 16,
+        // where a grid of segments × the longest segment's tiles had 128. Seven one-row segments and
+        // one of 249 rows take all 23.
+        #expect(count(256, 8, 256, 16) == 23)
+        let fullest = 7 + (249 + 15) / 16
+        #expect(fullest == 23)
+        // A prefill of 4 × 512 rows in its own 4 segments: 32 tiles of 64, as before.
+        #expect(count(2048, 4, 512, 64) == 32)
+        // csgmv's chunks: a segment is at most one tile.
+        #expect(count(160, 74, 16, 16) == 74)
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let tile = [16, 64].randomElement(using: &generator)!
+            let capacity = Int.random(in: 1...40, using: &generator), longest = Int.random(in: 1...300, using: &generator)
+            // Random segments within the bounds (some empty), then the rows they add up to.
+            let lengths = (0..<capacity).map { _ in Bool.random(using: &generator) ? 0 : Int.random(in: 1...longest, using: &generator) }
+            let rows = lengths.reduce(0, +)
+            let used = lengths.map { ($0 + tile - 1) / tile }.reduce(0, +)
+            let launched = count(rows, capacity, longest, tile)
+            #expect(used <= launched, "\(lengths) in tiles of \(tile)")
+        }
+    }
 }

@@ -9,11 +9,11 @@
 // (x in columns 0 ..< K, written there by the op that made it; the kernel writes
 // scalings[s·stack + m] · A[s][m·R + j] · x at K + (s·stack + m)·R + j), scalings [slots, stack] f32,
 // the f32 scratch [n, stack*R] as `out` (zero before and after) and counters (i32 tickets, zero
-// before and after). Launch of the tensor-core kernels: grid (segment
-// capacity, row tiles, column tiles · kSplit), block 32 · W.
+// before and after). Launch of the tensor-core kernels: grid (the plan's compact row tiles
+// (find_row_tile), 1, column tiles · kSplit), block 32 · W; their last argument is the segment capacity.
 #include "common.cuh"
 
-// The tensor-core kernel. A block computes rows 16·MT·blockIdx.y ..< +16·MT of segment blockIdx.x
+// The tensor-core kernel. A block computes the 16·MT rows of row tile blockIdx.x (find_row_tile)
 // against 8·NT columns of the slot's stack·R rows of A, over one of `kSplit` slices of K
 // (blockIdx.z = column tile + tiles · slice), so that a decode step's few rows still spread the
 // reading of A over the whole GPU. Its W warps split the slice in 32-element blocks, add their
@@ -27,19 +27,52 @@
 // width), and each sum, times its module's scaling, goes as bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
 // in plan order, zero before the launch) and the last slice of a tile to finish (a ticket in
 // `counters`) writes the tile and leaves the scratch and its ticket zero again.
+// The compact row tiles of a plan: tile t is the t-th tileRows-row piece of the segments in order
+// (a segment of l rows has ceil(l / tileRows)), so a launch has no blocks for the empty tiles of
+// short segments. The plan's segments are at most capacity; its n rows make at most
+// ceil(n / tileRows) + capacity - 1 tiles. Each warp reads 32 segments' starts at a time and finds
+// tile t's segment g with a prefix sum over its lanes. False past the plan's last tile. Called by
+// whole warps (uniform arguments); reads only the plan (before grid_wait).
+__device__ __forceinline__ bool find_row_tile(const int* starts, int capacity, int tileRows, int t, int& g, int& p0, int& end) {
+    const int lane = threadIdx.x & 31;
+    for (int base = 0; base < capacity; base += 32) {
+        const int s = base + lane;
+        int b = 0, e = 0, n = 0;
+        if (s < capacity) {
+            b = __ldg(starts + s);
+            e = __ldg(starts + s + 1);
+            n = (e - b + tileRows - 1) / tileRows;
+        }
+        int inclusive = n;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int v = __shfl_up_sync(0xffffffffu, inclusive, o);
+            if (lane >= o) inclusive += v;
+        }
+        const int total = __shfl_sync(0xffffffffu, inclusive, 31);
+        if (t < total) {
+            const int l = __ffs(__ballot_sync(0xffffffffu, t < inclusive)) - 1;
+            g = base + l;
+            p0 = __shfl_sync(0xffffffffu, b, l) + (t - __shfl_sync(0xffffffffu, inclusive - n, l)) * tileRows;
+            end = __shfl_sync(0xffffffffu, e, l);
+            return true;
+        }
+        t -= total;
+    }
+    return false;
+}
+
 template <int MT, int NT, int W, bool FUSED>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
                                            const int* slotRanks, int K, int R, int stack, int kSplit,
                                            bf16* xOut = nullptr, int outStride = 0, const float* scalings = nullptr,
-                                           int* counters = nullptr, int xStride = 0) {
+                                           int* counters = nullptr, int xStride = 0, int capacity = 0) {
     __shared__ float partial[W][16 * MT][8 * NT];
     // Before grid_wait, only the plan and A are read: the host and the upload stream write them
     // before the step's kernels, no kernel does. A block's first PRE steps of A are requested there.
-    const int g = blockIdx.x;
-    const int end = __ldg(starts + g + 1);
-    const int p0 = __ldg(starts + g) + blockIdx.y * 16 * MT;
-    if (p0 >= end) return;
+    int g, p0, end;
+    if (!find_row_tile(starts, capacity, 16 * MT, blockIdx.x, g, p0, end)) return;
     const int width = stack * R, tiles = (width + 8 * NT - 1) / (8 * NT);
     const int tile = blockIdx.z % tiles, c0 = tile * 8 * NT, slice = blockIdx.z / tiles;
     const int sliceLength = ((K + kSplit - 1) / kSplit + 31) & ~31;
@@ -144,7 +177,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     __shared__ bool isLast;
     __threadfence();
     __syncthreads();
-    int* ticket = counters + ((u64)g * gridDim.y + blockIdx.y) * tiles + tile;
+    int* ticket = counters + (u64)blockIdx.x * tiles + tile;
     if (threadIdx.x == 0) isLast = atomicAdd(ticket, 1) == (K + sliceLength - 1) / sliceLength - 1;
     __syncthreads();
     if (!isLast) return;
@@ -162,33 +195,37 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
 // Few rows per segment (decode, csgmv chunks): 16 rows × 16 columns per block, 8 warps along K.
 extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_mma_small(
     const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit) {
-    shrink_mma<1, 2, 8, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit);
+    const int* slotRanks, int K, int R, int stack, int kSplit, int capacity) {
+    shrink_mma<1, 2, 8, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, nullptr, 0, nullptr,
+                               nullptr, 0, capacity);
 }
 
 // Long segments (prefill, sgmv): 64 rows × 32 columns per block, 4 warps along K.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
     const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit) {
-    shrink_mma<4, 4, 4, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit);
+    const int* slotRanks, int K, int R, int stack, int kSplit, int capacity) {
+    shrink_mma<4, 4, 4, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, nullptr, 0, nullptr,
+                               nullptr, 0, capacity);
 }
 
 // The fused shrink of long segments (loraShrinkFused on a plan of one segment per slot: prefill):
 // 64 rows × 32 columns per block, 4 warps along K, so each slot's A is read once per 64 rows.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_fused_large(
     const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
+    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
+    int capacity) {
     shrink_mma<4, 4, 4, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
-                              scalings, counters, outStride);
+                              scalings, counters, outStride, capacity);
 }
 
 // The fused shrink (loraShrinkFused): decode tiles (16 rows × 16 columns, 8 warps along K); `out`
 // is the f32 scratch of a K split. Needs K % 8 == 0, 16-byte aligned rows of xOut.
 extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
     const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters) {
+    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
+    int capacity) {
     shrink_mma<1, 2, 8, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
-                              scalings, counters, outStride);
+                              scalings, counters, outStride, capacity);
 }
 
 // The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of the stack·R
