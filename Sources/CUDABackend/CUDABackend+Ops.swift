@@ -395,7 +395,15 @@ extension CUDABackend {
         let tiles = rowTiles * columnTiles
         let kSplit = tiles > Self.loraTicketCount ? 1
             : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
+        // A cap on resident blocks: enough dynamic shared memory that one more would not fit beside
+        // them (the kernel's own 8 KiB and the 1 KiB each block reserves counted).
+        var sharedBytes = 0
+        if !large && fusedShrinkResidency > 0 {
+            sharedBytes = max(0, sharedMemoryPerMultiprocessor / (fusedShrinkResidency + 1) - (8192 + 16 + 1024) + 128)
+            raiseSharedLimit("loom_lora_shrink_fused", bytes: sharedBytes)
+        }
         launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (rowTiles, 1, columnTiles * kSplit), block: 32 * warps,
+               sharedBytes: sharedBytes,
                [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
                 .pointer(scalings.devicePointer), .pointer(loraTickets.pointer), .int(capacity)])

@@ -49,6 +49,8 @@ public final class CUDABackend: ComputeBackend {
     public let deviceName: String
     public let computeCapability: (major: Int, minor: Int)
     public let multiprocessorCount: Int
+    /// Shared memory a multiprocessor has for its resident blocks (bytes).
+    public let sharedMemoryPerMultiprocessor: Int
     public let totalMemory: Int
 
     /// When set, `uploadWeights` ignores the host bytes and fills each tensor on the device: random
@@ -117,6 +119,11 @@ public final class CUDABackend: ComputeBackend {
 
     /// The fused shrink takes 64-row tiles for long segments of wide slots (prefill;
     /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).
+    /// At most this many blocks of the fused shrink's decode tiles (`loom_lora_shrink_fused`) a
+    /// multiprocessor (0: as many as its registers allow, 3), by dynamic shared memory
+    /// (`LOOM_FUSED_SHRINK_RESIDENCY`, for A/B runs).
+    public let fusedShrinkResidency = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_RESIDENCY"].flatMap { Int($0) } ?? 0
+
     public let fusedShrinkLargeTiles = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LARGE"] != "0"
 
     /// How the fused shrink runs on long segments (plans of steps no graph replays, such as prefill;
@@ -171,6 +178,7 @@ public final class CUDABackend: ComputeBackend {
         }
         computeCapability = (try attribute(CUAttribute.computeCapabilityMajor), try attribute(CUAttribute.computeCapabilityMinor))
         multiprocessorCount = try attribute(CUAttribute.multiprocessorCount)
+        sharedMemoryPerMultiprocessor = try attribute(CUAttribute.maxSharedMemoryPerMultiprocessor)
         // A 12.3 driver or newer: graph capture of programmatic launches (decode graphs).
         var driverVersion: Int32 = 0
         _ = driver.cuDriverGetVersion(&driverVersion)
