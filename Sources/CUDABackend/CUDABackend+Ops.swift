@@ -395,15 +395,7 @@ extension CUDABackend {
         let tiles = rowTiles * columnTiles
         let kSplit = tiles > Self.loraTicketCount ? 1
             : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
-        // A cap on resident blocks: enough dynamic shared memory that one more would not fit beside
-        // them (the kernel's own 8 KiB and the 1 KiB each block reserves counted).
-        var sharedBytes = 0
-        if !large && fusedShrinkResidency > 0 {
-            sharedBytes = max(0, sharedMemoryPerMultiprocessor / (fusedShrinkResidency + 1) - (8192 + 16 + 1024) + 128)
-            raiseSharedLimit("loom_lora_shrink_fused", bytes: sharedBytes)
-        }
         launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (rowTiles, 1, columnTiles * kSplit), block: 32 * warps,
-               sharedBytes: sharedBytes,
                [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
                 .pointer(scalings.devicePointer), .pointer(loraTickets.pointer), .int(capacity)])
@@ -423,11 +415,12 @@ extension CUDABackend {
 
 extension CUDABackend {
     /// The K split of a tensor-core shrink: blocks with work are about one per row tile of the
-    /// batch and column tile; split K until `loraShrinkBlocksPerSM` per multiprocessor have work,
+    /// batch and column tile; split K until `shrinkBlocksPerSM` per multiprocessor have work,
     /// keeping at least two 32-element blocks per warp.
     func shrinkSplit(rows n: Int, capacity: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int) -> Int {
         let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
-        return max(1, min((loraShrinkBlocksPerSM * multiprocessorCount + working - 1) / working, k / (64 * warps)))
+        let target = shrinkBlocksPerSM(rowsPerBlock: rowsPerBlock) * multiprocessorCount
+        return max(1, min((target + working - 1) / working, k / (64 * warps)))
     }
 }
 

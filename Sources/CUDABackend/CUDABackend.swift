@@ -49,8 +49,6 @@ public final class CUDABackend: ComputeBackend {
     public let deviceName: String
     public let computeCapability: (major: Int, minor: Int)
     public let multiprocessorCount: Int
-    /// Shared memory a multiprocessor has for its resident blocks (bytes).
-    public let sharedMemoryPerMultiprocessor: Int
     public let totalMemory: Int
 
     /// When set, `uploadWeights` ignores the host bytes and fills each tensor on the device: random
@@ -113,17 +111,19 @@ public final class CUDABackend: ComputeBackend {
     /// (`loom_lora_shrink_segments`; `LOOM_LORA_SHRINK_SEGMENTS=N`, 0: off; default 32).
     public let shrinkSegmentsFrom = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_SEGMENTS"].flatMap { Int($0) }.map { max(0, $0) } ?? 32
 
-    /// LoRA shrinks split K until about this many blocks per multiprocessor have work
-    /// (`LOOM_LORA_SHRINK_BLOCKS_PER_SM`, default 2).
-    public let loraShrinkBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) } ?? 2
+    /// LoRA shrinks split K until about `shrinkBlocksPerSM(rowsPerBlock:)` blocks per multiprocessor
+    /// have work: `LOOM_LORA_SHRINK_BLOCKS_PER_SM` for every tile, else 3 for the 16-row tiles and 2
+    /// for the 64-row ones. On the H200 (session 19, `bench lora-kernels`, targets alternated on one
+    /// machine, µs a layer 2 → 3): fused graph decode r64 at 256 tokens 81.9 → 74.7, 75.0, at 64
+    /// tokens 57.3 → 54.2, 54.4, at 32 tokens 55.4 → 53.9, 53.8 (4: 65.4, 65.6); csgmv r64 at 256
+    /// tokens 154.3 → 143.4. The 64-row tiles lost at 3: sgmv prefill r16 617.9 → 672.8, sgmv decode
+    /// r64 at 256 tokens 236.6 → 250.5.
+    public let loraShrinkBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) }
+
+    func shrinkBlocksPerSM(rowsPerBlock: Int) -> Int { loraShrinkBlocksPerSM ?? (rowsPerBlock <= 16 ? 3 : 2) }
 
     /// The fused shrink takes 64-row tiles for long segments of wide slots (prefill;
     /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).
-    /// At most this many blocks of the fused shrink's decode tiles (`loom_lora_shrink_fused`) a
-    /// multiprocessor (0: as many as its registers allow, 3), by dynamic shared memory
-    /// (`LOOM_FUSED_SHRINK_RESIDENCY`, for A/B runs).
-    public let fusedShrinkResidency = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_RESIDENCY"].flatMap { Int($0) } ?? 0
-
     public let fusedShrinkLargeTiles = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LARGE"] != "0"
 
     /// How the fused shrink runs on long segments (plans of steps no graph replays, such as prefill;
@@ -178,7 +178,6 @@ public final class CUDABackend: ComputeBackend {
         }
         computeCapability = (try attribute(CUAttribute.computeCapabilityMajor), try attribute(CUAttribute.computeCapabilityMinor))
         multiprocessorCount = try attribute(CUAttribute.multiprocessorCount)
-        sharedMemoryPerMultiprocessor = try attribute(CUAttribute.maxSharedMemoryPerMultiprocessor)
         // A 12.3 driver or newer: graph capture of programmatic launches (decode graphs).
         var driverVersion: Int32 = 0
         _ = driver.cuDriverGetVersion(&driverVersion)

@@ -180,7 +180,6 @@ enum CUAttribute {
     static let computeCapabilityMajor: Int32 = 75
     static let computeCapabilityMinor: Int32 = 76
     static let maxSharedMemoryPerBlockOptin: Int32 = 97
-    static let maxSharedMemoryPerMultiprocessor: Int32 = 81
     static let l2CacheSize: Int32 = 38
     static let funcMaxDynamicSharedSizeBytes: Int32 = 8
     static let streamNonBlocking: UInt32 = 1
