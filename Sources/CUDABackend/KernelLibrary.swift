@@ -112,9 +112,9 @@ final class KernelLibrary {
         return modules.indices.map { (modules[$0], cubins[$0]!, notes[$0]) }
     }
 
-    /// The files of `$LOOM_KERNEL_SOURCES` that replace embedded sources, by file name.
-    static func sourceOverrides() -> [String: [UInt8]] {
-        guard let dir = ProcessInfo.processInfo.environment["LOOM_KERNEL_SOURCES"], !dir.isEmpty else { return [:] }
+    /// The files of `directory` (`$LOOM_KERNEL_SOURCES`) that replace embedded sources, by file name.
+    static func sourceOverrides(in directory: String? = ProcessInfo.processInfo.environment["LOOM_KERNEL_SOURCES"]) -> [String: [UInt8]] {
+        guard let dir = directory, !dir.isEmpty else { return [:] }
         var files: [String: [UInt8]] = [:]
         for name in modules.map({ "\($0.name).cu" }) + ["common.cuh"] {
             if let data = FileManager.default.contents(atPath: "\(dir)/\(name)") { files[name] = [UInt8](data) }

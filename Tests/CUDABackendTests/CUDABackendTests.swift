@@ -46,6 +46,22 @@ import Testing
         #expect(again.allSatisfy { $0.2 == "cache" })
     }
 
+    /// `LOOM_KERNEL_SOURCES`: a folder's files named like a module (or `common.cuh`) replace the
+    /// embedded sources; other files there are ignored.
+    @Test func kernelSourceOverridesTakeOnlyModuleFiles() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("loom-sources-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (name, text) in [("lora_shrink.cu", "// variant"), ("common.cuh", "// header"), ("notes.cu", "x"), ("README", "y")] {
+            try Data(text.utf8).write(to: dir.appendingPathComponent(name))
+        }
+        let files = KernelLibrary.sourceOverrides(in: dir.path)
+        #expect(Set(files.keys) == ["lora_shrink.cu", "common.cuh"])
+        #expect(files["lora_shrink.cu"] == Array("// variant".utf8))
+        #expect(KernelLibrary.sourceOverrides(in: nil).isEmpty)
+        #expect(KernelLibrary.sourceOverrides(in: dir.appendingPathComponent("missing").path).isEmpty)
+    }
+
     /// Kernels launch with programmatic dependent launch, so each may start before the kernel it
     /// depends on has finished: every entry point must execute `griddepcontrol.wait` (`grid_wait`
     /// in common.cuh) before it touches activations. Checked on each entry's PTX for sm_90: before

@@ -67,6 +67,7 @@ import Testing
             let used = lengths.map { ($0 + tile - 1) / tile }.reduce(0, +)
             let launched = count(rows, capacity, longest, tile)
             #expect(used <= launched, "\(lengths) in tiles of \(tile)")
+            #expect(launched <= max(1, capacity * ((longest + tile - 1) / tile)))
         }
     }
 }

@@ -13,20 +13,6 @@
 // (find_row_tile), 1, column tiles · kSplit), block 32 · W; their last argument is the segment capacity.
 #include "common.cuh"
 
-// The tensor-core kernel. A block computes the 16·MT rows of row tile blockIdx.x (find_row_tile)
-// against 8·NT columns of the slot's stack·R rows of A, over one of `kSplit` slices of K
-// (blockIdx.z = column tile + tiles · slice), so that a decode step's few rows still spread the
-// reading of A over the whole GPU. Its W warps split the slice in 32-element blocks, add their
-// partial tiles in shared memory, and the block adds its sums into out (f32, zeroed before the
-// launch) atomically. Each lane loads 8 consecutive elements (16 bytes) of a row per block and feeds
-// them to two MMAs as their k = 2t.., 2t+8.. pairs: the same permutation of k for both operands,
-// which a dot product does not see. Needs K % 8 == 0 and 16-byte aligned rows.
-//
-// The fused form (FUSED, loom_lora_shrink_fused) completes the input of a GEMM whose weight carries
-// the slots' B in extra columns: x is read from that input's first K columns (xStride = its row
-// width), and each sum, times its module's scaling, goes as bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
-// in plan order, zero before the launch) and the last slice of a tile to finish (a ticket in
-// `counters`) writes the tile and leaves the scratch and its ticket zero again.
 // The compact row tiles of a plan: tile t is the t-th tileRows-row piece of the segments in order
 // (a segment of l rows has ceil(l / tileRows)), so a launch has no blocks for the empty tiles of
 // short segments. The plan's segments are at most capacity; its n rows make at most
@@ -62,6 +48,20 @@ __device__ __forceinline__ bool find_row_tile(const int* starts, int capacity, i
     return false;
 }
 
+// The tensor-core kernel. A block computes the 16·MT rows of row tile blockIdx.x (find_row_tile)
+// against 8·NT columns of the slot's stack·R rows of A, over one of `kSplit` slices of K
+// (blockIdx.z = column tile + tiles · slice), so that a decode step's few rows still spread the
+// reading of A over the whole GPU. Its W warps split the slice in 32-element blocks, add their
+// partial tiles in shared memory, and the block adds its sums into out (f32, zeroed before the
+// launch) atomically. Each lane loads 8 consecutive elements (16 bytes) of a row per block and feeds
+// them to two MMAs as their k = 2t.., 2t+8.. pairs: the same permutation of k for both operands,
+// which a dot product does not see. Needs K % 8 == 0 and 16-byte aligned rows.
+//
+// The fused form (FUSED, loom_lora_shrink_fused) completes the input of a GEMM whose weight carries
+// the slots' B in extra columns: x is read from that input's first K columns (xStride = its row
+// width), and each sum, times its module's scaling, goes as bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
+// in plan order, zero before the launch) and the last slice of a tile to finish (a ticket in
+// `counters`) writes the tile and leaves the scratch and its ticket zero again.
 template <int MT, int NT, int W, bool FUSED>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
