@@ -212,7 +212,7 @@ public final class CUDABackend: ComputeBackend {
         return (free, total)
     }
 
-    /// Versions and kernel-cache results, for reports.
+    /// Versions, kernel-cache results and each kernel's registers, for reports.
     public var environment: [String: String] {
         var d: [String: String] = [
             "device": deviceName, "compute_capability": "\(computeCapability.major).\(computeCapability.minor)",
@@ -222,6 +222,7 @@ public final class CUDABackend: ComputeBackend {
             "programmatic_launch": "\(usesProgrammaticLaunch)",
         ]
         for (k, v) in kernels.report { d["kernel.\(k)"] = v }
+        for (k, v) in kernels.registers { d["registers.\(k)"] = v }
         return d
     }
 

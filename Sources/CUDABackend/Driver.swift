@@ -27,6 +27,8 @@ final class Driver: @unchecked Sendable {
     let cuModuleLoadData: @convention(c) (UnsafeMutablePointer<Handle>, UnsafeRawPointer) -> Int32
     let cuModuleGetFunction: @convention(c) (UnsafeMutablePointer<Handle>, Handle, UnsafePointer<CChar>) -> Int32
     let cuFuncSetAttribute: @convention(c) (Handle, Int32, Int32) -> Int32
+    /// A kernel's attributes (registers, local memory) for reports; nil where missing.
+    let cuFuncGetAttribute: (@convention(c) (UnsafeMutablePointer<Int32>, Int32, Handle) -> Int32)?
     let cuLaunchKernel: @convention(c) (Handle, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, Handle,
                                         UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32
     /// `cuLaunchKernelEx` (CUDA 12+), for launch attributes; nil on older drivers.
@@ -103,6 +105,7 @@ final class Driver: @unchecked Sendable {
         cuGraphNodeGetType = try? lib.function("cuGraphNodeGetType")
         cuGraphKernelNodeGetParams = try? lib.function("cuGraphKernelNodeGetParams_v2")
         cuFuncGetName = try? lib.function("cuFuncGetName")
+        cuFuncGetAttribute = try? lib.function("cuFuncGetAttribute")
         cuKernelGetName = try? lib.function("cuKernelGetName")
         cuGetErrorString = try lib.function("cuGetErrorString")
     }
@@ -182,6 +185,8 @@ enum CUAttribute {
     static let maxSharedMemoryPerBlockOptin: Int32 = 97
     static let l2CacheSize: Int32 = 38
     static let funcMaxDynamicSharedSizeBytes: Int32 = 8
+    static let funcNumRegisters: Int32 = 4
+    static let funcLocalSizeBytes: Int32 = 3
     static let streamNonBlocking: UInt32 = 1
     static let captureModeRelaxed: Int32 = 2
     static let eventDefault: UInt32 = 0

@@ -39,6 +39,10 @@ final class KernelLibrary {
     private(set) var functions: [String: OpaquePointer] = [:]
     /// Per module: "cache" (read from disk) or the seconds NVRTC took.
     private(set) var report: [String: String] = [:]
+    /// Per kernel function: its registers a thread, and its local memory (spills, stack) where any,
+    /// as the loaded module says (`cuFuncGetAttribute`). Session 18's regression was a kernel whose
+    /// registers fell from 118 to 68, seen only with ptxas by hand.
+    private(set) var registers: [String: String] = [:]
 
     /// Compiles (in parallel) or reads from the cache every module, then loads them into the current context.
     init(driver: Driver, nvrtc: NVRTC, major: Int, minor: Int) throws {
@@ -53,6 +57,13 @@ final class KernelLibrary {
                 let status = driver.cuModuleGetFunction(&function, handle, name)
                 guard status == 0, let function else { throw CUDAError.missingKernel(module: module.name, function: name) }
                 functions[name] = function
+                if let get = driver.cuFuncGetAttribute {
+                    var count: Int32 = 0, local: Int32 = 0
+                    if get(&count, CUAttribute.funcNumRegisters, function) == 0 {
+                        let spills = get(&local, CUAttribute.funcLocalSizeBytes, function) == 0 && local > 0 ? ", \(local) B local" : ""
+                        registers[name] = "\(count)\(spills)"
+                    }
+                }
             }
             report[module.name] = note
         }
