@@ -153,10 +153,10 @@ extension OpChecks {
             // Odd ranks and widths the tensor-core kernels do not take (the general kernels run).
             results += loraCase("odd", k: 172, moduleOutputs: [172, 36, 36], maxRank: 8, slotRanks: [0, 5, 8, 3], rowSlots: (0..<21).map { $0 % 4 }, kind: kind)
             results += loraCase("odd-bf16", k: 128, moduleOutputs: [128, 64], maxRank: 6, slotRanks: [0, 5, 6], rowSlots: (0..<9).map { $0 % 3 }, kind: kind, shrunkDType: .bf16)
-            // Tiny-model widths on the tensor-core path (K % 8 == 0, offsets % 8 == 0), odd rank in an even pool.
             // Long segments (sgmv, the dense fused shrink) over a K that is not a multiple of 64.
             results += loraCase("long-odd-k", k: 344, moduleOutputs: [192, 96, 96], maxRank: 24, slotRanks: [0, 7, 24],
                                 rowSlots: (0..<300).map { $0 % 3 }, kind: kind)
+            // Tiny-model widths on the tensor-core path (K % 8 == 0, offsets % 8 == 0), odd rank in an even pool.
             results += loraCase("tiny", k: 344, moduleOutputs: [192, 96, 96], maxRank: 16, slotRanks: [0, 7, 16], rowSlots: (0..<19).map { $0 % 3 }, kind: kind)
             // Many adapters at decode (the S-LoRA workload): 64 slots of ranks 8 to 32 and base rows, 160 rows in random order.
             let manyRanks = [0] + (0..<64).map { [8, 16, 32, 12][$0 % 4] }

@@ -65,9 +65,9 @@ __device__ __forceinline__ bool find_row_tile(const int* starts, int capacity, i
 template <int MT, int NT, int W, bool FUSED>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
-                                           const int* slotRanks, int K, int R, int stack, int kSplit,
+                                           const int* slotRanks, int K, int R, int stack, int kSplit, int capacity,
                                            bf16* xOut = nullptr, int outStride = 0, const float* scalings = nullptr,
-                                           int* counters = nullptr, int xStride = 0, int capacity = 0) {
+                                           int* counters = nullptr, int xStride = 0) {
     __shared__ float partial[W][16 * MT][8 * NT];
     // Before grid_wait, only the plan and A are read: the host and the upload stream write them
     // before the step's kernels, no kernel does. A block's first PRE steps of A are requested there.
@@ -196,16 +196,14 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
 extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_mma_small(
     const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
     const int* slotRanks, int K, int R, int stack, int kSplit, int capacity) {
-    shrink_mma<1, 2, 8, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, nullptr, 0, nullptr,
-                               nullptr, 0, capacity);
+    shrink_mma<1, 2, 8, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity);
 }
 
 // Long segments (prefill, sgmv): 64 rows × 32 columns per block, 4 warps along K.
 extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
     const bf16* x, const bf16* a, float* out, const int* permutation, const int* starts, const int* segmentSlots,
     const int* slotRanks, int K, int R, int stack, int kSplit, int capacity) {
-    shrink_mma<4, 4, 4, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, nullptr, 0, nullptr,
-                               nullptr, 0, capacity);
+    shrink_mma<4, 4, 4, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity);
 }
 
 // The fused shrink of long segments (loraShrinkFused on a plan of one segment per slot: prefill):
@@ -214,8 +212,8 @@ extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_fused_large(
     const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
     const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
     int capacity) {
-    shrink_mma<4, 4, 4, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
-                              scalings, counters, outStride, capacity);
+    shrink_mma<4, 4, 4, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut,
+                              outStride, scalings, counters, outStride);
 }
 
 // The fused shrink (loraShrinkFused): decode tiles (16 rows × 16 columns, 8 warps along K); `out`
@@ -224,8 +222,8 @@ extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
     const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
     const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
     int capacity) {
-    shrink_mma<1, 2, 8, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, xOut, outStride,
-                              scalings, counters, outStride, capacity);
+    shrink_mma<1, 2, 8, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut,
+                              outStride, scalings, counters, outStride);
 }
 
 // The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of the stack·R
