@@ -393,9 +393,11 @@ extension CUDABackend {
         let rowTiles = plan.compactRowTiles(rows: n, tileRows: rowsPerBlock), columnTiles = (slotWidth + columnsPerBlock - 1) / columnsPerBlock
         // A K split needs a ticket per tile; past the tickets, each block takes the whole K.
         let tiles = rowTiles * columnTiles
+        let deep = !large && fusedShrinkDeepRows > 0 && n >= fusedShrinkDeepRows
         let kSplit = tiles > Self.loraTicketCount ? 1
-            : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps)
-        launch(large ? "loom_lora_shrink_fused_large" : "loom_lora_shrink_fused", grid: (rowTiles, 1, columnTiles * kSplit), block: 32 * warps,
+            : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps, deep: deep)
+        let kernel = large ? "loom_lora_shrink_fused_large" : deep ? "loom_lora_shrink_fused_deep" : "loom_lora_shrink_fused"
+        launch(kernel, grid: (rowTiles, 1, columnTiles * kSplit), block: 32 * warps,
                [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
                 .pointer(scalings.devicePointer), .pointer(loraTickets.pointer), .int(capacity)])
@@ -417,9 +419,9 @@ extension CUDABackend {
     /// The K split of a tensor-core shrink: blocks with work are about one per row tile of the
     /// batch and column tile; split K until `shrinkBlocksPerSM` per multiprocessor have work,
     /// keeping at least two 32-element blocks per warp.
-    func shrinkSplit(rows n: Int, capacity: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int) -> Int {
+    func shrinkSplit(rows n: Int, capacity: Int, rowsPerBlock: Int, columnTiles: Int, k: Int, warps: Int, deep: Bool = false) -> Int {
         let working = ((n + rowsPerBlock - 1) / rowsPerBlock + min(capacity, 8)) * columnTiles
-        let target = shrinkBlocksPerSM(rowsPerBlock: rowsPerBlock) * multiprocessorCount
+        let target = shrinkBlocksPerSM(rowsPerBlock: rowsPerBlock, deep: deep) * multiprocessorCount
         return max(1, min((target + working - 1) / working, k / (64 * warps)))
     }
 }

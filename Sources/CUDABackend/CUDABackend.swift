@@ -120,7 +120,17 @@ public final class CUDABackend: ComputeBackend {
     /// r64 at 256 tokens 236.6 → 250.5.
     public let loraShrinkBlocksPerSM = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_BLOCKS_PER_SM"].flatMap { Int($0) }.map { max(1, $0) }
 
-    func shrinkBlocksPerSM(rowsPerBlock: Int) -> Int { loraShrinkBlocksPerSM ?? (rowsPerBlock <= 16 ? 3 : 2) }
+    func shrinkBlocksPerSM(rowsPerBlock: Int, deep: Bool = false) -> Int { loraShrinkBlocksPerSM ?? (rowsPerBlock <= 16 && !deep ? 3 : 2) }
+
+    /// Fused shrinks of 16-row tiles in steps of at least this many rows take
+    /// `loom_lora_shrink_fused_deep` (at most 2 blocks a multiprocessor, four steps of loads in
+    /// flight; K split for 2 blocks a multiprocessor); shorter steps, whose blocks take short slices
+    /// of K, keep `loom_lora_shrink_fused` (`LOOM_FUSED_SHRINK_DEEP_ROWS`, 0: never; default 64).
+    /// On the H200 (session 20, `bench lora-kernels --lora-backend fused`, µs a layer, the committed
+    /// kernel at a target of 3 against this one at 2, in turn on one machine): r64 at 256 tokens
+    /// 74.2, 71.8 → 70.3, 69.9; at 64 tokens 54.1, 54.0 → 53.6, 53.1; r16 at 256 tokens 33.8, 33.5 →
+    /// 33.0, 34.4; r64 at 32 tokens 53.7, 53.6 → 60.1, 59.7 (so not below 64 rows).
+    public let fusedShrinkDeepRows = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_DEEP_ROWS"].flatMap { Int($0) }.map { max(0, $0) } ?? 64
 
     /// The fused shrink takes 64-row tiles for long segments of wide slots (prefill;
     /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).

@@ -226,6 +226,19 @@ extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
                               outStride, scalings, counters, outStride);
 }
 
+// The same for steps of many rows, whose blocks take long slices of K (loraShrinkFused at
+// `fusedShrinkDeepRows` rows or more): at most 2 blocks a multiprocessor, so ptxas may spend the
+// registers (116 against 68) on keeping four steps of loads in flight before their MMAs. On the
+// H200 (session 20) fused r64 at 256 tokens 74.2, 71.8 → 70.3, 69.9 µs a layer; at 32 tokens, with
+// short slices, 53.7 → 60.1, so short steps keep the kernel above.
+extern "C" __global__ void __launch_bounds__(256, 2) loom_lora_shrink_fused_deep(
+    const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
+    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
+    int capacity) {
+    shrink_mma<1, 2, 8, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut,
+                              outStride, scalings, counters, outStride);
+}
+
 // The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of the stack·R
 // rows of A of every slot from the step's first adapted one into xOut[row][K + first ..< K + extension]
 // (bf16; first and extension whole numbers of slots). Each row keeps its own slot's columns c with
