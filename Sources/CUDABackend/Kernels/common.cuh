@@ -34,17 +34,6 @@ __device__ __forceinline__ void grid_enter() {
     grid_release();
 }
 
-// Asynchronous copies into shared memory (sm_80+), in groups a thread commits and waits for.
-__device__ __forceinline__ u32 shared_address(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
-// 16 bytes from global to shared; srcBytes 0 writes zeros (a piece past the end).
-__device__ __forceinline__ void cp_async16(u32 dst, const void* src, int srcBytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(srcBytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-// Waits until at most N of the thread's committed groups are still in flight.
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
-
 __device__ __forceinline__ float bf16_to_f32(bf16 x) { return __uint_as_float(((u32)x) << 16); }
 
 __device__ __forceinline__ bf16 f32_to_bf16(float f) {

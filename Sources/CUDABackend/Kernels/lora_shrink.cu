@@ -68,12 +68,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
                                            const int* slotRanks, int K, int R, int stack, int kSplit, int capacity,
                                            bf16* xOut = nullptr, int outStride = 0, const float* scalings = nullptr,
                                            int* counters = nullptr, int xStride = 0) {
-    // The decode tiles (MT == 1) stream A through a ring of RING steps per warp in shared memory
-    // (cp.async), which the warps' partial sums reuse after the loop.
-    constexpr int RING = MT == 1 ? 5 : 0;
-    constexpr int RING_BYTES = W * RING * NT * 32 * 16, PARTIAL_BYTES = W * 16 * MT * 8 * NT * 4;
-    __shared__ __align__(16) unsigned char smem[RING_BYTES > PARTIAL_BYTES ? RING_BYTES : PARTIAL_BYTES];
-    float (*partial)[16 * MT][8 * NT] = (float (*)[16 * MT][8 * NT])smem;
+    __shared__ float partial[W][16 * MT][8 * NT];
     // Before grid_wait, only the plan and A are read: the host and the upload stream write them
     // before the step's kernels, no kernel does. A block's first PRE steps of A are requested there.
     int g, p0, end;
@@ -105,8 +100,8 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         ar[nt] = c < width ? a + ((u64)slot * width + c) * K : nullptr;
     }
     const uint4 zero = make_uint4(0, 0, 0, 0);
-    constexpr int PRE = MT == 1 ? 0 : 1;  // the large tiles: one step of A in registers before the wait
-    uint4 early[PRE > 0 ? PRE : 1][NT];
+    constexpr int PRE = MT == 1 ? 2 : 1;  // the large tiles have no registers to spare
+    uint4 early[PRE][NT];
 #pragma unroll
     for (int s = 0; s < PRE; ++s)
 #pragma unroll
@@ -114,28 +109,6 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
             const int k = kBegin + (warp + s * W) * 32 + t * 8;
             early[s][nt] = computes && k < kEnd && ar[nt] ? __ldg((const uint4*)(ar[nt] + k)) : zero;
         }
-    // The ring: step s of this warp (k = kBegin + (warp + s·W)·32 ..< + 32) in stage s % RING, each
-    // lane copying the very 16-byte pieces of A it then feeds to its MMAs (row c0 + nt·8 + gq,
-    // elements k + 8t ..< + 8), so no lane reads another's; one commit group per step, empty past
-    // the warp's last, so `cp_async_wait<RING - 1>` at step s means steps ..< s + 1 have landed.
-    // Step s + RING - 1 goes into the stage step s - 1 left: the lane's own reads of it came before.
-    const int steps = kBegin + warp * 32 < kEnd ? (kEnd - kBegin - warp * 32 + W * 32 - 1) / (W * 32) : 0;
-    uint4* ring = (uint4*)smem + warp * RING * NT * 32;
-    auto issue = [&](int s) {
-        if (s < steps) {
-            const int k = kBegin + (warp + s * W) * 32 + t * 8;
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                const bool inside = k < kEnd && ar[nt];
-                cp_async16(shared_address(ring + ((s % RING) * NT + nt) * 32 + lane), inside ? ar[nt] + k : a, inside ? 16 : 0);
-            }
-        }
-        cp_async_commit();
-    };
-    if constexpr (RING > 0) {
-#pragma unroll
-        for (int s = 0; s < RING - 1; ++s) issue(s);  // A only: before the wait
-    }
     grid_enter();
     float acc[MT][NT][4];
 #pragma unroll
@@ -161,31 +134,18 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
                 mma_bf16_16816(acc[mt][nt], xv[mt][0].z, xv[mt][1].z, xv[mt][0].w, xv[mt][1].w, av[nt].z, av[nt].w);
             }
     };
-    if constexpr (RING > 0) {
-        for (int s = 0; s < steps; ++s) {
-            issue(s + RING - 1);
-            cp_async_wait<RING - 1>();
-            uint4 av[NT];
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) av[nt] = ring[((s % RING) * NT + nt) * 32 + lane];
-            step(kBegin + (warp + s * W) * 32, av);
-        }
-        cp_async_wait<0>();
-        __syncthreads();  // every warp done with its ring before the partial sums overwrite it
-    } else {
-#pragma unroll
-        for (int s = 0; s < PRE; ++s) {
-            const int kb = kBegin + (warp + s * W) * 32;
-            if (kb < kEnd) step(kb, early[s]);
-        }
+    for (int s = 0; s < PRE; ++s) {
+        const int kb = kBegin + (warp + s * W) * 32;
+        if (kb < kEnd) step(kb, early[s]);
+    }
 #pragma unroll 4
-        for (int kb = kBegin + (warp + PRE * W) * 32; kb < kEnd; kb += W * 32) {
-            const int k = kb + t * 8;
-            uint4 av[NT];
+    for (int kb = kBegin + (warp + PRE * W) * 32; kb < kEnd; kb += W * 32) {
+        const int k = kb + t * 8;
+        uint4 av[NT];
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) av[nt] = k < kEnd && ar[nt] ? *(const uint4*)(ar[nt] + k) : zero;
-            step(kb, av);
-        }
+        for (int nt = 0; nt < NT; ++nt) av[nt] = k < kEnd && ar[nt] ? *(const uint4*)(ar[nt] + k) : zero;
+        step(kb, av);
     }
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
