@@ -71,3 +71,53 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
         dst[j + half] = o2;
     }
 }
+
+// The same for q/k/v from a GEMM cut into K-slices (`linearSlices`, no LoRA delta): each value is
+// the sum of its `count` f32 slices (`slices` [count, n, width], width = (heads + 2·kvHeads)·d),
+// rounded to bf16 as the unsliced GEMM rounds its output; every head (V too) is written into qkv as
+// loom_rope_write_kv leaves it, and k and v into the caches. Launch as loom_rope_write_kv.
+extern "C" __global__ void loom_rope_write_kv_slices(const float* __restrict__ slices, int count, bf16* __restrict__ qkv,
+                                                     const int* __restrict__ positions, const float* __restrict__ invFreq, int stride,
+                                                     int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
+                                                     const int* __restrict__ slotMapping, int numHeads, int numKVHeads) {
+    const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x, n = gridDim.x;
+    const int half = headDim >> 1, width = (numHeads + 2 * numKVHeads) * headDim;
+    if (j >= half) return;
+    // Step metadata before the wait.
+    const int slot = h >= numHeads ? slotMapping[row] : -1;
+    const int position = positions[row];
+    const float frequency = invFreq[j];
+    grid_enter();
+    const float* p = slices + (u64)row * width + h * headDim + j;
+    float x1 = 0.f, x2 = 0.f;
+    for (int s = 0; s < count; ++s) {
+        x1 += p[(u64)s * n * width];
+        x2 += p[(u64)s * n * width + half];
+    }
+    x1 = round_bf16(x1);
+    x2 = round_bf16(x2);
+    bf16* v = qkv + (u64)row * stride + h * headDim;
+    const u64 cacheRow = (u64)slot * numKVHeads * headDim;
+    if (h >= numHeads + numKVHeads) {  // a V head: copy
+        v[j] = f32_to_bf16(x1);
+        v[j + half] = f32_to_bf16(x2);
+        if (slot < 0) return;
+        bf16* dst = vCache + cacheRow + (h - numHeads - numKVHeads) * headDim;
+        dst[j] = f32_to_bf16(x1);
+        dst[j + half] = f32_to_bf16(x2);
+        return;
+    }
+    float s, c;
+    sincosf((float)position * frequency, &s, &c);
+    c = round_bf16(c);
+    s = round_bf16(s);
+    const bf16 o1 = f32_to_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
+    const bf16 o2 = f32_to_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
+    v[j] = o1;
+    v[j + half] = o2;
+    if (slot >= 0) {  // a K head
+        bf16* dst = kCache + cacheRow + (h - numHeads) * headDim;
+        dst[j] = o1;
+        dst[j + half] = o2;
+    }
+}
