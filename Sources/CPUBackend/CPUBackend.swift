@@ -162,20 +162,6 @@ public final class CPUBackend: ComputeBackend {
         writeKV(qkv: qkv, kCache: kCache, vCache: vCache, slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
     }
 
-    public func ropeAndWriteKV(slices: DeviceTensor, qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor,
-                               vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
-        let count = slices.shape[0], n = qkv.shape[0], width = (numHeads + 2 * numKVHeads) * headDim, stride = qkv.shape.rowCount
-        precondition(slices.shape.rank == 3 && count >= 1 && slices.shape[1] == n && slices.shape[2] == width && stride >= width && qkv.dtype == .f32,
-                     "ropeAndWriteKV: slices \(slices.shape) for qkv \(qkv.shape)")
-        let p = slices.f32, q = qkv.f32
-        for i in 0..<n {
-            (q + i * stride).update(from: p + i * width, count: width)
-            for s in 1..<count { Kernels.axpy(1, p + (s * n + i) * width, q + i * stride, width) }
-        }
-        ropeAndWriteKV(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
-                       slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim, lora: nil)
-    }
-
     /// `ropeAndWriteKV`'s rotation: q and k heads of each row, in place.
     public func rope(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
         let n = qkv.shape[0], stride = qkv.shape.rowCount, half = headDim / 2

@@ -134,28 +134,6 @@ extension CUDABackend {
                 .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)] + loraArguments(lora, op))
     }
 
-    public func ropeAndWriteKV(slices: DeviceTensor, qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor,
-                               vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
-        let n = qkv.shape[0], count = slices.shape[0]
-        let op = "ropeAndWriteKV(slices:)", heads = numHeads + 2 * numKVHeads, kvSize = numKVHeads * headDim
-        bf16(qkv, op); i32(positions, op); bf16(kCache, op); bf16(vCache, op); i32(slotMapping, op)
-        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
-        precondition(slices.dtype == .f32 && slices.shape.rank == 3 && count >= 1 && slices.shape[1] == n && slices.shape[2] == heads * headDim
-                     && qkv.shape.rowCount >= heads * headDim && headDim % 2 == 0,
-                     "\(op): slices \(slices.shape), qkv \(qkv.shape) for \(heads) heads of \(headDim)")
-        precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "\(op): caches \(kCache.shape) for kvSize \(kvSize)")
-        if n == 0 { return }
-        launch("loom_rope_write_kv_slices", grid: (n, heads, 1), block: max(32, (headDim / 2 + 31) / 32 * 32),
-               [.pointer(slices.devicePointer), .int(count), .pointer(qkv.devicePointer), .pointer(positions.devicePointer),
-                .pointer(inverseFrequencies.devicePointer), .int(qkv.shape.rowCount), .int(headDim), .pointer(kCache.devicePointer),
-                .pointer(vCache.devicePointer), .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)])
-    }
-
-    /// q/k/v's K-slices (`residualSliceCount`'s choice), unless `LOOM_QKV_SLICES=0`.
-    public func qkvSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int {
-        qkvSlices ? residualSliceCount(rows: rows, outFeatures: outFeatures, inFeatures: inFeatures) : 1
-    }
-
     public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
         bf16(qkv, "attention"); bf16(kCache, "attention"); bf16(vCache, "attention"); bf16(out, "attention")
         i32(metadata.queryStarts, "attention"); i32(metadata.contextLengths, "attention"); i32(metadata.blockTables, "attention")

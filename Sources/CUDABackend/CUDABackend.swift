@@ -70,10 +70,6 @@ public final class CUDABackend: ComputeBackend {
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
     public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
-    /// Whether decode batches cut q/k/v's GEMM into K-slices too, summed by RoPE
-    /// (`ropeAndWriteKV(slices:…)`; `LOOM_QKV_SLICES=0`: one GEMM).
-    public let qkvSlices = ProcessInfo.processInfo.environment["LOOM_QKV_SLICES"] != "0"
-
     /// Into how many K-slices o and down are cut at decode batches (`residualSliceCount`): nil
     /// chooses, `LOOM_RESIDUAL_SLICES=n` fixes n (1: never cut); settable so checks run both paths.
     public var residualSlices = ProcessInfo.processInfo.environment["LOOM_RESIDUAL_SLICES"].flatMap { Int($0) }.map { max(1, $0) }

@@ -19,7 +19,7 @@ final class KernelLibrary {
     static let modules: [Module] = [
         Module(name: "embed", source: PackageResources.embed_cu, functions: ["loom_embed"]),
         Module(name: "rms_norm", source: PackageResources.rms_norm_cu, functions: ["loom_norm", "loom_norm_lora"]),
-        Module(name: "rope", source: PackageResources.rope_cu, functions: ["loom_rope_write_kv", "loom_rope_write_kv_slices"]),
+        Module(name: "rope", source: PackageResources.rope_cu, functions: ["loom_rope_write_kv"]),
         Module(name: "attention", source: PackageResources.attention_cu, functions: [1, 2, 4, 8].flatMap { d in [1, 2, 4, 8].map { "loom_attention_d\(d)_g\($0)" } } + ["loom_attention_combine"]),
         Module(name: "attention_decode", source: PackageResources.attention_decode_cu,
                functions: [2, 4].flatMap { d in [4, 8].map { "loom_attention_decode_d\(d)_g\($0)" } }),

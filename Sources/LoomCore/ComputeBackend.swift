@@ -166,15 +166,6 @@ public protocol ComputeBackend: AnyObject {
     /// and its delta is added to q, k and v (in `qkv` too) first.
     func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
                         slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int, lora: LoRADelta?)
-    /// `ropeAndWriteKV` of `qkv = Σ_s slices[s]` (`slices` `[S, n, (heads + 2·kvHeads)·d]` f32, from
-    /// `linearSlices`), the sum rounded to the activation dtype first, as `linear` rounds its output:
-    /// `qkv` `[n, ≥ (heads + 2·kvHeads)·d]` ends as `ropeAndWriteKV` leaves it (q and k rotated, v),
-    /// and the caches take k and v.
-    func ropeAndWriteKV(slices: DeviceTensor, qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor,
-                        vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int)
-    /// Into how many K-slices (`linearSlices`) this backend would rather cut q/k/v's GEMM of `rows`
-    /// rows, for `ropeAndWriteKV(slices:…)` to sum; 1: `linear`.
-    func qkvSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int
     /// Causal attention of each sequence's query rows (q from `qkv`) over its paged KV; `out` is `[n, ≥ heads·d]`
     /// (its rows' first heads·d columns: a fused GEMM's wide input may take them).
     func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int)
@@ -276,10 +267,6 @@ extension ComputeBackend {
         siluMul(gateUp, out: out, lora: nil)
     }
 
-    public func qkvSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int {
-        residualSliceCount(rows: rows, outFeatures: outFeatures, inFeatures: inFeatures)
-    }
-
     /// The most K-slices `residualSliceCount` asks for over steps of 1 ... `rows` rows: a buffer for
     /// them holds that many `[rows, outFeatures]` f32 slices.
     public func maxResidualSliceCount(rows: Int, outFeatures: Int, inFeatures: Int) -> Int {
@@ -292,14 +279,6 @@ extension ComputeBackend {
     public func residualSlices(in buffer: DeviceTensor?, rows n: Int, outFeatures: Int, inFeatures: Int) -> DeviceTensor? {
         guard let buffer else { return nil }
         let count = residualSliceCount(rows: n, outFeatures: outFeatures, inFeatures: inFeatures)
-        guard count > 1, count * n * outFeatures <= buffer.count else { return nil }
-        return buffer.rows(count * n * outFeatures).reshaped(Shape(count, n, outFeatures))
-    }
-
-    /// The same for q/k/v's GEMM (`qkvSliceCount`), whose slices `ropeAndWriteKV(slices:…)` sums.
-    public func qkvSlices(in buffer: DeviceTensor?, rows n: Int, outFeatures: Int, inFeatures: Int) -> DeviceTensor? {
-        guard let buffer else { return nil }
-        let count = qkvSliceCount(rows: n, outFeatures: outFeatures, inFeatures: inFeatures)
         guard count > 1, count * n * outFeatures <= buffer.count else { return nil }
         return buffer.rows(count * n * outFeatures).reshaped(Shape(count, n, outFeatures))
     }

@@ -35,8 +35,7 @@ public final class ModelRank {
         /// narrower than f32 only).
         var reduced: DeviceTensor?
         /// f32, room for `[S, n, hidden]`: o's or down's K-slices, left for the next `addRMSNorm` to
-        /// sum, or `[S, n, qkv]`: q/k/v's, for RoPE to sum (tp = 1, at most `maxSlicedRows` rows,
-        /// where the backend asks for slices).
+        /// sum (tp = 1, at most `maxSlicedRows` rows, where the backend asks for slices).
         var slices: DeviceTensor?
     }
 
@@ -65,14 +64,9 @@ public final class ModelRank {
         func floats(_ d: Int...) throws -> DeviceTensor { try backend.allocate(Shape(d), dtype: .f32) }
         let localLogits = try floats(n, lmRows)
         let slicedRows = min(n, Self.maxSlicedRows)
-        let residualSlices = communicator != nil ? 1 : [c.qSize, c.intermediateSize].map {
+        let maxSlices = communicator != nil ? 1 : [c.qSize, c.intermediateSize].map {
             backend.maxResidualSliceCount(rows: slicedRows, outFeatures: c.hiddenSize, inFeatures: $0)
         }.max()!
-        let qkvSlices = communicator != nil ? 1 : (1...max(slicedRows, 1)).map {
-            backend.qkvSliceCount(rows: $0, outFeatures: c.qkvSize, inFeatures: c.hiddenSize)
-        }.max()!
-        let maxSlices = max(residualSlices, qkvSlices)
-        let sliceFloats = max(residualSlices * c.hiddenSize, qkvSlices * c.qkvSize) * slicedRows
         ws = Workspace(
             tokens: try ints(n), positions: try ints(n), slotMapping: try ints(n), logitsRows: try ints(n),
             queryStarts: try ints(maxSequences + 1), contextLengths: try ints(maxSequences),
@@ -84,7 +78,7 @@ public final class ModelRank {
             localLogits: localLogits,
             logits: shard.size > 1 ? try floats(n, config.vocabSize) : localLogits,
             reduced: shard.size > 1 && f != .f32 ? try floats(n, c.hiddenSize) : nil,
-            slices: maxSlices > 1 ? try floats(sliceFloats) : nil)
+            slices: maxSlices > 1 ? try floats(maxSlices * slicedRows * c.hiddenSize) : nil)
     }
 
     /// `out = x · weightᵀ` of a row-parallel module, summed over the ranks.
@@ -204,26 +198,10 @@ public final class ModelRank {
             } else {
                 addRMSNorm(layer.inputNorm, out: qkvInput)
             }
-            // q/k/v in K-slices that RoPE sums, where the backend cuts K and nothing else touches the
-            // GEMM's output (no bias, no adapter on q/k/v this step).
-            let qkvUntouched = layer.qkvBias == nil && lora.map {
-                $0.consumerLoRA(rank: rank, layer: i, group: .qkv) == nil && $0.inputBuffer(rank: rank, layer: i, group: .qkv) == nil
-                    && !$0.addsToOutput(rank: rank, layer: i, group: .qkv)
-            } ?? true
-            let qkvOut: DeviceTensor
-            if qkvUntouched, let slices = b.qkvSlices(in: ws.slices, rows: n, outFeatures: layer.qkv.shape[0], inFeatures: qkvInput.shape.rowCount) {
-                qkvOut = qkv
-                b.linearSlices(qkvInput, weight: layer.qkv, out: slices)
-                b.ropeAndWriteKV(slices: slices, qkv: qkv, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies,
-                                 kCache: cache.keys[i], vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n),
-                                 numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            } else {
-                let (out, qkvDelta) = columnParallel(.qkv, qkvInput, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
-                qkvOut = out
-                b.ropeAndWriteKV(qkv: out, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
-                                 vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
-                                 headDim: c.headDim, lora: qkvDelta)
-            }
+            let (qkvOut, qkvDelta) = columnParallel(.qkv, qkvInput, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
+            b.ropeAndWriteKV(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
+                             vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
+                             headDim: c.headDim, lora: qkvDelta)
             let oInput = input(.o, attention)
             b.attention(qkv: qkvOut, kCache: cache.keys[i], vCache: cache.values[i], out: oInput, metadata: metadata,
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)

@@ -166,20 +166,6 @@ struct OpChecks {
             results.append(compare("ropeAndWriteKV.qkv", qc, qg, tolerance: 1e-2, detail: detail))
             results.append(compare("ropeAndWriteKV.k", kc, kg, tolerance: 1e-2, detail: detail))
             results.append(compare("ropeAndWriteKV.v", vc, vg, tolerance: 0, detail: detail))
-            // The same from 2 K-slices of q/k/v (f32, summed and rounded to bf16 first), into a qkv wider than its heads.
-            let count = 2, sliceShape = Shape(count, n, stride)
-            let (slc, slg) = floats32((0..<sliceShape.count).map { _ in rng.uniform() })
-            let (q2c, q2g) = zeros(Shape(n, stride + 8))
-            let (k2c, k2g) = zeros(Shape(64, kvHeads * headDim)), (v2c, v2g) = zeros(Shape(64, kvHeads * headDim))
-            gpu.zero(q2g); gpu.zero(k2g); gpu.zero(v2g)
-            cpu.ropeAndWriteKV(slices: slc.reshaped(sliceShape), qkv: q2c, positions: pc, inverseFrequencies: fc, kCache: k2c, vCache: v2c,
-                               slotMapping: sc, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-            gpu.ropeAndWriteKV(slices: slg.reshaped(sliceShape), qkv: q2g, positions: pg, inverseFrequencies: fg, kCache: k2g, vCache: v2g,
-                               slotMapping: sg, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-            let sliced = detail + ", from \(count) f32 K-slices"
-            results.append(compare("ropeAndWriteKV(slices).qkv", q2c, q2g, tolerance: 1e-2, detail: sliced))
-            results.append(compare("ropeAndWriteKV(slices).k", k2c, k2g, tolerance: 1e-2, detail: sliced))
-            results.append(compare("ropeAndWriteKV(slices).v", v2c, v2g, tolerance: 1e-2, detail: sliced))
         }
         // attention: ragged prefill + decode in one batch, decode-only with long contexts (split), GQA groups 2/3/4/7
         // (decode-only batches of groups 3 to 8 and head_dim 64 or 128 run loom_attention_decode).
