@@ -224,8 +224,7 @@ extension CUDABackend {
     public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor, lora: LoRADelta?) {
         let n = gateUp.shape[0], stride = gateUp.shape.rowCount, width = (lora?.width ?? stride) / 2
         bf16(gateUp, "siluMul"); bf16(out, "siluMul")
-        precondition(stride >= 2 * width && (out.shape.rowCount == width || (lora == nil && out.shape.rowCount > width)),
-                     "siluMul: \(gateUp.shape) into \(out.shape)")
+        precondition(stride >= 2 * width && out.shape.rowCount >= width, "siluMul: \(gateUp.shape) into \(out.shape)")
         if n == 0 { return }
         guard let lora else {
             launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,
@@ -235,7 +234,7 @@ extension CUDABackend {
         // A block per slot and 512 columns, reading the slot's B once for its rows.
         precondition(n <= 1024 && 2 * lora.rank <= 256, "siluMul: a LoRA delta over \(n) rows (at most 1024) of rank \(lora.rank)")
         launch("loom_silu_mul_lora", grid: ((width + 511) / 512, lora.b.shape[0], 1), block: 256,
-               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(n)]
+               [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(n), .int(out.shape.rowCount)]
                 + loraArguments(lora, "siluMul"))
     }
 

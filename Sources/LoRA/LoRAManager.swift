@@ -115,9 +115,9 @@ public final class LoRAManager {
         let consumes = !fusedGroups.isEmpty && backends.count == 1 && r <= min(options.fusedConsumerMaxRank, Self.maxConsumerRank)
         let consumerRows = consumes ? min(maxTokens, options.fusedDecodeRows) : 0
         self.consumerRows = consumerRows
-        // LOOM_FUSED_DECODE_GROUPS (e.g. "qkv+gateUp"): the fused groups that decode with consumer
-        // deltas; the others keep the widened K (for A/B runs on a device).
-        let named = ProcessInfo.processInfo.environment["LOOM_FUSED_DECODE_GROUPS"].map { Set($0.split(separator: "+").map(String.init)) }
+        // The fused groups that decode with consumer deltas (`LoRAOptions.fusedConsumerGroups`); the
+        // others keep the widened K.
+        let named = options.fusedConsumerGroups
         let consumerGroups: Set<ProjectionGroup> = consumerRows == 0 ? [] : fusedGroups.filter { named?.contains("\($0)") ?? true }
         self.consumerGroups = consumerGroups
         // Shrink outputs only for the groups that shrink then expand (fused groups write beside x).

@@ -53,6 +53,11 @@ public struct LoRAOptions: Sendable {
     /// row's slot B themselves, rows of one slot again from L2, which past rank 16 costs more than the
     /// widened GEMM (`loom bench lora-kernels`). At most `LoRAManager.maxConsumerRank`.
     public var fusedConsumerMaxRank = 16
+    /// `fused`: the groups (`qkv`, `o`, `gateUp`, `down`) whose decode steps expand in the ops
+    /// reading their GEMMs; the others take the widened K in those steps too. nil: every fused group.
+    /// `LOOM_FUSED_DECODE_GROUPS` (e.g. `qkv+gateUp`) sets it, for A/B runs on a device.
+    public var fusedConsumerGroups: Set<String>? =
+        ProcessInfo.processInfo.environment["LOOM_FUSED_DECODE_GROUPS"].map { Set($0.split(separator: "+").map(String.init)) }
 
     public init() {}
 

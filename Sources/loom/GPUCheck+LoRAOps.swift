@@ -253,15 +253,19 @@ extension OpChecks {
                 results.append(compare("ropeAndWriteKV+delta.v", vc, vg, tolerance: 1e-2, detail: label))
             }
             // SiLU·mul of a fused gate/up output (a block per slot): rows spread over the slots, and
-            // skewed (most in one slot, more than the 4 rows a block takes at a time).
-            for (n, inter, skewed) in [(3, 344, false), (32, 14336, false), (13, 14336, true), (128, 14336, false)] {
+            // skewed (most in one slot, more than the 4 rows a block takes at a time); once into rows
+            // wider than the output (down's wide input, where down takes the widened K).
+            for (n, inter, skewed, extra) in [(3, 344, false, 0), (32, 14336, false, 0), (13, 14336, true, 0), (128, 14336, false, 0),
+                                              (32, 14336, false, 512)] {
                 let rows = (0..<n).map { skewed ? ($0 % 5 == 2 ? 0 : 1) : $0 % slotRanks.count }
                 let (lc, lg, width) = loraDelta(moduleOutputs: [inter, inter], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rows)
                 let (gc, gg, _) = pair(Shape(n, width), scale: 4)
-                let (oc, og) = zeros(Shape(n, inter))
+                let (oc, og) = zeros(Shape(n, inter + extra))
+                gpu.zero(og)
                 cpu.siluMul(gc, out: oc, lora: lc)
                 gpu.siluMul(gg, out: og, lora: lg)
-                results.append(compare("siluMul+delta", oc, og, tolerance: 1e-2, detail: "\(n)×\(inter)\(skewed ? " skewed" : ""), \(ranksLabel)"))
+                let wide = extra > 0 ? ", into rows of \(inter + extra)" : ""
+                results.append(compare("siluMul+delta", oc, og, tolerance: 1e-2, detail: "\(n)×\(inter)\(skewed ? " skewed" : "")\(wide), \(ranksLabel)"))
             }
         }
         return results

@@ -19,7 +19,8 @@ import Testing
         var reference: [String: Any]
     }
 
-    func setup(_ name: String, kind: LoRABackendKind, slots: Int, residualSlices: Int = 1, fusedDecodeRows: Int = LoRAOptions().fusedDecodeRows) throws -> Setup {
+    func setup(_ name: String, kind: LoRABackendKind, slots: Int, residualSlices: Int = 1, fusedDecodeRows: Int = LoRAOptions().fusedDecodeRows,
+               consumerGroups: Set<String>? = nil) throws -> Setup {
         let reference = try loadJSON(fixture("models/\(name)/reference.json"))
         let modelDir = packageRoot.appendingPathComponent(reference["model_dir"] as! String).path
         let backend = CPUBackend()
@@ -36,6 +37,7 @@ import Testing
         options.fusedDecodeRows = fusedDecodeRows
         // The fixtures' pools are of rank 64: let the consumers take them, so both fused paths run.
         options.fusedConsumerMaxRank = LoRAManager.maxConsumerRank
+        options.fusedConsumerGroups = consumerGroups
         let specs = names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") }
         let manager = try LoRAManager(options: options, model: model, maxTokens: 1024, initial: specs)
         return Setup(model: model, manager: manager, reference: reference)
@@ -88,18 +90,22 @@ import Testing
     /// the GEMM) and the consumer's delta (shrink in the GEMM, expand in RoPE, SiLU·mul and the
     /// RMSNorm), the latter with o and down in 2 K-slices too. By default decode steps take the second.
     /// The widened K runs both as graph steps prepare it (every slot's columns) and as eager steps
-    /// do (cut after the step's last adapted slot).
-    @Test(arguments: ["llama-tiny", "qwen2-tiny"], [(0, 1, false), (0, 1, true), (1024, 1, false), (1024, 2, false)])
-    func bothFusedPathsMatchPEFT(model name: String, path: (rows: Int, slices: Int, forGraph: Bool)) throws {
-        let s = try setup(name, kind: .fused, slots: 3, residualSlices: path.slices, fusedDecodeRows: path.rows)
+    /// do (cut after the step's last adapted slot). Steps may also mix the two by group: consumer
+    /// deltas for some groups, the widened K for the others, so an op adding a delta writes the wide
+    /// input of the next group's GEMM (SiLU·mul into down's, the RMSNorm into gate/up's or q/k/v's).
+    @Test(arguments: ["llama-tiny", "qwen2-tiny"], [(0, 1, false, nil), (0, 1, true, nil), (1024, 1, false, nil), (1024, 2, false, nil),
+                                                    (1024, 1, false, "qkv+gateUp"), (1024, 2, false, "o+down")])
+    func bothFusedPathsMatchPEFT(model name: String, path: (rows: Int, slices: Int, forGraph: Bool, consumers: String?)) throws {
+        let s = try setup(name, kind: .fused, slots: 3, residualSlices: path.slices, fusedDecodeRows: path.rows,
+                          consumerGroups: path.consumers.map { Set($0.split(separator: "+").map(String.init)) })
         let cases = s.reference["cases"] as! [[String: Any]]
         try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
                   logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) },
-                  label: "\(name) fused, consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph)", forGraph: path.forGraph)
+                  label: "\(name) fused, consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph), consumers \(path.consumers ?? "all")", forGraph: path.forGraph)
         for (b, batch) in (s.reference["mixed_batches"] as! [[String: Any]]).enumerated() {
             try check(s, adapters: (batch["adapters"] as! [Any]).map { $0 as? String }, prompts: (batch["prompt_ids"] as! [Any]).map(ints),
                       logits: (batch["last_logits"] as! [Any]).map(floats), greedy: (batch["greedy_ids"] as! [Any]).map(ints),
-                      label: "\(name) fused batch \(b), consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph)",
+                      label: "\(name) fused batch \(b), consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph), consumers \(path.consumers ?? "all")",
                       forGraph: path.forGraph)
         }
     }

@@ -10,8 +10,9 @@
 // (blockIdx.y; rowSlots scanned into shared memory) for 512 columns: the slot's rank and B rows
 // need no lookup and go before the wait, and the rows' gate, up and xa go out together after it,
 // SILU_ROWS at a time. Blocks of a slot without rows in the step return at once.
-// Launch: grid (ceil(I / 512), slots), block (256). Arguments: as silu_mul (out [n, I], no outStride), then n, LORA_PARAMS (a
-// stack of 2, 2R ≤ LORA_MAX_RANK).
+// Launch: grid (ceil(I / 512), slots), block (256). Arguments: gateUp, out, I, stride, then n,
+// outStride (out may be down's wide input, where down takes the widened K while gate/up adds its
+// delta here), LORA_PARAMS (a stack of 2, 2R ≤ LORA_MAX_RANK).
 #include "common.cuh"
 
 #define SILU_ROWS 4
@@ -31,7 +32,7 @@ extern "C" __global__ void __launch_bounds__(256) loom_silu_mul(const bf16* gate
 // time from `rows` (one for RB = 0), written out. RB > 0: the pool's rank stride RB (8 or 16) is the slot's rank, so B
 // is unpacked into registers once for all rows and nothing is masked; RB = 0: LoraDelta::sum per row.
 template <int RB>
-__device__ __forceinline__ void silu_rows(const LoraDelta& lora, const bf16* gateUp, bf16* out, int width, int stride, int slot, int rank,
+__device__ __forceinline__ void silu_rows(const LoraDelta& lora, const bf16* gateUp, bf16* out, int width, int stride, int outStride, int slot, int rank,
                                           const int* rows, int found, const int (&j)[2], const int (&c)[4],
                                           const LoraDelta::Cols<4>& cols, float (*xa)[LORA_MAX_RANK]) {
     constexpr int ROWS = RB > 0 ? SILU_ROWS : 1;  // one at a time where sum() holds more registers
@@ -85,12 +86,12 @@ __device__ __forceinline__ void silu_rows(const LoraDelta& lora, const bf16* gat
             }
 #pragma unroll
             for (int h = 0; h < 2; ++h)
-                if (j[h] < width) out[(u64)rows[k0 + k] * width + j[h]] = f32_to_bf16(silu_times(gu[k][h], gu[k][2 + h]));
+                if (j[h] < width) out[(u64)rows[k0 + k] * outStride + j[h]] = f32_to_bf16(silu_times(gu[k][h], gu[k][2 + h]));
         }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, LORA_PARAMS) {
+extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, int outStride, LORA_PARAMS) {
     __shared__ __align__(16) float xa[SILU_ROWS][LORA_MAX_RANK];
     __shared__ int rows[SILU_MAX_ROWS];
     __shared__ int count;
@@ -116,10 +117,10 @@ extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf
     if (found == 0) return;  // no dependent waits on this block's writes: it has none
     grid_enter();
     if (lora.R == 16 && rank == 16) {
-        silu_rows<16>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
+        silu_rows<16>(lora, gateUp, out, width, stride, outStride, slot, rank, rows, found, j, c, cols, xa);
     } else if (lora.R == 8 && rank == 8) {
-        silu_rows<8>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
+        silu_rows<8>(lora, gateUp, out, width, stride, outStride, slot, rank, rows, found, j, c, cols, xa);
     } else {
-        silu_rows<0>(lora, gateUp, out, width, stride, slot, rank, rows, found, j, c, cols, xa);
+        silu_rows<0>(lora, gateUp, out, width, stride, outStride, slot, rank, rows, found, j, c, cols, xa);
     }
 }
