@@ -126,10 +126,12 @@ public final class CUDABackend: ComputeBackend {
     /// `loom_lora_shrink_fused_deep` (at most 2 blocks a multiprocessor, four steps of loads in
     /// flight; K split for 2 blocks a multiprocessor); shorter steps, whose blocks take short slices
     /// of K, keep `loom_lora_shrink_fused` (`LOOM_FUSED_SHRINK_DEEP_ROWS`, 0: never; default 64).
-    /// On the H200 (session 20, `bench lora-kernels --lora-backend fused`, µs a layer, the committed
-    /// kernel at a target of 3 against this one at 2, in turn on one machine): r64 at 256 tokens
-    /// 74.2, 71.8 → 70.3, 69.9; at 64 tokens 54.1, 54.0 → 53.6, 53.1; r16 at 256 tokens 33.8, 33.5 →
-    /// 33.0, 34.4; r64 at 32 tokens 53.7, 53.6 → 60.1, 59.7 (so not below 64 rows).
+    /// On the H200 (session 20, `bench lora-kernels --lora-backend fused`, µs a layer, in turn on
+    /// one machine, two machines): r64 at 256 tokens 74.2, 71.8 → 70.3, 69.9 (eager shrinks 63.2,
+    /// 64.1 → 61.9) and 72.3, 73.7 → 71.4, 71.6 (65.1, 64.7 → 62.7); at 64 tokens and r16 at 256
+    /// tokens no change beyond the spread; r64 at 32 tokens, with every step on this kernel, 53.7,
+    /// 53.6 → 60.1, 59.7, hence the threshold. In the model (batch 32, 8 × r64) one pair, 4,853 and
+    /// 4,884 tok/s: within the spread.
     public let fusedShrinkDeepRows = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_DEEP_ROWS"].flatMap { Int($0) }.map { max(0, $0) } ?? 64
 
     /// The fused shrink takes 64-row tiles for long segments of wide slots (prefill;

@@ -229,8 +229,8 @@ extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
 // The same for steps of many rows, whose blocks take long slices of K (loraShrinkFused at
 // `fusedShrinkDeepRows` rows or more): at most 2 blocks a multiprocessor, so ptxas may spend the
 // registers (116 against 68) on keeping four steps of loads in flight before their MMAs. On the
-// H200 (session 20) fused r64 at 256 tokens 74.2, 71.8 → 70.3, 69.9 µs a layer; at 32 tokens, with
-// short slices, 53.7 → 60.1, so short steps keep the kernel above.
+// H200 (session 20) fused r64 at 256 tokens 70–72 µs a layer against 72–74; at 32 tokens, with
+// short slices, 60 against 54, so short steps keep the kernel above (CUDABackend.fusedShrinkDeepRows).
 extern "C" __global__ void __launch_bounds__(256, 2) loom_lora_shrink_fused_deep(
     const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
     const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
