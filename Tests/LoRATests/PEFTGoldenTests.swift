@@ -99,14 +99,14 @@ import Testing
         let s = try setup(name, kind: .fused, slots: 3, residualSlices: path.slices, fusedDecodeRows: path.rows,
                           consumerGroups: path.consumers.map { Set($0.split(separator: "+").map(String.init)) })
         let cases = s.reference["cases"] as! [[String: Any]]
+        let how = "consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph), consumers \(path.consumers ?? "all")"
         try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
                   logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) },
-                  label: "\(name) fused, consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph), consumers \(path.consumers ?? "all")", forGraph: path.forGraph)
+                  label: "\(name) fused, \(how)", forGraph: path.forGraph)
         for (b, batch) in (s.reference["mixed_batches"] as! [[String: Any]]).enumerated() {
             try check(s, adapters: (batch["adapters"] as! [Any]).map { $0 as? String }, prompts: (batch["prompt_ids"] as! [Any]).map(ints),
                       logits: (batch["last_logits"] as! [Any]).map(floats), greedy: (batch["greedy_ids"] as! [Any]).map(ints),
-                      label: "\(name) fused batch \(b), consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph), consumers \(path.consumers ?? "all")",
-                      forGraph: path.forGraph)
+                      label: "\(name) fused batch \(b), \(how)", forGraph: path.forGraph)
         }
     }
 
