@@ -63,13 +63,17 @@ extension CPUBackend {
     }
 
     public func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
-                                scratch: DeviceTensor) {
+                                scratch: DeviceTensor, moduleStride: Int) {
         let k = a.shape[2], slotWidth = a.shape[1], maxRank = slotWidth / stack, outStride = out.shape.rowCount
-        precondition(outStride >= k + slotWidth, "loraShrinkFused: A \(a.shape), out \(out.shape)")
+        // Split: each module's extension is the slots' R columns, in its own copy of the input.
+        let extensionWidth = moduleStride > 0 ? maxRank : slotWidth
+        precondition(outStride >= k + extensionWidth, "loraShrinkFused: A \(a.shape), out \(out.shape)")
+        precondition(moduleStride == 0 || moduleStride >= out.count, "loraShrinkFused: module stride \(moduleStride) inside out \(out.shape)")
         let o = out.f32, scale = scalings.f32
         shrink(out, a: a, plan: plan, stack: stack) { _, row, slot, m in
-            precondition(k + (slot + 1) * slotWidth <= outStride, "loraShrinkFused: slot \(slot)'s columns past out \(out.shape)")
-            return (o + row * outStride + k + slot * slotWidth + m * maxRank, scale[slot * stack + m])
+            precondition(k + (slot + 1) * extensionWidth <= outStride, "loraShrinkFused: slot \(slot)'s columns past out \(out.shape)")
+            let column = moduleStride > 0 ? k + slot * maxRank : k + slot * slotWidth + m * maxRank
+            return (o + m * moduleStride + row * outStride + column, scale[slot * stack + m])
         }
     }
 

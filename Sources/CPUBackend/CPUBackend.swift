@@ -114,16 +114,28 @@ public final class CPUBackend: ComputeBackend {
         }
     }
 
-    /// `out[i][c] = x[i] · w[c] (+ bias[c] for c < biasCount)` for `rows` rows of `k` and `outputs` rows of `w`, `wStride` apart.
+    public func linearStacked(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor) {
+        let count = x.shape[0], n = x.shape[1], k = x.shape[2], wStride = weight.shape[1]
+        precondition(x.shape.rank == 3 && weight.shape[0] % count == 0 && wStride >= k, "linearStacked: x \(x.shape) · weightᵀ \(weight.shape)")
+        let m = weight.shape[0] / count
+        precondition(out.shape[0] == n && out.shape.rowCount == count * m, "linearStacked: out \(out.shape) for \(n)×\(count)·\(m)")
+        for s in 0..<count {
+            Self.gemm(x.f32 + s * n * k, rows: n, k: k, weight.f32 + s * m * wStride, wStride: wStride, outputs: m, out.f32 + s * m,
+                      bias: nil, biasCount: 0, outStride: count * m)
+        }
+    }
+
+    /// `out[i][c] = x[i] · w[c] (+ bias[c] for c < biasCount)` for `rows` rows of `k` and `outputs` rows of `w`, `wStride` apart;
+    /// out's rows `outStride` apart (`outputs` when nil).
     private static func gemm(_ x: UnsafePointer<Float>, rows n: Int, k: Int, _ w: UnsafePointer<Float>, wStride: Int, outputs: Int,
-                             _ o: UnsafeMutablePointer<Float>, bias b: UnsafePointer<Float>?, biasCount: Int) {
+                             _ o: UnsafeMutablePointer<Float>, bias b: UnsafePointer<Float>?, biasCount: Int, outStride: Int? = nil) {
         // Split by output blocks of 4 so every thread streams its own slice of the weight once.
-        let blocks = (outputs + 3) / 4
+        let blocks = (outputs + 3) / 4, stride = outStride ?? outputs
         parallelFor(blocks, work: n * k * outputs) { range in
             let cols = (range.lowerBound * 4)..<min(outputs, range.upperBound * 4)
-            Kernels.gemmNT(x: x, rows: n, w: w, outputs: cols, k: k, wStride: wStride, out: o, outStride: outputs)
+            Kernels.gemmNT(x: x, rows: n, w: w, outputs: cols, k: k, wStride: wStride, out: o, outStride: stride)
             if let b {
-                for i in 0..<n { for c in cols where c < biasCount { o[i * outputs + c] += b[c] } }
+                for i in 0..<n { for c in cols where c < biasCount { o[i * stride + c] += b[c] } }
             }
         }
     }

@@ -61,9 +61,10 @@ extension CUDABackend {
 
     /// One cuBLASLt launch (`CuBLASLt.matmul`), with the algorithm `tuneGEMMs` chose for the shape, if any.
     /// With `outColumn`, the product goes into `out`'s columns `outColumn ..< outColumn + m` (rows
-    /// `out.shape.rowCount` apart) rather than filling `out`.
+    /// `out.shape.rowCount` apart) rather than filling `out`. With `strides`, the batch's products
+    /// (`CuBLASLt.matmul`) write rows `out.shape.rowCount` apart.
     func blasMatmul(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor, n: Int, m: Int, k: Int, ldInput: Int? = nil,
-                    batch: Int = 1, outColumn: Int? = nil, label: String) {
+                    batch: Int = 1, strides: (weight: Int, input: Int, output: Int)? = nil, outColumn: Int? = nil, label: String) {
         precondition(outColumn.map { $0 >= 0 && $0 + m <= out.shape.rowCount && batch == 1 } ?? true, "\(label): columns past \(out.shape)")
         guard beginLaunch() else { return }
         activate()
@@ -72,7 +73,8 @@ extension CUDABackend {
         do {
             try blas.matmul(x: x.devicePointer, weight: weight.devicePointer,
                             out: out.devicePointer + UInt64((outColumn ?? 0) * out.dtype.byteCount), n: n, m: m, k: k,
-                            ldWeight: weight.shape.rowCount, ldInput: ldInput, ldOutput: outColumn.map { _ in out.shape.rowCount }, batch: batch,
+                            ldWeight: weight.shape.rowCount, ldInput: ldInput,
+                            ldOutput: outColumn != nil || strides != nil ? out.shape.rowCount : nil, batch: batch, strides: strides,
                             outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
                             workspace: blasWorkspace.pointer, stream: stream)
         } catch {

@@ -96,6 +96,18 @@ extension CUDABackend {
         blasMatmul(x, weight, out, n: n, m: m, k: k, ldInput: width, batch: count, label: "cublasLt \(count)x\(n)x\(m)x\(k)")
     }
 
+    public func linearStacked(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor) {
+        let count = x.shape[0], n = x.shape[1], k = x.shape[2], ldWeight = weight.shape.rowCount
+        precondition(x.dtype == .bf16 && weight.dtype == .bf16 && out.dtype == .bf16, "linearStacked: bf16 operands and output expected")
+        precondition(x.shape.rank == 3 && weight.shape[0] % count == 0 && ldWeight >= k && (ldWeight == k || ldWeight % 8 == 0),
+                     "linearStacked: x \(x.shape) · weightᵀ \(weight.shape)")
+        let m = weight.shape[0] / count
+        precondition(out.shape[0] == n && out.shape.rowCount == count * m, "linearStacked: out \(out.shape) for \(n)×\(count)·\(m)")
+        if n == 0 { return }
+        blasMatmul(x, weight, out, n: n, m: m, k: k, batch: count, strides: (weight: m * ldWeight, input: n * k, output: m),
+                   label: "cublasLt \(count)x\(n)x\(m)x\(k) stacked")
+    }
+
     /// Rows above `maxGEMVRows` (GEMV reads W once however many rows) and up to 64, where one
     /// GEMM's output tiles are too few for the multiprocessors, and K of at least 1024 (a small
     /// model's GEMM is not bound by its weight): 2 slices. On the H200 at batch 32, 2 and 4 gave the
@@ -351,11 +363,13 @@ extension CUDABackend {
 
 extension CUDABackend {
     public func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
-                                scratch: DeviceTensor) {
+                                scratch: DeviceTensor, moduleStride: Int) {
         let op = "loraShrinkFused", n = out.shape[0], k = a.shape[2], slots = a.shape[0], slotWidth = a.shape[1], outStride = out.shape.rowCount
         bf16(a, op); bf16(out, op); i32(plan.permutation, op)
-        // The plan's adapted slots must fit in out's columns (a step may cut them after its last one).
-        precondition(slotWidth % stack == 0 && outStride >= k + slotWidth
+        // The plan's adapted slots must fit in out's columns (a step may cut them after its last one);
+        // split (moduleStride > 0), each module's copy of the input holds R columns a slot.
+        precondition(slotWidth % stack == 0 && outStride >= k + (moduleStride > 0 ? slotWidth / stack : slotWidth)
+                     && moduleStride % 8 == 0 && (moduleStride == 0 || moduleStride >= out.count)
                      && scalings.dtype == .f32 && scalings.count >= slots * stack && scratch.dtype == .f32 && scratch.count >= n * slotWidth,
                      "\(op): A \(a.shape), out \(out.shape), scratch \(scratch.shape)")
         precondition(k % 8 == 0 && outStride % 8 == 0 && (out.devicePointer | a.devicePointer) % 16 == 0,
@@ -370,7 +384,7 @@ extension CUDABackend {
         // one are skipped (zero). Narrower slots over shorter segments keep the kernels, which
         // multiply only each row's own slot.
         let extensionWidth = outStride - k
-        let dense = long && fusedShrinkLong == .dense && (slotWidth / stack) % 8 == 0 && (slotWidth >= 64 || n >= 256 * max(plan.numSegments, 1))
+        let dense = long && fusedShrinkLong == .dense && moduleStride == 0 && (slotWidth / stack) % 8 == 0 && (slotWidth >= 64 || n >= 256 * max(plan.numSegments, 1))
         if dense && extensionWidth % slotWidth == 0 && extensionWidth <= slots * slotWidth {
             let first = min(plan.firstAdaptedSlot, extensionWidth / slotWidth) * slotWidth, m = extensionWidth - first
             if m == 0 { return }
@@ -395,11 +409,13 @@ extension CUDABackend {
         let deep = !large && fusedShrinkDeepRows > 0 && n >= fusedShrinkDeepRows
         let kSplit = tiles > Self.loraTicketCount ? 1
             : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps, deep: deep)
-        let kernel = large ? "loom_lora_shrink_fused_large" : deep ? "loom_lora_shrink_fused_deep" : "loom_lora_shrink_fused"
+        let kernel = (large ? "loom_lora_shrink_fused_large" : deep ? "loom_lora_shrink_fused_deep" : "loom_lora_shrink_fused")
+            + (moduleStride > 0 ? "_split" : "")
         launch(kernel, grid: (rowTiles, 1, columnTiles * kSplit), block: 32 * warps,
                [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
-                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer), .int(capacity)])
+                .pointer(scalings.devicePointer), .pointer(loraTickets.pointer), .int(capacity)]
+                + (moduleStride > 0 ? [.u64(UInt64(moduleStride))] : []))
     }
 
     public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {

@@ -25,7 +25,13 @@ final class CuBLASLt: @unchecked Sendable {
         var algo: [UInt64]
     }
     /// A GEMM shape as cuBLASLt plans it.
-    struct PlanKey: Hashable { var m, n, k, ldWeight, ldInput, ldOutput, batch: Int; var outType: Int32; var alignment: UInt64 }
+    struct PlanKey: Hashable {
+        var m, n, k, ldWeight, ldInput, ldOutput, batch: Int
+        /// Elements between a batch's products in W, x and out.
+        var strideWeight = 0, strideInput = 0, strideOutput = 0
+        var outType: Int32
+        var alignment: UInt64
+    }
     /// One shape's candidates from the heuristic (best first, distinct configurations) and the one launched.
     private struct ShapePlans {
         var candidates: [Plan]
@@ -73,18 +79,23 @@ final class CuBLASLt: @unchecked Sendable {
     /// f32); W's rows are `ldWeight ≥ k` elements apart, x's `ldInput ≥ k` (k when nil), out's
     /// `ldOutput ≥ m` (m when nil). In cuBLASLt's column-major terms this is `D[m, n] = op(A)ᵀ · B` with A = W (k × m) and B = x (k × n).
     /// `batch` > 1 runs that many such products in one launch, the b-th on columns `b·k ..< (b+1)·k`
-    /// of x and W into `out + b·n·m` (the K-slices of one product, `linearSlices`).
+    /// of x and W into `out + b·n·m` (the K-slices of one product, `linearSlices`), or, with
+    /// `strides`, on `x + b·strides.input` and `W + b·strides.weight` into `out + b·strides.output`
+    /// (elements; `linearStacked`).
     /// A shape launches the heuristic's first candidate until `choose` picks another.
     func matmul(x: UInt64, weight: UInt64, out: UInt64, n: Int, m: Int, k: Int, ldWeight: Int, ldInput: Int? = nil, ldOutput: Int? = nil,
-                batch: Int = 1, outType: Int32, workspace: UInt64, stream: OpaquePointer?) throws {
+                batch: Int = 1, strides: (weight: Int, input: Int, output: Int)? = nil, outType: Int32, workspace: UInt64,
+                stream: OpaquePointer?) throws {
+        precondition(batch == 1 || ldOutput == nil || strides != nil, "cuBLASLt: a batch of K-slices writes packed outputs")
+        let s = batch == 1 ? (weight: 0, input: 0, output: 0) : strides ?? (weight: k, input: k, output: m * n)
         // The heuristic assumes 256-byte aligned operands unless told otherwise; views (and the
-        // batch's K-slices) may be less aligned.
+        // batch's products) may be less aligned.
         var alignment: UInt64 = 256
-        let sliceBytes = batch > 1 ? UInt64(2 * k) : 0
-        while alignment > 2 && (x | weight | out | sliceBytes) % alignment != 0 { alignment /= 2 }
-        precondition(batch == 1 || ldOutput == nil, "cuBLASLt: a batch of K-slices writes packed outputs")
-        let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, ldInput: ldInput ?? k, ldOutput: ldOutput ?? m, batch: batch, outType: outType,
-                          alignment: alignment)
+        let outBytes = UInt64(outType == Self.r32F ? 4 : 2)
+        let strideBytes = strides == nil ? UInt64(batch > 1 ? 2 * k : 0) : UInt64(2 * s.weight) | UInt64(2 * s.input) | outBytes * UInt64(s.output)
+        while alignment > 2 && (x | weight | out | strideBytes) % alignment != 0 { alignment /= 2 }
+        let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, ldInput: ldInput ?? k, ldOutput: ldOutput ?? m, batch: batch,
+                          strideWeight: s.weight, strideInput: s.input, strideOutput: s.output, outType: outType, alignment: alignment)
         let planned: ShapePlans
         if let known = shapes[key] {
             planned = known
@@ -148,7 +159,7 @@ final class CuBLASLt: @unchecked Sendable {
         try check(cublasLtMatrixLayoutCreate(&d, key.outType, UInt64(key.m), UInt64(key.n), Int64(key.ldOutput)), "cublasLtMatrixLayoutCreate(D)")
         if key.batch > 1 {
             var count = Int32(key.batch)
-            for (layout, stride) in [(a, key.k), (b, key.k), (d, key.m * key.n)] {
+            for (layout, stride) in [(a, key.strideWeight), (b, key.strideInput), (d, key.strideOutput)] {
                 var elements = Int64(stride)
                 try check(cublasLtMatrixLayoutSetAttribute(layout, Self.layoutBatchCount, &count, 4), "cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)")
                 try check(cublasLtMatrixLayoutSetAttribute(layout, Self.layoutBatchStride, &elements, 8), "cublasLtMatrixLayoutSetAttribute(STRIDED_BATCH_OFFSET)")

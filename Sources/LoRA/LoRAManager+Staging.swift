@@ -27,12 +27,15 @@ extension LoRAManager {
                                                to: b.reshaped(Shape(slots * totalOut, r)).rows(slot * totalOut, totalOut), rows: totalOut, rowBytes: ra * e)
                     }
                     if let wide = buf.fusedWeight {
-                        // Each module's rows of B into the slot's columns of the widened weight, and
-                        // (consumer deltas) its rows of A below the weight's own.
+                        // Each module's rows of B into the slot's columns of the widened weight (its own
+                        // R columns a slot with split extensions), and (consumer deltas) its rows of A
+                        // below the weight's own.
+                        let split = splitGroups.contains(g)
                         for m in 0..<stack {
                             let rows = buf.outOffsets[m + 1] - buf.outOffsets[m]
                             rb.backend.uploadAsync(from: image.buffer, offset: entry.b + buf.outOffsets[m] * ra * e, pitch: ra * e,
-                                                   to: wide.rows(buf.outOffsets[m], rows), column: k + (slot * stack + m) * r, rows: rows, rowBytes: ra * e)
+                                                   to: wide.rows(buf.outOffsets[m], rows), column: k + (split ? slot : slot * stack + m) * r,
+                                                   rows: rows, rowBytes: ra * e)
                             if wide.shape[0] > totalOut {
                                 rb.backend.uploadAsync(from: image.buffer, offset: entry.a + m * ra * k * e, pitch: k * e,
                                                        to: wide.rows(totalOut + (slot * stack + m) * r, ra), rows: ra, rowBytes: k * e)

@@ -40,7 +40,8 @@ public final class LoRAManager {
         var b: DeviceTensor?
         /// A fused group's widened base weight `[out (+ extension), in + extension]`, whose first
         /// `out` rows are the model's own: B of slot `s`, module `m` at columns
-        /// `in + (s·stack + m)·R ..< + rank`; where decode steps expand in the consumer
+        /// `in + (s·stack + m)·R ..< + rank` (split extensions, `splitGroups`: `in + s·R ..< + rank`
+        /// in module m's rows); where decode steps expand in the consumer
         /// (`consumerRows`), A of that slot and module at rows `out + (s·stack + m)·R ..< + rank`.
         var fusedWeight: DeviceTensor?
         /// A fused group's B as `b` holds it, for the consumer's delta (`LoRADelta`).
@@ -110,6 +111,12 @@ public final class LoRAManager {
                 && Self.inputColumns(Self.modules(of: g)[0], base, TensorShard(rank: 0, size: backends.count)).count % 8 == 0
         })
         self.fusedGroups = fusedGroups
+        // Split extensions: stacked fused groups of equal module widths (gate/up), where asked.
+        let splitGroups = Set(fusedGroups.filter { g in
+            let widths = Self.modules(of: g).map { Self.outputRows($0, base, TensorShard(rank: 0, size: backends.count)).count }
+            return options.fusedSplitStacks && widths.count > 1 && Set(widths).count == 1
+        })
+        self.splitGroups = splitGroups
         let r = max(maxRank, 1)
         // The consumers add deltas up to `fusedConsumerMaxRank` (at most `maxConsumerRank`).
         let consumes = !fusedGroups.isEmpty && backends.count == 1 && r <= min(options.fusedConsumerMaxRank, Self.maxConsumerRank)
@@ -153,9 +160,13 @@ public final class LoRAManager {
             var sliceFloats = 0
             for g in fusedGroups {
                 let mods = Self.modules(of: g), inFeatures = Self.inputColumns(mods[0], base, shard).count
-                let extra = Self.fusedExtension(slots: slots, stack: mods.count, rank: r), width = inFeatures + extra
+                // The consumers' rows of A: every slot's stack·R; the columns of B: the same, or R a
+                // slot in each module's own copy of the input (split).
+                let extra = Self.fusedExtension(slots: slots, stack: mods.count, rank: r)
+                let copies = splitGroups.contains(g) ? mods.count : 1
+                let width = inFeatures + Self.fusedExtension(slots: slots, stack: mods.count / copies, rank: r)
                 let outFeatures = Self.offsets(of: g, base, shard).last!, tallRows = outFeatures + (consumerGroups.contains(g) ? extra : 0)
-                fusedInputs[g] = try backend.allocate(Shape(maxTokens, width), dtype: backend.activationDType)
+                fusedInputs[g] = try backend.allocate(Shape(copies * maxTokens, width), dtype: backend.activationDType)
                 if consumerGroups.contains(g) {
                     consumerOutputs[g] = try backend.allocate(Shape(consumerRows, tallRows), dtype: backend.activationDType)
                     if Self.isRowParallel(mods[0]) {
@@ -201,6 +212,10 @@ public final class LoRAManager {
 
     /// The groups whose expand runs inside the base GEMM (`--lora-backend fused`).
     let fusedGroups: Set<ProjectionGroup>
+    /// The fused groups with split extensions (`LoRAOptions.fusedSplitStacks`): each module's B in
+    /// `slots · R` columns of its own rows, read by a batch of the GEMM's module halves, each over its
+    /// own copy of the input (`linearStacked`).
+    let splitGroups: Set<ProjectionGroup>
     /// The most rows of a step whose fused groups shrink in the GEMM and expand in the consumer
     /// (`LoRAOptions.fusedDecodeRows`; 0 under tensor parallelism, or above `LoRAOptions.fusedConsumerMaxRank`).
     public let consumerRows: Int
@@ -392,7 +407,7 @@ public final class LoRAManager {
             if zeroed && stackedModules > 0 { rb.backend.zero(rb.stepShrunk.rows(0, base.numLayers * stackedModules * n * max(maxRank, 1))) }
             if consumes { uploads[r].copy(rowSlots.map(Int32.init), to: rb.rowSlots, on: rb.backend) }
             for g in rb.fusedInputs.keys where !consumes || !consumerGroups.contains(g) {
-                rb.backend.zero(fusedInput(rank: r, group: g, rows: n, usedSlots: usedSlots)!)
+                rb.backend.zero(fusedInputCopies(rank: r, group: g, rows: n, usedSlots: usedSlots)!)
             }
             uploads[r].copy(plan.permutation, to: rb.permutation, on: rb.backend)
             uploads[r].copy(padded.starts, to: rb.segmentStarts, on: rb.backend)
@@ -416,11 +431,18 @@ public final class LoRAManager {
     /// Rows `0 ..< n` of a fused group's GEMM input `[n, in + extension]`, its extension cut after
     /// the first `usedSlots` slots (the buffer's first elements, rows packed at that width).
     fileprivate func fusedInput(rank: Int, group: ProjectionGroup, rows n: Int, usedSlots: Int) -> DeviceTensor? {
+        fusedInputCopies(rank: rank, group: group, rows: n, usedSlots: usedSlots).map { $0.reshaped(Shape($0.shape[0] * n, $0.shape[2])).rows(n) }
+    }
+
+    /// A fused group's GEMM input as every copy of it: `[copies, n, in + extension]`, one copy, or
+    /// with split extensions one a module (the first is `fusedInput`).
+    fileprivate func fusedInputCopies(rank: Int, group: ProjectionGroup, rows n: Int, usedSlots: Int) -> DeviceTensor? {
         guard let wide = ranks[rank].fusedInputs[group] else { return nil }
         let stack = Self.modules(of: group).count, r = max(maxRank, 1)
-        let inFeatures = wide.shape.rowCount - Self.fusedExtension(slots: options.maxLorasPerBatch, stack: stack, rank: r)
-        let width = inFeatures + Self.fusedExtension(slots: usedSlots, stack: stack, rank: r)
-        return wide.reshaped(Shape(wide.count)).rows(n * width).reshaped(Shape(n, width))
+        let copies = splitGroups.contains(group) ? stack : 1
+        let inFeatures = wide.shape.rowCount - Self.fusedExtension(slots: options.maxLorasPerBatch, stack: stack / copies, rank: r)
+        let width = inFeatures + Self.fusedExtension(slots: usedSlots, stack: stack / copies, rank: r)
+        return wide.reshaped(Shape(wide.count)).rows(copies * n * width).reshaped(Shape(copies, n, width))
     }
 
     /// Queues the group's shrink of `input` (and, for a row-parallel group, its all-reduce) and
@@ -477,12 +499,17 @@ public final class LoRAManager {
     fileprivate func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, plan: LoRAKernelPlan, rows: Int,
                                usedSlots: Int) -> DeviceTensor {
         let rb = ranks[rank]
-        guard let buf = rb.layers[layer][group], let out = fusedInput(rank: rank, group: group, rows: rows, usedSlots: usedSlots),
+        guard let buf = rb.layers[layer][group], let copies = fusedInputCopies(rank: rank, group: group, rows: rows, usedSlots: usedSlots),
               let scratch = rb.fusedScratch else { return input }
+        let count = copies.shape[0], width = copies.shape[2], out = copies.reshaped(Shape(count * rows, width)).rows(rows)
         // The model's ops write x there already (`inputBuffer`); any other input is copied in.
         if !input.isSameView(as: out) { rb.backend.copyColumns(input, into: out, column: 0) }
-        rb.backend.loraShrinkFused(out, a: buf.a, scalings: buf.scalings, plan: plan, stack: Self.modules(of: group).count, scratch: scratch)
-        return out
+        // Split: x (with the first copy's extension, which the shrink then overwrites where it writes
+        // and which is zero elsewhere) into the other modules' copies.
+        for c in 1..<count { rb.backend.copyColumns(out, into: copies.reshaped(Shape(count * rows, width)).rows(c * rows, rows), column: 0) }
+        rb.backend.loraShrinkFused(out, a: buf.a, scalings: buf.scalings, plan: plan, stack: Self.modules(of: group).count, scratch: scratch,
+                                   moduleStride: count > 1 ? rows * width : 0)
+        return count > 1 ? copies : out
     }
 }
 

@@ -58,6 +58,11 @@ public struct LoRAOptions: Sendable {
     /// `LOOM_FUSED_DECODE_GROUPS` (e.g. `qkv+gateUp`) sets it, for A/B runs on a device.
     public var fusedConsumerGroups: Set<String>? =
         ProcessInfo.processInfo.environment["LOOM_FUSED_DECODE_GROUPS"].map { Set($0.split(separator: "+").map(String.init)) }
+    /// `fused`: gate/up's widened K as two extensions of `slots · R` columns, one per module, each in
+    /// its own copy of the GEMM input, and the GEMM as a batch of its two halves (`linearStacked`),
+    /// rather than one extension of `slots · 2 · R` columns half of whose weight is zeros
+    /// (`LOOM_FUSED_SPLIT_STACKS=1`; off by default until measured on a device).
+    public var fusedSplitStacks = ProcessInfo.processInfo.environment["LOOM_FUSED_SPLIT_STACKS"] == "1"
 
     public init() {}
 

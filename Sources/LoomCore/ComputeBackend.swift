@@ -199,8 +199,15 @@ public protocol ComputeBackend: AnyObject {
     /// rounded to `out`'s dtype. Other columns past K are zero before the call (zeroed once per step)
     /// and after it: a backend may compute every slot's columns and zero those of other slots.
     /// `scratch` (f32, `[n, stack·R]`) is zero before the call and left zero after it.
+    /// With `moduleStride` > 0 (split extensions, `linearStacked`) each module has its own copy of
+    /// the input, `moduleStride` elements after the previous one (x in each copy's first K columns),
+    /// and its own extension: module `m`'s value goes to `out[m·moduleStride][permutation[p]][K + s·R + j]`.
     func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
-                         scratch: DeviceTensor)
+                         scratch: DeviceTensor, moduleStride: Int)
+    /// `linear` of `S` modules of equal width `m` stacked in one weight (`[S·m, ≥ k]`), each over its
+    /// own input: `out[i][s·m + j] = x[s][i] · weight[s·m + j]ᵀ`, `x` `[S, n, k]`, `out` `[n, S·m]`.
+    /// (`--lora-backend fused` with split extensions: gate and up each read x beside their own shrink output.)
+    func linearStacked(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor)
     /// `out[i][column ..< column + x.features] = x[i]`: `x`'s rows into some columns of `out`'s rows.
     func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int)
 
@@ -261,6 +268,19 @@ extension ComputeBackend {
                                slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
         ropeAndWriteKV(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
                        slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim, lora: nil)
+    }
+
+    /// `linear` of a GEMM input (`LoRAApplier.gemmInput`): `linearStacked` where it holds a copy
+    /// for each module (`[S, n, k]`, split extensions; no bias), else `linear`.
+    public func linear(gemmInput x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor) {
+        guard x.shape.rank == 3 else { return linear(x, weight: weight, bias: bias, out: out) }
+        precondition(bias == nil, "linear: a bias on a GEMM of stacked inputs \(x.shape)")
+        linearStacked(x, weight: weight, out: out)
+    }
+
+    public func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
+                                scratch: DeviceTensor) {
+        loraShrinkFused(out, a: a, scalings: scalings, plan: plan, stack: stack, scratch: scratch, moduleStride: 0)
     }
 
     public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor) {

@@ -69,7 +69,9 @@ public protocol LoRAApplier: AnyObject {
     func apply(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, output: DeviceTensor)
     /// What the group's GEMM multiplies by its weight: `input`, or (`--lora-backend fused`, whose
     /// weights carry the slots' B in extra columns) `input` with the scaled shrink results beside
-    /// it, so that the GEMM itself adds the deltas and `apply` has nothing left to do.
+    /// it, so that the GEMM itself adds the deltas and `apply` has nothing left to do; with split
+    /// extensions (gate/up) a copy of that for each module, `[S, n, k]`, for
+    /// `linear(gemmInput:weight:bias:out:)`.
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor
     /// Where the op making the group's input should write it, or nil for anywhere: with
     /// `--lora-backend fused` on the widened K, the first columns of the GEMM's wide input, so that

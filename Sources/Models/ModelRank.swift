@@ -159,7 +159,7 @@ public final class ModelRank {
                     return (f.output, f.delta)
                 }
                 lora?.shrinkAhead(rank: rank, layer: i, group: group, input: x)
-                b.linear(lora?.gemmInput(rank: rank, layer: i, group: group, input: x) ?? x, weight: weight, bias: bias, out: out)
+                b.linear(gemmInput: lora?.gemmInput(rank: rank, layer: i, group: group, input: x) ?? x, weight: weight, bias: bias, out: out)
                 lora?.apply(rank: rank, layer: i, group: group, input: x, output: out)
                 return (out, nil)
             }

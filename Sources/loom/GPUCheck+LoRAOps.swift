@@ -116,6 +116,24 @@ extension OpChecks {
                 results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", long segments \(form)"))
             }
             gpu.fusedShrinkLong = chosen
+            // Split extensions (modules of equal widths, gate/up): each module's R columns a slot in
+            // its own copy of the input.
+            if stack > 1 && Set(moduleOutputs).count == 1 {
+                let splitWidth = k + LoRAManager.fusedExtension(slots: slots, stack: 1, rank: maxRank)
+                let (sc2, sg2) = zeros(Shape(stack * n, splitWidth))
+                func placeCopies() {
+                    gpu.zero(sg2)
+                    for c in 0..<stack { gpu.copyColumns(xg, into: sg2.rows(c * n, n), column: 0) }
+                }
+                placeCopies()
+                for c in 0..<stack { cpu.copyColumns(xc, into: sc2.rows(c * n, n), column: 0) }
+                runGPU("lora-check-\(label)-\(kind)-split", {
+                    gpu.loraShrinkFused(sg2.rows(n), a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG, moduleStride: n * splitWidth)
+                }, reset: placeCopies)
+                cpu.loraShrinkFused(sc2.rows(n), a: ac, scalings: scaleC, plan: planC, stack: stack, scratch: scratchC, moduleStride: n * splitWidth)
+                results += compareFused(sc2, sg2, k: k, detail: detail + ", split extensions")
+                results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", split extensions"))
+            }
         }
         return results
     }

@@ -134,6 +134,16 @@ struct OpChecks {
             gpu.linearSlices(xg, weight: wg, out: og)
             results.append(compare("linearSlices", oc, og, tolerance: 1e-4, detail: "\(count) slices of \(n)×\(k) · (\(m)×\(k + extra))ᵀ → f32"))
         }
+        // Stacked modules' GEMMs, each over its own input (`linearStacked`: gate/up with split
+        // extensions), on weights as wide as x and wider.
+        for (count, n, k, m, extra) in [(2, 32, 4160, 14336, 0), (2, 7, 344, 96, 8), (2, 200, 4224, 1024, 64)] {
+            let (xc, xg, _) = pair(Shape(count, n, k))
+            let (wc, wg, _) = pair(Shape(count * m, k + extra), scale: 0.05)
+            let (oc, og) = zeros(Shape(n, count * m))
+            cpu.linearStacked(xc, weight: wc, out: oc)
+            gpu.linearStacked(xg, weight: wg, out: og)
+            results.append(compare("linearStacked", oc, og, tolerance: 1e-2, detail: "\(count) × \(n)×\(k) · (\(m)×\(k + extra))ᵀ"))
+        }
         for (n, d, count) in [(32, 4096, 4), (5, 100, 3), (3, 96, 2)] {
             let values = (0..<count * n * d).map { _ in rng.uniform() * 2 }
             let (sc, sg) = floats32(values)

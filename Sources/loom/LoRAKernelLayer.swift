@@ -70,7 +70,7 @@ final class LoRAKernelLayer {
     func lora(_ applier: LoRAApplier, group g: ProjectionGroup, tokens: Int, fused: FusedProjections?) {
         let x = operands(g, tokens: tokens)
         if let fused {
-            gpu.linear(gemmInput(applier, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: x.output)
+            gpu.linear(gemmInput: gemmInput(applier, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: x.output)
         }
         applier.apply(rank: 0, layer: 0, group: g, input: x.input, output: x.output)
     }
@@ -122,7 +122,7 @@ final class LoRAKernelLayer {
             if let fused {
                 let out = x.output.shape, base = try! gpu.allocate(out, dtype: .f32), with = try! gpu.allocate(out, dtype: .f32)
                 gpu.linear(x.input, weight: x.weight, bias: nil, out: base)
-                gpu.linear(gemmInput(applier, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: with)
+                gpu.linear(gemmInput: gemmInput(applier, group: g, input: x.input), weight: fused.weights[g]!, bias: nil, out: with)
                 delta = zip(gpu.download(with), gpu.download(base)).map { $0 - $1 }
             } else {
                 gpu.fill(x.output, value: 0)

@@ -20,7 +20,7 @@ import Testing
     }
 
     func setup(_ name: String, kind: LoRABackendKind, slots: Int, residualSlices: Int = 1, fusedDecodeRows: Int = LoRAOptions().fusedDecodeRows,
-               consumerGroups: Set<String>? = nil) throws -> Setup {
+               consumerGroups: Set<String>? = nil, splitStacks: Bool = false) throws -> Setup {
         let reference = try loadJSON(fixture("models/\(name)/reference.json"))
         let modelDir = packageRoot.appendingPathComponent(reference["model_dir"] as! String).path
         let backend = CPUBackend()
@@ -38,6 +38,7 @@ import Testing
         // The fixtures' pools are of rank 64: let the consumers take them, so both fused paths run.
         options.fusedConsumerMaxRank = LoRAManager.maxConsumerRank
         options.fusedConsumerGroups = consumerGroups
+        options.fusedSplitStacks = splitStacks
         let specs = names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") }
         let manager = try LoRAManager(options: options, model: model, maxTokens: 1024, initial: specs)
         return Setup(model: model, manager: manager, reference: reference)
@@ -93,13 +94,18 @@ import Testing
     /// do (cut after the step's last adapted slot). Steps may also mix the two by group: consumer
     /// deltas for some groups, the widened K for the others, so an op adding a delta writes the wide
     /// input of the next group's GEMM (SiLU·mul into down's, the RMSNorm into gate/up's or q/k/v's).
-    @Test(arguments: ["llama-tiny", "qwen2-tiny"], [(0, 1, false, nil), (0, 1, true, nil), (1024, 1, false, nil), (1024, 2, false, nil),
-                                                    (1024, 1, false, "qkv+gateUp"), (1024, 2, false, "o+down")])
-    func bothFusedPathsMatchPEFT(model name: String, path: (rows: Int, slices: Int, forGraph: Bool, consumers: String?)) throws {
+    /// With split extensions gate/up's widened GEMM is a batch of its two halves, each over its own
+    /// copy of the input.
+    @Test(arguments: ["llama-tiny", "qwen2-tiny"], [(0, 1, false, nil, false), (0, 1, true, nil, false), (1024, 1, false, nil, false),
+                                                    (1024, 2, false, nil, false), (1024, 1, false, "qkv+gateUp", false),
+                                                    (1024, 2, false, "o+down", false), (0, 1, false, nil, true), (0, 1, true, nil, true),
+                                                    (1024, 2, false, "o+down", true)])
+    func bothFusedPathsMatchPEFT(model name: String, path: (rows: Int, slices: Int, forGraph: Bool, consumers: String?, split: Bool)) throws {
         let s = try setup(name, kind: .fused, slots: 3, residualSlices: path.slices, fusedDecodeRows: path.rows,
-                          consumerGroups: path.consumers.map { Set($0.split(separator: "+").map(String.init)) })
+                          consumerGroups: path.consumers.map { Set($0.split(separator: "+").map(String.init)) }, splitStacks: path.split)
         let cases = s.reference["cases"] as! [[String: Any]]
         let how = "consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph), consumers \(path.consumers ?? "all")"
+            + (path.split ? ", split extensions" : "")
         try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
                   logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) },
                   label: "\(name) fused, \(how)", forGraph: path.forGraph)
@@ -176,6 +182,17 @@ import Testing
         let plain = try setup("stories260k", kind: .csgmv, slots: 3)
         #expect(plain.manager.fusedSummary == nil)
         #expect(plain.model.weights.layers[0].qkv.shape == Shape(config.qkvSize, config.hiddenSize))
+        // Split extensions: gate/up's modules (equal widths) take R columns a slot each, in their own
+        // copies of the input; q/k/v's (unequal) keep the shared extension.
+        let split = try setup("stories260k", kind: .fused, slots: 3, fusedDecodeRows: 0, splitStacks: true)
+        let gateUpK = config.hiddenSize + LoRAManager.fusedExtension(slots: 3, stack: 1, rank: r)
+        #expect(split.model.weights.layers[0].gateUp.shape == Shape(2 * config.intermediateSize, gateUpK))
+        #expect(split.model.weights.layers[0].qkv.shape == fused.model.weights.layers[0].qkv.shape)
+        let refs = try split.manager.registry.resolve(["r8-all", nil])
+        let x = try split.model.backend.allocate(Shape(refs.count, config.hiddenSize), dtype: split.model.backend.activationDType)
+        let applier = try #require(try split.manager.prepare(rowAdapters: refs, forGraph: true))
+        #expect(applier.gemmInput(rank: 0, layer: 0, group: .gateUp, input: x).shape == Shape(2, refs.count, gateUpK))
+        #expect(applier.gemmInput(rank: 0, layer: 0, group: .qkv, input: x).shape.rank == 2)
     }
 
     /// A fused step on the widened K that no graph replays gives its GEMMs the columns up to its last

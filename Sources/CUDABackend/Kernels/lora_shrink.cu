@@ -9,8 +9,10 @@
 // (x in columns 0 ..< K, written there by the op that made it; the kernel writes
 // scalings[s·stack + m] · A[s][m·R + j] · x at K + (s·stack + m)·R + j), scalings [slots, stack] f32,
 // the f32 scratch [n, stack*R] as `out` (zero before and after) and counters (i32 tickets, zero
-// before and after). Launch of the tensor-core kernels: grid (the plan's compact row tiles
-// (find_row_tile), 1, column tiles · kSplit), block 32 · W; their last argument is the segment capacity.
+// before and after), then the segment capacity; the _split entry points then take moduleStride (u64:
+// module m's values go to its own copy of the input m · moduleStride elements on, at K + s·R + j).
+// Launch of the tensor-core kernels: grid (the plan's compact row tiles (find_row_tile), 1, column
+// tiles · kSplit), block 32 · W.
 #include "common.cuh"
 
 // The compact row tiles of a plan: tile t is the t-th tileRows-row piece of the segments in order
@@ -62,12 +64,12 @@ __device__ __forceinline__ bool find_row_tile(const int* starts, int capacity, i
 // width), and each sum, times its module's scaling, goes as bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
 // in plan order, zero before the launch) and the last slice of a tile to finish (a ticket in
 // `counters`) writes the tile and leaves the scratch and its ticket zero again.
-template <int MT, int NT, int W, bool FUSED>
+template <int MT, int NT, int W, bool FUSED, bool SPLIT = false>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
                                            const int* slotRanks, int K, int R, int stack, int kSplit, int capacity,
                                            bf16* xOut = nullptr, int outStride = 0, const float* scalings = nullptr,
-                                           int* counters = nullptr, int xStride = 0) {
+                                           int* counters = nullptr, int xStride = 0, u64 moduleStride = 0) {
     __shared__ float partial[W][16 * MT][8 * NT];
     // Before grid_wait, only the plan and A are read: the host and the upload stream write them
     // before the step's kernels, no kernel does. A block's first PRE steps of A are requested there.
@@ -158,9 +160,13 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
             partial[warp][r + 8][col + 1] = acc[mt][nt][3];
         }
     __syncthreads();
-    // Writes a finished sum of plan position p, column c to the fused GEMM input.
+    // Writes a finished sum of plan position p, column c to the fused GEMM input: beside x, or split
+    // (SPLIT, the _split entry points), into module c / R's own copy of the input, R columns a slot.
     auto fused_write = [&](int p, int c, float s) {
-        xOut[(u64)permutation[p] * outStride + K + (u64)slot * width + c] = f32_to_bf16(s * scalings[slot * stack + c / R]);
+        const int m = c / R;
+        const u64 at = SPLIT ? m * moduleStride + (u64)permutation[p] * outStride + K + (u64)slot * R + (c - m * R)
+                             : (u64)permutation[p] * outStride + K + (u64)slot * width + c;
+        xOut[at] = f32_to_bf16(s * scalings[slot * stack + m]);
     };
     for (int i = threadIdx.x; i < 16 * MT * 8 * NT; i += W * 32) {
         const int r = i / (8 * NT), col = i % (8 * NT);
@@ -237,6 +243,26 @@ extern "C" __global__ void __launch_bounds__(256, 2) loom_lora_shrink_fused_deep
     int capacity) {
     shrink_mma<1, 2, 8, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut,
                               outStride, scalings, counters, outStride);
+}
+
+// The three fused shrinks with split extensions (loraShrinkFused with moduleStride > 0: gate/up,
+// each module's values in its own copy of the input); separate entry points, so the kernels above
+// keep their registers and schedules.
+#define SHRINK_FUSED_ARGS                                                                                                  \
+    const bf16 *a, float *scratch, const int *permutation, const int *starts, const int *segmentSlots, const int *slotRanks, \
+        int K, int R, int stack, int kSplit, bf16 *xOut, int outStride, const float *scalings, int *counters, int capacity,  \
+        u64 moduleStride
+#define SHRINK_FUSED_CALL                                                                                                  \
+    (xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut, outStride, scalings, \
+     counters, outStride, moduleStride)
+extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_fused_large_split(SHRINK_FUSED_ARGS) {
+    shrink_mma<4, 4, 4, true, true> SHRINK_FUSED_CALL;
+}
+extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused_split(SHRINK_FUSED_ARGS) {
+    shrink_mma<1, 2, 8, true, true> SHRINK_FUSED_CALL;
+}
+extern "C" __global__ void __launch_bounds__(256, 2) loom_lora_shrink_fused_deep_split(SHRINK_FUSED_ARGS) {
+    shrink_mma<1, 2, 8, true, true> SHRINK_FUSED_CALL;
 }
 
 // The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of the stack·R
