@@ -98,7 +98,8 @@ extension CUDABackend {
 
     public func linearStacked(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor) {
         let count = x.shape[0], n = x.shape[1], k = x.shape[2], ldWeight = weight.shape.rowCount
-        precondition(x.dtype == .bf16 && weight.dtype == .bf16 && out.dtype == .bf16, "linearStacked: bf16 operands and output expected")
+        precondition(x.dtype == .bf16 && weight.dtype == .bf16 && (out.dtype == .bf16 || out.dtype == .f32),
+                     "linearStacked: bf16 operands into bf16 or f32 expected")
         precondition(x.shape.rank == 3 && weight.shape[0] % count == 0 && ldWeight >= k && (ldWeight == k || ldWeight % 8 == 0),
                      "linearStacked: x \(x.shape) · weightᵀ \(weight.shape)")
         let m = weight.shape[0] / count

@@ -136,13 +136,15 @@ struct OpChecks {
         }
         // Stacked modules' GEMMs, each over its own input (`linearStacked`: gate/up with split
         // extensions), on weights as wide as x and wider.
-        for (count, n, k, m, extra) in [(2, 32, 4160, 14336, 0), (2, 7, 344, 96, 8), (2, 200, 4224, 1024, 64)] {
+        for (count, n, k, m, extra, f32) in [(2, 32, 4160, 14336, 0, false), (2, 7, 344, 96, 8, false), (2, 200, 4224, 1024, 64, false),
+                                             (2, 64, 4160, 1024, 0, true)] {
             let (xc, xg, _) = pair(Shape(count, n, k))
             let (wc, wg, _) = pair(Shape(count * m, k + extra), scale: 0.05)
-            let (oc, og) = zeros(Shape(n, count * m))
+            let (oc, og) = zeros(Shape(n, count * m), gpuDType: f32 ? .f32 : .bf16)
             cpu.linearStacked(xc, weight: wc, out: oc)
             gpu.linearStacked(xg, weight: wg, out: og)
-            results.append(compare("linearStacked", oc, og, tolerance: 1e-2, detail: "\(count) × \(n)×\(k) · (\(m)×\(k + extra))ᵀ"))
+            results.append(compare("linearStacked", oc, og, tolerance: f32 ? 1e-4 : 1e-2,
+                                   detail: "\(count) × \(n)×\(k) · (\(m)×\(k + extra))ᵀ\(f32 ? " → f32" : "")"))
         }
         for (n, d, count) in [(32, 4096, 4), (5, 100, 3), (3, 96, 2)] {
             let values = (0..<count * n * d).map { _ in rng.uniform() * 2 }
