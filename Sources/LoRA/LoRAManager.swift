@@ -124,8 +124,7 @@ public final class LoRAManager {
         self.consumerRows = consumerRows
         // The fused groups that decode with consumer deltas (`LoRAOptions.fusedConsumerGroups`); the
         // others keep the widened K.
-        let named = options.fusedConsumerGroups
-        let consumerGroups: Set<ProjectionGroup> = consumerRows == 0 ? [] : fusedGroups.filter { named?.contains("\($0)") ?? true }
+        let consumerGroups = consumerRows == 0 ? [] : fusedGroups.intersection(options.fusedConsumerGroups ?? fusedGroups)
         self.consumerGroups = consumerGroups
         // Shrink outputs only for the groups that shrink then expand (fused groups write beside x).
         var offsets: [ProjectionGroup: Int] = [:], stacked = 0

@@ -1,6 +1,7 @@
 import Foundation
 import LoomCore
 import ModelFormats
+import Models
 
 /// How LoRA kernels group a batch's tokens (`--lora-backend`).
 public enum LoRABackendKind: String, Sendable, CaseIterable {
@@ -56,8 +57,9 @@ public struct LoRAOptions: Sendable {
     /// `fused`: the groups (`qkv`, `o`, `gateUp`, `down`) whose decode steps expand in the ops
     /// reading their GEMMs; the others take the widened K in those steps too. nil: every fused group.
     /// `LOOM_FUSED_DECODE_GROUPS` (e.g. `qkv+gateUp`) sets it, for A/B runs on a device.
-    public var fusedConsumerGroups: Set<String>? =
-        ProcessInfo.processInfo.environment["LOOM_FUSED_DECODE_GROUPS"].map { Set($0.split(separator: "+").map(String.init)) }
+    public var fusedConsumerGroups: Set<ProjectionGroup>? = ProcessInfo.processInfo.environment["LOOM_FUSED_DECODE_GROUPS"].map { names in
+        Set(ProjectionGroup.allCases.filter { names.split(separator: "+").contains(Substring("\($0)")) })
+    }
     /// `fused`: gate/up's widened K as two extensions of `slots · R` columns, one per module, each in
     /// its own copy of the GEMM input, and the GEMM as a batch of its two halves (`linearStacked`),
     /// rather than one extension of `slots · 2 · R` columns half of whose weight is zeros

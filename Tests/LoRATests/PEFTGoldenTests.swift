@@ -20,7 +20,7 @@ import Testing
     }
 
     func setup(_ name: String, kind: LoRABackendKind, slots: Int, residualSlices: Int = 1, fusedDecodeRows: Int = LoRAOptions().fusedDecodeRows,
-               consumerGroups: Set<String>? = nil, splitStacks: Bool = false) throws -> Setup {
+               consumerGroups: Set<ProjectionGroup>? = nil, splitStacks: Bool = false) throws -> Setup {
         let reference = try loadJSON(fixture("models/\(name)/reference.json"))
         let modelDir = packageRoot.appendingPathComponent(reference["model_dir"] as! String).path
         let backend = CPUBackend()
@@ -102,7 +102,8 @@ import Testing
                                                     (1024, 2, false, "o+down", true)])
     func bothFusedPathsMatchPEFT(model name: String, path: (rows: Int, slices: Int, forGraph: Bool, consumers: String?, split: Bool)) throws {
         let s = try setup(name, kind: .fused, slots: 3, residualSlices: path.slices, fusedDecodeRows: path.rows,
-                          consumerGroups: path.consumers.map { Set($0.split(separator: "+").map(String.init)) }, splitStacks: path.split)
+                          consumerGroups: path.consumers.map { names in Set(ProjectionGroup.allCases.filter { names.split(separator: "+").contains(Substring("\($0)")) }) },
+                          splitStacks: path.split)
         let cases = s.reference["cases"] as! [[String: Any]]
         let how = "consumer rows \(path.rows), \(path.slices) slices, forGraph \(path.forGraph), consumers \(path.consumers ?? "all")"
             + (path.split ? ", split extensions" : "")

@@ -212,58 +212,33 @@ extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
     shrink_mma<4, 4, 4, false>(x, a, out, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity);
 }
 
-// The fused shrink of long segments (loraShrinkFused on a plan of one segment per slot: prefill):
-// 64 rows × 32 columns per block, 4 warps along K, so each slot's A is read once per 64 rows.
-extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_fused_large(
-    const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
-    int capacity) {
-    shrink_mma<4, 4, 4, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut,
-                              outStride, scalings, counters, outStride);
-}
+// The fused shrinks (loraShrinkFused). Each has a _split twin (moduleStride > 0: gate/up with split
+// extensions, each module's values in its own copy of the input), a separate entry point so that the
+// kernel without it keeps its registers and schedule.
+#define SHRINK_FUSED_ARGS                                                                                                  \
+    const bf16 *a, float *scratch, const int *permutation, const int *starts, const int *segmentSlots, const int *slotRanks, \
+        int K, int R, int stack, int kSplit, bf16 *xOut, int outStride, const float *scalings, int *counters, int capacity
+#define SHRINK_FUSED_CALL(STRIDE)                                                                                          \
+    (xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut, outStride, scalings, \
+     counters, outStride, STRIDE)
+#define SHRINK_FUSED(NAME, BOUNDS, MT, NT, W)                                                                               \
+    extern "C" __global__ void BOUNDS NAME(SHRINK_FUSED_ARGS) { shrink_mma<MT, NT, W, true> SHRINK_FUSED_CALL(0); }          \
+    extern "C" __global__ void BOUNDS NAME##_split(SHRINK_FUSED_ARGS, u64 moduleStride) {                                   \
+        shrink_mma<MT, NT, W, true, true> SHRINK_FUSED_CALL(moduleStride);                                                 \
+    }
 
-// The fused shrink (loraShrinkFused): decode tiles (16 rows × 16 columns, 8 warps along K); `out`
-// is the f32 scratch of a K split. Needs K % 8 == 0, 16-byte aligned rows of xOut.
-extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused(
-    const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
-    int capacity) {
-    shrink_mma<1, 2, 8, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut,
-                              outStride, scalings, counters, outStride);
-}
-
+// Long segments (a plan of one segment per slot: prefill): 64 rows × 32 columns per block, 4 warps
+// along K, so each slot's A is read once per 64 rows.
+SHRINK_FUSED(loom_lora_shrink_fused_large, __launch_bounds__(128), 4, 4, 4)
+// Decode tiles: 16 rows × 16 columns, 8 warps along K; `scratch` is the f32 scratch of a K split.
+// Needs K % 8 == 0, 16-byte aligned rows of xOut.
+SHRINK_FUSED(loom_lora_shrink_fused, __launch_bounds__(256), 1, 2, 8)
 // The same for steps of many rows, whose blocks take long slices of K (loraShrinkFused at
 // `fusedShrinkDeepRows` rows or more): at most 2 blocks a multiprocessor, so ptxas may spend the
 // registers (116 against 68) on keeping four steps of loads in flight before their MMAs. On the
 // H200 (session 20) fused r64 at 256 tokens 70–72 µs a layer against 72–74; at 32 tokens, with
 // short slices, 60 against 54, so short steps keep the kernel above (CUDABackend.fusedShrinkDeepRows).
-extern "C" __global__ void __launch_bounds__(256, 2) loom_lora_shrink_fused_deep(
-    const bf16* a, float* scratch, const int* permutation, const int* starts, const int* segmentSlots,
-    const int* slotRanks, int K, int R, int stack, int kSplit, bf16* xOut, int outStride, const float* scalings, int* counters,
-    int capacity) {
-    shrink_mma<1, 2, 8, true>(xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut,
-                              outStride, scalings, counters, outStride);
-}
-
-// The three fused shrinks with split extensions (loraShrinkFused with moduleStride > 0: gate/up,
-// each module's values in its own copy of the input); separate entry points, so the kernels above
-// keep their registers and schedules.
-#define SHRINK_FUSED_ARGS                                                                                                  \
-    const bf16 *a, float *scratch, const int *permutation, const int *starts, const int *segmentSlots, const int *slotRanks, \
-        int K, int R, int stack, int kSplit, bf16 *xOut, int outStride, const float *scalings, int *counters, int capacity,  \
-        u64 moduleStride
-#define SHRINK_FUSED_CALL                                                                                                  \
-    (xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut, outStride, scalings, \
-     counters, outStride, moduleStride)
-extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_fused_large_split(SHRINK_FUSED_ARGS) {
-    shrink_mma<4, 4, 4, true, true> SHRINK_FUSED_CALL;
-}
-extern "C" __global__ void __launch_bounds__(256) loom_lora_shrink_fused_split(SHRINK_FUSED_ARGS) {
-    shrink_mma<1, 2, 8, true, true> SHRINK_FUSED_CALL;
-}
-extern "C" __global__ void __launch_bounds__(256, 2) loom_lora_shrink_fused_deep_split(SHRINK_FUSED_ARGS) {
-    shrink_mma<1, 2, 8, true, true> SHRINK_FUSED_CALL;
-}
+SHRINK_FUSED(loom_lora_shrink_fused_deep, __launch_bounds__(256, 2), 1, 2, 8)
 
 // The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of the stack·R
 // rows of A of every slot from the step's first adapted one into xOut[row][K + first ..< K + extension]
