@@ -63,34 +63,40 @@ public final class CPUBackend: ComputeBackend {
         }
     }
 
-    public func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
+    public func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out copies: DeviceTensor) {
+        let (out, count, copyStride) = copies.outputCopies
         let n = x.shape[0], d = x.shape.rowCount, oStride = out.shape.rowCount
-        precondition(oStride >= d, "rmsNorm: \(x.shape) into \(out.shape)")
+        precondition(oStride >= d && out.shape[0] >= n, "rmsNorm: \(x.shape) into \(copies.shape)")
         let xs = x.f32, w = weight.f32, o = out.f32
         parallelFor(n, work: n * d * 4) { rows in
-            for i in rows { Self.normRow(xs + i * d, w, eps, o + i * oStride, d) }
+            for i in rows { Self.normRow(xs + i * d, w, eps, o + i * oStride, d, copies: count, copyStride: copyStride) }
         }
     }
 
-    public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?) {
+    public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out copies: DeviceTensor, lora: LoRADelta?) {
+        let (out, count, copyStride) = copies.outputCopies
         let n = x.shape[0], d = residual.shape.rowCount, stride = x.shape.rowCount, oStride = out.shape.rowCount
-        precondition((stride == d || (lora?.width == d && stride >= d)) && oStride >= d, "addRMSNorm: x \(x.shape) for residual \(residual.shape)")
+        precondition((stride == d || (lora?.width == d && stride >= d)) && oStride >= d && out.shape[0] >= n,
+                     "addRMSNorm: x \(x.shape) for residual \(residual.shape) into \(copies.shape)")
         let r = residual.f32, xs = x.f32, w = weight.f32, o = out.f32
         parallelFor(n, work: n * d * 5) { rows in
             for i in rows {
                 let ri = r + i * d
                 Kernels.axpy(1, xs + i * stride, ri, d)
                 lora?.add(row: i, xa: xs + i * stride + d, to: ri, columns: 0..<d)
-                Self.normRow(ri, w, eps, o + i * oStride, d)
+                Self.normRow(ri, w, eps, o + i * oStride, d, copies: count, copyStride: copyStride)
             }
         }
     }
 
+    /// The norm of a row of d into `out`, and into `copies - 1` more rows `copyStride` apart.
     @inline(__always)
-    private static func normRow(_ x: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, _ eps: Float, _ out: UnsafeMutablePointer<Float>, _ d: Int) {
+    private static func normRow(_ x: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, _ eps: Float, _ out: UnsafeMutablePointer<Float>, _ d: Int,
+                                copies: Int, copyStride: Int) {
         let meanSquare = Kernels.dot(x, x, d) / Float(d)
         let scale = 1 / sqrtf(meanSquare + eps)
         for j in 0..<d { out[j] = w[j] * (x[j] * scale) }
+        for c in 1..<max(copies, 1) { (out + c * copyStride).update(from: out, count: d) }
     }
 
     public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor) {
@@ -140,10 +146,11 @@ public final class CPUBackend: ComputeBackend {
         }
     }
 
-    public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?) {
+    public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out copies: DeviceTensor, lora: LoRADelta?) {
+        let (out, copyCount, copyStride) = copies.outputCopies
         let count = slices.shape[0], n = residual.shape[0], d = residual.shape.rowCount, width = slices.shape[2], oStride = out.shape.rowCount
-        precondition(slices.shape.rank == 3 && count >= 1 && slices.shape[1] == n && (width == d || (lora?.width == d && width >= d)) && oStride >= d,
-                     "addRMSNorm: slices \(slices.shape) for \(residual.shape)")
+        precondition(slices.shape.rank == 3 && count >= 1 && slices.shape[1] == n && (width == d || (lora?.width == d && width >= d)) && oStride >= d
+                     && out.shape[0] >= n, "addRMSNorm: slices \(slices.shape) for \(residual.shape) into \(copies.shape)")
         let r = residual.f32, p = slices.f32, w = weight.f32, o = out.f32
         parallelFor(n, work: n * d * (4 + count)) { rows in
             let sum = UnsafeMutablePointer<Float>.allocate(capacity: width)
@@ -154,7 +161,7 @@ public final class CPUBackend: ComputeBackend {
                 lora?.add(row: i, xa: sum + d, to: sum, columns: 0..<d)
                 let ri = r + i * d
                 Kernels.axpy(1, sum, ri, d)
-                Self.normRow(ri, w, eps, o + i * oStride, d)
+                Self.normRow(ri, w, eps, o + i * oStride, d, copies: copyCount, copyStride: copyStride)
             }
         }
     }

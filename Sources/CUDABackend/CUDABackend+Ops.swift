@@ -19,17 +19,17 @@ extension CUDABackend {
     }
 
     public func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
-        let n = x.shape[0], d = x.shape.rowCount
+        let n = x.shape[0], d = x.shape.rowCount, first = out.outputCopies.first
         bf16(x, "rmsNorm"); bf16(weight, "rmsNorm"); bf16(out, "rmsNorm")
-        precondition(weight.count == d && out.shape.rowCount >= d && out.shape[0] >= n)
+        precondition(weight.count == d && first.shape.rowCount >= d && first.shape[0] >= n, "rmsNorm: \(x.shape) into \(out.shape)")
         norm(residual: x, x, weight: weight, eps: eps, out: out, add: false)
     }
 
     public func addRMSNorm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, lora: LoRADelta?) {
         let d = residual.shape.rowCount, stride = x.shape.rowCount
         bf16(residual, "addRMSNorm"); bf16(x, "addRMSNorm"); bf16(weight, "addRMSNorm"); bf16(out, "addRMSNorm")
-        precondition(weight.count == d && out.shape.rowCount >= d && (stride == d || (lora?.width == d && stride >= d)),
-                     "addRMSNorm: x \(x.shape) for residual \(residual.shape)")
+        precondition(weight.count == d && out.outputCopies.first.shape.rowCount >= d && (stride == d || (lora?.width == d && stride >= d)),
+                     "addRMSNorm: x \(x.shape) for residual \(residual.shape) into \(out.shape)")
         norm(residual: residual, x, weight: weight, eps: eps, out: out, add: true, lora: lora)
     }
 
@@ -39,18 +39,21 @@ extension CUDABackend {
         precondition(slices.dtype == .f32 && slices.shape.rank == 3 && slices.shape[1] == n
                      && (slices.shape[2] == d || (lora?.width == d && slices.shape[2] >= d)),
                      "addRMSNorm: f32 slices [S, \(n), \(d)] expected, got \(slices.dtype) \(slices.shape)")
-        precondition(weight.count == d && out.shape.rowCount >= d)
+        precondition(weight.count == d && out.outputCopies.first.shape.rowCount >= d)
         norm(residual: residual, residual, weight: weight, eps: eps, out: out, add: true, slices: slices, lora: lora)
     }
 
     /// `slices`: x is the sum of their rows (f32) instead of `x`. Rows of `x` (or of each slice) are
-    /// `x.shape.rowCount` (`slices.shape[2]`) apart; residual is `[n, d]`, out `[n, ≥ d]` (its first d columns).
-    private func norm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor, add: Bool,
+    /// `x.shape.rowCount` (`slices.shape[2]`) apart; residual is `[n, d]`, out `[n, ≥ d]` (its first d
+    /// columns) or copies of it, `[copies, n, ≥ d]` (`DeviceTensor.outputCopies`).
+    private func norm(residual: DeviceTensor, _ x: DeviceTensor, weight: DeviceTensor, eps: Float, out copies: DeviceTensor, add: Bool,
                       slices: DeviceTensor? = nil, lora: LoRADelta? = nil) {
         let n = residual.shape[0], d = residual.shape.rowCount, stride = slices?.shape[2] ?? x.shape.rowCount
+        let (out, copyCount, copyStride) = copies.outputCopies
+        precondition(out.shape[0] >= n && copyStride % 8 == 0, "norm: \(n) rows into \(copies.shape)")
         if n == 0 { return }
         precondition(lora == nil || lora!.stack * lora!.rank <= 256, "addRMSNorm: a LoRA delta of \(lora!.stack) × rank \(lora!.rank) exceeds 256")
-        if let lora, add, d % 16 == 0, d <= 8192, stride % 4 == 0, out.shape.rowCount == d, slices.map({ $0.devicePointer % 16 == 0 }) ?? true,
+        if let lora, add, copyCount == 1, d % 16 == 0, d <= 8192, stride % 4 == 0, out.shape.rowCount == d, slices.map({ $0.devicePointer % 16 == 0 }) ?? true,
            (residual.devicePointer | x.devicePointer | weight.devicePointer | out.devicePointer) % 8 == 0 {
             // A cluster of 4 blocks a row, a thread for each 4 columns (loom_norm_lora).
             launch("loom_norm_lora", grid: (4, n, 1), block: max(32, (d / 16 + 31) / 32 * 32), sharedBytes: d,
@@ -71,7 +74,7 @@ extension CUDABackend {
                [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                 .pointer(out.devicePointer), .int(d), .float(eps), .int(add ? 1 : 0),
                 .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride),
-                .int(out.shape.rowCount)] + loraArguments(lora, "addRMSNorm"))
+                .int(out.shape.rowCount), .int(copyCount), .u64(UInt64(copyStride))] + loraArguments(lora, "addRMSNorm"))
     }
 
     /// A LoRA delta as the consuming kernels take it (LORA_PARAMS); all zero for none.

@@ -111,10 +111,12 @@ public final class LoRAManager {
                 && Self.inputColumns(Self.modules(of: g)[0], base, TensorShard(rank: 0, size: backends.count)).count % 8 == 0
         })
         self.fusedGroups = fusedGroups
-        // Split extensions: stacked fused groups of equal module widths (gate/up), where asked.
+        // Split extensions: stacked fused groups of equal module widths (gate/up), where asked or, by
+        // default, from `LoRAOptions.fusedSplitMinRank` up.
+        let split = options.fusedSplitStacks ?? (maxRank >= LoRAOptions.fusedSplitMinRank)
         let splitGroups = Set(fusedGroups.filter { g in
             let widths = Self.modules(of: g).map { Self.outputRows($0, base, TensorShard(rank: 0, size: backends.count)).count }
-            return options.fusedSplitStacks && widths.count > 1 && Set(widths).count == 1
+            return split && widths.count > 1 && Set(widths).count == 1
         })
         self.splitGroups = splitGroups
         let r = max(maxRank, 1)
@@ -427,10 +429,16 @@ public final class LoRAManager {
         return StepApplier(manager: self, plans: plans, rows: n, consumes: consumes, usedSlots: usedSlots)
     }
 
-    /// Rows `0 ..< n` of a fused group's GEMM input `[n, in + extension]`, its extension cut after
-    /// the first `usedSlots` slots (the buffer's first elements, rows packed at that width).
+    /// Where the op making a fused group's input writes it: rows `0 ..< n` of the GEMM input
+    /// `[n, in + extension]`, its extension cut after the first `usedSlots` slots (the buffer's first
+    /// elements, rows packed at that width); with split extensions every copy, `[copies, n, width]`
+    /// (`DeviceTensor.outputCopies`), so that no copy of x follows.
     fileprivate func fusedInput(rank: Int, group: ProjectionGroup, rows n: Int, usedSlots: Int) -> DeviceTensor? {
-        fusedInputCopies(rank: rank, group: group, rows: n, usedSlots: usedSlots).map { $0.reshaped(Shape($0.shape[0] * n, $0.shape[2])).rows(n) }
+        fusedInputCopies(rank: rank, group: group, rows: n, usedSlots: usedSlots).map(inputBuffer)
+    }
+
+    private func inputBuffer(_ copies: DeviceTensor) -> DeviceTensor {
+        copies.shape[0] == 1 ? copies.outputCopies.first : copies
     }
 
     /// A fused group's GEMM input as every copy of it: `[copies, n, in + extension]`, one copy, or
@@ -500,12 +508,13 @@ public final class LoRAManager {
         let rb = ranks[rank]
         guard let buf = rb.layers[layer][group], let copies = fusedInputCopies(rank: rank, group: group, rows: rows, usedSlots: usedSlots),
               let scratch = rb.fusedScratch else { return input }
-        let count = copies.shape[0], width = copies.shape[2], out = copies.reshaped(Shape(count * rows, width)).rows(rows)
-        // The model's ops write x there already (`inputBuffer`); any other input is copied in.
-        if !input.isSameView(as: out) { rb.backend.copyColumns(input, into: out, column: 0) }
-        // Split: x (with the first copy's extension, which the shrink then overwrites where it writes
-        // and which is zero elsewhere) into the other modules' copies.
-        for c in 1..<count { rb.backend.copyColumns(out, into: copies.reshaped(Shape(count * rows, width)).rows(c * rows, rows), column: 0) }
+        let count = copies.shape[0], width = copies.shape[2], all = copies.reshaped(Shape(count * rows, width))
+        let out = all.rows(rows)
+        // The model's ops write x there already, into every copy (`inputBuffer`); any other input is
+        // copied in.
+        if !input.isSameView(as: inputBuffer(copies)) {
+            for c in 0..<count { rb.backend.copyColumns(input, into: all.rows(c * rows, rows), column: 0) }
+        }
         rb.backend.loraShrinkFused(out, a: buf.a, scalings: buf.scalings, plan: plan, stack: Self.modules(of: group).count, scratch: scratch,
                                    moduleStride: count > 1 ? rows * width : 0)
         return count > 1 ? copies : out

@@ -70,6 +70,15 @@ public struct DeviceTensor: @unchecked Sendable {
         return DeviceTensor(storage: storage, offset: offset, shape: newShape, dtype: dtype)
     }
 
+    /// An op's output as copies that each receive the same rows, `[copies, n, width]` (a split
+    /// fused group's GEMM inputs, `LoRAApplier.inputBuffer`), or one `[n, width]`: the first copy,
+    /// the number of copies, and the elements from one copy to the next.
+    public var outputCopies: (first: DeviceTensor, count: Int, stride: Int) {
+        guard shape.rank == 3 else { return (self, 1, 0) }
+        let n = shape[1], width = shape[2]
+        return (reshaped(Shape(shape[0] * n, width)).rows(n), shape[0], n * width)
+    }
+
     /// Whether both are the same elements seen the same way: one storage, offset and shape.
     public func isSameView(as other: DeviceTensor) -> Bool {
         storage === other.storage && offset == other.offset && shape == other.shape && dtype == other.dtype

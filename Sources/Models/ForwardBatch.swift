@@ -75,7 +75,9 @@ public protocol LoRAApplier: AnyObject {
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor
     /// Where the op making the group's input should write it, or nil for anywhere: with
     /// `--lora-backend fused` on the widened K, the first columns of the GEMM's wide input, so that
-    /// `gemmInput` (given that tensor back) adds the shrink results beside it and copies nothing.
+    /// `gemmInput` (given that tensor back) adds the shrink results beside it and copies nothing;
+    /// with split extensions every module's copy of it, `[S, n, k]`, each to get the same rows
+    /// (`DeviceTensor.outputCopies`: the norms write them all).
     func inputBuffer(rank: Int, layer: Int, group: ProjectionGroup) -> DeviceTensor?
     /// Whether `apply` adds into the group's GEMM output: false where the group is not adapted or
     /// its GEMM adds the deltas itself (fused), so that the model may leave that output unsummed.

@@ -12,8 +12,10 @@
 // else 256. Arguments: residual [n, d] bf16 (rows contiguous), x [n, xStride] bf16, w [d] bf16, out
 // [n, outStride] bf16 (the first d columns written: a fused GEMM's wide input takes x beside its
 // shrink results), d, eps, add (0/1), slices [count, n, xStride] f32 (`count` 0: none; slices
-// `sliceStride` = n·xStride floats apart), xStride, outStride (loom_norm only), LORA_PARAMS (a stack
-// of 1, stack·R ≤ LORA_MAX_RANK); with a delta, d floats of dynamic shared memory.
+// `sliceStride` = n·xStride floats apart), xStride, outStride and copies, copyStride (loom_norm only:
+// the rows go to `copies` ≥ 1 copies of out, copyStride elements apart, a multiple of 8: split fused
+// GEMM inputs), LORA_PARAMS (a stack of 1, stack·R ≤ LORA_MAX_RANK); with a delta, d floats of
+// dynamic shared memory.
 #include "common.cuh"
 
 #define MAXV 4
@@ -37,7 +39,7 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
 extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
                                      bf16* __restrict__ out, int d, float eps, int add,
                                      const float* __restrict__ slices, int count, long long sliceStride, int xStride, int outStride,
-                                     LORA_PARAMS) {
+                                     int copies, long long copyStride, LORA_PARAMS) {
     grid_enter();
     const u64 base = (u64)blockIdx.x * d, xBase = (u64)blockIdx.x * xStride, outBase = (u64)blockIdx.x * outStride;
     const bool vectorized = (d & 7) == 0 && d / 8 <= MAXV * (int)blockDim.x
@@ -109,7 +111,8 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
                 unpack_bf16(((const uint4*)w)[i], g);
 #pragma unroll
                 for (int e = 0; e < 8; ++e) o[e] = g[e] * round_bf16(v[k][e] * scale);
-                ((uint4*)(out + outBase))[i] = pack8(o);
+                const uint4 packed = pack8(o);
+                for (int c = 0; c < copies; ++c) ((uint4*)(out + c * copyStride + outBase))[i] = packed;
             }
         }
         return;
@@ -134,7 +137,8 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
     }
     const float scale = rsqrtf(block_sum(s) / (float)d + eps);
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
-        out[outBase + j] = f32_to_bf16(bf16_to_f32(w[j]) * round_bf16(bf16_to_f32(src[base + j]) * scale));
+        const bf16 o = f32_to_bf16(bf16_to_f32(w[j]) * round_bf16(bf16_to_f32(src[base + j]) * scale));
+        for (int c = 0; c < copies; ++c) out[c * copyStride + outBase + j] = o;
     }
 }
 
