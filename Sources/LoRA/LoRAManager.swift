@@ -111,12 +111,10 @@ public final class LoRAManager {
                 && Self.inputColumns(Self.modules(of: g)[0], base, TensorShard(rank: 0, size: backends.count)).count % 8 == 0
         })
         self.fusedGroups = fusedGroups
-        // Split extensions: stacked fused groups of equal module widths (gate/up), where asked or, by
-        // default, from `LoRAOptions.fusedSplitMinRank` up.
-        let split = options.fusedSplitStacks ?? (maxRank >= LoRAOptions.fusedSplitMinRank)
+        // Split extensions: stacked fused groups of equal module widths (gate/up).
         let splitGroups = Set(fusedGroups.filter { g in
             let widths = Self.modules(of: g).map { Self.outputRows($0, base, TensorShard(rank: 0, size: backends.count)).count }
-            return split && widths.count > 1 && Set(widths).count == 1
+            return options.fusedSplitStacks && widths.count > 1 && Set(widths).count == 1
         })
         self.splitGroups = splitGroups
         let r = max(maxRank, 1)

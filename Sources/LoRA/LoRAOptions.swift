@@ -61,18 +61,15 @@ public struct LoRAOptions: Sendable {
         Set(ProjectionGroup.allCases.filter { names.split(separator: "+").contains(Substring("\($0)")) })
     }
     /// `fused`: gate/up's widened K as two extensions of `slots · R` columns, one per module, each in
-    /// its own copy of the GEMM input, and the GEMM as a batch of its two halves (`linearStacked`),
-    /// rather than one extension of `slots · 2 · R` columns half of whose weight is zeros.
-    /// nil (the default): split when the pool's rank R is at least `fusedSplitMinRank`.
-    /// `LOOM_FUSED_SPLIT_STACKS=1` or `0` sets it, for A/B runs on a device.
-    public var fusedSplitStacks: Bool? = ProcessInfo.processInfo.environment["LOOM_FUSED_SPLIT_STACKS"].map { $0 == "1" }
-    /// The smallest pool rank whose gate/up take split extensions by default. On the H200 with 8
-    /// slots (`loom bench lora-kernels`, session 21, split / shared in turn, µs a layer): rank 64
-    /// decode 50.9, 51.0 / 54.0, 53.9 at 32 tokens, 65.9, 66.9 / 71.7, 73.3 at 256, batch-32
-    /// decode 4,951, 4,957 / 4,857, 4,881 tok/s; rank 32 at 256 tokens 44.1, 45.4 / 48.4, 46.4, at 32
-    /// 33.6, 33.7 / 33.0, 33.2; but rank 16 prefill 108.3, 110.1 / 93.9, 95.2 (x copied into the
-    /// second copy of 2,048 rows).
-    public static let fusedSplitMinRank = 32
+    /// its own copy of the GEMM input (the norm writes x into both), and the GEMM as a batch of its
+    /// two halves (`linearStacked`), rather than one extension of `slots · 2 · R` columns half of
+    /// whose weight is zeros. On the H200 with 8 slots (`loom bench lora-kernels`, session 21, split /
+    /// shared in turn, µs a layer) it wins or ties on every row: rank 64 decode 47.6, 47.4 / 53.6,
+    /// 53.4 at 32 tokens and 63.0, 64.2 / 71.4, 69.5 at 256, prefill 163.5, 179.0 / 207.2, 197.8;
+    /// rank 32 at 32 tokens 34.2, 34.2 / 35.7, 35.5; rank 16 at 256 tokens 33.7, 32.6 / 33.1, 34.2,
+    /// prefill 87.4, 86.7 / 92.8, 89.2; batch-32 decode with 8 rank-64 adapters 5,075 / 4,850 tok/s.
+    /// `LOOM_FUSED_SPLIT_STACKS=0` turns it off, for A/B runs on a device.
+    public var fusedSplitStacks = ProcessInfo.processInfo.environment["LOOM_FUSED_SPLIT_STACKS"] != "0"
 
     public init() {}
 
