@@ -71,6 +71,37 @@ import Testing
         #expect(maxDiff(b.download(out), expected) < 1e-5)
     }
 
+    /// The norms into copies of wider rows (`[copies, n, width]`, split fused inputs): each copy's
+    /// first d columns get the rows into `[n, d]`, the columns after them stay as they were.
+    @Test func normsWriteEveryCopyOfWiderRows() throws {
+        var rng = Rng(state: 4)
+        let n = 3, d = 10, width = 14, copies = 2
+        let x = rng.array(n * d), w = rng.array(d), r = rng.array(n * d), filler = rng.array(copies * n * width)
+        let plain = try b.allocate(Shape(n, d), dtype: .f32), wide = try tensor(filler, copies, n, width)
+        #expect(wide.outputCopies.count == copies && wide.outputCopies.stride == n * width && wide.outputCopies.first.shape == Shape(n, width))
+        #expect(plain.outputCopies.count == 1 && plain.outputCopies.first.isSameView(as: plain))
+        func check(_ op: String) {
+            let expected = b.download(plain), got = b.download(wide)
+            for c in 0..<copies {
+                for i in 0..<n {
+                    let row = Array(got[(c * n + i) * width..<(c * n + i + 1) * width])
+                    #expect(maxDiff(Array(row[0..<d]), Array(expected[i * d..<(i + 1) * d])) == 0, "\(op) copy \(c) row \(i)")
+                    #expect(Array(row[d...]) == Array(filler[(c * n + i) * width + d..<(c * n + i + 1) * width]), "\(op) copy \(c) row \(i)")
+                }
+            }
+        }
+        b.rmsNorm(try tensor(x, n, d), weight: try tensor(w, d), eps: 1e-5, out: plain)
+        b.rmsNorm(try tensor(x, n, d), weight: try tensor(w, d), eps: 1e-5, out: wide)
+        check("rmsNorm")
+        b.addRMSNorm(residual: try tensor(r, n, d), try tensor(x, n, d), weight: try tensor(w, d), eps: 1e-5, out: plain)
+        b.addRMSNorm(residual: try tensor(r, n, d), try tensor(x, n, d), weight: try tensor(w, d), eps: 1e-5, out: wide)
+        check("addRMSNorm")
+        let slices = try tensor(rng.array(2 * n * d), 2, n, d)
+        b.addRMSNorm(residual: try tensor(r, n, d), slices: slices, weight: try tensor(w, d), eps: 1e-5, out: plain)
+        b.addRMSNorm(residual: try tensor(r, n, d), slices: slices, weight: try tensor(w, d), eps: 1e-5, out: wide)
+        check("addRMSNorm(slices:)")
+    }
+
     /// `linearSlices` cut from a weight wider than x: the slices sum to `linear`, and
     /// `addRMSNorm(residual:slices:…)` on them equals `addRMSNorm` on that sum.
     @Test func linearSlicesSumToLinearInsideAddRMSNorm() throws {
