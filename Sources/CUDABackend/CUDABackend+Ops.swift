@@ -156,7 +156,7 @@ extension CUDABackend {
         let n = qkv.shape[0], group = numHeads / numKVHeads
         precondition(group * numKVHeads == numHeads && group <= 8, "attention: \(numHeads) heads over \(numKVHeads) KV heads (at most 8 per KV head)")
         precondition(headDim <= 256, "attention: head_dim \(headDim) > 256 is not supported")
-        precondition(out.shape.rowCount >= numHeads * headDim && out.shape[0] >= n)
+        precondition(out.shape.rank == 2 && out.shape.rowCount >= numHeads * headDim && out.shape[0] >= n, "attention: out \(out.shape)")
         if n == 0 || metadata.numSequences == 0 { return }
         let chunk = 128
         let blocks = n * numKVHeads
@@ -240,7 +240,7 @@ extension CUDABackend {
     public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor, lora: LoRADelta?) {
         let n = gateUp.shape[0], stride = gateUp.shape.rowCount, width = (lora?.width ?? stride) / 2
         bf16(gateUp, "siluMul"); bf16(out, "siluMul")
-        precondition(stride >= 2 * width && out.shape.rowCount >= width, "siluMul: \(gateUp.shape) into \(out.shape)")
+        precondition(stride >= 2 * width && out.shape.rank == 2 && out.shape.rowCount >= width, "siluMul: \(gateUp.shape) into \(out.shape)")
         if n == 0 { return }
         guard let lora else {
             launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,

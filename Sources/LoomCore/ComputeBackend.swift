@@ -137,7 +137,9 @@ public protocol ComputeBackend: AnyObject {
     func embed(tokens: DeviceTensor, table: DeviceTensor, out: DeviceTensor)
     /// `out[i] = x[i] / sqrt(mean(x[i]²) + eps) * weight`. `out` may be wider than x (`[n, ≥ d]`):
     /// its rows' first d columns are written (a fused GEMM's wide input, `LoRAApplier.inputBuffer`);
-    /// so for `addRMSNorm`'s, `attention`'s and `siluMul`'s.
+    /// so for `addRMSNorm`'s, `attention`'s and `siluMul`'s. The norms' `out` may also be copies of
+    /// such rows, `[copies, n, ≥ d]`, each written (split extensions' inputs, `DeviceTensor.outputCopies`);
+    /// `attention`'s and `siluMul`'s may not.
     func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
     /// `residual[i] += x[i]; out[i] = rmsNorm(residual[i])`.
     /// With `lora`, `x` `[n, ≥ d]` is a fused GEMM's output, its delta added to `x[i][0 ..< d]` first.
