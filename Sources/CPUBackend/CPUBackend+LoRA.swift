@@ -77,13 +77,16 @@ extension CPUBackend {
         }
     }
 
-    public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {
+    public func copyColumns(_ x: DeviceTensor, into copies: DeviceTensor, column: Int) {
+        let (out, count, copyStride) = copies.outputCopies
         let n = x.shape[0], width = x.shape.rowCount, stride = out.shape.rowCount
         precondition(x.dtype == out.dtype && out.shape[0] >= n && column >= 0 && column + width <= stride,
-                     "copyColumns: \(x.shape) into \(out.shape) at column \(column)")
+                     "copyColumns: \(x.shape) into \(copies.shape) at column \(column)")
         let e = x.dtype.byteCount, src = x.raw, dst = out.raw
-        for i in 0..<n {
-            (dst + (i * stride + column) * e).copyMemory(from: src + i * width * e, byteCount: width * e)
+        for c in 0..<count {
+            for i in 0..<n {
+                (dst + (c * copyStride + i * stride + column) * e).copyMemory(from: src + i * width * e, byteCount: width * e)
+            }
         }
     }
 }

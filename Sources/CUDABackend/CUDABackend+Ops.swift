@@ -422,15 +422,19 @@ extension CUDABackend {
                 + (moduleStride > 0 ? [.u64(UInt64(moduleStride))] : []))
     }
 
-    public func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int) {
+    public func copyColumns(_ x: DeviceTensor, into copies: DeviceTensor, column: Int) {
+        let (out, count, copyStride) = copies.outputCopies
         let n = x.shape[0], e = x.dtype.byteCount, width = x.shape.rowCount, stride = out.shape.rowCount
         precondition(x.dtype == out.dtype && out.shape[0] >= n && column >= 0 && column + width <= stride,
-                     "copyColumns: \(x.shape) into \(out.shape) at column \(column)")
+                     "copyColumns: \(x.shape) into \(copies.shape) at column \(column)")
         guard n > 0, beginLaunch() else { return }
         activate()
-        must(driver.memcpy2DAsync(from: .device(x.devicePointer), sourcePitch: width * e, toDevice: out.devicePointer + UInt64(column * e),
-                                  destinationPitch: stride * e, widthBytes: width * e, height: n, stream: stream),
-             "cuMemcpy2DAsync(device → device, \(width * e) B × \(n))")
+        for c in 0..<count {
+            must(driver.memcpy2DAsync(from: .device(x.devicePointer), sourcePitch: width * e,
+                                      toDevice: out.devicePointer + UInt64((c * copyStride + column) * e),
+                                      destinationPitch: stride * e, widthBytes: width * e, height: n, stream: stream),
+                 "cuMemcpy2DAsync(device → device, \(width * e) B × \(n))")
+        }
     }
 }
 

@@ -506,16 +506,13 @@ public final class LoRAManager {
         let rb = ranks[rank]
         guard let buf = rb.layers[layer][group], let copies = fusedInputCopies(rank: rank, group: group, rows: rows, usedSlots: usedSlots),
               let scratch = rb.fusedScratch else { return input }
-        let count = copies.shape[0], width = copies.shape[2], all = copies.reshaped(Shape(count * rows, width))
-        let out = all.rows(rows)
+        let buffer = inputBuffer(copies), (out, count, copyStride) = copies.outputCopies
         // The model's ops write x there already, into every copy (`inputBuffer`); any other input is
         // copied in.
-        if !input.isSameView(as: inputBuffer(copies)) {
-            for c in 0..<count { rb.backend.copyColumns(input, into: all.rows(c * rows, rows), column: 0) }
-        }
+        if !input.isSameView(as: buffer) { rb.backend.copyColumns(input, into: buffer, column: 0) }
         rb.backend.loraShrinkFused(out, a: buf.a, scalings: buf.scalings, plan: plan, stack: Self.modules(of: group).count, scratch: scratch,
-                                   moduleStride: count > 1 ? rows * width : 0)
-        return count > 1 ? copies : out
+                                   moduleStride: count > 1 ? copyStride : 0)
+        return buffer
     }
 }
 

@@ -137,9 +137,9 @@ public protocol ComputeBackend: AnyObject {
     func embed(tokens: DeviceTensor, table: DeviceTensor, out: DeviceTensor)
     /// `out[i] = x[i] / sqrt(mean(x[i]²) + eps) * weight`. `out` may be wider than x (`[n, ≥ d]`):
     /// its rows' first d columns are written (a fused GEMM's wide input, `LoRAApplier.inputBuffer`);
-    /// so for `addRMSNorm`'s, `attention`'s and `siluMul`'s. The norms' `out` may also be copies of
-    /// such rows, `[copies, n, ≥ d]`, each written (split extensions' inputs, `DeviceTensor.outputCopies`);
-    /// `attention`'s and `siluMul`'s may not.
+    /// so for `addRMSNorm`'s, `attention`'s and `siluMul`'s. The norms' `out` (and `copyColumns`')
+    /// may also be copies of such rows, `[copies, n, ≥ d]`, each written (split extensions' inputs,
+    /// `DeviceTensor.outputCopies`); `attention`'s and `siluMul`'s may not.
     func rmsNorm(_ x: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor)
     /// `residual[i] += x[i]; out[i] = rmsNorm(residual[i])`.
     /// With `lora`, `x` `[n, ≥ d]` is a fused GEMM's output, its delta added to `x[i][0 ..< d]` first.
@@ -210,7 +210,8 @@ public protocol ComputeBackend: AnyObject {
     /// own input: `out[i][s·m + j] = x[s][i] · weight[s·m + j]ᵀ`, `x` `[S, n, k]`, `out` `[n, S·m]`.
     /// (`--lora-backend fused` with split extensions: gate and up each read x beside their own shrink output.)
     func linearStacked(_ x: DeviceTensor, weight: DeviceTensor, out: DeviceTensor)
-    /// `out[i][column ..< column + x.features] = x[i]`: `x`'s rows into some columns of `out`'s rows.
+    /// `out[i][column ..< column + x.features] = x[i]`: `x`'s rows into some columns of `out`'s rows
+    /// (of each copy's, for copies `[copies, n, width]`, `DeviceTensor.outputCopies`).
     func copyColumns(_ x: DeviceTensor, into out: DeviceTensor, column: Int)
 
     /// Host memory that `uploadAsync` copies from: page-locked on a device, so the copy engine reads

@@ -123,10 +123,10 @@ extension OpChecks {
                 let (sc2, sg2) = zeros(Shape(stack * n, splitWidth))
                 func placeCopies() {
                     gpu.zero(sg2)
-                    for c in 0..<stack { gpu.copyColumns(xg, into: sg2.rows(c * n, n), column: 0) }
+                    gpu.copyColumns(xg, into: sg2.reshaped(Shape(stack, n, splitWidth)), column: 0)
                 }
                 placeCopies()
-                for c in 0..<stack { cpu.copyColumns(xc, into: sc2.rows(c * n, n), column: 0) }
+                cpu.copyColumns(xc, into: sc2.reshaped(Shape(stack, n, splitWidth)), column: 0)
                 runGPU("lora-check-\(label)-\(kind)-split", {
                     gpu.loraShrinkFused(sg2.rows(n), a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG, moduleStride: n * splitWidth)
                 }, reset: placeCopies)

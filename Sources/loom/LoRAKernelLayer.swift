@@ -82,10 +82,7 @@ final class LoRAKernelLayer {
     /// not in the bench's figures either.
     func placeInputs(_ applier: LoRAApplier, tokens: Int) {
         for g in ProjectionGroup.allCases {
-            guard let buffer = applier.inputBuffer(rank: 0, layer: 0, group: g) else { continue }
-            let (first, count, _) = buffer.outputCopies, n = first.shape[0]
-            let all = buffer.reshaped(Shape(count * n, first.shape[1]))
-            for c in 0..<count { gpu.copyColumns(operands(g, tokens: tokens).input, into: all.rows(c * n, n), column: 0) }
+            if let buffer = applier.inputBuffer(rank: 0, layer: 0, group: g) { gpu.copyColumns(operands(g, tokens: tokens).input, into: buffer, column: 0) }
         }
     }
 

@@ -102,6 +102,18 @@ import Testing
         check("addRMSNorm(slices:)")
     }
 
+    /// `copyColumns` into copies `[copies, n, width]`: every copy's rows get x at the column.
+    @Test func copyColumnsWritesEveryCopy() throws {
+        var rng = Rng(state: 6)
+        let n = 3, d = 4, width = 9, column = 2, copies = 2
+        let x = rng.array(n * d), filler = rng.array(copies * n * width)
+        let wide = try tensor(filler, copies, n, width)
+        b.copyColumns(try tensor(x, n, d), into: wide, column: column)
+        var expected = filler
+        for c in 0..<copies { for i in 0..<n { for j in 0..<d { expected[(c * n + i) * width + column + j] = x[i * d + j] } } }
+        #expect(b.download(wide) == expected)
+    }
+
     /// `linearSlices` cut from a weight wider than x: the slices sum to `linear`, and
     /// `addRMSNorm(residual:slices:…)` on them equals `addRMSNorm` on that sum.
     @Test func linearSlicesSumToLinearInsideAddRMSNorm() throws {
