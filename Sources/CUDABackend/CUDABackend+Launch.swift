@@ -21,9 +21,8 @@ extension CUDABackend {
     /// Launches `function` on the stream, or records it when a graph capture is armed, or skips it
     /// while a captured graph stands in for the step.
     /// `label` names the launch in kernel profiles (default: the function); built only when profiling.
-    /// `cluster`: thread-block cluster dimensions (needs `supportsClusterLaunch`).
-    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, cluster: (Int, Int, Int)? = nil,
-                label: @autoclosure () -> String? = nil, _ arguments: [KernelArgument]) {
+    func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, label: @autoclosure () -> String? = nil,
+                _ arguments: [KernelArgument]) {
         guard beginLaunch() else { return }
         activate()
         guard let f = kernels.functions[function] else { fail(CUDAError.missingKernel(module: "?", function: function)) }
@@ -33,17 +32,14 @@ extension CUDABackend {
         var slots = arguments.map(\.bits)
         slots.withUnsafeMutableBufferPointer { buffer in
             var pointers: [UnsafeMutableRawPointer?] = (0..<buffer.count).map { UnsafeMutableRawPointer(buffer.baseAddress! + $0) }
-            let extended = usesProgrammaticLaunch || cluster != nil
-            precondition(cluster == nil || supportsClusterLaunch, "\(function): cluster launch needs sm_90 and cuLaunchKernelEx")
             let status = pointers.withUnsafeMutableBufferPointer {
-                extended
-                    ? driver.launchEx(f, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)), block: UInt32(block),
-                                      sharedBytes: UInt32(sharedBytes), stream: stream, programmatic: usesProgrammaticLaunch,
-                                      cluster: cluster.map { (UInt32($0.0), UInt32($0.1), UInt32($0.2)) }, parameters: $0.baseAddress)
+                usesProgrammaticLaunch
+                    ? driver.launchProgrammatic(f, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)), block: UInt32(block),
+                                                sharedBytes: UInt32(sharedBytes), stream: stream, parameters: $0.baseAddress)
                     : driver.cuLaunchKernel(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1,
                                             UInt32(sharedBytes), stream, $0.baseAddress, nil)
             }
-            must(status, "\(extended ? "cuLaunchKernelEx" : "cuLaunchKernel")(\(function), grid \(grid), block \(block)\(cluster.map { ", cluster \($0)" } ?? ""))")
+            must(status, "\(usesProgrammaticLaunch ? "cuLaunchKernelEx" : "cuLaunchKernel")(\(function), grid \(grid), block \(block))")
         }
     }
 

@@ -411,16 +411,11 @@ extension CUDABackend {
         // A K split needs a ticket per tile; past the tickets, each block takes the whole K.
         let tiles = rowTiles * columnTiles
         let deep = !large && fusedShrinkDeepRows > 0 && n >= fusedShrinkDeepRows
-        // The 16-row decode tiles may add their K slices in a cluster (at most 8 blocks), needing no tickets.
-        let clustered = !large && !deep && fusedShrinkReduction != .tickets && supportsClusterLaunch
-        let kSplit = clustered
-            ? min(8, shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps))
-            : tiles > Self.loraTicketCount ? 1
+        let kSplit = tiles > Self.loraTicketCount ? 1
             : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps, deep: deep)
-        let kernel = (large ? "loom_lora_shrink_fused_large" : deep ? "loom_lora_shrink_fused_deep"
-                      : clustered ? "loom_lora_shrink_fused_cluster" + (fusedShrinkReduction == .pre4 ? "_pre4" : "") : "loom_lora_shrink_fused")
+        let kernel = (large ? "loom_lora_shrink_fused_large" : deep ? "loom_lora_shrink_fused_deep" : "loom_lora_shrink_fused")
             + (moduleStride > 0 ? "_split" : "")
-        launch(kernel, grid: (rowTiles, 1, columnTiles * kSplit), block: 32 * warps, cluster: clustered ? (1, 1, kSplit) : nil,
+        launch(kernel, grid: (rowTiles, 1, columnTiles * kSplit), block: 32 * warps,
                [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
                 .pointer(scalings.devicePointer), .pointer(loraTickets.pointer), .int(capacity)]

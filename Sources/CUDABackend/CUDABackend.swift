@@ -77,8 +77,6 @@ public final class CUDABackend: ComputeBackend {
     /// `LOOM_PDL=0`: off): a kernel's blocks are scheduled while the previous kernel finishes and
     /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.
     public let usesProgrammaticLaunch: Bool
-    /// Whether kernels may launch in thread-block clusters (sm_90+ and `cuLaunchKernelEx`).
-    public let supportsClusterLaunch: Bool
     var graphs: [String: OpaquePointer] = [:]
     /// With `recordsGraphSummaries` (benchmarks), each graph's kernels and edges by key, read at
     /// capture (`GraphEdges.summary`).
@@ -135,14 +133,6 @@ public final class CUDABackend: ComputeBackend {
     /// 53.6 → 60.1, 59.7, hence the threshold. In the model (batch 32, 8 × r64) one pair, 4,853 and
     /// 4,884 tok/s: within the spread.
     public let fusedShrinkDeepRows = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_DEEP_ROWS"].flatMap { Int($0) }.map { max(0, $0) } ?? 64
-
-    /// How the fused shrink's 16-row tiles (decode steps below `fusedShrinkDeepRows`) add their K
-    /// slices (`LOOM_FUSED_SHRINK_CLUSTER`): `tickets`, atomically into an f32 scratch, the last
-    /// slice to finish (a ticket) writing the tile; or the slices of a tile as one thread-block
-    /// cluster (at most 8) meeting in distributed shared memory, with `pre2` or `pre4` steps of A a
-    /// warp requested before the kernel waits for the one before it.
-    public enum FusedShrinkReduction: String, CaseIterable, Sendable { case tickets, pre2, pre4 }
-    public var fusedShrinkReduction = FusedShrinkReduction(rawValue: ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_CLUSTER"] ?? "") ?? .pre4
 
     /// The fused shrink takes 64-row tiles for long segments of wide slots (prefill;
     /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).
@@ -205,7 +195,6 @@ public final class CUDABackend: ComputeBackend {
         _ = driver.cuDriverGetVersion(&driverVersion)
         usesProgrammaticLaunch = driver.cuLaunchKernelEx != nil && computeCapability.major >= 9 && driverVersion >= 12030
             && ProcessInfo.processInfo.environment["LOOM_PDL"] != "0"
-        supportsClusterLaunch = driver.cuLaunchKernelEx != nil && computeCapability.major >= 9
         var free = 0, total = 0
         try driver.check(driver.cuMemGetInfo(&free, &total), "cuMemGetInfo")
         totalMemory = total

@@ -152,27 +152,15 @@ extension Driver {
 
 extension Driver {
     /// `cuLaunchKernelEx` with programmatic stream serialization allowed (programmatic dependent
-    /// launch) where `programmatic`: the kernel may start before the previous kernel in the stream
-    /// has finished, and waits for it with `griddepcontrol.wait` (every Loom kernel does, `grid_wait`
-    /// in common.cuh); and with `cluster`, thread-block clusters of those dimensions (sm_90+).
-    func launchEx(_ function: Handle, grid: (UInt32, UInt32, UInt32), block: UInt32, sharedBytes: UInt32, stream: Handle,
-                  programmatic: Bool = true, cluster: (UInt32, UInt32, UInt32)? = nil,
-                  parameters: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 {
-        // CUlaunchAttribute (72 bytes): a 4-byte id padded to 8, then a 64-byte value union (the
-        // flag is its first int; a cluster's dimensions its first three).
-        var attributes = [UInt64](repeating: 0, count: 18), count = 0
-        if programmatic {
-            attributes[0] = UInt64(CUAttribute.launchProgrammaticStreamSerialization)
-            attributes[1] = 1
-            count = 1
-        }
-        if let cluster {
-            attributes[9 * count] = UInt64(CUAttribute.launchClusterDimension)
-            attributes[9 * count + 1] = UInt64(cluster.0) | UInt64(cluster.1) << 32
-            attributes[9 * count + 2] = UInt64(cluster.2)
-            count += 1
-        }
-        return attributes.withUnsafeMutableBytes { attributeBytes in
+    /// launch): the kernel may start before the previous kernel in the stream has finished, and
+    /// waits for it with `griddepcontrol.wait` (every Loom kernel does, `grid_wait` in common.cuh).
+    func launchProgrammatic(_ function: Handle, grid: (UInt32, UInt32, UInt32), block: UInt32, sharedBytes: UInt32,
+                            stream: Handle, parameters: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 {
+        // CUlaunchAttribute: a 4-byte id padded to 8, then a 64-byte value union (the flag is its first int).
+        var attribute = [UInt64](repeating: 0, count: 9)
+        attribute[0] = UInt64(CUAttribute.launchProgrammaticStreamSerialization)
+        attribute[1] = 1
+        return attribute.withUnsafeMutableBytes { attributeBytes in
             // CUlaunchConfig (56 bytes): grid x/y/z, block x/y/z and shared bytes as uints, padding
             // to 32, the stream, the attribute array, the attribute count.
             var config = [UInt8](repeating: 0, count: 56)
@@ -182,7 +170,7 @@ extension Driver {
                 }
                 c.storeBytes(of: UInt(bitPattern: stream), toByteOffset: 32, as: UInt.self)
                 c.storeBytes(of: UInt(bitPattern: attributeBytes.baseAddress!), toByteOffset: 40, as: UInt.self)
-                c.storeBytes(of: UInt32(count), toByteOffset: 48, as: UInt32.self)
+                c.storeBytes(of: UInt32(1), toByteOffset: 48, as: UInt32.self)
                 return cuLaunchKernelEx!(c.baseAddress!, function, parameters, nil)
             }
         }
@@ -204,5 +192,4 @@ enum CUAttribute {
     static let eventDefault: UInt32 = 0
     static let eventDisableTiming: UInt32 = 2
     static let launchProgrammaticStreamSerialization: Int32 = 6
-    static let launchClusterDimension: Int32 = 4
 }

@@ -116,17 +116,6 @@ extension OpChecks {
                 results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", long segments \(form)"))
             }
             gpu.fusedShrinkLong = chosen
-            // The other ways the decode tiles add their K slices (tickets, clusters).
-            let chosenReduction = gpu.fusedShrinkReduction
-            for reduction in CUDABackend.FusedShrinkReduction.allCases where reduction != chosenReduction {
-                gpu.fusedShrinkReduction = reduction
-                placeX()
-                runGPU("lora-check-\(label)-\(kind)-\(reduction)", { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) },
-                       reset: placeX)
-                results += compareFused(fc, fg, k: k, detail: detail + ", K slices added by \(reduction)")
-                results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", K slices added by \(reduction)"))
-            }
-            gpu.fusedShrinkReduction = chosenReduction
             // Split extensions (modules of equal widths, gate/up): each module's R columns a slot in
             // its own copy of the input.
             if stack > 1 && Set(moduleOutputs).count == 1 {
@@ -144,15 +133,6 @@ extension OpChecks {
                 cpu.loraShrinkFused(sc2.rows(n), a: ac, scalings: scaleC, plan: planC, stack: stack, scratch: scratchC, moduleStride: n * splitWidth)
                 results += compareFused(sc2, sg2, k: k, detail: detail + ", split extensions")
                 results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", split extensions"))
-                for reduction in CUDABackend.FusedShrinkReduction.allCases where reduction != chosenReduction {
-                    gpu.fusedShrinkReduction = reduction
-                    placeCopies()
-                    runGPU("lora-check-\(label)-\(kind)-split-\(reduction)", {
-                        gpu.loraShrinkFused(sg2.rows(n), a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG, moduleStride: n * splitWidth)
-                    }, reset: placeCopies)
-                    results += compareFused(sc2, sg2, k: k, detail: detail + ", split extensions, K slices added by \(reduction)")
-                }
-                gpu.fusedShrinkReduction = chosenReduction
             }
         }
         return results

@@ -34,21 +34,6 @@ __device__ __forceinline__ void grid_enter() {
     grid_release();
 }
 
-// Thread-block clusters (sm_90+): a barrier of every thread of the cluster's blocks, with their
-// shared-memory writes before it visible after it.
-__device__ __forceinline__ void cluster_sync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-// `p` (shared memory) in the cluster's block `rank`.
-__device__ __forceinline__ float cluster_load(const float* p, u32 rank) {
-    const u32 local = (u32)__cvta_generic_to_shared(p);
-    u32 remote;
-    float v;
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
-    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
-    return v;
-}
-
 __device__ __forceinline__ float bf16_to_f32(bf16 x) { return __uint_as_float(((u32)x) << 16); }
 
 __device__ __forceinline__ bf16 f32_to_bf16(float f) {

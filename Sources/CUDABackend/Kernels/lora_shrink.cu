@@ -64,7 +64,7 @@ __device__ __forceinline__ bool find_row_tile(const int* starts, int capacity, i
 // width), and each sum, times its module's scaling, goes as bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
 // in plan order, zero before the launch) and the last slice of a tile to finish (a ticket in
 // `counters`) writes the tile and leaves the scratch and its ticket zero again.
-template <int MT, int NT, int W, bool FUSED, bool SPLIT = false, bool CLUSTER = false, int PRE = (MT == 1 ? 2 : 1)>
+template <int MT, int NT, int W, bool FUSED, bool SPLIT = false>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
                                            const int* slotRanks, int K, int R, int stack, int kSplit, int capacity,
@@ -76,16 +76,13 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     int g, p0, end;
     if (!find_row_tile(starts, capacity, 16 * MT, blockIdx.x, g, p0, end)) return;
     const int width = stack * R, tiles = (width + 8 * NT - 1) / (8 * NT);
-    // A cluster's blocks are one tile's K slices (blockIdx.z = tile · kSplit + slice).
-    const int tile = CLUSTER ? blockIdx.z / kSplit : blockIdx.z % tiles, c0 = tile * 8 * NT;
-    const int slice = CLUSTER ? blockIdx.z % kSplit : blockIdx.z / tiles;
+    const int tile = blockIdx.z % tiles, c0 = tile * 8 * NT, slice = blockIdx.z / tiles;
     const int sliceLength = ((K + kSplit - 1) / kSplit + 31) & ~31;
     const int kBegin = slice * sliceLength, kEnd = min(K, kBegin + sliceLength);
     const int slot = __ldg(segmentSlots + g), rank = __ldg(slotRanks + slot);
     bool any = false;
     for (int c = c0; c < c0 + 8 * NT && c < width; ++c) any |= (c % R) < rank;
-    // A cluster leaves or stays whole (its blocks meet at barriers): an empty slice adds zeros.
-    const bool computes = rank > 0 && any && (CLUSTER || kBegin < kEnd);
+    const bool computes = rank > 0 && any && kBegin < kEnd;
     if (!computes) return;
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gq = lane >> 2, t = lane & 3;
@@ -105,7 +102,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         ar[nt] = c < width ? a + ((u64)slot * width + c) * K : nullptr;
     }
     const uint4 zero = make_uint4(0, 0, 0, 0);
-    // PRE steps of A a warp are requested before grid_wait (the large tiles have no registers to spare).
+    constexpr int PRE = MT == 1 ? 2 : 1;  // the large tiles have no registers to spare
     uint4 early[PRE][NT];
 #pragma unroll
     for (int s = 0; s < PRE; ++s)
@@ -144,7 +141,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         const int kb = kBegin + (warp + s * W) * 32;
         if (kb < kEnd) step(kb, early[s]);
     }
-#pragma unroll(PRE > 2 ? 1 : 4)  // PRE 4 at 80 registers (unrolled: 84, two blocks a multiprocessor, or spills)
+#pragma unroll 4
     for (int kb = kBegin + (warp + PRE * W) * 32; kb < kEnd; kb += W * 32) {
         const int k = kb + t * 8;
         uint4 av[NT];
@@ -171,30 +168,6 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
                              : (u64)permutation[p] * outStride + K + (u64)slot * width + c;
         xOut[at] = f32_to_bf16(s * scalings[slot * stack + m]);
     };
-    if (CLUSTER && kSplit > 1) {
-        // The slices meet in distributed shared memory: each block's sums in its partial[0], and
-        // the cluster's first block adds them and writes the tile (no scratch, no tickets).
-        for (int i = threadIdx.x; i < 16 * MT * 8 * NT; i += W * 32) {
-            const int r = i / (8 * NT), col = i % (8 * NT);
-            float s = 0.f;
-#pragma unroll
-            for (int w = 0; w < W; ++w) s += partial[w][r][col];
-            partial[0][r][col] = s;
-        }
-        cluster_sync();
-        if (slice == 0) {
-            for (int i = threadIdx.x; i < 16 * MT * 8 * NT; i += W * 32) {
-                const int r = i / (8 * NT), col = i % (8 * NT);
-                const int p = p0 + r, c = c0 + col;
-                if (p >= end || c >= width || (c % R) >= rank) continue;
-                float s = partial[0][r][col];
-                for (int b = 1; b < kSplit; ++b) s += cluster_load(&partial[0][r][col], b);
-                fused_write(p, c, s);
-            }
-        }
-        cluster_sync();  // no block leaves while the first may still read its sums
-        return;
-    }
     for (int i = threadIdx.x; i < 16 * MT * 8 * NT; i += W * 32) {
         const int r = i / (8 * NT), col = i % (8 * NT);
         const int p = p0 + r, c = c0 + col;
@@ -253,15 +226,6 @@ extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
     extern "C" __global__ void BOUNDS NAME##_split(SHRINK_FUSED_ARGS, u64 moduleStride) {                                   \
         shrink_mma<MT, NT, W, true, true> SHRINK_FUSED_CALL(moduleStride);                                                 \
     }
-// The same with the K slices of a tile in one thread-block cluster (launched with a cluster of kSplit
-// blocks along z, kSplit ≤ 8; `scratch` and `counters` unused), PRE steps of A requested before grid_wait.
-#define SHRINK_FUSED_CLUSTER(NAME, BOUNDS, MT, NT, W, PRE)                                                                 \
-    extern "C" __global__ void BOUNDS NAME(SHRINK_FUSED_ARGS) {                                                            \
-        shrink_mma<MT, NT, W, true, false, true, PRE> SHRINK_FUSED_CALL(0);                                                \
-    }                                                                                                                      \
-    extern "C" __global__ void BOUNDS NAME##_split(SHRINK_FUSED_ARGS, u64 moduleStride) {                                   \
-        shrink_mma<MT, NT, W, true, true, true, PRE> SHRINK_FUSED_CALL(moduleStride);                                      \
-    }
 
 // Long segments (a plan of one segment per slot: prefill): 64 rows × 32 columns per block, 4 warps
 // along K, so each slot's A is read once per 64 rows.
@@ -269,8 +233,6 @@ SHRINK_FUSED(loom_lora_shrink_fused_large, __launch_bounds__(128), 4, 4, 4)
 // Decode tiles: 16 rows × 16 columns, 8 warps along K; `scratch` is the f32 scratch of a K split.
 // Needs K % 8 == 0, 16-byte aligned rows of xOut.
 SHRINK_FUSED(loom_lora_shrink_fused, __launch_bounds__(256), 1, 2, 8)
-SHRINK_FUSED_CLUSTER(loom_lora_shrink_fused_cluster, __launch_bounds__(256), 1, 2, 8, 2)
-SHRINK_FUSED_CLUSTER(loom_lora_shrink_fused_cluster_pre4, __launch_bounds__(256), 1, 2, 8, 4)
 // The same for steps of many rows, whose blocks take long slices of K (loraShrinkFused at
 // `fusedShrinkDeepRows` rows or more): at most 2 blocks a multiprocessor, so ptxas may spend the
 // registers (116 against 68) on keeping four steps of loads in flight before their MMAs. On the

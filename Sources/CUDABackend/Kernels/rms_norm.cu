@@ -154,6 +154,19 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
 // dynamic shared memory; arguments as loom_norm's, less `add`.
 #define NORM_CLUSTER 4
 
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+// `p` (shared memory) in the cluster's block `rank`.
+__device__ __forceinline__ float cluster_load(const float* p, u32 rank) {
+    const u32 local = (u32)__cvta_generic_to_shared(p);
+    u32 remote;
+    float v;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+    return v;
+}
+
 extern "C" __global__ void __cluster_dims__(NORM_CLUSTER, 1, 1) __launch_bounds__(512)
 loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, int d, float eps,
                const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS) {
