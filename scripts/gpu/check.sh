@@ -20,7 +20,9 @@
 #   at n = 8 with rank 16 and n = 128 with ranks 8-64, alpha 0.3, each under $OUT/slora-nN, or $SLORA_GOALS; LOOM_*
 #   settings in the environment reach its servers, e.g. LOOM_SIDE_STREAM=1), tune (bench decode at batch 32 with
 #   --tune-gemms and without, with no adapters and with 8 fused rank-16 adapters), serve-8b (loom serve on
-#   random Llama-3.1-8B weights with $SERVE_ARGS, waves of 1, 8 and 32 requests, the log in $OUT). Default: hf check
+#   random Llama-3.1-8B weights with $SERVE_ARGS, waves of 1, 8 and 32 requests, the log in $OUT), trace (CUPTI
+#   kernel timelines of graph replays, scripts/gpu/trace: bench lora-kernels fused at rank 64 and 32 tokens,
+#   bench decode at batch 32; trace-*.txt summaries, trace-*.json with one replay's timeline). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
 #   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
 #   gpu-check.log, bench.log, nvidia-smi.txt; with tp, gpu-check-tp2.json and
@@ -38,6 +40,8 @@ if [ "$mode" = build ]; then
     mkdir -p .device
     strip -o .device/loom "$bin" && xz -9 -f -T2 .device/loom && ls -la .device/
     git rev-parse --short HEAD > .device/commit 2>/dev/null
+    # The kernel-timeline library (scripts/gpu/trace) beside it; the binary does not need it.
+    bash scripts/gpu/trace/build.sh > /dev/null || echo "scripts/gpu/trace/build.sh failed: no .device/trace"
     exit 0
 fi
 
@@ -107,6 +111,22 @@ PY
         }
         bench tp2 --tp-size 2 ${TP_BENCH_ARGS:-}
         tail -5 "$OUT/bench-tp.log"
+        ;;
+    trace)
+        # Each kernel of the last replays of every CUDA graph, as CUPTI saw it on the device
+        # (libloom_trace.so through CUDA_INJECTION64_PATH; built by `check.sh build`).
+        lib=$PWD/.device/trace/libloom_trace.so
+        [ -f "$lib" ] || { echo "trace: no $lib (check.sh build makes it)"; continue; }
+        for run in "lk:bench lora-kernels --lora-backend fused --rows ${TRACE_ROWS:-decode:64:32:8}" \
+                   "bd:bench decode --random-weights llama-3.1-8b --batch ${TRACE_BATCH:-32} --prompt-len 128 --new-tokens 64"; do
+            name=${run%%:*}
+            CUDA_INJECTION64_PATH=$lib LOOM_TRACE_OUT=/tmp/trace-$name.txt timeout 150 /tmp/loom ${run#*:} \
+                --output "$OUT/trace-$name-bench.json" > "$OUT/trace-$name.log" 2>&1
+            echo "trace $name: exit $?"
+            python3 scripts/gpu/trace/summary.py /tmp/trace-$name.txt --json "$OUT/trace-$name.json" \
+                > "$OUT/trace-$name.txt"
+            head -30 "$OUT/trace-$name.txt"
+        done
         ;;
     ops)
         timeout 200 /tmp/loom gpu-check --ops-only --output "$OUT/gpu-check-ops.json" > /dev/null 2> "$OUT/gpu-check-ops.log"

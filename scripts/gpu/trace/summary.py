@@ -4,7 +4,8 @@ replayed at least --min-replays times, over its last --replays launches, the rep
 kernel's start to last kernel's end), the sum of kernel durations, and per kernel name its launches a
 replay, mean duration and mean gap before it (its start less the latest end of the kernels that
 started before it: negative where it overlaps them, as programmatic dependent launch allows). With
---timeline, every kernel of the last replay of each graph. --json writes the same as JSON."""
+--timeline, every kernel of the last replay of each graph too. --json writes the same as JSON, with
+the last replay's timeline always."""
 import argparse, collections, json
 
 
@@ -51,9 +52,8 @@ def main():
              "span_us": sum(spans) / n, "kernel_us": sum(busy) / n,
              "kernels_by_name": [{"name": k, "per_replay": v[0] / n, "mean_us": v[1] / v[0], "mean_gap_before_us": v[2] / max(v[3], 1)}
                                  for k, v in sorted(per.items(), key=lambda x: -x[1][1])]}
-        if a.timeline:
-            t0 = last[-1][0][0]
-            g["timeline"] = [{"start_us": (s - t0) / 1000, "us": (e - s) / 1000, "name": nm[:70], "grid": gr} for s, e, nm, gr, _ in last[-1]]
+        t0 = last[-1][0][0]
+        g["timeline"] = [{"start_us": (s - t0) / 1000, "us": (e - s) / 1000, "name": nm[:70], "grid": gr} for s, e, nm, gr, _ in last[-1]]
         report.append(g)
         print(f"graph {graph}: {len(replays)} replays, {g['kernels']} kernels; over the last {n}: span {g['span_us']:.1f} us, "
               f"kernels {g['kernel_us']:.1f} us")
