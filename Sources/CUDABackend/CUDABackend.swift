@@ -140,12 +140,6 @@ public final class CUDABackend: ComputeBackend {
     /// the op checks run both).
     public var fusedShrinkPre4 = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_PRE"] == "4"
 
-    /// Fused decode shrinks of 16-row tiles (`loom_lora_shrink_fused`, `_deep`) request their block's
-    /// whole slice of A into L2 before they wait (`loom_lora_shrink_fused_l2`, `_deep_l2`;
-    /// `LOOM_FUSED_SHRINK_L2=1`, for A/B runs; settable so the op checks run both). Takes precedence
-    /// over `fusedShrinkPre4`.
-    public var fusedShrinkL2 = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_L2"] == "1"
-
     /// The fused shrink takes 64-row tiles for long segments of wide slots (prefill;
     /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).
     public let fusedShrinkLargeTiles = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LARGE"] != "0"

@@ -32,7 +32,7 @@ final class KernelLibrary {
         Module(name: "add_bias", source: PackageResources.add_bias_cu, functions: ["loom_add_bias"]),
         Module(name: "argmax", source: PackageResources.argmax_cu, functions: ["loom_argmax"]),
         Module(name: "fill", source: PackageResources.fill_cu, functions: ["loom_fill_random", "loom_fill_value"]),
-        Module(name: "lora_shrink", source: PackageResources.lora_shrink_cu, functions: ["loom_lora_shrink", "loom_lora_shrink_mma_small", "loom_lora_shrink_mma_large", "loom_lora_shrink_fused", "loom_lora_shrink_fused_deep", "loom_lora_shrink_fused_large", "loom_lora_shrink_fused_mask", "loom_lora_shrink_fused_split", "loom_lora_shrink_fused_deep_split", "loom_lora_shrink_fused_large_split", "loom_lora_shrink_fused_pre4", "loom_lora_shrink_fused_pre4_split", "loom_lora_shrink_fused_l2", "loom_lora_shrink_fused_l2_split", "loom_lora_shrink_fused_deep_l2", "loom_lora_shrink_fused_deep_l2_split", "loom_lora_shrink_segments", "loom_lora_shrink_segments8"]),
+        Module(name: "lora_shrink", source: PackageResources.lora_shrink_cu, functions: ["loom_lora_shrink", "loom_lora_shrink_mma_small", "loom_lora_shrink_mma_large", "loom_lora_shrink_fused", "loom_lora_shrink_fused_deep", "loom_lora_shrink_fused_large", "loom_lora_shrink_fused_mask", "loom_lora_shrink_fused_split", "loom_lora_shrink_fused_deep_split", "loom_lora_shrink_fused_large_split", "loom_lora_shrink_fused_pre4", "loom_lora_shrink_fused_pre4_split", "loom_lora_shrink_segments", "loom_lora_shrink_segments8"]),
         Module(name: "lora_expand", source: PackageResources.lora_expand_cu, functions: ["loom_lora_expand", "loom_lora_expand_mma_small", "loom_lora_expand_mma_large", "loom_lora_expand_stream", "loom_lora_expand_segments"]),
     ]
 

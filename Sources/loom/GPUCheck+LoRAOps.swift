@@ -124,13 +124,6 @@ extension OpChecks {
             results += compareFused(fc, fg, k: k, detail: detail + ", \(gpu.fusedShrinkPre4 ? 4 : 2) early steps of A")
             results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", \(gpu.fusedShrinkPre4 ? 4 : 2) early steps of A"))
             gpu.fusedShrinkPre4.toggle()
-            // With and without the slice of A prefetched into L2 before the wait.
-            gpu.fusedShrinkL2.toggle()
-            placeX()
-            runGPU("lora-check-\(label)-\(kind)-l2-\(gpu.fusedShrinkL2)",
-                   { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) }, reset: placeX)
-            results += compareFused(fc, fg, k: k, detail: detail + ", A prefetched into L2 \(gpu.fusedShrinkL2)")
-            gpu.fusedShrinkL2.toggle()
             // Split extensions (modules of equal widths, gate/up): each module's R columns a slot in
             // its own copy of the input.
             if stack > 1 && Set(moduleOutputs).count == 1 {

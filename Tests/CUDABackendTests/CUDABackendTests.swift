@@ -66,8 +66,7 @@ import Testing
     /// depends on has finished: every entry point must execute `griddepcontrol.wait` (`grid_wait`
     /// in common.cuh) before it touches activations. Checked on each entry's PTX for sm_90: before
     /// the first wait, no store, atomic, shared-memory or global access, except the non-coherent
-    /// loads of `loom_gemv` (W), the LoRA shrinks (the plan and A; the `_l2` fused shrinks also
-    /// prefetch A into L2) and the fused LoRA consumers
+    /// loads of `loom_gemv` (W), the LoRA shrinks (the plan and A) and the fused LoRA consumers
     /// (RoPE, `loom_norm_lora`, `loom_silu_mul_lora`: the step's metadata, slot ranks and B), constant
     /// during a step; `loom_silu_mul_lora`'s scan of its slot's rows into its own shared memory; and
     /// the decode attention on tensor cores, which reads the step's metadata and older tokens' cache
@@ -102,7 +101,6 @@ import Testing
                         && !(["loom_gemv", "loom_lora_shrink", "loom_lora_expand_mma", "loom_rope_write_kv", "loom_norm_lora", "loom_silu_mul_lora"]
                                 .contains { name.hasPrefix($0) } && i.hasPrefix("ld.global.nc"))
                         && !(name == "loom_silu_mul_lora" && ["st.shared", "ld.shared", "atom.shared"].contains { i.hasPrefix($0) })
-                        && !(name.hasPrefix("loom_lora_shrink_fused") && name.contains("_l2") && i.hasPrefix("prefetch.global.L2"))
                         && !(name.hasPrefix("loom_attention_decode_mma")
                              && ["ld.global", "ld.shared", "st.shared", "cp.async"].contains { i.hasPrefix($0) })
                 }

@@ -66,7 +66,7 @@ __device__ __forceinline__ bool find_row_tile(const int* starts, int capacity, i
 // `counters`) writes the tile and leaves the scratch and its ticket zero again. (A tile's slices as
 // one thread-block cluster adding through distributed shared memory instead lost on the H200,
 // session 22: rank 64 at 32 tokens 57 against 47 µs a layer.)
-template <int MT, int NT, int W, bool FUSED, bool SPLIT = false, int PRE = (MT == 1 ? 2 : 1), bool L2 = false>
+template <int MT, int NT, int W, bool FUSED, bool SPLIT = false, int PRE = (MT == 1 ? 2 : 1)>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
                                            const int* slotRanks, int K, int R, int stack, int kSplit, int capacity,
@@ -102,17 +102,6 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
     for (int nt = 0; nt < NT; ++nt) {
         const int c = c0 + nt * 8 + gq;
         ar[nt] = c < width ? a + ((u64)slot * width + c) * K : nullptr;
-    }
-    if (L2) {
-        // The block's whole slice of A requested into L2 before the wait (no registers held), so
-        // that its loads after the wait hit L2: 128-byte lines of each of its columns' rows.
-        const int first = kBegin / 64, lines = (kEnd + 63) / 64 - first;  // 64 elements a line
-        for (int i = threadIdx.x; i < 8 * NT * lines; i += W * 32) {
-            const int nt = i / lines, c = c0 + nt;
-            if (c >= width) break;
-            const char* line = (const char*)(a + ((u64)slot * width + c) * K) + (u64)(first + i - nt * lines) * 128;
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(line));
-        }
     }
     const uint4 zero = make_uint4(0, 0, 0, 0);
     // PRE steps of A a warp are requested before grid_wait (the large tiles have no registers to spare).
@@ -234,12 +223,12 @@ extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
 #define SHRINK_FUSED_CALL(STRIDE)                                                                                          \
     (xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut, outStride, scalings, \
      counters, outStride, STRIDE)
-#define SHRINK_FUSED_PRE(NAME, BOUNDS, MT, NT, W, PRE, L2)                                                                 \
-    extern "C" __global__ void BOUNDS NAME(SHRINK_FUSED_ARGS) { shrink_mma<MT, NT, W, true, false, PRE, L2> SHRINK_FUSED_CALL(0); } \
+#define SHRINK_FUSED_PRE(NAME, BOUNDS, MT, NT, W, PRE)                                                                     \
+    extern "C" __global__ void BOUNDS NAME(SHRINK_FUSED_ARGS) { shrink_mma<MT, NT, W, true, false, PRE> SHRINK_FUSED_CALL(0); } \
     extern "C" __global__ void BOUNDS NAME##_split(SHRINK_FUSED_ARGS, u64 moduleStride) {                                   \
-        shrink_mma<MT, NT, W, true, true, PRE, L2> SHRINK_FUSED_CALL(moduleStride);                                        \
+        shrink_mma<MT, NT, W, true, true, PRE> SHRINK_FUSED_CALL(moduleStride);                                            \
     }
-#define SHRINK_FUSED(NAME, BOUNDS, MT, NT, W) SHRINK_FUSED_PRE(NAME, BOUNDS, MT, NT, W, (MT == 1 ? 2 : 1), false)
+#define SHRINK_FUSED(NAME, BOUNDS, MT, NT, W) SHRINK_FUSED_PRE(NAME, BOUNDS, MT, NT, W, (MT == 1 ? 2 : 1))
 
 // Long segments (a plan of one segment per slot: prefill): 64 rows × 32 columns per block, 4 warps
 // along K, so each slot's A is read once per 64 rows.
@@ -249,16 +238,13 @@ SHRINK_FUSED(loom_lora_shrink_fused_large, __launch_bounds__(128), 4, 4, 4)
 SHRINK_FUSED(loom_lora_shrink_fused, __launch_bounds__(256), 1, 2, 8)
 // The same with 4 steps of A a warp requested before grid_wait, for A/B runs (`LOOM_FUSED_SHRINK_PRE=4`):
 // a decode step of 32 rows at K 4096 is 4 steps a warp, all of them early.
-SHRINK_FUSED_PRE(loom_lora_shrink_fused_pre4, __launch_bounds__(256), 1, 2, 8, 4, false)
-// And with the block's whole slice of A prefetched into L2 before grid_wait (`LOOM_FUSED_SHRINK_L2=1`).
-SHRINK_FUSED_PRE(loom_lora_shrink_fused_l2, __launch_bounds__(256), 1, 2, 8, 2, true)
+SHRINK_FUSED_PRE(loom_lora_shrink_fused_pre4, __launch_bounds__(256), 1, 2, 8, 4)
 // The same for steps of many rows, whose blocks take long slices of K (loraShrinkFused at
 // `fusedShrinkDeepRows` rows or more): at most 2 blocks a multiprocessor, so ptxas may spend the
 // registers (116 against 68) on keeping four steps of loads in flight before their MMAs. On the
 // H200 (session 20) fused r64 at 256 tokens 70–72 µs a layer against 72–74; at 32 tokens, with
 // short slices, 60 against 54, so short steps keep the kernel above (CUDABackend.fusedShrinkDeepRows).
 SHRINK_FUSED(loom_lora_shrink_fused_deep, __launch_bounds__(256, 2), 1, 2, 8)
-SHRINK_FUSED_PRE(loom_lora_shrink_fused_deep_l2, __launch_bounds__(256, 2), 1, 2, 8, 2, true)
 
 // The fused shrink of long steps, second half: a cuBLASLt GEMM has written x·Aᵀ of the stack·R
 // rows of A of every slot from the step's first adapted one into xOut[row][K + first ..< K + extension]
