@@ -413,8 +413,7 @@ extension CUDABackend {
         let deep = !large && fusedShrinkDeepRows > 0 && n >= fusedShrinkDeepRows
         let kSplit = tiles > Self.loraTicketCount ? 1
             : shrinkSplit(rows: n, capacity: capacity, rowsPerBlock: rowsPerBlock, columnTiles: columnTiles, k: k, warps: warps, deep: deep)
-        let kernel = (large ? "loom_lora_shrink_fused_large" : deep ? "loom_lora_shrink_fused_deep"
-                      : fusedShrinkPre4 ? "loom_lora_shrink_fused_pre4" : "loom_lora_shrink_fused")
+        let kernel = (large ? "loom_lora_shrink_fused_large" : deep ? "loom_lora_shrink_fused_deep" : "loom_lora_shrink_fused")
             + (moduleStride > 0 ? "_split" : "")
         launch(kernel, grid: (rowTiles, 1, columnTiles * kSplit), block: 32 * warps,
                [.pointer(a.devicePointer), .pointer(scratch.devicePointer)] + plan.kernelArguments + [

@@ -134,12 +134,6 @@ public final class CUDABackend: ComputeBackend {
     /// 4,884 tok/s: within the spread.
     public let fusedShrinkDeepRows = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_DEEP_ROWS"].flatMap { Int($0) }.map { max(0, $0) } ?? 64
 
-    /// Fused decode shrinks of 16-row tiles below `fusedShrinkDeepRows` take
-    /// `loom_lora_shrink_fused_pre4`, which requests 4 steps of A a warp before it waits rather than
-    /// 2 (`LOOM_FUSED_SHRINK_PRE=4`; for A/B runs, with `LOOM_EARLY_RELEASE=1` in particular; settable so
-    /// the op checks run both).
-    public var fusedShrinkPre4 = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_PRE"] == "4"
-
     /// The fused shrink takes 64-row tiles for long segments of wide slots (prefill;
     /// `LOOM_FUSED_SHRINK_LARGE=0`: 16-row tiles throughout, for A/B runs).
     public let fusedShrinkLargeTiles = ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LARGE"] != "0"

@@ -32,7 +32,7 @@ final class KernelLibrary {
         Module(name: "add_bias", source: PackageResources.add_bias_cu, functions: ["loom_add_bias"]),
         Module(name: "argmax", source: PackageResources.argmax_cu, functions: ["loom_argmax"]),
         Module(name: "fill", source: PackageResources.fill_cu, functions: ["loom_fill_random", "loom_fill_value"]),
-        Module(name: "lora_shrink", source: PackageResources.lora_shrink_cu, functions: ["loom_lora_shrink", "loom_lora_shrink_mma_small", "loom_lora_shrink_mma_large", "loom_lora_shrink_fused", "loom_lora_shrink_fused_deep", "loom_lora_shrink_fused_large", "loom_lora_shrink_fused_mask", "loom_lora_shrink_fused_split", "loom_lora_shrink_fused_deep_split", "loom_lora_shrink_fused_large_split", "loom_lora_shrink_fused_pre4", "loom_lora_shrink_fused_pre4_split", "loom_lora_shrink_segments", "loom_lora_shrink_segments8"]),
+        Module(name: "lora_shrink", source: PackageResources.lora_shrink_cu, functions: ["loom_lora_shrink", "loom_lora_shrink_mma_small", "loom_lora_shrink_mma_large", "loom_lora_shrink_fused", "loom_lora_shrink_fused_deep", "loom_lora_shrink_fused_large", "loom_lora_shrink_fused_mask", "loom_lora_shrink_fused_split", "loom_lora_shrink_fused_deep_split", "loom_lora_shrink_fused_large_split", "loom_lora_shrink_segments", "loom_lora_shrink_segments8"]),
         Module(name: "lora_expand", source: PackageResources.lora_expand_cu, functions: ["loom_lora_expand", "loom_lora_expand_mma_small", "loom_lora_expand_mma_large", "loom_lora_expand_stream", "loom_lora_expand_segments"]),
     ]
 
@@ -74,13 +74,10 @@ final class KernelLibrary {
         "sm_\(major)\(minor)\(major == 9 && minor == 0 ? "a" : "")"
     }
 
-    /// NVRTC's options for `architecture` (`sm_XY`, or `compute_XY` for PTX); `earlyRelease`
-    /// defines LOOM_EARLY_RELEASE (common.cuh's grid_enter).
-    static func options(architecture: String, earlyRelease: Bool = ProcessInfo.processInfo.environment["LOOM_EARLY_RELEASE"] == "1") -> [String] {
+    /// NVRTC's options for `architecture` (`sm_XY`, or `compute_XY` for PTX).
+    static func options(architecture: String) -> [String] {
         var options = ["--gpu-architecture=\(architecture)", "--std=c++17", "-default-device", "-lineinfo"]
         if FileManager.default.fileExists(atPath: "/usr/local/cuda/include") { options.append("-I/usr/local/cuda/include") }
-        // grid_enter releases the next kernel before it waits (common.cuh), for A/B runs.
-        if earlyRelease { options.append("-DLOOM_EARLY_RELEASE") }
         return options
     }
 

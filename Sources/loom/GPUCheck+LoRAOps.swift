@@ -116,14 +116,6 @@ extension OpChecks {
                 results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", long segments \(form)"))
             }
             gpu.fusedShrinkLong = chosen
-            // The decode tiles' other count of early steps of A (2 or 4).
-            gpu.fusedShrinkPre4.toggle()
-            placeX()
-            runGPU("lora-check-\(label)-\(kind)-pre\(gpu.fusedShrinkPre4 ? 4 : 2)",
-                   { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) }, reset: placeX)
-            results += compareFused(fc, fg, k: k, detail: detail + ", \(gpu.fusedShrinkPre4 ? 4 : 2) early steps of A")
-            results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", \(gpu.fusedShrinkPre4 ? 4 : 2) early steps of A"))
-            gpu.fusedShrinkPre4.toggle()
             // Split extensions (modules of equal widths, gate/up): each module's R columns a slot in
             // its own copy of the input.
             if stack > 1 && Set(moduleOutputs).count == 1 {

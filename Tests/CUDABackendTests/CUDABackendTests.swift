@@ -76,12 +76,10 @@ import Testing
             #expect(ProcessInfo.processInfo.environment["LOOM_LIBNVRTC"] == nil, "LOOM_LIBNVRTC is set but NVRTC did not load")
             return
         }
-        // Both ways grid_enter orders its release and wait (LOOM_EARLY_RELEASE).
-        for earlyRelease in [false, true] { for module in KernelLibrary.modules {
+        for module in KernelLibrary.modules {
             let ptx = String(decoding: try nvrtc.compile(name: "\(module.name).cu", source: String(decoding: module.source, as: UTF8.self),
                                                          headers: ["common.cuh": KernelLibrary.header],
-                                                         options: KernelLibrary.options(architecture: "compute_90a", earlyRelease: earlyRelease),
-                                                         ptx: true),
+                                                         options: KernelLibrary.options(architecture: "compute_90a"), ptx: true),
                                  as: UTF8.self)
             // Each ".entry name(" starts an entry; its body runs to the next entry.
             let entries = ptx.components(separatedBy: ".entry ").dropFirst()
@@ -105,11 +103,8 @@ import Testing
                              && ["ld.global", "ld.shared", "st.shared", "cp.async"].contains { i.hasPrefix($0) })
                 }
                 #expect(touching.isEmpty, "\(module.name): \(name) touches memory before grid_wait: \(touching.prefix(3))")
-                // The release comes before the wait exactly where LOOM_EARLY_RELEASE is defined.
-                #expect(parts[0].contains("griddepcontrol.launch_dependents") == earlyRelease,
-                        "\(module.name): \(name) releases the next grid \(earlyRelease ? "after" : "before") it waits")
             }
-        } }
+        }
     }
 
     @Test func compileErrorsCarryTheLog() throws {

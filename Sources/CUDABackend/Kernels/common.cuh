@@ -28,19 +28,10 @@ __device__ __forceinline__ void grid_release() {
 #endif
 }
 
-// The start of a kernel with nothing to do before its inputs are ready. With LOOM_EARLY_RELEASE
-// (NVRTC's -D, `LOOM_EARLY_RELEASE=1` in the environment) the next kernel's blocks may be scheduled
-// before this one's wait returns rather than after: grid_wait waits for whole grids, so what the next
-// kernel reads after its own wait is the same; what it does before its wait (LoRA shrinks and GEMVs
-// request their weights, decode attention its cache rows) overlaps more of this kernel.
+// The start of a kernel with nothing to do before its inputs are ready.
 __device__ __forceinline__ void grid_enter() {
-#ifdef LOOM_EARLY_RELEASE
-    grid_release();
-    grid_wait();
-#else
     grid_wait();
     grid_release();
-#endif
 }
 
 __device__ __forceinline__ float bf16_to_f32(bf16 x) { return __uint_as_float(((u32)x) << 16); }

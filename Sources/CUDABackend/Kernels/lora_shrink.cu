@@ -66,7 +66,7 @@ __device__ __forceinline__ bool find_row_tile(const int* starts, int capacity, i
 // `counters`) writes the tile and leaves the scratch and its ticket zero again. (A tile's slices as
 // one thread-block cluster adding through distributed shared memory instead lost on the H200,
 // session 22: rank 64 at 32 tokens 57 against 47 µs a layer.)
-template <int MT, int NT, int W, bool FUSED, bool SPLIT = false, int PRE = (MT == 1 ? 2 : 1)>
+template <int MT, int NT, int W, bool FUSED, bool SPLIT = false>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
                                            const int* slotRanks, int K, int R, int stack, int kSplit, int capacity,
@@ -104,7 +104,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         ar[nt] = c < width ? a + ((u64)slot * width + c) * K : nullptr;
     }
     const uint4 zero = make_uint4(0, 0, 0, 0);
-    // PRE steps of A a warp are requested before grid_wait (the large tiles have no registers to spare).
+    constexpr int PRE = MT == 1 ? 2 : 1;  // the large tiles have no registers to spare
     uint4 early[PRE][NT];
 #pragma unroll
     for (int s = 0; s < PRE; ++s)
@@ -143,7 +143,7 @@ __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf1
         const int kb = kBegin + (warp + s * W) * 32;
         if (kb < kEnd) step(kb, early[s]);
     }
-#pragma unroll(PRE > 2 ? 1 : 4)  // PRE 4 at 80 registers (unrolled: 84, two blocks a multiprocessor, or spills)
+#pragma unroll 4
     for (int kb = kBegin + (warp + PRE * W) * 32; kb < kEnd; kb += W * 32) {
         const int k = kb + t * 8;
         uint4 av[NT];
@@ -223,12 +223,11 @@ extern "C" __global__ void __launch_bounds__(128) loom_lora_shrink_mma_large(
 #define SHRINK_FUSED_CALL(STRIDE)                                                                                          \
     (xOut, a, scratch, permutation, starts, segmentSlots, slotRanks, K, R, stack, kSplit, capacity, xOut, outStride, scalings, \
      counters, outStride, STRIDE)
-#define SHRINK_FUSED_PRE(NAME, BOUNDS, MT, NT, W, PRE)                                                                     \
-    extern "C" __global__ void BOUNDS NAME(SHRINK_FUSED_ARGS) { shrink_mma<MT, NT, W, true, false, PRE> SHRINK_FUSED_CALL(0); } \
+#define SHRINK_FUSED(NAME, BOUNDS, MT, NT, W)                                                                               \
+    extern "C" __global__ void BOUNDS NAME(SHRINK_FUSED_ARGS) { shrink_mma<MT, NT, W, true> SHRINK_FUSED_CALL(0); }          \
     extern "C" __global__ void BOUNDS NAME##_split(SHRINK_FUSED_ARGS, u64 moduleStride) {                                   \
-        shrink_mma<MT, NT, W, true, true, PRE> SHRINK_FUSED_CALL(moduleStride);                                            \
+        shrink_mma<MT, NT, W, true, true> SHRINK_FUSED_CALL(moduleStride);                                                 \
     }
-#define SHRINK_FUSED(NAME, BOUNDS, MT, NT, W) SHRINK_FUSED_PRE(NAME, BOUNDS, MT, NT, W, (MT == 1 ? 2 : 1))
 
 // Long segments (a plan of one segment per slot: prefill): 64 rows × 32 columns per block, 4 warps
 // along K, so each slot's A is read once per 64 rows.
@@ -236,9 +235,6 @@ SHRINK_FUSED(loom_lora_shrink_fused_large, __launch_bounds__(128), 4, 4, 4)
 // Decode tiles: 16 rows × 16 columns, 8 warps along K; `scratch` is the f32 scratch of a K split.
 // Needs K % 8 == 0, 16-byte aligned rows of xOut.
 SHRINK_FUSED(loom_lora_shrink_fused, __launch_bounds__(256), 1, 2, 8)
-// The same with 4 steps of A a warp requested before grid_wait, for A/B runs (`LOOM_FUSED_SHRINK_PRE=4`):
-// a decode step of 32 rows at K 4096 is 4 steps a warp, all of them early.
-SHRINK_FUSED_PRE(loom_lora_shrink_fused_pre4, __launch_bounds__(256), 1, 2, 8, 4)
 // The same for steps of many rows, whose blocks take long slices of K (loraShrinkFused at
 // `fusedShrinkDeepRows` rows or more): at most 2 blocks a multiprocessor, so ptxas may spend the
 // registers (116 against 68) on keeping four steps of loads in flight before their MMAs. On the
