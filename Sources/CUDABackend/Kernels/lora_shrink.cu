@@ -63,9 +63,11 @@ __device__ __forceinline__ bool find_row_tile(const int* starts, int capacity, i
 // the slots' B in extra columns: x is read from that input's first K columns (xStride = its row
 // width), and each sum, times its module's scaling, goes as bf16 to xOut[row][K + slot·stack·R + c]. With a K split, the slices add into `out` (f32 scratch
 // in plan order, zero before the launch) and the last slice of a tile to finish (a ticket in
-// `counters`) writes the tile and leaves the scratch and its ticket zero again. (A tile's slices as
-// one thread-block cluster adding through distributed shared memory instead lost on the H200,
-// session 22: rank 64 at 32 tokens 57 against 47 µs a layer.)
+// `counters`) writes the tile and leaves the scratch and its ticket zero again. Tried on the H200 in
+// session 22 and dropped (rank 64 at 32 tokens, µs a layer): a tile's slices as one thread-block
+// cluster adding through distributed shared memory (57 against 47); 4 steps of A a warp requested
+// before grid_wait (with the cluster: no better than 2), or the block's whole slice of A prefetched
+// into L2 there (48.0 against 47.1): a decode shrink does not wait on A.
 template <int MT, int NT, int W, bool FUSED, bool SPLIT = false>
 __device__ __forceinline__ void shrink_mma(const bf16* __restrict__ x, const bf16* __restrict__ a, float* __restrict__ out,
                                            const int* permutation, const int* starts, const int* segmentSlots,
