@@ -151,6 +151,45 @@ extension CUDABackend {
     }
 
     public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        attention(qkv: qkv, kCache: kCache, vCache: vCache, out: out, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads,
+                  headDim: headDim, rope: nil)
+    }
+
+    /// RoPE's inputs for the decode attention that rotates q and k itself (`ropeAttention`).
+    struct RopeInputs {
+        var positions: DeviceTensor, inverseFrequencies: DeviceTensor, slotMapping: DeviceTensor
+    }
+
+    /// Whether `attention` runs the decode kernel on tensor cores for these arguments.
+    func usesDecodeAttentionMMA(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, metadata: AttentionMetadata,
+                                numHeads: Int, numKVHeads: Int, headDim: Int) -> Bool {
+        let n = qkv.shape[0], group = numHeads / max(numKVHeads, 1)
+        return usesDecodeAttention && usesDecodeAttentionMMA && metadata.maxQueryLength == 1 && metadata.numSequences == n
+            && (headDim == 64 || headDim == 128) && group >= 3 && group <= 8 && group * numKVHeads == numHeads
+            && (kCache.devicePointer | vCache.devicePointer) % 16 == 0
+    }
+
+    public func ropeAttention(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
+                              slotMapping: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        guard ropeInAttention, qkv.shape[0] > 0,
+              usesDecodeAttentionMMA(qkv: qkv, kCache: kCache, vCache: vCache, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
+        else {
+            ropeAndWriteKV(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
+                           slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim, lora: nil)
+            return attention(qkv: qkv, kCache: kCache, vCache: vCache, out: out, metadata: metadata, numHeads: numHeads,
+                             numKVHeads: numKVHeads, headDim: headDim)
+        }
+        let op = "ropeAttention", n = qkv.shape[0]
+        i32(positions, op); i32(slotMapping, op)
+        precondition(positions.count >= n && slotMapping.count >= n, "\(op): positions \(positions.shape), slots \(slotMapping.shape) for \(n) rows")
+        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
+        precondition(qkv.shape.rowCount >= (numHeads + 2 * numKVHeads) * headDim, "\(op): qkv \(qkv.shape)")
+        attention(qkv: qkv, kCache: kCache, vCache: vCache, out: out, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads,
+                  headDim: headDim, rope: RopeInputs(positions: positions, inverseFrequencies: inverseFrequencies, slotMapping: slotMapping))
+    }
+
+    func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int,
+                   numKVHeads: Int, headDim: Int, rope: RopeInputs?) {
         bf16(qkv, "attention"); bf16(kCache, "attention"); bf16(vCache, "attention"); bf16(out, "attention")
         i32(metadata.queryStarts, "attention"); i32(metadata.contextLengths, "attention"); i32(metadata.blockTables, "attention")
         let n = qkv.shape[0], group = numHeads / numKVHeads
@@ -189,9 +228,10 @@ extension CUDABackend {
             partial = (scratch, scratch + UInt64(4 * entries * headDim), scratch + UInt64(4 * entries * (headDim + 1)))
         }
         let kernel: String, sharedBytes: Int
+        precondition(rope == nil || (usesDecodeKernel && usesDecodeAttentionMMA), "attention: RoPE inside only in the decode kernel on tensor cores")
         if usesDecodeKernel && usesDecodeAttentionMMA {
             // Four warps, each a ring of three 16-token steps of K and V rows.
-            kernel = "loom_attention_decode_mma_d\(headDim)_g\(groupBound)"
+            kernel = "loom_attention_decode_mma_\(rope != nil ? "rope_" : "")d\(headDim)_g\(groupBound)"
             sharedBytes = 4 * 3 * 2 * 16 * headDim * 2
             raiseSharedLimit(kernel, bytes: sharedBytes)
         } else if usesDecodeKernel {
@@ -207,7 +247,11 @@ extension CUDABackend {
                 .pointer(metadata.queryStarts.devicePointer), .pointer(metadata.contextLengths.devicePointer),
                 .pointer(metadata.blockTables.devicePointer), .int(metadata.blockTables.shape[1]), .int(metadata.numSequences),
                 .int(numHeads), .int(numKVHeads), .int(headDim), .int(metadata.blockSize), .float(1 / Float(headDim).squareRoot()),
-                .int(splitTokens), .pointer(partial.0), .pointer(partial.1), .pointer(partial.2)])
+                .int(splitTokens), .pointer(partial.0), .pointer(partial.1), .pointer(partial.2)]
+               // The MMA kernel's RoPE inputs (null: the kernel before has rotated q and written the newest K/V).
+               + (usesDecodeKernel && usesDecodeAttentionMMA
+                  ? [.pointer(rope?.positions.devicePointer ?? 0), .pointer(rope?.inverseFrequencies.devicePointer ?? 0),
+                     .pointer(rope?.slotMapping.devicePointer ?? 0)] : []))
         if splits > 1 {
             launch("loom_attention_combine", grid: (n, numHeads, 1), block: 128,
                    [.pointer(partial.0), .pointer(partial.1), .pointer(partial.2), .pointer(out.devicePointer),
