@@ -74,6 +74,18 @@ __device__ __forceinline__ void attention_decode_mma(
     constexpr bool rope = ROPE;
     const bool writesNewest = rope && begin <= visible - 1 && visible - 1 < end;
     const int position = rope ? positions[row] : 0;
+    // The angles, before the wait (the step's positions and the frequencies are written before its
+    // kernels start): this lane's q dims j = 16s + 8h + 2t + e (s < KSTEPS/2), and K's dim tid.
+    float qCos[rope ? KSTEPS / 2 : 1][2][2], qSin[rope ? KSTEPS / 2 : 1][2][2], kCos = 0.f, kSin = 0.f;
+    if (rope) {
+#pragma unroll
+        for (int s = 0; s < KSTEPS / 2; ++s)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) rope_angle(position, invFreq[16 * s + 8 * h + 2 * t + e], qCos[s][h][e], qSin[s][h][e]);
+        if (writesNewest && tid < D / 2) rope_angle(position, invFreq[tid], kCos, kSin);
+    }
 
     // Q's A fragments: row g = head g of the group (zero past the group), k = dims; read once the
     // kernel before (RoPE, or the q/k/v GEMM) has finished.
@@ -100,7 +112,7 @@ __device__ __forceinline__ void attention_decode_mma(
                     unpack_bf16(qa[s][h], lo);
                     unpack_bf16(qa[s + KSTEPS / 2][h], hi);
 #pragma unroll
-                    for (int e = 0; e < 2; ++e) rope_rotate(lo[e], hi[e], position, invFreq[16 * s + 8 * h + 2 * t + e]);
+                    for (int e = 0; e < 2; ++e) rope_apply(lo[e], hi[e], qCos[s][h][e], qSin[s][h][e]);
                     qa[s][h] = pack_bf16x2(lo[0], lo[1]);
                     qa[s + KSTEPS / 2][h] = pack_bf16x2(hi[0], hi[1]);
                 }
@@ -117,11 +129,11 @@ __device__ __forceinline__ void attention_decode_mma(
             const bf16* v = qkv + (u64)row * qkvStride + (numHeads + numKVHeads + kvh) * D;
             bf16* kRow = kCache + (u64)slot * kvStride + kvh * D;
             bf16* vRow = vCache + (u64)slot * kvStride + kvh * D;
-            for (int j = tid; j < D / 2; j += blockDim.x) {
-                float x1 = bf16_to_f32(k[j]), x2 = bf16_to_f32(k[j + D / 2]);
-                rope_rotate(x1, x2, position, invFreq[j]);
-                kRow[j] = f32_to_bf16(x1);
-                kRow[j + D / 2] = f32_to_bf16(x2);
+            if (tid < D / 2) {  // D / 2 ≤ 64 < the block's 128 threads
+                float x1 = bf16_to_f32(k[tid]), x2 = bf16_to_f32(k[tid + D / 2]);
+                rope_apply(x1, x2, kCos, kSin);
+                kRow[tid] = f32_to_bf16(x1);
+                kRow[tid + D / 2] = f32_to_bf16(x2);
             }
             for (int j = tid; j < D; j += blockDim.x) vRow[j] = v[j];
             __threadfence();

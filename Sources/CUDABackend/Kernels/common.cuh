@@ -65,15 +65,23 @@ __device__ __forceinline__ float round_bf16(float f) { return bf16_to_f32(f32_to
 // where transformers' bf16 `q * cos + rotate_half(q) * sin` rounds (cos and sin to bf16, each product,
 // the sum): x1 cos a - x2 sin a and x2 cos a + x1 sin a, a = position · frequency in fp32. Shared by
 // loom_rope_write_kv and the decode attention that rotates q and k itself, so both give the same bits.
-__device__ __forceinline__ void rope_rotate(float& x1, float& x2, int position, float frequency) {
-    float s, c;
+// rope_angle gives the rounded cos and sin, rope_apply the rotation, so a kernel may take the angle
+// before it waits for its inputs.
+__device__ __forceinline__ void rope_angle(int position, float frequency, float& c, float& s) {
     sincosf((float)position * frequency, &s, &c);
     c = round_bf16(c);
     s = round_bf16(s);
+}
+__device__ __forceinline__ void rope_apply(float& x1, float& x2, float c, float s) {
     const float o1 = round_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
     const float o2 = round_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
     x1 = o1;
     x2 = o2;
+}
+__device__ __forceinline__ void rope_rotate(float& x1, float& x2, int position, float frequency) {
+    float c, s;
+    rope_angle(position, frequency, c, s);
+    rope_apply(x1, x2, c, s);
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
