@@ -184,6 +184,8 @@ extension CUDABackend {
         precondition(positions.count >= n && slotMapping.count >= n, "\(op): positions \(positions.shape), slots \(slotMapping.shape) for \(n) rows")
         precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
         precondition(qkv.shape.rowCount >= (numHeads + 2 * numKVHeads) * headDim, "\(op): qkv \(qkv.shape)")
+        precondition(kCache.shape.rowCount == numKVHeads * headDim && vCache.shape.rowCount == numKVHeads * headDim,
+                     "\(op): caches \(kCache.shape), \(vCache.shape) for \(numKVHeads) KV heads of \(headDim)")
         attention(qkv: qkv, kCache: kCache, vCache: vCache, out: out, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads,
                   headDim: headDim, rope: RopeInputs(positions: positions, inverseFrequencies: inverseFrequencies, slotMapping: slotMapping))
     }
