@@ -135,12 +135,9 @@ extension CUDABackend {
 
     public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
                                slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int, lora: LoRADelta?) {
-        let n = qkv.shape[0]
-        let op = "ropeAndWriteKV", heads = numHeads + 2 * numKVHeads, kvSize = numKVHeads * headDim
-        bf16(qkv, op); i32(positions, op); bf16(kCache, op); bf16(vCache, op); i32(slotMapping, op)
-        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
-        precondition(qkv.shape.rowCount >= heads * headDim && headDim % 2 == 0, "\(op): qkv \(qkv.shape) for \(heads) heads of \(headDim)")
-        precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "\(op): caches \(kCache.shape) for kvSize \(kvSize)")
+        let n = qkv.shape[0], op = "ropeAndWriteKV", heads = numHeads + 2 * numKVHeads
+        checkRope(op, qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
+                  slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
         precondition(lora == nil || lora!.width == heads * headDim, "\(op): a LoRA delta of width \(lora!.width) for \(heads) heads")
         if n == 0 { return }
         // A thread per rotated pair, whole warps.
@@ -148,6 +145,16 @@ extension CUDABackend {
                [.pointer(qkv.devicePointer), .pointer(positions.devicePointer), .pointer(inverseFrequencies.devicePointer),
                 .int(qkv.shape.rowCount), .int(headDim), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
                 .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)] + loraArguments(lora, op))
+    }
+
+    /// `ropeAndWriteKV`'s arguments (and `ropeAttention`'s).
+    private func checkRope(_ op: String, qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor,
+                           vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
+        let heads = numHeads + 2 * numKVHeads, kvSize = numKVHeads * headDim
+        bf16(qkv, op); i32(positions, op); bf16(kCache, op); bf16(vCache, op); i32(slotMapping, op)
+        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
+        precondition(qkv.shape.rowCount >= heads * headDim && headDim % 2 == 0, "\(op): qkv \(qkv.shape) for \(heads) heads of \(headDim)")
+        precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "\(op): caches \(kCache.shape) for kvSize \(kvSize)")
     }
 
     public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
@@ -160,32 +167,31 @@ extension CUDABackend {
         var positions: DeviceTensor, inverseFrequencies: DeviceTensor, slotMapping: DeviceTensor
     }
 
-    /// Whether `attention` runs the decode kernel on tensor cores for these arguments.
-    func usesDecodeAttentionMMA(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, metadata: AttentionMetadata,
-                                numHeads: Int, numKVHeads: Int, headDim: Int) -> Bool {
-        let n = qkv.shape[0], group = numHeads / max(numKVHeads, 1)
-        return usesDecodeAttention && usesDecodeAttentionMMA && metadata.maxQueryLength == 1 && metadata.numSequences == n
-            && (headDim == 64 || headDim == 128) && group >= 3 && group <= 8 && group * numKVHeads == numHeads
-            && (kCache.devicePointer | vCache.devicePointer) % 16 == 0
+    /// Whether `attention` runs a decode kernel (`loom_attention_decode`, or `_mma` with
+    /// `usesDecodeAttentionMMA`) for these arguments: one query row per sequence, head_dim 64 or 128,
+    /// 3 to 8 query heads a KV head, 16-byte aligned caches.
+    func runsDecodeKernel(rows n: Int, kCache: DeviceTensor, vCache: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int,
+                          headDim: Int) -> Bool {
+        let group = numHeads / numKVHeads
+        return usesDecodeAttention && metadata.maxQueryLength == 1 && metadata.numSequences == n && (headDim == 64 || headDim == 128)
+            && group >= 3 && (kCache.devicePointer | vCache.devicePointer) % 16 == 0
     }
 
     public func ropeAttention(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-                              slotMapping: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
-        guard ropeInAttention, qkv.shape[0] > 0,
-              usesDecodeAttentionMMA(qkv: qkv, kCache: kCache, vCache: vCache, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
+                              slotMapping: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int,
+                              lora: LoRADelta?) {
+        let n = qkv.shape[0]
+        guard ropeInAttention, lora == nil, n > 0, usesDecodeAttentionMMA,
+              runsDecodeKernel(rows: n, kCache: kCache, vCache: vCache, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
         else {
-            ropeAndWriteKV(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
-                           slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim, lora: nil)
-            return attention(qkv: qkv, kCache: kCache, vCache: vCache, out: out, metadata: metadata, numHeads: numHeads,
-                             numKVHeads: numKVHeads, headDim: headDim)
+            return ropeThenAttention(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
+                                     slotMapping: slotMapping, out: out, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads,
+                                     headDim: headDim, lora: lora)
         }
-        let op = "ropeAttention", n = qkv.shape[0]
-        i32(positions, op); i32(slotMapping, op)
+        let op = "ropeAttention"
+        checkRope(op, qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
+                  slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
         precondition(positions.count >= n && slotMapping.count >= n, "\(op): positions \(positions.shape), slots \(slotMapping.shape) for \(n) rows")
-        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
-        precondition(qkv.shape.rowCount >= (numHeads + 2 * numKVHeads) * headDim, "\(op): qkv \(qkv.shape)")
-        precondition(kCache.shape.rowCount == numKVHeads * headDim && vCache.shape.rowCount == numKVHeads * headDim,
-                     "\(op): caches \(kCache.shape), \(vCache.shape) for \(numKVHeads) KV heads of \(headDim)")
         attention(qkv: qkv, kCache: kCache, vCache: vCache, out: out, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads,
                   headDim: headDim, rope: RopeInputs(positions: positions, inverseFrequencies: inverseFrequencies, slotMapping: slotMapping))
     }
@@ -203,9 +209,8 @@ extension CUDABackend {
         let blocks = n * numKVHeads
         let dimsPerLane = [1, 2, 4, 8].first { 32 * $0 >= headDim }!
         let groupBound = [1, 2, 4, 8].first { $0 >= group }!
-        let isDecodeOnly = metadata.maxQueryLength == 1 && metadata.numSequences == n
-        let usesDecodeKernel = usesDecodeAttention && isDecodeOnly && (headDim == 64 || headDim == 128) && group >= 3
-            && (kCache.devicePointer | vCache.devicePointer) % 16 == 0
+        let usesDecodeKernel = runsDecodeKernel(rows: n, kCache: kCache, vCache: vCache, metadata: metadata, numHeads: numHeads,
+                                                numKVHeads: numKVHeads, headDim: headDim)
         // Few (row, KV head) blocks: split the sequence into pieces of at least 32 tokens so that
         // about `perSM` blocks per multiprocessor run; a decode step is a latency chain per block.
         let perSM = attentionBlocksPerSM ?? (usesDecodeKernel ? 2 : 4)

@@ -200,17 +200,9 @@ public final class ModelRank {
             }
             let (qkvOut, qkvDelta) = columnParallel(.qkv, qkvInput, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
             let oInput = input(.o, attention)
-            if qkvDelta == nil {
-                b.ropeAttention(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
-                                vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), out: oInput, metadata: metadata,
-                                numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            } else {
-                b.ropeAndWriteKV(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
-                                 vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
-                                 headDim: c.headDim, lora: qkvDelta)
-                b.attention(qkv: qkvOut, kCache: cache.keys[i], vCache: cache.values[i], out: oInput, metadata: metadata,
-                            numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
-            }
+            b.ropeAttention(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
+                            vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), out: oInput, metadata: metadata,
+                            numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim, lora: qkvDelta)
             rowParallel(.o, oInput, weight: layer.o)
             let gateUpInput = input(.gateUp, normed)
             addRMSNorm(layer.postAttentionNorm, out: gateUpInput)

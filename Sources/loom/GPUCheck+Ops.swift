@@ -168,10 +168,7 @@ struct OpChecks {
             let n = 9, stride = (heads + 2 * kvHeads) * headDim
             let (qc, qg, _) = pair(Shape(n, stride))
             let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })
-            let config = ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
-                                     numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000,
-                                     ropeScaling: scaled ? .init(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192) : nil)
-            let (fc, fg) = floats32(config.ropeInverseFrequencies())
+            let (fc, fg) = floats32(Self.ropeFrequencies(heads: heads, kvHeads: kvHeads, headDim: headDim, scaled: scaled))
             let (kc, kg) = zeros(Shape(64, kvHeads * headDim)), (vc, vg) = zeros(Shape(64, kvHeads * headDim))
             let (sc, sg) = ints([5, 63, -1, 0, 17, 40, 1, 2, 62])
             cpu.ropeAndWriteKV(qkv: qc, positions: pc, inverseFrequencies: fc, kCache: kc, vCache: vc, slotMapping: sc,
@@ -290,6 +287,14 @@ struct OpChecks {
         return results
     }
 
+    /// RoPE's inverse frequencies of a Llama shape (θ 500,000; `scaled`: Llama 3.1's scaling).
+    static func ropeFrequencies(heads: Int, kvHeads: Int, headDim: Int, scaled: Bool) -> [Float] {
+        ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
+                    numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000,
+                    ropeScaling: scaled ? .init(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192) : nil)
+            .ropeInverseFrequencies()
+    }
+
     /// `outPadding`: out's rows that many columns wider than heads·d (left zero). `rope` (decode
     /// only): the GPU runs `ropeAttention` with RoPE inside the decode kernel, against the CPU's
     /// `ropeAndWriteKV` then `attention`; the caches are compared too.
@@ -328,10 +333,7 @@ struct OpChecks {
         precondition(!rope || seqs.allSatisfy { $0.query == 1 }, "attentionCheck: RoPE inside is for decode steps")
         let (pc, pg) = ints(seqs.map { Int32($0.cached) })
         let (mc, mg) = ints(seqs.enumerated().map { s, seq in tables[s * width + seq.cached / blockSize] * Int32(blockSize) + Int32(seq.cached % blockSize) })
-        let config = ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
-                                 numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000,
-                                 ropeScaling: headDim == 128 ? .init(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192) : nil)
-        let (fc, fg) = floats32(config.ropeInverseFrequencies())
+        let (fc, fg) = floats32(Self.ropeFrequencies(heads: heads, kvHeads: kvHeads, headDim: headDim, scaled: headDim == 128))
         if rope {
             cpu.ropeAndWriteKV(qkv: qc, positions: pc, inverseFrequencies: fc, kCache: kc, vCache: vc, slotMapping: mc,
                                numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
@@ -344,7 +346,7 @@ struct OpChecks {
         let run = {
             if rope {
                 gpu.ropeAttention(qkv: qg, positions: pg, inverseFrequencies: fg, kCache: kg, vCache: vg, slotMapping: mg, out: og,
-                                  metadata: metadata, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+                                  metadata: metadata, numHeads: heads, numKVHeads: kvHeads, headDim: headDim, lora: nil)
             } else {
                 gpu.attention(qkv: qg, kCache: kg, vCache: vg, out: og, metadata: metadata, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
             }

@@ -78,11 +78,6 @@ __device__ __forceinline__ void rope_apply(float& x1, float& x2, float c, float 
     x1 = o1;
     x2 = o2;
 }
-__device__ __forceinline__ void rope_rotate(float& x1, float& x2, int position, float frequency) {
-    float c, s;
-    rope_angle(position, frequency, c, s);
-    rope_apply(x1, x2, c, s);
-}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
