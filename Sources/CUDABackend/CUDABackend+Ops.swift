@@ -135,9 +135,12 @@ extension CUDABackend {
 
     public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
                                slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int, lora: LoRADelta?) {
-        let n = qkv.shape[0], op = "ropeAndWriteKV", heads = numHeads + 2 * numKVHeads
-        checkRope(op, qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
-                  slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
+        let n = qkv.shape[0]
+        let op = "ropeAndWriteKV", heads = numHeads + 2 * numKVHeads, kvSize = numKVHeads * headDim
+        bf16(qkv, op); i32(positions, op); bf16(kCache, op); bf16(vCache, op); i32(slotMapping, op)
+        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
+        precondition(qkv.shape.rowCount >= heads * headDim && headDim % 2 == 0, "\(op): qkv \(qkv.shape) for \(heads) heads of \(headDim)")
+        precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "\(op): caches \(kCache.shape) for kvSize \(kvSize)")
         precondition(lora == nil || lora!.width == heads * headDim, "\(op): a LoRA delta of width \(lora!.width) for \(heads) heads")
         if n == 0 { return }
         // A thread per rotated pair, whole warps.
@@ -147,57 +150,7 @@ extension CUDABackend {
                 .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)] + loraArguments(lora, op))
     }
 
-    /// `ropeAndWriteKV`'s arguments (and `ropeAttention`'s).
-    private func checkRope(_ op: String, qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor,
-                           vCache: DeviceTensor, slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
-        let heads = numHeads + 2 * numKVHeads, kvSize = numKVHeads * headDim
-        bf16(qkv, op); i32(positions, op); bf16(kCache, op); bf16(vCache, op); i32(slotMapping, op)
-        precondition(inverseFrequencies.dtype == .f32 && inverseFrequencies.count >= headDim / 2, "\(op): f32 inverse frequencies of headDim/2")
-        precondition(qkv.shape.rowCount >= heads * headDim && headDim % 2 == 0, "\(op): qkv \(qkv.shape) for \(heads) heads of \(headDim)")
-        precondition(kCache.shape.rowCount == kvSize && vCache.shape.rowCount == kvSize, "\(op): caches \(kCache.shape) for kvSize \(kvSize)")
-    }
-
     public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
-        attention(qkv: qkv, kCache: kCache, vCache: vCache, out: out, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads,
-                  headDim: headDim, rope: nil)
-    }
-
-    /// RoPE's inputs for the decode attention that rotates q and k itself (`ropeAttention`).
-    struct RopeInputs {
-        var positions: DeviceTensor, inverseFrequencies: DeviceTensor, slotMapping: DeviceTensor
-    }
-
-    /// Whether `attention` runs a decode kernel (`loom_attention_decode`, or `_mma` with
-    /// `usesDecodeAttentionMMA`) for these arguments: one query row per sequence, head_dim 64 or 128,
-    /// 3 to 8 query heads a KV head, 16-byte aligned caches.
-    func runsDecodeKernel(rows n: Int, kCache: DeviceTensor, vCache: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int,
-                          headDim: Int) -> Bool {
-        let group = numHeads / numKVHeads
-        return usesDecodeAttention && metadata.maxQueryLength == 1 && metadata.numSequences == n && (headDim == 64 || headDim == 128)
-            && group >= 3 && (kCache.devicePointer | vCache.devicePointer) % 16 == 0
-    }
-
-    public func ropeAttention(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-                              slotMapping: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int,
-                              lora: LoRADelta?) {
-        let n = qkv.shape[0]
-        guard ropeInAttention, lora == nil, n > 0, usesDecodeAttentionMMA,
-              runsDecodeKernel(rows: n, kCache: kCache, vCache: vCache, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
-        else {
-            return ropeThenAttention(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
-                                     slotMapping: slotMapping, out: out, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads,
-                                     headDim: headDim, lora: lora)
-        }
-        let op = "ropeAttention"
-        checkRope(op, qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
-                  slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
-        precondition(positions.count >= n && slotMapping.count >= n, "\(op): positions \(positions.shape), slots \(slotMapping.shape) for \(n) rows")
-        attention(qkv: qkv, kCache: kCache, vCache: vCache, out: out, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads,
-                  headDim: headDim, rope: RopeInputs(positions: positions, inverseFrequencies: inverseFrequencies, slotMapping: slotMapping))
-    }
-
-    func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int,
-                   numKVHeads: Int, headDim: Int, rope: RopeInputs?) {
         bf16(qkv, "attention"); bf16(kCache, "attention"); bf16(vCache, "attention"); bf16(out, "attention")
         i32(metadata.queryStarts, "attention"); i32(metadata.contextLengths, "attention"); i32(metadata.blockTables, "attention")
         let n = qkv.shape[0], group = numHeads / numKVHeads
@@ -209,8 +162,9 @@ extension CUDABackend {
         let blocks = n * numKVHeads
         let dimsPerLane = [1, 2, 4, 8].first { 32 * $0 >= headDim }!
         let groupBound = [1, 2, 4, 8].first { $0 >= group }!
-        let usesDecodeKernel = runsDecodeKernel(rows: n, kCache: kCache, vCache: vCache, metadata: metadata, numHeads: numHeads,
-                                                numKVHeads: numKVHeads, headDim: headDim)
+        let isDecodeOnly = metadata.maxQueryLength == 1 && metadata.numSequences == n
+        let usesDecodeKernel = usesDecodeAttention && isDecodeOnly && (headDim == 64 || headDim == 128) && group >= 3
+            && (kCache.devicePointer | vCache.devicePointer) % 16 == 0
         // Few (row, KV head) blocks: split the sequence into pieces of at least 32 tokens so that
         // about `perSM` blocks per multiprocessor run; a decode step is a latency chain per block.
         let perSM = attentionBlocksPerSM ?? (usesDecodeKernel ? 2 : 4)
@@ -235,10 +189,9 @@ extension CUDABackend {
             partial = (scratch, scratch + UInt64(4 * entries * headDim), scratch + UInt64(4 * entries * (headDim + 1)))
         }
         let kernel: String, sharedBytes: Int
-        precondition(rope == nil || (usesDecodeKernel && usesDecodeAttentionMMA), "attention: RoPE inside only in the decode kernel on tensor cores")
         if usesDecodeKernel && usesDecodeAttentionMMA {
             // Four warps, each a ring of three 16-token steps of K and V rows.
-            kernel = "loom_attention_decode_mma_\(rope != nil ? "rope_" : "")d\(headDim)_g\(groupBound)"
+            kernel = "loom_attention_decode_mma_d\(headDim)_g\(groupBound)"
             sharedBytes = 4 * 3 * 2 * 16 * headDim * 2
             raiseSharedLimit(kernel, bytes: sharedBytes)
         } else if usesDecodeKernel {
@@ -254,11 +207,7 @@ extension CUDABackend {
                 .pointer(metadata.queryStarts.devicePointer), .pointer(metadata.contextLengths.devicePointer),
                 .pointer(metadata.blockTables.devicePointer), .int(metadata.blockTables.shape[1]), .int(metadata.numSequences),
                 .int(numHeads), .int(numKVHeads), .int(headDim), .int(metadata.blockSize), .float(1 / Float(headDim).squareRoot()),
-                .int(splitTokens), .pointer(partial.0), .pointer(partial.1), .pointer(partial.2)]
-               // The MMA kernel's RoPE inputs (null: the kernel before has rotated q and written the newest K/V).
-               + (usesDecodeKernel && usesDecodeAttentionMMA
-                  ? [.pointer(rope?.positions.devicePointer ?? 0), .pointer(rope?.inverseFrequencies.devicePointer ?? 0),
-                     .pointer(rope?.slotMapping.devicePointer ?? 0)] : []))
+                .int(splitTokens), .pointer(partial.0), .pointer(partial.1), .pointer(partial.2)])
         if splits > 1 {
             launch("loom_attention_combine", grid: (n, numHeads, 1), block: 128,
                    [.pointer(partial.0), .pointer(partial.1), .pointer(partial.2), .pointer(out.devicePointer),

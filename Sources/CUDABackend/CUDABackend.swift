@@ -65,11 +65,6 @@ public final class CUDABackend: ComputeBackend {
     /// Whether that decode kernel is the tensor-core one (`loom_attention_decode_mma`) rather than
     /// the scalar one (`LOOM_DECODE_ATTENTION_MMA=0`); settable so checks run both.
     public var usesDecodeAttentionMMA = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION_MMA"] != "0"
-    /// Whether `ropeAttention` rotates q and k and writes the newest K/V rows inside the decode
-    /// attention on tensor cores (one launch fewer a layer) where that kernel runs and no LoRA delta
-    /// goes into q/k/v (`LOOM_ROPE_IN_ATTENTION=1`; off by default until measured on a device;
-    /// settable so the op checks run it).
-    public var ropeInAttention = ProcessInfo.processInfo.environment["LOOM_ROPE_IN_ATTENTION"] == "1"
     /// Functions whose dynamic shared-memory limit was raised above the default 48 KiB.
     var raisedSharedLimits: Set<String> = []
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than

@@ -171,11 +171,6 @@ public protocol ComputeBackend: AnyObject {
     /// Causal attention of each sequence's query rows (q from `qkv`) over its paged KV; `out` is `[n, ≥ heads·d]`
     /// (its rows' first heads·d columns: a fused GEMM's wide input may take them).
     func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int)
-    /// `ropeAndWriteKV` then `attention`, in one launch where a backend can (no LoRA delta): the
-    /// caches and `out` as those two leave them; `qkv`'s q and k may be left unrotated.
-    func ropeAttention(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-                       slotMapping: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int,
-                       lora: LoRADelta?)
     /// `out[i][j] = silu(gateUp[i][j]) * gateUp[i][I + j]`, `gateUp` `[n, 2I]`; with `lora`, a fused
     /// GEMM's output `[n, ≥ 2I]` whose delta is added to gate and up first.
     func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor, lora: LoRADelta?)
@@ -276,22 +271,6 @@ extension ComputeBackend {
                                slotMapping: DeviceTensor, numHeads: Int, numKVHeads: Int, headDim: Int) {
         ropeAndWriteKV(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
                        slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim, lora: nil)
-    }
-
-    public func ropeAttention(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-                              slotMapping: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int,
-                              lora: LoRADelta?) {
-        ropeThenAttention(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
-                          slotMapping: slotMapping, out: out, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim, lora: lora)
-    }
-
-    /// `ropeAttention` as its two ops (a backend's own `ropeAttention` falls back to it).
-    public func ropeThenAttention(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,
-                                  slotMapping: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int,
-                                  headDim: Int, lora: LoRADelta?) {
-        ropeAndWriteKV(qkv: qkv, positions: positions, inverseFrequencies: inverseFrequencies, kCache: kCache, vCache: vCache,
-                       slotMapping: slotMapping, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim, lora: lora)
-        attention(qkv: qkv, kCache: kCache, vCache: vCache, out: out, metadata: metadata, numHeads: numHeads, numKVHeads: numKVHeads, headDim: headDim)
     }
 
     /// `linear` of a GEMM input (`LoRAApplier.gemmInput`): `linearStacked` where it holds a copy

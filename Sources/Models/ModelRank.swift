@@ -199,10 +199,12 @@ public final class ModelRank {
                 addRMSNorm(layer.inputNorm, out: qkvInput)
             }
             let (qkvOut, qkvDelta) = columnParallel(.qkv, qkvInput, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
+            b.ropeAndWriteKV(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
+                             vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
+                             headDim: c.headDim, lora: qkvDelta)
             let oInput = input(.o, attention)
-            b.ropeAttention(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
-                            vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), out: oInput, metadata: metadata,
-                            numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim, lora: qkvDelta)
+            b.attention(qkv: qkvOut, kCache: cache.keys[i], vCache: cache.values[i], out: oInput, metadata: metadata,
+                        numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
             rowParallel(.o, oInput, weight: layer.o)
             let gateUpInput = input(.gateUp, normed)
             addRMSNorm(layer.postAttentionNorm, out: gateUpInput)

@@ -168,7 +168,10 @@ struct OpChecks {
             let n = 9, stride = (heads + 2 * kvHeads) * headDim
             let (qc, qg, _) = pair(Shape(n, stride))
             let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })
-            let (fc, fg) = floats32(Self.ropeFrequencies(heads: heads, kvHeads: kvHeads, headDim: headDim, scaled: scaled))
+            let config = ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
+                                     numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000,
+                                     ropeScaling: scaled ? .init(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192) : nil)
+            let (fc, fg) = floats32(config.ropeInverseFrequencies())
             let (kc, kg) = zeros(Shape(64, kvHeads * headDim)), (vc, vg) = zeros(Shape(64, kvHeads * headDim))
             let (sc, sg) = ints([5, 63, -1, 0, 17, 40, 1, 2, 62])
             cpu.ropeAndWriteKV(qkv: qc, positions: pc, inverseFrequencies: fc, kCache: kc, vCache: vc, slotMapping: sc,
@@ -200,24 +203,16 @@ struct OpChecks {
         // Decode-only cases run twice: on loom_attention_decode_mma and on the scalar decode kernel.
         let mma = gpu.usesDecodeAttentionMMA
         for (label, heads, kvHeads, headDim, seqs, capacityBlocks) in attentionCases {
-            let decode = seqs.allSatisfy({ $0.query == 1 })
-            for usesMMA in decode ? [true, false] : [mma] {
+            for usesMMA in seqs.allSatisfy({ $0.query == 1 }) ? [true, false] : [mma] {
                 gpu.usesDecodeAttentionMMA = usesMMA
-                results += attentionCheck(label + (usesMMA ? "" : ", scalar decode kernel"), heads: heads, kvHeads: kvHeads, headDim: headDim,
-                                          seqs: seqs, capacityBlocks: capacityBlocks)
-            }
-            // RoPE and the newest K/V rows inside the decode kernel on tensor cores (ropeAttention);
-            // where that kernel does not run (head_dim 16), ropeAttention's two ops.
-            if decode || headDim == 16 {
-                gpu.usesDecodeAttentionMMA = true
-                results += attentionCheck(label, heads: heads, kvHeads: kvHeads, headDim: headDim, seqs: seqs.map { (cached: $0.cached + $0.query - 1, query: 1) },
-                                          capacityBlocks: capacityBlocks, rope: true)
+                results.append(attentionCheck(label + (usesMMA ? "" : ", scalar decode kernel"), heads: heads, kvHeads: kvHeads, headDim: headDim,
+                                              seqs: seqs, capacityBlocks: capacityBlocks))
             }
         }
         // Into rows wider than heads·d (a fused GEMM's wide input): prefill, decode split and not.
         for (label, seqs) in [("prefill 2×128", [(0, 128), (0, 128)]), ("decode 3 seqs, long (split)", [(3000, 1), (700, 1), (129, 1)]),
                               ("decode 64 seqs, one split", (0..<64).map { ($0 * 29 % 200, 1) })] as [(String, [(cached: Int, query: Int)])] {
-            results += attentionCheck(label + ", into rows of 4096 + 200", heads: 32, kvHeads: 8, headDim: 128, seqs: seqs, outPadding: 200)
+            results.append(attentionCheck(label + ", into rows of 4096 + 200", heads: 32, kvHeads: 8, headDim: 128, seqs: seqs, outPadding: 200))
         }
         gpu.usesDecodeAttentionMMA = mma
         for outWidth in [344, 368] {
@@ -287,19 +282,9 @@ struct OpChecks {
         return results
     }
 
-    /// RoPE's inverse frequencies of a Llama shape (θ 500,000; `scaled`: Llama 3.1's scaling).
-    static func ropeFrequencies(heads: Int, kvHeads: Int, headDim: Int, scaled: Bool) -> [Float] {
-        ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
-                    numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000,
-                    ropeScaling: scaled ? .init(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192) : nil)
-            .ropeInverseFrequencies()
-    }
-
-    /// `outPadding`: out's rows that many columns wider than heads·d (left zero). `rope` (decode
-    /// only): the GPU runs `ropeAttention` with RoPE inside the decode kernel, against the CPU's
-    /// `ropeAndWriteKV` then `attention`; the caches are compared too.
+    /// `outPadding`: out's rows that many columns wider than heads·d (left zero).
     mutating func attentionCheck(_ label: String, heads: Int, kvHeads: Int, headDim: Int, seqs: [(cached: Int, query: Int)],
-                                 capacityBlocks: Int? = nil, outPadding: Int = 0, rope: Bool = false) -> [[String: Any]] {
+                                 capacityBlocks: Int? = nil, outPadding: Int = 0) -> [String: Any] {
         let blockSize = 16
         let n = seqs.reduce(0) { $0 + $1.query }
         let blocksPer = seqs.map { ($0.cached + $0.query + blockSize - 1) / blockSize }
@@ -329,47 +314,16 @@ struct OpChecks {
         }
         let (oc, og) = zeros(Shape(n, heads * headDim + outPadding))
         gpu.zero(og)
-        // RoPE's inputs: each row's newest token (decode: one a sequence) at its position and cache slot.
-        precondition(!rope || seqs.allSatisfy { $0.query == 1 }, "attentionCheck: RoPE inside is for decode steps")
-        let (pc, pg) = ints(seqs.map { Int32($0.cached) })
-        let (mc, mg) = ints(seqs.enumerated().map { s, seq in tables[s * width + seq.cached / blockSize] * Int32(blockSize) + Int32(seq.cached % blockSize) })
-        let (fc, fg) = floats32(Self.ropeFrequencies(heads: heads, kvHeads: kvHeads, headDim: headDim, scaled: headDim == 128))
-        if rope {
-            cpu.ropeAndWriteKV(qkv: qc, positions: pc, inverseFrequencies: fc, kCache: kc, vCache: vc, slotMapping: mc,
-                               numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-        }
         cpu.attention(qkv: qc, kCache: kc, vCache: vc, out: oc, metadata: meta(tc, sc, lc), numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-        let gpu = self.gpu, metadata = meta(tg, sg, lg)
-        let ropeInAttention = gpu.ropeInAttention
-        gpu.ropeInAttention = rope
-        defer { gpu.ropeInAttention = ropeInAttention }
-        let run = {
-            if rope {
-                gpu.ropeAttention(qkv: qg, positions: pg, inverseFrequencies: fg, kCache: kg, vCache: vg, slotMapping: mg, out: og,
-                                  metadata: metadata, numHeads: heads, numKVHeads: kvHeads, headDim: headDim, lora: nil)
-            } else {
+        if capacityBlocks != nil {
+            let gpu = self.gpu, metadata = meta(tg, sg, lg)
+            gpu.withGraph(key: "attention-check-\(label)") {
                 gpu.attention(qkv: qg, kCache: kg, vCache: vg, out: og, metadata: metadata, numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
             }
-        }
-        if capacityBlocks != nil {
-            gpu.withGraph(key: "attention-check-\(label)\(rope ? "-rope" : "")", run)
         } else {
-            run()
+            gpu.attention(qkv: qg, kCache: kg, vCache: vg, out: og, metadata: meta(tg, sg, lg), numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
         }
-        let detail = "\(label): \(heads)/\(kvHeads) heads × \(headDim), seqs (cached, query) \(seqs.map { "(\($0.cached),\($0.query))" }.joined(separator: " "))"
-            + (rope ? ", RoPE and the K/V write inside" : "")
-        var results = [compare("attention", oc, og, tolerance: 1e-2, detail: detail)]
-        if rope {
-            // The newest rows alone (a whole cache would hide them among its random rows), then
-            // every V row exactly (nothing else written).
-            let (nkc, nkg) = zeros(Shape(seqs.count, kvSize)), (nvc, nvg) = zeros(Shape(seqs.count, kvSize))
-            cpu.gatherRows(kc, rows: mc, out: nkc); gpu.gatherRows(kg, rows: mg, out: nkg)
-            cpu.gatherRows(vc, rows: mc, out: nvc); gpu.gatherRows(vg, rows: mg, out: nvg)
-            results.append(compare("ropeAttention.k (newest rows)", nkc, nkg, tolerance: 1e-2, detail: detail))
-            results.append(compare("ropeAttention.v (newest rows)", nvc, nvg, tolerance: 0, detail: detail))
-            results.append(compare("ropeAttention.v", vc, vg, tolerance: 0, detail: detail))
-        }
-        return results
+        return compare("attention", oc, og, tolerance: 1e-2, detail: "\(label): \(heads)/\(kvHeads) heads × \(headDim), seqs (cached, query) \(seqs.map { "(\($0.cached),\($0.query))" }.joined(separator: " "))")
     }
 }
 

@@ -94,10 +94,8 @@ import Testing
                     if text.hasPrefix("@") { text = String(text.drop { !$0.isWhitespace }).trimmingCharacters(in: .whitespaces) }
                     return text
                 }
-                // (A thread's own stack, st.local / ld.local, is no other kernel's: sincosf's slow path uses it.)
                 let touching = early.filter { i in
                     ["st.", "atom.", "red.", "ld.global", "ld.shared", "cp.", "ldmatrix", "prefetch"].contains { i.hasPrefix($0) }
-                        && !i.hasPrefix("st.local")
                         && !(["loom_gemv", "loom_lora_shrink", "loom_lora_expand_mma", "loom_rope_write_kv", "loom_norm_lora", "loom_silu_mul_lora"]
                                 .contains { name.hasPrefix($0) } && i.hasPrefix("ld.global.nc"))
                         && !(name == "loom_silu_mul_lora" && ["st.shared", "ld.shared", "atom.shared"].contains { i.hasPrefix($0) })

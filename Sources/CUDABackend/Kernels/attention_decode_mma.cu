@@ -15,10 +15,7 @@
 // 16-byte chunks so ldmatrix reads without bank conflicts) STAGES steps ahead into its own ring; no
 // block barrier between steps. The chunk's cache slots are looked up into shared memory first. At the
 // end the four warps merge through shared memory, as in loom_attention_decode.
-// Entry points loom_attention_decode_mma_d{64,128}_g{4,8}; their loom_attention_decode_mma_rope_
-// twins (ropeAttention; positions, invFreq and slotMapping, which the others ignore) also do
-// loom_rope_write_kv's work for their rows: q rotated in registers, the newest K (rotated) and V rows
-// written by the block that reads them.
+// Entry points loom_attention_decode_mma_d{64,128}_g{4,8}.
 #include "common.cuh"
 
 #define MMA_WARPS 4
@@ -44,13 +41,12 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 addr, u32& r0, u32& r1, u3
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
 
-template <int D, int G, bool ROPE>
+template <int D, int G>
 __device__ __forceinline__ void attention_decode_mma(
-    const bf16* __restrict__ qkv, int qkvStride, bf16* __restrict__ kCache, bf16* __restrict__ vCache, int kvStride,
+    const bf16* __restrict__ qkv, int qkvStride, const bf16* __restrict__ kCache, const bf16* __restrict__ vCache, int kvStride,
     bf16* __restrict__ out, int outStride, const int* __restrict__ contextLengths, const int* __restrict__ blockTables,
     int tableWidth, int numHeads, int numKVHeads, int blockSize, float scale, int splitTokens,
-    float* __restrict__ partialAcc, float* __restrict__ partialMax, float* __restrict__ partialSum,
-    const int* __restrict__ positions, const float* __restrict__ invFreq, const int* __restrict__ slotMapping)
+    float* __restrict__ partialAcc, float* __restrict__ partialMax, float* __restrict__ partialSum)
 {
     constexpr int CHUNKS = D / 8;                        // 16-byte chunks of a K or V row
     constexpr int TILE_BYTES = MMA_TILE * D * 2;         // one step's K (or V) rows
@@ -68,27 +64,9 @@ __device__ __forceinline__ void attention_decode_mma(
     const int begin = split * perSplit;
     const int end = min(visible, begin + perSplit);
     const int* table = blockTables + (u64)row * tableWidth;
-    // With RoPE inside (ROPE, the _rope entry points: `ropeAttention`), q is rotated here, in registers, and the
-    // block whose tokens hold the newest one (visible - 1) rotates its K head and writes it and the
-    // V head into the caches before any of its warps reads that row; nothing is written to qkv.
-    constexpr bool rope = ROPE;
-    const bool writesNewest = rope && begin <= visible - 1 && visible - 1 < end;
-    const int position = rope ? positions[row] : 0;
-    // The angles, before the wait (the step's positions and the frequencies are written before its
-    // kernels start): this lane's q dims j = 16s + 8h + 2t + e (s < KSTEPS/2), and K's dim tid.
-    float qCos[rope ? KSTEPS / 2 : 1][2][2], qSin[rope ? KSTEPS / 2 : 1][2][2], kCos = 0.f, kSin = 0.f;
-    if (rope) {
-#pragma unroll
-        for (int s = 0; s < KSTEPS / 2; ++s)
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) rope_angle(position, invFreq[16 * s + 8 * h + 2 * t + e], qCos[s][h][e], qSin[s][h][e]);
-        if (writesNewest && tid < D / 2) rope_angle(position, invFreq[tid], kCos, kSin);
-    }
 
     // Q's A fragments: row g = head g of the group (zero past the group), k = dims; read once the
-    // kernel before (RoPE, or the q/k/v GEMM) has finished.
+    // kernel before (RoPE) has finished.
     u32 qa[KSTEPS][2];
     bool waited = false;
     auto wait = [&]() {
@@ -101,44 +79,6 @@ __device__ __forceinline__ void attention_decode_mma(
             qa[s][0] = g < group ? *(const u32*)(q + 16 * s) : 0u;
             qa[s][1] = g < group ? *(const u32*)(q + 16 * s + 8) : 0u;
         }
-        if (rope) {
-            // Lane (g, t) holds dims 16s + 8h + 2t + e; the pair of dim j < D/2 is j + D/2, in
-            // step s + KSTEPS/2 of the same lane.
-#pragma unroll
-            for (int s = 0; s < KSTEPS / 2; ++s)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    float lo[2], hi[2];
-                    unpack_bf16(qa[s][h], lo);
-                    unpack_bf16(qa[s + KSTEPS / 2][h], hi);
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) rope_apply(lo[e], hi[e], qCos[s][h][e], qSin[s][h][e]);
-                    qa[s][h] = pack_bf16x2(lo[0], lo[1]);
-                    qa[s + KSTEPS / 2][h] = pack_bf16x2(hi[0], hi[1]);
-                }
-        }
-    };
-    bool newestWritten = !writesNewest;
-    // The newest token's K (rotated) and V rows into the caches, by the whole block (a uniform
-    // point: after every warp's wait), visible to the block's later copies.
-    auto writeNewest = [&]() {
-        newestWritten = true;
-        const int slot = slotMapping[row];
-        if (slot >= 0) {
-            const bf16* k = qkv + (u64)row * qkvStride + (numHeads + kvh) * D;
-            const bf16* v = qkv + (u64)row * qkvStride + (numHeads + numKVHeads + kvh) * D;
-            bf16* kRow = kCache + (u64)slot * kvStride + kvh * D;
-            bf16* vRow = vCache + (u64)slot * kvStride + kvh * D;
-            if (tid < D / 2) {  // D / 2 ≤ 64 < the block's 128 threads
-                float x1 = bf16_to_f32(k[tid]), x2 = bf16_to_f32(k[tid + D / 2]);
-                rope_apply(x1, x2, kCos, kSin);
-                kRow[tid] = f32_to_bf16(x1);
-                kRow[tid + D / 2] = f32_to_bf16(x2);
-            }
-            for (int j = tid; j < D; j += blockDim.x) vRow[j] = v[j];
-            __threadfence();
-        }
-        __syncthreads();
     };
     float acc[NTILES][4];
 #pragma unroll
@@ -184,20 +124,10 @@ __device__ __forceinline__ void attention_decode_mma(
         };
         // Whether the warp's first steps all end before the newest token (visible - 1).
         const bool early = c0 + (warp + (MMA_STAGES - 2) * MMA_WARPS + 1) * MMA_TILE <= visible - 1;
-        // A warp whose first steps reach the newest token copies them once that row is in the cache:
-        // after the kernel before (RoPE) has finished, or with RoPE inside after this block wrote it.
-        const bool loadsFirst = early || newestWritten;
         if (!early) wait();
-        if (loadsFirst)
 #pragma unroll
-            for (int i = 0; i < MMA_STAGES - 1; ++i) load(i);
+        for (int i = 0; i < MMA_STAGES - 1; ++i) load(i);
         wait();
-        if (!newestWritten) {
-            writeNewest();
-            if (!loadsFirst)
-#pragma unroll
-                for (int i = 0; i < MMA_STAGES - 1; ++i) load(i);
-        }
         for (int i = 0; i < mine; ++i) {
             load(i + MMA_STAGES - 1);
             cp_async_wait<MMA_STAGES - 1>();
@@ -275,17 +205,14 @@ __device__ __forceinline__ void attention_decode_mma(
                                          partialAcc, partialMax, partialSum);
 }
 
-#define ATTENTION_DECODE_MMA_ENTRY(NAME, D, G, ROPE)                                                                   \
-    extern "C" __global__ void __launch_bounds__(128) NAME(                                                             \
-        const bf16* qkv, int qkvStride, bf16* kCache, bf16* vCache, int kvStride, bf16* out, int outStride,             \
+#define ATTENTION_DECODE_MMA_ENTRY(D, G)                                                                               \
+    extern "C" __global__ void __launch_bounds__(128) loom_attention_decode_mma_d##D##_g##G(                            \
+        const bf16* qkv, int qkvStride, const bf16* kCache, const bf16* vCache, int kvStride, bf16* out, int outStride, \
         const int* queryStarts, const int* contextLengths, const int* blockTables, int tableWidth, int numSeqs,         \
         int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens, float* partialAcc,     \
-        float* partialMax, float* partialSum, const int* positions, const float* invFreq, const int* slotMapping) {       \
-        attention_decode_mma<D, G, ROPE>(qkv, qkvStride, kCache, vCache, kvStride, out, outStride, contextLengths,     \
-                                         blockTables, tableWidth, numHeads, numKVHeads, blockSize, scale, splitTokens, \
-                                         partialAcc, partialMax, partialSum, positions, invFreq, slotMapping);         \
+        float* partialMax, float* partialSum) {                                                                        \
+        attention_decode_mma<D, G>(qkv, qkvStride, kCache, vCache, kvStride, out, outStride, contextLengths,           \
+                                   blockTables, tableWidth, numHeads, numKVHeads, blockSize, scale, splitTokens,       \
+                                   partialAcc, partialMax, partialSum);                                                \
     }
-#define ATTENTION_DECODE_MMA_ENTRIES(D, G)                                                                             \
-    ATTENTION_DECODE_MMA_ENTRY(loom_attention_decode_mma_d##D##_g##G, D, G, false)                                     \
-    ATTENTION_DECODE_MMA_ENTRY(loom_attention_decode_mma_rope_d##D##_g##G, D, G, true)
-ATTENTION_DECODE_MMA_ENTRIES(64, 4) ATTENTION_DECODE_MMA_ENTRIES(64, 8) ATTENTION_DECODE_MMA_ENTRIES(128, 4) ATTENTION_DECODE_MMA_ENTRIES(128, 8)
+ATTENTION_DECODE_MMA_ENTRY(64, 4) ATTENTION_DECODE_MMA_ENTRY(64, 8) ATTENTION_DECODE_MMA_ENTRY(128, 4) ATTENTION_DECODE_MMA_ENTRY(128, 8)

@@ -61,24 +61,6 @@ __device__ __forceinline__ void unpack_bf16(uint4 v, float* f) {
 // Rounds through bf16, as a PyTorch bf16 op does with its result.
 __device__ __forceinline__ float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
 
-// RoPE of one pair (x1 = dim j, x2 = dim j + d/2) at `position` with invFreq[j] = `frequency`, rounded
-// where transformers' bf16 `q * cos + rotate_half(q) * sin` rounds (cos and sin to bf16, each product,
-// the sum): x1 cos a - x2 sin a and x2 cos a + x1 sin a, a = position · frequency in fp32. Shared by
-// loom_rope_write_kv and the decode attention that rotates q and k itself, so both give the same bits.
-// rope_angle gives the rounded cos and sin, rope_apply the rotation, so a kernel may take the angle
-// before it waits for its inputs.
-__device__ __forceinline__ void rope_angle(int position, float frequency, float& c, float& s) {
-    sincosf((float)position * frequency, &s, &c);
-    c = round_bf16(c);
-    s = round_bf16(s);
-}
-__device__ __forceinline__ void rope_apply(float& x1, float& x2, float c, float s) {
-    const float o1 = round_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
-    const float o2 = round_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
-    x1 = o1;
-    x2 = o2;
-}
-
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -3,8 +3,7 @@
 // h and j < d/2, with a = pos * invFreq[j] computed in fp32,
 //   x1' = x1 cos a - x2 sin a,  x2' = x2 cos a + x1 sin a   (x1 = v[j], x2 = v[j + d/2]),
 // rounded where transformers' bf16 `q * cos + rotate_half(q) * sin` rounds: cos and sin to bf16
-// (as its rotary embedding returns them, and SGLang's cos/sin cache holds them), each product, the
-// sum (rope_angle and rope_apply, common.cuh).
+// (as its rotary embedding returns them, and SGLang's cos/sin cache holds them), each product, the sum.
 // One thread per (row, head, j): a short latency chain for decode. Blocks y < heads + kvHeads
 // rotate; a K head's block also stores its rotated head at cache slot slotMapping[row]; blocks
 // y >= heads + kvHeads copy a V head into the cache. A negative slot writes no cache row.
@@ -35,8 +34,8 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
     grid_enter();
     bf16* v = qkv + (u64)row * stride + h * headDim;
     float x1 = bf16_to_f32(v[jc]), x2 = bf16_to_f32(v[jc + half]);
-    float c, s;
-    rope_angle(position, frequency, c, s);
+    float s, c;
+    sincosf((float)position * frequency, &s, &c);
     if (lora.b != nullptr) {
         const bf16* xaRow = qkv + (u64)row * stride + lora.width;
         lora.stage(lslot, xa, [&](u64 i) { return bf16_to_f32(xaRow[i]); });
@@ -60,8 +59,10 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
         dst[j + half] = f32_to_bf16(x2);
         return;
     }
-    rope_apply(x1, x2, c, s);
-    const bf16 o1 = f32_to_bf16(x1), o2 = f32_to_bf16(x2);
+    c = round_bf16(c);
+    s = round_bf16(s);
+    const bf16 o1 = f32_to_bf16(round_bf16(x1 * c) - round_bf16(x2 * s));
+    const bf16 o2 = f32_to_bf16(round_bf16(x2 * c) + round_bf16(x1 * s));
     v[j] = o1;
     v[j + half] = o2;
     if (slot >= 0) {  // a K head
