@@ -60,7 +60,7 @@ extension CUDABackend {
                    [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                     .pointer(out.devicePointer), .int(d), .float(eps),
                     .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride)]
-                    + loraArguments(lora, "addRMSNorm"))
+                    + loraArguments(lora, "addRMSNorm") + prefetchArguments())
             return
         }
         // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
@@ -74,7 +74,21 @@ extension CUDABackend {
                [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                 .pointer(out.devicePointer), .int(d), .float(eps), .int(add ? 1 : 0),
                 .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride),
-                .int(out.shape.rowCount), .int(copyCount), .u64(UInt64(copyStride))] + loraArguments(lora, "addRMSNorm"))
+                .int(out.shape.rowCount), .int(copyCount), .u64(UInt64(copyStride))] + loraArguments(lora, "addRMSNorm") + prefetchArguments())
+    }
+
+    public func prefetchWeight(_ weight: DeviceTensor) {
+        let bytes = weight.count * weight.dtype.byteCount, chunk = l2PrefetchChunk
+        guard l2PrefetchBytes > 0, usesProgrammaticLaunch, bytes >= chunk, weight.devicePointer % 16 == 0 else { pendingPrefetch = nil; return }
+        // Chunks `step` bytes apart, so that about l2PrefetchBytes of the weight are asked for.
+        let step = max(chunk, Int((Double(chunk) * Double(bytes) / Double(l2PrefetchBytes) / 16).rounded(.up)) * 16)
+        pendingPrefetch = [.pointer(weight.devicePointer), .u64(UInt64((bytes - chunk) / step + 1)), .u64(UInt64(step)), .int(chunk)]
+    }
+
+    /// The pending prefetch as the next kernel takes it (PREFETCH_PARAMS; all zero for none), once.
+    private func prefetchArguments() -> [KernelArgument] {
+        defer { pendingPrefetch = nil }
+        return pendingPrefetch ?? [.pointer(0), .u64(0), .u64(0), .int(0)]
     }
 
     /// A LoRA delta as the consuming kernels take it (LORA_PARAMS); all zero for none.
@@ -147,7 +161,7 @@ extension CUDABackend {
         launch("loom_rope_write_kv", grid: (n, heads, 1), block: max(32, (headDim / 2 + 31) / 32 * 32),
                [.pointer(qkv.devicePointer), .pointer(positions.devicePointer), .pointer(inverseFrequencies.devicePointer),
                 .int(qkv.shape.rowCount), .int(headDim), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
-                .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)] + loraArguments(lora, op))
+                .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)] + loraArguments(lora, op) + prefetchArguments())
     }
 
     public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
@@ -244,14 +258,15 @@ extension CUDABackend {
         if n == 0 { return }
         guard let lora else {
             launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,
-                   [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(out.shape.rowCount)])
+                   [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(out.shape.rowCount)]
+                    + prefetchArguments())
             return
         }
         // A block per slot and 512 columns, reading the slot's B once for its rows.
         precondition(n <= 1024 && 2 * lora.rank <= 256, "siluMul: a LoRA delta over \(n) rows (at most 1024) of rank \(lora.rank)")
         launch("loom_silu_mul_lora", grid: ((width + 511) / 512, lora.b.shape[0], 1), block: 256,
                [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(n), .int(out.shape.rowCount)]
-                + loraArguments(lora, "siluMul"))
+                + loraArguments(lora, "siluMul") + prefetchArguments())
     }
 
     public func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor) {
