@@ -60,7 +60,7 @@ extension CUDABackend {
                    [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                     .pointer(out.devicePointer), .int(d), .float(eps),
                     .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride)]
-                    + loraArguments(lora, "addRMSNorm") + prefetchArguments(blocks: 4 * n))
+                    + loraArguments(lora, "addRMSNorm"))
             return
         }
         // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
@@ -74,24 +74,7 @@ extension CUDABackend {
                [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                 .pointer(out.devicePointer), .int(d), .float(eps), .int(add ? 1 : 0),
                 .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride),
-                .int(out.shape.rowCount), .int(copyCount), .u64(UInt64(copyStride))] + loraArguments(lora, "addRMSNorm") + prefetchArguments(blocks: n))
-    }
-
-    public func prefetchWeight(_ weight: DeviceTensor) {
-        pendingPrefetch = l2PrefetchBytes > 0 && usesProgrammaticLaunch ? weight : nil
-    }
-
-    /// The pending prefetch as a kernel of `blocks` blocks takes it (PREFETCH_PARAMS; all zero for
-    /// none), once: chunks `step` bytes apart, so that about min(l2PrefetchBytes, blocks ·
-    /// l2PrefetchBlockBytes) of the weight are asked for.
-    private func prefetchArguments(blocks: Int) -> [KernelArgument] {
-        defer { pendingPrefetch = nil }
-        let chunk = l2PrefetchChunk
-        guard let weight = pendingPrefetch, weight.devicePointer % 128 == 0 else { return [.pointer(0), .u64(0), .u64(0), .int(0)] }
-        let bytes = weight.count * weight.dtype.byteCount, budget = min(l2PrefetchBytes, blocks * l2PrefetchBlockBytes)
-        guard bytes >= chunk, budget >= chunk else { return [.pointer(0), .u64(0), .u64(0), .int(0)] }
-        let step = max(chunk, Int((Double(chunk) * Double(bytes) / Double(budget) / 128).rounded(.up)) * 128)
-        return [.pointer(weight.devicePointer), .u64(UInt64((bytes - chunk) / step + 1)), .u64(UInt64(step)), .int(chunk)]
+                .int(out.shape.rowCount), .int(copyCount), .u64(UInt64(copyStride))] + loraArguments(lora, "addRMSNorm"))
     }
 
     /// A LoRA delta as the consuming kernels take it (LORA_PARAMS); all zero for none.
@@ -164,7 +147,7 @@ extension CUDABackend {
         launch("loom_rope_write_kv", grid: (n, heads, 1), block: max(32, (headDim / 2 + 31) / 32 * 32),
                [.pointer(qkv.devicePointer), .pointer(positions.devicePointer), .pointer(inverseFrequencies.devicePointer),
                 .int(qkv.shape.rowCount), .int(headDim), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
-                .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)] + loraArguments(lora, op) + prefetchArguments(blocks: n * heads))
+                .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)] + loraArguments(lora, op))
     }
 
     public func attention(qkv: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor, out: DeviceTensor, metadata: AttentionMetadata, numHeads: Int, numKVHeads: Int, headDim: Int) {
@@ -261,15 +244,14 @@ extension CUDABackend {
         if n == 0 { return }
         guard let lora else {
             launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,
-                   [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(out.shape.rowCount)]
-                    + prefetchArguments(blocks: n * ((width + 255) / 256)))
+                   [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(out.shape.rowCount)])
             return
         }
         // A block per slot and 512 columns, reading the slot's B once for its rows.
         precondition(n <= 1024 && 2 * lora.rank <= 256, "siluMul: a LoRA delta over \(n) rows (at most 1024) of rank \(lora.rank)")
         launch("loom_silu_mul_lora", grid: ((width + 511) / 512, lora.b.shape[0], 1), block: 256,
                [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(n), .int(out.shape.rowCount)]
-                + loraArguments(lora, "siluMul") + prefetchArguments(blocks: (width + 511) / 512 * lora.b.shape[0]))
+                + loraArguments(lora, "siluMul"))
     }
 
     public func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor) {

@@ -77,16 +77,6 @@ public final class CUDABackend: ComputeBackend {
     /// `LOOM_PDL=0`: off): a kernel's blocks are scheduled while the previous kernel finishes and
     /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.
     public let usesProgrammaticLaunch: Bool
-    /// How many bytes of the next GEMM's weight the op before it asks L2 to load (`prefetchWeight`):
-    /// chunks of `l2PrefetchChunk` bytes spread evenly over the weight, so that every tile of the
-    /// GEMM finds the same share of its bytes there, at most `l2PrefetchBlockBytes` for each block of
-    /// the op (one multiprocessor asks for lines only so fast). 0: none (`LOOM_L2_PREFETCH_MB`,
-    /// megabytes; `LOOM_L2_PREFETCH_CHUNK`, bytes, a multiple of 128; `LOOM_L2_PREFETCH_BLOCK_KB`).
-    public var l2PrefetchBytes = Int((Double(ProcessInfo.processInfo.environment["LOOM_L2_PREFETCH_MB"] ?? "") ?? 0) * 1_000_000)
-    public var l2PrefetchChunk = ProcessInfo.processInfo.environment["LOOM_L2_PREFETCH_CHUNK"].flatMap { Int($0) }.map { max(128, $0 / 128 * 128) } ?? 512
-    public var l2PrefetchBlockBytes = 1024 * (ProcessInfo.processInfo.environment["LOOM_L2_PREFETCH_BLOCK_KB"].flatMap { Int($0) } ?? 256)
-    /// The weight the next norm, RoPE or SiLU·mul launch prefetches (PREFETCH_PARAMS), from `prefetchWeight`.
-    var pendingPrefetch: DeviceTensor?
     var graphs: [String: OpaquePointer] = [:]
     /// With `recordsGraphSummaries` (benchmarks), each graph's kernels and edges by key, read at
     /// capture (`GraphEdges.summary`).
@@ -242,7 +232,6 @@ public final class CUDABackend: ComputeBackend {
             "nvrtc": nvrtc.version, "cublaslt": "\(blas.version)", "libcuda": driver.library.name,
             "libnvrtc": nvrtc.library.name, "libcublaslt": blas.library.name,
             "programmatic_launch": "\(usesProgrammaticLaunch)",
-            "l2_prefetch_bytes": "\(l2PrefetchBytes)", "l2_prefetch_chunk": "\(l2PrefetchChunk)", "l2_prefetch_block_bytes": "\(l2PrefetchBlockBytes)",
         ]
         for (k, v) in kernels.report { d["kernel.\(k)"] = v }
         for (k, v) in kernels.registers { d["registers.\(k)"] = v }

@@ -174,11 +174,6 @@ public protocol ComputeBackend: AnyObject {
     /// `out[i][j] = silu(gateUp[i][j]) * gateUp[i][I + j]`, `gateUp` `[n, 2I]`; with `lora`, a fused
     /// GEMM's output `[n, ≥ 2I]` whose delta is added to gate and up first.
     func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor, lora: LoRADelta?)
-    /// A hint that the GEMM after the next op reads `weight`: the next `rmsNorm`, `addRMSNorm`,
-    /// `ropeAndWriteKV` or `siluMul` may start bringing part of it into the device's cache while it
-    /// runs, so that the GEMM finds those bytes there. Results do not change; a backend without such
-    /// a cache ignores it.
-    func prefetchWeight(_ weight: DeviceTensor)
     /// `out[j] = x[rows[j]]`.
     func gatherRows(_ x: DeviceTensor, rows: DeviceTensor, out: DeviceTensor)
     /// `out[i] = x[i]` in `out`'s dtype (f32 or the activation dtype), rounded to nearest even.
@@ -294,8 +289,6 @@ extension ComputeBackend {
     public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor) {
         siluMul(gateUp, out: out, lora: nil)
     }
-
-    public func prefetchWeight(_ weight: DeviceTensor) {}
 
     /// The most K-slices `residualSliceCount` asks for over steps of 1 ... `rows` rows: a buffer for
     /// them holds that many `[rows, outFeatures]` f32 slices.

@@ -192,20 +192,13 @@ public final class ModelRank {
             func input(_ group: ProjectionGroup, _ buffer: DeviceTensor) -> DeviceTensor {
                 lora?.inputBuffer(rank: rank, layer: i, group: group) ?? buffer
             }
-            // The weight each group's GEMM reads, which the op before it may start loading into L2.
-            func gemmWeight(_ group: ProjectionGroup, _ weight: DeviceTensor) -> DeviceTensor {
-                lora?.consumerLoRA(rank: rank, layer: i, group: group)?.weight ?? weight
-            }
             let qkvInput = input(.qkv, normed)
-            b.prefetchWeight(gemmWeight(.qkv, layer.qkv))
             if i == 0 {
                 b.rmsNorm(residual, weight: layer.inputNorm, eps: c.rmsNormEps, out: qkvInput)
             } else {
                 addRMSNorm(layer.inputNorm, out: qkvInput)
             }
             let (qkvOut, qkvDelta) = columnParallel(.qkv, qkvInput, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
-            // o's weight while RoPE and attention run (the attention kernel does not take it).
-            b.prefetchWeight(gemmWeight(.o, layer.o))
             b.ropeAndWriteKV(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
                              vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,
                              headDim: c.headDim, lora: qkvDelta)
@@ -214,17 +207,14 @@ public final class ModelRank {
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
             rowParallel(.o, oInput, weight: layer.o)
             let gateUpInput = input(.gateUp, normed)
-            b.prefetchWeight(gemmWeight(.gateUp, layer.gateUp))
             addRMSNorm(layer.postAttentionNorm, out: gateUpInput)
             let (gateUpOut, gateUpDelta) = columnParallel(.gateUp, gateUpInput, weight: layer.gateUp, bias: nil, out: gateUp)
             let downInput = input(.down, activated)
-            b.prefetchWeight(gemmWeight(.down, layer.down))
             b.siluMul(gateUpOut, out: downInput, lora: gateUpDelta)
             rowParallel(.down, downInput, weight: layer.down)
         }
         // The final norm over every row (the last down's delta and slices are per row), then the rows that want logits.
         let m = batch.logitsRows.count
-        b.prefetchWeight(weights.lmHead)
         addRMSNorm(weights.finalNorm, out: normed)
         b.gatherRows(normed, rows: ws.logitsRows.rows(m), out: ws.finalNormed.rows(m))
         b.linear(ws.finalNormed.rows(m), weight: weights.lmHead, bias: nil, out: ws.localLogits.rows(m))

@@ -34,24 +34,6 @@ __device__ __forceinline__ void grid_enter() {
     grid_release();
 }
 
-// An L2 prefetch of the next GEMM's weight (CUDABackend.prefetchWeight) by the kernel before it:
-// `count` chunks of `bytes` at `pf + i·step` (128-byte lines, `bytes` a multiple of 128), a line a
-// `prefetch.global.L2` spread over the grid's threads; `count` 0: none. A weight is constant, so it
-// goes before grid_wait, and nothing waits for the lines: the GEMM after it finds them in L2 (or on
-// their way there).
-#define PREFETCH_PARAMS const char* __restrict__ pf, long long pfCount, long long pfStep, int pfBytes
-#define PREFETCH_ARGS pf, pfCount, pfStep, pfBytes
-
-__device__ __forceinline__ void l2_prefetch(const char* pf, long long count, long long step, int bytes) {
-    if (count == 0) return;
-    const long long threads = (long long)gridDim.x * gridDim.y * gridDim.z * blockDim.x * blockDim.y * blockDim.z;
-    const long long block = ((long long)blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-    const long long first = block * blockDim.x * blockDim.y * blockDim.z + (threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x;
-    const int lines = bytes >> 7;
-    for (long long i = first; i < count * lines; i += threads)
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(pf + (i / lines) * step + ((i % lines) << 7)));
-}
-
 __device__ __forceinline__ float bf16_to_f32(bf16 x) { return __uint_as_float(((u32)x) << 16); }
 
 __device__ __forceinline__ bf16 f32_to_bf16(float f) {

@@ -39,8 +39,7 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
 extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
                                      bf16* __restrict__ out, int d, float eps, int add,
                                      const float* __restrict__ slices, int count, long long sliceStride, int xStride, int outStride,
-                                     int copies, long long copyStride, LORA_PARAMS, PREFETCH_PARAMS) {
-    l2_prefetch(PREFETCH_ARGS);
+                                     int copies, long long copyStride, LORA_PARAMS) {
     grid_enter();
     const u64 base = (u64)blockIdx.x * d, xBase = (u64)blockIdx.x * xStride, outBase = (u64)blockIdx.x * outStride;
     const bool vectorized = (d & 7) == 0 && d / 8 <= MAXV * (int)blockDim.x
@@ -170,8 +169,7 @@ __device__ __forceinline__ float cluster_load(const float* p, u32 rank) {
 
 extern "C" __global__ void __cluster_dims__(NORM_CLUSTER, 1, 1) __launch_bounds__(512)
 loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, int d, float eps,
-               const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS, PREFETCH_PARAMS) {
-    l2_prefetch(PREFETCH_ARGS);
+               const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS) {
     __shared__ __align__(16) float xa[LORA_MAX_RANK];
     __shared__ float squares;
     extern __shared__ float deltas[];

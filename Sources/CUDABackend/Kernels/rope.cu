@@ -16,9 +16,7 @@
 
 extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int* __restrict__ positions, const float* __restrict__ invFreq,
                                               int stride, int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
-                                              const int* __restrict__ slotMapping, int numHeads, int numKVHeads, LORA_PARAMS,
-                                              PREFETCH_PARAMS) {
-    l2_prefetch(PREFETCH_ARGS);
+                                              const int* __restrict__ slotMapping, int numHeads, int numKVHeads, LORA_PARAMS) {
     __shared__ __align__(16) float xa[3 * LORA_MAX_RANK];
     const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
     const int half = headDim >> 1, jc = min(j, half - 1);

@@ -20,8 +20,7 @@
 
 __device__ __forceinline__ float silu_times(float g, float u) { return round_bf16(g / (1.f + __expf(-g))) * u; }
 
-extern "C" __global__ void __launch_bounds__(256) loom_silu_mul(const bf16* gateUp, bf16* out, int width, int stride, int outStride, PREFETCH_PARAMS) {
-    l2_prefetch(PREFETCH_ARGS);
+extern "C" __global__ void __launch_bounds__(256) loom_silu_mul(const bf16* gateUp, bf16* out, int width, int stride, int outStride) {
     grid_enter();
     const int row = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
     if (j >= width) return;
@@ -92,9 +91,7 @@ __device__ __forceinline__ void silu_rows(const LoraDelta& lora, const bf16* gat
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, int outStride, LORA_PARAMS,
-                                                                        PREFETCH_PARAMS) {
-    l2_prefetch(PREFETCH_ARGS);
+extern "C" __global__ void __launch_bounds__(256, 2) loom_silu_mul_lora(const bf16* gateUp, bf16* out, int width, int stride, int n, int outStride, LORA_PARAMS) {
     __shared__ __align__(16) float xa[SILU_ROWS][LORA_MAX_RANK];
     __shared__ int rows[SILU_MAX_ROWS];
     __shared__ int count;
