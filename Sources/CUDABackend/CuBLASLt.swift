@@ -1,3 +1,5 @@
+import Foundation
+
 /// cuBLASLt, resolved from `libcublasLt.so` at run time: the dense projections `out = x · Wᵀ`.
 final class CuBLASLt: @unchecked Sendable {
     typealias Handle = OpaquePointer?
@@ -101,12 +103,33 @@ final class CuBLASLt: @unchecked Sendable {
             planned = known
         } else {
             var seen = Set<AlgorithmConfig>()
-            planned = ShapePlans(candidates: try makePlans(key).filter { seen.insert(config(of: $0)).inserted })
+            var plans = ShapePlans(candidates: try makePlans(key).filter { seen.insert(config(of: $0)).inserted })
+            if let base = baseShape(of: key) {
+                let wanted = config(of: try makePlans(base)[0])
+                plans.chosen = plans.candidates.firstIndex { config(of: $0) == wanted } ?? 0
+            }
+            planned = plans
             shapes[key] = planned
         }
         launchedShapes?.insert(key)
         let plan = planned.candidates[planned.chosen]
         try check(launch(plan, x: x, weight: weight, out: out, workspace: workspace, stream: stream), "cublasLtMatmul(m: \(m), n: \(n), k: \(k))")
+    }
+
+    /// With `baseTiling` g > 0 (`LOOM_GEMM_BASE_TILING`), a decode GEMM (n ≤ 64) whose m is not a
+    /// multiple of g (a weight widened by LoRA rows) launches the heuristic's first choice for m
+    /// rounded down to g, where it is among its own candidates: cuBLASLt's heuristic gives the
+    /// gate/up weight with 8 rank-16 slots (28,928 rows) 256-row tiles, 113 of them for 132
+    /// multiprocessors, against 128-row ones for 28,672.
+    let baseTiling = ProcessInfo.processInfo.environment["LOOM_GEMM_BASE_TILING"].flatMap { Int($0) } ?? 0
+
+    private func baseShape(of key: PlanKey) -> PlanKey? {
+        let g = baseTiling
+        guard g > 0, key.batch == 1, key.n <= 64, key.m > g, key.m % g != 0, key.m < 65536 else { return nil }
+        var base = key
+        base.m = key.m / g * g
+        if key.ldOutput == key.m { base.ldOutput = base.m }
+        return base
     }
 
     /// A shape's candidates, best first by the heuristic.
