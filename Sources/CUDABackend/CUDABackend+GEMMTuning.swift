@@ -21,8 +21,9 @@ extension CUDABackend {
     /// a GEMM alone did not predict a step: on the H200 at batch 32 the candidates for the fused LoRA
     /// shapes timed within 1 µs of each other alone (operands evicted from L2), while steps with two
     /// of them differed by 5% (benchmarks/cuda-decode-notes.md, session 14). Then the heuristic's
-    /// choices and the tuned ones alternate `confirmations` times, and the tuned ones stay only when
-    /// their mean step is shorter. `step` runs one graph step (`withGraph` replays it with the same
+    /// choices (each shape's first candidate: cuBLASLt's first, or for a widened weight its base
+    /// shape's, `CuBLASLt.baseShape`) and the tuned ones alternate `confirmations` times, and the
+    /// tuned ones stay only when their mean step is shorter. `step` runs one graph step (`withGraph` replays it with the same
     /// arguments); the graph of `graphKey` is captured anew for each timing and released at the end.
     /// Returns the mean step of each set in the alternation and whether the tuned set stayed.
     @discardableResult

@@ -45,7 +45,7 @@ extension CUDABackend {
 
     /// `out = x · Wᵀ` (bf16 operands, fp32 accumulation): `loom_gemv` for a few rows of x, cuBLASLt
     /// otherwise.
-    func gemm(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
+    func gemm(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor, tilingRows: Int = 0) {
         let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
         precondition(x.dtype == .bf16 && weight.dtype == .bf16, "linear: bf16 operands expected, got \(x.dtype) · \(weight.dtype)")
         let ldWeight = weight.shape.rowCount
@@ -56,15 +56,17 @@ extension CUDABackend {
             gemv(x, weight, out)
             return
         }
-        blasMatmul(x, weight, out, n: n, m: m, k: k, label: "cublasLt \(n)x\(m)x\(k)")
+        blasMatmul(x, weight, out, n: n, m: m, k: k, tilingRows: tilingRows, label: "cublasLt \(n)x\(m)x\(k)")
     }
 
-    /// One cuBLASLt launch (`CuBLASLt.matmul`), with the algorithm `tuneGEMMs` chose for the shape, if any.
+    /// One cuBLASLt launch (`CuBLASLt.matmul`), with the algorithm `tuneGEMMs` chose for the shape, if
+    /// any, else the first candidate (`tilingRows`: the base shape's tiling, `CuBLASLt.baseShape`).
     /// With `outColumn`, the product goes into `out`'s columns `outColumn ..< outColumn + m` (rows
     /// `out.shape.rowCount` apart) rather than filling `out`. With `strides`, the batch's products
     /// (`CuBLASLt.matmul`) write rows `out.shape.rowCount` apart.
     func blasMatmul(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor, n: Int, m: Int, k: Int, ldInput: Int? = nil,
-                    batch: Int = 1, strides: (weight: Int, input: Int, output: Int)? = nil, outColumn: Int? = nil, label: String) {
+                    batch: Int = 1, strides: (weight: Int, input: Int, output: Int)? = nil, outColumn: Int? = nil, tilingRows: Int = 0,
+                    label: String) {
         precondition(outColumn.map { $0 >= 0 && $0 + m <= out.shape.rowCount && batch == 1 } ?? true, "\(label): columns past \(out.shape)")
         guard beginLaunch() else { return }
         activate()
@@ -75,7 +77,7 @@ extension CUDABackend {
                             out: out.devicePointer + UInt64((outColumn ?? 0) * out.dtype.byteCount), n: n, m: m, k: k,
                             ldWeight: weight.shape.rowCount, ldInput: ldInput,
                             ldOutput: outColumn != nil || strides != nil ? out.shape.rowCount : nil, batch: batch, strides: strides,
-                            outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
+                            tilingRows: tilingRows, outType: out.dtype == .f32 ? CuBLASLt.r32F : CuBLASLt.r16BF,
                             workspace: blasWorkspace.pointer, stream: stream)
         } catch {
             fail(error)

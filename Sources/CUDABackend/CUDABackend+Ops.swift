@@ -123,8 +123,12 @@ extension CUDABackend {
     }
 
     public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor) {
+        linear(x, weight: weight, bias: bias, out: out, tiledAs: 0)
+    }
+
+    public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor, tiledAs baseRows: Int) {
         if x.shape[0] == 0 { return }
-        gemm(x, weight, out)
+        gemm(x, weight, out, tilingRows: baseRows)
         if let bias {
             let n = out.shape[0], width = bias.count
             precondition(width <= out.shape.rowCount && bias.dtype == .bf16 && out.dtype == .bf16, "linear: bias \(bias.shape) for out \(out.shape)")

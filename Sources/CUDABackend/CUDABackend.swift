@@ -231,7 +231,7 @@ public final class CUDABackend: ComputeBackend {
             "multiprocessors": "\(multiprocessorCount)", "memory_gib": String(format: "%.1f", Double(totalMemory) / 1_073_741_824),
             "nvrtc": nvrtc.version, "cublaslt": "\(blas.version)", "libcuda": driver.library.name,
             "libnvrtc": nvrtc.library.name, "libcublaslt": blas.library.name,
-            "programmatic_launch": "\(usesProgrammaticLaunch)", "gemm_base_tiling": "\(blas.baseTiling)",
+            "programmatic_launch": "\(usesProgrammaticLaunch)", "gemm_base_tiling": "\(blas.usesBaseTiling)",
         ]
         for (k, v) in kernels.report { d["kernel.\(k)"] = v }
         for (k, v) in kernels.registers { d["registers.\(k)"] = v }

@@ -148,6 +148,10 @@ public protocol ComputeBackend: AnyObject {
     /// `[outFeatures, k]` with `k > inFeatures` (a LoRA-extended weight, `loraShrinkFused`) is read in
     /// its first `inFeatures` columns. `bias` may cover only the first of `out`'s columns.
     func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor)
+    /// `linear` of a weight of `baseRows` rows widened by more (`ConsumerLoRA.weight`: the slots'
+    /// A): the same result, and a backend may launch it as it would the base rows alone, so that the
+    /// few extra rows do not change how the GEMM is tiled.
+    func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor, tiledAs baseRows: Int)
     /// `linear` (no bias) cut into `S = out.shape[0]` slices of K, left unsummed: with `k = K / S`
     /// (K = x's width), `out[s][i] = x[i][s·k ..< (s+1)·k] · weight[·][s·k ..< (s+1)·k]ᵀ`, `out`
     /// `[S, n, outFeatures]` f32. `addRMSNorm(residual:slices:…)` sums the slices: a device then
@@ -288,6 +292,10 @@ extension ComputeBackend {
 
     public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor) {
         siluMul(gateUp, out: out, lora: nil)
+    }
+
+    public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor, tiledAs baseRows: Int) {
+        linear(x, weight: weight, bias: bias, out: out)
     }
 
     /// The most K-slices `residualSliceCount` asks for over steps of 1 ... `rows` rows: a buffer for

@@ -155,7 +155,7 @@ public final class ModelRank {
             func columnParallel(_ group: ProjectionGroup, _ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?,
                                 out: DeviceTensor) -> (DeviceTensor, LoRADelta?) {
                 if let f = lora?.consumerLoRA(rank: rank, layer: i, group: group) {
-                    b.linear(x, weight: f.weight, bias: bias, out: f.output)
+                    b.linear(x, weight: f.weight, bias: bias, out: f.output, tiledAs: f.delta.width)
                     return (f.output, f.delta)
                 }
                 lora?.shrinkAhead(rank: rank, layer: i, group: group, input: x)
@@ -171,7 +171,7 @@ public final class ModelRank {
                         b.linearSlices(x, weight: f.weight, out: slices)
                         pendingSlices = slices
                     } else {
-                        b.linear(x, weight: f.weight, bias: nil, out: f.output)
+                        b.linear(x, weight: f.weight, bias: nil, out: f.output, tiledAs: f.delta.width)
                         pendingX = f.output
                     }
                     pendingDelta = f.delta
