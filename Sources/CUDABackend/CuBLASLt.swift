@@ -108,7 +108,7 @@ final class CuBLASLt: @unchecked Sendable {
         } else {
             var seen = Set<AlgorithmConfig>()
             var candidates = try makePlans(key).filter { seen.insert(config(of: $0)).inserted }
-            if let base = baseShape(of: key) {
+            if usesBaseTiling, let base = Self.baseShape(of: key) {
                 let wanted = config(of: try makePlans(base)[0])
                 if let i = candidates.firstIndex(where: { config(of: $0) == wanted }), i > 0 { candidates.insert(candidates.remove(at: i), at: 0) }
             }
@@ -127,8 +127,10 @@ final class CuBLASLt: @unchecked Sendable {
     /// 28,672 rows 128-row tiles: on the H200 that took the adapters' cost from 17.2 to 15.5 µs a layer.
     let usesBaseTiling = ProcessInfo.processInfo.environment["LOOM_GEMM_BASE_TILING"] != "0"
 
-    private func baseShape(of key: PlanKey) -> PlanKey? {
-        guard usesBaseTiling, key.tilingRows > 0, key.tilingRows < key.m else { return nil }
+    /// The shape whose first choice `key` takes: its base rows' (with the output's stride if it was
+    /// the rows' count), or nil for a shape without `tilingRows` or with as many.
+    static func baseShape(of key: PlanKey) -> PlanKey? {
+        guard key.tilingRows > 0, key.tilingRows < key.m else { return nil }
         var base = key
         base.m = key.tilingRows
         base.tilingRows = 0

@@ -17,6 +17,19 @@ import Testing
         }
     }
 
+    /// A widened weight's GEMM (`linear(…, tiledAs:)`) takes the first choice of its base rows' shape,
+    /// everything else equal but an output stride that was the widened rows' count.
+    @Test func aWidenedWeightTakesItsBaseShapesTiling() {
+        func key(m: Int, ldOutput: Int, tiling: Int) -> CuBLASLt.PlanKey {
+            CuBLASLt.PlanKey(m: m, n: 32, k: 4096, ldWeight: 4096, ldInput: 4096, ldOutput: ldOutput, batch: 1, strideWeight: 0,
+                             strideInput: 0, strideOutput: 0, outType: CuBLASLt.r16BF, alignment: 256, tilingRows: tiling)
+        }
+        #expect(CuBLASLt.baseShape(of: key(m: 28_928, ldOutput: 28_928, tiling: 28_672)) == key(m: 28_672, ldOutput: 28_672, tiling: 0))
+        #expect(CuBLASLt.baseShape(of: key(m: 6_528, ldOutput: 8_192, tiling: 6_144)) == key(m: 6_144, ldOutput: 8_192, tiling: 0))
+        #expect(CuBLASLt.baseShape(of: key(m: 28_672, ldOutput: 28_672, tiling: 0)) == nil)
+        #expect(CuBLASLt.baseShape(of: key(m: 4_096, ldOutput: 4_096, tiling: 4_096)) == nil)
+    }
+
     /// CI sets LOOM_LIBNVRTC (NVRTC from PyPI, `.ci/run`), so there this test must compile.
     @Test func everyKernelCompilesWithNVRTC() throws {
         let required = ProcessInfo.processInfo.environment["LOOM_LIBNVRTC"] != nil
