@@ -23,8 +23,9 @@ extension CUDABackend {
     /// of them differed by 5% (benchmarks/cuda-decode-notes.md, session 14). Then the heuristic's
     /// choices (each shape's first candidate: cuBLASLt's first, or for a widened weight its base
     /// shape's, `CuBLASLt.baseShape`) and the tuned ones alternate `confirmations` times, and the
-    /// tuned ones stay only when their mean step is shorter. `step` runs one graph step (`withGraph` replays it with the same
-    /// arguments); the graph of `graphKey` is captured anew for each timing and released at the end.
+    /// tuned ones stay only when their mean step is shorter. `step` runs one graph step (`withGraph`
+    /// replays it with the same arguments); the graph of `graphKey` is captured anew for each timing
+    /// and released at the end.
     /// Returns the mean step of each set in the alternation and whether the tuned set stayed.
     @discardableResult
     public func tuneGEMMs(graphKey: String, replays: Int = 12, confirmations: Int = 3,

@@ -237,7 +237,8 @@ public final class CUDABackend: ComputeBackend {
             "multiprocessors": "\(multiprocessorCount)", "memory_gib": String(format: "%.1f", Double(totalMemory) / 1_073_741_824),
             "nvrtc": nvrtc.version, "cublaslt": "\(blas.version)", "libcuda": driver.library.name,
             "libnvrtc": nvrtc.library.name, "libcublaslt": blas.library.name,
-            "programmatic_launch": "\(usesProgrammaticLaunch)", "gemm_base_tiling": "\(blas.usesBaseTiling)", "norm_early_weight": "\(normEarlyWeight)", "silu_v8": "\(usesSiluV8)",
+            "programmatic_launch": "\(usesProgrammaticLaunch)", "gemm_base_tiling": "\(blas.usesBaseTiling)",
+            "norm_early_weight": "\(normEarlyWeight)", "silu_v8": "\(usesSiluV8)",
         ]
         for (k, v) in kernels.report { d["kernel.\(k)"] = v }
         for (k, v) in kernels.registers { d["registers.\(k)"] = v }
