@@ -102,22 +102,24 @@ final class CuBLASLt: @unchecked Sendable {
         let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, ldInput: ldInput ?? k, ldOutput: ldOutput ?? m, batch: batch,
                           strideWeight: s.weight, strideInput: s.input, strideOutput: s.output, outType: outType,
                           alignment: alignment, tilingRows: tilingRows)
-        let planned: ShapePlans
-        if let known = shapes[key] {
-            planned = known
-        } else {
-            var seen = Set<AlgorithmConfig>()
-            var candidates = try makePlans(key).filter { seen.insert(config(of: $0)).inserted }
-            if usesBaseTiling, let base = Self.baseShape(of: key) {
-                let wanted = config(of: try makePlans(base)[0])
-                if let i = candidates.firstIndex(where: { config(of: $0) == wanted }), i > 0 { candidates.insert(candidates.remove(at: i), at: 0) }
-            }
-            planned = ShapePlans(candidates: candidates)
-            shapes[key] = planned
-        }
+        let planned = try plans(for: key)
         launchedShapes?.insert(key)
         let plan = planned.candidates[planned.chosen]
         try check(launch(plan, x: x, weight: weight, out: out, workspace: workspace, stream: stream), "cublasLtMatmul(m: \(m), n: \(n), k: \(k))")
+    }
+
+    /// A shape's candidates, made and kept at its first launch (a widened weight's base shape's too,
+    /// which its first candidate comes from).
+    private func plans(for key: PlanKey) throws -> ShapePlans {
+        if let known = shapes[key] { return known }
+        var seen = Set<AlgorithmConfig>()
+        var candidates = try makePlans(key).filter { seen.insert(config(of: $0)).inserted }
+        if usesBaseTiling, let base = Self.baseShape(of: key) {
+            let wanted = config(of: try plans(for: base).candidates[0])
+            if let i = candidates.firstIndex(where: { config(of: $0) == wanted }), i > 0 { candidates.insert(candidates.remove(at: i), at: 0) }
+        }
+        shapes[key] = ShapePlans(candidates: candidates)
+        return shapes[key]!
     }
 
     /// Whether a widened weight's GEMM (`tilingRows`, `ComputeBackend.linear(_:weight:bias:out:tiledAs:)`)
