@@ -248,11 +248,6 @@ extension CUDABackend {
         precondition(stride >= 2 * width && out.shape.rank == 2 && out.shape.rowCount >= width, "siluMul: \(gateUp.shape) into \(out.shape)")
         if n == 0 { return }
         guard let lora else {
-            if usesSiluV8, width % 8 == 0, stride % 8 == 0, out.shape.rowCount % 8 == 0, (gateUp.devicePointer | out.devicePointer) % 16 == 0 {
-                launch("loom_silu_mul_v8", grid: (n, (width + 2047) / 2048, 1), block: 256,
-                       [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(out.shape.rowCount)])
-                return
-            }
             launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,
                    [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(out.shape.rowCount)])
             return

@@ -80,9 +80,6 @@ public final class CUDABackend: ComputeBackend {
     /// Whether the RMSNorms request their weight before `grid_wait` rather than after the sum of
     /// squares (`LOOM_NORM_EARLY_WEIGHT=1`; off until measured on a GPU); settable so checks run both.
     public var normEarlyWeight = ProcessInfo.processInfo.environment["LOOM_NORM_EARLY_WEIGHT"] == "1"
-    /// Whether SiLU·mul without a delta runs 8 columns a thread where rows allow (`loom_silu_mul_v8`,
-    /// `LOOM_SILU_V8=1`; off until measured on a GPU); settable so checks run both.
-    public var usesSiluV8 = ProcessInfo.processInfo.environment["LOOM_SILU_V8"] == "1"
     var graphs: [String: OpaquePointer] = [:]
     /// With `recordsGraphSummaries` (benchmarks), each graph's kernels and edges by key, read at
     /// capture (`GraphEdges.summary`).
@@ -237,8 +234,7 @@ public final class CUDABackend: ComputeBackend {
             "multiprocessors": "\(multiprocessorCount)", "memory_gib": String(format: "%.1f", Double(totalMemory) / 1_073_741_824),
             "nvrtc": nvrtc.version, "cublaslt": "\(blas.version)", "libcuda": driver.library.name,
             "libnvrtc": nvrtc.library.name, "libcublaslt": blas.library.name,
-            "programmatic_launch": "\(usesProgrammaticLaunch)", "gemm_base_tiling": "\(blas.usesBaseTiling)",
-            "norm_early_weight": "\(normEarlyWeight)", "silu_v8": "\(usesSiluV8)",
+            "programmatic_launch": "\(usesProgrammaticLaunch)", "gemm_base_tiling": "\(blas.usesBaseTiling)", "norm_early_weight": "\(normEarlyWeight)",
         ]
         for (k, v) in kernels.report { d["kernel.\(k)"] = v }
         for (k, v) in kernels.registers { d["registers.\(k)"] = v }

@@ -28,24 +28,6 @@ extern "C" __global__ void __launch_bounds__(256) loom_silu_mul(const bf16* gate
     out[(u64)row * outStride + j] = f32_to_bf16(silu_times(bf16_to_f32(x[j]), bf16_to_f32(x[width + j])));
 }
 
-// loom_silu_mul_v8: the same, 8 adjacent columns a thread in 16-byte accesses (I, stride and outStride
-// multiples of 8, the rows 16-byte aligned): a batch-32 step of Llama-3.1-8B in 224 blocks rather
-// than 1,792. Launch: grid (n, ceil(I / 2048)), block (256); arguments as loom_silu_mul's.
-extern "C" __global__ void __launch_bounds__(256) loom_silu_mul_v8(const bf16* gateUp, bf16* out, int width, int stride, int outStride) {
-    grid_enter();
-    const int row = blockIdx.x, j = 8 * (blockIdx.y * blockDim.x + threadIdx.x);
-    if (j >= width) return;
-    const bf16* x = gateUp + (u64)row * stride;
-    float g[8], u[8];
-    unpack_bf16(*(const uint4*)(x + j), g);
-    unpack_bf16(*(const uint4*)(x + width + j), u);
-    u32 o[4];
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-        o[e] = (u32)f32_to_bf16(silu_times(g[2 * e], u[2 * e])) | ((u32)f32_to_bf16(silu_times(g[2 * e + 1], u[2 * e + 1])) << 16);
-    *(uint4*)(out + (u64)row * outStride + j) = make_uint4(o[0], o[1], o[2], o[3]);
-}
-
 // The rows' gate and up (4 columns each: j, j + 256 of gate, then of up) with their deltas, SILU_ROWS at a
 // time from `rows` (one for RB = 0), written out. RB > 0: the pool's rank stride RB (8 or 16) is the slot's rank, so B
 // is unpacked into registers once for all rows and nothing is masked; RB = 0: LoraDelta::sum per row.
