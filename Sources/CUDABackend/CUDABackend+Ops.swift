@@ -60,7 +60,7 @@ extension CUDABackend {
                    [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                     .pointer(out.devicePointer), .int(d), .float(eps),
                     .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride)]
-                    + loraArguments(lora, "addRMSNorm") + [.int(normEarlyWeight ? 1 : 0)])
+                    + loraArguments(lora, "addRMSNorm"))
             return
         }
         // One 16-byte vector per thread where the row allows it (the kernel checks alignment itself).
@@ -74,8 +74,7 @@ extension CUDABackend {
                [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                 .pointer(out.devicePointer), .int(d), .float(eps), .int(add ? 1 : 0),
                 .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride),
-                .int(out.shape.rowCount), .int(copyCount), .u64(UInt64(copyStride))] + loraArguments(lora, "addRMSNorm")
-                + [.int(normEarlyWeight ? 1 : 0)])
+                .int(out.shape.rowCount), .int(copyCount), .u64(UInt64(copyStride))] + loraArguments(lora, "addRMSNorm"))
     }
 
     /// A LoRA delta as the consuming kernels take it (LORA_PARAMS); all zero for none.

@@ -77,9 +77,6 @@ public final class CUDABackend: ComputeBackend {
     /// `LOOM_PDL=0`: off): a kernel's blocks are scheduled while the previous kernel finishes and
     /// wait for it in `grid_wait`, and `loom_gemv` starts reading weights before it waits.
     public let usesProgrammaticLaunch: Bool
-    /// Whether the RMSNorms request their weight before `grid_wait` rather than after the sum of
-    /// squares (`LOOM_NORM_EARLY_WEIGHT=1`; off until measured on a GPU); settable so checks run both.
-    public var normEarlyWeight = ProcessInfo.processInfo.environment["LOOM_NORM_EARLY_WEIGHT"] == "1"
     var graphs: [String: OpaquePointer] = [:]
     /// With `recordsGraphSummaries` (benchmarks), each graph's kernels and edges by key, read at
     /// capture (`GraphEdges.summary`).
@@ -234,7 +231,7 @@ public final class CUDABackend: ComputeBackend {
             "multiprocessors": "\(multiprocessorCount)", "memory_gib": String(format: "%.1f", Double(totalMemory) / 1_073_741_824),
             "nvrtc": nvrtc.version, "cublaslt": "\(blas.version)", "libcuda": driver.library.name,
             "libnvrtc": nvrtc.library.name, "libcublaslt": blas.library.name,
-            "programmatic_launch": "\(usesProgrammaticLaunch)", "gemm_base_tiling": "\(blas.usesBaseTiling)", "norm_early_weight": "\(normEarlyWeight)",
+            "programmatic_launch": "\(usesProgrammaticLaunch)", "gemm_base_tiling": "\(blas.usesBaseTiling)",
         ]
         for (k, v) in kernels.report { d["kernel.\(k)"] = v }
         for (k, v) in kernels.registers { d["registers.\(k)"] = v }

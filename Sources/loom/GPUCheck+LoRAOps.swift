@@ -227,18 +227,14 @@ extension OpChecks {
             // RMSNorm of a fused o/down output, bf16 x and f32 K-slices: loom_norm_lora (d % 16 == 0, d ≤ 8192),
             // loom_norm's vector path (d = 9216) and its scalar one (d = 100, 98); 128 rows, a decode step's most
             // (`LoRAOptions.fusedDecodeRows`).
-            // Every other case requests the weight before the wait (`normEarlyWeight`).
-            let earlyWeight = gpu.normEarlyWeight
-            defer { gpu.normEarlyWeight = earlyWeight }
-            for (index, (n, d, count)) in [(5, 4096, 0), (3, 100, 0), (32, 4096, 2), (7, 100, 3), (4, 5120, 2), (3, 96, 0), (2, 9216, 0), (3, 98, 0),
-                                           (128, 4096, 0), (32, 4096, 2)].enumerated() {
-                gpu.normEarlyWeight = index % 2 == 1
+            for (n, d, count) in [(5, 4096, 0), (3, 100, 0), (32, 4096, 2), (7, 100, 3), (4, 5120, 2), (3, 96, 0), (2, 9216, 0), (3, 98, 0),
+                                  (128, 4096, 0)] {
                 let rows = (0..<n).map { $0 % slotRanks.count }
                 let (lc, lg, width) = loraDelta(moduleOutputs: [d], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rows)
                 let (wc, wg, _) = pair(Shape(d))
                 let (rc, rg, _) = pair(Shape(n, d), scale: 2)
                 let (oc, og) = zeros(Shape(n, d))
-                let label = "\(n)×\(d)\(count > 0 ? " in \(count) slices" : ""), \(ranksLabel)\(gpu.normEarlyWeight ? ", early w" : "")"
+                let label = "\(n)×\(d)\(count > 0 ? " in \(count) slices" : ""), \(ranksLabel)"
                 if count == 0 {
                     let (xc, xg, _) = pair(Shape(n, width))
                     cpu.addRMSNorm(residual: rc, xc, weight: wc, eps: 1e-5, out: oc, lora: lc)

@@ -92,30 +92,23 @@ struct OpChecks {
         }
         // Outputs of d columns, and wider ones (a fused GEMM's wide input: the first d columns
         // written), and copies of those (split extensions' inputs, every copy written).
-        // Each with the weight requested before the wait and after (`normEarlyWeight`).
-        let earlyWeight = gpu.normEarlyWeight
-        defer { gpu.normEarlyWeight = earlyWeight }
-        for early in [false, true] {
-            gpu.normEarlyWeight = early
-            for (d, outWidth, copies) in [(4096, 4096, 1), (4096, 4136, 1), (96, 96, 1), (96, 136, 1), (4096, 4160, 2), (96, 104, 2)] {
-                let detail = "5×\(d)" + (outWidth > d ? " into rows of \(outWidth)" : "") + (copies > 1 ? " × \(copies) copies" : "")
-                    + (early ? ", early w" : "")
-                let (xc, xg, _) = pair(Shape(5, d), scale: 3)
-                let (wc, wg, _) = pair(Shape(d))
-                let outShape = copies > 1 ? Shape(copies, 5, outWidth) : Shape(5, outWidth)
-                let (oc, og) = zeros(outShape)
-                gpu.zero(og)
-                cpu.rmsNorm(xc, weight: wc, eps: 1e-5, out: oc)
-                gpu.rmsNorm(xg, weight: wg, eps: 1e-5, out: og)
-                results.append(compare("rmsNorm", oc, og, tolerance: 1e-2, detail: detail))
-                let (rc, rg, _) = pair(Shape(5, d), scale: 2)
-                let (oc2, og2) = zeros(outShape)
-                gpu.zero(og2)
-                cpu.addRMSNorm(residual: rc, xc, weight: wc, eps: 1e-5, out: oc2)
-                gpu.addRMSNorm(residual: rg, xg, weight: wg, eps: 1e-5, out: og2)
-                results.append(compare("addRMSNorm.residual", rc, rg, tolerance: 1e-2, detail: detail))
-                results.append(compare("addRMSNorm.out", oc2, og2, tolerance: 1e-2, detail: detail))
-            }
+        for (d, outWidth, copies) in [(4096, 4096, 1), (4096, 4136, 1), (96, 96, 1), (96, 136, 1), (4096, 4160, 2), (96, 104, 2)] {
+            let detail = "5×\(d)" + (outWidth > d ? " into rows of \(outWidth)" : "") + (copies > 1 ? " × \(copies) copies" : "")
+            let (xc, xg, _) = pair(Shape(5, d), scale: 3)
+            let (wc, wg, _) = pair(Shape(d))
+            let outShape = copies > 1 ? Shape(copies, 5, outWidth) : Shape(5, outWidth)
+            let (oc, og) = zeros(outShape)
+            gpu.zero(og)
+            cpu.rmsNorm(xc, weight: wc, eps: 1e-5, out: oc)
+            gpu.rmsNorm(xg, weight: wg, eps: 1e-5, out: og)
+            results.append(compare("rmsNorm", oc, og, tolerance: 1e-2, detail: detail))
+            let (rc, rg, _) = pair(Shape(5, d), scale: 2)
+            let (oc2, og2) = zeros(outShape)
+            gpu.zero(og2)
+            cpu.addRMSNorm(residual: rc, xc, weight: wc, eps: 1e-5, out: oc2)
+            gpu.addRMSNorm(residual: rg, xg, weight: wg, eps: 1e-5, out: og2)
+            results.append(compare("addRMSNorm.residual", rc, rg, tolerance: 1e-2, detail: detail))
+            results.append(compare("addRMSNorm.out", oc2, og2, tolerance: 1e-2, detail: detail))
         }
         // Up to 4 rows run loom_gemv (k a multiple of 8: 16-byte loads; else a plain loop), the rest cuBLASLt.
         for (n, k, m, bias, f32) in [(1, 4096, 6144, false, false), (7, 344, 128, false, false), (33, 128, 512, false, false),
@@ -156,22 +149,18 @@ struct OpChecks {
                                    detail: "\(count) × \(n)×\(k) · (\(m)×\(k + extra))ᵀ\(f32 ? " → f32" : "")"))
         }
         // The last into 2 copies of rows of d + 64 (split extensions' inputs).
-        for early in [false, true] {
-            gpu.normEarlyWeight = early
-            for (n, d, count, copies) in [(32, 4096, 4, 1), (5, 100, 3, 1), (3, 96, 2, 1), (32, 4096, 2, 2)] {
-                let values = (0..<count * n * d).map { _ in rng.uniform() * 2 }
-                let (sc, sg) = floats32(values)
-                let (wc, wg, _) = pair(Shape(d))
-                let (rc, rg, _) = pair(Shape(n, d), scale: 2)
-                let (oc, og) = zeros(copies > 1 ? Shape(copies, n, d + 64) : Shape(n, d))
-                gpu.zero(og)
-                let shape = Shape(count, n, d), detail = "\(count) slices of \(n)×\(d)" + (copies > 1 ? " into \(copies) copies of rows of \(d + 64)" : "")
-                    + (early ? ", early w" : "")
-                cpu.addRMSNorm(residual: rc, slices: sc.reshaped(shape), weight: wc, eps: 1e-5, out: oc)
-                gpu.addRMSNorm(residual: rg, slices: sg.reshaped(shape), weight: wg, eps: 1e-5, out: og)
-                results.append(compare("addRMSNorm(slices).residual", rc, rg, tolerance: 1e-2, detail: detail))
-                results.append(compare("addRMSNorm(slices).out", oc, og, tolerance: 1e-2, detail: detail))
-            }
+        for (n, d, count, copies) in [(32, 4096, 4, 1), (5, 100, 3, 1), (3, 96, 2, 1), (32, 4096, 2, 2)] {
+            let values = (0..<count * n * d).map { _ in rng.uniform() * 2 }
+            let (sc, sg) = floats32(values)
+            let (wc, wg, _) = pair(Shape(d))
+            let (rc, rg, _) = pair(Shape(n, d), scale: 2)
+            let (oc, og) = zeros(copies > 1 ? Shape(copies, n, d + 64) : Shape(n, d))
+            gpu.zero(og)
+            let shape = Shape(count, n, d), detail = "\(count) slices of \(n)×\(d)" + (copies > 1 ? " into \(copies) copies of rows of \(d + 64)" : "")
+            cpu.addRMSNorm(residual: rc, slices: sc.reshaped(shape), weight: wc, eps: 1e-5, out: oc)
+            gpu.addRMSNorm(residual: rg, slices: sg.reshaped(shape), weight: wg, eps: 1e-5, out: og)
+            results.append(compare("addRMSNorm(slices).residual", rc, rg, tolerance: 1e-2, detail: detail))
+            results.append(compare("addRMSNorm(slices).out", oc, og, tolerance: 1e-2, detail: detail))
         }
         // RoPE (plain, and Llama 3.1's scaled frequencies) and the cache write: 9 rows, one without a
         // slot, positions below 5000.

@@ -14,8 +14,7 @@
 // shrink results), d, eps, add (0/1), slices [count, n, xStride] f32 (`count` 0: none; slices
 // `sliceStride` = n·xStride floats apart), xStride, outStride and copies, copyStride (loom_norm only:
 // the rows go to `copies` ≥ 1 copies of out, copyStride elements apart, a multiple of 8: split fused
-// GEMM inputs), LORA_PARAMS (a stack of 1, stack·R ≤ LORA_MAX_RANK), earlyWeight (0/1: w's first
-// vector requested before the wait; an A/B setting, CUDABackend.normEarlyWeight); with a delta, d floats of
+// GEMM inputs), LORA_PARAMS (a stack of 1, stack·R ≤ LORA_MAX_RANK); with a delta, d floats of
 // dynamic shared memory.
 #include "common.cuh"
 
@@ -40,15 +39,11 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
 extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w,
                                      bf16* __restrict__ out, int d, float eps, int add,
                                      const float* __restrict__ slices, int count, long long sliceStride, int xStride, int outStride,
-                                     int copies, long long copyStride, LORA_PARAMS, int earlyWeight) {
+                                     int copies, long long copyStride, LORA_PARAMS) {
+    grid_enter();
     const u64 base = (u64)blockIdx.x * d, xBase = (u64)blockIdx.x * xStride, outBase = (u64)blockIdx.x * outStride;
     const bool vectorized = (d & 7) == 0 && d / 8 <= MAXV * (int)blockDim.x
         && (((u64)(residual + base) | (u64)(x + xBase) | (u64)w | (u64)(out + outBase) | (u64)(slices + xBase)) & 15) == 0;
-    // With `earlyWeight`, the thread's first vector of w (a weight) is requested before the wait, its
-    // latency under the row's; else after the sum of squares, a round trip more.
-    const bool early = earlyWeight && vectorized && (int)threadIdx.x < (d >> 3);
-    const uint4 w0 = early ? __ldg((const uint4*)w + threadIdx.x) : make_uint4(0, 0, 0, 0);
-    grid_enter();
     // The row's delta: its slot's xa (summed over the slices and rounded as the GEMM rounds its
     // output) staged in shared memory, then every column's delta into `deltas` (dynamic shared
     // memory, d floats), the block's threads streaming the slot's B a column each.
@@ -113,7 +108,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
             const int i = threadIdx.x + k * blockDim.x;
             if (i < nv) {
                 float g[8], o[8];
-                unpack_bf16(k == 0 && early ? w0 : ((const uint4*)w)[i], g);
+                unpack_bf16(((const uint4*)w)[i], g);
 #pragma unroll
                 for (int e = 0; e < 8; ++e) o[e] = g[e] * round_bf16(v[k][e] * scale);
                 const uint4 packed = pack8(o);
@@ -174,7 +169,7 @@ __device__ __forceinline__ float cluster_load(const float* p, u32 rank) {
 
 extern "C" __global__ void __cluster_dims__(NORM_CLUSTER, 1, 1) __launch_bounds__(512)
 loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, int d, float eps,
-               const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS, int earlyWeight) {
+               const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS) {
     __shared__ __align__(16) float xa[LORA_MAX_RANK];
     __shared__ float squares;
     extern __shared__ float deltas[];
@@ -190,7 +185,6 @@ loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf
     LoraDelta::Cols<4> cols;
     lora.fetch(slot, c, cols);
     const int rank = lora.rank(slot);
-    const uint2 wv = earlyWeight && mine ? __ldg((const uint2*)(w + first) + i) : make_uint2(0, 0);
     grid_enter();
     float a[4], r[4];
     if (mine) {
@@ -236,7 +230,7 @@ loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf
     const float scale = rsqrtf(total / (float)d + eps);
     if (mine) {
         float g[4];
-        unpack_bf16(earlyWeight ? wv : ((const uint2*)(w + first))[i], g);
+        unpack_bf16(((const uint2*)(w + first))[i], g);
         ((uint2*)(out + base))[i] = make_uint2(pack_bf16x2(g[0] * round_bf16(a[0] * scale), g[1] * round_bf16(a[1] * scale)),
                                                pack_bf16x2(g[2] * round_bf16(a[2] * scale), g[3] * round_bf16(a[3] * scale)));
     }
