@@ -145,46 +145,50 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
 // loom_norm_lora: loom_norm with add and a LoRA delta, for rows of d % 16 == 0 and d ≤ 8192, every
 // row (residual, out, x, w) 8-byte aligned and the slices 16-byte. One row alone on one multiprocessor
 // would stream its slot's B (d·R bf16) and compute every column's delta there, so a cluster of
-// NORM_CLUSTER blocks takes a row (a quarter of its columns each, one thread for each 4) and the
-// blocks add their sums of squares through distributed shared memory. The row's slot goes before the
-// wait and its B rows right after it (the first 16 ranks of 4 columns a thread, adjacent threads on
-// adjacent columns); after the wait the row's x, residual and xa go out too, so the delta costs two
-// round trips. The columns' deltas meet their owners in shared memory.
-// Launch: grid (NORM_CLUSTER, n rows), block (max(32, roundup32(d / 16))), d / NORM_CLUSTER floats of
-// dynamic shared memory; arguments as loom_norm's, less `add`.
+// NORM_CLUSTER blocks takes a row (a quarter of its columns each, 4 adjacent columns a thread, whose
+// B rows are adjacent too: a warp reads 32 · 4 rows of B in one contiguous stretch). The row's slot,
+// its B rows (the first 16 ranks) and the thread's 4 weights go before the wait; after it the row's x,
+// residual and xa go out together, so the delta costs two round trips, and each thread adds its own
+// columns' deltas. The blocks' sums of squares meet in one cluster barrier: each block stores its sum
+// into every block's `partials` (distributed shared memory) and reads its own after the barrier, so
+// no block waits at its exit for the others' reads. The barrier's first phase, which guarantees every
+// block of the cluster has started before the stores, is arrived at on entry.
+// Launch: grid (NORM_CLUSTER, n rows), block (max(32, roundup32(d / 16))); arguments as loom_norm's,
+// less `add`.
 #define NORM_CLUSTER 4
 
+__device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
 __device__ __forceinline__ void cluster_sync() {
     asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
-// `p` (shared memory) in the cluster's block `rank`.
-__device__ __forceinline__ float cluster_load(const float* p, u32 rank) {
+// Stores v at `p` (shared memory) in the cluster's block `rank`.
+__device__ __forceinline__ void cluster_store(float* p, u32 rank, float v) {
     const u32 local = (u32)__cvta_generic_to_shared(p);
     u32 remote;
-    float v;
     asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
-    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
-    return v;
+    asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(remote), "f"(v) : "memory");
 }
 
 extern "C" __global__ void __cluster_dims__(NORM_CLUSTER, 1, 1) __launch_bounds__(512)
 loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, int d, float eps,
                const float* __restrict__ slices, int count, long long sliceStride, int xStride, LORA_PARAMS) {
+    cluster_arrive_relaxed();  // every block of the cluster has started once this phase completes
     __shared__ __align__(16) float xa[LORA_MAX_RANK];
-    __shared__ float squares;
-    extern __shared__ float deltas[];
+    __shared__ float partials[NORM_CLUSTER];
     const LoraDelta lora = LORA_ARGS;
     const int row = blockIdx.y, q = d / NORM_CLUSTER, first = blockIdx.x * q;  // the cluster is the row's blocks
-    const int i = threadIdx.x, step = blockDim.x;
+    const int i = threadIdx.x;
     const u64 base = (u64)row * d + first, xBase = (u64)row * xStride;
     const bool mine = 4 * i < q;
     const int slot = lora.row_slot(row);
     int c[4];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) c[e] = first + min(i + e * step, q - 1);
+    for (int e = 0; e < 4; ++e) c[e] = first + min(4 * i + e, q - 1);
     LoraDelta::Cols<4> cols;
     lora.fetch(slot, c, cols);
     const int rank = lora.rank(slot);
+    const uint2 weights = mine ? ((const uint2*)(w + first))[i] : make_uint2(0u, 0u);
     grid_enter();
     float a[4], r[4];
     if (mine) {
@@ -203,36 +207,30 @@ loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf
     }
     // The row's xa (summed over the slices and rounded as the GEMM rounds its output).
     lora.stage(slot, xa, [&](u64 k) { return output_at(x, slices, count, sliceStride, xBase + d + k); });
-    if (rank > 0) {
-        float dl[4];
-        lora.sum<4>(slot, rank, c, cols, xa, dl);
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-            if (i + e * step < q) deltas[i + e * step] = dl[e];
-        __syncthreads();
-    }
+    float dl[4] = {0.f, 0.f, 0.f, 0.f};
+    if (rank > 0) lora.sum<4>(slot, rank, c, cols, xa, dl);
     float sq = 0.f;
     if (mine) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            if (rank > 0) a[e] = round_bf16(a[e] + deltas[4 * i + e]);
+            if (rank > 0) a[e] = round_bf16(a[e] + dl[e]);
             a[e] = round_bf16(r[e] + a[e]);
             sq += a[e] * a[e];
         }
         ((uint2*)(residual + base))[i] = make_uint2(pack_bf16x2(a[0], a[1]), pack_bf16x2(a[2], a[3]));
     }
     sq = block_sum(sq);
-    if (threadIdx.x == 0) squares = sq;
+    cluster_wait();
+    if (threadIdx.x < NORM_CLUSTER) cluster_store(&partials[blockIdx.x], threadIdx.x, sq);
     cluster_sync();
     float total = 0.f;
 #pragma unroll
-    for (int b = 0; b < NORM_CLUSTER; ++b) total += cluster_load(&squares, b);
+    for (int b = 0; b < NORM_CLUSTER; ++b) total += partials[b];
     const float scale = rsqrtf(total / (float)d + eps);
     if (mine) {
         float g[4];
-        unpack_bf16(((const uint2*)(w + first))[i], g);
+        unpack_bf16(weights, g);
         ((uint2*)(out + base))[i] = make_uint2(pack_bf16x2(g[0] * round_bf16(a[0] * scale), g[1] * round_bf16(a[1] * scale)),
                                                pack_bf16x2(g[2] * round_bf16(a[2] * scale), g[3] * round_bf16(a[3] * scale)));
     }
-    cluster_sync();  // no block leaves while another may still read its `squares`
 }
