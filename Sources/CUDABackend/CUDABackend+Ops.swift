@@ -56,7 +56,7 @@ extension CUDABackend {
         if let lora, add, copyCount == 1, d % 16 == 0, d <= 8192, stride % 4 == 0, out.shape.rowCount == d, slices.map({ $0.devicePointer % 16 == 0 }) ?? true,
            (residual.devicePointer | x.devicePointer | weight.devicePointer | out.devicePointer) % 8 == 0 {
             // A cluster of 4 blocks a row, a thread for each 4 columns (loom_norm_lora).
-            launch("loom_norm_lora", grid: (4, n, 1), block: max(32, (d / 16 + 31) / 32 * 32),
+            launch("loom_norm_lora", grid: (4, n, 1), block: max(32, (d / 16 + 31) / 32 * 32), sharedBytes: d,
                    [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
                     .pointer(out.devicePointer), .int(d), .float(eps),
                     .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride)]

@@ -145,16 +145,16 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
 // loom_norm_lora: loom_norm with add and a LoRA delta, for rows of d % 16 == 0 and d ≤ 8192, every
 // row (residual, out, x, w) 8-byte aligned and the slices 16-byte. One row alone on one multiprocessor
 // would stream its slot's B (d·R bf16) and compute every column's delta there, so a cluster of
-// NORM_CLUSTER blocks takes a row (a quarter of its columns each, 4 adjacent columns a thread, whose
-// B rows are adjacent too: a warp reads 32 · 4 rows of B in one contiguous stretch). The row's slot,
-// its B rows (the first 16 ranks) and the thread's 4 weights go before the wait; after it the row's x,
-// residual and xa go out together, so the delta costs two round trips, and each thread adds its own
-// columns' deltas. The blocks' sums of squares meet in one cluster barrier: each block stores its sum
-// into every block's `partials` (distributed shared memory) and reads its own after the barrier, so
-// no block waits at its exit for the others' reads. The barrier's first phase, which guarantees every
-// block of the cluster has started before the stores, is arrived at on entry.
-// Launch: grid (NORM_CLUSTER, n rows), block (max(32, roundup32(d / 16))); arguments as loom_norm's,
-// less `add`.
+// NORM_CLUSTER blocks takes a row (a quarter of its columns each, one thread for each 4). The row's
+// slot, its B rows (the first 16 ranks of 4 columns a thread, adjacent threads on adjacent columns,
+// so each warp load reads whole lines) and the thread's 4 weights go before the wait; after it the
+// row's x, residual and xa go out together, so the delta costs two round trips. The columns' deltas
+// meet their owners in shared memory. The blocks' sums of squares meet in one cluster barrier: each
+// block stores its sum into every block's `partials` (distributed shared memory) and reads its own
+// after the barrier, so no block waits at its exit for the others' reads. The barrier's first phase,
+// which guarantees every block of the cluster has started before the stores, is arrived at on entry.
+// Launch: grid (NORM_CLUSTER, n rows), block (max(32, roundup32(d / 16))), d / NORM_CLUSTER floats of
+// dynamic shared memory; arguments as loom_norm's, less `add`.
 #define NORM_CLUSTER 4
 
 __device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory"); }
@@ -176,15 +176,16 @@ loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf
     cluster_arrive_relaxed();  // every block of the cluster has started once this phase completes
     __shared__ __align__(16) float xa[LORA_MAX_RANK];
     __shared__ float partials[NORM_CLUSTER];
+    extern __shared__ float deltas[];
     const LoraDelta lora = LORA_ARGS;
     const int row = blockIdx.y, q = d / NORM_CLUSTER, first = blockIdx.x * q;  // the cluster is the row's blocks
-    const int i = threadIdx.x;
+    const int i = threadIdx.x, step = blockDim.x;
     const u64 base = (u64)row * d + first, xBase = (u64)row * xStride;
     const bool mine = 4 * i < q;
     const int slot = lora.row_slot(row);
     int c[4];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) c[e] = first + min(4 * i + e, q - 1);
+    for (int e = 0; e < 4; ++e) c[e] = first + min(i + e * step, q - 1);
     LoraDelta::Cols<4> cols;
     lora.fetch(slot, c, cols);
     const int rank = lora.rank(slot);
@@ -207,13 +208,19 @@ loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf
     }
     // The row's xa (summed over the slices and rounded as the GEMM rounds its output).
     lora.stage(slot, xa, [&](u64 k) { return output_at(x, slices, count, sliceStride, xBase + d + k); });
-    float dl[4] = {0.f, 0.f, 0.f, 0.f};
-    if (rank > 0) lora.sum<4>(slot, rank, c, cols, xa, dl);
+    if (rank > 0) {
+        float dl[4];
+        lora.sum<4>(slot, rank, c, cols, xa, dl);
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+            if (i + e * step < q) deltas[i + e * step] = dl[e];
+        __syncthreads();
+    }
     float sq = 0.f;
     if (mine) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-            if (rank > 0) a[e] = round_bf16(a[e] + dl[e]);
+            if (rank > 0) a[e] = round_bf16(a[e] + deltas[4 * i + e]);
             a[e] = round_bf16(r[e] + a[e]);
             sq += a[e] * a[e];
         }
