@@ -241,3 +241,153 @@ loom_norm_lora(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf
                                                pack_bf16x2(g[2] * round_bf16(a[2] * scale), g[3] * round_bf16(a[3] * scale)));
     }
 }
+
+// loom_norm_lora_shrink (ComputeBackend.addRMSNormShrinking, `--lora-backend fused` decode with
+// LoRAOptions.fusedNormShrink): loom_norm_lora (the delta optional: loraB may be null), writing the
+// normed rows into a fused group's GEMM input (rows outStride apart, `copies` copies copyStride
+// apart), then that group's shrink of them as loom_lora_shrink_fused writes it: for the row's slot s
+// (shrinkRowSlots) of rank r, module m < stack and j < r, the scaled x · A[s][m·R + j] as bf16 at
+// column d + s·stack·R + m·R + j, or with a copy a module at column d + s·R + j of copy m. Each thread
+// requests its 4 columns of the slot's stack·R ≤ SHRINK_MAX rows of A before the wait, dots them with
+// the 4 normed values it writes, and the block's sums (a warp transpose-reduction, then across warps)
+// meet the other blocks' in the cluster as the sums of squares do: a third barrier phase, after which
+// each block writes a quarter of the row's stack·R values. Columns of other slots, and past r, are
+// left as they are (zero: the step zeroes the wide input).
+// Rows of d ≤ 4096 (a block of at most 256 threads, so that A's 64 registers a thread fit without spills).
+// Launch: grid (NORM_CLUSTER, n rows), block (max(32, roundup32(d / 16))), d / NORM_CLUSTER floats of
+// dynamic shared memory. Arguments: loom_norm_lora's, then outStride, copies, copyStride, shrinkA
+// [slots, stack·R, d] bf16, shrinkScalings [slots, stack] f32, shrinkRowSlots [n] i32, shrinkSlotRanks
+// [slots] i32, shrinkR, shrinkStack, then LORA_PARAMS.
+#define SHRINK_MAX 32
+
+// One step of a warp's transpose-reduction of 2·OFF values a lane: lanes with bit OFF clear keep
+// values 0..OFF-1, the others OFF..2·OFF-1, each adding its partner's; after the steps 16, 8, 4, 2, 1
+// lane L holds the warp's sum of value L in v[0].
+template <int OFF>
+__device__ __forceinline__ void transpose_sum(float* v, int lane) {
+    const bool upper = (lane & OFF) != 0;
+#pragma unroll
+    for (int k = 0; k < OFF; ++k) {
+        const float send = upper ? v[k] : v[k + OFF], keep = upper ? v[k + OFF] : v[k];
+        v[k] = keep + __shfl_xor_sync(0xffffffffu, send, OFF);
+    }
+}
+
+extern "C" __global__ void __cluster_dims__(NORM_CLUSTER, 1, 1) __launch_bounds__(256)
+loom_norm_lora_shrink(bf16* __restrict__ residual, const bf16* __restrict__ x, const bf16* __restrict__ w, bf16* __restrict__ out, int d,
+                      float eps, const float* __restrict__ slices, int count, long long sliceStride, int xStride, int outStride, int copies,
+                      long long copyStride, const bf16* __restrict__ shrinkA, const float* __restrict__ shrinkScalings,
+                      const int* __restrict__ shrinkRowSlots, const int* __restrict__ shrinkSlotRanks, int shrinkR, int shrinkStack,
+                      LORA_PARAMS) {
+    cluster_arrive_relaxed();  // every block of the cluster has started once this phase completes
+    __shared__ __align__(16) float xa[LORA_MAX_RANK];
+    __shared__ float partials[NORM_CLUSTER];
+    __shared__ float warpSums[8][SHRINK_MAX];
+    __shared__ float shrinkPartials[NORM_CLUSTER][SHRINK_MAX];
+    extern __shared__ float deltas[];
+    const LoraDelta lora = LORA_ARGS;
+    const int row = blockIdx.y, q = d / NORM_CLUSTER, first = blockIdx.x * q;  // the cluster is the row's blocks
+    const int i = threadIdx.x, step = blockDim.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const u64 base = (u64)row * d + first, xBase = (u64)row * xStride, outBase = (u64)row * outStride + first;
+    const bool mine = 4 * i < q;
+    const int slot = lora.row_slot(row);
+    int c[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) c[e] = first + min(i + e * step, q - 1);
+    LoraDelta::Cols<4> cols;
+    lora.fetch(slot, c, cols);
+    const int rank = lora.rank(slot);
+    const uint2 weights = mine ? ((const uint2*)(w + first))[i] : make_uint2(0u, 0u);
+    // The shrink's slot, rank and rows of A (constant during the step).
+    const int sslot = shrinkRowSlots[row], srank = shrinkSlotRanks[sslot], sr = shrinkStack * shrinkR;
+    uint2 av[SHRINK_MAX];
+#pragma unroll
+    for (int j = 0; j < SHRINK_MAX; ++j)
+        av[j] = mine && j < sr && j % shrinkR < srank ? ((const uint2*)(shrinkA + ((u64)sslot * sr + j) * d + first))[i] : make_uint2(0u, 0u);
+    grid_enter();
+    float a[4], r[4];
+    if (mine) {
+        if (count > 0) {
+            const float4* p = (const float4*)(slices + xBase + first) + i;
+            float4 v = p[0];
+            for (int s = 1; s < count; ++s) {
+                const float4 t = p[s * sliceStride / 4];
+                v.x += t.x; v.y += t.y; v.z += t.z; v.w += t.w;
+            }
+            a[0] = round_bf16(v.x); a[1] = round_bf16(v.y); a[2] = round_bf16(v.z); a[3] = round_bf16(v.w);
+        } else {
+            unpack_bf16(((const uint2*)(x + xBase + first))[i], a);
+        }
+        unpack_bf16(((const uint2*)(residual + base))[i], r);
+    }
+    lora.stage(slot, xa, [&](u64 k) { return output_at(x, slices, count, sliceStride, xBase + d + k); });
+    if (rank > 0) {
+        float dl[4];
+        lora.sum<4>(slot, rank, c, cols, xa, dl);
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+            if (i + e * step < q) deltas[i + e * step] = dl[e];
+        __syncthreads();
+    }
+    float sq = 0.f;
+    if (mine) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            if (rank > 0) a[e] = round_bf16(a[e] + deltas[4 * i + e]);
+            a[e] = round_bf16(r[e] + a[e]);
+            sq += a[e] * a[e];
+        }
+        ((uint2*)(residual + base))[i] = make_uint2(pack_bf16x2(a[0], a[1]), pack_bf16x2(a[2], a[3]));
+    }
+    sq = block_sum(sq);
+    cluster_wait();
+    if (threadIdx.x < NORM_CLUSTER) cluster_store(&partials[blockIdx.x], threadIdx.x, sq);
+    cluster_sync();
+    float total = 0.f;
+#pragma unroll
+    for (int b = 0; b < NORM_CLUSTER; ++b) total += partials[b];
+    const float scale = rsqrtf(total / (float)d + eps);
+    float o[4] = {0.f, 0.f, 0.f, 0.f};
+    if (mine) {
+        float g[4];
+        unpack_bf16(weights, g);
+        const uint2 packed = make_uint2(pack_bf16x2(g[0] * round_bf16(a[0] * scale), g[1] * round_bf16(a[1] * scale)),
+                                        pack_bf16x2(g[2] * round_bf16(a[2] * scale), g[3] * round_bf16(a[3] * scale)));
+        for (int cp = 0; cp < copies; ++cp) ((uint2*)(out + cp * copyStride + outBase))[i] = packed;
+        unpack_bf16(packed, o);  // x as the GEMM reads it
+    }
+    // The shrink: this thread's share of each of the stack·R dots, then the warp's (lane j ends with dot j).
+    float v[SHRINK_MAX];
+#pragma unroll
+    for (int j = 0; j < SHRINK_MAX; ++j) {
+        float f[4];
+        unpack_bf16(av[j], f);
+        v[j] = o[0] * f[0] + o[1] * f[1] + o[2] * f[2] + o[3] * f[3];
+    }
+    transpose_sum<16>(v, lane);
+    transpose_sum<8>(v, lane);
+    transpose_sum<4>(v, lane);
+    transpose_sum<2>(v, lane);
+    transpose_sum<1>(v, lane);
+    warpSums[warp][lane] = v[0];
+    __syncthreads();
+    if (threadIdx.x < SHRINK_MAX) {
+        float t = 0.f;
+        for (int k = 0; k < (int)(blockDim.x >> 5); ++k) t += warpSums[k][threadIdx.x];
+#pragma unroll
+        for (int b = 0; b < NORM_CLUSTER; ++b) cluster_store(&shrinkPartials[blockIdx.x][threadIdx.x], b, t);
+    }
+    cluster_sync();
+    const int j = threadIdx.x;
+    if (j < sr && j % NORM_CLUSTER == (int)blockIdx.x) {
+        const int m = j / shrinkR, jr = j - m * shrinkR;
+        if (jr < srank) {
+            float t = 0.f;
+#pragma unroll
+            for (int b = 0; b < NORM_CLUSTER; ++b) t += shrinkPartials[b][j];
+            const u64 at = copies > 1 ? (u64)m * copyStride + (u64)row * outStride + d + (u64)sslot * shrinkR + jr
+                                      : (u64)row * outStride + d + (u64)sslot * sr + j;
+            out[at] = f32_to_bf16(t * shrinkScalings[sslot * shrinkStack + m]);
+        }
+    }
+}
