@@ -77,38 +77,6 @@ extension CUDABackend {
                 .int(out.shape.rowCount), .int(copyCount), .u64(UInt64(copyStride))] + loraArguments(lora, "addRMSNorm"))
     }
 
-    /// One kernel for the norm and the shrink (`loom_norm_lora_shrink`) where the row is at most
-    /// 4096 wide, the shrink at most 32 columns a slot (`stack·R`, gate/up to rank 16) over K = d, and
-    /// the copies one, or one a module; otherwise the two ops.
-    public func addRMSNormShrinking(residual: DeviceTensor, _ x: DeviceTensor, slices: DeviceTensor?, weight: DeviceTensor, eps: Float,
-                                    out copies: DeviceTensor, lora: LoRADelta?, shrink: FusedShrink) {
-        let n = residual.shape[0], d = residual.shape.rowCount, stride = slices?.shape[2] ?? x.shape.rowCount
-        let (out, copyCount, copyStride) = copies.outputCopies
-        let stack = shrink.stack, r = shrink.rank, a = shrink.a
-        guard n > 0, a.shape[2] == d, a.shape[1] == stack * r, stack * r <= 32, (1...3).contains(stack), copyCount == 1 || copyCount == stack,
-              d % 16 == 0, d <= 4096, stride % 4 == 0, out.shape.rowCount % 4 == 0, copyStride % 4 == 0,
-              slices.map({ $0.devicePointer % 16 == 0 }) ?? true,
-              (residual.devicePointer | x.devicePointer | weight.devicePointer | out.devicePointer | a.devicePointer) % 8 == 0
-        else {
-            return addRMSNormThenShrink(residual: residual, x, slices: slices, weight: weight, eps: eps, out: copies, lora: lora, shrink: shrink)
-        }
-        let op = "addRMSNormShrinking"
-        bf16(residual, op); bf16(x, op); bf16(weight, op); bf16(out, op); bf16(a, op); i32(shrink.rowSlots, op); i32(shrink.plan.slotRanks, op)
-        let slotColumns = copyCount > 1 ? r : stack * r
-        precondition(weight.count == d && out.shape[0] >= n && shrink.rowSlots.count >= n && shrink.scalings.dtype == .f32
-                     && shrink.scalings.count >= a.shape[0] * stack && out.shape.rowCount >= d + slotColumns
-                     && (out.shape.rowCount - d) % slotColumns == 0 && (slices.map { $0.dtype == .f32 && $0.shape[1] == n } ?? true),
-                     "\(op): x \(x.shape), residual \(residual.shape), A \(a.shape) into \(copies.shape)")
-        launch("loom_norm_lora_shrink", grid: (4, n, 1), block: max(32, (d / 16 + 31) / 32 * 32), sharedBytes: d,
-               [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),
-                .pointer(out.devicePointer), .int(d), .float(eps),
-                .pointer(slices?.devicePointer ?? 0), .int(slices?.shape[0] ?? 0), .u64(UInt64(n * stride)), .int(stride),
-                .int(out.shape.rowCount), .int(copyCount), .u64(UInt64(copyStride)),
-                .pointer(a.devicePointer), .pointer(shrink.scalings.devicePointer), .pointer(shrink.rowSlots.devicePointer),
-                .pointer(shrink.plan.slotRanks.devicePointer), .int(r), .int(stack)]
-                + loraArguments(lora, op))
-    }
-
     /// A LoRA delta as the consuming kernels take it (LORA_PARAMS); all zero for none.
     private func loraArguments(_ lora: LoRADelta?, _ op: String) -> [KernelArgument] {
         guard let lora else { return [.pointer(0), .pointer(0), .pointer(0), .pointer(0), .int(0), .int(0), .int(0), .int(0), .int(0)] }

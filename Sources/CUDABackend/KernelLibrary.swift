@@ -18,7 +18,7 @@ final class KernelLibrary {
     static let header = String(decoding: PackageResources.common_cuh, as: UTF8.self)
     static let modules: [Module] = [
         Module(name: "embed", source: PackageResources.embed_cu, functions: ["loom_embed"]),
-        Module(name: "rms_norm", source: PackageResources.rms_norm_cu, functions: ["loom_norm", "loom_norm_lora", "loom_norm_lora_shrink"]),
+        Module(name: "rms_norm", source: PackageResources.rms_norm_cu, functions: ["loom_norm", "loom_norm_lora"]),
         Module(name: "rope", source: PackageResources.rope_cu, functions: ["loom_rope_write_kv"]),
         Module(name: "attention", source: PackageResources.attention_cu, functions: [1, 2, 4, 8].flatMap { d in [1, 2, 4, 8].map { "loom_attention_d\(d)_g\($0)" } } + ["loom_attention_combine"]),
         Module(name: "attention_decode", source: PackageResources.attention_decode_cu,

@@ -124,10 +124,7 @@ public final class LoRAManager {
         self.consumerRows = consumerRows
         // The fused groups that decode with consumer deltas (`LoRAOptions.fusedConsumerGroups`); the
         // others keep the widened K.
-        // With `LoRAOptions.fusedNormShrink`, gate/up at those steps takes the widened K, its shrink in the norm before it.
-        let normShrinkGroups: Set<ProjectionGroup> = consumerRows > 0 && options.fusedNormShrink ? fusedGroups.intersection([.gateUp]) : []
-        self.normShrinkGroups = normShrinkGroups
-        let consumerGroups = consumerRows == 0 ? [] : fusedGroups.intersection(options.fusedConsumerGroups ?? fusedGroups).subtracting(normShrinkGroups)
+        let consumerGroups = consumerRows == 0 ? [] : fusedGroups.intersection(options.fusedConsumerGroups ?? fusedGroups)
         self.consumerGroups = consumerGroups
         // Shrink outputs only for the groups that shrink then expand (fused groups write beside x).
         var offsets: [ProjectionGroup: Int] = [:], stacked = 0
@@ -222,9 +219,6 @@ public final class LoRAManager {
     /// (`LoRAOptions.fusedDecodeRows`; 0 under tensor parallelism, or above `LoRAOptions.fusedConsumerMaxRank`).
     public let consumerRows: Int
     let consumerGroups: Set<ProjectionGroup>
-    /// The fused groups whose shrink the RMSNorm making their input computes at steps of at most
-    /// `consumerRows` rows (`LoRAOptions.fusedNormShrink`).
-    let normShrinkGroups: Set<ProjectionGroup>
 
     /// What `--lora-backend fused` costs, for the startup log (nil for the other backends): each
     /// fused group's K growth and the extra weight bytes on rank 0, e.g.
@@ -507,26 +501,12 @@ public final class LoRAManager {
                             delta: LoRADelta(b: b, scalings: buf.scalings, rowSlots: rb.rowSlots.rows(n), slotRanks: rb.slotRanks, outOffsets: buf.outOffsets))
     }
 
-    /// The group's shrink for the norm that writes its input to compute (`addRMSNormShrinking`), or
-    /// nil where the group is not adapted in this layer.
-    fileprivate func normShrink(rank: Int, layer: Int, group: ProjectionGroup, plan: LoRAKernelPlan, rows: Int) -> FusedShrink? {
-        let rb = ranks[rank]
-        guard let buf = rb.layers[layer][group], buf.fusedWeight != nil, let scratch = rb.fusedScratch else { return nil }
-        return FusedShrink(a: buf.a, scalings: buf.scalings, plan: plan, stack: Self.modules(of: group).count, scratch: scratch,
-                           rowSlots: rb.rowSlots.rows(rows))
-    }
-
-    /// `shrunk`: the norm has written the shrink already (`normShrink`); x must be in the buffer.
     fileprivate func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor, plan: LoRAKernelPlan, rows: Int,
-                               usedSlots: Int, shrunk: Bool = false) -> DeviceTensor {
+                               usedSlots: Int) -> DeviceTensor {
         let rb = ranks[rank]
         guard let buf = rb.layers[layer][group], let copies = fusedInputCopies(rank: rank, group: group, rows: rows, usedSlots: usedSlots),
               let scratch = rb.fusedScratch else { return input }
         let buffer = inputBuffer(copies), (out, count, copyStride) = copies.outputCopies
-        if shrunk {
-            precondition(input.isSameView(as: buffer), "gemmInput: \(group)'s shrink was written by its norm, but x is elsewhere")
-            return buffer
-        }
         // The model's ops write x there already, into every copy (`inputBuffer`); any other input is
         // copied in.
         if !input.isSameView(as: buffer) { rb.backend.copyColumns(input, into: buffer, column: 0) }
@@ -603,12 +583,6 @@ final class StepApplier: LoRAApplier {
 
     func gemmInput(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) -> DeviceTensor {
         precondition(!expandsInConsumer(group), "gemmInput of fused \(group) in a consumer-delta step")
-        return manager.gemmInput(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows, usedSlots: usedSlots,
-                                 shrunk: normShrink(rank: rank, layer: layer, group: group) != nil)
-    }
-
-    func normShrink(rank: Int, layer: Int, group: ProjectionGroup) -> FusedShrink? {
-        guard consumes && manager.normShrinkGroups.contains(group) else { return nil }
-        return manager.normShrink(rank: rank, layer: layer, group: group, plan: plans[rank], rows: rows)
+        return manager.gemmInput(rank: rank, layer: layer, group: group, input: input, plan: plans[rank], rows: rows, usedSlots: usedSlots)
     }
 }

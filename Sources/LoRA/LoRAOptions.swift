@@ -70,11 +70,6 @@ public struct LoRAOptions: Sendable {
     /// prefill 87.4, 86.7 / 92.8, 89.2; batch-32 decode with 8 rank-64 adapters 5,075 / 4,850 tok/s.
     /// `LOOM_FUSED_SPLIT_STACKS=0` turns it off, for A/B runs on a device.
     public var fusedSplitStacks = ProcessInfo.processInfo.environment["LOOM_FUSED_SPLIT_STACKS"] != "0"
-    /// `fused`: at decode steps that add the other groups' deltas in their consumers, gate/up takes the
-    /// widened K and its shrink is computed by the RMSNorm that writes its input
-    /// (`ComputeBackend.addRMSNormShrinking`), not by a shrink launch and not by SiLU·mul reading B.
-    /// `LOOM_NORM_SHRINK=1` turns it on, for A/B runs on a device.
-    public var fusedNormShrink = ProcessInfo.processInfo.environment["LOOM_NORM_SHRINK"] == "1"
 
     public init() {}
 

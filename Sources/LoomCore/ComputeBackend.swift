@@ -108,33 +108,6 @@ public struct LoRAKernelPlan {
     }
 }
 
-/// A fused group's shrink (`loraShrinkFused`) that the RMSNorm writing the group's GEMM input may
-/// compute as it writes x (`addRMSNormShrinking`): the same arguments, and each token row's slot.
-public struct FusedShrink {
-    /// `[slots, stack·R, K]`.
-    public var a: DeviceTensor
-    /// `[slots, stack]` f32.
-    public var scalings: DeviceTensor
-    public var plan: LoRAKernelPlan
-    public var stack: Int
-    /// f32 `[n, stack·R]`, zero (`loraShrinkFused`'s).
-    public var scratch: DeviceTensor
-    /// `[≥ n]` i32: token row i's slot, the plan's mapping by row (a row's kernel needs no plan position).
-    public var rowSlots: DeviceTensor
-
-    public init(a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int, scratch: DeviceTensor, rowSlots: DeviceTensor) {
-        self.a = a
-        self.scalings = scalings
-        self.plan = plan
-        self.stack = stack
-        self.scratch = scratch
-        self.rowSlots = rowSlots
-    }
-
-    /// The slots' rank stride R.
-    public var rank: Int { a.shape[1] / stack }
-}
-
 /// The operations a model needs, coarse enough that a device backend runs each as one or two kernels.
 ///
 /// Activations are `f32` on the CPU backend; weights are stored in `weightDType`. Shapes use rows
@@ -237,13 +210,6 @@ public protocol ComputeBackend: AnyObject {
     /// and its own extension: module `m`'s value goes to `out[m·moduleStride][permutation[p]][K + s·R + j]`.
     func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                          scratch: DeviceTensor, moduleStride: Int)
-    /// `addRMSNorm` (of `x`, or of `slices` when given) into `out`, a fused group's GEMM input
-    /// (`[n, width]`, or a copy a module `[S, n, width]` with split extensions), then that group's
-    /// shrink of the normed rows beside them, as `loraShrinkFused(first copy, …, moduleStride: copy
-    /// stride or 0)` writes it. The default does exactly that; a device may do both in one kernel,
-    /// the shrink reading x as the norm rounds it.
-    func addRMSNormShrinking(residual: DeviceTensor, _ x: DeviceTensor, slices: DeviceTensor?, weight: DeviceTensor, eps: Float,
-                             out: DeviceTensor, lora: LoRADelta?, shrink: FusedShrink)
     /// `linear` of `S` modules of equal width `m` stacked in one weight (`[S·m, ≥ k]`), each over its
     /// own input: `out[i][s·m + j] = x[s][i] · weight[s·m + j]ᵀ`, `x` `[S, n, k]`, `out` `[n, S·m]`.
     /// (`--lora-backend fused` with split extensions: gate and up each read x beside their own shrink output.)
@@ -322,24 +288,6 @@ extension ComputeBackend {
     public func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                                 scratch: DeviceTensor) {
         loraShrinkFused(out, a: a, scalings: scalings, plan: plan, stack: stack, scratch: scratch, moduleStride: 0)
-    }
-
-    public func addRMSNormShrinking(residual: DeviceTensor, _ x: DeviceTensor, slices: DeviceTensor?, weight: DeviceTensor, eps: Float,
-                                    out: DeviceTensor, lora: LoRADelta?, shrink: FusedShrink) {
-        addRMSNormThenShrink(residual: residual, x, slices: slices, weight: weight, eps: eps, out: out, lora: lora, shrink: shrink)
-    }
-
-    /// `addRMSNormShrinking` as two ops: the norm into every copy, then `loraShrinkFused`.
-    public func addRMSNormThenShrink(residual: DeviceTensor, _ x: DeviceTensor, slices: DeviceTensor?, weight: DeviceTensor, eps: Float,
-                                     out: DeviceTensor, lora: LoRADelta?, shrink: FusedShrink) {
-        if let slices {
-            addRMSNorm(residual: residual, slices: slices, weight: weight, eps: eps, out: out, lora: lora)
-        } else {
-            addRMSNorm(residual: residual, x, weight: weight, eps: eps, out: out, lora: lora)
-        }
-        let (first, count, copyStride) = out.outputCopies
-        loraShrinkFused(first, a: shrink.a, scalings: shrink.scalings, plan: shrink.plan, stack: shrink.stack, scratch: shrink.scratch,
-                        moduleStride: count > 1 ? copyStride : 0)
     }
 
     public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor) {

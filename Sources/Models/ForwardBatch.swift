@@ -88,16 +88,12 @@ public protocol LoRAApplier: AnyObject {
     /// How the group runs where its GEMM also shrinks and the op consuming its output adds the
     /// delta (`--lora-backend fused` at decode), or nil where `gemmInput` and `apply` say how.
     func consumerLoRA(rank: Int, layer: Int, group: ProjectionGroup) -> ConsumerLoRA?
-    /// The group's shrink where the RMSNorm writing its input (`inputBuffer`) computes it
-    /// (`ComputeBackend.addRMSNormShrinking`), so that `gemmInput` adds nothing; nil elsewhere.
-    func normShrink(rank: Int, layer: Int, group: ProjectionGroup) -> FusedShrink?
 }
 
 extension LoRAApplier {
     public func shrinkAhead(rank: Int, layer: Int, group: ProjectionGroup, input: DeviceTensor) {}
     public func consumerLoRA(rank: Int, layer: Int, group: ProjectionGroup) -> ConsumerLoRA? { nil }
     public func inputBuffer(rank: Int, layer: Int, group: ProjectionGroup) -> DeviceTensor? { nil }
-    public func normShrink(rank: Int, layer: Int, group: ProjectionGroup) -> FusedShrink? { nil }
 }
 
 /// A group whose GEMM shrinks too: `weight` is its own rows, then every slot's A

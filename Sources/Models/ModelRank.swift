@@ -140,11 +140,8 @@ public final class ModelRank {
         // What the next `addRMSNorm` adds into the residual: the last row-parallel output (`projected`,
         // or a fused group's wider output), or its K-slices; with the fused group's delta.
         var pendingX = projected, pendingSlices: DeviceTensor?, pendingDelta: LoRADelta?
-        func addRMSNorm(_ weight: DeviceTensor, out: DeviceTensor, shrink: FusedShrink? = nil) {
-            if let shrink {
-                b.addRMSNormShrinking(residual: residual, pendingX, slices: pendingSlices, weight: weight, eps: c.rmsNormEps, out: out,
-                                      lora: pendingDelta, shrink: shrink)
-            } else if let slices = pendingSlices {
+        func addRMSNorm(_ weight: DeviceTensor, out: DeviceTensor) {
+            if let slices = pendingSlices {
                 b.addRMSNorm(residual: residual, slices: slices, weight: weight, eps: c.rmsNormEps, out: out, lora: pendingDelta)
             } else {
                 b.addRMSNorm(residual: residual, pendingX, weight: weight, eps: c.rmsNormEps, out: out, lora: pendingDelta)
@@ -210,7 +207,7 @@ public final class ModelRank {
                         numHeads: c.numHeads, numKVHeads: c.numKVHeads, headDim: c.headDim)
             rowParallel(.o, oInput, weight: layer.o)
             let gateUpInput = input(.gateUp, normed)
-            addRMSNorm(layer.postAttentionNorm, out: gateUpInput, shrink: lora?.normShrink(rank: rank, layer: i, group: .gateUp))
+            addRMSNorm(layer.postAttentionNorm, out: gateUpInput)
             let (gateUpOut, gateUpDelta) = columnParallel(.gateUp, gateUpInput, weight: layer.gateUp, bias: nil, out: gateUp)
             let downInput = input(.down, activated)
             b.siluMul(gateUpOut, out: downInput, lora: gateUpDelta)

@@ -133,12 +133,6 @@ extension OpChecks {
                 cpu.loraShrinkFused(sc2.rows(n), a: ac, scalings: scaleC, plan: planC, stack: stack, scratch: scratchC, moduleStride: n * splitWidth)
                 results += compareFused(sc2, sg2, k: k, detail: detail + ", split extensions")
                 results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", split extensions"))
-                if kind == .fused {
-                    let (slotsC, slotsG) = ints(rowSlots.map(Int32.init))
-                    results += normShrinkCases(detail: detail, rowSlots: rowSlots, slotRanks: slotRanks, maxRank: maxRank,
-                                               shrinkC: FusedShrink(a: ac, scalings: scaleC, plan: planC, stack: stack, scratch: scratchC, rowSlots: slotsC),
-                                               shrinkG: FusedShrink(a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG, rowSlots: slotsG))
-                }
             }
         }
         return results
@@ -193,59 +187,9 @@ extension OpChecks {
             // graph captured with one adapter.
             results += loraCase("many-r24", k: 14336, moduleOutputs: [4096], maxRank: 24, slotRanks: [0] + (0..<40).map { [24, 8, 20, 4][$0 % 4] },
                                 rowSlots: (0..<120).map { $0 % 41 }.shuffledDeterministically(), kind: kind, captureRowSlots: Array(repeating: 1, count: 120))
-            // gate/up at decode in pools of rank 16 and 8: the norm before it computing its shrink
-            // (`addRMSNormShrinking`, one kernel up to stack·R = 32) beside the shrink kernels.
-            results += loraCase("gateup-r16", k: 4096, moduleOutputs: gateUp, maxRank: 16, slotRanks: [0, 16, 8, 16, 16, 12, 16, 16, 16],
-                                rowSlots: (0..<32).map { $0 % 9 }.shuffledDeterministically(), kind: kind)
-            results += loraCase("gateup-r8", k: 4096, moduleOutputs: gateUp, maxRank: 8, slotRanks: [0, 8, 5], rowSlots: (0..<7).map { $0 % 3 }, kind: kind)
             // Graph replay with more segments than at capture.
             results += loraCase("graph", k: 4096, moduleOutputs: qkv, maxRank: 16, slotRanks: [0, 16, 8, 16, 16, 4, 16, 12, 16],
                                 rowSlots: (0..<64).map { $0 % 9 }, kind: kind, captureRowSlots: Array(repeating: 1, count: 64))
-        }
-        return results
-    }
-}
-
-extension OpChecks {
-    /// `addRMSNormShrinking` (the RMSNorm before gate/up computing its shrink) against the CPU's norm
-    /// then shrink, on a case's shrink (`rowSlots` token rows' slots): into a copy a module and into
-    /// one wide input, with x or K-slices, with and without the o delta. The residual, x (the normed
-    /// rows in every copy), the shrink columns and the (untouched, zero) scratch are compared.
-    mutating func normShrinkCases(detail: String, rowSlots: [Int], slotRanks: [Int], maxRank: Int, shrinkC: FusedShrink,
-                                  shrinkG: FusedShrink) -> [[String: Any]] {
-        var results: [[String: Any]] = []
-        let n = rowSlots.count, slots = slotRanks.count, stack = shrinkC.stack, k = shrinkC.a.shape[2]
-        let (sc, sg) = (shrinkC, shrinkG)
-        for (split, delta, sliceCount) in [(true, false, 0), (true, true, 2), (false, true, 0), (false, false, 2)] {
-            let copies = split ? stack : 1
-            let width = k + LoRAManager.fusedExtension(slots: slots, stack: split ? 1 : stack, rank: maxRank)
-            let (oc, og) = zeros(Shape(copies * n, width))
-            let (outC, outG) = copies > 1 ? (oc.reshaped(Shape(copies, n, width)), og.reshaped(Shape(copies, n, width))) : (oc, og)
-            let (wc, wg, _) = pair(Shape(k))
-            let (rc, rg, _) = pair(Shape(n, k), scale: 2)
-            var lc: LoRADelta?, lg: LoRADelta?, xWidth = k
-            if delta {
-                let made = loraDelta(moduleOutputs: [k], maxRank: maxRank, slotRanks: slotRanks, rowSlots: rowSlots)
-                (lc, lg, xWidth) = (made.0, made.1, made.width)
-            }
-            let (xc, xg, _) = pair(Shape(n, xWidth))
-            var slicesC: DeviceTensor?, slicesG: DeviceTensor?
-            if sliceCount > 0 {
-                let (c, g) = floats32((0..<(sliceCount * n * xWidth)).map { _ in rng.uniform() })
-                (slicesC, slicesG) = (c.reshaped(Shape(sliceCount, n, xWidth)), g.reshaped(Shape(sliceCount, n, xWidth)))
-            }
-            cpu.addRMSNormShrinking(residual: rc, xc, slices: slicesC, weight: wc, eps: 1e-5, out: outC, lora: lc, shrink: sc)
-            gpu.addRMSNormShrinking(residual: rg, xg, slices: slicesG, weight: wg, eps: 1e-5, out: outG, lora: lg, shrink: sg)
-            let label = detail + ", norm shrink into \(copies) cop\(copies > 1 ? "ies" : "y")" + (delta ? " with o's delta" : "")
-                + (sliceCount > 0 ? ", \(sliceCount) slices" : "")
-            let a = cpu.download(oc), b = gpu.download(og)
-            func columns(_ values: [Float], _ range: Range<Int>) -> [Float] {
-                (0..<(copies * n)).flatMap { values[($0 * width + range.lowerBound)..<($0 * width + range.upperBound)] }
-            }
-            results.append(compare("addRMSNormShrinking.residual", rc, rg, tolerance: 1e-2, detail: label))
-            results.append(compare("addRMSNormShrinking.x", columns(a, 0..<k), columns(b, 0..<k), tolerance: 1e-2, detail: label, nonzero: true))
-            results.append(compare("addRMSNormShrinking.xA", columns(a, k..<width), columns(b, k..<width), tolerance: 2e-2, detail: label, nonzero: true))
-            results.append(compare("addRMSNormShrinking scratch", sc.scratch, sg.scratch, tolerance: 0, detail: label))
         }
         return results
     }

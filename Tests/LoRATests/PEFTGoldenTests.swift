@@ -20,7 +20,7 @@ import Testing
     }
 
     func setup(_ name: String, kind: LoRABackendKind, slots: Int, residualSlices: Int = 1, fusedDecodeRows: Int = LoRAOptions().fusedDecodeRows,
-               consumerGroups: Set<ProjectionGroup>? = nil, splitStacks: Bool = false, normShrink: Bool = false) throws -> Setup {
+               consumerGroups: Set<ProjectionGroup>? = nil, splitStacks: Bool = false) throws -> Setup {
         let reference = try loadJSON(fixture("models/\(name)/reference.json"))
         let modelDir = packageRoot.appendingPathComponent(reference["model_dir"] as! String).path
         let backend = CPUBackend()
@@ -39,7 +39,6 @@ import Testing
         options.fusedConsumerMaxRank = LoRAManager.maxConsumerRank
         options.fusedConsumerGroups = consumerGroups
         options.fusedSplitStacks = splitStacks
-        options.fusedNormShrink = normShrink
         let specs = names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") }
         let manager = try LoRAManager(options: options, model: model, maxTokens: 1024, initial: specs)
         return Setup(model: model, manager: manager, reference: reference)
@@ -115,24 +114,6 @@ import Testing
             try check(s, adapters: (batch["adapters"] as! [Any]).map { $0 as? String }, prompts: (batch["prompt_ids"] as! [Any]).map(ints),
                       logits: (batch["last_logits"] as! [Any]).map(floats), greedy: (batch["greedy_ids"] as! [Any]).map(ints),
                       label: "\(name) fused batch \(b), \(how)", forGraph: path.forGraph)
-        }
-    }
-
-    /// Decode steps with gate/up's shrink in the RMSNorm before it (`LoRAOptions.fusedNormShrink`):
-    /// gate/up takes the widened K, the other groups their consumers' deltas; with one wide input or
-    /// a copy a module, x or o's K-slices into the norm.
-    @Test(arguments: ["llama-tiny", "qwen2-tiny"], [(1, false), (2, false), (1, true), (2, true)])
-    func normShrinkMatchesPEFT(model name: String, path: (slices: Int, split: Bool)) throws {
-        let s = try setup(name, kind: .fused, slots: 3, residualSlices: path.slices, fusedDecodeRows: 1024, splitStacks: path.split, normShrink: true)
-        #expect(s.manager.normShrinkGroups == [.gateUp] && !s.manager.consumerGroups.contains(.gateUp))
-        let cases = s.reference["cases"] as! [[String: Any]]
-        let how = "norm shrink, \(path.slices) slices" + (path.split ? ", split extensions" : "")
-        try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
-                  logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) }, label: "\(name) fused, \(how)")
-        for (b, batch) in (s.reference["mixed_batches"] as! [[String: Any]]).enumerated() {
-            try check(s, adapters: (batch["adapters"] as! [Any]).map { $0 as? String }, prompts: (batch["prompt_ids"] as! [Any]).map(ints),
-                      logits: (batch["last_logits"] as! [Any]).map(floats), greedy: (batch["greedy_ids"] as! [Any]).map(ints),
-                      label: "\(name) fused batch \(b), \(how)")
         }
     }
 
