@@ -50,8 +50,8 @@ public enum BenchServeMain {
 
     static func append(_ data: Data, to path: String) throws {
         try createParent(of: path)
-        if !FileManager.default.fileExists(atPath: path) {
-            FileManager.default.createFile(atPath: path, contents: nil)
+        if !FileManager.default.fileExists(atPath: path), !FileManager.default.createFile(atPath: path, contents: nil) {
+            throw BenchError.invalidOption("cannot create \(path)")
         }
         guard let handle = FileHandle(forWritingAtPath: path) else { throw BenchError.invalidOption("cannot write \(path)") }
         defer { try? handle.close() }

@@ -92,17 +92,25 @@ public func runProcess(_ executable: URL, _ arguments: [String], in directory: U
     process.standardOutput = out
     process.standardError = err
     try process.run()
-    let stderrRead = DispatchGroup()
-    var stderr = Data()
+    let stderrRead = DispatchGroup(), stderr = LockedData()
     stderrRead.enter()
     Thread {
-        stderr = err.fileHandleForReading.readDataToEndOfFile()
+        stderr.set(err.fileHandleForReading.readDataToEndOfFile())
         stderrRead.leave()
     }.start()
     let stdout = out.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     stderrRead.wait()
-    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr.get(), as: UTF8.self))
+}
+
+/// Bytes one thread hands another (`runProcess`'s stderr).
+private final class LockedData: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+
+    func set(_ value: Data) { lock.withLock { data = value } }
+    func get() -> Data { lock.withLock { data } }
 }
 
 /// A loopback port nothing listens on right now.

@@ -33,7 +33,7 @@ final class LoomServeProcess: @unchecked Sendable {
         guard let binary = Self.binary else { throw TestHTTPError.malformed("the loom binary is not built") }
         port = try Self.freePort()
         logPath = NSTemporaryDirectory() + "loom-serve-\(UUID().uuidString).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        guard FileManager.default.createFile(atPath: logPath, contents: nil) else { throw TestHTTPError.malformed("cannot create \(logPath)") }
         let log = FileHandle(forWritingAtPath: logPath)
         process = Process()
         process.executableURL = binary
