@@ -23,6 +23,13 @@ extension CUDABackend {
     /// `label` names the launch in kernel profiles (default: the function); built only when profiling.
     func launch(_ function: String, grid: (Int, Int, Int), block: Int, sharedBytes: Int = 0, label: @autoclosure () -> String? = nil,
                 _ arguments: [KernelArgument]) {
+        launch(function, grid: grid, block: (block, 1, 1), sharedBytes: sharedBytes, label: label(), arguments)
+    }
+
+    /// `launch` with a two-dimensional block (`block.2` must be 1).
+    func launch(_ function: String, grid: (Int, Int, Int), block: (Int, Int, Int), sharedBytes: Int = 0, label: @autoclosure () -> String? = nil,
+                _ arguments: [KernelArgument]) {
+        precondition(block.2 == 1 && block.0 * block.1 <= 1024, "\(function): block \(block)")
         guard beginLaunch() else { return }
         activate()
         guard let f = kernels.functions[function] else { fail(CUDAError.missingKernel(module: "?", function: function)) }
@@ -34,9 +41,9 @@ extension CUDABackend {
             var pointers: [UnsafeMutableRawPointer?] = (0..<buffer.count).map { UnsafeMutableRawPointer(buffer.baseAddress! + $0) }
             let status = pointers.withUnsafeMutableBufferPointer {
                 usesProgrammaticLaunch
-                    ? driver.launchProgrammatic(f, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)), block: UInt32(block),
-                                                sharedBytes: UInt32(sharedBytes), stream: stream, parameters: $0.baseAddress)
-                    : driver.cuLaunchKernel(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block), 1, 1,
+                    ? driver.launchProgrammatic(f, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)), block: UInt32(block.0),
+                                                blockY: UInt32(block.1), sharedBytes: UInt32(sharedBytes), stream: stream, parameters: $0.baseAddress)
+                    : driver.cuLaunchKernel(f, UInt32(grid.0), UInt32(grid.1), UInt32(grid.2), UInt32(block.0), UInt32(block.1), 1,
                                             UInt32(sharedBytes), stream, $0.baseAddress, nil)
             }
             must(status, "\(usesProgrammaticLaunch ? "cuLaunchKernelEx" : "cuLaunchKernel")(\(function), grid \(grid), block \(block))")

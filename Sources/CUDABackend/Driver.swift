@@ -154,7 +154,7 @@ extension Driver {
     /// `cuLaunchKernelEx` with programmatic stream serialization allowed (programmatic dependent
     /// launch): the kernel may start before the previous kernel in the stream has finished, and
     /// waits for it with `griddepcontrol.wait` (every Loom kernel does, `grid_wait` in common.cuh).
-    func launchProgrammatic(_ function: Handle, grid: (UInt32, UInt32, UInt32), block: UInt32, sharedBytes: UInt32,
+    func launchProgrammatic(_ function: Handle, grid: (UInt32, UInt32, UInt32), block: UInt32, blockY: UInt32 = 1, sharedBytes: UInt32,
                             stream: Handle, parameters: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 {
         // CUlaunchAttribute: a 4-byte id padded to 8, then a 64-byte value union (the flag is its first int).
         var attribute = [UInt64](repeating: 0, count: 9)
@@ -165,7 +165,7 @@ extension Driver {
             // to 32, the stream, the attribute array, the attribute count.
             var config = [UInt8](repeating: 0, count: 56)
             return config.withUnsafeMutableBytes { c in
-                for (i, v) in [grid.0, grid.1, grid.2, block, 1, 1, sharedBytes].enumerated() {
+                for (i, v) in [grid.0, grid.1, grid.2, block, blockY, 1, sharedBytes].enumerated() {
                     c.storeBytes(of: v, toByteOffset: 4 * i, as: UInt32.self)
                 }
                 c.storeBytes(of: UInt(bitPattern: stream), toByteOffset: 32, as: UInt.self)
@@ -185,6 +185,7 @@ enum CUAttribute {
     static let maxSharedMemoryPerBlockOptin: Int32 = 97
     static let l2CacheSize: Int32 = 38
     static let funcMaxDynamicSharedSizeBytes: Int32 = 8
+    static let funcPreferredSharedMemoryCarveout: Int32 = 9
     static let funcNumRegisters: Int32 = 4
     static let funcLocalSizeBytes: Int32 = 3
     static let streamNonBlocking: UInt32 = 1

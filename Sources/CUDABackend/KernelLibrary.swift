@@ -47,6 +47,7 @@ final class KernelLibrary {
     /// Compiles (in parallel) or reads from the cache every module, then loads them into the current context.
     init(driver: Driver, nvrtc: NVRTC, major: Int, minor: Int) throws {
         let compiled = try Self.compileAll(nvrtc: nvrtc, major: major, minor: minor)
+        let carveouts = Self.carveouts(ProcessInfo.processInfo.environment["LOOM_CARVEOUT"] ?? "")
         for (module, cubin, note) in compiled {
             var handle: OpaquePointer?
             try cubin.withUnsafeBytes { bytes in
@@ -57,6 +58,10 @@ final class KernelLibrary {
                 let status = driver.cuModuleGetFunction(&function, handle, name)
                 guard status == 0, let function else { throw CUDAError.missingKernel(module: module.name, function: name) }
                 functions[name] = function
+                if let percent = carveouts[name] ?? carveouts["*"] {
+                    try driver.check(driver.cuFuncSetAttribute(function, CUAttribute.funcPreferredSharedMemoryCarveout, percent),
+                                     "cuFuncSetAttribute(\(name), carveout \(percent))")
+                }
                 if let get = driver.cuFuncGetAttribute {
                     var count: Int32 = 0, local: Int32 = 0
                     if get(&count, CUAttribute.funcNumRegisters, function) == 0 {
@@ -67,6 +72,20 @@ final class KernelLibrary {
             }
             report[module.name] = note
         }
+    }
+
+    /// Preferred shared-memory carveouts (per cent of the unified L1) by function, from
+    /// `LOOM_CARVEOUT` ("loom_rope_write_kv=100,*=-1"; `*` names every other function; -1 is the
+    /// driver's choice). A multiprocessor runs blocks of kernels whose carveouts differ only after
+    /// it drains, which can hold back a programmatically launched kernel behind the one before it.
+    static func carveouts(_ setting: String) -> [String: Int32] {
+        var result: [String: Int32] = [:]
+        for item in setting.split(separator: ",") {
+            let parts = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, let percent = Int32(parts[1]), (-1...100).contains(percent) else { continue }
+            result[parts[0]] = percent
+        }
+        return result
     }
 
     /// The target NVRTC compiles for: `sm_90a` on Hopper (wgmma and friends), else `sm_XY`.

@@ -247,8 +247,12 @@ extension OpChecks {
                 results.append(compare("addRMSNorm+delta.residual", rc, rg, tolerance: 1e-2, detail: label))
                 results.append(compare("addRMSNorm+delta.out", oc, og, tolerance: 1e-2, detail: label))
             }
-            // RoPE of a fused q/k/v output: q, k and v (in qkv and the caches) gain their deltas.
-            do {
+            // RoPE of a fused q/k/v output: q, k and v (in qkv and the caches) gain their deltas;
+            // a head a block and 5.
+            let ropeHeads = gpu.ropeHeadsPerBlock
+            defer { gpu.ropeHeadsPerBlock = ropeHeads }
+            for perBlock in [1, 5] {
+                gpu.ropeHeadsPerBlock = perBlock
                 let n = 9, heads = 32, kvHeads = 8, headDim = 128
                 let rows = (0..<n).map { $0 % slotRanks.count }
                 let (lc, lg, width) = loraDelta(moduleOutputs: [heads * headDim, kvHeads * headDim, kvHeads * headDim], maxRank: maxRank,
@@ -264,7 +268,7 @@ extension OpChecks {
                                    numHeads: heads, numKVHeads: kvHeads, headDim: headDim, lora: lc)
                 gpu.ropeAndWriteKV(qkv: qg, positions: pg, inverseFrequencies: fg, kCache: kg, vCache: vg, slotMapping: sg,
                                    numHeads: heads, numKVHeads: kvHeads, headDim: headDim, lora: lg)
-                let label = "\(n) rows (one skipped), \(heads)+\(kvHeads) heads × \(headDim), \(ranksLabel)"
+                let label = "\(n) rows (one skipped), \(heads)+\(kvHeads) heads × \(headDim), \(ranksLabel), \(perBlock) heads a block"
                 results.append(compare("ropeAndWriteKV+delta.qkv", baseColumns(qc, lc.width, on: cpu), baseColumns(qg, lg.width, on: gpu),
                                        tolerance: 1e-2, detail: label))
                 results.append(compare("ropeAndWriteKV+delta.k", kc, kg, tolerance: 1e-2, detail: label))

@@ -164,7 +164,12 @@ struct OpChecks {
         }
         // RoPE (plain, and Llama 3.1's scaled frequencies) and the cache write: 9 rows, one without a
         // slot, positions below 5000.
+        // Each case once with a head a block and once with 5 (the last block part empty).
+        let ropeHeads = gpu.ropeHeadsPerBlock
+        defer { gpu.ropeHeadsPerBlock = ropeHeads }
         for (heads, kvHeads, headDim, scaled) in [(4, 2, 48, false), (4, 2, 48, true), (32, 8, 128, false), (32, 8, 128, true)] {
+          for perBlock in [1, 5] {
+            gpu.ropeHeadsPerBlock = perBlock
             let n = 9, stride = (heads + 2 * kvHeads) * headDim
             let (qc, qg, _) = pair(Shape(n, stride))
             let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })
@@ -178,10 +183,11 @@ struct OpChecks {
                                numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
             gpu.ropeAndWriteKV(qkv: qg, positions: pg, inverseFrequencies: fg, kCache: kg, vCache: vg, slotMapping: sg,
                                numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-            let detail = "\(n) rows (one skipped), \(heads)+\(kvHeads) heads × \(headDim)\(scaled ? ", Llama 3.1 scaling" : "")"
+            let detail = "\(n) rows (one skipped), \(heads)+\(kvHeads) heads × \(headDim)\(scaled ? ", Llama 3.1 scaling" : ""), \(perBlock) a block"
             results.append(compare("ropeAndWriteKV.qkv", qc, qg, tolerance: 1e-2, detail: detail))
             results.append(compare("ropeAndWriteKV.k", kc, kg, tolerance: 1e-2, detail: detail))
             results.append(compare("ropeAndWriteKV.v", vc, vg, tolerance: 0, detail: detail))
+          }
         }
         // attention: ragged prefill + decode in one batch, decode-only with long contexts (split), GQA groups 2/3/4/7
         // (decode-only batches of groups 3 to 8 and head_dim 64 or 128 run loom_attention_decode).

@@ -9,7 +9,8 @@
 // y >= heads + kvHeads copy a V head into the cache. A negative slot writes no cache row.
 // With a LoRA delta (LORA_PARAMS, `--lora-backend fused` decode), q, k and v first gain theirs
 // (v in qkv too), rounded as PEFT's bf16 sum.
-// Launch: grid (n rows, heads + 2 * kvHeads), block (max(32, roundup32(headDim / 2))). Arguments:
+// Launch: grid (n rows, ceil((heads + 2 * kvHeads) / H)), block (max(32, roundup32(headDim / 2)), H): a
+// block rotates H heads of its row (threadIdx.y picks the head). Arguments:
 // qkv [n, stride] bf16, positions [n] i32, invFreq [d/2] f32, stride (elements per row), headDim,
 // kCache/vCache [slots, kvHeads * headDim] bf16, slotMapping [n] i32, numHeads, numKVHeads, LORA_PARAMS.
 #include "common.cuh"
@@ -18,7 +19,8 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
                                               int stride, int headDim, bf16* __restrict__ kCache, bf16* __restrict__ vCache,
                                               const int* __restrict__ slotMapping, int numHeads, int numKVHeads, LORA_PARAMS) {
     __shared__ __align__(16) float xa[3 * LORA_MAX_RANK];
-    const int row = blockIdx.x, h = blockIdx.y, j = threadIdx.x;
+    const int row = blockIdx.x, j = threadIdx.x, total = numHeads + 2 * numKVHeads;
+    const int hy = blockIdx.y * blockDim.y + threadIdx.y, h = min(hy, total - 1);  // past the last head: no writes
     const int half = headDim >> 1, jc = min(j, half - 1);
     const LoraDelta lora = LORA_ARGS;
     // The row's slot and its B rows: step metadata and weights, before the wait; so are the cache
@@ -40,7 +42,7 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
         const bf16* xaRow = qkv + (u64)row * stride + lora.width;
         lora.stage(lslot, xa, [&](u64 i) { return bf16_to_f32(xaRow[i]); });
     }
-    if (j >= half) return;
+    if (j >= half || hy >= total) return;
     const u64 cacheRow = (u64)slot * numKVHeads * headDim;
     if (rank > 0) {
         float d[2];
