@@ -248,6 +248,12 @@ extension CUDABackend {
         precondition(stride >= 2 * width && out.shape.rank == 2 && out.shape.rowCount >= width, "siluMul: \(gateUp.shape) into \(out.shape)")
         if n == 0 { return }
         guard let lora else {
+            let aligned = (gateUp.devicePointer | out.devicePointer) % 16 == 0 && (width | stride | out.shape.rowCount) % 8 == 0
+            if usesVectorSiLU && aligned {
+                launch("loom_silu_mul_v8", grid: (n, (width + 2047) / 2048, 1), block: 256,
+                       [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(out.shape.rowCount)])
+                return
+            }
             launch("loom_silu_mul", grid: (n, (width + 255) / 256, 1), block: 256,
                    [.pointer(gateUp.devicePointer), .pointer(out.devicePointer), .int(width), .int(stride), .int(out.shape.rowCount)])
             return

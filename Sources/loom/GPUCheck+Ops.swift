@@ -221,14 +221,22 @@ struct OpChecks {
             results.append(attentionCheck(label + ", into rows of 4096 + 200", heads: 32, kvHeads: 8, headDim: 128, seqs: seqs, outPadding: 200))
         }
         gpu.usesDecodeAttentionMMA = mma
-        for outWidth in [344, 368] {
-            let (gc, gg, _) = pair(Shape(3, 2 * 344), scale: 4)
-            let (oc, og) = zeros(Shape(3, outWidth))
-            gpu.zero(og)
-            cpu.siluMul(gc, out: oc)
-            gpu.siluMul(gg, out: og)
-            results.append(compare("siluMul", oc, og, tolerance: 1e-2, detail: "3×344" + (outWidth > 344 ? " into rows of \(outWidth)" : "")))
+        // Scalar and 8 columns a thread (the last block of 4,104 columns part empty; 340 takes the
+        // scalar form either way).
+        let vectorSiLU = gpu.usesVectorSiLU
+        for (width, outWidth) in [(344, 344), (344, 368), (4104, 4104), (340, 340)] {
+            for vector in [false, true] {
+                gpu.usesVectorSiLU = vector
+                let (gc, gg, _) = pair(Shape(3, 2 * width), scale: 4)
+                let (oc, og) = zeros(Shape(3, outWidth))
+                gpu.zero(og)
+                cpu.siluMul(gc, out: oc)
+                gpu.siluMul(gg, out: og)
+                results.append(compare("siluMul", oc, og, tolerance: 1e-2,
+                                       detail: "3×\(width)" + (outWidth > width ? " into rows of \(outWidth)" : "") + (vector ? ", 8 columns a thread" : "")))
+            }
         }
+        gpu.usesVectorSiLU = vectorSiLU
         do {
             let (xc, xg, _) = pair(Shape(10, 72))
             let (rc, rg) = ints([3, 0, 9])
