@@ -53,8 +53,8 @@ extension CUDABackend {
         precondition(out.shape[0] >= n && copyStride % 8 == 0, "norm: \(n) rows into \(copies.shape)")
         if n == 0 { return }
         precondition(lora == nil || lora!.stack * lora!.rank <= 256, "addRMSNorm: a LoRA delta of \(lora!.stack) × rank \(lora!.rank) exceeds 256")
-        if let lora, add, copyCount == 1, d % 16 == 0, d <= 8192, stride % 4 == 0, out.shape.rowCount == d, slices.map({ $0.devicePointer % 16 == 0 }) ?? true,
-           (residual.devicePointer | x.devicePointer | weight.devicePointer | out.devicePointer) % 8 == 0 {
+        if lora != nil || (usesClusterNorm && n <= clusterNormRows), add, copyCount == 1, d % 16 == 0, d <= 8192, stride % 4 == 0, out.shape.rowCount == d,
+           slices.map({ $0.devicePointer % 16 == 0 }) ?? true, (residual.devicePointer | x.devicePointer | weight.devicePointer | out.devicePointer) % 8 == 0 {
             // A cluster of 4 blocks a row, a thread for each 4 columns (loom_norm_lora).
             launch("loom_norm_lora", grid: (4, n, 1), block: max(32, (d / 16 + 31) / 32 * 32), sharedBytes: d,
                    [.pointer(residual.devicePointer), .pointer(x.devicePointer), .pointer(weight.devicePointer),

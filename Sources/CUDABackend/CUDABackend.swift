@@ -95,9 +95,15 @@ public final class CUDABackend: ComputeBackend {
     /// at batch 32 on the H200, 192 blocks of 512 threads end 0.65 µs sooner than 1,536 of 64, and the
     /// decode attention after them starts 0.95 µs sooner); settable so checks run both.
     public var ropeHeadsPerBlock = ProcessInfo.processInfo.environment["LOOM_ROPE_HEADS"].flatMap { Int($0) }.map { max(1, $0) } ?? 8
-    /// Whether SiLU·mul without a delta takes 8 columns a thread (`loom_silu_mul_v8`, `LOOM_SILU_VEC=1`);
-    /// settable so checks run both.
-    public var usesVectorSiLU = ProcessInfo.processInfo.environment["LOOM_SILU_VEC"] == "1"
+    /// Whether add-and-norm without a delta over at most `clusterNormRows` rows (decode) runs on a
+    /// cluster of 4 blocks a row (`loom_norm_lora` with no delta) rather than a block a row
+    /// (`LOOM_NORM_CLUSTER=1`); settable so checks run both.
+    public var usesClusterNorm = ProcessInfo.processInfo.environment["LOOM_NORM_CLUSTER"] == "1"
+    public let clusterNormRows = 64
+    /// Whether SiLU·mul without a delta takes 8 columns a thread (`loom_silu_mul_v8`; `LOOM_SILU_VEC=0`:
+    /// one; at batch 32 on the H200, 224 blocks take 2.40 µs where 1,792 of one column a thread took
+    /// 2.98); settable so checks run both.
+    public var usesVectorSiLU = ProcessInfo.processInfo.environment["LOOM_SILU_VEC"] != "0"
 
     /// Whether LoRA expands over segments of 8 rows or more on average (a prefill's chunks) stream B
     /// with 16-byte loads (`loom_lora_expand_stream`, for pools whose rank is a multiple of 8;

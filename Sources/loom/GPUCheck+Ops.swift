@@ -110,6 +110,30 @@ struct OpChecks {
             results.append(compare("addRMSNorm.residual", rc, rg, tolerance: 1e-2, detail: detail))
             results.append(compare("addRMSNorm.out", oc2, og2, tolerance: 1e-2, detail: detail))
         }
+        // Add-and-norm on a block a row and on a cluster of 4 (`usesClusterNorm`), from x and from K-slices.
+        let clusterNorm = gpu.usesClusterNorm
+        for (n, d, count) in [(32, 4096, 0), (32, 4096, 2), (5, 96, 0), (7, 4096, 3)] {
+            for cluster in [false, true] {
+                gpu.usesClusterNorm = cluster
+                let (xc, xg, xv) = pair(Shape(count > 0 ? count : 1, n, d), scale: 3)
+                let (wc, wg, _) = pair(Shape(d))
+                let (rc, rg, _) = pair(Shape(n, d), scale: 2)
+                let (oc, og) = zeros(Shape(n, d))
+                gpu.zero(og)
+                if count > 0 {
+                    let (sc, sg) = floats32(xv)
+                    cpu.addRMSNorm(residual: rc, slices: sc.reshaped(Shape(count, n, d)), weight: wc, eps: 1e-5, out: oc)
+                    gpu.addRMSNorm(residual: rg, slices: sg.reshaped(Shape(count, n, d)), weight: wg, eps: 1e-5, out: og)
+                } else {
+                    cpu.addRMSNorm(residual: rc, xc.reshaped(Shape(n, d)), weight: wc, eps: 1e-5, out: oc)
+                    gpu.addRMSNorm(residual: rg, xg.reshaped(Shape(n, d)), weight: wg, eps: 1e-5, out: og)
+                }
+                let detail = "\(n)×\(d)" + (count > 0 ? " from \(count) slices" : "") + (cluster ? ", a cluster of 4 blocks a row" : ", a block a row")
+                results.append(compare("addRMSNorm.residual", rc, rg, tolerance: 1e-2, detail: detail))
+                results.append(compare("addRMSNorm.out", oc, og, tolerance: 1e-2, detail: detail))
+            }
+        }
+        gpu.usesClusterNorm = clusterNorm
         // Up to 4 rows run loom_gemv (k a multiple of 8: 16-byte loads; else a plain loop), the rest cuBLASLt.
         for (n, k, m, bias, f32) in [(1, 4096, 6144, false, false), (7, 344, 128, false, false), (33, 128, 512, false, false),
                                      (128, 96, 224, true, false), (32, 4096, 14336, false, false), (4, 4096, 4097, false, false),

@@ -205,7 +205,7 @@ struct LoraDelta {
     __device__ __forceinline__ const bf16* row_of(int s, int c) const { return b + ((u64)s * width + c) * R; }
     template <int N>
     __device__ __forceinline__ void fetch(int s, const int (&c)[N], Cols<N>& cols) const {
-        if ((R & 7) != 0) return;
+        if (b == nullptr || (R & 7) != 0) return;
 #pragma unroll
         for (int i = 0; i < N; ++i) {
             const bf16* at = row_of(s, c[i]);

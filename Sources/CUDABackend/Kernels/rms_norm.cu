@@ -154,7 +154,8 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
 // after the barrier, so no block waits at its exit for the others' reads. The barrier's first phase,
 // which guarantees every block of the cluster has started before the stores, is arrived at on entry.
 // Launch: grid (NORM_CLUSTER, n rows), block (max(32, roundup32(d / 16))), d / NORM_CLUSTER floats of
-// dynamic shared memory; arguments as loom_norm's, less `add`.
+// dynamic shared memory; arguments as loom_norm's, less `add`. Without a delta (LORA_PARAMS all zero)
+// it is a plain add-and-norm on 4 blocks a row (`LOOM_NORM_CLUSTER=1` at decode).
 #define NORM_CLUSTER 4
 
 __device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory"); }
