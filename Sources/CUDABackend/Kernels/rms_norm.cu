@@ -155,7 +155,7 @@ extern "C" __global__ void __launch_bounds__(1024) loom_norm(bf16* __restrict__ 
 // which guarantees every block of the cluster has started before the stores, is arrived at on entry.
 // Launch: grid (NORM_CLUSTER, n rows), block (max(32, roundup32(d / 16))), d / NORM_CLUSTER floats of
 // dynamic shared memory; arguments as loom_norm's, less `add`. Without a delta (LORA_PARAMS all zero)
-// it is a plain add-and-norm on 4 blocks a row (`LOOM_NORM_CLUSTER=1` at decode).
+// it is a plain add-and-norm on 4 blocks a row (decode steps of at most 64 rows; `LOOM_NORM_CLUSTER=0`: loom_norm).
 #define NORM_CLUSTER 4
 
 __device__ __forceinline__ void cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory"); }
