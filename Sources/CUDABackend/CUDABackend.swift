@@ -100,6 +100,7 @@ public final class CUDABackend: ComputeBackend {
     /// (`LOOM_NORM_CLUSTER=0`: a block; at batch 32 on the H200, 3.02 µs a launch against 3.28);
     /// settable so checks run both.
     public var usesClusterNorm = ProcessInfo.processInfo.environment["LOOM_NORM_CLUSTER"] != "0"
+    /// The most rows `usesClusterNorm` takes (a decode step's); longer steps keep a block a row.
     public let clusterNormRows = 64
     /// Whether SiLU·mul without a delta takes 8 columns a thread (`loom_silu_mul_v8`; `LOOM_SILU_VEC=0`:
     /// one; at batch 32 on the H200, 224 blocks take 2.40 µs where 1,792 of one column a thread took

@@ -192,26 +192,26 @@ struct OpChecks {
         let ropeHeads = gpu.ropeHeadsPerBlock
         defer { gpu.ropeHeadsPerBlock = ropeHeads }
         for (heads, kvHeads, headDim, scaled) in [(4, 2, 48, false), (4, 2, 48, true), (32, 8, 128, false), (32, 8, 128, true)] {
-          for perBlock in [1, 5] {
-            gpu.ropeHeadsPerBlock = perBlock
-            let n = 9, stride = (heads + 2 * kvHeads) * headDim
-            let (qc, qg, _) = pair(Shape(n, stride))
-            let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })
-            let config = ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
-                                     numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000,
-                                     ropeScaling: scaled ? .init(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192) : nil)
-            let (fc, fg) = floats32(config.ropeInverseFrequencies())
-            let (kc, kg) = zeros(Shape(64, kvHeads * headDim)), (vc, vg) = zeros(Shape(64, kvHeads * headDim))
-            let (sc, sg) = ints([5, 63, -1, 0, 17, 40, 1, 2, 62])
-            cpu.ropeAndWriteKV(qkv: qc, positions: pc, inverseFrequencies: fc, kCache: kc, vCache: vc, slotMapping: sc,
-                               numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-            gpu.ropeAndWriteKV(qkv: qg, positions: pg, inverseFrequencies: fg, kCache: kg, vCache: vg, slotMapping: sg,
-                               numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
-            let detail = "\(n) rows (one skipped), \(heads)+\(kvHeads) heads × \(headDim)\(scaled ? ", Llama 3.1 scaling" : ""), \(perBlock) a block"
-            results.append(compare("ropeAndWriteKV.qkv", qc, qg, tolerance: 1e-2, detail: detail))
-            results.append(compare("ropeAndWriteKV.k", kc, kg, tolerance: 1e-2, detail: detail))
-            results.append(compare("ropeAndWriteKV.v", vc, vg, tolerance: 0, detail: detail))
-          }
+            for perBlock in [1, 5] {
+                gpu.ropeHeadsPerBlock = perBlock
+                let n = 9, stride = (heads + 2 * kvHeads) * headDim
+                let (qc, qg, _) = pair(Shape(n, stride))
+                let (pc, pg) = ints((0..<n).map { _ in Int32(rng.int(5000)) })
+                let config = ModelConfig(architecture: .llama, vocabSize: 10, hiddenSize: heads * headDim, intermediateSize: 10, numLayers: 1,
+                                         numHeads: heads, numKVHeads: kvHeads, headDim: headDim, ropeTheta: 500000,
+                                         ropeScaling: scaled ? .init(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192) : nil)
+                let (fc, fg) = floats32(config.ropeInverseFrequencies())
+                let (kc, kg) = zeros(Shape(64, kvHeads * headDim)), (vc, vg) = zeros(Shape(64, kvHeads * headDim))
+                let (sc, sg) = ints([5, 63, -1, 0, 17, 40, 1, 2, 62])
+                cpu.ropeAndWriteKV(qkv: qc, positions: pc, inverseFrequencies: fc, kCache: kc, vCache: vc, slotMapping: sc,
+                                   numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+                gpu.ropeAndWriteKV(qkv: qg, positions: pg, inverseFrequencies: fg, kCache: kg, vCache: vg, slotMapping: sg,
+                                   numHeads: heads, numKVHeads: kvHeads, headDim: headDim)
+                let detail = "\(n) rows (one skipped), \(heads)+\(kvHeads) heads × \(headDim)\(scaled ? ", Llama 3.1 scaling" : ""), \(perBlock) a block"
+                results.append(compare("ropeAndWriteKV.qkv", qc, qg, tolerance: 1e-2, detail: detail))
+                results.append(compare("ropeAndWriteKV.k", kc, kg, tolerance: 1e-2, detail: detail))
+                results.append(compare("ropeAndWriteKV.v", vc, vg, tolerance: 0, detail: detail))
+            }
         }
         // attention: ragged prefill + decode in one batch, decode-only with long contexts (split), GQA groups 2/3/4/7
         // (decode-only batches of groups 3 to 8 and head_dim 64 or 128 run loom_attention_decode).
