@@ -14,6 +14,8 @@ public enum CUDAError: Error, CustomStringConvertible, Sendable {
     case cublas(call: String, status: Int32, name: String)
     /// A kernel function is missing from its compiled module.
     case missingKernel(module: String, function: String)
+    /// A `LOOM_*` setting the backend reads has a value it cannot use.
+    case badSetting(name: String, value: String, expected: String)
 
     public var description: String {
         switch self {
@@ -31,6 +33,8 @@ public enum CUDAError: Error, CustomStringConvertible, Sendable {
             "cuBLASLt: \(call) failed with \(name) (\(status))"
         case .missingKernel(let module, let function):
             "CUDA: kernel \(function) is missing from module \(module)"
+        case .badSetting(let name, let value, let expected):
+            "CUDA: \(name)=\(value) is not usable: expected \(expected)"
         }
     }
 

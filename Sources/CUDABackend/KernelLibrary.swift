@@ -47,7 +47,7 @@ final class KernelLibrary {
     /// Compiles (in parallel) or reads from the cache every module, then loads them into the current context.
     init(driver: Driver, nvrtc: NVRTC, major: Int, minor: Int) throws {
         let compiled = try Self.compileAll(nvrtc: nvrtc, major: major, minor: minor)
-        let carveouts = Self.carveouts(ProcessInfo.processInfo.environment["LOOM_CARVEOUT"] ?? "")
+        let carveouts = try Self.carveouts(ProcessInfo.processInfo.environment["LOOM_CARVEOUT"] ?? "")
         for (module, cubin, note) in compiled {
             var handle: OpaquePointer?
             try cubin.withUnsafeBytes { bytes in
@@ -79,11 +79,13 @@ final class KernelLibrary {
     /// driver's choice), for experiments: a multiprocessor takes blocks of a kernel whose carveout
     /// differs from the running one's only once it drains. Giving RoPE the decode attention's (100)
     /// did not let the attention start sooner on the H200 (session 25).
-    static func carveouts(_ setting: String) -> [String: Int32] {
+    static func carveouts(_ setting: String) throws -> [String: Int32] {
         var result: [String: Int32] = [:]
         for item in setting.split(separator: ",") {
             let parts = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard parts.count == 2, let percent = Int32(parts[1]), (-1...100).contains(percent) else { continue }
+            guard parts.count == 2, !parts[0].isEmpty, let percent = Int32(parts[1]), (-1...100).contains(percent) else {
+                throw CUDAError.badSetting(name: "LOOM_CARVEOUT", value: setting, expected: "function=percent pairs, percent -1...100, comma-separated")
+            }
             result[parts[0]] = percent
         }
         return result

@@ -59,6 +59,16 @@ import Testing
         #expect(again.allSatisfy { $0.2 == "cache" })
     }
 
+    /// `LOOM_CARVEOUT`: function=percent pairs (`*` for the rest); anything else is a named error,
+    /// not a setting silently dropped from an A/B run.
+    @Test func carveoutSettingParsesPairsAndRejectsTheRest() throws {
+        #expect(try KernelLibrary.carveouts("") == [:])
+        #expect(try KernelLibrary.carveouts("loom_rope_write_kv=100, *=-1") == ["loom_rope_write_kv": 100, "*": -1])
+        for bad in ["loom_rope_write_kv", "loom_rope_write_kv=101", "=50", "loom_norm=half", "a=1,b"] {
+            #expect(throws: CUDAError.self, "\(bad)") { try KernelLibrary.carveouts(bad) }
+        }
+    }
+
     /// `LOOM_KERNEL_SOURCES`: a folder's files named like a module (or `common.cuh`) replace the
     /// embedded sources; other files there are ignored.
     @Test func kernelSourceOverridesTakeOnlyModuleFiles() throws {
