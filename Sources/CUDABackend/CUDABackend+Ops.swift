@@ -148,8 +148,8 @@ extension CUDABackend {
         precondition(lora == nil || lora!.width == heads * headDim, "\(op): a LoRA delta of width \(lora!.width) for \(heads) heads")
         if n == 0 { return }
         // A thread per rotated pair, whole warps; `ropeHeadsPerBlock` heads a block.
-        let perBlock = max(1, min(ropeHeadsPerBlock, heads, 1024 / max(32, (headDim / 2 + 31) / 32 * 32)))
-        launch("loom_rope_write_kv", grid: (n, (heads + perBlock - 1) / perBlock, 1), block: (max(32, (headDim / 2 + 31) / 32 * 32), perBlock, 1),
+        let lanes = max(32, (headDim / 2 + 31) / 32 * 32), perBlock = max(1, min(ropeHeadsPerBlock, heads, 1024 / lanes))
+        launch("loom_rope_write_kv", grid: (n, (heads + perBlock - 1) / perBlock, 1), block: (lanes, perBlock, 1),
                [.pointer(qkv.devicePointer), .pointer(positions.devicePointer), .pointer(inverseFrequencies.devicePointer),
                 .int(qkv.shape.rowCount), .int(headDim), .pointer(kCache.devicePointer), .pointer(vCache.devicePointer),
                 .pointer(slotMapping.devicePointer), .int(numHeads), .int(numKVHeads)] + loraArguments(lora, op))

@@ -28,7 +28,7 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
     const int lslot = lora.row_slot(row);
     const int col[2] = {h * headDim + jc, h * headDim + jc + half};
     LoraDelta::Cols<2> cols;
-    if (lora.b != nullptr) lora.fetch(lslot, col, cols);
+    lora.fetch(lslot, col, cols);  // nothing without a delta
     const int rank = lora.rank(lslot);
     const int slot = h >= numHeads ? slotMapping[row] : -1;
     const int position = positions[row];
