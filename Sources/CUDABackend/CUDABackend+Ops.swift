@@ -196,7 +196,8 @@ extension CUDABackend {
         let kernel: String, sharedBytes: Int
         if usesDecodeKernel && usesDecodeAttentionMMA {
             // Four warps, each a ring of three 16-token steps of K and V rows.
-            kernel = "loom_attention_decode_mma_d\(headDim)_g\(groupBound)"
+            let paged = usesPagedDecodeAttention && metadata.blockSize % 16 == 0 && out.devicePointer % 8 == 0 && out.shape.rowCount % 4 == 0
+            kernel = "loom_attention_decode_mma\(paged ? "_paged" : "")_d\(headDim)_g\(groupBound)"
             sharedBytes = 4 * 3 * 2 * 16 * headDim * 2
             raiseSharedLimit(kernel, bytes: sharedBytes)
         } else if usesDecodeKernel {

@@ -65,6 +65,10 @@ public final class CUDABackend: ComputeBackend {
     /// Whether that decode kernel is the tensor-core one (`loom_attention_decode_mma`) rather than
     /// the scalar one (`LOOM_DECODE_ATTENTION_MMA=0`); settable so checks run both.
     public var usesDecodeAttentionMMA = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION_MMA"] != "0"
+    /// Whether that tensor-core kernel, where a cache page holds whole 16-token steps, looks up one
+    /// slot a step and merges its warps four dims a thread (`loom_attention_decode_mma_paged`;
+    /// `LOOM_DECODE_ATTENTION_PAGED=0`: the slot-a-token form); settable so checks run both.
+    public var usesPagedDecodeAttention = ProcessInfo.processInfo.environment["LOOM_DECODE_ATTENTION_PAGED"] != "0"
     /// Functions whose dynamic shared-memory limit was raised above the default 48 KiB.
     var raisedSharedLimits: Set<String> = []
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than

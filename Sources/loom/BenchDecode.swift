@@ -77,7 +77,8 @@ struct BenchDecode: ParsableCommand {
         if let r = randomWeights, ModelConfig.namedShapes[r.lowercased()] == nil {
             throw ValidationError("unknown shape '\(r)' (known: \(RandomModel.shapeNames.joined(separator: ", ")))")
         }
-        if promptLen < 1 || newTokens < 2 { throw ValidationError("--prompt-len ≥ 1 and --new-tokens ≥ 2") }
+        // The first two decode steps warm up (and capture graphs) untimed: at least one more is timed.
+        if promptLen < 1 || newTokens < 4 { throw ValidationError("--prompt-len ≥ 1 and --new-tokens ≥ 4 (two decode steps warm up untimed)") }
         if tpSize < 1 { throw ValidationError("--tp-size must be at least 1") }
         if tuneGemms && (tpSize > 1 || eagerOnly) {
             throw ValidationError("--tune-gemms times graph steps on one GPU: it needs --tp-size 1 and CUDA graphs (not --eager-only)")

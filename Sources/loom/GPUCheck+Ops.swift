@@ -230,15 +230,20 @@ struct OpChecks {
             ("decode 64 seqs, one split", 32, 8, 128, (0..<64).map { (cached: $0 * 29 % 200, query: 1) }, nil),
             ("decode in a graph, capacity 4096", 32, 8, 128, [(3000, 1), (700, 1), (129, 1), (0, 1)], 256),
         ]
-        // Decode-only cases run twice: on loom_attention_decode_mma and on the scalar decode kernel.
-        let mma = gpu.usesDecodeAttentionMMA
+        // Decode-only cases run three times: on loom_attention_decode_mma_paged (a slot a step), on
+        // loom_attention_decode_mma (a slot a token) and on the scalar decode kernel.
+        let mma = gpu.usesDecodeAttentionMMA, paged = gpu.usesPagedDecodeAttention
         for (label, heads, kvHeads, headDim, seqs, capacityBlocks) in attentionCases {
-            for usesMMA in seqs.allSatisfy({ $0.query == 1 }) ? [true, false] : [mma] {
-                gpu.usesDecodeAttentionMMA = usesMMA
-                results.append(attentionCheck(label + (usesMMA ? "" : ", scalar decode kernel"), heads: heads, kvHeads: kvHeads, headDim: headDim,
+            let kernels: [(mma: Bool, paged: Bool, suffix: String)] = seqs.allSatisfy({ $0.query == 1 })
+                ? [(true, true, ""), (true, false, ", a slot a token"), (false, false, ", scalar decode kernel")] : [(mma, paged, "")]
+            for kernel in kernels {
+                gpu.usesDecodeAttentionMMA = kernel.mma
+                gpu.usesPagedDecodeAttention = kernel.paged
+                results.append(attentionCheck(label + kernel.suffix, heads: heads, kvHeads: kvHeads, headDim: headDim,
                                               seqs: seqs, capacityBlocks: capacityBlocks))
             }
         }
+        gpu.usesPagedDecodeAttention = paged
         // Into rows wider than heads·d (a fused GEMM's wide input): prefill, decode split and not.
         for (label, seqs) in [("prefill 2×128", [(0, 128), (0, 128)]), ("decode 3 seqs, long (split)", [(3000, 1), (700, 1), (129, 1)]),
                               ("decode 64 seqs, one split", (0..<64).map { ($0 * 29 % 200, 1) })] as [(String, [(cached: Int, query: Int)])] {

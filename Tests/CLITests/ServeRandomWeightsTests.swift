@@ -43,6 +43,18 @@ import Tokenization
         #expect(try run(["bench", "--help"]).stdout.contains("lora-kernels"))
     }
 
+    /// The first two decode steps warm up untimed: fewer than 4 new tokens would time none (and
+    /// write NaN figures), so they are refused before any device work.
+    @Test func benchDecodeTimesAtLeastOneStep() throws {
+        for tokens in ["2", "3"] {
+            #expect(throws: (any Error).self) { try BenchDecode.parse(["--random-weights", "llama-3.1-8b", "--new-tokens", tokens]) }
+        }
+        let shortest = try BenchDecode.parse(["--random-weights", "llama-3.1-8b", "--new-tokens", "4"])
+        #expect(shortest.newTokens == 4)
+        let refused = try run(["bench", "decode", "--random-weights", "llama-3.1-8b", "--new-tokens", "3"])
+        #expect(refused.status != 0 && refused.stderr.contains("--new-tokens ≥ 4 (two decode steps warm up untimed)"), "\(refused.stderr)")
+    }
+
     @Test func servesTheShapeWithTheBundledTokenizer() throws {
         let serve = try Serve.parse(["--random-weights", "llama-3.2-1b", "--device", "cuda"])
         #expect(!serve.servesDemo)

@@ -197,7 +197,7 @@ PY
             rm -f /tmp/sass-$name.ncu-rep
             timeout 240 ncu --clock-control none --kernel-name regex:nvjet --launch-skip ${SASS_SKIP:-129} --launch-count 5 \
                 --section SourceCounters -o /tmp/sass-$name /tmp/loom bench decode --random-weights llama-3.1-8b --batch 32 \
-                --prompt-len 128 --new-tokens 3 --eager-only "$@" > "$OUT/sass-$name.log" 2>&1
+                --prompt-len 128 --new-tokens 4 --eager-only "$@" > "$OUT/sass-$name.log" 2>&1
             ncu -i /tmp/sass-$name.ncu-rep --page source --print-source sass --csv > "$OUT/sass-$name.csv" 2>> "$OUT/sass-$name.log"
             # Per kernel ("Kernel Name" rows start each), its SASS lines and those that wait or trigger.
             python3 - "$OUT/sass-$name.csv" <<'PY'

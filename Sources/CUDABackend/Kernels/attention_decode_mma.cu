@@ -15,7 +15,11 @@
 // 16-byte chunks so ldmatrix reads without bank conflicts) STAGES steps ahead into its own ring; no
 // block barrier between steps. The chunk's cache slots are looked up into shared memory first. At the
 // end the four warps merge through shared memory, as in loom_attention_decode.
-// Entry points loom_attention_decode_mma_d{64,128}_g{4,8}.
+// Entry points loom_attention_decode_mma_d{64,128}_g{4,8}, and loom_attention_decode_mma_paged_* for
+// caches whose pages hold whole 16-token steps (block size a multiple of 16): one slot a step, looked
+// up beside the context length where the split's start is known without it, and the warps merged
+// four dims a thread with each head's factors computed once (fewer instructions a warp: the kernel
+// is bound by its warps' latency chains, two warps a scheduler, not by its bytes).
 #include "common.cuh"
 
 #define MMA_WARPS 4
@@ -41,7 +45,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(u32 addr, u32& r0, u32& r1, u3
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
 
-template <int D, int G>
+template <int D, int G, bool PAGED>
 __device__ __forceinline__ void attention_decode_mma(
     const bf16* __restrict__ qkv, int qkvStride, const bf16* __restrict__ kCache, const bf16* __restrict__ vCache, int kvStride,
     bf16* __restrict__ out, int outStride, const int* __restrict__ contextLengths, const int* __restrict__ blockTables,
@@ -59,11 +63,20 @@ __device__ __forceinline__ void attention_decode_mma(
     const int row = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, numSplits = gridDim.z;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
     const int group = numHeads / numKVHeads;
+    const int* table = blockTables + (u64)row * tableWidth;
+    // PAGED (blockSize a multiple of MMA_TILE): a step's 16 tokens lie in one page, so a step needs
+    // one slot, its first. The first chunk's step slots are requested beside the context length
+    // where the split's start is known without it (one split, or splitTokens given).
+    const bool startKnown = numSplits == 1 || splitTokens > 0;
+    int firstSlot = 0;
+    if (PAGED && startKnown && tid < MMA_SLOTS / MMA_TILE) {
+        const int tok = (numSplits == 1 ? 0 : split * splitTokens) + tid * MMA_TILE, page = tok / blockSize;
+        if (page < tableWidth) firstSlot = table[page] * blockSize + (tok - page * blockSize);
+    }
     const int visible = contextLengths[row];
     const int perSplit = splitTokens > 0 ? splitTokens : (((visible + numSplits - 1) / numSplits + 31) & ~31);
     const int begin = split * perSplit;
     const int end = min(visible, begin + perSplit);
-    const int* table = blockTables + (u64)row * tableWidth;
 
     // Q's A fragments: row g = head g of the group (zero past the group), k = dims; read once the
     // kernel before (RoPE) has finished.
@@ -94,9 +107,16 @@ __device__ __forceinline__ void attention_decode_mma(
     for (int c0 = begin; c0 < end; c0 += MMA_SLOTS) {
         const int count = min(MMA_SLOTS, end - c0);
         __syncthreads();  // the previous chunk's slots are no longer read
-        for (int i = tid; i < count; i += blockDim.x) {
-            const int tok = c0 + i;
-            slots[i] = table[tok / blockSize] * blockSize + tok % blockSize;
+        if (PAGED) {
+            if (tid * MMA_TILE < count) {
+                const int tok = c0 + tid * MMA_TILE, page = tok / blockSize;
+                slots[tid] = c0 == begin && startKnown ? firstSlot : table[page] * blockSize + (tok - page * blockSize);
+            }
+        } else {
+            for (int i = tid; i < count; i += blockDim.x) {
+                const int tok = c0 + i;
+                slots[i] = table[tok / blockSize] * blockSize + tok % blockSize;
+            }
         }
         __syncthreads();
         // The step's metadata (context lengths, block tables) and the cache rows of earlier steps
@@ -108,13 +128,15 @@ __device__ __forceinline__ void attention_decode_mma(
         // Copies the warp's i-th step (tokens (warp + i·WARPS)·TILE …) into stage i % STAGES.
         auto load = [&](int i) {
             if (i < mine) {
-                const int base = (warp + i * MMA_WARPS) * MMA_TILE;
+                const int step = warp + i * MMA_WARPS, base = step * MMA_TILE;
                 const u32 stage = ringBase + (i % MMA_STAGES) * STAGE_BYTES;
+                const u64 first = PAGED ? (u64)slots[step] * kvStride : 0;
 #pragma unroll
                 for (int e = lane; e < MMA_TILE * CHUNKS; e += 32) {
                     const int tok = e / CHUNKS, chunk = e % CHUNKS;
                     const bool valid = base + tok < count;
-                    const u64 off = (u64)slots[valid ? base + tok : 0] * kvStride + chunk * 8;
+                    const u64 off = PAGED ? first + (u64)(valid ? tok : 0) * kvStride + chunk * 8
+                                          : (u64)slots[valid ? base + tok : 0] * kvStride + chunk * 8;
                     const u32 dst = tok * (D * 2) + ((chunk ^ (tok & 7)) << 4);
                     cp_async16(stage + dst, kHead + off, valid ? 16 : 0);
                     cp_async16(stage + TILE_BYTES + dst, vHead + off, valid ? 16 : 0);
@@ -201,18 +223,65 @@ __device__ __forceinline__ void attention_decode_mma(
         }
     }
     __syncthreads();
-    attention_decode_merge<MMA_WARPS, G>(warpMax, warpSum, warpAcc, group, D, row, kvh, split, numSplits, numHeads, out, outStride,
-                                         partialAcc, partialMax, partialSum);
+    if (!PAGED) {
+        attention_decode_merge<MMA_WARPS, G>(warpMax, warpSum, warpAcc, group, D, row, kvh, split, numSplits, numHeads, out, outStride,
+                                             partialAcc, partialMax, partialSum);
+        return;
+    }
+    // Each head's factor per warp once (exp of the warp's max less the head's, over the head's sum
+    // with one split), then four dims a thread.
+    __shared__ float factor[MMA_WARPS][G], headMax[G], headSum[G];
+    if (tid < group) {
+        float m = NEG_INF, l = 0.f;
+#pragma unroll
+        for (int w = 0; w < MMA_WARPS; ++w) m = fmaxf(m, warpMax[w][tid]);
+        float f[MMA_WARPS];
+#pragma unroll
+        for (int w = 0; w < MMA_WARPS; ++w) {
+            f[w] = m == NEG_INF ? 0.f : __expf(warpMax[w][tid] - m);
+            l += warpSum[w][tid] * f[w];
+        }
+        const float norm = numSplits > 1 ? 1.f : (l > 0.f ? 1.f / l : 0.f);
+#pragma unroll
+        for (int w = 0; w < MMA_WARPS; ++w) factor[w][tid] = f[w] * norm;
+        headMax[tid] = m;
+        headSum[tid] = l;
+    }
+    __syncthreads();
+    for (int e = tid; e < group * (D / 4); e += blockDim.x) {
+        const int hg = e / (D / 4), d = (e % (D / 4)) * 4;
+        float o[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int w = 0; w < MMA_WARPS; ++w) {
+            const float4 a = *(const float4*)&warpAcc[(w * G + hg) * D + d];
+            const float f = factor[w][hg];
+            o[0] += a.x * f; o[1] += a.y * f; o[2] += a.z * f; o[3] += a.w * f;
+        }
+        const int h = kvh * group + hg;
+        if (numSplits == 1) {
+            uint2 packed;
+            packed.x = pack_bf16x2(o[0], o[1]);
+            packed.y = pack_bf16x2(o[2], o[3]);
+            *(uint2*)(out + (u64)row * outStride + h * D + d) = packed;
+        } else {
+            const u64 idx = ((u64)row * numHeads + h) * numSplits + split;
+            *(float4*)(partialAcc + idx * D + d) = make_float4(o[0], o[1], o[2], o[3]);
+            if (d == 0) { partialMax[idx] = headMax[hg]; partialSum[idx] = headSum[hg]; }
+        }
+    }
 }
 
-#define ATTENTION_DECODE_MMA_ENTRY(D, G)                                                                               \
-    extern "C" __global__ void __launch_bounds__(128) loom_attention_decode_mma_d##D##_g##G(                            \
+#define ATTENTION_DECODE_MMA_ENTRY(NAME, D, G, PAGED)                                                                   \
+    extern "C" __global__ void __launch_bounds__(128) NAME##_d##D##_g##G(                                               \
         const bf16* qkv, int qkvStride, const bf16* kCache, const bf16* vCache, int kvStride, bf16* out, int outStride, \
         const int* queryStarts, const int* contextLengths, const int* blockTables, int tableWidth, int numSeqs,         \
-        int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens, float* partialAcc,     \
-        float* partialMax, float* partialSum) {                                                                        \
-        attention_decode_mma<D, G>(qkv, qkvStride, kCache, vCache, kvStride, out, outStride, contextLengths,           \
-                                   blockTables, tableWidth, numHeads, numKVHeads, blockSize, scale, splitTokens,       \
-                                   partialAcc, partialMax, partialSum);                                                \
+        int numHeads, int numKVHeads, int headDim, int blockSize, float scale, int splitTokens, float* partialAcc,      \
+        float* partialMax, float* partialSum) {                                                                         \
+        attention_decode_mma<D, G, PAGED>(qkv, qkvStride, kCache, vCache, kvStride, out, outStride, contextLengths,     \
+                                          blockTables, tableWidth, numHeads, numKVHeads, blockSize, scale, splitTokens, \
+                                          partialAcc, partialMax, partialSum);                                          \
     }
-ATTENTION_DECODE_MMA_ENTRY(64, 4) ATTENTION_DECODE_MMA_ENTRY(64, 8) ATTENTION_DECODE_MMA_ENTRY(128, 4) ATTENTION_DECODE_MMA_ENTRY(128, 8)
+ATTENTION_DECODE_MMA_ENTRY(loom_attention_decode_mma, 64, 4, false) ATTENTION_DECODE_MMA_ENTRY(loom_attention_decode_mma, 64, 8, false)
+ATTENTION_DECODE_MMA_ENTRY(loom_attention_decode_mma, 128, 4, false) ATTENTION_DECODE_MMA_ENTRY(loom_attention_decode_mma, 128, 8, false)
+ATTENTION_DECODE_MMA_ENTRY(loom_attention_decode_mma_paged, 64, 4, true) ATTENTION_DECODE_MMA_ENTRY(loom_attention_decode_mma_paged, 64, 8, true)
+ATTENTION_DECODE_MMA_ENTRY(loom_attention_decode_mma_paged, 128, 4, true) ATTENTION_DECODE_MMA_ENTRY(loom_attention_decode_mma_paged, 128, 8, true)
