@@ -294,24 +294,51 @@ public final class CUDABackend: ComputeBackend {
             }
             return t
         }
-        let count = shape.count
-        var bits = [UInt16](repeating: 0, count: count)
-        switch dtype {
-        case .bf16:
-            bits.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: source, count: count * 2)) }
-        case .f32:
-            let f = source.assumingMemoryBound(to: Float.self)
-            for i in 0..<count { bits[i] = HalfConversion.floatToBF16(f[i]) }
-        case .f16:
-            let h = source.assumingMemoryBound(to: UInt16.self)
-            for i in 0..<count { bits[i] = HalfConversion.floatToBF16(HalfConversion.f16ToFloat(h[i])) }
-        case .i32:
-            throw LoomError.unsupported("weights of dtype I32 are not supported")
+        try upload(source, dtype: dtype, count: shape.count, to: t.devicePointer)
+        return t
+    }
+
+    /// Each part copied to its rows of the device tensor (bf16 parts straight from their host
+    /// memory, an mmap of the checkpoint included); random weights read none of them.
+    public func uploadWeights(stacking parts: [UnsafeRawBufferPointer], dtype: DType, shape: Shape) throws -> DeviceTensor {
+        precondition(parts.reduce(0) { $0 + $1.count } == shape.count * dtype.byteCount, "uploadWeights: parts for \(shape) of \(dtype)")
+        if randomWeightSeed != nil || parts.count == 1 {
+            return try uploadWeights(parts.first?.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, dtype: dtype, shape: shape)
         }
-        try bits.withUnsafeBytes {
-            try driver.check(driver.cuMemcpyHtoDAsync(t.devicePointer, $0.baseAddress!, count * 2, stream), "cuMemcpyHtoDAsync(weights)")
+        let t = try allocate(shape, dtype: .bf16)
+        var offset = 0
+        for part in parts where part.count > 0 {
+            let count = part.count / dtype.byteCount
+            try upload(part.baseAddress!, dtype: dtype, count: count, to: t.devicePointer + UInt64(2 * offset))
+            offset += count
         }
         return t
+    }
+
+    /// `count` elements of `dtype` from host memory into bf16 at `pointer`. The copy returns once
+    /// the driver has staged pageable memory, so `source` may go after it.
+    private func upload(_ source: UnsafeRawPointer, dtype: DType, count: Int, to pointer: UInt64) throws {
+        if count == 0 { return }
+        switch dtype {
+        case .bf16:
+            try driver.check(driver.cuMemcpyHtoDAsync(pointer, source, count * 2, stream), "cuMemcpyHtoDAsync(weights)")
+            return
+        case .i32:
+            throw LoomError.unsupported("weights of dtype I32 are not supported")
+        case .f32, .f16:
+            break
+        }
+        var bits = [UInt16](repeating: 0, count: count)
+        if dtype == .f32 {
+            let f = source.assumingMemoryBound(to: Float.self)
+            for i in 0..<count { bits[i] = HalfConversion.floatToBF16(f[i]) }
+        } else {
+            let h = source.assumingMemoryBound(to: UInt16.self)
+            for i in 0..<count { bits[i] = HalfConversion.floatToBF16(HalfConversion.f16ToFloat(h[i])) }
+        }
+        try bits.withUnsafeBytes {
+            try driver.check(driver.cuMemcpyHtoDAsync(pointer, $0.baseAddress!, count * 2, stream), "cuMemcpyHtoDAsync(weights)")
+        }
     }
 
     public func copy(_ values: [Float], to tensor: DeviceTensor) {

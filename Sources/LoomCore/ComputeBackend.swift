@@ -123,6 +123,10 @@ public protocol ComputeBackend: AnyObject {
     func allocate(_ shape: Shape, dtype: DType) throws -> DeviceTensor
     /// Uploads `shape.count` elements of `dtype` from host memory, converting to `weightDType`.
     func uploadWeights(_ source: UnsafeRawPointer, dtype: DType, shape: Shape) throws -> DeviceTensor
+    /// Row-major parts stacked by rows into one tensor of `shape` (their bytes, all of `dtype`, hold
+    /// `shape.count` elements together): `uploadWeights` of their concatenation, which a backend may
+    /// upload part by part without building it on the host.
+    func uploadWeights(stacking parts: [UnsafeRawBufferPointer], dtype: DType, shape: Shape) throws -> DeviceTensor
     /// Copies host floats into `tensor` (any float dtype), converting as needed.
     func copy(_ values: [Float], to tensor: DeviceTensor)
     /// Copies host integers into an `i32` tensor.
@@ -269,6 +273,15 @@ extension ComputeBackend {
 
     public func addRMSNorm(residual: DeviceTensor, slices: DeviceTensor, weight: DeviceTensor, eps: Float, out: DeviceTensor) {
         addRMSNorm(residual: residual, slices: slices, weight: weight, eps: eps, out: out, lora: nil)
+    }
+
+    /// The concatenation built on the host, then `uploadWeights`.
+    public func uploadWeights(stacking parts: [UnsafeRawBufferPointer], dtype: DType, shape: Shape) throws -> DeviceTensor {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(shape.count * dtype.byteCount)
+        for part in parts { bytes += part }
+        precondition(bytes.count == shape.count * dtype.byteCount, "uploadWeights: \(bytes.count) bytes for \(shape) of \(dtype)")
+        return try bytes.withUnsafeBytes { try uploadWeights($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, dtype: dtype, shape: shape) }
     }
 
     public func ropeAndWriteKV(qkv: DeviceTensor, positions: DeviceTensor, inverseFrequencies: DeviceTensor, kCache: DeviceTensor, vCache: DeviceTensor,

@@ -74,6 +74,27 @@ public struct LlamaWeights {
             precondition(bytes.count == shape.reduce(1, *) * dtype.byteCount, "\(bytes.count) bytes for \(shape) of \(dtype)")
             return try bytes.withUnsafeBytes { try backend.uploadWeights($0.baseAddress!, dtype: dtype, shape: Shape(shape)) }
         }
+        /// Row ranges of 2-D tensors of `width` columns stacked by rows, uploaded part by part from
+        /// the store's bytes (`uploadWeights(stacking:)`: no host copy where the backend needs none);
+        /// parts stored in different dtypes meet in f32 through `upload`.
+        func stacked(_ specs: [(name: String, shape: [Int], rows: Range<Int>)], width: Int) throws -> DeviceTensor {
+            let shape = [specs.reduce(0) { $0 + $1.rows.count }, width]
+            func withParts(from i: Int, _ parts: [Part.View]) throws -> DeviceTensor {
+                guard i < specs.count else {
+                    if parts.allSatisfy({ $0.dtype == parts[0].dtype }) {
+                        return try backend.uploadWeights(stacking: parts.map(\.bytes), dtype: parts[0].dtype, shape: Shape(shape))
+                    }
+                    return try upload(parts.map { Part(dtype: $0.dtype, bytes: Array($0.bytes)) }, shape)
+                }
+                let spec = specs[i]
+                return try store.withTensor(spec.name, shape: spec.shape) { dtype, bytes in
+                    let rowBytes = width * dtype.byteCount
+                    let part = UnsafeRawBufferPointer(start: bytes + spec.rows.lowerBound * rowBytes, count: spec.rows.count * rowBytes)
+                    return try withParts(from: i + 1, parts + [Part.View(dtype: dtype, bytes: part)])
+                }
+            }
+            return try withParts(from: 0, [])
+        }
         /// A whole tensor, uploaded from its stored dtype without a host copy.
         func tensor(_ name: String, _ shape: [Int]) throws -> DeviceTensor {
             try store.withTensor(name, shape: shape) { dtype, bytes in
@@ -95,24 +116,21 @@ public struct LlamaWeights {
         var layers: [LayerWeights] = []
         for i in 0..<c.numLayers {
             let p = "model.layers.\(i)."
-            let qkv = [try slice("\(p)self_attn.q_proj.weight", [c.qSize, h], rows: qRows),
-                       try slice("\(p)self_attn.k_proj.weight", [c.kvSize, h], rows: kvRows),
-                       try slice("\(p)self_attn.v_proj.weight", [c.kvSize, h], rows: kvRows)]
             let bias: DeviceTensor? = c.hasQKVBias ? try upload(
                 [try slice("\(p)self_attn.q_proj.bias", [c.qSize], rows: qRows),
                  try slice("\(p)self_attn.k_proj.bias", [c.kvSize], rows: kvRows),
                  try slice("\(p)self_attn.v_proj.bias", [c.kvSize], rows: kvRows)],
                 [qRows.count + 2 * kvRows.count]) : nil
-            let gateUp = [try slice("\(p)mlp.gate_proj.weight", [c.intermediateSize, h], rows: inter),
-                          try slice("\(p)mlp.up_proj.weight", [c.intermediateSize, h], rows: inter)]
             layers.append(LayerWeights(
                 inputNorm: try tensor("\(p)input_layernorm.weight", [h]),
-                qkv: try upload(qkv, [qRows.count + 2 * kvRows.count, h]),
+                qkv: try stacked([("\(p)self_attn.q_proj.weight", [c.qSize, h], qRows), ("\(p)self_attn.k_proj.weight", [c.kvSize, h], kvRows),
+                                  ("\(p)self_attn.v_proj.weight", [c.kvSize, h], kvRows)], width: h),
                 qkvBias: bias,
                 o: isSharded ? try upload([try slice("\(p)self_attn.o_proj.weight", [h, c.qSize], cols: qRows)], [h, qRows.count])
                              : try tensor("\(p)self_attn.o_proj.weight", [h, c.qSize]),
                 postAttentionNorm: try tensor("\(p)post_attention_layernorm.weight", [h]),
-                gateUp: try upload(gateUp, [2 * inter.count, h]),
+                gateUp: try stacked([("\(p)mlp.gate_proj.weight", [c.intermediateSize, h], inter), ("\(p)mlp.up_proj.weight", [c.intermediateSize, h], inter)],
+                                    width: h),
                 down: isSharded ? try upload([try slice("\(p)mlp.down_proj.weight", [h, c.intermediateSize], cols: inter)], [h, inter.count])
                                 : try tensor("\(p)mlp.down_proj.weight", [h, c.intermediateSize])
             ))
@@ -134,6 +152,12 @@ public struct LlamaWeights {
 struct Part {
     var dtype: DType
     var bytes: [UInt8]
+
+    /// A slice in place: the store's bytes, valid inside its `withTensor`.
+    struct View {
+        var dtype: DType
+        var bytes: UnsafeRawBufferPointer
+    }
 
     /// The same values as f32 bytes (to stack with parts of another dtype).
     var floatBytes: [UInt8] {

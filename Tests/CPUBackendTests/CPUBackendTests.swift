@@ -46,6 +46,18 @@ import Testing
     }
 
     /// Every float tensor of the CPU backend is f32, so `convert` is an exact copy.
+    /// Parts stacked by rows upload as their concatenation would (the protocol's host-side default).
+    @Test func uploadWeightsStacksParts() throws {
+        var rng = Rng(state: 5)
+        let a = rng.array(2 * 3), c = rng.array(3 * 3)
+        let stacked = try a.withUnsafeBytes { pa in
+            try c.withUnsafeBytes { pc in try b.uploadWeights(stacking: [pa, pc], dtype: .f32, shape: Shape(5, 3)) }
+        }
+        #expect(stacked.shape == Shape(5, 3) && b.download(stacked) == a + c)
+        let one = try a.withUnsafeBytes { try b.uploadWeights(stacking: [$0], dtype: .f32, shape: Shape(2, 3)) }
+        #expect(b.download(one) == a)
+    }
+
     @Test func convertCopies() throws {
         var rng = Rng(state: 11)
         let values = rng.array(12) + [0, -0, .infinity, -.greatestFiniteMagnitude]
