@@ -22,7 +22,10 @@
 #   --tune-gemms and without, with no adapters and with 8 fused rank-16 adapters), serve-8b (loom serve on
 #   random Llama-3.1-8B weights with $SERVE_ARGS, waves of 1, 8 and 32 requests, the log in $OUT), trace (CUPTI
 #   kernel timelines of graph replays, scripts/gpu/trace: bench lora-kernels fused at rank 64 and 32 tokens,
-#   bench decode at batch 32; trace-*.txt summaries, trace-*.json with one replay's timeline). Default: hf check
+#   bench decode at batch 32; trace-*.txt summaries, trace-*.json with one replay's timeline), ab (an A/B of
+#   CUDA-backend settings: each $AB_VARIANTS entry NAME:VAR=VALUE,… traced once at batch 32 as in trace, then
+#   bench decode at batch ${BENCH_BATCHES:-32} for every entry in turn, then in reverse, with $BENCH_ARGS; ab-trace-NAME.json,
+#   bench-decode-ab-NAME-ROUND.json). Default: hf check
 #   serve bench. Results land in $OUT (default /tmp/out; the device returns at most 8 files, so tar
 #   them): gpu-check.json, bench-decode-llama-3.1-8b-NAME.json per bench variant, hf_reference.log,
 #   gpu-check.log, bench.log, nvidia-smi.txt; with tp, gpu-check-tp2.json and
@@ -126,6 +129,32 @@ PY
             python3 scripts/gpu/trace/summary.py /tmp/trace-$name.txt --json "$OUT/trace-$name.json" \
                 > "$OUT/trace-$name.txt"
             head -30 "$OUT/trace-$name.txt"
+        done
+        ;;
+    ab)
+        # Settings compared on one machine: a CUPTI trace of each (where the trace library is here),
+        # then the benches in turn twice, so a machine's drift reaches every variant alike.
+        lib=$PWD/.device/trace/libloom_trace.so
+        for variant in ${AB_VARIANTS:?AB_VARIANTS: NAME:VAR=VALUE,… entries}; do
+            name=${variant%%:*}; settings=(); [ "$name" != "$variant" ] && IFS=, read -ra settings <<< "${variant#*:}"
+            [ -f "$lib" ] || break
+            env "${settings[@]}" CUDA_INJECTION64_PATH=$lib LOOM_TRACE_OUT=/tmp/ab-trace-$name.txt timeout 150 /tmp/loom bench decode \
+                --random-weights llama-3.1-8b --batch 32 --prompt-len 128 --new-tokens 64 ${BENCH_ARGS:-} > "$OUT/ab-trace-$name.log" 2>&1
+            echo "ab trace $name: exit $?"
+            python3 scripts/gpu/trace/summary.py /tmp/ab-trace-$name.txt --json "$OUT/ab-trace-$name.json" | head -12
+        done
+        read -ra abOrder <<< "$AB_VARIANTS"
+        for round in 1 2; do
+            # The second round in reverse order (A B, then B A).
+            [ $round = 2 ] && for ((i = 0, j = ${#abOrder[@]} - 1; i < j; i++, j--)); do t=${abOrder[i]}; abOrder[i]=${abOrder[j]}; abOrder[j]=$t; done
+            for variant in "${abOrder[@]}"; do
+                name=${variant%%:*}; settings=(); [ "$name" != "$variant" ] && IFS=, read -ra settings <<< "${variant#*:}"
+                file="$OUT/bench-decode-ab-$name-$round.json"
+                timeout 300 env "${settings[@]}" /tmp/loom bench decode --random-weights llama-3.1-8b --batch ${BENCH_BATCHES:-32} --prompt-len 128 \
+                    --new-tokens 128 ${BENCH_ARGS:-} --output "$file" > /dev/null 2>> "$OUT/bench.log"
+                echo "ab bench $name, round $round: exit $?"
+                python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  batch {x[\"batch\"]:3d} {x[\"tokens_per_s\"]:9.1f} tok/s ({x[\"fraction_of_floor\"]:.3f}) {x[\"ms_per_step\"]:.3f} ms/step') for x in r['rows'] if 'tokens_per_s' in x]" "$file"
+            done
         done
         ;;
     ops)
