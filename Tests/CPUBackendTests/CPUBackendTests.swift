@@ -45,7 +45,6 @@ import Testing
         #expect(maxDiff(b.download(out), expected) < 1e-4)
     }
 
-    /// Every float tensor of the CPU backend is f32, so `convert` is an exact copy.
     /// Parts stacked by rows upload as their concatenation would (the protocol's host-side default).
     @Test func uploadWeightsStacksParts() throws {
         var rng = Rng(state: 5)
@@ -58,6 +57,7 @@ import Testing
         #expect(b.download(one) == a)
     }
 
+    /// Every float tensor of the CPU backend is f32, so `convert` is an exact copy.
     @Test func convertCopies() throws {
         var rng = Rng(state: 11)
         let values = rng.array(12) + [0, -0, .infinity, -.greatestFiniteMagnitude]

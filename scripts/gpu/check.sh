@@ -57,6 +57,14 @@ export LOOM_COMMIT=$(cat .device/commit 2>/dev/null || echo unknown)
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,memory.used,clocks.sm,clocks.mem,driver_version --format=csv | tee "$OUT/nvidia-smi.txt"
 models=()
+# Sets $name and the array $settings (VAR=VALUE words for env) from a variant NAME[:VAR=VALUE,…].
+variant_settings() {
+    name=${1%%:*}; settings=(); [ "$name" != "$1" ] && IFS=, read -ra settings <<< "${1#*:}"
+}
+# The tokens/s rows of a bench decode result, one line each.
+print_decode_rows() {
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  batch {x[\"batch\"]:3d} {x[\"tokens_per_s\"]:9.1f} tok/s floor {x[\"floor_tokens_per_s\"]:9.1f} ({x[\"fraction_of_floor\"]:.3f}) {x[\"ms_per_step\"]:.3f} ms/step distinct {x[\"distinct_tokens_seq0\"]}') for x in r['rows'] if 'tokens_per_s' in x]" "$1"
+}
 for phase in $phases; do
     case $phase in
     hf)
@@ -136,7 +144,7 @@ PY
         # then the benches in turn twice, so a machine's drift reaches every variant alike.
         lib=$PWD/.device/trace/libloom_trace.so
         for variant in ${AB_VARIANTS:?AB_VARIANTS: NAME:VAR=VALUE,… entries}; do
-            name=${variant%%:*}; settings=(); [ "$name" != "$variant" ] && IFS=, read -ra settings <<< "${variant#*:}"
+            variant_settings "$variant"
             [ -f "$lib" ] || break
             env "${settings[@]}" CUDA_INJECTION64_PATH=$lib LOOM_TRACE_OUT=/tmp/ab-trace-$name.txt timeout 150 /tmp/loom bench decode \
                 --random-weights llama-3.1-8b --batch 32 --prompt-len 128 --new-tokens 64 ${BENCH_ARGS:-} > "$OUT/ab-trace-$name.log" 2>&1
@@ -148,12 +156,12 @@ PY
             # The second round in reverse order (A B, then B A).
             [ $round = 2 ] && for ((i = 0, j = ${#abOrder[@]} - 1; i < j; i++, j--)); do t=${abOrder[i]}; abOrder[i]=${abOrder[j]}; abOrder[j]=$t; done
             for variant in "${abOrder[@]}"; do
-                name=${variant%%:*}; settings=(); [ "$name" != "$variant" ] && IFS=, read -ra settings <<< "${variant#*:}"
+                variant_settings "$variant"
                 file="$OUT/bench-decode-ab-$name-$round.json"
                 timeout 300 env "${settings[@]}" /tmp/loom bench decode --random-weights llama-3.1-8b --batch ${BENCH_BATCHES:-32} --prompt-len 128 \
                     --new-tokens 128 ${BENCH_ARGS:-} --output "$file" > /dev/null 2>> "$OUT/bench.log"
                 echo "ab bench $name, round $round: exit $?"
-                python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  batch {x[\"batch\"]:3d} {x[\"tokens_per_s\"]:9.1f} tok/s ({x[\"fraction_of_floor\"]:.3f}) {x[\"ms_per_step\"]:.3f} ms/step') for x in r['rows'] if 'tokens_per_s' in x]" "$file"
+                print_decode_rows "$file"
             done
         done
         ;;
@@ -167,12 +175,12 @@ PY
         # backend, e.g. "new old:LOOM_GEMV_ROWS=0,LOOM_DECODE_ATTENTION=0"); by default one run. $BENCH_ARGS
         # is added to each (e.g. "--adapters 8 --rank 16 --lora-backend fused"), $BENCH_BATCHES replaces "1,32".
         for variant in ${BENCH_VARIANTS:-default}; do
-            name=${variant%%:*}; settings=(); [ "$name" != "$variant" ] && IFS=, read -ra settings <<< "${variant#*:}"
+            variant_settings "$variant"
             echo "== $variant ${BENCH_ARGS:-}" >> "$OUT/bench.log"
             timeout 300 env "${settings[@]}" /tmp/loom bench decode --random-weights llama-3.1-8b --batch ${BENCH_BATCHES:-1,32} --prompt-len 128 --new-tokens 128 ${BENCH_ARGS:-} \
                 --output "$OUT/bench-decode-llama-3.1-8b-$name.json" > /dev/null 2>> "$OUT/bench.log"
             echo "bench $variant: exit $?"
-            python3 -c "import json,sys; r=json.load(open(sys.argv[1])); [print(f'  batch {x[\"batch\"]:3d} {x[\"tokens_per_s\"]:9.1f} tok/s floor {x[\"floor_tokens_per_s\"]:9.1f} ({x[\"fraction_of_floor\"]:.3f}) {x[\"ms_per_step\"]:.3f} ms/step distinct {x[\"distinct_tokens_seq0\"]}') for x in r['rows'] if 'tokens_per_s' in x]" "$OUT/bench-decode-llama-3.1-8b-$name.json"
+            print_decode_rows "$OUT/bench-decode-llama-3.1-8b-$name.json"
         done
         ;;
     tune)

@@ -223,51 +223,12 @@ __device__ __forceinline__ void attention_decode_mma(
         }
     }
     __syncthreads();
-    if (!PAGED) {
+    if (PAGED) {
+        attention_decode_merge4<MMA_WARPS, G, D>(warpMax, warpSum, warpAcc, group, row, kvh, split, numSplits, numHeads, out, outStride,
+                                                 partialAcc, partialMax, partialSum);
+    } else {
         attention_decode_merge<MMA_WARPS, G>(warpMax, warpSum, warpAcc, group, D, row, kvh, split, numSplits, numHeads, out, outStride,
                                              partialAcc, partialMax, partialSum);
-        return;
-    }
-    // Each head's factor per warp once (exp of the warp's max less the head's, over the head's sum
-    // with one split), then four dims a thread.
-    __shared__ float factor[MMA_WARPS][G], headMax[G], headSum[G];
-    if (tid < group) {
-        float m = NEG_INF, l = 0.f;
-#pragma unroll
-        for (int w = 0; w < MMA_WARPS; ++w) m = fmaxf(m, warpMax[w][tid]);
-        float f[MMA_WARPS];
-#pragma unroll
-        for (int w = 0; w < MMA_WARPS; ++w) {
-            f[w] = m == NEG_INF ? 0.f : __expf(warpMax[w][tid] - m);
-            l += warpSum[w][tid] * f[w];
-        }
-        const float norm = numSplits > 1 ? 1.f : (l > 0.f ? 1.f / l : 0.f);
-#pragma unroll
-        for (int w = 0; w < MMA_WARPS; ++w) factor[w][tid] = f[w] * norm;
-        headMax[tid] = m;
-        headSum[tid] = l;
-    }
-    __syncthreads();
-    for (int e = tid; e < group * (D / 4); e += blockDim.x) {
-        const int hg = e / (D / 4), d = (e % (D / 4)) * 4;
-        float o[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int w = 0; w < MMA_WARPS; ++w) {
-            const float4 a = *(const float4*)&warpAcc[(w * G + hg) * D + d];
-            const float f = factor[w][hg];
-            o[0] += a.x * f; o[1] += a.y * f; o[2] += a.z * f; o[3] += a.w * f;
-        }
-        const int h = kvh * group + hg;
-        if (numSplits == 1) {
-            uint2 packed;
-            packed.x = pack_bf16x2(o[0], o[1]);
-            packed.y = pack_bf16x2(o[2], o[3]);
-            *(uint2*)(out + (u64)row * outStride + h * D + d) = packed;
-        } else {
-            const u64 idx = ((u64)row * numHeads + h) * numSplits + split;
-            *(float4*)(partialAcc + idx * D + d) = make_float4(o[0], o[1], o[2], o[3]);
-            if (d == 0) { partialMax[idx] = headMax[hg]; partialSum[idx] = headSum[hg]; }
-        }
     }
 }
 
