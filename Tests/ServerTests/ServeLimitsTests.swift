@@ -148,7 +148,10 @@ struct ServeLimitsTests {
         let server = try LoomServeProcess(LoomServeProcess.demoAdapters + ["--shutdown-grace-period", "120"])
         let request: JSON = ["text": "Once upon a time", "lora_path": "dragon", "stream": true,
                              "sampling_params": ["temperature": 0, "max_new_tokens": 480, "ignore_eos": true]]
-        let connection = try TestConnection(port: server.port)
+        // The suite runs beside the soak and the kernel compiles on two cores: a token may take
+        // longer than the usual 30 s read timeout (a read failed once in CI, most likely so), within
+        // the 120 s grace.
+        let connection = try TestConnection(port: server.port, readTimeout: 120)
         try connection.send(method: "POST", path: "/generate", headers: ["Content-Type": "application/json"], body: request.serialized())
         let head = try await TestHTTP.onThread { try connection.readHead() }
         #expect(head.status == 200)

@@ -37,18 +37,19 @@ final class TestConnection: @unchecked Sendable {
     private let fd: Int32
     private var buffer: [UInt8] = []
 
-    init(port: Int) throws {
-        fd = try Self.openSocket(port: port)
+    /// `readTimeout`: seconds a read may wait for the next bytes before it fails.
+    init(port: Int, readTimeout: Int = 30) throws {
+        fd = try Self.openSocket(port: port, readTimeout: readTimeout)
     }
 
     /// A socket connected to the loopback port. It is opened here, not in `init`, because a
     /// class whose `init` throws after its properties are set still runs `deinit`: closing the
     /// socket there as well closed it twice, and the second close hit whatever file another test
     /// had opened meanwhile under the same number.
-    private static func openSocket(port: Int) throws -> Int32 {
+    private static func openSocket(port: Int, readTimeout: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestHTTPError.connect(errno) }
-        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        var timeout = timeval(tv_sec: readTimeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
