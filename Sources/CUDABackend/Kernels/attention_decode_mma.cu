@@ -74,7 +74,7 @@ __device__ __forceinline__ void attention_decode_mma(
         if (page < tableWidth) firstSlot = table[page] * blockSize + (tok - page * blockSize);
     }
     const int visible = contextLengths[row];
-    const int perSplit = splitTokens > 0 ? splitTokens : numSplits == 1 ? visible : (((visible + numSplits - 1) / numSplits + 31) & ~31);
+    const int perSplit = splitTokens > 0 ? splitTokens : (((visible + numSplits - 1) / numSplits + 31) & ~31);
     const int begin = split * perSplit;
     const int end = min(visible, begin + perSplit);
 
@@ -131,30 +131,6 @@ __device__ __forceinline__ void attention_decode_mma(
                 const int step = warp + i * MMA_WARPS, base = step * MMA_TILE;
                 const u32 stage = ringBase + (i % MMA_STAGES) * STAGE_BYTES;
                 const u64 first = PAGED ? (u64)slots[step] * kvStride : 0;
-                if (PAGED && base + MMA_TILE <= count) {
-                    // A whole step of one page: lane l copies chunk l % CHUNKS of tokens l / CHUNKS +
-                    // PASS·j, so its source advances by PASS rows a copy and its swizzled destination
-                    // (chunk ^ (tok & 7), tok & 7 = (l / CHUNKS) ^ (PASS·j & 7)) is a per-lane offset with
-                    // a constant XOR and add: no multiply or bound check a copy (the general loop
-                    // below spent about 20 instructions on each pair of copies).
-                    constexpr int PASS = 32 / CHUNKS;
-                    const int lTok = lane / CHUNKS, lChunk = lane % CHUNKS;
-                    const u32 dst = stage + lTok * (D * 2) + ((lChunk ^ lTok) << 4);
-                    const u64 off = first + (u64)(lTok * kvStride + lChunk * 8);
-                    const bf16* kp = kHead + off;
-                    const bf16* vp = vHead + off;
-                    const u64 rows = (u64)PASS * kvStride;
-#pragma unroll
-                    for (int j = 0; j < MMA_TILE / PASS; ++j) {
-                        const u32 d = (dst ^ (((PASS * j) & 7) << 4)) + PASS * j * (D * 2);
-                        cp_async16(d, kp, 16);
-                        cp_async16(d + TILE_BYTES, vp, 16);
-                        kp += rows;
-                        vp += rows;
-                    }
-                    cp_async_commit();
-                    return;
-                }
 #pragma unroll
                 for (int e = lane; e < MMA_TILE * CHUNKS; e += 32) {
                     const int tok = e / CHUNKS, chunk = e % CHUNKS;
@@ -208,14 +184,9 @@ __device__ __forceinline__ void attention_decode_mma(
 #pragma unroll
             for (int e = 0; e < 4; ++e) p[e] = sc[e] == NEG_INF ? 0.f : exp2f(sc[e] - newMax);
             mySum = mySum * corr + ((p[0] + p[1]) + (p[2] + p[3]));
-            // O needs rescaling only where a head's max grew past a finite one (from −∞ its
-            // accumulators are still zero); the warp skips it when no lane's did.
-            const bool grew = newMax > myMax && myMax != NEG_INF;
             myMax = newMax;
-            if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
-                for (int n = 0; n < NTILES; ++n) { acc[n][0] *= corr; acc[n][1] *= corr; }
-            }
+            for (int n = 0; n < NTILES; ++n) { acc[n][0] *= corr; acc[n][1] *= corr; }
             const u32 pa0 = pack_bf16x2(p[0], p[1]), pa2 = pack_bf16x2(p[2], p[3]);
 
             // O += P · V. ldmatrix x4 trans: matrices (tokens 0-7, chunk c), (8-15, c), (0-7, c+1),
