@@ -126,6 +126,14 @@ public final class CUDABackend: ComputeBackend {
     /// S-LoRA recipe at n = 8 gave 0.905 of its run without LoRA with it against 0.904 without.
     public let usesSideStream = ProcessInfo.processInfo.environment["LOOM_SIDE_STREAM"] == "1"
 
+    /// `prefetchAttentionKV`'s form (`LOOM_KV_PREFETCH`: `1` or `last`, `normal`; off by default).
+    public enum KVPrefetch { case off, evictLast, normal }
+    public let kvPrefetch: KVPrefetch = switch ProcessInfo.processInfo.environment["LOOM_KV_PREFETCH"] {
+    case "1", "last": .evictLast
+    case "normal": .normal
+    default: .off
+    }
+
     /// The fewest segments of a decode-like plan whose LoRA shrinks stream through a fixed grid
     /// (`loom_lora_shrink_segments`; `LOOM_LORA_SHRINK_SEGMENTS=N`, 0: off; default 32).
     public let shrinkSegmentsFrom = ProcessInfo.processInfo.environment["LOOM_LORA_SHRINK_SEGMENTS"].flatMap { Int($0) }.map { max(0, $0) } ?? 32

@@ -22,6 +22,10 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
     const int row = blockIdx.x, j = threadIdx.x, total = numHeads + 2 * numKVHeads;
     const int hy = blockIdx.y * blockDim.y + threadIdx.y, h = min(hy, total - 1);  // past the last head: no writes
     const int half = headDim >> 1, jc = min(j, half - 1);
+    // The decode attention after it waits for this whole grid before it reads q or the newest K/V
+    // rows, so its blocks may be scheduled now: its prologue (context lengths, block tables) and the
+    // older cache rows it copies before its wait then overlap this kernel rather than follow it.
+    grid_release();
     const LoraDelta lora = LORA_ARGS;
     // The row's slot and its B rows: step metadata and weights, before the wait; so are the cache
     // slot and the angle.
@@ -33,7 +37,7 @@ extern "C" __global__ void loom_rope_write_kv(bf16* __restrict__ qkv, const int*
     const int slot = h >= numHeads ? slotMapping[row] : -1;
     const int position = positions[row];
     const float frequency = invFreq[jc];
-    grid_enter();
+    grid_wait();
     bf16* v = qkv + (u64)row * stride + h * headDim;
     float x1 = bf16_to_f32(v[jc]), x2 = bf16_to_f32(v[jc + half]);
     float s, c;
