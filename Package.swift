@@ -37,7 +37,6 @@ let package = Package(
                 .embedInCode("Kernels/attention.cu"),
                 .embedInCode("Kernels/attention_decode.cu"),
                 .embedInCode("Kernels/attention_decode_mma.cu"),
-                .embedInCode("Kernels/kv_prefetch.cu"),
                 .embedInCode("Kernels/silu_mul.cu"),
                 .embedInCode("Kernels/gather_rows.cu"),
                 .embedInCode("Kernels/convert.cu"),

@@ -72,25 +72,6 @@ extension CUDABackend {
         return true
     }
 
-    /// `LOOM_KV_PREFETCH` (`1` or `last`: evict-last pages; `normal`): inside a decode graph's
-    /// capture, `loom_kv_prefetch_l2` goes to the side stream, forked after the kernels queued so far
-    /// (the RMSNorm before the q/k/v GEMM) and joined only at the capture's end, so neither the GEMM
-    /// nor the attention waits for it.
-    public func prefetchAttentionKV(kCache: DeviceTensor, vCache: DeviceTensor, metadata: AttentionMetadata) {
-        guard kvPrefetch != .off, metadata.maxQueryLength == 1, metadata.numSequences > 0, !onSideStream, graphState != .eager,
-              kCache.dtype == .bf16, (metadata.blockSize * kCache.shape.rowCount * 2) % 16 == 0 else { return }
-        guard beginLaunch() else { return }  // replaying: the graph holds it
-        activate()
-        wait(sideStream, for: mainStream)
-        onSideStream = true
-        defer { onSideStream = false }
-        launch("loom_kv_prefetch_l2", grid: (metadata.numSequences, 1, 1), block: 32,
-               [.pointer(kCache.devicePointer), .pointer(vCache.devicePointer), .pointer(metadata.contextLengths.devicePointer),
-                .pointer(metadata.blockTables.devicePointer), .int(metadata.blockTables.shape[1]), .int(metadata.blockSize),
-                .int(kCache.shape.rowCount), .int(kvPrefetch == .evictLast ? 1 : 0)])
-        sideForked = true
-    }
-
     public func joinSideStream() {
         guard sideForked else { return }
         sideForked = false

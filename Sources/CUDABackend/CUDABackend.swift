@@ -72,8 +72,10 @@ public final class CUDABackend: ComputeBackend {
     /// Functions whose dynamic shared-memory limit was raised above the default 48 KiB.
     var raisedSharedLimits: Set<String> = []
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
-    /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off).
-    public let maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 4
+    /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off; settable so checks run both). On the
+    /// H200 (session 27, Llama-3.1-8B shape, limits 4 to 1 in turn and reversed) 3 rows ran 703–707
+    /// tok/s on it against 652–658 on cuBLASLt, 4 rows 819–820 against 862–873, so it stops at 3.
+    public var maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 3
     /// Into how many K-slices o and down are cut at decode batches (`residualSliceCount`): nil
     /// chooses, `LOOM_RESIDUAL_SLICES=n` fixes n (1: never cut); settable so checks run both paths.
     public var residualSlices = ProcessInfo.processInfo.environment["LOOM_RESIDUAL_SLICES"].flatMap { Int($0) }.map { max(1, $0) }
@@ -125,14 +127,6 @@ public final class CUDABackend: ComputeBackend {
     /// rank-16 adapters from 4,296 to 4,373 tok/s at batch 32 and from 181 to 193 at batch 1; the
     /// S-LoRA recipe at n = 8 gave 0.905 of its run without LoRA with it against 0.904 without.
     public let usesSideStream = ProcessInfo.processInfo.environment["LOOM_SIDE_STREAM"] == "1"
-
-    /// `prefetchAttentionKV`'s form (`LOOM_KV_PREFETCH`: `1` or `last`, `normal`; off by default).
-    public enum KVPrefetch { case off, evictLast, normal }
-    public let kvPrefetch: KVPrefetch = switch ProcessInfo.processInfo.environment["LOOM_KV_PREFETCH"] {
-    case "1", "last": .evictLast
-    case "normal": .normal
-    default: .off
-    }
 
     /// The fewest segments of a decode-like plan whose LoRA shrinks stream through a fixed grid
     /// (`loom_lora_shrink_segments`; `LOOM_LORA_SHRINK_SEGMENTS=N`, 0: off; default 32).

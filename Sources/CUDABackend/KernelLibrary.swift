@@ -25,7 +25,6 @@ final class KernelLibrary {
                functions: [2, 4].flatMap { d in [4, 8].map { "loom_attention_decode_d\(d)_g\($0)" } }),
         Module(name: "attention_decode_mma", source: PackageResources.attention_decode_mma_cu,
                functions: ["", "_paged"].flatMap { p in [64, 128].flatMap { d in [4, 8].map { "loom_attention_decode_mma\(p)_d\(d)_g\($0)" } } }),
-        Module(name: "kv_prefetch", source: PackageResources.kv_prefetch_cu, functions: ["loom_kv_prefetch_l2"]),
         Module(name: "silu_mul", source: PackageResources.silu_mul_cu, functions: ["loom_silu_mul", "loom_silu_mul_v8", "loom_silu_mul_lora"]),
         Module(name: "gather_rows", source: PackageResources.gather_rows_cu, functions: ["loom_gather_rows"]),
         Module(name: "gemv", source: PackageResources.gemv_cu, functions: (1...4).map { "loom_gemv_n\($0)" }),

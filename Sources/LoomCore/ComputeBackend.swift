@@ -244,11 +244,6 @@ public protocol ComputeBackend: AnyObject {
     func forkSideStream(_ body: () -> Void) -> Bool
     /// Makes the work queued from now on wait for the side stream's (nothing when none was forked).
     func joinSideStream()
-    /// A hint, queued before a layer's q/k/v GEMM at decode: the caches' pages of every sequence's
-    /// context are requested into a device's L2 beside the GEMM (on the side stream, which nothing
-    /// waits for before the step's end), so the `attention` after it finds them there. Results do not
-    /// change; backends without such a cache do nothing.
-    func prefetchAttentionKV(kCache: DeviceTensor, vCache: DeviceTensor, metadata: AttentionMetadata)
 
     /// Greedy sampling: `out[i] = argmax(logits[i])`, the first index among ties (`out` i32).
     func argmax(_ logits: DeviceTensor, out: DeviceTensor)
@@ -335,8 +330,6 @@ extension ComputeBackend {
     public func forkSideStream(_ body: () -> Void) -> Bool { false }
 
     public func joinSideStream() {}
-
-    public func prefetchAttentionKV(kCache: DeviceTensor, vCache: DeviceTensor, metadata: AttentionMetadata) {}
 
     /// The rows `copyRows` copies, after checking its arguments.
     public func copyRowsCount(_ values: [Int32], width: Int, to tensor: DeviceTensor) -> Int {

@@ -198,7 +198,6 @@ public final class ModelRank {
             } else {
                 addRMSNorm(layer.inputNorm, out: qkvInput)
             }
-            b.prefetchAttentionKV(kCache: cache.keys[i], vCache: cache.values[i], metadata: metadata)
             let (qkvOut, qkvDelta) = columnParallel(.qkv, qkvInput, weight: layer.qkv, bias: layer.qkvBias, out: qkv)
             b.ropeAndWriteKV(qkv: qkvOut, positions: ws.positions.rows(n), inverseFrequencies: inverseFrequencies, kCache: cache.keys[i],
                              vCache: cache.values[i], slotMapping: ws.slotMapping.rows(n), numHeads: c.numHeads, numKVHeads: c.numKVHeads,

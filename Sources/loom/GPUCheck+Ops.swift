@@ -134,7 +134,10 @@ struct OpChecks {
             }
         }
         gpu.usesClusterNorm = clusterNorm
-        // Up to 4 rows run loom_gemv (k a multiple of 8: 16-byte loads; else a plain loop), the rest cuBLASLt.
+        // Up to maxGEMVRows (3) rows run loom_gemv (k a multiple of 8: 16-byte loads; else a plain
+        // loop), the rest cuBLASLt; 4-row cases run on both (LOOM_GEMV_ROWS=4 takes loom_gemv to 4).
+        let gemvRows = gpu.maxGEMVRows
+        defer { gpu.maxGEMVRows = gemvRows }
         for (n, k, m, bias, f32) in [(1, 4096, 6144, false, false), (7, 344, 128, false, false), (33, 128, 512, false, false),
                                      (128, 96, 224, true, false), (32, 4096, 14336, false, false), (4, 4096, 4097, false, false),
                                      (2, 1000, 1000, false, true), (3, 14336, 4096, false, false), (1, 2048, 5000, false, true),
@@ -142,12 +145,16 @@ struct OpChecks {
             let (xc, xg, _) = pair(Shape(n, k))
             let (wc, wg, _) = pair(Shape(m, k), scale: 0.05)
             let b = bias ? pair(Shape(m)) : nil
-            let (oc, og) = zeros(Shape(n, m), gpuDType: f32 ? .f32 : .bf16)
-            cpu.linear(xc, weight: wc, bias: b?.0, out: oc)
-            gpu.linear(xg, weight: wg, bias: b?.1, out: og)
-            let path = n <= gpu.maxGEMVRows ? "gemv" : "cuBLASLt"
-            results.append(compare("linear", oc, og, tolerance: f32 ? 1e-4 : 1e-2,
-                                   detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(bias ? " + bias" : "")\(f32 ? " → f32" : ""), \(path)"))
+            for limit in n == 4 && gemvRows < 4 ? [gemvRows, 4] : [gemvRows] {
+                gpu.maxGEMVRows = limit
+                let (oc, og) = zeros(Shape(n, m), gpuDType: f32 ? .f32 : .bf16)
+                cpu.linear(xc, weight: wc, bias: b?.0, out: oc)
+                gpu.linear(xg, weight: wg, bias: b?.1, out: og)
+                let path = n <= limit ? "gemv" : "cuBLASLt"
+                results.append(compare("linear", oc, og, tolerance: f32 ? 1e-4 : 1e-2,
+                                       detail: "\(n)×\(k) · (\(m)×\(k))ᵀ\(bias ? " + bias" : "")\(f32 ? " → f32" : ""), \(path)"))
+            }
+            gpu.maxGEMVRows = gemvRows
         }
         // K-slices of o and down (batched cuBLASLt into f32), one case on a weight wider than x (a
         // LoRA-extended one), and their sum inside addRMSNorm (16-byte vectors, and d = 100's scalar loop).

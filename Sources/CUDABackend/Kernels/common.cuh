@@ -14,7 +14,9 @@ typedef unsigned long long u64;
 // is still running. Every kernel therefore calls grid_wait() before it reads anything another
 // kernel writes or writes anything another kernel reads (it returns once the kernels before it
 // have finished and their writes are visible), then grid_release() to let the next kernel's blocks
-// be scheduled and wait in turn. Work on constant inputs (weights) may go before grid_wait().
+// be scheduled and wait in turn (a kernel may release first where its dependent's early blocks
+// help, as RoPE does for the decode attention: the dependent's own grid_wait() still waits for this
+// whole grid). Work on constant inputs (weights) may go before grid_wait().
 // Both are no-ops for a launch without the attribute and below sm_90.
 __device__ __forceinline__ void grid_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
