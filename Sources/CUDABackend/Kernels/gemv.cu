@@ -132,13 +132,19 @@ __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __r
     }
 }
 
-#define GEMV(N)                                                                                                        \
-    extern "C" __global__ void __launch_bounds__(128) loom_gemv_n##N(const bf16* x, const bf16* w, void* out, int outIsF32, \
-                                                                     int m, int k, int ldw) {                          \
+// Each entry's launch bounds set ptxas's register budget, and with it how far ahead a thread's W
+// loads are issued. On the H200 (session 27, Llama-3.1-8B shape, bench decode in turn and reversed):
+// n1 and n3 at (128, 1) (120 and 118 registers) ran 260.8-263.9 and 727-733 tok/s against 251.0-251.9
+// and 704-706 with the default budget (56 and 80 registers); n2 at (128, 1) (140 registers) lost,
+// 455-460 against 474-479; n4 at (128, 5) (96 registers, five blocks a multiprocessor) ran 866-880
+// against 815-823 at 110 registers, level with cuBLASLt at 4 rows (which the backend uses there).
+#define GEMV(N, ...)                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(__VA_ARGS__) loom_gemv_n##N(const bf16* x, const bf16* w, void* out,   \
+                                                                            int outIsF32, int m, int k, int ldw) {     \
         gemv<N>(x, w, out, outIsF32, m, k, ldw);                                                                      \
     }
 
-GEMV(1)
-GEMV(2)
-GEMV(3)
-GEMV(4)
+GEMV(1, 128, 1)
+GEMV(2, 128)
+GEMV(3, 128, 1)
+GEMV(4, 128, 5)
