@@ -91,11 +91,10 @@ extension CUDABackend {
         }
     }
 
-    /// `loom_gemv` (n ≤ 8): 4 rows of W a block up to 4 rows of x, 2 above.
+    /// `loom_gemv` (n ≤ 4): 4 rows of W a block.
     private func gemv(_ x: DeviceTensor, _ weight: DeviceTensor, _ out: DeviceTensor) {
         let n = x.shape[0], k = x.shape.rowCount, m = weight.shape[0]
-        let rowsPerBlock = n <= 4 ? 4 : 2  // GEMV_ROWS_FOR in gemv.cu
-        launch("loom_gemv_n\(n)", grid: ((m + rowsPerBlock - 1) / rowsPerBlock, 1, 1), block: 128, label: "gemv \(n)x\(m)x\(k)",
+        launch("loom_gemv_n\(n)", grid: ((m + 3) / 4, 1, 1), block: 128, label: "gemv \(n)x\(m)x\(k)",
                [.pointer(x.devicePointer), .pointer(weight.devicePointer), .pointer(out.devicePointer), .int(out.dtype == .f32 ? 1 : 0),
                 .int(m), .int(k), .int(weight.shape.rowCount)])
     }

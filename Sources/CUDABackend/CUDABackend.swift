@@ -72,10 +72,10 @@ public final class CUDABackend: ComputeBackend {
     /// Functions whose dynamic shared-memory limit was raised above the default 48 KiB.
     var raisedSharedLimits: Set<String> = []
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
-    /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 8; 0 turns it off; settable so checks run both). On the
+    /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off; settable so checks run both). On the
     /// H200 (session 27, Llama-3.1-8B shape, limits 4 to 1 in turn and reversed) 3 rows ran 703–707
     /// tok/s on it against 652–658 on cuBLASLt, 4 rows 819–820 against 862–873, so it stops at 3.
-    public var maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(8, max(0, $0)) } ?? 3
+    public var maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 3
     /// Into how many K-slices o and down are cut at decode batches (`residualSliceCount`): nil
     /// chooses, `LOOM_RESIDUAL_SLICES=n` fixes n (1: never cut); settable so checks run both paths.
     public var residualSlices = ProcessInfo.processInfo.environment["LOOM_RESIDUAL_SLICES"].flatMap { Int($0) }.map { max(1, $0) }

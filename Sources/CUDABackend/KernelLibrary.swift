@@ -27,7 +27,7 @@ final class KernelLibrary {
                functions: ["", "_paged"].flatMap { p in [64, 128].flatMap { d in [4, 8].map { "loom_attention_decode_mma\(p)_d\(d)_g\($0)" } } }),
         Module(name: "silu_mul", source: PackageResources.silu_mul_cu, functions: ["loom_silu_mul", "loom_silu_mul_v8", "loom_silu_mul_lora"]),
         Module(name: "gather_rows", source: PackageResources.gather_rows_cu, functions: ["loom_gather_rows"]),
-        Module(name: "gemv", source: PackageResources.gemv_cu, functions: (1...8).map { "loom_gemv_n\($0)" }),
+        Module(name: "gemv", source: PackageResources.gemv_cu, functions: (1...4).map { "loom_gemv_n\($0)" }),
         Module(name: "convert", source: PackageResources.convert_cu, functions: ["loom_convert"]),
         Module(name: "add_bias", source: PackageResources.add_bias_cu, functions: ["loom_add_bias"]),
         Module(name: "argmax", source: PackageResources.argmax_cu, functions: ["loom_argmax"]),

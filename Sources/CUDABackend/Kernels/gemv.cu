@@ -1,4 +1,4 @@
-// gemv: out = x · Wᵀ for one to eight rows of x (small decode batches), x [n, k] bf16, W [m, k]
+// gemv: out = x · Wᵀ for one to four rows of x (small decode batches), x [n, k] bf16, W [m, k]
 // bf16 with rows ldw ≥ k elements apart (a LoRA-extended weight is read in its first k columns), out [n, m] bf16 or f32, fp32 accumulation. Reading W is all that matters at these sizes:
 // a block owns GEMV_ROWS rows of W and its 128 threads walk them with 16-byte loads, thread i
 // reading k 8i ..< 8i+8 of every 1024, so one warp's load reads 512 contiguous bytes of a row and
@@ -8,13 +8,11 @@
 // 16-byte aligned take a plain loop (small models). The first 16 bytes of each of a thread's rows
 // are requested before grid_wait, overlapping the previous kernel under programmatic launch: W
 // must not be written by the kernel launched just before (weights are written only at load).
-// Entry points loom_gemv_n{1,…,8}: n rows of x.
-// Launch: grid (ceil(m / GEMV_ROWS_FOR(n))), block (128). Arguments: x, W, out, outIsF32, m, k, ldw.
+// Entry points loom_gemv_n{1,2,3,4}: n rows of x.
+// Launch: grid (ceil(m / GEMV_ROWS)), block (128). Arguments: x, W, out, outIsF32, m, k, ldw.
 #include "common.cuh"
 
-// W rows a block owns: 4 for one to four rows of x, 2 above (their accumulators would take the
-// registers that keep W's loads in flight). The launch's grid is ceil(m / gemv_rows(N)).
-#define GEMV_ROWS_FOR(N) ((N) <= 4 ? 4 : 2)
+#define GEMV_ROWS 4
 
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
     uint4 v;
@@ -23,9 +21,9 @@ __device__ __forceinline__ uint4 load_stream(const uint4* p) {
     return v;
 }
 
-template <int N, int GEMV_ROWS = GEMV_ROWS_FOR(N)>
+template <int N>
 __device__ __forceinline__ void gemv(const bf16* __restrict__ x, const bf16* __restrict__ w, void* out, int outIsF32, int m, int k, int ldw) {
-    constexpr int UNROLL = N <= 2 || N > 4 ? 4 : 2;
+    constexpr int UNROLL = N <= 2 ? 4 : 2;
     __shared__ float partial[4][GEMV_ROWS * N];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int row0 = blockIdx.x * GEMV_ROWS;
@@ -150,7 +148,3 @@ GEMV(1, 128, 1)
 GEMV(2, 128)
 GEMV(3, 128, 1)
 GEMV(4, 128, 5)
-GEMV(5, 128)
-GEMV(6, 128)
-GEMV(7, 128)
-GEMV(8, 128)
