@@ -74,7 +74,8 @@ public final class CUDABackend: ComputeBackend {
     /// GEMMs with at most this many rows of x (decode batches) run `loom_gemv` rather than
     /// cuBLASLt (`LOOM_GEMV_ROWS`, 0 to 4; 0 turns it off; settable so checks run both). On the
     /// H200 (session 27, Llama-3.1-8B shape, limits 4 to 1 in turn and reversed) 3 rows ran 703–707
-    /// tok/s on it against 652–658 on cuBLASLt, 4 rows 819–820 against 862–873, so it stops at 3.
+    /// tok/s on it against 652–658 on cuBLASLt, 4 rows 819–820 against 862–873; with gemv.cu's launch
+    /// bounds since, 4 rows run 866–880 on it against 876–887, level, so it stops at 3.
     public var maxGEMVRows = ProcessInfo.processInfo.environment["LOOM_GEMV_ROWS"].flatMap { Int($0) }.map { min(4, max(0, $0)) } ?? 3
     /// Into how many K-slices o and down are cut at decode batches (`residualSliceCount`): nil
     /// chooses, `LOOM_RESIDUAL_SLICES=n` fixes n (1: never cut); settable so checks run both paths.

@@ -137,7 +137,6 @@ struct OpChecks {
         // Up to maxGEMVRows (3) rows run loom_gemv (k a multiple of 8: 16-byte loads; else a plain
         // loop), the rest cuBLASLt; 4-row cases run on both (LOOM_GEMV_ROWS=4 takes loom_gemv to 4).
         let gemvRows = gpu.maxGEMVRows
-        defer { gpu.maxGEMVRows = gemvRows }
         for (n, k, m, bias, f32) in [(1, 4096, 6144, false, false), (7, 344, 128, false, false), (33, 128, 512, false, false),
                                      (128, 96, 224, true, false), (32, 4096, 14336, false, false), (4, 4096, 4097, false, false),
                                      (2, 1000, 1000, false, true), (3, 14336, 4096, false, false), (1, 2048, 5000, false, true),
