@@ -312,7 +312,7 @@ public final class CUDABackend: ComputeBackend {
         var offset = 0
         for part in parts where part.count > 0 {
             let count = part.count / dtype.byteCount
-            try upload(part.baseAddress!, dtype: dtype, count: count, to: t.devicePointer + UInt64(2 * offset))
+            try upload(part.baseAddress!, dtype: dtype, count: count, to: t.devicePointer + UInt64(offset * DType.bf16.byteCount))
             offset += count
         }
         return t

@@ -18,8 +18,9 @@
 // Entry points loom_attention_decode_mma_d{64,128}_g{4,8}, and loom_attention_decode_mma_paged_* for
 // caches whose pages hold whole 16-token steps (block size a multiple of 16): one slot a step, looked
 // up beside the context length where the split's start is known without it, and the warps merged
-// four dims a thread with each head's factors computed once (fewer instructions a warp: the kernel
-// is bound by its warps' latency chains, two warps a scheduler, not by its bytes).
+// four dims a thread with each head's factors computed once. At batch 32 its time is the K/V stream
+// out of HBM plus about 5 µs of fixed latency (benchmarks/README.md, "Session 27"): 23% fewer
+// instructions a warp did not shorten it.
 #include "common.cuh"
 
 #define MMA_WARPS 4
