@@ -9,6 +9,13 @@
 //      the 8 warps' partial sums added through shared memory each tile.
 //   V2b (decode_gemm3): V2 with 2 tiles a reduction and two accumulator chains.
 //   V2c (decode_gemm4): V2b with the register ring indexed statically (no moves between buffers).
+//   V5 (decode_gemm5): V2 with W read a row at a time (512 contiguous bytes a warp load), turned into
+//      fragments through a warp-private shared-memory tile.
+//   V6 (decode_gemm6, "v6"): V5 with f32 atomics in place of the reduction (a diagnostic only).
+//   V7 (decode_gemm7) and V8 (decode_gemm8, 1 or 2 n-tiles a warp): no reduction between warps; a warp
+//      owns 8 (16) rows over the CTA's K-slice, streamed 256 bytes a row a chunk by cp.async into a
+//      warp-private ring, W's first chunks requested before griddepcontrol.wait; f32 K-slices out.
+// Arguments: none (V2-V5, V7, V8), "all" (also V1), "v5", "v6", "v7", "v8" (V7 and V8).
 // Results and what they say: benchmarks/cuda-decode-notes.md, "Session 28".
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
@@ -17,6 +24,7 @@
 #include <vector>
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <cublasLt.h>
 #define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("ERR %s at %d: %s\n", #x, __LINE__, cudaGetErrorString(e)); exit(1);} } while (0)
 typedef unsigned short bf16r;
@@ -453,6 +461,313 @@ __global__ void __launch_bounds__(256, 1) decode_gemm4(const P2 p) {
   }
 }
 
+// V5: V2 with W read a row at a time (a warp load is 512 contiguous bytes of one row: lane l gets
+// 16 bytes at 16 l of the warp's 256-k range), then turned into MMA fragments through a warp-private
+// shared-memory tile: stored as rows, read back as (row g, 16 bytes at block b, t).
+template <int PF>
+__global__ void __launch_bounds__(256, 1) decode_gemm5(const P2 p) {
+    extern __shared__ __align__(128) uint8_t smem[];
+    constexpr int KW = 256, KB = 8;
+    const int kSlice = 8 * KW;
+    const int slice = blockIdx.x / p.ctasPerSlice, c = blockIdx.x % p.ctasPerSlice;
+    const int tiles = p.N / 8;
+    const int base = tiles / p.ctasPerSlice, extra = tiles % p.ctasPerSlice;
+    const int t0 = c * base + min(c, extra), nt = base + (c < extra ? 1 : 0);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const uint32_t xStride = kSlice * 2 + 64;
+    constexpr uint32_t wStride = KW * 2 + 64;                   // 576: a row of the warp's tile
+    uint8_t* wt = smem + 32 * xStride + warp * 8 * wStride;     // this warp's tile
+    float* red = (float*)(smem + 32 * xStride + 8 * 8 * wStride);    // [2][8 warps][256]
+    const int kw0 = slice * kSlice + warp * KW;
+    uint4 wr[PF][8];
+    auto loadW = [&](int i, uint4* dst) {
+        const uint8_t* src = (const uint8_t*)(p.w + size_t((t0 + i) * 8) * p.K + kw0) + lane * 16;
+#pragma unroll
+        for (int r = 0; r < 8; r++)
+            asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(dst[r].x), "=r"(dst[r].y), "=r"(dst[r].z), "=r"(dst[r].w) : "l"(src + size_t(r) * p.K * 2));
+    };
+#pragma unroll
+    for (int f = 0; f < PF; f++) if (f < nt) loadW(f, wr[f]);
+    grid_wait();
+    grid_release();
+    for (int i = threadIdx.x; i < 32 * (kSlice / 8); i += 256) {
+        int r = i / (kSlice / 8), col = (i % (kSlice / 8)) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < p.M) v = *(const uint4*)(p.x + size_t(r) * p.K + slice * kSlice + col);
+        *(uint4*)(smem + r * xStride + col * 2) = v;
+    }
+    __syncthreads();
+    for (int i = 0; i < nt; i++) {
+        // rows into the warp's tile
+#pragma unroll
+        for (int r = 0; r < 8; r++) *(uint4*)(wt + r * wStride + lane * 16) = wr[0][r];
+#pragma unroll
+        for (int f = 0; f < PF - 1; f++)
+#pragma unroll
+            for (int r = 0; r < 8; r++) wr[f][r] = wr[f + 1][r];
+        if (i + PF < nt) loadW(i + PF, wr[PF - 1]);
+        __syncwarp();
+        float acc[2][2][4] = {};
+#pragma unroll
+        for (int b = 0; b < KB; b++) {
+            const uint4 wc = *(const uint4*)(wt + g * wStride + b * 64 + t * 16);
+            const uint8_t* xb = smem + (warp * KW + b * 32) * 2 + t * 16;
+            uint4 x0 = *(const uint4*)(xb + g * xStride), x1 = *(const uint4*)(xb + (g + 8) * xStride);
+            uint4 x2 = *(const uint4*)(xb + (g + 16) * xStride), x3 = *(const uint4*)(xb + (g + 24) * xStride);
+            mma(acc[0][0], x0.x, x1.x, x0.y, x1.y, wc.x, wc.y);
+            mma(acc[0][1], x0.z, x1.z, x0.w, x1.w, wc.z, wc.w);
+            mma(acc[1][0], x2.x, x3.x, x2.y, x3.y, wc.x, wc.y);
+            mma(acc[1][1], x2.z, x3.z, x2.w, x3.w, wc.z, wc.w);
+        }
+        __syncwarp();
+        float* rb = red + ((i & 1) * 8 + warp) * 256;
+#pragma unroll
+        for (int m = 0; m < 2; m++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) rb[(m * 4 + e) * 32 + lane] = acc[m][0][e] + acc[m][1][e];
+        __syncthreads();
+        {
+            const int l = threadIdx.x % 32, me = threadIdx.x / 32;
+            float v = 0;
+#pragma unroll
+            for (int w = 0; w < 8; w++) v += red[((i & 1) * 8 + w) * 256 + me * 32 + l];
+            const int m = me / 4, e = me % 4;
+            const int tok = m * 16 + l / 4 + (e >> 1) * 8, feat = (t0 + i) * 8 + 2 * (l % 4) + (e & 1);
+            if (tok < p.M) {
+                if (p.slices == 1) ((__nv_bfloat16*)p.y)[size_t(tok) * p.N + feat] = __float2bfloat16_rn(v);
+                else ((float*)p.y)[(size_t(slice) * p.M + tok) * p.N + feat] = v;
+            }
+        }
+    }
+}
+
+template <int PF>
+__global__ void __launch_bounds__(256, 1) decode_gemm6(const P2 p) {
+    extern __shared__ __align__(128) uint8_t smem[];
+    constexpr int KW = 256, KB = 8;
+    const int kSlice = 8 * KW;
+    const int slice = blockIdx.x / p.ctasPerSlice, c = blockIdx.x % p.ctasPerSlice;
+    const int tiles = p.N / 8;
+    const int base = tiles / p.ctasPerSlice, extra = tiles % p.ctasPerSlice;
+    const int t0 = c * base + min(c, extra), nt = base + (c < extra ? 1 : 0);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const uint32_t xStride = kSlice * 2 + 64;
+    constexpr uint32_t wStride = KW * 2 + 64;                   // 576: a row of the warp's tile
+    uint8_t* wt = smem + 32 * xStride + warp * 8 * wStride;     // this warp's tile
+    float* red = (float*)(smem + 32 * xStride + 8 * 8 * wStride);    // [2][8 warps][256]
+    const int kw0 = slice * kSlice + warp * KW;
+    uint4 wr[PF][8];
+    auto loadW = [&](int i, uint4* dst) {
+        const uint8_t* src = (const uint8_t*)(p.w + size_t((t0 + i) * 8) * p.K + kw0) + lane * 16;
+#pragma unroll
+        for (int r = 0; r < 8; r++)
+            asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(dst[r].x), "=r"(dst[r].y), "=r"(dst[r].z), "=r"(dst[r].w) : "l"(src + size_t(r) * p.K * 2));
+    };
+#pragma unroll
+    for (int f = 0; f < PF; f++) if (f < nt) loadW(f, wr[f]);
+    grid_wait();
+    grid_release();
+    for (int i = threadIdx.x; i < 32 * (kSlice / 8); i += 256) {
+        int r = i / (kSlice / 8), col = (i % (kSlice / 8)) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < p.M) v = *(const uint4*)(p.x + size_t(r) * p.K + slice * kSlice + col);
+        *(uint4*)(smem + r * xStride + col * 2) = v;
+    }
+    __syncthreads();
+    for (int i = 0; i < nt; i++) {
+        // rows into the warp's tile
+#pragma unroll
+        for (int r = 0; r < 8; r++) *(uint4*)(wt + r * wStride + lane * 16) = wr[0][r];
+#pragma unroll
+        for (int f = 0; f < PF - 1; f++)
+#pragma unroll
+            for (int r = 0; r < 8; r++) wr[f][r] = wr[f + 1][r];
+        if (i + PF < nt) loadW(i + PF, wr[PF - 1]);
+        __syncwarp();
+        float acc[2][2][4] = {};
+#pragma unroll
+        for (int b = 0; b < KB; b++) {
+            const uint4 wc = *(const uint4*)(wt + g * wStride + b * 64 + t * 16);
+            const uint8_t* xb = smem + (warp * KW + b * 32) * 2 + t * 16;
+            uint4 x0 = *(const uint4*)(xb + g * xStride), x1 = *(const uint4*)(xb + (g + 8) * xStride);
+            uint4 x2 = *(const uint4*)(xb + (g + 16) * xStride), x3 = *(const uint4*)(xb + (g + 24) * xStride);
+            mma(acc[0][0], x0.x, x1.x, x0.y, x1.y, wc.x, wc.y);
+            mma(acc[0][1], x0.z, x1.z, x0.w, x1.w, wc.z, wc.w);
+            mma(acc[1][0], x2.x, x3.x, x2.y, x3.y, wc.x, wc.y);
+            mma(acc[1][1], x2.z, x3.z, x2.w, x3.w, wc.z, wc.w);
+        }
+        __syncwarp();
+        // diagnostic: no reduction barrier, the warps' sums added by f32 atomics into one [M, N] output
+#pragma unroll
+        for (int m = 0; m < 2; m++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int tok = m * 16 + g + (e >> 1) * 8, feat = (t0 + i) * 8 + 2 * t + (e & 1);
+                if (tok < p.M) atomicAdd((float*)p.y + size_t(tok) * p.N + feat, acc[m][0][e] + acc[m][1][e]);
+            }
+    }
+}
+
+// V7: no reduction between warps. A warp owns 8 rows of W over the CTA's whole K-slice (the CTA's 8
+// warps: 64 rows), streams them as 8 rows x 256 bytes a chunk by cp.async into a warp-private ring
+// (a warp load is 2 rows x 256 contiguous bytes), reads MMA fragments from it and from x's slice in
+// shared memory, and writes its f32 partial of the slice at the end. W's first chunks go out before
+// griddepcontrol.wait.
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+template <int KSL, int D>
+__global__ void __launch_bounds__(256, 1) decode_gemm7(const P2 p) {
+    extern __shared__ __align__(128) uint8_t smem[];
+    constexpr int CH = KSL / 128;                 // chunks a unit
+    constexpr uint32_t xStride = KSL * 2 + 64, sStride = 256 + 64, slotBytes = 8 * sStride;
+    const int slice = blockIdx.x / p.ctasPerSlice, c = blockIdx.x % p.ctasPerSlice;
+    const int units = p.N / 64;
+    const int base = units / p.ctasPerSlice, extra = units % p.ctasPerSlice;
+    const int u0 = c * base + min(c, extra), nu = base + (c < extra ? 1 : 0);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const uint32_t ring = su32(smem + 32 * xStride + warp * D * slotBytes);
+    const int kBegin = slice * KSL;
+    const int total = nu * CH;
+    auto issue = [&](int q) {
+        if (q < total) {
+            const int u = q / CH, ch = q % CH;
+            const uint8_t* src = (const uint8_t*)(p.w + size_t((u0 + u) * 64 + warp * 8) * p.K + kBegin + ch * 128) + (lane % 16) * 16;
+            const uint32_t dst = ring + (q % D) * slotBytes + (lane % 16) * 16;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int r = 2 * j + lane / 16;
+                cp_async16(dst + r * sStride, src + size_t(r) * p.K * 2);
+            }
+        }
+        cp_commit();
+    };
+#pragma unroll
+    for (int q = 0; q < D - 1; q++) issue(q);
+    grid_wait();
+    grid_release();
+    for (int i = threadIdx.x; i < 32 * (KSL / 8); i += 256) {
+        int r = i / (KSL / 8), col = (i % (KSL / 8)) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < p.M) v = *(const uint4*)(p.x + size_t(r) * p.K + kBegin + col);
+        *(uint4*)(smem + r * xStride + col * 2) = v;
+    }
+    __syncthreads();
+    float acc[2][2][4] = {};
+    for (int q = 0; q < total; q++) {
+        cp_wait<D - 2>();
+        __syncwarp();
+        issue(q + D - 1);
+        const int ch = q % CH;
+        const uint8_t* slot = smem + 32 * xStride + (warp * D + q % D) * slotBytes + g * sStride + t * 16;
+        const uint8_t* xb = smem + (ch * 128) * 2 + t * 16;
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const uint4 wc = *(const uint4*)(slot + b * 64);
+            const uint8_t* xk = xb + b * 64;
+            uint4 x0 = *(const uint4*)(xk + g * xStride), x1 = *(const uint4*)(xk + (g + 8) * xStride);
+            uint4 x2 = *(const uint4*)(xk + (g + 16) * xStride), x3 = *(const uint4*)(xk + (g + 24) * xStride);
+            mma(acc[0][0], x0.x, x1.x, x0.y, x1.y, wc.x, wc.y);
+            mma(acc[0][1], x0.z, x1.z, x0.w, x1.w, wc.z, wc.w);
+            mma(acc[1][0], x2.x, x3.x, x2.y, x3.y, wc.x, wc.y);
+            mma(acc[1][1], x2.z, x3.z, x2.w, x3.w, wc.z, wc.w);
+        }
+        if (ch == CH - 1) {
+            const int u = q / CH;
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int tok = m * 16 + g + (e >> 1) * 8, feat = (u0 + u) * 64 + warp * 8 + 2 * t + (e & 1);
+                    const float v = acc[m][0][e] + acc[m][1][e];
+                    if (tok < p.M) ((float*)p.y)[(size_t(slice) * p.M + tok) * p.N + feat] = v;
+                    acc[m][0][e] = 0.f; acc[m][1][e] = 0.f;
+                }
+        }
+    }
+    cp_wait<0>();
+}
+
+template <int KSL, int D, int NT>
+__global__ void __launch_bounds__(256, 1) decode_gemm8(const P2 p) {
+    extern __shared__ __align__(128) uint8_t smem[];
+    constexpr int CH = KSL / 128;                 // chunks a unit
+    constexpr uint32_t xStride = KSL * 2 + 64, sStride = 256 + 64, slotBytes = NT * 8 * sStride;
+    const int slice = blockIdx.x / p.ctasPerSlice, c = blockIdx.x % p.ctasPerSlice;
+    const int units = p.N / (64 * NT);
+    const int base = units / p.ctasPerSlice, extra = units % p.ctasPerSlice;
+    const int u0 = c * base + min(c, extra), nu = base + (c < extra ? 1 : 0);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const uint32_t ring = su32(smem + 32 * xStride + warp * D * slotBytes);
+    const int kBegin = slice * KSL;
+    const int total = nu * CH;
+    auto issue = [&](int q) {
+        if (q < total) {
+            const int u = q / CH, ch = q % CH;
+            const uint8_t* src = (const uint8_t*)(p.w + size_t((u0 + u) * 64 * NT + warp * 8 * NT) * p.K + kBegin + ch * 128) + (lane % 16) * 16;
+            const uint32_t dst = ring + (q % D) * slotBytes + (lane % 16) * 16;
+#pragma unroll
+            for (int j = 0; j < 4 * NT; j++) {
+                const int r = 2 * j + lane / 16;
+                cp_async16(dst + r * sStride, src + size_t(r) * p.K * 2);
+            }
+        }
+        cp_commit();
+    };
+#pragma unroll
+    for (int q = 0; q < D - 1; q++) issue(q);
+    grid_wait();
+    grid_release();
+    for (int i = threadIdx.x; i < 32 * (KSL / 8); i += 256) {
+        int r = i / (KSL / 8), col = (i % (KSL / 8)) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (r < p.M) v = *(const uint4*)(p.x + size_t(r) * p.K + kBegin + col);
+        *(uint4*)(smem + r * xStride + col * 2) = v;
+    }
+    __syncthreads();
+    float acc[NT][2][2][4] = {};
+    for (int q = 0; q < total; q++) {
+        cp_wait<D - 2>();
+        __syncwarp();
+        issue(q + D - 1);
+        const int ch = q % CH;
+        const uint8_t* slot = smem + 32 * xStride + (warp * D + q % D) * slotBytes + g * sStride + t * 16;
+        const uint8_t* xb = smem + (ch * 128) * 2 + t * 16;
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const uint8_t* xk = xb + b * 64;
+            uint4 x0 = *(const uint4*)(xk + g * xStride), x1 = *(const uint4*)(xk + (g + 8) * xStride);
+            uint4 x2 = *(const uint4*)(xk + (g + 16) * xStride), x3 = *(const uint4*)(xk + (g + 24) * xStride);
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                const uint4 wc = *(const uint4*)(slot + n * 8 * sStride + b * 64);
+                mma(acc[n][0][0], x0.x, x1.x, x0.y, x1.y, wc.x, wc.y);
+                mma(acc[n][0][1], x0.z, x1.z, x0.w, x1.w, wc.z, wc.w);
+                mma(acc[n][1][0], x2.x, x3.x, x2.y, x3.y, wc.x, wc.y);
+                mma(acc[n][1][1], x2.z, x3.z, x2.w, x3.w, wc.z, wc.w);
+            }
+        }
+        if (ch == CH - 1) {
+            const int u = q / CH;
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int tok = m * 16 + g + (e >> 1) * 8, feat = (u0 + u) * 64 * NT + (warp * NT + n) * 8 + 2 * t + (e & 1);
+                    const float v = acc[n][m][0][e] + acc[n][m][1][e];
+                    if (tok < p.M) ((float*)p.y)[(size_t(slice) * p.M + tok) * p.N + feat] = v;
+                    acc[n][m][0][e] = 0.f; acc[n][m][1][e] = 0.f;
+                }
+        }
+    }
+    cp_wait<0>();
+}
+
 __global__ void ref_gemm(const bf16r* x, const bf16r* w, float* y, int M, int N, int K) {
     int f = blockIdx.x * blockDim.x + threadIdx.x;
     if (f >= N) return;
@@ -586,16 +901,63 @@ int main(int argc, char** argv) {
         {"gate/up", 28672, 4096, 256, 2, 66}, {"gate/up", 28672, 4096, 256, 3, 66}, {"gate/up", 28672, 4096, 128, 4, 33},
         {"down", 4096, 14336, 256, 2, 18}, {"down", 4096, 14336, 256, 3, 18}, {"down", 4096, 14336, 256, 3, 19},
     };
-    { std::vector<S2> all = s2old; all.insert(all.end(), s2b.begin(), s2b.end()); all.insert(all.end(), s2.begin(), s2.end()); s2 = all; }
+    std::vector<S2> s5 = {
+        {"qkv", 6144, 4096, 256, 0, 66, 23}, {"qkv", 6144, 4096, 256, 0, 66, 21}, {"qkv", 6144, 4096, 256, 0, 66, 22},
+        {"o", 4096, 4096, 256, 0, 66, 23}, {"o", 4096, 4096, 256, 0, 66, 21}, {"o", 4096, 4096, 256, 0, 66, 22},
+        {"gate/up", 28672, 4096, 256, 0, 66, 23}, {"gate/up", 28672, 4096, 256, 0, 66, 21}, {"gate/up", 28672, 4096, 256, 0, 66, 22},
+        {"down", 4096, 14336, 256, 0, 18, 23}, {"down", 4096, 14336, 256, 0, 18, 21}, {"down", 4096, 14336, 256, 0, 18, 22},
+    };
+    std::vector<S2> s6 = {
+        {"qkv", 6144, 4096, 256, 0, 66, 24}, {"qkv", 6144, 4096, 256, 0, 66, 25},
+        {"o", 4096, 4096, 256, 0, 66, 24}, {"o", 4096, 4096, 256, 0, 66, 25},
+        {"gate/up", 28672, 4096, 256, 0, 66, 24}, {"gate/up", 28672, 4096, 256, 0, 66, 25},
+        {"down", 4096, 14336, 256, 0, 18, 24}, {"down", 4096, 14336, 256, 0, 18, 25},
+    };
+    std::vector<S2> s7 = {
+        {"qkv", 6144, 4096, 128, 0, 33, 31}, {"qkv", 6144, 4096, 128, 0, 33, 32}, {"qkv", 6144, 4096, 256, 0, 66, 34},
+        {"o", 4096, 4096, 128, 0, 33, 31}, {"o", 4096, 4096, 128, 0, 33, 32}, {"o", 4096, 4096, 256, 0, 66, 34},
+        {"gate/up", 28672, 4096, 128, 0, 33, 31}, {"gate/up", 28672, 4096, 128, 0, 33, 32}, {"gate/up", 28672, 4096, 256, 0, 66, 34},
+        {"down", 4096, 14336, 224, 0, 16, 33}, {"down", 4096, 14336, 224, 0, 17, 33},
+    };
+    std::vector<S2> s8 = {
+        {"qkv", 6144, 4096, 128, 0, 33, 43}, {"qkv", 6144, 4096, 128, 0, 33, 41}, {"qkv", 6144, 4096, 128, 0, 33, 32},
+        {"o", 4096, 4096, 128, 0, 33, 43}, {"o", 4096, 4096, 128, 0, 33, 41},
+        {"gate/up", 28672, 4096, 128, 0, 33, 41}, {"gate/up", 28672, 4096, 128, 0, 33, 43}, {"gate/up", 28672, 4096, 128, 0, 33, 32},
+        {"down", 4096, 14336, 224, 0, 16, 42}, {"down", 4096, 14336, 224, 0, 16, 33},
+    };
+    for (auto& e : s7) s8.push_back(e);
+    if (argc > 1 && std::string(argv[1]) == "v8") s2 = s8;
+    else if (argc > 1 && std::string(argv[1]) == "v7") s2 = s7;
+    else if (argc > 1 && std::string(argv[1]) == "v5") s2 = s5;
+    else if (argc > 1 && std::string(argv[1]) == "v6") s2 = s6;
+    else { std::vector<S2> all = s2old; all.insert(all.end(), s2b.begin(), s2b.end()); all.insert(all.end(), s2.begin(), s2.end()); all.insert(all.end(), s5.begin(), s5.end()); all.insert(all.end(), s8.begin(), s8.end()); s2 = all; }
     auto launch2 = [&](const S2& s, const bf16r* w, bool pdl) {
         int slices = s.K / (8 * s.kw);
         P2 p{x, w, y, M, s.N, s.K, s.kw, slices, s.ctasPerSlice};
-        size_t smemBytes = 32ull * (8 * s.kw * 2 + 64) + 16384 * (s.tt ? s.tt % 10 : 1);
+        size_t smemBytes = s.tt >= 40 ? 32ull * (8 * s.kw * 2 + 64) + 8ull * (s.tt == 41 ? 3 * 2 : s.tt == 42 ? 2 * 2 : 4) * 8 * 320 : s.tt >= 30 ? 32ull * (8 * s.kw * 2 + 64) + 8ull * (s.tt == 31 ? 6 : s.tt == 32 ? 4 : s.tt == 33 ? 5 : 3) * 8 * 320 : s.tt >= 20 ? 32ull * (8 * s.kw * 2 + 64) + 64 * 576 + 16384 : 32ull * (8 * s.kw * 2 + 64) + 16384 * (s.tt ? s.tt % 10 : 1);
         cudaLaunchConfig_t cfg = {}; cfg.gridDim = dim3(slices * s.ctasPerSlice); cfg.blockDim = dim3(256);
         cfg.dynamicSmemBytes = smemBytes; cfg.stream = st;
         cudaLaunchAttribute at[1]; at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization; at[0].val.programmaticStreamSerializationAllowed = 1;
         cfg.attrs = at; cfg.numAttrs = pdl ? 1 : 0;
-        if (s.tt >= 10) {
+        if (s.tt >= 40) {
+            if (s.tt == 41) CK(cudaLaunchKernelEx(&cfg, decode_gemm8<1024, 3, 2>, p));
+            else if (s.tt == 42) CK(cudaLaunchKernelEx(&cfg, decode_gemm8<1792, 2, 2>, p));
+            else if (s.tt == 43) CK(cudaLaunchKernelEx(&cfg, decode_gemm8<1024, 4, 1>, p));
+            else { printf("unsupported\n"); exit(1); }
+        } else if (s.tt >= 30) {
+            if (s.tt == 31) CK(cudaLaunchKernelEx(&cfg, decode_gemm7<1024, 6>, p));
+            else if (s.tt == 32) CK(cudaLaunchKernelEx(&cfg, decode_gemm7<1024, 4>, p));
+            else if (s.tt == 33) CK(cudaLaunchKernelEx(&cfg, decode_gemm7<1792, 5>, p));
+            else if (s.tt == 34) CK(cudaLaunchKernelEx(&cfg, decode_gemm7<2048, 3>, p));
+            else { printf("unsupported\n"); exit(1); }
+        } else if (s.tt >= 20) {
+            if (s.tt == 21) CK(cudaLaunchKernelEx(&cfg, decode_gemm5<2>, p));
+            else if (s.tt == 22) CK(cudaLaunchKernelEx(&cfg, decode_gemm5<3>, p));
+            else if (s.tt == 23) CK(cudaLaunchKernelEx(&cfg, decode_gemm5<1>, p));
+            else if (s.tt == 24) CK(cudaLaunchKernelEx(&cfg, decode_gemm6<1>, p));
+            else if (s.tt == 25) CK(cudaLaunchKernelEx(&cfg, decode_gemm6<2>, p));
+            else { printf("unsupported\n"); exit(1); }
+        } else if (s.tt >= 10) {
             if (s.kw == 256 && s.pf == 2 && s.tt == 11) CK(cudaLaunchKernelEx(&cfg, decode_gemm4<256, 1, 2>, p));
             else if (s.kw == 256 && s.pf == 1 && s.tt == 12) CK(cudaLaunchKernelEx(&cfg, decode_gemm4<256, 2, 1>, p));
             else if (s.kw == 128 && s.pf == 3 && s.tt == 11) CK(cudaLaunchKernelEx(&cfg, decode_gemm4<128, 1, 3>, p));
@@ -615,6 +977,12 @@ int main(int argc, char** argv) {
         else { printf("unsupported\n"); exit(1); }
         return slices;
     };
+    for (auto f : {decode_gemm8<1024, 3, 2>, decode_gemm8<1792, 2, 2>, decode_gemm8<1024, 4, 1>})
+        CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
+    for (auto f : {decode_gemm7<1024, 6>, decode_gemm7<1024, 4>, decode_gemm7<1792, 5>, decode_gemm7<2048, 3>})
+        CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
+    for (auto f : {decode_gemm5<1>, decode_gemm5<2>, decode_gemm5<3>, decode_gemm6<1>, decode_gemm6<2>})
+        CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
     for (auto f : {decode_gemm4<256, 1, 2>, decode_gemm4<256, 2, 1>, decode_gemm4<128, 1, 3>, decode_gemm4<128, 2, 2>, decode_gemm4<256, 1, 3>})
         CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
     for (auto f : {decode_gemm3<256, 2, 1>, decode_gemm3<256, 1, 2>, decode_gemm3<128, 2, 2>, decode_gemm3<128, 2, 3>})
@@ -623,12 +991,17 @@ int main(int argc, char** argv) {
         CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
     for (auto& s : s2) {
         ref_gemm<<<(s.N + 127) / 128, 128, 0, st>>>(x, ws[0], yr, M, s.N, s.K);
-        CK(cudaMemsetAsync(y, 0xff, 4ull * 32 * 28672 * 4 > 7ull * 32 * 4096 * 4 ? 4ull * 32 * 28672 * 4 : 7ull * 32 * 4096 * 4, st));
+        CK(cudaMemsetAsync(y, s.tt >= 24 && s.tt < 30 ? 0 : 0xff, 4ull * 32 * 28672 * 4 > 7ull * 32 * 4096 * 4 ? 4ull * 32 * 28672 * 4 : 7ull * 32 * 4096 * 4, st));
         int slices = launch2(s, ws[0], false);
+        if (s.tt >= 24 && s.tt < 30) slices = -1;
         CK(cudaStreamSynchronize(st));
         std::vector<float> ref(size_t(M) * s.N); CK(cudaMemcpy(ref.data(), yr, ref.size() * 4, cudaMemcpyDeviceToHost));
         double maxErr = 0, maxRef = 0;
-        if (slices == 1) {
+        if (slices == -1) {
+            std::vector<float> out(size_t(M) * s.N); CK(cudaMemcpy(out.data(), y, out.size() * 4, cudaMemcpyDeviceToHost));
+            for (size_t i = 0; i < ref.size(); i++) { double v = out[i]; maxErr = std::max(maxErr, std::fabs(v - ref[i])); maxRef = std::max(maxRef, (double)std::fabs(ref[i])); if (std::isnan(v)) maxErr = 1e9; }
+            slices = s.K / (8 * s.kw);
+        } else if (slices == 1) {
             std::vector<__nv_bfloat16> out(size_t(M) * s.N); CK(cudaMemcpy(out.data(), y, out.size() * 2, cudaMemcpyDeviceToHost));
             for (size_t i = 0; i < out.size(); i++) { double v = __bfloat162float(out[i]); maxErr = std::max(maxErr, std::fabs(v - ref[i])); maxRef = std::max(maxRef, (double)std::fabs(ref[i])); if (std::isnan(v)) maxErr = 1e9; }
         } else {
@@ -645,7 +1018,7 @@ int main(int argc, char** argv) {
                s.tt, s.name, s.N, s.K, s.kw, s.pf, slices, slices * s.ctasPerSlice, maxErr, maxRef, us, usP, usLt, floorUs, usNormG, usNormLt);
         fflush(stdout);
     }
-    if (argc < 2) return 0;
+    if (argc < 2 || std::string(argv[1]) != "all") return 0;
     for (auto& s : shapes) {
         // correctness
         ref_gemm<<<(s.N + 127) / 128, 128, 0, st>>>(x, ws[0], yr, M, s.N, s.K);

@@ -14,5 +14,5 @@ nvcc -O3 -std=c++17 $arch -o "$build/stream" stream.cu
 nvcc -O3 -std=c++17 $arch -o "$build/gemm" gemm.cu -lcublasLt
 nvcc -O3 -std=c++17 $arch -o "$build/split" split.cu -lcublasLt
 "$build/stream" | tee "$out/probe-stream.txt"
-"$build/gemm" all | tee "$out/probe-gemm.txt"     # "all" also runs the bulk-copy (V1) variants
+"$build/gemm" all | tee "$out/probe-gemm.txt"     # every variant but the V6 diagnostic, the bulk-copy ones (V1) too
 "$build/split" | tee "$out/probe-split.txt"

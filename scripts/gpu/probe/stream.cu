@@ -116,6 +116,42 @@ __global__ void __launch_bounds__(256) stream_rows(const uint8_t* __restrict__ w
     if (acc == 0x12345678u) sink[0] = acc;
 }
 
+// The same bytes as stream_rows, fetched a row at a time: a warp load is 512 contiguous bytes of one
+// row (lane l: 16 bytes at 16 l), so each warp loops over the tile's 8 rows (PIECE = 512) or covers
+// R rows x (512 / R) bytes a load (PIECE = 128: 4 rows x 128 bytes).
+template <int KW, int U, int PIECE>
+__global__ void __launch_bounds__(256) stream_pieces(const uint8_t* __restrict__ w, int N, int K, int ctasPerSlice, unsigned* sink) {
+    const int kSlice = 8 * KW, slice = blockIdx.x / ctasPerSlice, c = blockIdx.x % ctasPerSlice;
+    const int tiles = N / 8, base = tiles / ctasPerSlice, extra = tiles % ctasPerSlice;
+    const int t0 = c * base + mn(c, extra), nt = base + (c < extra ? 1 : 0);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int kw0 = slice * kSlice + warp * KW;
+    constexpr int LPR = PIECE / 16;            // lanes a row
+    constexpr int RPL = 32 / LPR;              // rows a load
+    constexpr int LOADS = 8 * (KW * 2) / 512;  // loads a tile
+    unsigned acc = 0;
+    for (int i = 0; i < nt; i += U) {
+        uint4 v[U][LOADS];
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int j = 0; j < LOADS; j++) {
+                // load j covers rows (j % (8 / RPL)) * RPL + lane / LPR, bytes (j / (8 / RPL)) * PIECE + 16 (lane % LPR)
+                const int row = (j % (8 / RPL)) * RPL + lane / LPR;
+                const int byte = (j / (8 / RPL)) * PIECE + 16 * (lane % LPR);
+                if (i + u < nt) {
+                    const uint4* src = (const uint4*)(w + (size_t((t0 + i + u) * 8 + row) * K + kw0) * 2 + byte);
+                    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v[u][j].x), "=r"(v[u][j].y), "=r"(v[u][j].z), "=r"(v[u][j].w) : "l"(src));
+                } else v[u][j] = make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int j = 0; j < LOADS; j++) acc ^= v[u][j].x ^ v[u][j].w;
+    }
+    if (acc == 0x12345678u) sink[0] = acc;
+}
+
 int main() {
     int sms; CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     const size_t sizes[] = {6144ull * 4096 * 2, 4096ull * 4096 * 2, 4096ull * 14336 * 2, 28672ull * 4096 * 2};
@@ -165,6 +201,14 @@ int main() {
             int slices = K / 2048;
             int cps = z == 2 ? 18 : 66;
             for (int rep = 0; rep < 2; rep++) {
+                float u5 = timeit([&](uint8_t* w) { stream_pieces<256, 2, 512><<<slices * cps, 256, 0, st>>>(w, N, K, cps, sink); });
+                printf("pieces 512B/row kw256 U2 grid %d: %7.2f us  %.2f TB/s\n", slices * cps, u5, S / u5 / 1e6);
+                u5 = timeit([&](uint8_t* w) { stream_pieces<256, 2, 128><<<slices * cps, 256, 0, st>>>(w, N, K, cps, sink); });
+                printf("pieces 128B/row kw256 U2 grid %d: %7.2f us  %.2f TB/s\n", slices * cps, u5, S / u5 / 1e6);
+                u5 = timeit([&](uint8_t* w) { stream_pieces<256, 2, 256><<<slices * cps, 256, 0, st>>>(w, N, K, cps, sink); });
+                printf("pieces 256B/row kw256 U2 grid %d: %7.2f us  %.2f TB/s\n", slices * cps, u5, S / u5 / 1e6);
+                u5 = timeit([&](uint8_t* w) { stream_pieces<256, 1, 512><<<slices * cps * 2, 256, 0, st>>>(w, N, K, cps * 2, sink); });
+                printf("pieces 512B/row kw256 U1 grid %d (2/SM): %7.2f us  %.2f TB/s\n", slices * cps * 2, u5, S / u5 / 1e6);
                 float us = timeit([&](uint8_t* w) { stream_rows<256, 2><<<slices * cps, 256, 0, st>>>(w, N, K, cps, sink); });
                 printf("rows pattern kw256 U2 grid %d: %7.2f us  %.2f TB/s\n", slices * cps, us, S / us / 1e6);
                 us = timeit([&](uint8_t* w) { stream_rows<256, 1><<<slices * cps, 256, 0, st>>>(w, N, K, cps, sink); });
