@@ -17,8 +17,9 @@
 //      warp-private ring, W's first chunks requested before griddepcontrol.wait; f32 K-slices out.
 //   V9 (decode_gemm9, "v9"): V8 with 16 warps a block (ncu put V7 at 8 warps a multiprocessor, an
 //      instruction on a third of scheduler cycles). y holds at most 4 K-slices of gate/up.
+//   V10 (decode_gemm10, "v10"): V9 with x's slice loaded by every load going out before the first store.
 //   "v7g": V7 at gate/up alone (for ncu).
-// Arguments: none (V2-V5, V7, V8), "all" (also V1), "v5", "v6", "v7", "v8" (V7 and V8), "v9", "v7g".
+// Arguments: none (V2-V5, V7, V8), "all" (also V1), "v5", "v6", "v7", "v8" (V7 and V8), "v9", "v10", "v7g".
 // Results and what they say: benchmarks/cuda-decode-notes.md, "Session 28".
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
@@ -848,6 +849,93 @@ __global__ void __launch_bounds__(W * 32, 1) decode_gemm9(const P2 p) {
     cp_wait<0>();
 }
 
+template <int KSL, int D, int NT, int W>
+__global__ void __launch_bounds__(W * 32, 1) decode_gemm10(const P2 p) {
+    extern __shared__ __align__(128) uint8_t smem[];
+    constexpr int CH = KSL / 128;                 // chunks a unit
+    constexpr uint32_t xStride = KSL * 2 + 64, sStride = 256 + 64, slotBytes = NT * 8 * sStride;
+    const int slice = blockIdx.x / p.ctasPerSlice, c = blockIdx.x % p.ctasPerSlice;
+    const int units = p.N / (8 * W * NT);
+    const int base = units / p.ctasPerSlice, extra = units % p.ctasPerSlice;
+    const int u0 = c * base + min(c, extra), nu = base + (c < extra ? 1 : 0);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const uint32_t ring = su32(smem + 32 * xStride + warp * D * slotBytes);
+    const int kBegin = slice * KSL;
+    const int total = nu * CH;
+    auto issue = [&](int q) {
+        if (q < total) {
+            const int u = q / CH, ch = q % CH;
+            const uint8_t* src = (const uint8_t*)(p.w + size_t((u0 + u) * 8 * W * NT + warp * 8 * NT) * p.K + kBegin + ch * 128) + (lane % 16) * 16;
+            const uint32_t dst = ring + (q % D) * slotBytes + (lane % 16) * 16;
+#pragma unroll
+            for (int j = 0; j < 4 * NT; j++) {
+                const int r = 2 * j + lane / 16;
+                cp_async16(dst + r * sStride, src + size_t(r) * p.K * 2);
+            }
+        }
+        cp_commit();
+    };
+#pragma unroll
+    for (int q = 0; q < D - 1; q++) issue(q);
+    grid_wait();
+    grid_release();
+    {
+        // x's slice: every load out before the first store
+        constexpr int PER = 32 * (KSL / 8) / (W * 32);
+        uint4 v[PER];
+#pragma unroll
+        for (int j = 0; j < PER; j++) {
+            const int i = threadIdx.x + j * W * 32, r = i / (KSL / 8), col = (i % (KSL / 8)) * 8;
+            v[j] = make_uint4(0, 0, 0, 0);
+            if (r < p.M) v[j] = __ldg((const uint4*)(p.x + size_t(r) * p.K + kBegin + col));
+        }
+#pragma unroll
+        for (int j = 0; j < PER; j++) {
+            const int i = threadIdx.x + j * W * 32, r = i / (KSL / 8), col = (i % (KSL / 8)) * 8;
+            *(uint4*)(smem + r * xStride + col * 2) = v[j];
+        }
+    }
+    __syncthreads();
+    float acc[NT][2][2][4] = {};
+    for (int q = 0; q < total; q++) {
+        cp_wait<D - 2>();
+        __syncwarp();
+        issue(q + D - 1);
+        const int ch = q % CH;
+        const uint8_t* slot = smem + 32 * xStride + (warp * D + q % D) * slotBytes + g * sStride + t * 16;
+        const uint8_t* xb = smem + (ch * 128) * 2 + t * 16;
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            const uint8_t* xk = xb + b * 64;
+            uint4 x0 = *(const uint4*)(xk + g * xStride), x1 = *(const uint4*)(xk + (g + 8) * xStride);
+            uint4 x2 = *(const uint4*)(xk + (g + 16) * xStride), x3 = *(const uint4*)(xk + (g + 24) * xStride);
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                const uint4 wc = *(const uint4*)(slot + n * 8 * sStride + b * 64);
+                mma(acc[n][0][0], x0.x, x1.x, x0.y, x1.y, wc.x, wc.y);
+                mma(acc[n][0][1], x0.z, x1.z, x0.w, x1.w, wc.z, wc.w);
+                mma(acc[n][1][0], x2.x, x3.x, x2.y, x3.y, wc.x, wc.y);
+                mma(acc[n][1][1], x2.z, x3.z, x2.w, x3.w, wc.z, wc.w);
+            }
+        }
+        if (ch == CH - 1) {
+            const int u = q / CH;
+#pragma unroll
+            for (int n = 0; n < NT; n++)
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int tok = m * 16 + g + (e >> 1) * 8, feat = (u0 + u) * 8 * W * NT + (warp * NT + n) * 8 + 2 * t + (e & 1);
+                    const float v = acc[n][m][0][e] + acc[n][m][1][e];
+                    if (tok < p.M) ((float*)p.y)[(size_t(slice) * p.M + tok) * p.N + feat] = v;
+                    acc[n][m][0][e] = 0.f; acc[n][m][1][e] = 0.f;
+                }
+        }
+    }
+    cp_wait<0>();
+}
+
 __global__ void ref_gemm(const bf16r* x, const bf16r* w, float* y, int M, int N, int K) {
     int f = blockIdx.x * blockDim.x + threadIdx.x;
     if (f >= N) return;
@@ -1012,7 +1100,14 @@ int main(int argc, char** argv) {
         {"gate/up", 28672, 4096, 128, 0, 33, 51}, {"gate/up", 28672, 4096, 128, 0, 33, 32},
         {"down", 4096, 14336, 224, 0, 16, 53}, {"down", 4096, 14336, 224, 0, 16, 33},
     };
-    if (argc > 1 && std::string(argv[1]) == "v9") s2 = s9;
+    std::vector<S2> s10 = {
+        {"qkv", 6144, 4096, 64, 0, 16, 58}, {"qkv", 6144, 4096, 64, 0, 16, 54},
+        {"o", 4096, 4096, 128, 0, 33, 56}, {"o", 4096, 4096, 128, 0, 33, 51},
+        {"gate/up", 28672, 4096, 128, 0, 33, 56}, {"gate/up", 28672, 4096, 128, 0, 33, 51},
+        {"down", 4096, 14336, 224, 0, 16, 57}, {"down", 4096, 14336, 224, 0, 16, 53},
+    };
+    if (argc > 1 && std::string(argv[1]) == "v10") s2 = s10;
+    else if (argc > 1 && std::string(argv[1]) == "v9") s2 = s9;
     else if (argc > 1 && std::string(argv[1]) == "v7g") s2 = {{"gate/up", 28672, 4096, 128, 0, 33, 32}};
     else if (argc > 1 && std::string(argv[1]) == "v8") s2 = s8;
     else if (argc > 1 && std::string(argv[1]) == "v7") s2 = s7;
@@ -1022,7 +1117,7 @@ int main(int argc, char** argv) {
     auto launch2 = [&](const S2& s, const bf16r* w, bool pdl) {
         int slices = s.K / (8 * s.kw);
         P2 p{x, w, y, M, s.N, s.K, s.kw, slices, s.ctasPerSlice};
-        size_t smemBytes = s.tt >= 50 ? 32ull * (8 * s.kw * 2 + 64) + 16ull * (s.tt == 51 ? 3 : s.tt == 53 ? 2 : 4) * 8 * 320 : s.tt >= 40 ? 32ull * (8 * s.kw * 2 + 64) + 8ull * (s.tt == 41 ? 3 * 2 : s.tt == 42 ? 2 * 2 : 4) * 8 * 320 : s.tt >= 30 ? 32ull * (8 * s.kw * 2 + 64) + 8ull * (s.tt == 31 ? 6 : s.tt == 32 ? 4 : s.tt == 33 ? 5 : 3) * 8 * 320 : s.tt >= 20 ? 32ull * (8 * s.kw * 2 + 64) + 64 * 576 + 16384 : 32ull * (8 * s.kw * 2 + 64) + 16384 * (s.tt ? s.tt % 10 : 1);
+        size_t smemBytes = s.tt >= 50 ? 32ull * (8 * s.kw * 2 + 64) + 16ull * (s.tt == 51 || s.tt == 56 ? 3 : s.tt == 53 || s.tt == 57 ? 2 : 4) * 8 * 320 : s.tt >= 40 ? 32ull * (8 * s.kw * 2 + 64) + 8ull * (s.tt == 41 ? 3 * 2 : s.tt == 42 ? 2 * 2 : 4) * 8 * 320 : s.tt >= 30 ? 32ull * (8 * s.kw * 2 + 64) + 8ull * (s.tt == 31 ? 6 : s.tt == 32 ? 4 : s.tt == 33 ? 5 : 3) * 8 * 320 : s.tt >= 20 ? 32ull * (8 * s.kw * 2 + 64) + 64 * 576 + 16384 : 32ull * (8 * s.kw * 2 + 64) + 16384 * (s.tt ? s.tt % 10 : 1);
         cudaLaunchConfig_t cfg = {}; cfg.gridDim = dim3(slices * s.ctasPerSlice); cfg.blockDim = dim3(256);
         cfg.dynamicSmemBytes = smemBytes; cfg.stream = st;
         cudaLaunchAttribute at[1]; at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization; at[0].val.programmaticStreamSerializationAllowed = 1;
@@ -1033,6 +1128,9 @@ int main(int argc, char** argv) {
             else if (s.tt == 52) CK(cudaLaunchKernelEx(&cfg, decode_gemm9<1024, 4, 1, 16>, p));
             else if (s.tt == 53) CK(cudaLaunchKernelEx(&cfg, decode_gemm9<1792, 2, 1, 16>, p));
             else if (s.tt == 54) CK(cudaLaunchKernelEx(&cfg, decode_gemm9<512, 4, 1, 16>, p));
+            else if (s.tt == 56) CK(cudaLaunchKernelEx(&cfg, decode_gemm10<1024, 3, 1, 16>, p));
+            else if (s.tt == 57) CK(cudaLaunchKernelEx(&cfg, decode_gemm10<1792, 2, 1, 16>, p));
+            else if (s.tt == 58) CK(cudaLaunchKernelEx(&cfg, decode_gemm10<512, 4, 1, 16>, p));
             else { printf("unsupported\n"); exit(1); }
         } else if (s.tt >= 40) {
             if (s.tt == 41) CK(cudaLaunchKernelEx(&cfg, decode_gemm8<1024, 3, 2>, p));
@@ -1072,6 +1170,8 @@ int main(int argc, char** argv) {
         else { printf("unsupported\n"); exit(1); }
         return slices;
     };
+    for (auto f : {decode_gemm10<1024, 3, 1, 16>, decode_gemm10<1792, 2, 1, 16>, decode_gemm10<512, 4, 1, 16>})
+        CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
     for (auto f : {decode_gemm9<1024, 3, 1, 16>, decode_gemm9<1024, 4, 1, 16>, decode_gemm9<1792, 2, 1, 16>, decode_gemm9<512, 4, 1, 16>})
         CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
     for (auto f : {decode_gemm8<1024, 3, 2>, decode_gemm8<1792, 2, 2>, decode_gemm8<1024, 4, 1>})
