@@ -12,12 +12,15 @@
 //   V5 (decode_gemm5): V2 with W read a row at a time (512 contiguous bytes a warp load), turned into
 //      fragments through a warp-private shared-memory tile.
 //   V6 (decode_gemm6, "v6"): V5 with f32 atomics in place of the reduction (a diagnostic only).
-//   V7 (decode_gemm7) and V8 (decode_gemm8, 1 or 2 n-tiles a warp): no reduction between warps; a warp
+//   V7 and V8 (decode_gemm_ring, 1 or 2 n-tiles a warp): no reduction between warps; a warp
 //      owns 8 (16) rows over the CTA's K-slice, streamed 256 bytes a row a chunk by cp.async into a
 //      warp-private ring, W's first chunks requested before griddepcontrol.wait; f32 K-slices out.
-//   V9 (decode_gemm9, "v9"): V8 with 16 warps a block (ncu put V7 at 8 warps a multiprocessor, an
+//   V9 (decode_gemm_ring, "v9"): V8 with 16 warps a block (ncu put V7 at 8 warps a multiprocessor, an
 //      instruction on a third of scheduler cycles). y holds at most 4 K-slices of gate/up.
-//   V10 (decode_gemm10, "v10"): V9 with x's slice loaded by every load going out before the first store.
+//   V10 (decode_gemm_ring, "v10"): V9 with x's slice loaded by every load going out before the first store.
+//   V7 to V10 ran in session 28 as four copies (decode_gemm7 to decode_gemm10), now one template. V7's
+//   own copy took 92 registers where the template takes 100 at its shapes, as V8's did; session 28's
+//   run of both (codes 32 and 43, now the same kernel) measured them alike (q/k/v 16.59 / 16.63 µs).
 //   "v7g": V7 at gate/up alone (for ncu).
 // Arguments: none (V2-V5, V7, V8), "all" (also V1), "v5", "v6", "v7", "v8" (V7 and V8), "v9", "v10", "v7g".
 // Results and what they say: benchmarks/cuda-decode-notes.md, "Session 28".
@@ -558,7 +561,6 @@ __global__ void __launch_bounds__(256, 1) decode_gemm6(const P2 p) {
     const uint32_t xStride = kSlice * 2 + 64;
     constexpr uint32_t wStride = KW * 2 + 64;                   // 576: a row of the warp's tile
     uint8_t* wt = smem + 32 * xStride + warp * 8 * wStride;     // this warp's tile
-    float* red = (float*)(smem + 32 * xStride + 8 * 8 * wStride);    // [2][8 warps][256]
     const int kw0 = slice * kSlice + warp * KW;
     uint4 wr[PF][8];
     auto loadW = [&](int i, uint4* dst) {
@@ -623,157 +625,13 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
 __device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N> __device__ __forceinline__ void cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 
-template <int KSL, int D>
-__global__ void __launch_bounds__(256, 1) decode_gemm7(const P2 p) {
-    extern __shared__ __align__(128) uint8_t smem[];
-    constexpr int CH = KSL / 128;                 // chunks a unit
-    constexpr uint32_t xStride = KSL * 2 + 64, sStride = 256 + 64, slotBytes = 8 * sStride;
-    const int slice = blockIdx.x / p.ctasPerSlice, c = blockIdx.x % p.ctasPerSlice;
-    const int units = p.N / 64;
-    const int base = units / p.ctasPerSlice, extra = units % p.ctasPerSlice;
-    const int u0 = c * base + min(c, extra), nu = base + (c < extra ? 1 : 0);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const uint32_t ring = su32(smem + 32 * xStride + warp * D * slotBytes);
-    const int kBegin = slice * KSL;
-    const int total = nu * CH;
-    auto issue = [&](int q) {
-        if (q < total) {
-            const int u = q / CH, ch = q % CH;
-            const uint8_t* src = (const uint8_t*)(p.w + size_t((u0 + u) * 64 + warp * 8) * p.K + kBegin + ch * 128) + (lane % 16) * 16;
-            const uint32_t dst = ring + (q % D) * slotBytes + (lane % 16) * 16;
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                const int r = 2 * j + lane / 16;
-                cp_async16(dst + r * sStride, src + size_t(r) * p.K * 2);
-            }
-        }
-        cp_commit();
-    };
-#pragma unroll
-    for (int q = 0; q < D - 1; q++) issue(q);
-    grid_wait();
-    grid_release();
-    for (int i = threadIdx.x; i < 32 * (KSL / 8); i += 256) {
-        int r = i / (KSL / 8), col = (i % (KSL / 8)) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < p.M) v = *(const uint4*)(p.x + size_t(r) * p.K + kBegin + col);
-        *(uint4*)(smem + r * xStride + col * 2) = v;
-    }
-    __syncthreads();
-    float acc[2][2][4] = {};
-    for (int q = 0; q < total; q++) {
-        cp_wait<D - 2>();
-        __syncwarp();
-        issue(q + D - 1);
-        const int ch = q % CH;
-        const uint8_t* slot = smem + 32 * xStride + (warp * D + q % D) * slotBytes + g * sStride + t * 16;
-        const uint8_t* xb = smem + (ch * 128) * 2 + t * 16;
-#pragma unroll
-        for (int b = 0; b < 4; b++) {
-            const uint4 wc = *(const uint4*)(slot + b * 64);
-            const uint8_t* xk = xb + b * 64;
-            uint4 x0 = *(const uint4*)(xk + g * xStride), x1 = *(const uint4*)(xk + (g + 8) * xStride);
-            uint4 x2 = *(const uint4*)(xk + (g + 16) * xStride), x3 = *(const uint4*)(xk + (g + 24) * xStride);
-            mma(acc[0][0], x0.x, x1.x, x0.y, x1.y, wc.x, wc.y);
-            mma(acc[0][1], x0.z, x1.z, x0.w, x1.w, wc.z, wc.w);
-            mma(acc[1][0], x2.x, x3.x, x2.y, x3.y, wc.x, wc.y);
-            mma(acc[1][1], x2.z, x3.z, x2.w, x3.w, wc.z, wc.w);
-        }
-        if (ch == CH - 1) {
-            const int u = q / CH;
-#pragma unroll
-            for (int m = 0; m < 2; m++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int tok = m * 16 + g + (e >> 1) * 8, feat = (u0 + u) * 64 + warp * 8 + 2 * t + (e & 1);
-                    const float v = acc[m][0][e] + acc[m][1][e];
-                    if (tok < p.M) ((float*)p.y)[(size_t(slice) * p.M + tok) * p.N + feat] = v;
-                    acc[m][0][e] = 0.f; acc[m][1][e] = 0.f;
-                }
-        }
-    }
-    cp_wait<0>();
-}
-
-template <int KSL, int D, int NT>
-__global__ void __launch_bounds__(256, 1) decode_gemm8(const P2 p) {
-    extern __shared__ __align__(128) uint8_t smem[];
-    constexpr int CH = KSL / 128;                 // chunks a unit
-    constexpr uint32_t xStride = KSL * 2 + 64, sStride = 256 + 64, slotBytes = NT * 8 * sStride;
-    const int slice = blockIdx.x / p.ctasPerSlice, c = blockIdx.x % p.ctasPerSlice;
-    const int units = p.N / (64 * NT);
-    const int base = units / p.ctasPerSlice, extra = units % p.ctasPerSlice;
-    const int u0 = c * base + min(c, extra), nu = base + (c < extra ? 1 : 0);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const uint32_t ring = su32(smem + 32 * xStride + warp * D * slotBytes);
-    const int kBegin = slice * KSL;
-    const int total = nu * CH;
-    auto issue = [&](int q) {
-        if (q < total) {
-            const int u = q / CH, ch = q % CH;
-            const uint8_t* src = (const uint8_t*)(p.w + size_t((u0 + u) * 64 * NT + warp * 8 * NT) * p.K + kBegin + ch * 128) + (lane % 16) * 16;
-            const uint32_t dst = ring + (q % D) * slotBytes + (lane % 16) * 16;
-#pragma unroll
-            for (int j = 0; j < 4 * NT; j++) {
-                const int r = 2 * j + lane / 16;
-                cp_async16(dst + r * sStride, src + size_t(r) * p.K * 2);
-            }
-        }
-        cp_commit();
-    };
-#pragma unroll
-    for (int q = 0; q < D - 1; q++) issue(q);
-    grid_wait();
-    grid_release();
-    for (int i = threadIdx.x; i < 32 * (KSL / 8); i += 256) {
-        int r = i / (KSL / 8), col = (i % (KSL / 8)) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < p.M) v = *(const uint4*)(p.x + size_t(r) * p.K + kBegin + col);
-        *(uint4*)(smem + r * xStride + col * 2) = v;
-    }
-    __syncthreads();
-    float acc[NT][2][2][4] = {};
-    for (int q = 0; q < total; q++) {
-        cp_wait<D - 2>();
-        __syncwarp();
-        issue(q + D - 1);
-        const int ch = q % CH;
-        const uint8_t* slot = smem + 32 * xStride + (warp * D + q % D) * slotBytes + g * sStride + t * 16;
-        const uint8_t* xb = smem + (ch * 128) * 2 + t * 16;
-#pragma unroll
-        for (int b = 0; b < 4; b++) {
-            const uint8_t* xk = xb + b * 64;
-            uint4 x0 = *(const uint4*)(xk + g * xStride), x1 = *(const uint4*)(xk + (g + 8) * xStride);
-            uint4 x2 = *(const uint4*)(xk + (g + 16) * xStride), x3 = *(const uint4*)(xk + (g + 24) * xStride);
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                const uint4 wc = *(const uint4*)(slot + n * 8 * sStride + b * 64);
-                mma(acc[n][0][0], x0.x, x1.x, x0.y, x1.y, wc.x, wc.y);
-                mma(acc[n][0][1], x0.z, x1.z, x0.w, x1.w, wc.z, wc.w);
-                mma(acc[n][1][0], x2.x, x3.x, x2.y, x3.y, wc.x, wc.y);
-                mma(acc[n][1][1], x2.z, x3.z, x2.w, x3.w, wc.z, wc.w);
-            }
-        }
-        if (ch == CH - 1) {
-            const int u = q / CH;
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-#pragma unroll
-            for (int m = 0; m < 2; m++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int tok = m * 16 + g + (e >> 1) * 8, feat = (u0 + u) * 64 * NT + (warp * NT + n) * 8 + 2 * t + (e & 1);
-                    const float v = acc[n][m][0][e] + acc[n][m][1][e];
-                    if (tok < p.M) ((float*)p.y)[(size_t(slice) * p.M + tok) * p.N + feat] = v;
-                    acc[n][m][0][e] = 0.f; acc[n][m][1][e] = 0.f;
-                }
-        }
-    }
-    cp_wait<0>();
-}
-
-template <int KSL, int D, int NT, int W>
-__global__ void __launch_bounds__(W * 32, 1) decode_gemm9(const P2 p) {
+// V7 (W = 8, NT = 1), V8 (NT = 2), V9 (W = 16) and V10 (BATCH_X: every load of x's slice out before
+// its first store) are this kernel: no sums between warps; a warp owns NT x 8 rows of W over the
+// block's K-slice of KSL, streams them as 256-byte row pieces by cp.async into a warp-private ring of D
+// chunks, reads MMA fragments from it and from x's slice in shared memory, and writes its f32 partial
+// of the slice at the end. W's first chunks go out before griddepcontrol.wait.
+template <int KSL, int D, int NT, int W, bool BATCH_X>
+__global__ void __launch_bounds__(W * 32, 1) decode_gemm_ring(const P2 p) {
     extern __shared__ __align__(128) uint8_t smem[];
     constexpr int CH = KSL / 128;                 // chunks a unit
     constexpr uint32_t xStride = KSL * 2 + 64, sStride = 256 + 64, slotBytes = NT * 8 * sStride;
@@ -802,85 +660,7 @@ __global__ void __launch_bounds__(W * 32, 1) decode_gemm9(const P2 p) {
     for (int q = 0; q < D - 1; q++) issue(q);
     grid_wait();
     grid_release();
-    for (int i = threadIdx.x; i < 32 * (KSL / 8); i += W * 32) {
-        int r = i / (KSL / 8), col = (i % (KSL / 8)) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (r < p.M) v = *(const uint4*)(p.x + size_t(r) * p.K + kBegin + col);
-        *(uint4*)(smem + r * xStride + col * 2) = v;
-    }
-    __syncthreads();
-    float acc[NT][2][2][4] = {};
-    for (int q = 0; q < total; q++) {
-        cp_wait<D - 2>();
-        __syncwarp();
-        issue(q + D - 1);
-        const int ch = q % CH;
-        const uint8_t* slot = smem + 32 * xStride + (warp * D + q % D) * slotBytes + g * sStride + t * 16;
-        const uint8_t* xb = smem + (ch * 128) * 2 + t * 16;
-#pragma unroll
-        for (int b = 0; b < 4; b++) {
-            const uint8_t* xk = xb + b * 64;
-            uint4 x0 = *(const uint4*)(xk + g * xStride), x1 = *(const uint4*)(xk + (g + 8) * xStride);
-            uint4 x2 = *(const uint4*)(xk + (g + 16) * xStride), x3 = *(const uint4*)(xk + (g + 24) * xStride);
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                const uint4 wc = *(const uint4*)(slot + n * 8 * sStride + b * 64);
-                mma(acc[n][0][0], x0.x, x1.x, x0.y, x1.y, wc.x, wc.y);
-                mma(acc[n][0][1], x0.z, x1.z, x0.w, x1.w, wc.z, wc.w);
-                mma(acc[n][1][0], x2.x, x3.x, x2.y, x3.y, wc.x, wc.y);
-                mma(acc[n][1][1], x2.z, x3.z, x2.w, x3.w, wc.z, wc.w);
-            }
-        }
-        if (ch == CH - 1) {
-            const int u = q / CH;
-#pragma unroll
-            for (int n = 0; n < NT; n++)
-#pragma unroll
-            for (int m = 0; m < 2; m++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int tok = m * 16 + g + (e >> 1) * 8, feat = (u0 + u) * 8 * W * NT + (warp * NT + n) * 8 + 2 * t + (e & 1);
-                    const float v = acc[n][m][0][e] + acc[n][m][1][e];
-                    if (tok < p.M) ((float*)p.y)[(size_t(slice) * p.M + tok) * p.N + feat] = v;
-                    acc[n][m][0][e] = 0.f; acc[n][m][1][e] = 0.f;
-                }
-        }
-    }
-    cp_wait<0>();
-}
-
-template <int KSL, int D, int NT, int W>
-__global__ void __launch_bounds__(W * 32, 1) decode_gemm10(const P2 p) {
-    extern __shared__ __align__(128) uint8_t smem[];
-    constexpr int CH = KSL / 128;                 // chunks a unit
-    constexpr uint32_t xStride = KSL * 2 + 64, sStride = 256 + 64, slotBytes = NT * 8 * sStride;
-    const int slice = blockIdx.x / p.ctasPerSlice, c = blockIdx.x % p.ctasPerSlice;
-    const int units = p.N / (8 * W * NT);
-    const int base = units / p.ctasPerSlice, extra = units % p.ctasPerSlice;
-    const int u0 = c * base + min(c, extra), nu = base + (c < extra ? 1 : 0);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const uint32_t ring = su32(smem + 32 * xStride + warp * D * slotBytes);
-    const int kBegin = slice * KSL;
-    const int total = nu * CH;
-    auto issue = [&](int q) {
-        if (q < total) {
-            const int u = q / CH, ch = q % CH;
-            const uint8_t* src = (const uint8_t*)(p.w + size_t((u0 + u) * 8 * W * NT + warp * 8 * NT) * p.K + kBegin + ch * 128) + (lane % 16) * 16;
-            const uint32_t dst = ring + (q % D) * slotBytes + (lane % 16) * 16;
-#pragma unroll
-            for (int j = 0; j < 4 * NT; j++) {
-                const int r = 2 * j + lane / 16;
-                cp_async16(dst + r * sStride, src + size_t(r) * p.K * 2);
-            }
-        }
-        cp_commit();
-    };
-#pragma unroll
-    for (int q = 0; q < D - 1; q++) issue(q);
-    grid_wait();
-    grid_release();
-    {
-        // x's slice: every load out before the first store
+    if constexpr (BATCH_X) {
         constexpr int PER = 32 * (KSL / 8) / (W * 32);
         uint4 v[PER];
 #pragma unroll
@@ -893,6 +673,13 @@ __global__ void __launch_bounds__(W * 32, 1) decode_gemm10(const P2 p) {
         for (int j = 0; j < PER; j++) {
             const int i = threadIdx.x + j * W * 32, r = i / (KSL / 8), col = (i % (KSL / 8)) * 8;
             *(uint4*)(smem + r * xStride + col * 2) = v[j];
+        }
+    } else {
+        for (int i = threadIdx.x; i < 32 * (KSL / 8); i += W * 32) {
+            int r = i / (KSL / 8), col = (i % (KSL / 8)) * 8;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (r < p.M) v = *(const uint4*)(p.x + size_t(r) * p.K + kBegin + col);
+            *(uint4*)(smem + r * xStride + col * 2) = v;
         }
     }
     __syncthreads();
@@ -958,6 +745,26 @@ __global__ void fake_norm(bf16r* x, int n, int spin) {
     long long t0 = clock64();
     while (clock64() - t0 < spin) {}
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = x[i];
+}
+
+// The ring kernel's configurations, by the probe's variant code (S2::tt).
+struct Ring {
+    int tt;
+    void (*kernel)(const P2);
+    int ksl, depth, nTiles, warps;
+    size_t smemBytes() const { return 32ull * (ksl * 2 + 64) + size_t(warps) * depth * nTiles * 8 * 320; }
+};
+#define RING(TT, KSL, D, NT, W, BX) Ring{TT, decode_gemm_ring<KSL, D, NT, W, BX>, KSL, D, NT, W}
+static const Ring rings[] = {
+    RING(31, 1024, 6, 1, 8, false), RING(32, 1024, 4, 1, 8, false), RING(33, 1792, 5, 1, 8, false), RING(34, 2048, 3, 1, 8, false),
+    RING(41, 1024, 3, 2, 8, false), RING(42, 1792, 2, 2, 8, false), RING(43, 1024, 4, 1, 8, false),
+    RING(51, 1024, 3, 1, 16, false), RING(52, 1024, 4, 1, 16, false), RING(53, 1792, 2, 1, 16, false), RING(54, 512, 4, 1, 16, false),
+    RING(56, 1024, 3, 1, 16, true), RING(57, 1792, 2, 1, 16, true), RING(58, 512, 4, 1, 16, true),
+};
+#undef RING
+static const Ring* findRing(int tt) {
+    for (const Ring& r : rings) if (r.tt == tt) return &r;
+    return nullptr;
 }
 
 struct Shape { const char* name; int N, K, slices, ctasPerSlice, kc, stages; };
@@ -1117,32 +924,15 @@ int main(int argc, char** argv) {
     auto launch2 = [&](const S2& s, const bf16r* w, bool pdl) {
         int slices = s.K / (8 * s.kw);
         P2 p{x, w, y, M, s.N, s.K, s.kw, slices, s.ctasPerSlice};
-        size_t smemBytes = s.tt >= 50 ? 32ull * (8 * s.kw * 2 + 64) + 16ull * (s.tt == 51 || s.tt == 56 ? 3 : s.tt == 53 || s.tt == 57 ? 2 : 4) * 8 * 320 : s.tt >= 40 ? 32ull * (8 * s.kw * 2 + 64) + 8ull * (s.tt == 41 ? 3 * 2 : s.tt == 42 ? 2 * 2 : 4) * 8 * 320 : s.tt >= 30 ? 32ull * (8 * s.kw * 2 + 64) + 8ull * (s.tt == 31 ? 6 : s.tt == 32 ? 4 : s.tt == 33 ? 5 : 3) * 8 * 320 : s.tt >= 20 ? 32ull * (8 * s.kw * 2 + 64) + 64 * 576 + 16384 : 32ull * (8 * s.kw * 2 + 64) + 16384 * (s.tt ? s.tt % 10 : 1);
+        const Ring* ring = findRing(s.tt);
+        size_t smemBytes = ring ? ring->smemBytes() : s.tt >= 20 ? 32ull * (8 * s.kw * 2 + 64) + 64 * 576 + 16384 : 32ull * (8 * s.kw * 2 + 64) + 16384 * (s.tt ? s.tt % 10 : 1);
         cudaLaunchConfig_t cfg = {}; cfg.gridDim = dim3(slices * s.ctasPerSlice); cfg.blockDim = dim3(256);
         cfg.dynamicSmemBytes = smemBytes; cfg.stream = st;
         cudaLaunchAttribute at[1]; at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization; at[0].val.programmaticStreamSerializationAllowed = 1;
         cfg.attrs = at; cfg.numAttrs = pdl ? 1 : 0;
-        if (s.tt >= 50) {
-            cfg.blockDim = dim3(512);
-            if (s.tt == 51) CK(cudaLaunchKernelEx(&cfg, decode_gemm9<1024, 3, 1, 16>, p));
-            else if (s.tt == 52) CK(cudaLaunchKernelEx(&cfg, decode_gemm9<1024, 4, 1, 16>, p));
-            else if (s.tt == 53) CK(cudaLaunchKernelEx(&cfg, decode_gemm9<1792, 2, 1, 16>, p));
-            else if (s.tt == 54) CK(cudaLaunchKernelEx(&cfg, decode_gemm9<512, 4, 1, 16>, p));
-            else if (s.tt == 56) CK(cudaLaunchKernelEx(&cfg, decode_gemm10<1024, 3, 1, 16>, p));
-            else if (s.tt == 57) CK(cudaLaunchKernelEx(&cfg, decode_gemm10<1792, 2, 1, 16>, p));
-            else if (s.tt == 58) CK(cudaLaunchKernelEx(&cfg, decode_gemm10<512, 4, 1, 16>, p));
-            else { printf("unsupported\n"); exit(1); }
-        } else if (s.tt >= 40) {
-            if (s.tt == 41) CK(cudaLaunchKernelEx(&cfg, decode_gemm8<1024, 3, 2>, p));
-            else if (s.tt == 42) CK(cudaLaunchKernelEx(&cfg, decode_gemm8<1792, 2, 2>, p));
-            else if (s.tt == 43) CK(cudaLaunchKernelEx(&cfg, decode_gemm8<1024, 4, 1>, p));
-            else { printf("unsupported\n"); exit(1); }
-        } else if (s.tt >= 30) {
-            if (s.tt == 31) CK(cudaLaunchKernelEx(&cfg, decode_gemm7<1024, 6>, p));
-            else if (s.tt == 32) CK(cudaLaunchKernelEx(&cfg, decode_gemm7<1024, 4>, p));
-            else if (s.tt == 33) CK(cudaLaunchKernelEx(&cfg, decode_gemm7<1792, 5>, p));
-            else if (s.tt == 34) CK(cudaLaunchKernelEx(&cfg, decode_gemm7<2048, 3>, p));
-            else { printf("unsupported\n"); exit(1); }
+        if (ring) {
+            cfg.blockDim = dim3(ring->warps * 32);
+            CK(cudaLaunchKernelEx(&cfg, ring->kernel, p));
         } else if (s.tt >= 20) {
             if (s.tt == 21) CK(cudaLaunchKernelEx(&cfg, decode_gemm5<2>, p));
             else if (s.tt == 22) CK(cudaLaunchKernelEx(&cfg, decode_gemm5<3>, p));
@@ -1170,14 +960,7 @@ int main(int argc, char** argv) {
         else { printf("unsupported\n"); exit(1); }
         return slices;
     };
-    for (auto f : {decode_gemm10<1024, 3, 1, 16>, decode_gemm10<1792, 2, 1, 16>, decode_gemm10<512, 4, 1, 16>})
-        CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
-    for (auto f : {decode_gemm9<1024, 3, 1, 16>, decode_gemm9<1024, 4, 1, 16>, decode_gemm9<1792, 2, 1, 16>, decode_gemm9<512, 4, 1, 16>})
-        CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
-    for (auto f : {decode_gemm8<1024, 3, 2>, decode_gemm8<1792, 2, 2>, decode_gemm8<1024, 4, 1>})
-        CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
-    for (auto f : {decode_gemm7<1024, 6>, decode_gemm7<1024, 4>, decode_gemm7<1792, 5>, decode_gemm7<2048, 3>})
-        CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
+    for (const Ring& r : rings) CK(cudaFuncSetAttribute(r.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
     for (auto f : {decode_gemm5<1>, decode_gemm5<2>, decode_gemm5<3>, decode_gemm6<1>, decode_gemm6<2>})
         CK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, 226 * 1024));
     for (auto f : {decode_gemm4<256, 1, 2>, decode_gemm4<256, 2, 1>, decode_gemm4<128, 1, 3>, decode_gemm4<128, 2, 2>, decode_gemm4<256, 1, 3>})
