@@ -400,7 +400,7 @@ extension CUDABackend {
         // one are skipped (zero). Narrower slots over shorter segments keep the kernels, which
         // multiply only each row's own slot.
         let extensionWidth = outStride - k
-        let dense = long && fusedShrinkLong == .dense && moduleStride == 0 && (slotWidth / stack) % 8 == 0 && (slotWidth >= 64 || n >= 256 * max(plan.numSegments, 1))
+        let dense = long && fusedShrinkLong != .kernels && moduleStride == 0 && (slotWidth / stack) % 8 == 0 && (slotWidth >= 64 || n >= 256 * max(plan.numSegments, 1))
         if dense && extensionWidth % slotWidth == 0 && extensionWidth <= slots * slotWidth {
             let first = min(plan.firstAdaptedSlot, extensionWidth / slotWidth) * slotWidth, m = extensionWidth - first
             if m == 0 { return }
@@ -432,6 +432,35 @@ extension CUDABackend {
                 .int(k), .int(slotWidth / stack), .int(stack), .int(kSplit), .pointer(out.devicePointer), .int(outStride),
                 .pointer(scalings.devicePointer), .pointer(loraTickets.pointer), .int(capacity)]
                 + (moduleStride > 0 ? [.u64(UInt64(moduleStride))] : []))
+    }
+
+    public var runsBatchedShrinks: Bool { fusedShrinkLong == .batched }
+
+    public func deviceAddress(of tensor: DeviceTensor) -> UInt64? { tensor.devicePointer }
+
+    public func loraShrinkBatched(_ shrink: LoRABatchedShrink) -> Bool {
+        guard runsBatchedShrinks else { return false }
+        precondition(shrink.pointers.dtype == .i32 && shrink.pointers.count >= 6 * shrink.instances
+                     && shrink.calls.allSatisfy { $0.first >= 0 && $0.count > 0 && $0.first + $0.count <= shrink.instances },
+                     "loraShrinkBatched: \(shrink.instances) instances, pointers \(shrink.pointers.shape)")
+        guard beginLaunch() else { return true }
+        activate()
+        let base = shrink.pointers.devicePointer, arrayBytes = UInt64(8 * shrink.instances)
+        for call in shrink.calls {
+            let label = "cublasLt batched shrink \(call.count)x\(shrink.rows)x\(call.columns)x\(shrink.k)"
+            let probe = profiler?.begin(label, stream: stream)
+            let first = UInt64(8 * call.first)
+            do {
+                try blas.matmulPointers(weights: base + first, inputs: base + arrayBytes + first, outputs: base + 2 * arrayBytes + first,
+                                        batch: call.count, n: shrink.rows, m: call.columns, k: shrink.k, ldWeight: shrink.k,
+                                        ldInput: shrink.rowStride, ldOutput: shrink.rowStride, alpha: call.scaling,
+                                        workspace: blasWorkspace.pointer, stream: stream)
+            } catch {
+                fail(error)
+            }
+            if let probe { profiler!.end(probe, stream: stream) }
+        }
+        return true
     }
 
     public func copyColumns(_ x: DeviceTensor, into copies: DeviceTensor, column: Int) {

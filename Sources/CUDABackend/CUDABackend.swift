@@ -173,8 +173,15 @@ public final class CUDABackend: ComputeBackend {
     /// columns) the dense form lost (r16 37 → 51 µs, r64 80 → 103); graph steps keep the kernels.
     /// A tiled GEMM of each row's own slot through a shared-memory ring (1afa928) lost to the dense
     /// form (r16 126–131 µs, r64 250–267).
-    public enum FusedShrinkForm: String, CaseIterable, Sendable { case dense, kernels }
-    public var fusedShrinkLong = FusedShrinkForm(rawValue: ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LONG"] ?? "") ?? .dense
+    /// `batched` (session 29): where the step's rows come in runs of 64 or more per slot, each run's
+    /// rows against its own slot's A only, by cuBLASLt's pointer-array batched GEMMs
+    /// (`loraShrinkBatched`, laid out by `LoRAManager`), which write no other slot's columns, so no
+    /// mask follows; other plans as `dense`. Standalone on the H200 (`scripts/gpu/probe/shrink.cu`,
+    /// 2048 rows over 4 adapters, µs a launch in a graph, batched against dense + mask): rank 64
+    /// q/k/v 11.6 against 19.0 + 4.6, o 10.6 against 11.2 + 3.3, gate/up 10.9 against 14.8 + 3.9, down
+    /// 26.2 against 27.8 + 3.1; rank 16 within a microsecond of the dense GEMM alone, without its mask.
+    public enum FusedShrinkForm: String, CaseIterable, Sendable { case dense, kernels, batched }
+    public var fusedShrinkLong = FusedShrinkForm(rawValue: ProcessInfo.processInfo.environment["LOOM_FUSED_SHRINK_LONG"] ?? "") ?? .batched
 
     enum GraphState {
         case eager

@@ -35,6 +35,8 @@ final class CuBLASLt: @unchecked Sendable {
         var alignment: UInt64
         /// The rows of the weight's base shape whose tiling it takes (`baseShape`); 0: its own.
         var tilingRows = 0
+        /// A batch whose products' operands come from device arrays of pointers (`matmulPointers`).
+        var pointerArrays = false
     }
     /// One shape's candidates from the heuristic (best first, distinct configurations) and the one launched.
     private struct ShapePlans {
@@ -53,6 +55,10 @@ final class CuBLASLt: @unchecked Sendable {
     private static let prefMaxWorkspace: Int32 = 1
     /// CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT (int32), CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET (int64, elements).
     private static let layoutBatchCount: Int32 = 5, layoutBatchStride: Int32 = 6
+    /// CUBLASLT_MATRIX_LAYOUT_BATCH_MODE (uint32): CUBLASLT_BATCH_MODE_POINTER_ARRAY = 1.
+    private static let layoutBatchMode: Int32 = 8, batchModePointerArray: UInt32 = 1
+    /// CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK (uint32): 0 allows CUBLASLT_REDUCTION_SCHEME_NONE only.
+    private static let prefReductionSchemeMask: Int32 = 3
     /// CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES.
     private static let prefMinAlignment: [Int32] = [5, 6, 7, 8]
 
@@ -108,12 +114,31 @@ final class CuBLASLt: @unchecked Sendable {
         try check(launch(plan, x: x, weight: weight, out: out, workspace: workspace, stream: stream), "cublasLtMatmul(m: \(m), n: \(n), k: \(k))")
     }
 
+    /// `batch` products `out_i[n, m] = alpha · x_i[n, k] · W_i[m, k]ᵀ` in one launch, as `matmul`,
+    /// with each product's W, x and out at the device addresses in `weights`, `inputs` and `outputs`
+    /// (device arrays of `batch` 64-bit addresses, each 16-byte aligned). Only algorithms without a
+    /// split-K reduction are taken, so a product's value does not depend on where its rows lie in
+    /// its tiles: products that overlap write the same bits.
+    func matmulPointers(weights: UInt64, inputs: UInt64, outputs: UInt64, batch: Int, n: Int, m: Int, k: Int, ldWeight: Int,
+                        ldInput: Int, ldOutput: Int, alpha: Float, workspace: UInt64, stream: OpaquePointer?) throws {
+        let key = PlanKey(m: m, n: n, k: k, ldWeight: ldWeight, ldInput: ldInput, ldOutput: ldOutput, batch: batch,
+                          outType: Self.r16BF, alignment: 16, pointerArrays: true)
+        let planned = try plans(for: key)
+        let plan = planned.candidates[planned.chosen]
+        try check(launch(plan, x: inputs, weight: weights, out: outputs, workspace: workspace, stream: stream, alpha: alpha),
+                  "cublasLtMatmul(\(batch) × m: \(m), n: \(n), k: \(k), pointer arrays)")
+    }
+
     /// A shape's candidates, made and kept at its first launch (a widened weight's base shape's too,
     /// which its first candidate comes from).
     private func plans(for key: PlanKey) throws -> ShapePlans {
         if let known = shapes[key] { return known }
         var seen = Set<AlgorithmConfig>()
-        var candidates = try makePlans(key).filter { seen.insert(config(of: $0)).inserted }
+        var candidates = try makePlans(key).filter { seen.insert(config(of: $0)).inserted && (!key.pointerArrays || config(of: $0).splitK == 1) }
+        if candidates.isEmpty {
+            throw CUDAError.cublas(call: "cublasLtMatmulAlgoGetHeuristic(m: \(key.m), n: \(key.n), k: \(key.k)): no algorithm without split-K", status: 15,
+                                   name: "CUBLAS_STATUS_NOT_SUPPORTED")
+        }
         if usesBaseTiling, let base = Self.baseShape(of: key) {
             let wanted = config(of: try plans(for: base).candidates[0])
             if let i = candidates.firstIndex(where: { config(of: $0) == wanted }), i > 0 { candidates.insert(candidates.remove(at: i), at: 0) }
@@ -170,8 +195,9 @@ final class CuBLASLt: @unchecked Sendable {
                                splitK: max(1, read(Self.configSplitK)), reduction: read(Self.configReduction))
     }
 
-    private func launch(_ plan: Plan, x: UInt64, weight: UInt64, out: UInt64, workspace: UInt64, stream: OpaquePointer?) -> Int32 {
-        var alpha: Float = 1, beta: Float = 0
+    private func launch(_ plan: Plan, x: UInt64, weight: UInt64, out: UInt64, workspace: UInt64, stream: OpaquePointer?,
+                        alpha: Float = 1) -> Int32 {
+        var alpha = alpha, beta: Float = 0
         return plan.algo.withUnsafeBytes { algo in
             cublasLtMatmul(handle, plan.desc, &alpha, weight, plan.a, x, plan.b, &beta, out, plan.d, out, plan.d,
                            algo.baseAddress, workspace, workspaceBytes, stream)
@@ -188,7 +214,13 @@ final class CuBLASLt: @unchecked Sendable {
         try check(cublasLtMatrixLayoutCreate(&a, Self.r16BF, UInt64(key.k), UInt64(key.m), Int64(key.ldWeight)), "cublasLtMatrixLayoutCreate(A)")
         try check(cublasLtMatrixLayoutCreate(&b, Self.r16BF, UInt64(key.k), UInt64(key.n), Int64(key.ldInput)), "cublasLtMatrixLayoutCreate(B)")
         try check(cublasLtMatrixLayoutCreate(&d, key.outType, UInt64(key.m), UInt64(key.n), Int64(key.ldOutput)), "cublasLtMatrixLayoutCreate(D)")
-        if key.batch > 1 {
+        if key.pointerArrays {
+            var count = Int32(key.batch), mode = Self.batchModePointerArray
+            for layout in [a, b, d] {
+                try check(cublasLtMatrixLayoutSetAttribute(layout, Self.layoutBatchCount, &count, 4), "cublasLtMatrixLayoutSetAttribute(BATCH_COUNT)")
+                try check(cublasLtMatrixLayoutSetAttribute(layout, Self.layoutBatchMode, &mode, 4), "cublasLtMatrixLayoutSetAttribute(BATCH_MODE)")
+            }
+        } else if key.batch > 1 {
             var count = Int32(key.batch)
             for (layout, stride) in [(a, key.strideWeight), (b, key.strideInput), (d, key.strideOutput)] {
                 var elements = Int64(stride)
@@ -199,6 +231,10 @@ final class CuBLASLt: @unchecked Sendable {
         try check(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate")
         var bytes = UInt64(workspaceBytes)
         try check(cublasLtMatmulPreferenceSetAttribute(pref, Self.prefMaxWorkspace, &bytes, 8), "cublasLtMatmulPreferenceSetAttribute")
+        if key.pointerArrays {
+            var none: UInt32 = 0
+            try check(cublasLtMatmulPreferenceSetAttribute(pref, Self.prefReductionSchemeMask, &none, 4), "cublasLtMatmulPreferenceSetAttribute(REDUCTION_SCHEME_MASK)")
+        }
         var alignment = UInt32(key.alignment)
         for attribute in Self.prefMinAlignment {
             try check(cublasLtMatmulPreferenceSetAttribute(pref, attribute, &alignment, 4), "cublasLtMatmulPreferenceSetAttribute(alignment)")

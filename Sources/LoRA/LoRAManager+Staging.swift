@@ -47,6 +47,15 @@ extension LoRAManager {
                 }
             }
         }
+        // The same scalings on the host (every rank's image holds the same), for batched shrinks.
+        for layer in 0..<base.numLayers {
+            for g in groups {
+                let entry = images[0].entries[layer][g]!, stack = Self.modules(of: g).count
+                for m in 0..<stack {
+                    slotScalings[layer][g]![slot * stack + m] = (images[0].buffer.pointer + entry.scalings).load(fromByteOffset: 4 * m, as: Float.self)
+                }
+            }
+        }
     }
 
     /// An adapter packed for one rank's slots in host memory the backend copies from

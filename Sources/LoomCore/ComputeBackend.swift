@@ -108,6 +108,65 @@ public struct LoRAKernelPlan {
     }
 }
 
+/// Consecutive token rows `row ..< row + count` of a step that use one adapted slot.
+public struct LoRARowRun: Equatable, Sendable {
+    public var row, count, slot: Int
+    public init(row: Int, count: Int, slot: Int) {
+        self.row = row
+        self.count = count
+        self.slot = slot
+    }
+
+    /// The runs of `rowSlots` whose slot has a rank above 0.
+    public static func runs(of rowSlots: [Int32], slotRanks: [Int32]) -> [LoRARowRun] {
+        var runs: [LoRARowRun] = []
+        var start = 0
+        for i in 1...rowSlots.count where i == rowSlots.count || rowSlots[i] != rowSlots[start] {
+            let slot = Int(rowSlots[start])
+            if slotRanks[slot] > 0 { runs.append(LoRARowRun(row: start, count: i - start, slot: slot)) }
+            start = i
+        }
+        return runs
+    }
+}
+
+/// A fused LoRA shrink (`loraShrinkFused`'s result) as batched GEMMs over device arrays of
+/// pointers, each instance `rows` rows of x against one slot's A (or one module's rows of it):
+/// `out[row ..< row + rows][column ..< column + columns] = scaling · x[row ..< row + rows] · A[rows of
+/// the slot and module]ᵀ`. `pointers` (i32, pairs of a 64-bit device address) holds the instances'
+/// A addresses, then their x addresses, then their out addresses; each `Call` is a range of
+/// instances with one width and one scaling (one batched GEMM). Laid out by
+/// `LoRAManager.batchedShrink` for steps that no graph replays; the instances of a run longer than
+/// a multiple of `rows` overlap, and write the same values twice.
+public struct LoRABatchedShrink {
+    public struct Call: Equatable, Sendable {
+        public var first, count, columns: Int
+        public var scaling: Float
+        public init(first: Int, count: Int, columns: Int, scaling: Float) {
+            self.first = first
+            self.count = count
+            self.columns = columns
+            self.scaling = scaling
+        }
+    }
+    public var instances: Int
+    /// The rows of x each instance takes.
+    public var rows: Int
+    /// K, and the elements between consecutive rows of x and of out.
+    public var k: Int, rowStride: Int
+    public var calls: [Call]
+    public var pointers: DeviceTensor
+
+    public init(instances: Int, rows: Int, k: Int, rowStride: Int, calls: [Call], pointers: DeviceTensor) {
+        self.instances = instances
+        self.rows = rows
+        self.k = k
+        self.rowStride = rowStride
+        self.calls = calls
+        self.pointers = pointers
+    }
+}
+
 /// The operations a model needs, coarse enough that a device backend runs each as one or two kernels.
 ///
 /// Activations are `f32` on the CPU backend; weights are stored in `weightDType`. Shapes use rows
@@ -214,6 +273,15 @@ public protocol ComputeBackend: AnyObject {
     /// and its own extension: module `m`'s value goes to `out[m·moduleStride][permutation[p]][K + s·R + j]`.
     func loraShrinkFused(_ out: DeviceTensor, a: DeviceTensor, scalings: DeviceTensor, plan: LoRAKernelPlan, stack: Int,
                          scratch: DeviceTensor, moduleStride: Int)
+    /// Whether `loraShrinkBatched` runs batched shrinks (so that a caller lays them out).
+    var runsBatchedShrinks: Bool { get }
+    /// The device address of a tensor's first element, for arrays of pointers that kernels read
+    /// (`LoRABatchedShrink`); nil on a backend without them.
+    func deviceAddress(of tensor: DeviceTensor) -> UInt64?
+    /// `loraShrinkFused` as laid out in `shrink` (its out columns of other slots left as they are,
+    /// zero), where this backend runs batched shrinks; returns false, having queued nothing, where
+    /// it does not.
+    func loraShrinkBatched(_ shrink: LoRABatchedShrink) -> Bool
     /// `linear` of `S` modules of equal width `m` stacked in one weight (`[S·m, ≥ k]`), each over its
     /// own input: `out[i][s·m + j] = x[s][i] · weight[s·m + j]ᵀ`, `x` `[S, n, k]`, `out` `[n, S·m]`.
     /// (`--lora-backend fused` with split extensions: gate and up each read x beside their own shrink output.)
@@ -306,6 +374,12 @@ extension ComputeBackend {
     public func siluMul(_ gateUp: DeviceTensor, out: DeviceTensor) {
         siluMul(gateUp, out: out, lora: nil)
     }
+
+    public var runsBatchedShrinks: Bool { false }
+
+    public func deviceAddress(of tensor: DeviceTensor) -> UInt64? { nil }
+
+    public func loraShrinkBatched(_ shrink: LoRABatchedShrink) -> Bool { false }
 
     public func linear(_ x: DeviceTensor, weight: DeviceTensor, bias: DeviceTensor?, out: DeviceTensor, tiledAs baseRows: Int) {
         linear(x, weight: weight, bias: bias, out: out)

@@ -107,7 +107,8 @@ extension OpChecks {
             // The K split's scratch is left zero for the next launch.
             results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail))
             // The other forms for long segments on the same plan (and graph replay).
-            for form in CUDABackend.FusedShrinkForm.allCases where form != chosen {
+            // (`batched` runs through `loraShrinkBatched`, below; `loraShrinkFused` takes it as `dense`.)
+            for form in CUDABackend.FusedShrinkForm.allCases where form != chosen && form != .batched {
                 gpu.fusedShrinkLong = form
                 placeX()
                 runGPU("lora-check-\(label)-\(kind)-\(form)", { gpu.loraShrinkFused(fg, a: ag, scalings: scaleG, plan: planG, stack: stack, scratch: scratchG) },
@@ -134,6 +135,50 @@ extension OpChecks {
                 results += compareFused(sc2, sg2, k: k, detail: detail + ", split extensions")
                 results.append(compare("loraShrinkFused scratch", scratchC, scratchG, tolerance: 0, detail: detail + ", split extensions"))
             }
+            if captureRowSlots == nil {
+                results += batchedShrinkChecks(k: k, moduleOutputs: moduleOutputs, maxRank: maxRank, slotRanks: slotRanks, rowSlots: rowSlots,
+                                               x: (xc, xg), a: (ac, ag), plan: planC, scratch: scratchC, detail: detail)
+            }
+        }
+        return results
+    }
+
+    /// The fused shrink as batched GEMMs (`LoRAManager.batchedShrinkLayout`, `loraShrinkBatched`)
+    /// against the CPU's `loraShrinkFused`, where every adapted run of rows is long enough: one
+    /// input, and split extensions for modules of equal widths. Scalings by slot (0.5 or 2), but
+    /// slot 3's second module 1, so slots of the pool's rank take whole-slot instances and slot 3
+    /// (and lower ranks) one a module.
+    func batchedShrinkChecks(k: Int, moduleOutputs: [Int], maxRank: Int, slotRanks: [Int], rowSlots: [Int], x: (DeviceTensor, DeviceTensor),
+                             a: (DeviceTensor, DeviceTensor), plan planC: LoRAKernelPlan, scratch: DeviceTensor, detail: String) -> [[String: Any]] {
+        let n = rowSlots.count, stack = moduleOutputs.count, slots = slotRanks.count, gpu = self.gpu, cpu = self.cpu
+        let runs = LoRARowRun.runs(of: rowSlots.map(Int32.init), slotRanks: slotRanks.map(Int32.init))
+        guard runs.allSatisfy({ $0.count >= LoRAManager.batchedShrinkRows }) else { return [] }
+        let scales = (0..<(slots * stack)).map { i -> Float in i / stack == 3 && i % stack == 1 ? 1 : (i / stack % 2 == 0 ? 0.5 : 2) }
+        let (scaleC, _) = floats32(scales)
+        var results: [[String: Any]] = []
+        let splits = stack > 1 && Set(moduleOutputs).count == 1 ? [false, true] : [false]
+        for split in splits {
+            let width = k + LoRAManager.fusedExtension(slots: slots, stack: split ? 1 : stack, rank: maxRank), copies = split ? stack : 1
+            let (fc, fg) = zeros(Shape(copies * n, width))
+            gpu.copyColumns(x.1, into: fg.reshaped(Shape(copies, n, width)), column: 0)
+            cpu.copyColumns(x.0, into: fc.reshaped(Shape(copies, n, width)), column: 0)
+            let moduleStride = split ? n * width : 0
+            let label = detail + ", batched" + (split ? ", split extensions" : "")
+            guard let layout = LoRAManager.batchedShrinkLayout(
+                runs: runs, slotRanks: slotRanks.map(Int32.init), scalings: scales, stack: stack, rank: maxRank, k: k, rowStride: width,
+                moduleStride: moduleStride, a: gpu.deviceAddress(of: a.1)!, input: gpu.deviceAddress(of: fg)!, elementBytes: fg.dtype.byteCount) else {
+                results.append(["op": "loraShrinkBatched", "pass": false, "detail": label + ": no layout"])
+                continue
+            }
+            let (_, pointers) = ints(layout.pointers.flatMap { [Int32(truncatingIfNeeded: $0), Int32(truncatingIfNeeded: $0 >> 32)] })
+            let previous = gpu.fusedShrinkLong
+            gpu.fusedShrinkLong = .batched
+            let ran = gpu.loraShrinkBatched(LoRABatchedShrink(instances: layout.pointers.count / 3, rows: layout.rows, k: k, rowStride: width,
+                                                              calls: layout.calls, pointers: pointers))
+            gpu.fusedShrinkLong = previous
+            cpu.loraShrinkFused(fc.rows(n), a: a.0, scalings: scaleC, plan: planC, stack: stack, scratch: scratch, moduleStride: moduleStride)
+            results += compareFused(fc, fg, k: k, detail: label + " (\(layout.calls.count) calls, \(layout.pointers.count / 3) instances)")
+            if !ran { results.append(["op": "loraShrinkBatched", "pass": false, "detail": label + ": not run"]) }
         }
         return results
     }
@@ -165,6 +210,11 @@ extension OpChecks {
             results += loraCase("skewed", k: 14336, moduleOutputs: [4096], maxRank: 256, slotRanks: [0, 256, 8, 128, 32, 64], rowSlots: skewed.shuffledDeterministically(), kind: kind)
             // Prefill: 4 sequences of 512 rows, rank 64, q/k/v stacked.
             results += loraCase("prefill", k: 4096, moduleOutputs: qkv, maxRank: 64, slotRanks: [0, 64, 64, 64, 64], rowSlots: (0..<2048).map { 1 + $0 / 512 }, kind: kind)
+            // Prefill runs of uneven lengths (batched shrinks overlap their last instance), q/k/v at rank 64
+            // and gate/up at rank 16 (split extensions), with base rows between.
+            let unevenRuns = [(1, 100), (0, 30), (2, 64), (3, 237), (4, 70), (0, 11)].flatMap { Array(repeating: $0.0, count: $0.1) }
+            results += loraCase("prefill-runs", k: 4096, moduleOutputs: qkv, maxRank: 64, slotRanks: [0, 64, 32, 64, 64], rowSlots: unevenRuns, kind: kind)
+            results += loraCase("prefill-runs-split", k: 4096, moduleOutputs: gateUp, maxRank: 16, slotRanks: [0, 16, 8, 16, 16], rowSlots: unevenRuns, kind: kind)
             // Prefill chunks with ranks that end inside a 16-byte word of B (12, 7) and base rows.
             results += loraCase("prefill-odd-ranks", k: 4096, moduleOutputs: qkv, maxRank: 16, slotRanks: [0, 12, 7, 16],
                                 rowSlots: (0..<512).map { $0 / 128 }, kind: kind)
