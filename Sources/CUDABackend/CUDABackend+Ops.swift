@@ -438,8 +438,12 @@ extension CUDABackend {
 
     public func deviceAddress(of tensor: DeviceTensor) -> UInt64? { tensor.devicePointer }
 
+    /// Runs the batched shrink unless the dense GEMM over a narrow extension (under 128 columns) and a
+    /// long K costs less: on the H200 (2048 rows over 4 adapters, `bench lora-kernels` eager µs) down's
+    /// shrink at rank 16 took 33 batched against 24 + 5 for the dense GEMM and its mask; every other
+    /// group there, and every group at rank 64, was faster batched (q/k/v 15 against 25 + 8 at rank 64).
     public func loraShrinkBatched(_ shrink: LoRABatchedShrink) -> Bool {
-        guard runsBatchedShrinks else { return false }
+        guard runsBatchedShrinks, shrink.k < 8192 || shrink.rowStride - shrink.k >= 128 else { return false }
         precondition(shrink.pointers.dtype == .i32 && shrink.pointers.count >= 6 * shrink.instances
                      && shrink.calls.allSatisfy { $0.first >= 0 && $0.count > 0 && $0.first + $0.count <= shrink.instances },
                      "loraShrinkBatched: \(shrink.instances) instances, pointers \(shrink.pointers.shape)")

@@ -145,15 +145,17 @@ extension OpChecks {
 
     /// The fused shrink as batched GEMMs (`LoRAManager.batchedShrinkLayout`, `loraShrinkBatched`)
     /// against the CPU's `loraShrinkFused`, where every adapted run of rows is long enough: one
-    /// input, and split extensions for modules of equal widths. Scalings by slot (0.5 or 2), but
-    /// slot 3's second module 1, so slots of the pool's rank take whole-slot instances and slot 3
-    /// (and lower ranks) one a module.
+    /// input, and split extensions for modules of equal widths. Scalings by slot (0.5 or 2), so
+    /// slots of the pool's rank take whole-slot instances and lower ranks one a module; where every
+    /// adapted slot has the pool's rank, slot 3's second module takes 1, so slot 3 goes by module too
+    /// (more distinct widths and scalings would pass the layout's 4 calls).
     func batchedShrinkChecks(k: Int, moduleOutputs: [Int], maxRank: Int, slotRanks: [Int], rowSlots: [Int], x: (DeviceTensor, DeviceTensor),
                              a: (DeviceTensor, DeviceTensor), plan planC: LoRAKernelPlan, scratch: DeviceTensor, detail: String) -> [[String: Any]] {
         let n = rowSlots.count, stack = moduleOutputs.count, slots = slotRanks.count, gpu = self.gpu, cpu = self.cpu
         let runs = LoRARowRun.runs(of: rowSlots.map(Int32.init), slotRanks: slotRanks.map(Int32.init))
         guard runs.allSatisfy({ $0.count >= LoRAManager.batchedShrinkRows }) else { return [] }
-        let scales = (0..<(slots * stack)).map { i -> Float in i / stack == 3 && i % stack == 1 ? 1 : (i / stack % 2 == 0 ? 0.5 : 2) }
+        let fullRanks = slotRanks.allSatisfy { $0 == 0 || $0 == maxRank }
+        let scales = (0..<(slots * stack)).map { i -> Float in fullRanks && i / stack == 3 && i % stack == 1 ? 1 : (i / stack % 2 == 0 ? 0.5 : 2) }
         let (scaleC, _) = floats32(scales)
         var results: [[String: Any]] = []
         let splits = stack > 1 && Set(moduleOutputs).count == 1 ? [false, true] : [false]
