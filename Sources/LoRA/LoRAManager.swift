@@ -439,7 +439,8 @@ public final class LoRAManager {
     }
 
     /// The rows of x a batched shrink's instance takes; a run of fewer rows keeps the other forms.
-    public static let batchedShrinkRows = 64
+    /// (`LOOM_BATCHED_SHRINK_ROWS` for checks: `gpu-check`'s model prompts are 12 to 128 tokens.)
+    public static let batchedShrinkRows = ProcessInfo.processInfo.environment["LOOM_BATCHED_SHRINK_ROWS"].flatMap { Int($0) }.map { max(1, $0) } ?? 64
 
     /// Each rank's batched shrinks by layer and group for a step that no graph replays, with their
     /// pointers uploaded (empty where the backend does not run them, or a run or group does not fit:
