@@ -120,6 +120,7 @@ public struct LoRARowRun: Equatable, Sendable {
     /// The runs of `rowSlots` whose slot has a rank above 0.
     public static func runs(of rowSlots: [Int32], slotRanks: [Int32]) -> [LoRARowRun] {
         var runs: [LoRARowRun] = []
+        guard !rowSlots.isEmpty else { return runs }
         var start = 0
         for i in 1...rowSlots.count where i == rowSlots.count || rowSlots[i] != rowSlots[start] {
             let slot = Int(rowSlots[start])

@@ -13,6 +13,7 @@ import Testing
     @Test func runsGroupConsecutiveRowsOfAdaptedSlots() {
         let runs = LoRARowRun.runs(of: [1, 1, 0, 0, 2, 2, 2, 1, 3], slotRanks: [0, 16, 8, 0])
         #expect(runs == [LoRARowRun(row: 0, count: 2, slot: 1), LoRARowRun(row: 4, count: 3, slot: 2), LoRARowRun(row: 7, count: 1, slot: 1)])
+        #expect(LoRARowRun.runs(of: [], slotRanks: [0, 16]).isEmpty)
     }
 
     /// What the instances write: (copy, row, column past K) → times written, and each instance's A row.
