@@ -77,6 +77,37 @@ extension CPUBackend {
         }
     }
 
+    public var runsBatchedShrinks: Bool { true }
+
+    public func deviceAddress(of tensor: DeviceTensor) -> UInt64? { UInt64(UInt(bitPattern: tensor.raw)) }
+
+    /// The batched shrink on the host, through the same addresses a device reads (host ones here):
+    /// each instance's rows as `shrink` computes a row (`Kernels.gemmNT`, then the scaling), so a
+    /// step gives the same values whichever form it takes.
+    public func loraShrinkBatched(_ shrink: LoRABatchedShrink) -> Bool {
+        let words = shrink.pointers.i32, n = shrink.instances, k = shrink.k, stride = shrink.rowStride
+        precondition(shrink.pointers.count >= 6 * n, "loraShrinkBatched: \(n) instances, pointers \(shrink.pointers.shape)")
+        func address(_ i: Int) -> UnsafeMutablePointer<Float> {
+            let bits = UInt(UInt32(bitPattern: words[2 * i])) | UInt(UInt32(bitPattern: words[2 * i + 1])) << 32
+            return UnsafeMutablePointer(bitPattern: bits)!
+        }
+        // Instances one after another (a run's last one may overlap the one before), rows in parallel.
+        for call in shrink.calls {
+            for i in call.first..<(call.first + call.count) {
+                let a = address(i), x = address(n + i), out = address(2 * n + i)
+                parallelFor(shrink.rows, work: shrink.rows * call.columns * k) { rows in
+                    for r in rows {
+                        let dst = out + r * stride
+                        Kernels.gemmNT(x: x + r * stride, rows: 1, w: a, outputs: 0..<call.columns, k: k, out: dst, outStride: call.columns)
+                        if call.scaling != 1 { for j in 0..<call.columns { dst[j] *= call.scaling } }
+                    }
+                }
+            }
+        }
+        batchedShrinkCalls += shrink.calls.count
+        return true
+    }
+
     public func copyColumns(_ x: DeviceTensor, into copies: DeviceTensor, column: Int) {
         let (out, count, copyStride) = copies.outputCopies
         let n = x.shape[0], width = x.shape.rowCount, stride = out.shape.rowCount

@@ -11,6 +11,8 @@ public final class CPUBackend: ComputeBackend {
     /// What `residualSliceCount` answers where it divides K: 1 (no slices) unless a test asks for
     /// more, to run the model's sliced path on the reference backend.
     public var residualSlices = 1
+    /// The batched shrinks' calls run so far (`loraShrinkBatched`), for tests that must take them.
+    public internal(set) var batchedShrinkCalls = 0
 
     public init() {}
 

@@ -438,10 +438,6 @@ public final class LoRAManager {
         return StepApplier(manager: self, plans: plans, rows: n, consumes: consumes, usedSlots: usedSlots, batched: batched)
     }
 
-    /// The rows of x a batched shrink's instance takes; a run of fewer rows keeps the other forms.
-    /// (`LOOM_BATCHED_SHRINK_ROWS` for checks: `gpu-check`'s model prompts are 12 to 128 tokens.)
-    public static let batchedShrinkRows = ProcessInfo.processInfo.environment["LOOM_BATCHED_SHRINK_ROWS"].flatMap { Int($0) }.map { max(1, $0) } ?? 64
-
     /// Each rank's batched shrinks by layer and group for a step that no graph replays, with their
     /// pointers uploaded (empty where the backend does not run them, or a run or group does not fit:
     /// `batchedShrinkLayout`).
@@ -469,10 +465,12 @@ public final class LoRAManager {
             var byGroup: [ProjectionGroup: BatchedLayout] = [:]
             for g in rb.fusedInputs.keys where !consumes || !consumerGroups.contains(g) {
                 guard let buf = rb.layers[layer][g], let copies = fusedInputCopies(rank: rank, group: g, rows: n, usedSlots: usedSlots),
-                      let a = rb.backend.deviceAddress(of: buf.a), let input = rb.backend.deviceAddress(of: copies) else { continue }
+                      buf.a.dtype == copies.dtype, let a = rb.backend.deviceAddress(of: buf.a), let input = rb.backend.deviceAddress(of: copies)
+                else { continue }
                 let k = buf.a.shape[2], stride = copies.shape[2]
                 guard let layout = Self.batchedShrinkLayout(
-                    runs: runs, slotRanks: slotRanks, scalings: slotScalings[layer][g]!, stack: Self.modules(of: g).count, rank: r, k: k,
+                    runs: runs, rows: options.batchedShrinkRows, slotRanks: slotRanks, scalings: slotScalings[layer][g]!,
+                    stack: Self.modules(of: g).count, rank: r, k: k,
                     rowStride: stride, moduleStride: copies.shape[0] > 1 ? copies.shape[1] * stride : 0,
                     a: a, input: input, elementBytes: copies.dtype.byteCount) else { continue }
                 byGroup[g] = BatchedLayout(first: values.count, instances: layout.pointers.count / 3, rows: layout.rows, k: k, stride: stride,
@@ -497,19 +495,20 @@ public final class LoRAManager {
         }
     }
 
-    /// A fused shrink (`ComputeBackend.loraShrinkFused`) as batched products of `batchedShrinkRows`
-    /// rows of x against one slot's A: the instances' A, x and out addresses (all A's, then all x's,
-    /// then all out's) and the calls, grouped by width and scaling. An instance covers a slot's
-    /// whole width (every module) where its rank is the pool's and its modules share one scaling,
-    /// else one module (its rank's columns; modules the adapter leaves alone, scaling 0, are left
-    /// zero). A run longer than a multiple of the rows ends with an instance that overlaps the one
-    /// before. Nil where a run is shorter than that, the widths are not whole 16-byte pieces, or the
-    /// calls would be more than 4 (the dense form then costs less).
-    public static func batchedShrinkLayout(runs: [LoRARowRun], slotRanks: [Int32], scalings: [Float], stack: Int, rank R: Int, k: Int,
-                                           rowStride: Int, moduleStride: Int, a: UInt64, input: UInt64, elementBytes e: Int)
+    /// A fused shrink (`ComputeBackend.loraShrinkFused`) as batched products of `rows` rows of x
+    /// (`LoRAOptions.batchedShrinkRows`) against one slot's A (A and x of one dtype, `elementBytes`
+    /// an element): the instances' A, x and out addresses (all A's, then all x's, then all out's) and
+    /// the calls, grouped by width and scaling. An instance covers a slot's whole width (every
+    /// module) where its rank is the pool's and its modules share one scaling, else one module (its
+    /// rank's columns; modules the adapter leaves alone, scaling 0, are left zero). A run longer
+    /// than a multiple of the rows ends with an instance that overlaps the one before. Nil where a
+    /// run is shorter than that, the widths are not whole 16-byte pieces, or the calls would be more
+    /// than 4 (the dense form then costs less).
+    public static func batchedShrinkLayout(runs: [LoRARowRun], rows chunk: Int, slotRanks: [Int32], scalings: [Float], stack: Int, rank R: Int,
+                                           k: Int, rowStride: Int, moduleStride: Int, a: UInt64, input: UInt64, elementBytes e: Int)
         -> (pointers: [UInt64], rows: Int, calls: [LoRABatchedShrink.Call])? {
-        let chunk = batchedShrinkRows, split = moduleStride > 0
-        guard !runs.isEmpty, runs.allSatisfy({ $0.count >= chunk }), (k | rowStride | R | moduleStride) % 8 == 0, (a | input) % 16 == 0 else { return nil }
+        let split = moduleStride > 0
+        guard chunk > 0, !runs.isEmpty, runs.allSatisfy({ $0.count >= chunk }), (k | rowStride | R | moduleStride) % 8 == 0, (a | input) % 16 == 0 else { return nil }
         struct Instance { var a, x, out: UInt64; var columns: Int; var scaling: Float }
         var instances: [Instance] = []
         for run in runs {

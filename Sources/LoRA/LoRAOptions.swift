@@ -70,6 +70,11 @@ public struct LoRAOptions: Sendable {
     /// prefill 87.4, 86.7 / 92.8, 89.2; batch-32 decode with 8 rank-64 adapters 5,075 / 4,850 tok/s.
     /// `LOOM_FUSED_SPLIT_STACKS=0` turns it off, for A/B runs on a device.
     public var fusedSplitStacks = ProcessInfo.processInfo.environment["LOOM_FUSED_SPLIT_STACKS"] != "0"
+    /// `fused`, steps that no graph replays: the rows of x each instance of a batched shrink takes
+    /// (`LoRABatchedShrink`, on a backend that runs them); where a run of one adapter's rows is
+    /// shorter, the step keeps the other forms. `LOOM_BATCHED_SHRINK_ROWS` sets it, for checks on
+    /// short prompts (`gpu-check`'s are 12 to 128 tokens).
+    public var batchedShrinkRows = ProcessInfo.processInfo.environment["LOOM_BATCHED_SHRINK_ROWS"].flatMap { Int($0) }.map { max(1, $0) } ?? 64
 
     public init() {}
 

@@ -153,7 +153,8 @@ extension OpChecks {
                              a: (DeviceTensor, DeviceTensor), plan planC: LoRAKernelPlan, scratch: DeviceTensor, detail: String) -> [[String: Any]] {
         let n = rowSlots.count, stack = moduleOutputs.count, slots = slotRanks.count, gpu = self.gpu, cpu = self.cpu
         let runs = LoRARowRun.runs(of: rowSlots.map(Int32.init), slotRanks: slotRanks.map(Int32.init))
-        guard runs.allSatisfy({ $0.count >= LoRAManager.batchedShrinkRows }) else { return [] }
+        let chunk = LoRAOptions().batchedShrinkRows
+        guard runs.allSatisfy({ $0.count >= chunk }) else { return [] }
         let fullRanks = slotRanks.allSatisfy { $0 == 0 || $0 == maxRank }
         let scales = (0..<(slots * stack)).map { i -> Float in fullRanks && i / stack == 3 && i % stack == 1 ? 1 : (i / stack % 2 == 0 ? 0.5 : 2) }
         let (scaleC, _) = floats32(scales)
@@ -167,7 +168,7 @@ extension OpChecks {
             let moduleStride = split ? n * width : 0
             let label = detail + ", batched" + (split ? ", split extensions" : "")
             guard let layout = LoRAManager.batchedShrinkLayout(
-                runs: runs, slotRanks: slotRanks.map(Int32.init), scalings: scales, stack: stack, rank: maxRank, k: k, rowStride: width,
+                runs: runs, rows: chunk, slotRanks: slotRanks.map(Int32.init), scalings: scales, stack: stack, rank: maxRank, k: k, rowStride: width,
                 moduleStride: moduleStride, a: gpu.deviceAddress(of: a.1)!, input: gpu.deviceAddress(of: fg)!, elementBytes: fg.dtype.byteCount) else {
                 results.append(["op": "loraShrinkBatched", "pass": false, "detail": label + ": no layout"])
                 continue

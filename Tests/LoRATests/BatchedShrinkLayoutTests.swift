@@ -48,9 +48,9 @@ import Testing
         let scalings: [Float] = [0, 0, 0, 2, 2, 2, 0.5, 0.5, 0.5, 2, 2, 2]
         let rowStride = Self.k + slots * stack * R
         let layout = try #require(LoRAManager.batchedShrinkLayout(
-            runs: LoRARowRun.runs(of: rowSlots, slotRanks: slotRanks), slotRanks: slotRanks, scalings: scalings, stack: stack, rank: R,
+            runs: LoRARowRun.runs(of: rowSlots, slotRanks: slotRanks), rows: 64, slotRanks: slotRanks, scalings: scalings, stack: stack, rank: R,
             k: Self.k, rowStride: rowStride, moduleStride: 0, a: Self.aBase, input: Self.inputBase, elementBytes: Self.e))
-        #expect(layout.rows == LoRAManager.batchedShrinkRows)
+        #expect(layout.rows == 64)
         // Calls: whole slots at scaling 2 (1 + 3 instances), slot 2's modules at 0.5 (2 × 3 instances).
         #expect(Set(layout.calls.map { "\($0.columns) \($0.scaling) \($0.count)" }) == ["48 2.0 4", "8 0.5 6"])
         #expect(layout.calls.map(\.count).reduce(0, +) == layout.pointers.count / 3)
@@ -75,7 +75,7 @@ import Testing
         let rowSlots = [Int32](repeating: 2, count: n)
         let rowStride = Self.k + slots * R, moduleStride = n * rowStride
         let layout = try #require(LoRAManager.batchedShrinkLayout(
-            runs: LoRARowRun.runs(of: rowSlots, slotRanks: [0, 8, 8]), slotRanks: [0, 8, 8], scalings: [0, 0, 1, 1, 0.25, 0.25], stack: stack, rank: R,
+            runs: LoRARowRun.runs(of: rowSlots, slotRanks: [0, 8, 8]), rows: 64, slotRanks: [0, 8, 8], scalings: [0, 0, 1, 1, 0.25, 0.25], stack: stack, rank: R,
             k: Self.k, rowStride: rowStride, moduleStride: moduleStride, a: Self.aBase, input: Self.inputBase, elementBytes: Self.e))
         #expect(layout.calls == [LoRABatchedShrink.Call(first: 0, count: 4, columns: 8, scaling: 0.25)])
         let (cells, aRows) = written(layout, rowStride: rowStride, moduleStride: moduleStride, R: R, stack: stack)
@@ -90,7 +90,7 @@ import Testing
     @Test func declinesShortRunsManyCallsAndMisalignedWidths() {
         func layout(rowSlots: [Int32], scalings: [Float], R: Int = 16, k: Int = 64) -> (pointers: [UInt64], rows: Int, calls: [LoRABatchedShrink.Call])? {
             let slotRanks: [Int32] = [0] + [Int32](repeating: Int32(R), count: 5)
-            return LoRAManager.batchedShrinkLayout(runs: LoRARowRun.runs(of: rowSlots, slotRanks: slotRanks), slotRanks: slotRanks, scalings: scalings,
+            return LoRAManager.batchedShrinkLayout(runs: LoRARowRun.runs(of: rowSlots, slotRanks: slotRanks), rows: 64, slotRanks: slotRanks, scalings: scalings,
                                                    stack: 1, rank: R, k: k, rowStride: k + 6 * R, moduleStride: 0, a: Self.aBase,
                                                    input: Self.inputBase, elementBytes: Self.e)
         }

@@ -20,7 +20,7 @@ import Testing
     }
 
     func setup(_ name: String, kind: LoRABackendKind, slots: Int, residualSlices: Int = 1, fusedDecodeRows: Int = LoRAOptions().fusedDecodeRows,
-               consumerGroups: Set<ProjectionGroup>? = nil, splitStacks: Bool = false) throws -> Setup {
+               consumerGroups: Set<ProjectionGroup>? = nil, splitStacks: Bool = false, batchedShrinkRows: Int? = nil) throws -> Setup {
         let reference = try loadJSON(fixture("models/\(name)/reference.json"))
         let modelDir = packageRoot.appendingPathComponent(reference["model_dir"] as! String).path
         let backend = CPUBackend()
@@ -39,6 +39,7 @@ import Testing
         options.fusedConsumerMaxRank = LoRAManager.maxConsumerRank
         options.fusedConsumerGroups = consumerGroups
         options.fusedSplitStacks = splitStacks
+        if let batchedShrinkRows { options.batchedShrinkRows = batchedShrinkRows }
         let specs = names.map { LoRAPathSpec(name: $0, path: "\(adapterDir)/\($0)") }
         let manager = try LoRAManager(options: options, model: model, maxTokens: 1024, initial: specs)
         return Setup(model: model, manager: manager, reference: reference)
@@ -115,6 +116,26 @@ import Testing
                       logits: (batch["last_logits"] as! [Any]).map(floats), greedy: (batch["greedy_ids"] as! [Any]).map(ints),
                       label: "\(name) fused batch \(b), \(how)", forGraph: path.forGraph)
         }
+    }
+
+    /// Eager fused steps whose adapters' rows come in runs of at least `batchedShrinkRows` shrink by
+    /// batched products over those runs (`LoRABatchedShrink`: the layout, the addresses uploaded with
+    /// the plan, each layer's instances), here with runs of 4 rows or more, so the fixtures' prompts
+    /// take them; with and without split extensions. The backend must have run them.
+    @Test(arguments: ["llama-tiny", "qwen2-tiny"], [false, true])
+    func batchedShrinksMatchPEFT(model name: String, split: Bool) throws {
+        let s = try setup(name, kind: .fused, slots: 3, fusedDecodeRows: 0, splitStacks: split, batchedShrinkRows: 4)
+        let backend = try #require(s.model.ranks[0].backend as? CPUBackend)
+        let cases = s.reference["cases"] as! [[String: Any]]
+        let label = "\(name) fused, batched shrinks" + (split ? ", split extensions" : "")
+        try check(s, adapters: cases.map { $0["adapter"] as? String }, prompts: cases.map { ints($0["prompt_ids"]) },
+                  logits: cases.map { floats($0["last_logits"]) }, greedy: cases.map { ints($0["greedy_ids"]) }, label: label)
+        for (b, batch) in (s.reference["mixed_batches"] as! [[String: Any]]).enumerated() {
+            try check(s, adapters: (batch["adapters"] as! [Any]).map { $0 as? String }, prompts: (batch["prompt_ids"] as! [Any]).map(ints),
+                      logits: (batch["last_logits"] as! [Any]).map(floats), greedy: (batch["greedy_ids"] as! [Any]).map(ints),
+                      label: "\(label), batch \(b)")
+        }
+        #expect(backend.batchedShrinkCalls > 0, "\(label): no batched shrink ran")
     }
 
     /// Decode steps expand in the consumers only up to `fusedConsumerMaxRank` (by default 16): the
