@@ -49,6 +49,9 @@ struct BenchLoRAKernels: ParsableCommand {
 
     /// The shape whose one layer is timed.
     static let shapeName = "llama-3.1-8b"
+    /// Fused prefill rows: base and widened replays in turn this many times (3 before session 29,
+    /// whose rank-64 row then read 130.7 to 148.6 µs over six runs of one binary or two).
+    static let fusedRounds = 7
 
     mutating func validate() throws {
         do {
@@ -156,22 +159,22 @@ struct BenchLoRAKernels: ParsableCommand {
                 let replayLoRA = { gpu.replayMicroseconds(key: loraKey, repeats: repeats) { layer.lora(applier, tokens: c.tokens, fused: fused) } }
                 let loraReplay = replayLoRA()
                 // Fused: the replay ran the widened GEMMs, base included; LoRA's share is what they add,
-                // a few per cent of them. Base and widened are replayed in turn three times; the row takes
-                // the median difference and the median base (a prefill's GEMMs run at the clocks of the
-                // moment: a few per cent apart over a run, as much as LoRA's share).
+                // a few per cent of them. Base and widened are replayed in turn `fusedRounds` times; the
+                // row takes the median difference and the median base (a prefill's GEMMs run at the clocks
+                // of the moment: a few per cent apart over a run, as much as LoRA's share).
                 var bases = [baseMicroseconds], differences = [loraReplay - baseMicroseconds]
                 if fused != nil {
-                    for _ in 0..<2 {
+                    for _ in 1..<Self.fusedRounds {
                         let base = gpu.replayMicroseconds(key: baseKey, repeats: repeats) { layer.base(tokens: c.tokens) }
                         bases.append(base)
                         differences.append(replayLoRA() - base)
                     }
                 }
-                let loraMicroseconds = fused == nil ? loraReplay : differences.sorted()[1]
+                let loraMicroseconds = fused == nil ? loraReplay : differences.sorted()[differences.count / 2]
                 var row = Self.row(c, backend: backend, baseMicroseconds: bases.sorted()[bases.count / 2], loraMicroseconds: loraMicroseconds,
                                    adapterBytes: c.adapterBytes(shape), bandwidth: bandwidth, check: check)
                 row["lora_timing"] = fused == nil ? "the LoRA kernels of one layer"
-                    : "one layer's GEMMs on the widened weights, less the base GEMMs (medians of 3, replayed in turn)"
+                    : "one layer's GEMMs on the widened weights, less the base GEMMs (medians of \(Self.fusedRounds), replayed in turn)"
                 // Where the LoRA time goes: each group's launches run eagerly, each timed alone (a
                 // second run, warm; eager launches cost a few µs more than graph replays).
                 var kernels: [String: Double] = [:]
