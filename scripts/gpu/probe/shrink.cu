@@ -1,9 +1,11 @@
 // Session 29's probe: the fused backend's prefill LoRA shrink (x · Aᵀ into the widened GEMM's
-// input) as one dense cuBLASLt GEMM against every adapted slot's A (what Loom runs), against
+// input) as one dense cuBLASLt GEMM against every adapted slot's A (what Loom ran before), against
 // cuBLASLt's pointer-array batched GEMM over the segments (each segment, or each fixed-size chunk
-// of one, against its own slot's A only). Llama-3.1-8B shapes, 2048 prefill rows over 4 adapters
-// (the `bench lora-kernels` prefill row), ranks 16 and 64. The batched form's output is checked
-// against the dense form's own-slot columns (bit-equal expected: same products, f32 sums).
+// of one, against its own slot's A only; what Loom runs since). Llama-3.1-8B shapes, 2048 prefill
+// rows over 4 adapters (the `bench lora-kernels` prefill row), ranks 16 and 64. The batched form's
+// output is checked against the dense form's own-slot columns: bit-equal where neither splits K
+// (K 4096 here), last-bit differences where one does (down, K 14336); rows a form leaves out show
+// as differences, since the columns are cleared before each form runs.
 // Built and run by run.sh on the device.
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
