@@ -26,12 +26,18 @@ extension CPUBackend {
                     let row = Int(perm[p])
                     for m in 0..<stack {
                         let w = aw + (slot * slotWidth + m * maxRank) * k, (dst, scale) = destination(p, row, slot, m)
-                        Kernels.gemmNT(x: xs + row * xStride, rows: 1, w: w, outputs: 0..<rank, k: k, out: dst, outStride: rank)
-                        if scale != 1 { for j in 0..<rank { dst[j] *= scale } }
+                        Self.shrinkRow(xs + row * xStride, w, columns: rank, k: k, scale: scale, into: dst)
                     }
                 }
             }
         }
+    }
+
+    /// One row of a shrink: `scale · w[c] · x` for the `columns` rows `c` of `w` (K apart), into `out`.
+    private static func shrinkRow(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, columns: Int, k: Int, scale: Float,
+                                  into out: UnsafeMutablePointer<Float>) {
+        Kernels.gemmNT(x: x, rows: 1, w: w, outputs: 0..<columns, k: k, out: out, outStride: columns)
+        if scale != 1 { for j in 0..<columns { out[j] *= scale } }
     }
 
     public func loraExpand(_ shrunk: DeviceTensor, b: DeviceTensor, out: DeviceTensor, plan: LoRAKernelPlan, scalings: DeviceTensor, outOffsets: [Int]) {
@@ -82,7 +88,7 @@ extension CPUBackend {
     public func deviceAddress(of tensor: DeviceTensor) -> UInt64? { UInt64(UInt(bitPattern: tensor.raw)) }
 
     /// The batched shrink on the host, through the same addresses a device reads (host ones here):
-    /// each instance's rows as `shrink` computes a row (`Kernels.gemmNT`, then the scaling), so a
+    /// each instance's rows as `shrink` computes a row (`shrinkRow`), so a
     /// step gives the same values whichever form it takes.
     public func loraShrinkBatched(_ shrink: LoRABatchedShrink) -> Bool {
         let words = shrink.pointers.i32, n = shrink.instances, k = shrink.k, stride = shrink.rowStride
@@ -98,8 +104,7 @@ extension CPUBackend {
                 parallelFor(shrink.rows, work: shrink.rows * call.columns * k) { rows in
                     for r in rows {
                         let dst = out + r * stride
-                        Kernels.gemmNT(x: x + r * stride, rows: 1, w: a, outputs: 0..<call.columns, k: k, out: dst, outStride: call.columns)
-                        if call.scaling != 1 { for j in 0..<call.columns { dst[j] *= call.scaling } }
+                        Self.shrinkRow(x + r * stride, a, columns: call.columns, k: k, scale: call.scaling, into: dst)
                     }
                 }
             }

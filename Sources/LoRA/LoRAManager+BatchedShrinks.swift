@@ -6,10 +6,13 @@ import Models
 extension LoRAManager {
     /// Each rank's batched shrinks by layer and group for a step that no graph replays, with their
     /// pointers uploaded (empty where the backend does not run them, or a run or group does not fit:
-    /// `batchedShrinkLayout`).
-    func batchedShrinks(runs: [LoRARowRun], slotRanks: [Int32], rows n: Int, consumes: Bool, usedSlots: Int) throws
+    /// `batchedShrinkLayout`). Steps with a run shorter than an instance (decode) return before any
+    /// layout is made.
+    func batchedShrinks(rowSlots: [Int], slotRanks: [Int32], consumes: Bool, usedSlots: Int) throws
         -> [[[ProjectionGroup: LoRABatchedShrink]]] {
-        guard !runs.isEmpty, ranks.allSatisfy({ $0.backend.runsBatchedShrinks }) else { return [] }
+        guard ranks.allSatisfy({ $0.backend.runsBatchedShrinks }) else { return [] }
+        let runs = LoRARowRun.runs(of: rowSlots.map(Int32.init), slotRanks: slotRanks), n = rowSlots.count
+        guard !runs.isEmpty, runs.allSatisfy({ $0.count >= options.batchedShrinkRows }) else { return [] }
         var all: [[[ProjectionGroup: LoRABatchedShrink]]] = []
         for rank in 0..<ranks.count {
             all.append(try batchedShrinks(rank: rank, runs: runs, slotRanks: slotRanks, rows: n, consumes: consumes, usedSlots: usedSlots))

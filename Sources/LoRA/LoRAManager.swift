@@ -433,8 +433,7 @@ public final class LoRAManager {
                 outputsZeroed: zeroed,
                 firstAdaptedSlot: firstAdaptedSlot)
         }
-        let batched = forGraph ? [] : try batchedShrinks(runs: LoRARowRun.runs(of: rowSlots.map(Int32.init), slotRanks: slotRanks),
-                                                         slotRanks: slotRanks, rows: n, consumes: consumes, usedSlots: usedSlots)
+        let batched = forGraph ? [] : try batchedShrinks(rowSlots: rowSlots, slotRanks: slotRanks, consumes: consumes, usedSlots: usedSlots)
         return StepApplier(manager: self, plans: plans, rows: n, consumes: consumes, usedSlots: usedSlots, batched: batched)
     }
 
